@@ -1,0 +1,85 @@
+/* CUDA backend: device detection, handles, stream binding, the backend table. */
+#include "cuda_internal.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+extern "C" int sg_cuda_devices(char *why, size_t len)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        if (why && len) snprintf(why, len, "cudaGetDeviceCount: %s (error %d)", cudaGetErrorString(e), (int)e);
+        cudaGetLastError(); /* clear the sticky-free error so later calls start clean */
+        return 0;
+    }
+    if (n == 0 && why && len) snprintf(why, len, "no CUDA device found");
+    return n;
+}
+
+static sg_status cuda_destroy_state(sg_cuda_state *st)
+{
+    if (!st) return SG_OK;
+    if (st->blas) cublasDestroy(st->blas);
+    if (st->solver) cusolverDnDestroy(st->solver);
+    free(st);
+    return SG_OK;
+}
+
+static sg_status cuda_init(sg_ctx *ctx)
+{
+    char why[256];
+    if (sg_cuda_devices(why, sizeof why) <= 0) return sg_fail(ctx, SG_ERR_NODEVICE, -1, "CUDA backend: %s", why);
+    sg_cuda_state *st = (sg_cuda_state *)calloc(1, sizeof *st);
+    if (!st) return sg_fail(ctx, SG_ERR_ALLOC, -1, "CUDA backend: out of host memory");
+    ctx->cuda = st;
+    sg_status s = SG_OK;
+    cudaError_t e = cudaGetDevice(&st->device);
+    if (e == cudaSuccess) e = cudaGetDeviceProperties(&st->prop, st->device);
+    if (e != cudaSuccess) {
+        s = sg_fail(ctx, SG_ERR_CUDA, -1, "CUDA backend: %s", cudaGetErrorString(e));
+    } else if (cusolverDnCreate(&st->solver) != CUSOLVER_STATUS_SUCCESS) {
+        st->solver = NULL;
+        s = sg_fail(ctx, SG_ERR_CUSOLVER, -1, "CUDA backend: cusolverDnCreate failed");
+    } else if (cublasCreate(&st->blas) != CUBLAS_STATUS_SUCCESS) {
+        st->blas = NULL;
+        s = sg_fail(ctx, SG_ERR_CUBLAS, -1, "CUDA backend: cublasCreate failed");
+    }
+    if (s != SG_OK) {
+        cuda_destroy_state(st);
+        ctx->cuda = NULL;
+    }
+    return s;
+}
+
+static void cuda_destroy(sg_ctx *ctx)
+{
+    cuda_destroy_state(sg_cu(ctx));
+    ctx->cuda = NULL;
+}
+
+sg_status sg_cuda_bind_stream(sg_ctx *ctx)
+{
+    sg_cuda_state *st = sg_cu(ctx);
+    cudaStream_t s = (cudaStream_t)ctx->stream;
+    CUSOLVER_TRY(ctx, cusolverDnSetStream(st->solver, s));
+    CUBLAS_TRY(ctx, cublasSetStream(st->blas, s));
+    st->stream = s;
+    return SG_OK;
+}
+
+extern "C" const sg_backend_ops sg_cuda_ops = {
+    "cuda",
+    cuda_init,
+    cuda_destroy,
+    sg_cuda_eigh,
+    sg_cuda_svd,
+    sg_cuda_rank,
+    sg_cuda_nullspace,
+    sg_cuda_project,
+    sg_cuda_lstsq,
+    sg_cuda_eigh_backward,
+    sg_cuda_svd_backward,
+    sg_cuda_matfunc,
+    sg_cuda_matfunc_backward,
+    sg_cuda_regularizer,
+};

@@ -1,0 +1,66 @@
+/* CUDA backend internals: checked-call macros, backend state, per-op entry points. */
+#ifndef SG_CUDA_INTERNAL_H
+#define SG_CUDA_INTERNAL_H
+
+#include "internal.h"
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+
+typedef struct {
+    int device;
+    cudaDeviceProp prop;
+    cusolverDnHandle_t solver;
+    cublasHandle_t blas;
+    cudaStream_t stream; /* the stream the handles are bound to (ctx->stream or the default stream) */
+} sg_cuda_state;
+
+static inline sg_cuda_state *sg_cu(sg_ctx *ctx) { return (sg_cuda_state *)ctx->cuda; }
+
+/* Every CUDA / cuSOLVER / cuBLAS call is checked; failures name the call and the site. */
+#define CU_TRY(ctx, call)                                                                              \
+    do {                                                                                               \
+        cudaError_t e_ = (call);                                                                       \
+        if (e_ != cudaSuccess)                                                                         \
+            return sg_fail(ctx, e_ == cudaErrorMemoryAllocation ? SG_ERR_DEVICE_OOM : SG_ERR_CUDA, -1,    \
+                           "%s failed: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, __LINE__);   \
+    } while (0)
+#define CUSOLVER_TRY(ctx, call)                                                                        \
+    do {                                                                                               \
+        cusolverStatus_t e_ = (call);                                                                  \
+        if (e_ != CUSOLVER_STATUS_SUCCESS)                                                             \
+            return sg_fail(ctx, SG_ERR_CUSOLVER, -1, "%s failed: cusolver status %d (%s:%d)", #call,     \
+                           (int)e_, __FILE__, __LINE__);                                              \
+    } while (0)
+#define CUBLAS_TRY(ctx, call)                                                                          \
+    do {                                                                                               \
+        cublasStatus_t e_ = (call);                                                                    \
+        if (e_ != CUBLAS_STATUS_SUCCESS)                                                               \
+            return sg_fail(ctx, SG_ERR_CUBLAS, -1, "%s failed: cublas status %d (%s:%d)", #call, (int)e_, \
+                           __FILE__, __LINE__);                                                        \
+    } while (0)
+/* After a kernel launch. */
+#define CU_LAUNCH_CHECK(ctx) CU_TRY(ctx, cudaGetLastError())
+
+/* Binds the handles to ctx->stream (the user may change it between calls). */
+sg_status sg_cuda_bind_stream(sg_ctx *ctx);
+
+/* cuda/linalg.cu */
+sg_status sg_cuda_eigh(sg_ctx *, const sg_mat *A, sg_mat *W, sg_mat *V);
+sg_status sg_cuda_svd(sg_ctx *, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V);
+sg_status sg_cuda_rank(sg_ctx *, const sg_mat *A, double atol, double rtol, int64_t *rank);
+sg_status sg_cuda_nullspace(sg_ctx *, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
+sg_status sg_cuda_project(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
+                          sg_mat *Y);
+sg_status sg_cuda_lstsq(sg_ctx *, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+                        int64_t *rank);
+/* cuda/grad.cu */
+sg_status sg_cuda_eigh_backward(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,
+                                sg_degen mode, double param, sg_mat *gA);
+sg_status sg_cuda_svd_backward(sg_ctx *, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
+                               const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA);
+sg_status sg_cuda_matfunc(sg_ctx *, const sg_mat *A, const sg_fn *fn, sg_mat *F);
+sg_status sg_cuda_matfunc_backward(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,
+                                   sg_mat *gA);
+sg_status sg_cuda_regularizer(sg_ctx *, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA);
+#endif

@@ -1,0 +1,194 @@
+/* specgrad — batched spectral linear algebra and its gradients, CPU (LAPACK) and CUDA (cuSOLVER).
+ *
+ * Conventions (cuSOLVER/LAPACKE style):
+ *  - Every op takes a context (backend, stream, memory space, workspace, last error) and returns a status.
+ *  - Matrices are batches of column-major matrices described by sg_mat: element (i,j) of matrix b is
+ *    data[b*stride + i + j*ld]. Vectors are rows×1 matrices; per-matrix scalars are 1×1 matrices.
+ *  - float32 and float64; all sg_mat arguments of one call must share the dtype.
+ *  - Integer outputs (ranks, nullities) are int64_t arrays of length batch.
+ *  - All pointers of a call live in the context's memory space (host unless sg_set_memspace says device).
+ *  - On an argument error (shape, pointer, dtype, NaN/Inf) nothing is written. On a numerical failure
+ *    (non-convergence, LAPACK/cuSOLVER info) outputs of other matrices may have been written.
+ *    sg_last_error() says what failed and sg_failed_index() which matrix of the batch.
+ *  - Tolerances follow numpy/torch: tol = max(atol, rtol·σmax). rtol < 0 selects the default:
+ *    max(m,n)·eps(dtype) when atol == 0, else 0. A singular value counts when σ > tol.
+ */
+#ifndef SPECGRAD_H
+#define SPECGRAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SG_VERSION_MAJOR 0
+#define SG_VERSION_MINOR 1
+
+typedef enum {
+    SG_OK = 0,
+    SG_ERR_ARG,         /* null pointer, bad size, ld < rows, size overflow, bad option */
+    SG_ERR_DTYPE,       /* tensors of one call disagree on dtype */
+    SG_ERR_NONFINITE,   /* NaN or Inf in an input */
+    SG_ERR_NOCONV,      /* an iterative solver did not converge */
+    SG_ERR_LAPACK,      /* LAPACK reported an error */
+    SG_ERR_ALLOC,       /* host memory allocation failed */
+    SG_ERR_NODEVICE,    /* CUDA backend asked for, but no usable GPU / CUDA support not built */
+    SG_ERR_CUDA,        /* CUDA runtime error */
+    SG_ERR_CUSOLVER,    /* cuSOLVER error (status or info) */
+    SG_ERR_CUBLAS,      /* cuBLAS error */
+    SG_ERR_DEVICE_OOM,  /* device memory exhausted even after chunking */
+    SG_ERR_UNSUPPORTED, /* option not available on this backend */
+    SG_ERR_DEGENERATE,  /* exact gradient mode met tied eigen/singular values: result has inf/NaN */
+    SG_ERR_DOMAIN,      /* input outside the function's domain (log of a non-positive eigenvalue, ...) */
+    SG_ERR_IO,          /* file could not be opened/read/written */
+    SG_ERR_FORMAT       /* malformed file (.npy) */
+} sg_status;
+
+typedef enum { SG_F32 = 0, SG_F64 = 1 } sg_dtype;
+typedef enum { SG_BACKEND_AUTO = 0, SG_BACKEND_CPU = 1, SG_BACKEND_CUDA = 2 } sg_backend;
+typedef enum { SG_MEM_HOST = 0, SG_MEM_DEVICE = 1 } sg_memspace;
+
+typedef struct {
+    void *data;
+    sg_dtype dtype;
+    int64_t batch, rows, cols;
+    int64_t ld;     /* leading dimension, >= max(1, rows) */
+    int64_t stride; /* elements between consecutive matrices, >= ld*cols; 0 means ld*cols */
+} sg_mat;
+
+/* A densely packed batch (ld = rows, stride = rows*cols). */
+static inline sg_mat sg_mat_dense(void *data, sg_dtype dtype, int64_t batch, int64_t rows, int64_t cols)
+{
+    sg_mat m;
+    m.data = data; m.dtype = dtype; m.batch = batch; m.rows = rows; m.cols = cols;
+    m.ld = rows > 0 ? rows : 1; m.stride = 0;
+    return m;
+}
+
+/* ---- context ---------------------------------------------------------------------------------- */
+typedef struct sg_ctx sg_ctx;
+
+/* AUTO picks CUDA when a usable GPU exists, else CPU. CUDA without a GPU fails with SG_ERR_NODEVICE. */
+sg_status sg_create(sg_ctx **ctx, sg_backend backend);
+void sg_destroy(sg_ctx *ctx);
+sg_backend sg_get_backend(const sg_ctx *ctx);
+const char *sg_last_error(const sg_ctx *ctx); /* "" after a successful call */
+int64_t sg_failed_index(const sg_ctx *ctx);   /* batch index of the failing matrix, -1 if none */
+const char *sg_status_string(sg_status s);
+const char *sg_backend_name(sg_backend b);
+
+/* Number of usable CUDA devices; 0 with the reason written to why (may be NULL). Never fails hard. */
+int sg_cuda_devices(char *why, size_t why_len);
+
+sg_status sg_set_memspace(sg_ctx *ctx, sg_memspace mem); /* SG_MEM_DEVICE needs the CUDA backend */
+sg_status sg_set_stream(sg_ctx *ctx, void *cuda_stream); /* cudaStream_t; NULL = default stream */
+/* Jacobi solver controls (CUDA syevj/gesvdj): tol <= 0 → machine eps, max_sweeps <= 0 → 100. */
+sg_status sg_set_jacobi(sg_ctx *ctx, double tol, int max_sweeps);
+sg_status sg_set_threads(sg_ctx *ctx, int nthreads);     /* CPU threads over the batch; <= 0 = all */
+sg_status sg_set_check_finite(sg_ctx *ctx, int on);      /* NaN/Inf input check (default on) */
+/* Host batches on the CUDA backend are streamed in chunks of at most this many bytes of device memory
+   (0 = automatic, from free device memory). */
+sg_status sg_set_chunk_bytes(sg_ctx *ctx, size_t bytes);
+
+/* ---- decompositions --------------------------------------------------------------------------- */
+/* Symmetric eigendecomposition. A: n×n (lower triangle read). W: n×1, ascending. V: n×n orthonormal
+   eigenvectors in columns (NULL: values only). */
+sg_status sg_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V);
+
+/* SVD A = U diag(S) Vᵀ. A: m×n, k = min(m,n). S: k×1, descending. full_matrices: U m×m, V n×n;
+   else U m×k, V n×k. Returns V, not Vᵀ (cuSOLVER convention). U and V may both be NULL. */
+sg_status sg_svd(sg_ctx *ctx, const sg_mat *A, int full_matrices, sg_mat *S, sg_mat *U, sg_mat *V);
+
+/* ---- rank, subspaces, least squares (tolerance rule in the header comment) ------------------- */
+sg_status sg_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank);
+
+/* Orthonormal basis of the nullspace of A (m×n). N: n×n; columns [0, nullity) hold the basis,
+   the remaining columns are zero. nullity may be NULL. */
+sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
+
+typedef enum { SG_PROJ_NULL = 0, SG_PROJ_ROW = 1 } sg_proj;
+/* Y = P X with P the orthogonal projector onto the nullspace (I − V_r V_rᵀ) or the row space (V_r V_rᵀ)
+   of A (m×n). X, Y: n×k. Y may be X itself (same data and layout) for an in-place update. */
+sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which,
+                     double atol, double rtol, sg_mat *Y);
+
+/* Minimum-norm least squares X = A⁺B with the rank cutoff above (also rank-deficient).
+   A: m×n, B: m×k, X: n×k. rank may be NULL. */
+sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol,
+                   sg_mat *X, int64_t *rank);
+
+/* ---- gradients -------------------------------------------------------------------------------- */
+/* How 1/(λj − λi) is formed when eigenvalues (or σ²) tie. param's meaning depends on the mode. */
+typedef enum {
+    SG_DEGEN_EXACT = 0,   /* 1/E; ties give inf/NaN and SG_ERR_DEGENERATE (gA is still written) */
+    SG_DEGEN_MASK = 1,    /* 0 inside tied clusters: |E| <= param·max(1, max|λ|) (param <= 0: 1e3·eps)
+                             exact for losses invariant to rotations within a cluster */
+    SG_DEGEN_LORENTZ = 2, /* E/(E² + param), param <= 0: 1e-12 (f64) / 1e-6 (f32) */
+    SG_DEGEN_TAYLOR = 3   /* positive spectra: 1/(λi−λj) ≈ (1/λi)Σ_{k<K}(λj/λi)^k for λi>λj,
+                             K = (int)param, param <= 0: 9 */
+} sg_degen;
+
+/* eigh backward (symmetric adjoint, PyTorch's convention):
+   gA = V (diag(gW) + skew(VᵀgV) ⊘ E) Vᵀ, skew(M) = (M − Mᵀ)/2, E_ij = λj − λi.
+   W: n×1, V: n×n (from sg_eigh), gW: n×1 or NULL, gV: n×n or NULL (NULL = zero). gA: n×n, symmetric. */
+sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW,
+                           const sg_mat *gV, sg_degen mode, double param, sg_mat *gA);
+
+/* SVD backward (PyTorch's svd_backward). U, S, V as returned by sg_svd (economy or full_matrices);
+   A is m×n with m = U->rows, n = V->rows. gU, gS, gV may be NULL. With full_matrices the columns of U/V
+   beyond k get no gradient. Ties between σ's use mode/param on E_jk = σk² − σj². gA: m×n. */
+sg_status sg_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V,
+                          const sg_mat *gU, const sg_mat *gS, const sg_mat *gV,
+                          sg_degen mode, double param, sg_mat *gA);
+
+/* Scalar functions for f(A) = V f(Λ) Vᵀ on symmetric A. */
+typedef enum { SG_FN_SQRT = 0, SG_FN_LOG, SG_FN_EXP, SG_FN_POW, SG_FN_CALLBACK } sg_fn_kind;
+typedef struct {
+    sg_fn_kind kind;
+    double p;                           /* exponent for SG_FN_POW */
+    double (*f)(double x, void *user);  /* SG_FN_CALLBACK only (CPU backend only) */
+    double (*df)(double x, void *user); /* its derivative */
+    void *user;
+} sg_fn;
+
+/* F = f(A). A, F: n×n. Domain errors (sqrt/log/pow of negative eigenvalues) give SG_ERR_DOMAIN. */
+sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F);
+
+/* Backward of F = f(A) (Daleckii–Krein): gA = V (L ∘ (Vᵀ sym(gF) V)) Vᵀ with
+   L_ij = (f(λi) − f(λj))/(λi − λj), L_ii = f'(λi); at (near-)ties L_ij = f'((λi+λj)/2): finite. */
+sg_status sg_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_fn *fn,
+                              const sg_mat *gF, sg_mat *gA);
+
+typedef enum {
+    SG_REG_SPECTRAL = 0, /* σmax(A)²                      grad 2σ u vᵀ          A: m×n */
+    SG_REG_NUCLEAR,      /* Σσ                            grad U Vᵀ             A: m×n */
+    SG_REG_ORTHO,        /* ||AᵀA − I||_F²                grad 4A(AᵀA − I)       A: m×n */
+    SG_REG_LOGDET,       /* log det A, A symmetric PD     grad A⁻¹              A: n×n */
+    SG_REG_EIGSUM        /* Σ f(λ), A symmetric           grad V diag(f'(λ)) Vᵀ  A: n×n, needs fn */
+} sg_reg;
+
+/* Per-matrix loss (1×1 per batch item) and, when gA is not NULL, its gradient (shape of A). */
+sg_status sg_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss,
+                         sg_mat *gA);
+
+/* ---- .npy I/O (host memory) ------------------------------------------------------------------- */
+/* An n-d array of float32/float64. data is malloc'ed, always in C (row-major) order. */
+typedef struct {
+    sg_dtype dtype;
+    int ndim;
+    int64_t shape[8];
+    void *data;
+} sg_array;
+
+sg_status sg_npy_read(const char *path, sg_array *out, char *err, size_t err_len);
+/* Parses an in-memory .npy image (used by the reader and the fuzzer). */
+sg_status sg_npy_parse(const void *buf, size_t len, sg_array *out, char *err, size_t err_len);
+sg_status sg_npy_write(const char *path, const sg_array *a, char *err, size_t err_len);
+void sg_array_free(sg_array *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPECGRAD_H */

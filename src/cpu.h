@@ -1,0 +1,24 @@
+/* CPU backend (LAPACKE + OpenBLAS, OpenMP over the batch): the reference for every op. */
+#ifndef SG_CPU_H
+#define SG_CPU_H
+#include "internal.h"
+
+/* src/cpu_linalg.c */
+sg_status sg_cpu_eigh(sg_ctx *, const sg_mat *A, sg_mat *W, sg_mat *V);
+sg_status sg_cpu_svd(sg_ctx *, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V);
+sg_status sg_cpu_rank(sg_ctx *, const sg_mat *A, double atol, double rtol, int64_t *rank);
+sg_status sg_cpu_nullspace(sg_ctx *, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
+sg_status sg_cpu_project(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
+                         sg_mat *Y);
+sg_status sg_cpu_lstsq(sg_ctx *, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+                       int64_t *rank);
+/* src/cpu_grad.c */
+sg_status sg_cpu_eigh_backward(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,
+                               sg_degen mode, double param, sg_mat *gA);
+sg_status sg_cpu_svd_backward(sg_ctx *, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
+                              const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA);
+sg_status sg_cpu_matfunc(sg_ctx *, const sg_mat *A, const sg_fn *fn, sg_mat *F);
+sg_status sg_cpu_matfunc_backward(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,
+                                  sg_mat *gA);
+sg_status sg_cpu_regularizer(sg_ctx *, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA);
+#endif

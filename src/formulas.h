@@ -1,0 +1,104 @@
+/* Formulas shared by the CPU reference and the CUDA kernels (host/device, plain C or CUDA C++).
+   One definition each, so both backends round the same way. */
+#ifndef SG_FORMULAS_H
+#define SG_FORMULAS_H
+
+#include <math.h>
+
+#ifdef __CUDACC__
+#define SG_HD static __host__ __device__ __forceinline__
+#else
+#define SG_HD static inline
+#endif
+
+/* Singular-value cutoff (numpy/torch): tol = max(atol, rtol·σmax); rtol < 0 → max(m,n)·eps if atol == 0. */
+SG_HD double sg_tol_rule(double atol, double rtol, double smax, long long maxmn, double eps)
+{
+    if (rtol < 0) rtol = atol > 0 ? 0.0 : (double)maxmn * eps;
+    double r = rtol * smax;
+    return atol > r ? atol : r;
+}
+
+/* Degeneracy modes (values of sg_degen). */
+#define SG_DM_EXACT 0
+#define SG_DM_MASK 1
+#define SG_DM_LORENTZ 2
+#define SG_DM_TAYLOR 3
+
+/* F_ij standing for 1/E_ij, E_ij = lj − li (i ≠ j), antisymmetric in (i,j) in every mode.
+   i_lt_j breaks exact ties for Taylor. scale = max(1, max|λ|) for the mask's relative tolerance.
+   param has been defaulted by the caller (sg_degen_param). */
+#define SG_DEF_INV_GAP(T, NAME)                                                                         \
+    SG_HD T NAME(T li, T lj, int i_lt_j, int mode, T param, T scale)                                    \
+    {                                                                                                   \
+        T e = lj - li; /* difference first: no cancellation through a shifted form */                   \
+        if (mode == SG_DM_MASK) return fabs((double)e) <= (double)(param * scale) ? (T)0 : (T)1 / e;    \
+        if (mode == SG_DM_LORENTZ) return e / (e * e + param);                                          \
+        if (mode == SG_DM_TAYLOR) {                                                                     \
+            int up = e > 0 || (e == 0 && i_lt_j); /* lj is the larger one */                            \
+            T big = up ? lj : li, small = up ? li : lj, r = small / big, term = (T)1, acc = (T)0;       \
+            for (int k = 0; k < (int)param; k++) { acc += term; term *= r; }                            \
+            return (up ? (T)1 : (T)-1) * acc / big;                                                     \
+        }                                                                                               \
+        return (T)1 / e;                                                                                \
+    }
+SG_DEF_INV_GAP(double, sg_inv_gap_d)
+SG_DEF_INV_GAP(float, sg_inv_gap_s)
+
+/* Mode parameter defaults (param <= 0). */
+SG_HD double sg_degen_param(int mode, double param, int is_f32)
+{
+    if (param > 0) return param;
+    if (mode == SG_DM_MASK) return 1e3 * (is_f32 ? 1.1920928955078125e-07 : 2.220446049250313e-16);
+    if (mode == SG_DM_LORENTZ) return is_f32 ? 1e-6 : 1e-12;
+    if (mode == SG_DM_TAYLOR) return 9;
+    return 0;
+}
+
+/* Scalar functions (values of sg_fn_kind, callback excluded) and their derivatives. */
+#define SG_FK_SQRT 0
+#define SG_FK_LOG 1
+#define SG_FK_EXP 2
+#define SG_FK_POW 3
+
+SG_HD double sg_fn_val(int kind, double p, double x)
+{
+    switch (kind) {
+    case SG_FK_SQRT: return sqrt(x);
+    case SG_FK_LOG: return log(x);
+    case SG_FK_EXP: return exp(x);
+    default: return pow(x, p);
+    }
+}
+
+SG_HD double sg_fn_der(int kind, double p, double x)
+{
+    switch (kind) {
+    case SG_FK_SQRT: return 0.5 / sqrt(x);
+    case SG_FK_LOG: return 1.0 / x;
+    case SG_FK_EXP: return exp(x);
+    default: return p * pow(x, p - 1.0);
+    }
+}
+
+/* Domain: sqrt needs λ >= 0, log λ > 0, non-integer powers λ >= 0 (negative powers λ > 0). */
+SG_HD int sg_fn_in_domain(int kind, double p, double x)
+{
+    switch (kind) {
+    case SG_FK_SQRT: return x >= 0;
+    case SG_FK_LOG: return x > 0;
+    case SG_FK_EXP: return 1;
+    default: return p < 0 ? x > 0 : (p == floor(p) ? 1 : x >= 0);
+    }
+}
+
+/* Divided difference (f(li) − f(lj))/(li − lj), → f'((li+lj)/2) when the gap is below
+   rel·max(|li|,|lj|,tiny): finite at ties, and the usual formula elsewhere. */
+SG_HD double sg_divdiff(int kind, double p, double li, double lj, double rel)
+{
+    double d = li - lj, s = fmax(fabs(li), fabs(lj));
+    if (fabs(d) <= rel * (s > 0 ? s : 1.0)) return sg_fn_der(kind, p, 0.5 * (li + lj));
+    return (sg_fn_val(kind, p, li) - sg_fn_val(kind, p, lj)) / d;
+}
+
+#endif

@@ -1,0 +1,390 @@
+/* Front-end: context, errors, argument validation, dispatch to the backend table. */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- errors ---------------------------------------------------------------------------------- */
+const char *sg_status_string(sg_status s)
+{
+    switch (s) {
+    case SG_OK: return "ok";
+    case SG_ERR_ARG: return "invalid argument";
+    case SG_ERR_DTYPE: return "dtype mismatch";
+    case SG_ERR_NONFINITE: return "NaN or Inf in input";
+    case SG_ERR_NOCONV: return "solver did not converge";
+    case SG_ERR_LAPACK: return "LAPACK error";
+    case SG_ERR_ALLOC: return "host out of memory";
+    case SG_ERR_NODEVICE: return "no usable CUDA device";
+    case SG_ERR_CUDA: return "CUDA runtime error";
+    case SG_ERR_CUSOLVER: return "cuSOLVER error";
+    case SG_ERR_CUBLAS: return "cuBLAS error";
+    case SG_ERR_DEVICE_OOM: return "device out of memory";
+    case SG_ERR_UNSUPPORTED: return "unsupported on this backend";
+    case SG_ERR_DEGENERATE: return "degenerate spectrum in exact gradient";
+    case SG_ERR_DOMAIN: return "input outside the function's domain";
+    case SG_ERR_IO: return "I/O error";
+    case SG_ERR_FORMAT: return "malformed file";
+    }
+    return "unknown status";
+}
+
+const char *sg_backend_name(sg_backend b)
+{
+    return b == SG_BACKEND_CPU ? "cpu" : b == SG_BACKEND_CUDA ? "cuda" : "auto";
+}
+
+sg_status sg_fail(sg_ctx *ctx, sg_status s, int64_t index, const char *fmt, ...)
+{
+    if (!ctx) return s;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+    ctx->failed_index = index;
+    return s;
+}
+
+void sg_clear_error(sg_ctx *ctx)
+{
+    ctx->err[0] = 0;
+    ctx->failed_index = -1;
+}
+
+const char *sg_last_error(const sg_ctx *ctx) { return ctx ? ctx->err : "null context"; }
+int64_t sg_failed_index(const sg_ctx *ctx) { return ctx ? ctx->failed_index : -1; }
+sg_backend sg_get_backend(const sg_ctx *ctx) { return ctx ? ctx->backend : SG_BACKEND_AUTO; }
+
+/* ---- context --------------------------------------------------------------------------------- */
+sg_status sg_create(sg_ctx **out, sg_backend backend)
+{
+    if (!out) return SG_ERR_ARG;
+    *out = NULL;
+    if (backend != SG_BACKEND_AUTO && backend != SG_BACKEND_CPU && backend != SG_BACKEND_CUDA)
+        return SG_ERR_ARG;
+    sg_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return SG_ERR_ALLOC;
+    ctx->check_finite = 1;
+    ctx->failed_index = -1;
+    if (backend == SG_BACKEND_AUTO) backend = sg_cuda_devices(NULL, 0) > 0 ? SG_BACKEND_CUDA : SG_BACKEND_CPU;
+    ctx->backend = backend;
+    ctx->ops = backend == SG_BACKEND_CUDA ? &sg_cuda_ops : &sg_cpu_ops;
+    sg_status s = ctx->ops->init ? ctx->ops->init(ctx) : SG_OK;
+    if (s != SG_OK) {
+        free(ctx);
+        return s;
+    }
+    *out = ctx;
+    return SG_OK;
+}
+
+void sg_destroy(sg_ctx *ctx)
+{
+    if (!ctx) return;
+    if (ctx->ops && ctx->ops->destroy) ctx->ops->destroy(ctx);
+    free(ctx);
+}
+
+#define CTX_CHECK(ctx)                                                                                  \
+    do {                                                                                                \
+        if (!(ctx)) return SG_ERR_ARG;                                                                  \
+        sg_clear_error(ctx);                                                                            \
+    } while (0)
+
+sg_status sg_set_memspace(sg_ctx *ctx, sg_memspace mem)
+{
+    CTX_CHECK(ctx);
+    if (mem != SG_MEM_HOST && mem != SG_MEM_DEVICE) return sg_fail(ctx, SG_ERR_ARG, -1, "memspace: unknown value %d", (int)mem);
+    if (mem == SG_MEM_DEVICE && ctx->backend != SG_BACKEND_CUDA)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "memspace: device pointers need the CUDA backend (context is %s)",
+                       sg_backend_name(ctx->backend));
+    ctx->mem = mem;
+    return SG_OK;
+}
+
+sg_status sg_set_stream(sg_ctx *ctx, void *stream)
+{
+    CTX_CHECK(ctx);
+    if (stream && ctx->backend != SG_BACKEND_CUDA)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "stream: a CUDA stream needs the CUDA backend");
+    ctx->stream = stream;
+    return SG_OK;
+}
+
+sg_status sg_set_jacobi(sg_ctx *ctx, double tol, int max_sweeps)
+{
+    CTX_CHECK(ctx);
+    if (isnan(tol)) return sg_fail(ctx, SG_ERR_ARG, -1, "jacobi: tol is NaN");
+    ctx->jacobi_tol = tol;
+    ctx->jacobi_sweeps = max_sweeps;
+    return SG_OK;
+}
+
+sg_status sg_set_threads(sg_ctx *ctx, int n)
+{
+    CTX_CHECK(ctx);
+    ctx->threads = n;
+    return SG_OK;
+}
+
+sg_status sg_set_check_finite(sg_ctx *ctx, int on)
+{
+    CTX_CHECK(ctx);
+    ctx->check_finite = on != 0;
+    return SG_OK;
+}
+
+sg_status sg_set_chunk_bytes(sg_ctx *ctx, size_t bytes)
+{
+    CTX_CHECK(ctx);
+    ctx->chunk_bytes = bytes;
+    return SG_OK;
+}
+
+/* ---- validation ------------------------------------------------------------------------------ */
+static int mul_ok(int64_t a, int64_t b, int64_t *r)
+{
+    if (a < 0 || b < 0) return 0;
+    if (a && b > INT64_MAX / a) return 0;
+    *r = a * b;
+    return 1;
+}
+
+sg_status sg_check_mat(sg_ctx *ctx, const sg_mat *m, const char *name, sg_dtype dtype, int64_t batch,
+                       int64_t rows, int64_t cols)
+{
+    if (!m) return sg_fail(ctx, SG_ERR_ARG, -1, "%s: null matrix descriptor", name);
+    if (!m->data) return sg_fail(ctx, SG_ERR_ARG, -1, "%s: null data pointer", name);
+    if (m->dtype != SG_F32 && m->dtype != SG_F64)
+        return sg_fail(ctx, SG_ERR_DTYPE, -1, "%s: unknown dtype %d", name, (int)m->dtype);
+    if (m->dtype != dtype)
+        return sg_fail(ctx, SG_ERR_DTYPE, -1, "%s: dtype %s, expected %s", name, m->dtype == SG_F32 ? "f32" : "f64",
+                       dtype == SG_F32 ? "f32" : "f64");
+    if (m->batch <= 0 || m->rows <= 0 || m->cols <= 0)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "%s: sizes must be positive (batch %lld, %lld×%lld)", name,
+                       (long long)m->batch, (long long)m->rows, (long long)m->cols);
+    if (batch >= 0 && m->batch != batch)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "%s: batch %lld, expected %lld", name, (long long)m->batch, (long long)batch);
+    if ((rows >= 0 && m->rows != rows) || (cols >= 0 && m->cols != cols))
+        return sg_fail(ctx, SG_ERR_ARG, -1, "%s: shape %lld×%lld, expected %lld×%lld", name, (long long)m->rows,
+                       (long long)m->cols, (long long)(rows >= 0 ? rows : m->rows),
+                       (long long)(cols >= 0 ? cols : m->cols));
+    if (m->ld < m->rows)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "%s: ld %lld < rows %lld", name, (long long)m->ld, (long long)m->rows);
+    int64_t span, total, bytes;
+    if (!mul_ok(m->ld, m->cols, &span))
+        return sg_fail(ctx, SG_ERR_ARG, -1, "%s: ld·cols overflows", name);
+    if (m->stride != 0 && m->stride < span)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "%s: batch stride %lld < ld·cols %lld (matrices would overlap)", name,
+                       (long long)m->stride, (long long)span);
+    if (!mul_ok(sg_stride_of(m), m->batch, &total) || !mul_ok(total, (int64_t)sg_dtype_size(m->dtype), &bytes))
+        return sg_fail(ctx, SG_ERR_ARG, -1, "%s: batch·stride·sizeof overflows", name);
+    return SG_OK;
+}
+
+sg_status sg_check_finite_host(sg_ctx *ctx, const sg_mat *m, const char *name)
+{
+    int64_t st = sg_stride_of(m);
+    for (int64_t b = 0; b < m->batch; b++)
+        for (int64_t j = 0; j < m->cols; j++)
+            for (int64_t i = 0; i < m->rows; i++) {
+                int64_t k = b * st + i + j * m->ld;
+                double v = m->dtype == SG_F32 ? (double)((const float *)m->data)[k] : ((const double *)m->data)[k];
+                if (!isfinite(v))
+                    return sg_fail(ctx, SG_ERR_NONFINITE, b, "%s: %s at matrix %lld, element (%lld,%lld)", name,
+                                   isnan(v) ? "NaN" : "Inf", (long long)b, (long long)i, (long long)j);
+            }
+    return SG_OK;
+}
+
+/* Validate an input: shape, then NaN/Inf when the data is on the host (device data: backend checks). */
+static sg_status in_mat(sg_ctx *ctx, const sg_mat *m, const char *name, sg_dtype dt, int64_t batch, int64_t r,
+                        int64_t c)
+{
+    sg_status s = sg_check_mat(ctx, m, name, dt, batch, r, c);
+    if (s == SG_OK && ctx->check_finite && ctx->mem == SG_MEM_HOST) s = sg_check_finite_host(ctx, m, name);
+    return s;
+}
+
+#define TRY(x)                                                                                          \
+    do {                                                                                                \
+        sg_status s_ = (x);                                                                             \
+        if (s_ != SG_OK) return s_;                                                                     \
+    } while (0)
+
+static sg_status head(sg_ctx *ctx, const sg_mat *first, const char *name)
+{
+    if (!ctx) return SG_ERR_ARG;
+    sg_clear_error(ctx);
+    if (!first) return sg_fail(ctx, SG_ERR_ARG, -1, "%s: null matrix descriptor", name);
+    return SG_OK;
+}
+
+static sg_status check_tol(sg_ctx *ctx, double atol, double rtol)
+{
+    if (isnan(atol) || isnan(rtol) || atol < 0 || isinf(atol) || isinf(rtol))
+        return sg_fail(ctx, SG_ERR_ARG, -1, "tolerance: atol must be finite and >= 0, rtol finite (got %g, %g)", atol,
+                       rtol);
+    return SG_OK;
+}
+
+static sg_status check_mode(sg_ctx *ctx, sg_degen mode, double param)
+{
+    if (mode < SG_DEGEN_EXACT || mode > SG_DEGEN_TAYLOR)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "degeneracy mode: unknown value %d", (int)mode);
+    if (isnan(param) || isinf(param)) return sg_fail(ctx, SG_ERR_ARG, -1, "degeneracy param must be finite");
+    return SG_OK;
+}
+
+static sg_status check_fn(sg_ctx *ctx, const sg_fn *fn)
+{
+    if (!fn) return sg_fail(ctx, SG_ERR_ARG, -1, "fn: null function descriptor");
+    if (fn->kind < SG_FN_SQRT || fn->kind > SG_FN_CALLBACK)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "fn: unknown kind %d", (int)fn->kind);
+    if (fn->kind == SG_FN_CALLBACK && (!fn->f || !fn->df))
+        return sg_fail(ctx, SG_ERR_ARG, -1, "fn: callback needs both f and df");
+    if (fn->kind == SG_FN_POW && !isfinite(fn->p)) return sg_fail(ctx, SG_ERR_ARG, -1, "fn: power p must be finite");
+    return SG_OK;
+}
+
+/* ---- ops ------------------------------------------------------------------------------------- */
+sg_status sg_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
+{
+    TRY(head(ctx, A, "A"));
+    TRY(in_mat(ctx, A, "A", A->dtype, -1, A->rows, A->rows));
+    int64_t n = A->rows, b = A->batch;
+    TRY(sg_check_mat(ctx, W, "W", A->dtype, b, n, 1));
+    if (V) TRY(sg_check_mat(ctx, V, "V", A->dtype, b, n, n));
+    return ctx->ops->eigh(ctx, A, W, V);
+}
+
+sg_status sg_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V)
+{
+    TRY(head(ctx, A, "A"));
+    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    int64_t m = A->rows, n = A->cols, k = m < n ? m : n, b = A->batch;
+    TRY(sg_check_mat(ctx, S, "S", A->dtype, b, k, 1));
+    if ((U == NULL) != (V == NULL)) return sg_fail(ctx, SG_ERR_ARG, -1, "svd: U and V must both be given or both NULL");
+    if (U) {
+        TRY(sg_check_mat(ctx, U, "U", A->dtype, b, m, full ? m : k));
+        TRY(sg_check_mat(ctx, V, "V", A->dtype, b, n, full ? n : k));
+    }
+    return ctx->ops->svd(ctx, A, full != 0, S, U, V);
+}
+
+sg_status sg_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
+{
+    TRY(head(ctx, A, "A"));
+    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(check_tol(ctx, atol, rtol));
+    if (!rank) return sg_fail(ctx, SG_ERR_ARG, -1, "rank: null output pointer");
+    return ctx->ops->rank(ctx, A, atol, rtol, rank);
+}
+
+sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
+{
+    TRY(head(ctx, A, "A"));
+    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(check_tol(ctx, atol, rtol));
+    TRY(sg_check_mat(ctx, N, "N", A->dtype, A->batch, A->cols, A->cols));
+    return ctx->ops->nullspace(ctx, A, atol, rtol, N, nullity);
+}
+
+sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
+                     sg_mat *Y)
+{
+    TRY(head(ctx, A, "A"));
+    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(check_tol(ctx, atol, rtol));
+    if (which != SG_PROJ_NULL && which != SG_PROJ_ROW)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "project: unknown subspace %d", (int)which);
+    TRY(in_mat(ctx, X, "X", A->dtype, A->batch, A->cols, -1));
+    TRY(sg_check_mat(ctx, Y, "Y", A->dtype, A->batch, A->cols, X->cols));
+    return ctx->ops->project(ctx, A, X, which, atol, rtol, Y);
+}
+
+sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+                   int64_t *rank)
+{
+    TRY(head(ctx, A, "A"));
+    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(check_tol(ctx, atol, rtol));
+    TRY(in_mat(ctx, B, "B", A->dtype, A->batch, A->rows, -1));
+    TRY(sg_check_mat(ctx, X, "X", A->dtype, A->batch, A->cols, B->cols));
+    return ctx->ops->lstsq(ctx, A, B, atol, rtol, X, rank);
+}
+
+sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,
+                           sg_degen mode, double param, sg_mat *gA)
+{
+    TRY(head(ctx, V, "V"));
+    int64_t n = V->rows, b = V->batch;
+    TRY(in_mat(ctx, V, "V", V->dtype, -1, n, n));
+    TRY(in_mat(ctx, W, "W", V->dtype, b, n, 1));
+    if (gW) TRY(in_mat(ctx, gW, "gW", V->dtype, b, n, 1));
+    if (gV) TRY(in_mat(ctx, gV, "gV", V->dtype, b, n, n));
+    TRY(check_mode(ctx, mode, param));
+    TRY(sg_check_mat(ctx, gA, "gA", V->dtype, b, n, n));
+    return ctx->ops->eigh_backward(ctx, W, V, gW, gV, mode, param, gA);
+}
+
+sg_status sg_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
+                          const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA)
+{
+    TRY(head(ctx, U, "U"));
+    if (!V) return sg_fail(ctx, SG_ERR_ARG, -1, "V: null matrix descriptor");
+    int64_t m = U->rows, n = V->rows, k = m < n ? m : n, b = U->batch;
+    TRY(in_mat(ctx, U, "U", U->dtype, -1, -1, -1));
+    TRY(in_mat(ctx, V, "V", U->dtype, b, -1, -1));
+    int fullU = U->cols == m && m != k, fullV = V->cols == n && n != k;
+    if ((U->cols != k && U->cols != m) || (V->cols != k && V->cols != n) || (fullU && V->cols != n) ||
+        (fullV && U->cols != m))
+        return sg_fail(ctx, SG_ERR_ARG, -1,
+                       "svd_backward: U %lld×%lld and V %lld×%lld are neither economy (k=%lld) nor full_matrices",
+                       (long long)U->rows, (long long)U->cols, (long long)V->rows, (long long)V->cols, (long long)k);
+    TRY(in_mat(ctx, S, "S", U->dtype, b, k, 1));
+    if (gU) TRY(in_mat(ctx, gU, "gU", U->dtype, b, m, U->cols));
+    if (gS) TRY(in_mat(ctx, gS, "gS", U->dtype, b, k, 1));
+    if (gV) TRY(in_mat(ctx, gV, "gV", U->dtype, b, n, V->cols));
+    TRY(check_mode(ctx, mode, param));
+    TRY(sg_check_mat(ctx, gA, "gA", U->dtype, b, m, n));
+    return ctx->ops->svd_backward(ctx, U, S, V, gU, gS, gV, mode, param, gA);
+}
+
+sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
+{
+    TRY(head(ctx, A, "A"));
+    TRY(in_mat(ctx, A, "A", A->dtype, -1, A->rows, A->rows));
+    TRY(check_fn(ctx, fn));
+    TRY(sg_check_mat(ctx, F, "F", A->dtype, A->batch, A->rows, A->rows));
+    return ctx->ops->matfunc(ctx, A, fn, F);
+}
+
+sg_status sg_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,
+                              sg_mat *gA)
+{
+    TRY(head(ctx, V, "V"));
+    int64_t n = V->rows, b = V->batch;
+    TRY(in_mat(ctx, V, "V", V->dtype, -1, n, n));
+    TRY(in_mat(ctx, W, "W", V->dtype, b, n, 1));
+    TRY(check_fn(ctx, fn));
+    TRY(in_mat(ctx, gF, "gF", V->dtype, b, n, n));
+    TRY(sg_check_mat(ctx, gA, "gA", V->dtype, b, n, n));
+    return ctx->ops->matfunc_backward(ctx, W, V, fn, gF, gA);
+}
+
+sg_status sg_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA)
+{
+    TRY(head(ctx, A, "A"));
+    if (kind < SG_REG_SPECTRAL || kind > SG_REG_EIGSUM)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "regularizer: unknown kind %d", (int)kind);
+    int square = kind == SG_REG_LOGDET || kind == SG_REG_EIGSUM;
+    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, square ? A->rows : -1));
+    if (kind == SG_REG_EIGSUM) TRY(check_fn(ctx, fn));
+    TRY(sg_check_mat(ctx, loss, "loss", A->dtype, A->batch, 1, 1));
+    if (gA) TRY(sg_check_mat(ctx, gA, "gA", A->dtype, A->batch, A->rows, A->cols));
+    return ctx->ops->regularizer(ctx, kind, A, fn, loss, gA);
+}
