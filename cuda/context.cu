@@ -67,6 +67,21 @@ sg_status sg_cuda_bind_stream(sg_ctx *ctx)
     return SG_OK;
 }
 
+sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what)
+{
+    *p = NULL;
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        return sg_fail(ctx, e == cudaErrorMemoryAllocation ? SG_ERR_DEVICE_OOM : SG_ERR_CUDA, -1,
+                       "cudaMalloc of %zu bytes for %s failed: %s (free %zu of %zu bytes)", bytes, what,
+                       cudaGetErrorString(e), fr, tot);
+    }
+    return SG_OK;
+}
+
 extern "C" const sg_backend_ops sg_cuda_ops = {
     "cuda",
     cuda_init,

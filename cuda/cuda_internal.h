@@ -45,6 +45,14 @@ static inline sg_cuda_state *sg_cu(sg_ctx *ctx) { return (sg_cuda_state *)ctx->c
 /* Binds the handles to ctx->stream (the user may change it between calls). */
 sg_status sg_cuda_bind_stream(sg_ctx *ctx);
 
+/* Contract between CUDA files: every sg_cuda_* op honours ctx->mem (host pointers are staged/streamed,
+   device pointers used in place). Internal callers holding device buffers may set ctx->mem =
+   SG_MEM_DEVICE around a call and restore it afterwards. Device inputs are scanned for NaN/Inf on the
+   device when ctx->check_finite is on (host inputs were scanned by the front-end). */
+sg_status sg_cuda_check_finite(sg_ctx *ctx, const sg_mat *m, const char *name); /* m->data on device */
+/* cudaMallocAsync-free plain allocation with a clear OOM message naming what was being allocated. */
+sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what);
+
 /* cuda/linalg.cu */
 sg_status sg_cuda_eigh(sg_ctx *, const sg_mat *A, sg_mat *W, sg_mat *V);
 sg_status sg_cuda_svd(sg_ctx *, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V);

@@ -7,3 +7,4 @@ sg_status sg_cuda_rank(sg_ctx *c, const sg_mat *, double, double, int64_t *) { r
 sg_status sg_cuda_nullspace(sg_ctx *c, const sg_mat *, double, double, sg_mat *, int64_t *) { return NI(c); }
 sg_status sg_cuda_project(sg_ctx *c, const sg_mat *, const sg_mat *, sg_proj, double, double, sg_mat *) { return NI(c); }
 sg_status sg_cuda_lstsq(sg_ctx *c, const sg_mat *, const sg_mat *, double, double, sg_mat *, int64_t *) { return NI(c); }
+sg_status sg_cuda_check_finite(sg_ctx *c, const sg_mat *, const char *) { return NI(c); }
