@@ -1,9 +1,159 @@
-/* PLACEHOLDER — to be replaced by the real CPU decompositions. */
+/* CPU decompositions (LAPACKE + OpenBLAS, OpenMP over the batch): eigh, svd, rank, nullspace, project,
+   lstsq. The reference every other backend and the gradients are tested against.
+   Per call: one workspace query, one allocation of nthreads slices, then each thread copies its matrix
+   into its slice (inputs are const, and LAPACK overwrites) and writes results through ld/stride. */
 #include "cpu.h"
-#define NI(ctx) sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s: not implemented yet", __func__)
-sg_status sg_cpu_eigh(sg_ctx *c, const sg_mat *A, sg_mat *W, sg_mat *V) { (void)A; (void)W; (void)V; return NI(c); }
-sg_status sg_cpu_svd(sg_ctx *c, const sg_mat *A, int f, sg_mat *S, sg_mat *U, sg_mat *V) { (void)A; (void)f; (void)S; (void)U; (void)V; return NI(c); }
-sg_status sg_cpu_rank(sg_ctx *c, const sg_mat *A, double a, double r, int64_t *k) { (void)A; (void)a; (void)r; (void)k; return NI(c); }
-sg_status sg_cpu_nullspace(sg_ctx *c, const sg_mat *A, double a, double r, sg_mat *N, int64_t *k) { (void)A; (void)a; (void)r; (void)N; (void)k; return NI(c); }
-sg_status sg_cpu_project(sg_ctx *c, const sg_mat *A, const sg_mat *X, sg_proj w, double a, double r, sg_mat *Y) { (void)A; (void)X; (void)w; (void)a; (void)r; (void)Y; return NI(c); }
-sg_status sg_cpu_lstsq(sg_ctx *c, const sg_mat *A, const sg_mat *B, double a, double r, sg_mat *X, int64_t *k) { (void)A; (void)B; (void)a; (void)r; (void)X; (void)k; return NI(c); }
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <limits.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* OpenBLAS: a threaded BLAS inside our parallel batch loop would oversubscribe the cores. */
+void openblas_set_num_threads(int);
+int openblas_get_num_threads(void);
+
+static size_t sg_al(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
+/* LAPACK returns lwork as a floating value; float can round it down, so add a margin. */
+static lapack_int sg_lwork(double q)
+{
+    double l = q * (1 + 1e-6) + 1;
+    return l > (double)INT_MAX ? INT_MAX : (lapack_int)l;
+}
+
+static int sg_lapack_fits(sg_ctx *ctx, int64_t v, const char *what)
+{
+    if (v <= INT_MAX) return 1;
+    sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s = %lld exceeds the 32-bit LAPACK integer range", what, (long long)v);
+    return 0;
+}
+
+/* ---- batch parallelism ----------------------------------------------------------------------- */
+typedef struct {
+    int nt, chunk, blas_saved; /* blas_saved < 0: untouched */
+    size_t per;
+    char *ws;
+} sg_par;
+
+static sg_status sg_par_begin(sg_ctx *ctx, int64_t batch, size_t per, int small, sg_par *p)
+{
+    int nt = ctx->threads > 0 ? ctx->threads : omp_get_max_threads();
+    if ((int64_t)nt > batch) nt = (int)batch;
+    if (nt < 1) nt = 1;
+    p->nt = nt;
+    p->chunk = small ? 8 : 1; /* dynamic scheduling in small chunks: LAPACK time varies per matrix */
+    p->per = sg_al(per);
+    p->blas_saved = -1;
+    p->ws = p->per && (size_t)nt <= SIZE_MAX / p->per ? malloc(p->per * (size_t)nt) : NULL;
+    if (!p->ws)
+        return sg_fail(ctx, SG_ERR_ALLOC, -1, "cpu: cannot allocate %d×%zu bytes of workspace", nt, p->per);
+    if (batch > 1) {
+        p->blas_saved = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+    }
+    return SG_OK;
+}
+
+static void sg_par_end(sg_par *p)
+{
+    if (p->blas_saved > 0) openblas_set_num_threads(p->blas_saved);
+    free(p->ws);
+    p->ws = NULL;
+}
+
+/* ---- failures: keep the lowest failing batch index, so the report is deterministic under OpenMP -- */
+typedef struct {
+    int64_t idx;
+    sg_status st;
+    char msg[256];
+} sg_fail_rec;
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static void sg_rec_fail(sg_fail_rec *f, int64_t b, sg_status st, const char *fmt, ...)
+{
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+#pragma omp critical(sg_cpu_linalg_fail)
+    if (f->idx < 0 || b < f->idx) {
+        f->idx = b;
+        f->st = st;
+        memcpy(f->msg, buf, sizeof buf);
+    }
+}
+
+static sg_status sg_fail_finish(sg_ctx *ctx, const sg_fail_rec *f)
+{
+    return f->idx < 0 ? SG_OK : sg_fail(ctx, f->st, f->idx, "%s", f->msg);
+}
+
+/* ---- the two dtypes -------------------------------------------------------------------------- */
+#define T float
+#define FN(x) x##_s
+#define LP(x) LAPACKE_s##x
+#define CB(x) cblas_s##x
+#define SG_T SG_F32
+#define PFX "s"
+#include "cpu_linalg_impl.h"
+#undef T
+#undef FN
+#undef LP
+#undef CB
+#undef SG_T
+#undef PFX
+
+#define T double
+#define FN(x) x##_d
+#define LP(x) LAPACKE_d##x
+#define CB(x) cblas_d##x
+#define SG_T SG_F64
+#define PFX "d"
+#include "cpu_linalg_impl.h"
+#undef T
+#undef FN
+#undef LP
+#undef CB
+#undef SG_T
+#undef PFX
+
+/* ---- entry points (arguments validated by the front-end) --------------------------------------- */
+sg_status sg_cpu_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
+{
+    return A->dtype == SG_F32 ? eigh_s(ctx, A, W, V) : eigh_d(ctx, A, W, V);
+}
+
+sg_status sg_cpu_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V)
+{
+    return A->dtype == SG_F32 ? svd_s(ctx, A, full, S, U, V) : svd_d(ctx, A, full, S, U, V);
+}
+
+sg_status sg_cpu_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
+{
+    return A->dtype == SG_F32 ? rank_s(ctx, A, atol, rtol, rank) : rank_d(ctx, A, atol, rtol, rank);
+}
+
+sg_status sg_cpu_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
+{
+    return A->dtype == SG_F32 ? nullspace_s(ctx, A, atol, rtol, N, nullity)
+                              : nullspace_d(ctx, A, atol, rtol, N, nullity);
+}
+
+sg_status sg_cpu_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
+                         sg_mat *Y)
+{
+    return A->dtype == SG_F32 ? project_s(ctx, A, X, which, atol, rtol, Y) : project_d(ctx, A, X, which, atol, rtol, Y);
+}
+
+sg_status sg_cpu_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+                       int64_t *rank)
+{
+    return A->dtype == SG_F32 ? lstsq_s(ctx, A, B, atol, rtol, X, rank) : lstsq_d(ctx, A, B, atol, rtol, X, rank);
+}

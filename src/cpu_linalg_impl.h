@@ -1,0 +1,308 @@
+/* CPU decompositions, one dtype: included twice by cpu_linalg.c with
+   T (float/double), FN(x) (x##_s / x##_d), LP(x) (LAPACKE_s##x / LAPACKE_d##x), CB(x) (cblas_s##x / ...),
+   SG_T (SG_F32 / SG_F64), PFX ("s" / "d"). Every per-matrix buffer is a dense column-major copy in the
+   calling thread's slice of the workspace; inputs are never written. */
+
+static void FN(copy_in)(const sg_mat *M, int64_t b, T *dst) /* dst: rows×cols, ld = rows */
+{
+    const T *src = (const T *)M->data + b * sg_stride_of(M);
+    for (int64_t j = 0; j < M->cols; j++) memcpy(dst + j * M->rows, src + j * M->ld, sizeof(T) * (size_t)M->rows);
+}
+
+static void FN(copy_out)(const T *src, int64_t lds, sg_mat *M, int64_t b) /* src: rows×cols, ld = lds */
+{
+    T *dst = (T *)M->data + b * sg_stride_of(M);
+    for (int64_t j = 0; j < M->cols; j++) memcpy(dst + j * M->ld, src + j * lds, sizeof(T) * (size_t)M->rows);
+}
+
+static void FN(vec_out)(const T *src, sg_mat *M, int64_t b)
+{
+    memcpy((T *)M->data + b * sg_stride_of(M), src, sizeof(T) * (size_t)M->rows);
+}
+
+/* ---- eigh: ?syevd, lower triangle ------------------------------------------------------------ */
+static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
+{
+    if (!sg_lapack_fits(ctx, A->rows, "n")) return SG_ERR_UNSUPPORTED;
+    lapack_int n = (lapack_int)A->rows, liwork, info;
+    char jobz = V ? 'V' : 'N';
+    T q, dummy = 0;
+    info = LP(syevd_work)(LAPACK_COL_MAJOR, jobz, 'L', n, &dummy, n, &dummy, &q, -1, &liwork, -1);
+    if (info != 0) return sg_fail(ctx, SG_ERR_LAPACK, -1, "LAPACKE_" PFX "syevd workspace query: info %d", (int)info);
+    lapack_int lwork = sg_lwork((double)q);
+    size_t per = sg_al(sizeof(T) * ((size_t)n * (size_t)n + (size_t)n + (size_t)lwork)) +
+                 sg_al(sizeof(lapack_int) * (size_t)liwork);
+    sg_par p;
+    sg_status st;
+    if ((st = sg_par_begin(ctx, A->batch, per, n <= 32, &p)) != SG_OK) return st;
+    sg_fail_rec f = {-1, SG_OK, ""};
+#pragma omp parallel num_threads(p.nt)
+    {
+        char *ws = p.ws + (size_t)omp_get_thread_num() * p.per;
+        T *a = (T *)ws, *w = a + (size_t)n * n, *work = w + n;
+        lapack_int *iwork = (lapack_int *)(ws + sg_al(sizeof(T) * ((size_t)n * n + n + (size_t)lwork)));
+#pragma omp for schedule(dynamic, p.chunk)
+        for (int64_t b = 0; b < A->batch; b++) {
+            FN(copy_in)(A, b, a);
+            lapack_int inf = LP(syevd_work)(LAPACK_COL_MAJOR, jobz, 'L', n, a, n, w, work, lwork, iwork, liwork);
+            if (inf < 0) { sg_rec_fail(&f, b, SG_ERR_LAPACK, PFX "syevd: LAPACKE argument %d illegal (matrix %lld)", (int)-inf, (long long)b); continue; }
+            if (inf > 0) { sg_rec_fail(&f, b, SG_ERR_NOCONV, PFX "syevd did not converge (info %d, matrix %lld)", (int)inf, (long long)b); continue; }
+            FN(vec_out)(w, W, b);
+            if (V) FN(copy_out)(a, n, V, b);
+        }
+    }
+    sg_par_end(&p);
+    return sg_fail_finish(ctx, &f);
+}
+
+/* ---- one SVD with the gesdd → gesvd fallback ---------------------------------------------------
+   jobz 'A': U m×m, VT n×n; 'S': U m×k, VT k×n; 'N': values only. U has ld m, VT has ld vtr. */
+typedef struct {
+    lapack_int m, n, k, ucols, vtr, lwork;
+    char jobz;
+} FN(svdplan);
+
+static sg_status FN(svd_plan)(sg_ctx *ctx, int64_t m, int64_t n, char jobz, FN(svdplan) *pl)
+{
+    if (!sg_lapack_fits(ctx, m, "rows") || !sg_lapack_fits(ctx, n, "cols")) return SG_ERR_UNSUPPORTED;
+    pl->m = (lapack_int)m;
+    pl->n = (lapack_int)n;
+    pl->k = pl->m < pl->n ? pl->m : pl->n;
+    pl->jobz = jobz;
+    pl->ucols = jobz == 'A' ? pl->m : jobz == 'S' ? pl->k : 1;
+    pl->vtr = jobz == 'A' ? pl->n : jobz == 'S' ? pl->k : 1;
+    T q1, q2, d = 0;
+    lapack_int iw = 0;
+    lapack_int i1 = LP(gesdd_work)(LAPACK_COL_MAJOR, jobz, pl->m, pl->n, &d, pl->m, &d, &d, pl->m, &d, pl->vtr,
+                                   &q1, -1, &iw);
+    lapack_int i2 = LP(gesvd_work)(LAPACK_COL_MAJOR, jobz, jobz, pl->m, pl->n, &d, pl->m, &d, &d, pl->m, &d,
+                                   pl->vtr, &q2, -1);
+    if (i1 != 0 || i2 != 0)
+        return sg_fail(ctx, SG_ERR_LAPACK, -1, "LAPACKE_" PFX "gesdd/gesvd workspace query: info %d/%d", (int)i1,
+                       (int)i2);
+    double q = (double)q1 > (double)q2 ? (double)q1 : (double)q2;
+    pl->lwork = sg_lwork(q);
+    return SG_OK;
+}
+
+/* Workspace layout of one SVD: a (m·n), s (k), u (m·ucols), vt (vtr·n), work (lwork); iwork (8k). */
+static size_t FN(svd_bytes)(const FN(svdplan) *pl)
+{
+    size_t m = (size_t)pl->m, n = (size_t)pl->n, k = (size_t)pl->k;
+    return sg_al(sizeof(T) * (m * n + k + m * (size_t)pl->ucols + (size_t)pl->vtr * n + (size_t)pl->lwork)) +
+           sg_al(sizeof(lapack_int) * 8 * k);
+}
+
+typedef struct {
+    T *a, *s, *u, *vt, *work;
+    lapack_int *iwork;
+} FN(svdws);
+
+static FN(svdws) FN(svd_ws)(const FN(svdplan) *pl, char *ws)
+{
+    size_t m = (size_t)pl->m, n = (size_t)pl->n, k = (size_t)pl->k;
+    FN(svdws) w;
+    w.a = (T *)ws;
+    w.s = w.a + m * n;
+    w.u = w.s + k;
+    w.vt = w.u + m * (size_t)pl->ucols;
+    w.work = w.vt + (size_t)pl->vtr * n;
+    w.iwork = (lapack_int *)(ws + sg_al(sizeof(T) * (m * n + k + m * (size_t)pl->ucols + (size_t)pl->vtr * n +
+                                                     (size_t)pl->lwork)));
+    return w;
+}
+
+/* SVD of matrix b of A into w; on failure records it in f and returns nonzero. */
+static int FN(svd_one)(const FN(svdplan) *pl, const sg_mat *A, int64_t b, FN(svdws) *w, sg_fail_rec *f)
+{
+    FN(copy_in)(A, b, w->a);
+    lapack_int info = LP(gesdd_work)(LAPACK_COL_MAJOR, pl->jobz, pl->m, pl->n, w->a, pl->m, w->s, w->u, pl->m,
+                                     w->vt, pl->vtr, w->work, pl->lwork, w->iwork);
+    if (info < 0) {
+        /* LAPACK >= 3.10 rejects a NaN matrix as an illegal A (LAPACKE argument 5) */
+        sg_rec_fail(f, b, SG_ERR_LAPACK, PFX "gesdd: LAPACKE argument %d illegal%s (matrix %lld)", (int)-info,
+                    info == -5 ? " (NaN in A?)" : "", (long long)b);
+        return 1;
+    }
+    if (info == 0) return 0;
+    /* gesdd's divide and conquer failed: the slower QR-iteration gesvd often still converges. */
+    FN(copy_in)(A, b, w->a);
+    lapack_int i2 = LP(gesvd_work)(LAPACK_COL_MAJOR, pl->jobz, pl->jobz, pl->m, pl->n, w->a, pl->m, w->s, w->u,
+                                   pl->m, w->vt, pl->vtr, w->work, pl->lwork);
+    if (i2 < 0) {
+        sg_rec_fail(f, b, SG_ERR_LAPACK, PFX "gesvd (fallback after " PFX "gesdd info %d): LAPACKE argument %d illegal (matrix %lld)",
+                    (int)info, (int)-i2, (long long)b);
+        return 1;
+    }
+    if (i2 > 0) {
+        sg_rec_fail(f, b, SG_ERR_NOCONV, PFX "gesdd (info %d) and " PFX "gesvd (info %d) did not converge (matrix %lld)",
+                    (int)info, (int)i2, (long long)b);
+        return 1;
+    }
+    return 0;
+}
+
+static lapack_int FN(count)(const T *s, lapack_int k, double atol, double rtol, int64_t m, int64_t n)
+{
+    double tol = sg_tol(atol, rtol, (double)s[0], m, n, SG_T);
+    lapack_int r = 0;
+    while (r < k && (double)s[r] > tol) r++; /* s is descending */
+    return r;
+}
+
+/* ---- svd ------------------------------------------------------------------------------------- */
+static sg_status FN(svd)(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V)
+{
+    FN(svdplan) pl;
+    sg_status st = FN(svd_plan)(ctx, A->rows, A->cols, U ? (full ? 'A' : 'S') : 'N', &pl);
+    if (st != SG_OK) return st;
+    sg_par p;
+    if ((st = sg_par_begin(ctx, A->batch, FN(svd_bytes)(&pl), (int64_t)pl.m * pl.n <= 1024, &p)) != SG_OK) return st;
+    sg_fail_rec f = {-1, SG_OK, ""};
+#pragma omp parallel num_threads(p.nt)
+    {
+        FN(svdws) w = FN(svd_ws)(&pl, p.ws + (size_t)omp_get_thread_num() * p.per);
+#pragma omp for schedule(dynamic, p.chunk)
+        for (int64_t b = 0; b < A->batch; b++) {
+            if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
+            FN(vec_out)(w.s, S, b);
+            if (!U) continue;
+            FN(copy_out)(w.u, pl.m, U, b);
+            /* V = VTᵀ (cuSOLVER convention) */
+            T *v = (T *)V->data + b * sg_stride_of(V);
+            for (int64_t j = 0; j < V->cols; j++)
+                for (int64_t i = 0; i < V->rows; i++) v[i + j * V->ld] = w.vt[j + i * (int64_t)pl.vtr];
+        }
+    }
+    sg_par_end(&p);
+    return sg_fail_finish(ctx, &f);
+}
+
+/* ---- rank ------------------------------------------------------------------------------------ */
+static sg_status FN(rank)(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
+{
+    FN(svdplan) pl;
+    sg_status st = FN(svd_plan)(ctx, A->rows, A->cols, 'N', &pl);
+    if (st != SG_OK) return st;
+    sg_par p;
+    if ((st = sg_par_begin(ctx, A->batch, FN(svd_bytes)(&pl), (int64_t)pl.m * pl.n <= 1024, &p)) != SG_OK) return st;
+    sg_fail_rec f = {-1, SG_OK, ""};
+#pragma omp parallel num_threads(p.nt)
+    {
+        FN(svdws) w = FN(svd_ws)(&pl, p.ws + (size_t)omp_get_thread_num() * p.per);
+#pragma omp for schedule(dynamic, p.chunk)
+        for (int64_t b = 0; b < A->batch; b++) {
+            if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
+            rank[b] = FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
+        }
+    }
+    sg_par_end(&p);
+    return sg_fail_finish(ctx, &f);
+}
+
+/* ---- nullspace: N[:, 0:n−r] = V[:, r:n], rest 0 ------------------------------------------------
+   Full V is needed only when m < n (k = m); otherwise the economy SVD already has all n columns. */
+static sg_status FN(nullspace)(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
+{
+    FN(svdplan) pl;
+    sg_status st = FN(svd_plan)(ctx, A->rows, A->cols, A->rows < A->cols ? 'A' : 'S', &pl);
+    if (st != SG_OK) return st;
+    sg_par p;
+    if ((st = sg_par_begin(ctx, A->batch, FN(svd_bytes)(&pl), (int64_t)pl.m * pl.n <= 1024, &p)) != SG_OK) return st;
+    sg_fail_rec f = {-1, SG_OK, ""};
+#pragma omp parallel num_threads(p.nt)
+    {
+        FN(svdws) w = FN(svd_ws)(&pl, p.ws + (size_t)omp_get_thread_num() * p.per);
+#pragma omp for schedule(dynamic, p.chunk)
+        for (int64_t b = 0; b < A->batch; b++) {
+            if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
+            int64_t n = pl.n, r = FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
+            T *out = (T *)N->data + b * sg_stride_of(N);
+            for (int64_t j = 0; j < n; j++)
+                for (int64_t i = 0; i < n; i++)
+                    out[i + j * N->ld] = j < n - r ? w.vt[(r + j) + i * (int64_t)pl.vtr] : (T)0;
+            if (nullity) nullity[b] = n - r;
+        }
+    }
+    sg_par_end(&p);
+    return sg_fail_finish(ctx, &f);
+}
+
+/* ---- project: Y = V_r (V_rᵀ X) or X − V_r (V_rᵀ X) -------------------------------------------- */
+static sg_status FN(project)(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol,
+                             double rtol, sg_mat *Y)
+{
+    FN(svdplan) pl;
+    sg_status st = FN(svd_plan)(ctx, A->rows, A->cols, 'S', &pl);
+    if (st != SG_OK) return st;
+    if (!sg_lapack_fits(ctx, X->cols, "X cols") || !sg_lapack_fits(ctx, X->ld, "X ld")) return SG_ERR_UNSUPPORTED;
+    size_t kx = (size_t)X->cols, n = (size_t)pl.n, k = (size_t)pl.k;
+    size_t svdb = FN(svd_bytes)(&pl), per = svdb + sg_al(sizeof(T) * (k * kx + n * kx));
+    sg_par p;
+    if ((st = sg_par_begin(ctx, A->batch, per, (int64_t)pl.m * pl.n <= 1024, &p)) != SG_OK) return st;
+    sg_fail_rec f = {-1, SG_OK, ""};
+#pragma omp parallel num_threads(p.nt)
+    {
+        char *ws = p.ws + (size_t)omp_get_thread_num() * p.per;
+        FN(svdws) w = FN(svd_ws)(&pl, ws);
+        T *t = (T *)(ws + svdb), *y = t + k * kx;
+        int ldx = (int)X->ld, nn = (int)n, kk = (int)kx, ldvt = (int)pl.vtr;
+#pragma omp for schedule(dynamic, p.chunk)
+        for (int64_t b = 0; b < A->batch; b++) {
+            if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
+            int r = (int)FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
+            const T *x = (const T *)X->data + b * sg_stride_of(X);
+            /* y is a workspace copy, so Y may alias X */
+            if (which == SG_PROJ_NULL) FN(copy_in)(X, b, y);
+            else memset(y, 0, sizeof(T) * n * kx);
+            if (r > 0) {
+                /* t = V_rᵀ x (r×kx) with V_rᵀ = first r rows of VT; then y ±= V_r t */
+                CB(gemm)(CblasColMajor, CblasNoTrans, CblasNoTrans, r, kk, nn, (T)1, w.vt, ldvt, x, ldx, (T)0, t, r);
+                CB(gemm)(CblasColMajor, CblasTrans, CblasNoTrans, nn, kk, r, which == SG_PROJ_NULL ? (T)-1 : (T)1,
+                         w.vt, ldvt, t, r, (T)1, y, nn);
+            }
+            FN(copy_out)(y, nn, Y, b);
+        }
+    }
+    sg_par_end(&p);
+    return sg_fail_finish(ctx, &f);
+}
+
+/* ---- lstsq: X = V_r diag(1/σ_r) U_rᵀ B (minimum norm, pinv semantics) ------------------------- */
+static sg_status FN(lstsq)(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+                           int64_t *rank)
+{
+    FN(svdplan) pl;
+    sg_status st = FN(svd_plan)(ctx, A->rows, A->cols, 'S', &pl);
+    if (st != SG_OK) return st;
+    if (!sg_lapack_fits(ctx, B->cols, "B cols") || !sg_lapack_fits(ctx, B->ld, "B ld")) return SG_ERR_UNSUPPORTED;
+    size_t kb = (size_t)B->cols, n = (size_t)pl.n, k = (size_t)pl.k;
+    size_t svdb = FN(svd_bytes)(&pl), per = svdb + sg_al(sizeof(T) * (k * kb + n * kb));
+    sg_par p;
+    if ((st = sg_par_begin(ctx, A->batch, per, (int64_t)pl.m * pl.n <= 1024, &p)) != SG_OK) return st;
+    sg_fail_rec f = {-1, SG_OK, ""};
+#pragma omp parallel num_threads(p.nt)
+    {
+        char *ws = p.ws + (size_t)omp_get_thread_num() * p.per;
+        FN(svdws) w = FN(svd_ws)(&pl, ws);
+        T *t = (T *)(ws + svdb), *x = t + k * kb;
+        int ldb = (int)B->ld, m = (int)pl.m, nn = (int)n, kk = (int)kb, ldvt = (int)pl.vtr;
+#pragma omp for schedule(dynamic, p.chunk)
+        for (int64_t b = 0; b < A->batch; b++) {
+            if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
+            int r = (int)FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
+            const T *bb = (const T *)B->data + b * sg_stride_of(B);
+            memset(x, 0, sizeof(T) * n * kb);
+            if (r > 0) {
+                CB(gemm)(CblasColMajor, CblasTrans, CblasNoTrans, r, kk, m, (T)1, w.u, m, bb, ldb, (T)0, t, r);
+                for (size_t j = 0; j < kb; j++)
+                    for (int i = 0; i < r; i++) t[(size_t)i + j * (size_t)r] /= w.s[i];
+                CB(gemm)(CblasColMajor, CblasTrans, CblasNoTrans, nn, kk, r, (T)1, w.vt, ldvt, t, r, (T)0, x, nn);
+            }
+            FN(copy_out)(x, nn, X, b);
+            if (rank) rank[b] = r;
+        }
+    }
+    sg_par_end(&p);
+    return sg_fail_finish(ctx, &f);
+}
