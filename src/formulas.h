@@ -94,6 +94,9 @@ SG_HD int sg_fn_in_domain(int kind, double p, double x)
 
 /* Divided difference (f(li) − f(lj))/(li − lj), → f'((li+lj)/2) when the gap is below
    rel·max(|li|,|lj|,tiny): finite at ties, and the usual formula elsewhere. */
+/* rel used by both backends: ≈ eps64^(1/3) balances the midpoint rule's O(d²) error against the
+   O(eps/d) cancellation of the quotient (f is evaluated in double for both dtypes). */
+#define SG_DIVDIFF_REL 6e-6
 SG_HD double sg_divdiff(int kind, double p, double li, double lj, double rel)
 {
     double d = li - lj, s = fmax(fabs(li), fabs(lj));
