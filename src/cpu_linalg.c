@@ -51,7 +51,9 @@ static sg_status sg_par_begin(sg_ctx *ctx, int64_t batch, size_t per, int small,
     p->ws = p->per && (size_t)nt <= SIZE_MAX / p->per ? malloc(p->per * (size_t)nt) : NULL;
     if (!p->ws)
         return sg_fail(ctx, SG_ERR_ALLOC, -1, "cpu: cannot allocate %d×%zu bytes of workspace", nt, p->per);
-    if (batch > 1) {
+    /* Only when we run several matrices at once; one thread (or one matrix) keeps BLAS's own threads.
+       The setting is process-global: concurrent calls from several user threads may race on it. */
+    if (nt > 1) {
         p->blas_saved = openblas_get_num_threads();
         openblas_set_num_threads(1);
     }
