@@ -1,0 +1,69 @@
+/* specgrad CLI: shared options, .npy ↔ sg_mat conversion, output naming, error reporting. */
+#ifndef SG_CLI_H
+#define SG_CLI_H
+#include "specgrad.h"
+#include <stdio.h>
+
+#define CLI_MAXPOS 8
+
+typedef struct {
+    const char *op;
+    const char *pos[CLI_MAXPOS];
+    int npos;
+    sg_backend backend;
+    int dtype; /* -1: from the inputs (float64 if any input is float64) */
+    const char *out;
+    double atol, rtol;
+    int full, which, nograd, threads;
+    sg_degen mode;
+    double param;
+    int has_fn;
+    sg_fn fn;
+    int has_kind;
+    sg_reg kind;
+    sg_dtype dt;  /* resolved dtype of this run */
+    sg_ctx *ctx;
+} cli_opts;
+
+/* How an array on disk maps to a column-major batch.
+   MAT:  C-order (..., r, c) ↔ r×c (transposed per matrix).
+   MATT: C-order (..., c, r) ↔ r×c raw (the memory of a column-major r×c is a C-order c×r: V ↔ Vh).
+   VEC:  (..., r) ↔ r×1.   SCALAR: (...) ↔ 1×1. */
+typedef enum { K_MAT, K_MATT, K_VEC, K_SCALAR } cli_kind;
+
+typedef struct {
+    int nb;              /* batch dims */
+    int64_t bshape[8];
+    sg_mat m;            /* owns m.data (malloc) */
+} cli_mat;
+
+int cli_err(const cli_opts *o, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Report a library failure: "specgrad: <op>: <last error> (matrix i)"; returns 1. */
+int cli_lib_err(const cli_opts *o, sg_status s);
+
+/* Read the named inputs (NULL or "-" entries are skipped) and resolve o->dt. Returns 0 or prints and 1. */
+int cli_read(cli_opts *o, int n, const char *const *paths, sg_array *arrs);
+/* Convert a read array into a batch of the given kind and o->dt; name is used in messages. */
+int cli_to_mat(const cli_opts *o, const char *name, sg_array *a, cli_kind k, cli_mat *out);
+/* Batch shapes of two inputs must agree. */
+int cli_same_batch(const cli_opts *o, const char *na, const cli_mat *a, const char *nb, const cli_mat *b);
+/* Allocate an output batch r×c with a's batch shape. */
+int cli_alloc(const cli_opts *o, const cli_mat *like, int64_t r, int64_t c, cli_mat *out);
+void cli_free(cli_mat *m);
+/* Write m (kind k) to the output named `name`; nout = number of outputs of the op (for -o rules). */
+int cli_save(const cli_opts *o, const char *name, int nout, const cli_mat *m, cli_kind k);
+/* Write a per-matrix int64 result (rank, nullity) as a float64 array with the batch shape. */
+int cli_save_ints(const cli_opts *o, const char *name, int nout, const cli_mat *like, const int64_t *v);
+void cli_print_ints(const char *label, const int64_t *v, int64_t n);
+
+int cli_demo(cli_opts *o, int argc, char **argv);
+int cli_run_op(cli_opts *o);     /* dispatch the matrix ops (ops.c) */
+int cli_op_known(const char *op);
+void cli_op_help(FILE *f, const char *op);
+void cli_ops_list(FILE *f);
+
+#endif
