@@ -1,0 +1,786 @@
+"""Context and the ops, written once over two array "adapters": numpy (host memory) and torch CUDA tensors
+(device memory, zero-copy). torch CPU tensors go through numpy (zero-copy views both ways).
+
+Layout. The C API wants batches of column-major matrices: element (i, j) of matrix b at
+data[b*stride + i + j*ld]. A C-contiguous numpy array X of shape (..., r, c) therefore *is*, without any
+copy, the column-major batch of the c×r matrices Xᵀ. Every op below says which logical matrix the library
+must see; `_desc` describes it in place when its memory already has that layout (also for strided
+batches/ld > rows) and copies it otherwise. Where the math allows it the ops feed the transpose instead
+(SVD of Aᵀ swaps U and V; rank/pinv/spectral/nuclear are transpose-invariant; eigh/matfunc of a symmetric
+matrix only differ in which triangle is read), so C-contiguous input is not copied. The copies that remain
+are listed in python/README.md.
+"""
+from __future__ import annotations
+
+import ctypes as C
+import math
+import os
+import sys
+import threading
+
+import numpy as np
+
+from . import _lib as L
+
+# ---- adapters -------------------------------------------------------------------------------------
+
+
+class _NumpyAdapter:
+    memspace = L.SG_MEM_HOST
+    device = None
+
+    @staticmethod
+    def is_array(x):
+        return isinstance(x, np.ndarray)
+
+    @staticmethod
+    def T(x):
+        return x.swapaxes(-1, -2)
+
+    @staticmethod
+    def shape(x):
+        return tuple(x.shape)
+
+    @staticmethod
+    def estrides(x):
+        isz = x.itemsize
+        if any(s % isz for s in x.strides):
+            return None
+        return tuple(s // isz for s in x.strides)
+
+    @staticmethod
+    def usable(x):
+        return x.flags.aligned
+
+    @staticmethod
+    def ptr(x):
+        return x.ctypes.data
+
+    @staticmethod
+    def dtype_code(x):
+        return L.SG_F32 if x.dtype == np.float32 else L.SG_F64
+
+    @staticmethod
+    def copy_c(x):
+        return np.ascontiguousarray(x)
+
+    @staticmethod
+    def empty(shape, code):
+        return np.empty(shape, dtype=np.float32 if code == L.SG_F32 else np.float64)
+
+    @staticmethod
+    def zeros(shape, code):
+        return np.zeros(shape, dtype=np.float32 if code == L.SG_F32 else np.float64)
+
+    @staticmethod
+    def empty_i64(shape):
+        return np.empty(shape, dtype=np.int64)
+
+    @staticmethod
+    def eye(n, code):
+        return np.eye(n, dtype=np.float32 if code == L.SG_F32 else np.float64)
+
+    @staticmethod
+    def reshape(x, shape):
+        return x.reshape(shape)
+
+    @staticmethod
+    def stream_ptr():
+        return None
+
+
+def _prep_numpy(x, name):
+    """numpy input → float32/float64 ndarray (ints → float64, float16 → float32; complex refused)."""
+    a = np.asarray(x)
+    if a.dtype in (np.float32, np.float64):
+        return a
+    if np.iscomplexobj(a):
+        raise TypeError(f"specgrad: {name} is complex ({a.dtype}); only float32/float64 are supported")
+    if a.dtype == np.float16:
+        return a.astype(np.float32)
+    if a.dtype.kind in "biu" or a.dtype == np.longdouble:
+        return a.astype(np.float64)
+    raise TypeError(f"specgrad: {name} has unsupported dtype {a.dtype}; use float32 or float64")
+
+
+class _TorchCudaAdapter:
+    """torch tensors on a CUDA device, passed zero-copy with SG_MEM_DEVICE and the current stream."""
+
+    memspace = L.SG_MEM_DEVICE
+
+    def __init__(self, device):
+        import torch
+
+        self.torch = torch
+        self.device = device
+
+    @staticmethod
+    def T(x):
+        return x.transpose(-1, -2)
+
+    @staticmethod
+    def shape(x):
+        return tuple(x.shape)
+
+    @staticmethod
+    def estrides(x):
+        return tuple(x.stride())
+
+    @staticmethod
+    def usable(x):
+        return x.data_ptr() % x.element_size() == 0
+
+    @staticmethod
+    def ptr(x):
+        return x.data_ptr()
+
+    def dtype_code(self, x):
+        return L.SG_F32 if x.dtype == self.torch.float32 else L.SG_F64
+
+    @staticmethod
+    def copy_c(x):
+        return x.contiguous()
+
+    def _dt(self, code):
+        return self.torch.float32 if code == L.SG_F32 else self.torch.float64
+
+    def empty(self, shape, code):
+        return self.torch.empty(shape, dtype=self._dt(code), device=self.device)
+
+    def zeros(self, shape, code):
+        return self.torch.zeros(shape, dtype=self._dt(code), device=self.device)
+
+    def empty_i64(self, shape):
+        return self.torch.empty(shape, dtype=self.torch.int64, device=self.device)
+
+    def eye(self, n, code):
+        return self.torch.eye(n, dtype=self._dt(code), device=self.device)
+
+    @staticmethod
+    def reshape(x, shape):
+        return x.reshape(shape)
+
+    def stream_ptr(self):
+        return self.torch.cuda.current_stream(self.device).cuda_stream
+
+
+_NP = _NumpyAdapter()
+
+
+def _desc(ad, x, keep):
+    """sg_mat describing the logical batch x (..., r, c) as column-major matrices; copies x only when its
+    memory does not have that layout. keep: list that keeps copies alive for the call."""
+    shape = ad.shape(x)
+    r, c = shape[-2], shape[-1]
+    B = math.prod(shape[:-2])
+    m = L.sg_mat()
+    m.dtype = ad.dtype_code(x)
+    m.batch, m.rows, m.cols = B, r, c
+    if B == 0 or r == 0 or c == 0:  # nothing to address; the library rejects r or c == 0 itself
+        m.data, m.ld, m.stride = None, max(1, r), 0
+        return m
+    st = ad.estrides(x) if ad.usable(x) else None
+    ld = bstride = None
+    if st is not None:
+        sr, sc = st[-2], st[-1]
+        ok = r == 1 or sr == 1
+        ld = r if c == 1 else sc
+        ok = ok and ld >= max(1, r)
+        # batch dims collapsible into one stride
+        bdims = [(n, s) for n, s in zip(shape[:-2], st[:-2]) if n != 1]
+        if ok and bdims:
+            for (n0, s0), (n1, s1) in zip(bdims[:-1], bdims[1:]):
+                if s0 != s1 * n1:
+                    ok = False
+                    break
+            bstride = bdims[-1][1]
+            ok = ok and bstride >= ld * c
+        else:
+            bstride = 0
+        if not ok:
+            st = None
+    if st is None:
+        x = ad.T(ad.copy_c(ad.T(x)))  # per-matrix Fortran order, dense batch
+        ld, bstride = max(1, r), r * c
+        keep.append(x)
+    m.data = ad.ptr(x)
+    m.ld, m.stride = ld, (bstride if B > 1 else 0)
+    return m
+
+
+def _describable(ad, x):
+    keep = []
+    _desc(ad, x, keep)
+    return not keep
+
+
+def _out(ad, bshape, r, c, code, *, c_order=False):
+    """Output batch (..., r, c). Default: logical r×c column-major = swapaxes view of a C (..., c, r)
+    array. c_order=True: the array returned is C-contiguous (..., r, c) and the library is given its
+    transpose (use when the op computes the transposed result)."""
+    if c_order:
+        return ad.empty(bshape + (r, c), code)
+    return ad.T(ad.empty(bshape + (c, r), code))
+
+
+def _vec_in(ad, v):
+    """(..., n) vector batch → logical (..., n, 1)."""
+    return ad.reshape(v, ad.shape(v) + (1,))
+
+
+class _Fn:
+    """Keeps an sg_fn and its ctypes callbacks alive."""
+
+    def __init__(self, fn, p):
+        self.s = L.sg_fn()
+        self._cb = None
+        if callable(fn) or (isinstance(fn, tuple) and len(fn) == 2 and all(callable(g) for g in fn)):
+            if not isinstance(fn, tuple):
+                raise TypeError("specgrad: a custom function is given as a pair (f, df) of callables")
+            f, df = fn
+            self._cb = (L.FN_CB(lambda x, u: float(f(x))), L.FN_CB(lambda x, u: float(df(x))))
+            self.s.kind = L.FN["callback"]
+            self.s.f, self.s.df = self._cb
+            self.name = "callback"
+            return
+        if fn not in ("sqrt", "log", "exp", "pow"):
+            raise ValueError(f"specgrad: fn must be 'sqrt', 'log', 'exp', 'pow' or (f, df), got {fn!r}")
+        if fn == "pow":
+            if p is None:
+                raise ValueError("specgrad: fn='pow' needs the exponent p")
+            self.s.p = float(p)
+        self.s.kind = L.FN[fn]
+        self.name = fn
+
+
+def _mode(mode):
+    try:
+        return L.DEGEN[mode]
+    except KeyError:
+        raise ValueError(f"specgrad: mode must be one of {sorted(L.DEGEN)}, got {mode!r}") from None
+
+
+def _rtol(rtol):
+    return -1.0 if rtol is None else float(rtol)
+
+
+def _scalarize(x, bshape):
+    if bshape == ():
+        return x[()] if isinstance(x, np.ndarray) else x.reshape(())
+    return x
+
+
+# ---- context --------------------------------------------------------------------------------------
+
+
+class Context:
+    """A libspecgrad context (sg_ctx): backend ('cpu', 'cuda' or 'auto'), settings, last error.
+
+    Calls on one Context are serialized by a lock (the C context holds the last error and settings).
+    The same context accepts numpy arrays (host memory) and, on the CUDA backend, torch CUDA tensors
+    (device memory, the tensor's current stream); it switches sg_set_memspace per call."""
+
+    def __init__(self, backend="auto", *, threads=None, check_finite=True, jacobi_tol=None,
+                 jacobi_max_sweeps=None, chunk_bytes=None):
+        if backend not in L.BACKENDS:
+            raise ValueError(f"specgrad: backend must be 'cpu', 'cuda' or 'auto', got {backend!r}")
+        self._lib = L.lib()
+        self._h = C.c_void_p()
+        self._lock = threading.RLock()
+        s = self._lib.sg_create(C.byref(self._h), L.BACKENDS[backend])
+        if s != L.SG_OK:
+            why = ""
+            if backend == "cuda":
+                _, why = L.cuda_devices()
+            msg = self._lib.sg_status_string(s).decode()
+            raise L.error_class(s)("Context", s, f"sg_create({backend}) failed: {msg}" + (f" ({why})" if why else ""))
+        self._mem = L.SG_MEM_HOST
+        self.backend = L.BACKEND_NAMES[self._lib.sg_get_backend(self._h)]
+        if threads is not None:
+            self.set_threads(threads)
+        if not check_finite:
+            self.set_check_finite(False)
+        if jacobi_tol is not None or jacobi_max_sweeps is not None:
+            self.set_jacobi(jacobi_tol or 0.0, jacobi_max_sweeps or 0)
+        if chunk_bytes is not None:
+            self.set_chunk_bytes(chunk_bytes)
+
+    # -- lifecycle
+    def close(self):
+        h, self._h = getattr(self, "_h", None), None
+        if h and h.value:
+            self._lib.sg_destroy(h)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"specgrad.Context(backend={self.backend!r})"
+
+    # -- settings
+    def _set(self, op, fn, *args):
+        with self._lock:
+            self._check(op, fn(self._h, *args))
+
+    def set_threads(self, n):
+        """CPU threads over the batch (<= 0: all)."""
+        self._set("set_threads", self._lib.sg_set_threads, int(n))
+
+    def set_check_finite(self, on):
+        """NaN/Inf input check (on by default)."""
+        self._set("set_check_finite", self._lib.sg_set_check_finite, 1 if on else 0)
+
+    def set_jacobi(self, tol=0.0, max_sweeps=0):
+        """CUDA Jacobi solver controls (tol <= 0: eps; max_sweeps <= 0: 100)."""
+        self._set("set_jacobi", self._lib.sg_set_jacobi, float(tol), int(max_sweeps))
+
+    def set_chunk_bytes(self, nbytes):
+        """Device bytes per chunk when streaming host batches on the CUDA backend (0: automatic)."""
+        self._set("set_chunk_bytes", self._lib.sg_set_chunk_bytes, int(nbytes))
+
+    @property
+    def last_error(self):
+        return self._lib.sg_last_error(self._h).decode(errors="replace")
+
+    # -- plumbing
+    def _check(self, op, status, bshape=None, result=None):
+        if status == L.SG_OK:
+            return
+        msg = self._lib.sg_last_error(self._h).decode(errors="replace")
+        if not msg:
+            msg = self._lib.sg_status_string(status).decode()
+        idx = int(self._lib.sg_failed_index(self._h))
+        bidx = None
+        if idx >= 0 and bshape is not None:
+            bidx = tuple(int(i) for i in np.unravel_index(idx, bshape)) if bshape else ()
+        raise L.error_class(status)(op, status, msg, idx, bidx, result)
+
+    def _run(self, op, ad, cfn, args, bshape, result=None):
+        if self._h is None or not self._h.value:
+            raise ValueError("specgrad: this Context has been closed")
+        with self._lock:
+            if ad.memspace != self._mem:
+                self._check("set_memspace", self._lib.sg_set_memspace(self._h, ad.memspace))
+                self._mem = ad.memspace
+            if ad.memspace == L.SG_MEM_DEVICE:
+                self._check("set_stream", self._lib.sg_set_stream(self._h, C.c_void_p(ad.stream_ptr())))
+                import torch
+
+                with torch.cuda.device(ad.device):
+                    st = cfn(self._h, *args)
+            else:
+                st = cfn(self._h, *args)
+            self._check(op, st, bshape, result)
+
+    def _adapter(self, xs):
+        """Pick the adapter for the inputs; returns (adapter, converted inputs, torch-cpu flag)."""
+        tor = [x for x in xs if x is not None and type(x).__module__.startswith("torch")]
+        if not tor:
+            return _NP, [None if x is None else _prep_numpy(x, f"argument {i}") for i, x in enumerate(xs)], False
+        import torch
+
+        if len(tor) != len([x for x in xs if x is not None]):
+            raise TypeError("specgrad: do not mix torch tensors and numpy arrays in one call")
+        devs = {x.device for x in tor}
+        if len(devs) != 1:
+            raise ValueError(f"specgrad: tensors on different devices: {sorted(map(str, devs))}")
+        for x in tor:
+            if x.dtype not in (torch.float32, torch.float64):
+                raise TypeError(f"specgrad: tensor dtype {x.dtype} unsupported; use float32 or float64")
+        dev = tor[0].device
+        if dev.type == "cuda":
+            if self.backend != "cuda":
+                raise ValueError(f"specgrad: CUDA tensors need a context with the cuda backend (this one is {self.backend})")
+            return _TorchCudaAdapter(dev), [None if x is None else x.detach() for x in xs], False
+        if dev.type != "cpu":
+            raise ValueError(f"specgrad: tensors on {dev} are not supported")
+        return _NP, [None if x is None else x.detach().numpy() for x in xs], True
+
+    @staticmethod
+    def _wrap(res, torch_cpu):
+        if not torch_cpu:
+            return res
+        import torch
+
+        def conv(v):
+            if isinstance(v, np.ndarray):
+                return torch.from_numpy(v)
+            if isinstance(v, np.generic):
+                return torch.tensor(v)
+            if isinstance(v, (list, tuple)):
+                return type(v)(conv(u) for u in v)
+            return v
+
+        return conv(res)
+
+    @staticmethod
+    def _common(ad, xs, names):
+        codes = {ad.dtype_code(x) for x in xs if x is not None}
+        if len(codes) > 1:
+            if ad is _NP:  # numpy: promote like numpy does
+                xs = [None if x is None else x.astype(np.float64, copy=False) for x in xs]
+                return xs, L.SG_F64
+            raise TypeError(f"specgrad: {', '.join(names)} must share a dtype (float32 or float64)")
+        return xs, codes.pop()
+
+    @staticmethod
+    def _bshape(ad, x, core, name):
+        s = ad.shape(x)
+        if len(s) < core:
+            raise ValueError(f"specgrad: {name} must have at least {core} dimensions, got shape {s}")
+        return s[: len(s) - core]
+
+    @staticmethod
+    def _same_batch(bshape, other, name):
+        if other != bshape:
+            raise ValueError(f"specgrad: {name} has batch shape {other}, expected {bshape} (no broadcasting)")
+
+    # ---- decompositions ----------------------------------------------------------------------------
+    def eigh(self, A, uplo="L", *, eigvals_only=False):
+        """Symmetric eigendecomposition of A (..., n, n) → (w (..., n) ascending, V (..., n, n)), like
+        numpy.linalg.eigh: only the `uplo` triangle of A is read. V's columns are eigenvectors; V is a
+        Fortran-ordered view. uplo='U' is zero-copy for C-contiguous A, 'L' copies it (one n² pass)."""
+        if uplo not in ("L", "U"):
+            raise ValueError(f"specgrad: uplo must be 'L' or 'U', got {uplo!r}")
+        ad, (A,), tc = self._adapter([A])
+        bs = self._bshape(ad, A, 2, "A")
+        n = ad.shape(A)[-1]
+        code = ad.dtype_code(A)
+        keep = []
+        mA = _desc(ad, A if uplo == "L" else ad.T(A), keep)
+        w = ad.empty(bs + (n,), code)
+        mW = _desc(ad, _vec_in(ad, w), keep)
+        V = None if eigvals_only else _out(ad, bs, n, n, code)
+        mV = _desc(ad, V, keep) if V is not None else None
+        if math.prod(bs) == 0:
+            return self._wrap(w if eigvals_only else (w, V), tc)
+        self._run("eigh", ad, self._lib.sg_eigh, (C.byref(mA), C.byref(mW), C.byref(mV) if mV is not None else None), bs)
+        return self._wrap(w if eigvals_only else (w, V), tc)
+
+    def eigvalsh(self, A, uplo="L"):
+        return self.eigh(A, uplo, eigvals_only=True)
+
+    def svd(self, A, full_matrices=True, compute_uv=True):
+        """SVD like numpy.linalg.svd: A (..., m, n) → (U, S, Vh), S descending. For C-contiguous A the
+        library factors Aᵀ = V S Uᵀ in place (no copy): Vh comes back C-contiguous, U as a view."""
+        ad, (A,), tc = self._adapter([A])
+        bs = self._bshape(ad, A, 2, "A")
+        m, n = ad.shape(A)[-2:]
+        k = min(m, n)
+        code = ad.dtype_code(A)
+        keep = []
+        direct = _describable(ad, A)
+        kU, kV = (m, n) if full_matrices else (k, k)
+        S = ad.empty(bs + (k,), code)
+        mS = _desc(ad, _vec_in(ad, S), keep)
+        U = Vh = None
+        if direct:
+            mA = _desc(ad, A, keep)
+            if compute_uv:
+                U = _out(ad, bs, m, kU, code)               # library U (m×kU), view
+                Vh = ad.empty(bs + (kV, n), code)            # library V (n×kV) = Vhᵀ, C-contiguous Vh
+                mU, mV = _desc(ad, U, keep), _desc(ad, ad.T(Vh), keep)
+        else:
+            mA = _desc(ad, ad.T(A), keep)                    # Aᵀ = V S Uᵀ
+            if compute_uv:
+                Vh = ad.empty(bs + (kV, n), code)
+                U = _out(ad, bs, m, kU, code)
+                mU, mV = _desc(ad, ad.T(Vh), keep), _desc(ad, U, keep)  # library U = V, library V = U
+        if math.prod(bs) > 0:
+            args = (C.byref(mA), 1 if full_matrices else 0, C.byref(mS),
+                    C.byref(mU) if compute_uv else None, C.byref(mV) if compute_uv else None)
+            self._run("svd", ad, self._lib.sg_svd, args, bs)
+        return self._wrap((U, S, Vh) if compute_uv else S, tc)
+
+    def svdvals(self, A):
+        return self.svd(A, full_matrices=False, compute_uv=False)
+
+    # ---- rank, subspaces, least squares --------------------------------------------------------------
+    def _pick_T(self, ad, A):
+        """Transpose-invariant ops: give the library whichever orientation needs no copy."""
+        return ad.T(A) if not _describable(ad, A) and _describable(ad, ad.T(A)) else A
+
+    def matrix_rank(self, A, atol=0.0, rtol=None):
+        """Rank with tol = max(atol, rtol·σmax); rtol=None: max(m,n)·eps when atol == 0 (numpy's default),
+        else 0. Returns int64 (batch shape; a numpy scalar for one matrix)."""
+        ad, (A,), tc = self._adapter([A])
+        bs = self._bshape(ad, A, 2, "A")
+        keep = []
+        mA = _desc(ad, self._pick_T(ad, A), keep)
+        r = ad.empty_i64(bs)
+        if math.prod(bs) > 0:
+            self._run("matrix_rank", ad, self._lib.sg_rank,
+                      (C.byref(mA), float(atol), _rtol(rtol), C.c_void_p(ad.ptr(r))), bs)
+        return self._wrap(_scalarize(r, bs), tc)
+
+    def null_space(self, A, atol=0.0, rtol=None):
+        """Orthonormal nullspace bases, padded: returns (N, nullity) with N (..., n, n) whose first
+        nullity[b] columns span null(A[b]) and the rest are zero, nullity int64 of the batch shape.
+        `trim_null_space(N, nullity)` gives scipy.linalg.null_space-shaped (n, nullity) arrays.
+        Copies C-contiguous A (the nullspace of Aᵀ is a different space)."""
+        ad, (A,), tc = self._adapter([A])
+        bs = self._bshape(ad, A, 2, "A")
+        n = ad.shape(A)[-1]
+        keep = []
+        mA = _desc(ad, A, keep)
+        N = _out(ad, bs, n, n, ad.dtype_code(A))
+        mN = _desc(ad, N, keep)
+        nul = ad.empty_i64(bs)
+        if math.prod(bs) > 0:
+            self._run("null_space", ad, self._lib.sg_nullspace,
+                      (C.byref(mA), float(atol), _rtol(rtol), C.byref(mN), C.c_void_p(ad.ptr(nul))), bs)
+        return self._wrap((N, _scalarize(nul, bs)), tc)
+
+    def project(self, A, X, which="null", atol=0.0, rtol=None):
+        """Y = P X with P the orthogonal projector onto the nullspace ('null') or row space ('row') of A
+        (..., m, n). X: (..., n, k) or (..., n). Copies C-contiguous A and matrix X."""
+        if which not in L.PROJ:
+            raise ValueError(f"specgrad: which must be 'null' or 'row', got {which!r}")
+        ad, (A, X), tc = self._adapter([A, X])
+        (A, X), code = self._common(ad, [A, X], ["A", "X"])
+        bs = self._bshape(ad, A, 2, "A")
+        vec = len(ad.shape(X)) == len(ad.shape(A)) - 1
+        Xl = _vec_in(ad, X) if vec else X
+        self._same_batch(bs, self._bshape(ad, Xl, 2, "X"), "X")
+        keep = []
+        mA, mX = _desc(ad, A, keep), _desc(ad, Xl, keep)
+        n, k = ad.shape(Xl)[-2:]
+        Y = ad.empty(bs + (n,), code) if vec else _out(ad, bs, n, k, code)
+        mY = _desc(ad, _vec_in(ad, Y) if vec else Y, keep)
+        if math.prod(bs) > 0:
+            self._run("project", ad, self._lib.sg_project,
+                      (C.byref(mA), C.byref(mX), L.PROJ[which], float(atol), _rtol(rtol), C.byref(mY)), bs)
+        return self._wrap(Y, tc)
+
+    def lstsq(self, A, B, atol=0.0, rtol=None, *, return_rank=False):
+        """Minimum-norm least squares x = A⁺B (also rank-deficient), A (..., m, n), B (..., m, k) or
+        (..., m). Returns x (and the rank with return_rank=True). Copies C-contiguous A and matrix B."""
+        ad, (A, B), tc = self._adapter([A, B])
+        (A, B), code = self._common(ad, [A, B], ["A", "B"])
+        bs = self._bshape(ad, A, 2, "A")
+        vec = len(ad.shape(B)) == len(ad.shape(A)) - 1
+        Bl = _vec_in(ad, B) if vec else B
+        self._same_batch(bs, self._bshape(ad, Bl, 2, "B"), "B")
+        n, k = ad.shape(A)[-1], ad.shape(Bl)[-1]
+        keep = []
+        mA, mB = _desc(ad, A, keep), _desc(ad, Bl, keep)
+        X = ad.empty(bs + (n,), code) if vec else _out(ad, bs, n, k, code)
+        mX = _desc(ad, _vec_in(ad, X) if vec else X, keep)
+        r = ad.empty_i64(bs)
+        if math.prod(bs) > 0:
+            self._run("lstsq", ad, self._lib.sg_lstsq,
+                      (C.byref(mA), C.byref(mB), float(atol), _rtol(rtol), C.byref(mX), C.c_void_p(ad.ptr(r))), bs)
+        X = self._wrap(X, tc)
+        return (X, self._wrap(_scalarize(r, bs), tc)) if return_rank else X
+
+    def pinv(self, A, atol=0.0, rtol=None):
+        """Pseudo-inverse (..., n, m) through lstsq. pinv(A)ᵀ = pinv(Aᵀ), so C-contiguous A is not copied;
+        the identity right-hand side is materialized per matrix."""
+        ad, (A,), tc = self._adapter([A])
+        bs = self._bshape(ad, A, 2, "A")
+        m, n = ad.shape(A)[-2:]
+        code = ad.dtype_code(A)
+        keep = []
+        At = ad.T(A)  # n×m
+        if _describable(ad, At):
+            mA = _desc(ad, At, keep)
+            I = ad.zeros(bs + (n, n), code)
+            I[...] = ad.eye(n, code)
+            X = ad.empty(bs + (n, m), code)          # library X = pinv(Aᵀ) (m×n) col-major = C (n, m)
+            mX = _desc(ad, ad.T(X), keep)
+        else:
+            mA = _desc(ad, A, keep)
+            I = ad.zeros(bs + (m, m), code)
+            I[...] = ad.eye(m, code)
+            X = _out(ad, bs, n, m, code)
+            mX = _desc(ad, X, keep)
+        mI = _desc(ad, I, keep)
+        r = ad.empty_i64(bs)
+        if math.prod(bs) > 0:
+            self._run("pinv", ad, self._lib.sg_lstsq,
+                      (C.byref(mA), C.byref(mI), float(atol), _rtol(rtol), C.byref(mX), C.c_void_p(ad.ptr(r))), bs)
+        return self._wrap(X, tc)
+
+    # ---- gradients ---------------------------------------------------------------------------------
+    def eigh_backward(self, w, V, gw=None, gV=None, mode="mask", param=0.0):
+        """Gradient w.r.t. symmetric A of a loss of (w, V) = eigh(A), given gw = dL/dw and gV = dL/dV
+        (None = zero). gA = V (diag(gw) + skew(VᵀgV) ⊘ E) Vᵀ, E_ij = λj − λi. mode: 'exact' (ties → inf/NaN,
+        raises DegenerateError with .result), 'mask' (default: zero inside tied clusters, exact for
+        losses invariant to rotations within a cluster), 'lorentz' E/(E²+param), 'taylor' (positive spectra).
+        Zero-copy for V from eigh; a C-contiguous gV is copied."""
+        mcode = _mode(mode)
+        ad, (w, V, gw, gV), tc = self._adapter([w, V, gw, gV])
+        (w, V, gw, gV), code = self._common(ad, [w, V, gw, gV], ["w", "V", "gw", "gV"])
+        bs = self._bshape(ad, V, 2, "V")
+        n = ad.shape(V)[-1]
+        for x, nm in ((w, "w"), (gw, "gw")):
+            if x is not None:
+                self._same_batch(bs, self._bshape(ad, x, 1, nm), nm)
+        if gV is not None:
+            self._same_batch(bs, self._bshape(ad, gV, 2, "gV"), "gV")
+        keep = []
+        mW, mV = _desc(ad, _vec_in(ad, w), keep), _desc(ad, V, keep)
+        mgW = _desc(ad, _vec_in(ad, gw), keep) if gw is not None else None
+        mgV = _desc(ad, gV, keep) if gV is not None else None
+        gA = _out(ad, bs, n, n, code)
+        mgA = _desc(ad, gA, keep)
+        if math.prod(bs) > 0:
+            self._run("eigh_backward", ad, self._lib.sg_eigh_backward,
+                      (C.byref(mW), C.byref(mV), C.byref(mgW) if mgW is not None else None, C.byref(mgV) if mgV is not None else None,
+                       mcode, float(param), C.byref(mgA)), bs, result=self._wrap(gA, tc))
+        return self._wrap(gA, tc)
+
+    def svd_backward(self, U, S, Vh, gU=None, gS=None, gVh=None, mode="mask", param=0.0):
+        """Gradient w.r.t. A (..., m, n) of a loss of (U, S, Vh) = svd(A) (economy or full_matrices; extra
+        columns get no gradient). numpy convention (Vh, gVh). The library differentiates Aᵀ = V S Uᵀ so
+        that svd's outputs and a C-contiguous gVh are used in place; a C-contiguous gU is copied."""
+        mcode = _mode(mode)
+        ad, (U, S, Vh, gU, gS, gVh), tc = self._adapter([U, S, Vh, gU, gS, gVh])
+        (U, S, Vh, gU, gS, gVh), code = self._common(ad, [U, S, Vh, gU, gS, gVh], ["U", "S", "Vh", "gU", "gS", "gVh"])
+        bs = self._bshape(ad, U, 2, "U")
+        m, n = ad.shape(U)[-2], ad.shape(Vh)[-1]
+        for x, nm, core in ((S, "S", 1), (Vh, "Vh", 2), (gU, "gU", 2), (gS, "gS", 1), (gVh, "gVh", 2)):
+            if x is not None:
+                self._same_batch(bs, self._bshape(ad, x, core, nm), nm)
+        keep = []
+        mU_l, mV_l = _desc(ad, ad.T(Vh), keep), _desc(ad, U, keep)
+        mS = _desc(ad, _vec_in(ad, S), keep)
+        mgU_l = _desc(ad, ad.T(gVh), keep) if gVh is not None else None
+        mgV_l = _desc(ad, gU, keep) if gU is not None else None
+        mgS = _desc(ad, _vec_in(ad, gS), keep) if gS is not None else None
+        gA = ad.empty(bs + (m, n), code)                 # library g(Aᵀ) (n×m) col-major = C (m, n)
+        mgA = _desc(ad, ad.T(gA), keep)
+        if math.prod(bs) > 0:
+            self._run("svd_backward", ad, self._lib.sg_svd_backward,
+                      (C.byref(mU_l), C.byref(mS), C.byref(mV_l), C.byref(mgU_l) if mgU_l is not None else None,
+                       C.byref(mgS) if mgS is not None else None, C.byref(mgV_l) if mgV_l is not None else None, mcode, float(param),
+                       C.byref(mgA)), bs, result=self._wrap(gA, tc))
+        return self._wrap(gA, tc)
+
+    def matfunc(self, A, fn="sqrt", p=None, uplo="L"):
+        """F = f(A) = V f(Λ) Vᵀ for symmetric A (..., n, n); fn 'sqrt', 'log', 'exp', 'pow' (exponent p) or a
+        pair (f, df) of Python callables (CPU backend only). Domain errors raise DomainError. The `uplo`
+        triangle is read ('U' zero-copy for C-contiguous A, 'L' copies it)."""
+        f = _Fn(fn, p)
+        ad, (A,), tc = self._adapter([A])
+        bs = self._bshape(ad, A, 2, "A")
+        n = ad.shape(A)[-1]
+        keep = []
+        Al = A if uplo == "L" else ad.T(A)
+        mA = _desc(ad, Al, keep)
+        if uplo == "L":
+            F = _out(ad, bs, n, n, ad.dtype_code(A))
+            mF = _desc(ad, F, keep)
+        else:  # library computes f(Aᵀ) = f(A)ᵀ
+            F = ad.empty(bs + (n, n), ad.dtype_code(A))
+            mF = _desc(ad, ad.T(F), keep)
+        if math.prod(bs) > 0:
+            self._run("matfunc", ad, self._lib.sg_matfunc, (C.byref(mA), C.byref(f.s), C.byref(mF)), bs)
+        return self._wrap(F, tc)
+
+    def matfunc_backward(self, w, V, gF, fn="sqrt", p=None):
+        """Gradient w.r.t. symmetric A of a loss of F = f(A), given (w, V) = eigh(A) and gF = dL/dF:
+        gA = V (L ∘ (Vᵀ sym(gF) V)) Vᵀ with divided differences L (finite at ties: f'). Since only sym(gF)
+        enters, gF is passed in whichever orientation needs no copy."""
+        f = _Fn(fn, p)
+        ad, (w, V, gF), tc = self._adapter([w, V, gF])
+        (w, V, gF), code = self._common(ad, [w, V, gF], ["w", "V", "gF"])
+        bs = self._bshape(ad, V, 2, "V")
+        n = ad.shape(V)[-1]
+        self._same_batch(bs, self._bshape(ad, w, 1, "w"), "w")
+        self._same_batch(bs, self._bshape(ad, gF, 2, "gF"), "gF")
+        keep = []
+        mW, mV = _desc(ad, _vec_in(ad, w), keep), _desc(ad, V, keep)
+        mgF = _desc(ad, self._pick_T(ad, gF), keep)
+        gA = _out(ad, bs, n, n, code)
+        mgA = _desc(ad, gA, keep)
+        if math.prod(bs) > 0:
+            self._run("matfunc_backward", ad, self._lib.sg_matfunc_backward,
+                      (C.byref(mW), C.byref(mV), C.byref(f.s), C.byref(mgF), C.byref(mgA)), bs)
+        return self._wrap(gA, tc)
+
+    def regularizer(self, A, kind, fn=None, p=None, *, grad=True, uplo="L"):
+        """Per-matrix spectral regularizer and its gradient → (loss (batch shape), gA (..., m, n)) or just
+        loss with grad=False. kind: 'spectral' σmax², 'nuclear' Σσ, 'ortho' ||AᵀA − I||_F², 'logdet'
+        log det A (symmetric PD), 'eigsum' Σ f(λ) (needs fn/p as in matfunc). Transpose-invariant kinds
+        (spectral, nuclear, square ortho) use A in place; 'ortho' of a non-square C-contiguous A and the
+        symmetric kinds with uplo='L' copy it."""
+        if kind not in L.REG:
+            raise ValueError(f"specgrad: kind must be one of {sorted(L.REG)}, got {kind!r}")
+        f = _Fn(fn, p) if kind == "eigsum" else None
+        if kind != "eigsum" and fn is not None:
+            raise ValueError(f"specgrad: fn only applies to kind='eigsum'")
+        ad, (A,), tc = self._adapter([A])
+        bs = self._bshape(ad, A, 2, "A")
+        m, n = ad.shape(A)[-2:]
+        code = ad.dtype_code(A)
+        if kind in ("spectral", "nuclear") or (kind == "ortho" and m == n):
+            Al = self._pick_T(ad, A)
+        elif kind == "ortho":
+            Al = A
+        else:
+            Al = A if uplo == "L" else ad.T(A)
+        transposed = Al is not A
+        keep = []
+        mA = _desc(ad, Al, keep)
+        loss = ad.empty(bs, code)
+        mL = _desc(ad, ad.reshape(loss, bs + (1, 1)), keep)
+        gA = mG = None
+        if grad:
+            if transposed:
+                gA = ad.empty(bs + (m, n), code)
+                mG = _desc(ad, ad.T(gA), keep)
+            else:
+                gA = _out(ad, bs, m, n, code)
+                mG = _desc(ad, gA, keep)
+        if math.prod(bs) > 0:
+            self._run("regularizer", ad, self._lib.sg_regularizer,
+                      (L.REG[kind], C.byref(mA), C.byref(f.s) if f else None, C.byref(mL),
+                       C.byref(mG) if grad else None), bs)
+        loss = _scalarize(loss, bs)
+        return self._wrap((loss, gA) if grad else loss, tc)
+
+
+def trim_null_space(N, nullity):
+    """Padded (N, nullity) from null_space → list of (n, nullity_b) arrays over the flattened batch
+    (a single array for one matrix), shaped like scipy.linalg.null_space."""
+    nul = np.asarray(nullity)
+    if nul.ndim == 0:
+        return N[:, : int(nul)]
+    n = N.shape[-1]
+    Nf = N.reshape((-1, n, n))
+    return [Nf[b, :, : int(k)] for b, k in enumerate(nul.reshape(-1))]
+
+
+# ---- default contexts -------------------------------------------------------------------------------
+_DEFAULT = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def get_context(backend=None):
+    """Shared default context per backend. backend=None: $SPECGRAD_BACKEND, else 'cpu'."""
+    if backend is None:
+        backend = os.environ.get("SPECGRAD_BACKEND", "cpu")
+    with _DEFAULT_LOCK:
+        ctx = _DEFAULT.get(backend)
+        if ctx is None:
+            ctx = _DEFAULT[backend] = Context(backend)
+        return ctx
+
+
+def _ctx_for(ctx, *xs):
+    if ctx is not None:
+        return ctx
+    for x in xs:
+        if x is not None and type(x).__module__.startswith("torch") and getattr(x, "is_cuda", False):
+            return get_context("cuda")
+    return get_context()

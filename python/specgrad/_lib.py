@@ -1,0 +1,179 @@
+"""ctypes declarations for libspecgrad.so (include/specgrad.h) and the exception types."""
+from __future__ import annotations
+
+import ctypes as C
+import os
+from pathlib import Path
+
+# ---- enums (values from include/specgrad.h) -------------------------------------------------------
+SG_OK = 0
+STATUS_NAMES = [
+    "SG_OK", "SG_ERR_ARG", "SG_ERR_DTYPE", "SG_ERR_NONFINITE", "SG_ERR_NOCONV", "SG_ERR_LAPACK",
+    "SG_ERR_ALLOC", "SG_ERR_NODEVICE", "SG_ERR_CUDA", "SG_ERR_CUSOLVER", "SG_ERR_CUBLAS",
+    "SG_ERR_DEVICE_OOM", "SG_ERR_UNSUPPORTED", "SG_ERR_DEGENERATE", "SG_ERR_DOMAIN", "SG_ERR_IO",
+    "SG_ERR_FORMAT",
+]
+SG_F32, SG_F64 = 0, 1
+BACKENDS = {"auto": 0, "cpu": 1, "cuda": 2}
+BACKEND_NAMES = {v: k for k, v in BACKENDS.items()}
+SG_MEM_HOST, SG_MEM_DEVICE = 0, 1
+PROJ = {"null": 0, "row": 1}
+DEGEN = {"exact": 0, "mask": 1, "lorentz": 2, "taylor": 3}
+FN = {"sqrt": 0, "log": 1, "exp": 2, "pow": 3, "callback": 4}
+REG = {"spectral": 0, "nuclear": 1, "ortho": 2, "logdet": 3, "eigsum": 4}
+
+
+class sg_mat(C.Structure):
+    _fields_ = [
+        ("data", C.c_void_p),
+        ("dtype", C.c_int),
+        ("batch", C.c_int64),
+        ("rows", C.c_int64),
+        ("cols", C.c_int64),
+        ("ld", C.c_int64),
+        ("stride", C.c_int64),
+    ]
+
+
+FN_CB = C.CFUNCTYPE(C.c_double, C.c_double, C.c_void_p)
+
+
+class sg_fn(C.Structure):
+    _fields_ = [
+        ("kind", C.c_int),
+        ("p", C.c_double),
+        ("f", FN_CB),
+        ("df", FN_CB),
+        ("user", C.c_void_p),
+    ]
+
+
+# ---- exceptions -----------------------------------------------------------------------------------
+class SpecgradError(RuntimeError):
+    """A libspecgrad call failed. Attributes: status (int), status_name ('SG_ERR_...'), message
+    (sg_last_error), op, index (flat batch index of the failing matrix or -1) and batch_index (the
+    same as a tuple over the caller's batch shape, or None)."""
+
+    def __init__(self, op, status, message, index=-1, batch_index=None, result=None):
+        self.op = op
+        self.status = status
+        self.status_name = STATUS_NAMES[status] if 0 <= status < len(STATUS_NAMES) else f"status {status}"
+        self.message = message
+        self.index = index
+        self.batch_index = batch_index
+        self.result = result  # partial result where the C API still writes one (SG_ERR_DEGENERATE)
+        where = ""
+        if index is not None and index >= 0:
+            where = f" [failing matrix: batch index {batch_index if batch_index is not None else index}]"
+        super().__init__(f"specgrad.{op}: {self.status_name}: {message}{where}")
+
+
+class SpecgradArgumentError(SpecgradError, ValueError):
+    """Bad shape, dtype, option or tolerance (SG_ERR_ARG / SG_ERR_DTYPE)."""
+
+
+class NonFiniteError(SpecgradError, ValueError):
+    """NaN or Inf in an input (SG_ERR_NONFINITE)."""
+
+
+class DomainError(SpecgradError, ValueError):
+    """Input outside a matrix function's domain, e.g. log of a non-positive eigenvalue (SG_ERR_DOMAIN)."""
+
+
+class DegenerateError(SpecgradError, ArithmeticError):
+    """mode='exact' met tied eigen/singular values; .result holds the (inf/NaN) gradient."""
+
+
+class NoDeviceError(SpecgradError):
+    """CUDA backend asked for without a usable GPU or without CUDA support (SG_ERR_NODEVICE)."""
+
+
+class NotConvergedError(SpecgradError, ArithmeticError):
+    """An iterative solver did not converge (SG_ERR_NOCONV / LAPACK info)."""
+
+
+_ERR_CLASS = {1: SpecgradArgumentError, 2: SpecgradArgumentError, 3: NonFiniteError, 4: NotConvergedError,
+              5: NotConvergedError, 7: NoDeviceError, 13: DegenerateError, 14: DomainError}
+
+
+def error_class(status):
+    return _ERR_CLASS.get(status, SpecgradError)
+
+
+# ---- loading --------------------------------------------------------------------------------------
+def _candidates():
+    env = os.environ.get("SPECGRAD_LIB")
+    if env:
+        return [Path(env)], True
+    repo = Path(__file__).resolve().parents[2]
+    return [repo / "build" / "libspecgrad.so"], False
+
+
+def _declare(lib):
+    P = C.POINTER
+    M = P(sg_mat)
+    I64P = C.c_void_p  # int64 outputs: host or device pointer, passed as an address
+    st = C.c_int
+    sig = {
+        "sg_create": (st, [P(C.c_void_p), C.c_int]),
+        "sg_destroy": (None, [C.c_void_p]),
+        "sg_get_backend": (C.c_int, [C.c_void_p]),
+        "sg_last_error": (C.c_char_p, [C.c_void_p]),
+        "sg_failed_index": (C.c_int64, [C.c_void_p]),
+        "sg_status_string": (C.c_char_p, [C.c_int]),
+        "sg_cuda_devices": (C.c_int, [C.c_char_p, C.c_size_t]),
+        "sg_set_memspace": (st, [C.c_void_p, C.c_int]),
+        "sg_set_stream": (st, [C.c_void_p, C.c_void_p]),
+        "sg_set_jacobi": (st, [C.c_void_p, C.c_double, C.c_int]),
+        "sg_set_threads": (st, [C.c_void_p, C.c_int]),
+        "sg_set_check_finite": (st, [C.c_void_p, C.c_int]),
+        "sg_set_chunk_bytes": (st, [C.c_void_p, C.c_size_t]),
+        "sg_eigh": (st, [C.c_void_p, M, M, M]),
+        "sg_svd": (st, [C.c_void_p, M, C.c_int, M, M, M]),
+        "sg_rank": (st, [C.c_void_p, M, C.c_double, C.c_double, I64P]),
+        "sg_nullspace": (st, [C.c_void_p, M, C.c_double, C.c_double, M, I64P]),
+        "sg_project": (st, [C.c_void_p, M, M, C.c_int, C.c_double, C.c_double, M]),
+        "sg_lstsq": (st, [C.c_void_p, M, M, C.c_double, C.c_double, M, I64P]),
+        "sg_eigh_backward": (st, [C.c_void_p, M, M, M, M, C.c_int, C.c_double, M]),
+        "sg_svd_backward": (st, [C.c_void_p, M, M, M, M, M, M, C.c_int, C.c_double, M]),
+        "sg_matfunc": (st, [C.c_void_p, M, P(sg_fn), M]),
+        "sg_matfunc_backward": (st, [C.c_void_p, M, M, P(sg_fn), M, M]),
+        "sg_regularizer": (st, [C.c_void_p, C.c_int, M, P(sg_fn), M, M]),
+    }
+    for name, (res, args) in sig.items():
+        f = getattr(lib, name)
+        f.restype = res
+        f.argtypes = args
+    return lib
+
+
+_LIB = None
+
+
+def lib():
+    """The loaded libspecgrad (SPECGRAD_LIB, else <repo>/build/libspecgrad.so)."""
+    global _LIB
+    if _LIB is None:
+        paths, from_env = _candidates()
+        for p in paths:
+            if p.is_file():
+                try:
+                    _LIB = _declare(C.CDLL(str(p)))
+                except OSError as e:
+                    raise ImportError(f"specgrad: could not load {p}: {e}") from e
+                except AttributeError as e:
+                    raise ImportError(f"specgrad: {p} lacks a symbol of include/specgrad.h ({e}); "
+                                      "rebuild the library") from e
+                return _LIB
+        how = "SPECGRAD_LIB points to" if from_env else "SPECGRAD_LIB is not set and there is no"
+        raise ImportError(
+            f"specgrad: {how} {paths[0]}. Build the C library first (bash scripts/build, or "
+            "cmake -S . -B build && cmake --build build) or set SPECGRAD_LIB=/path/to/libspecgrad.so")
+    return _LIB
+
+
+def cuda_devices():
+    """(count, reason): number of usable CUDA devices and, when 0, why."""
+    buf = C.create_string_buffer(256)
+    n = lib().sg_cuda_devices(buf, 256)
+    return n, buf.value.decode(errors="replace")

@@ -1,0 +1,279 @@
+"""Decompositions, rank, subspaces, least squares against numpy.linalg and scipy.linalg."""
+import numpy as np
+import pytest
+import scipy.linalg as sla
+
+import specgrad as sg
+from specgrad import _core
+from conftest import BATCH_SHAPES, DTYPES, low_rank, projector, sym_with_spectrum, tol
+
+
+def per_matrix(A):
+    """Iterate the matrices of a batch (..., m, n) in C order of the batch."""
+    return A.reshape((-1,) + A.shape[-2:])
+
+
+# ---- eigh --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bshape", BATCH_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_eigh_matches_numpy(rng, bshape, dtype):
+    n = 6
+    A = sym_with_spectrum(rng, np.arange(1.0, n + 1) * 1.5 - 4, bshape).astype(dtype)
+    w, V = sg.eigh(A)
+    assert w.shape == bshape + (n,) and V.shape == bshape + (n, n)
+    assert w.dtype == dtype and V.dtype == dtype
+    wr, Vr = np.linalg.eigh(A.astype(np.float64))
+    t = tol(dtype)
+    np.testing.assert_allclose(w, wr, atol=t * 10, rtol=0)
+    assert np.all(np.diff(w, axis=-1) > 0), "ascending"
+    # sign-invariant eigenvector comparison: |<v_k, v_k_ref>| = 1 (spectrum is simple)
+    overlap = np.abs(np.einsum("...ik,...ik->...k", V.astype(np.float64), Vr))
+    np.testing.assert_allclose(overlap, 1.0, atol=t * 10)
+    # orthonormal and reconstructs A
+    I = np.eye(n)
+    np.testing.assert_allclose(V.swapaxes(-1, -2) @ V, np.broadcast_to(I, V.shape), atol=t * 10)
+    np.testing.assert_allclose((V * w[..., None, :]) @ V.swapaxes(-1, -2), A, atol=t * 40)
+
+
+def test_eigh_reads_the_requested_triangle(rng):
+    A = sym_with_spectrum(rng, [1.0, 2.0, 4.0, 8.0], (2,))
+    junk = A.copy()
+    iu = np.triu_indices(4, 1)
+    junk[:, iu[0], iu[1]] = 99.0  # upper triangle garbage: numpy's default UPLO='L' ignores it
+    np.testing.assert_allclose(sg.eigvalsh(junk), np.linalg.eigvalsh(junk), atol=1e-10)
+    jl = A.copy()
+    il = np.tril_indices(4, -1)
+    jl[:, il[0], il[1]] = -7.0
+    np.testing.assert_allclose(sg.eigvalsh(jl, uplo="U"), np.linalg.eigvalsh(jl, UPLO="U"), atol=1e-10)
+    # the garbage really changes the answer for the other triangle (this test can fail)
+    assert np.max(np.abs(sg.eigvalsh(junk, uplo="U") - np.linalg.eigvalsh(A))) > 1
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "transposed_view", "sliced_batch", "ld_gt_rows", "broadcast"])
+def test_eigh_and_svd_layouts(rng, layout):
+    n = 5
+    base = sym_with_spectrum(rng, np.arange(1.0, n + 1), (4,))
+    if layout == "C":
+        A = base
+    elif layout == "F":
+        A = np.asfortranarray(base)  # whole-array Fortran order: per-matrix row stride = batch → copied
+    elif layout == "transposed_view":
+        A = base.swapaxes(-1, -2)
+    elif layout == "sliced_batch":
+        A = np.stack([base, np.full_like(base, 1e9)], axis=1)[:, 0]  # stride 2 matrices, view
+        assert not A.flags.c_contiguous
+    elif layout == "ld_gt_rows":
+        pad = np.zeros((4, n, n + 3))
+        pad[..., :n] = base
+        A = pad[..., :n]  # each row padded: col-major view of Aᵀ has ld = n + 3
+    else:
+        A = np.broadcast_to(base[0], (3, n, n))
+    w, V = sg.eigh(A)
+    np.testing.assert_allclose(w, np.linalg.eigvalsh(A), atol=1e-10)
+    U, S, Vh = sg.svd(A[..., :, :4], full_matrices=False)
+    np.testing.assert_allclose(S, np.linalg.svd(A[..., :, :4], compute_uv=False), atol=1e-10)
+    np.testing.assert_allclose((U * S[..., None, :]) @ Vh, A[..., :, :4], atol=1e-10)
+
+
+def test_zero_copy_descriptions():
+    """C-contiguous (..., m, n) is described in place as the column-major batch of its transposes, also
+    with ld > rows and strided batches; other layouts are copied."""
+    A = np.zeros((2, 3, 4, 5))
+    keep = []
+    m = _core._desc(_core._NP, A.swapaxes(-1, -2), keep)
+    assert not keep and (m.batch, m.rows, m.cols, m.ld, m.stride) == (6, 5, 4, 5, 20)
+    assert m.data == A.ctypes.data
+    P = np.zeros((4, 7, 9))[:, :, :6]  # logical (6×7) transposed view with ld 9
+    m = _core._desc(_core._NP, P.swapaxes(-1, -2), keep)
+    assert not keep and (m.rows, m.cols, m.ld, m.stride) == (6, 7, 9, 63)
+    m = _core._desc(_core._NP, A, keep)  # C order, logical m×n: needs a copy
+    assert len(keep) == 1 and (m.ld, m.stride) == (4, 20)
+
+
+def test_eigh_nonfinite_reports_matrix_index(rng):
+    A = sym_with_spectrum(rng, [1.0, 2.0, 3.0], (2, 3))
+    A[1, 2, 0, 0] = np.nan
+    with pytest.raises(sg.NonFiniteError) as e:
+        sg.eigh(A)
+    assert e.value.index == 5 and e.value.batch_index == (1, 2)
+    assert "NaN" in e.value.message and isinstance(e.value, ValueError)
+
+
+def test_bad_inputs_raise(rng):
+    with pytest.raises(sg.SpecgradArgumentError, match="shape"):
+        sg.eigh(np.zeros((3, 4)))
+    with pytest.raises(TypeError, match="complex"):
+        sg.eigh(np.eye(3, dtype=complex))
+    with pytest.raises(ValueError, match="uplo"):
+        sg.eigh(np.eye(3), uplo="X")
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        sg.svd(np.ones(3))
+    with pytest.raises(ValueError, match="batch shape"):
+        sg.lstsq(np.ones((2, 3, 3)), np.ones((3, 3, 1)))
+    with pytest.raises(sg.SpecgradArgumentError, match="tolerance"):
+        sg.matrix_rank(np.eye(3), atol=-1.0)
+    with pytest.raises(sg.SpecgradArgumentError):
+        sg.svd(np.zeros((2, 0, 3)))
+    with pytest.raises(sg.NoDeviceError if sg.cuda_devices()[0] == 0 else ValueError):
+        if sg.cuda_devices()[0] == 0:
+            sg.Context("cuda")
+        else:
+            raise ValueError("skip: a GPU exists")
+    ctx = sg.Context("cpu")
+    ctx.close()
+    with pytest.raises(ValueError, match="closed"):
+        ctx.eigh(np.eye(2))
+
+
+def test_integer_input_promotes_and_empty_batch():
+    w = sg.eigvalsh(np.array([[2, 1], [1, 2]]))
+    assert w.dtype == np.float64
+    np.testing.assert_allclose(w, [1.0, 3.0], atol=1e-12)
+    w, V = sg.eigh(np.zeros((0, 3, 3)))
+    assert w.shape == (0, 3) and V.shape == (0, 3, 3)
+
+
+# ---- svd ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bshape", BATCH_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mn", [(6, 4), (4, 6), (5, 5)])
+@pytest.mark.parametrize("full", [False, True])
+def test_svd_matches_numpy(rng, bshape, dtype, mn, full):
+    m, n = mn
+    k = min(m, n)
+    A = rng.standard_normal(bshape + mn).astype(dtype)
+    U, S, Vh = sg.svd(A, full_matrices=full)
+    kU, kV = (m, n) if full else (k, k)
+    assert U.shape == bshape + (m, kU) and S.shape == bshape + (k,) and Vh.shape == bshape + (kV, n)
+    Ur, Sr, Vhr = np.linalg.svd(A.astype(np.float64), full_matrices=full)
+    t = tol(dtype)
+    np.testing.assert_allclose(S, Sr, atol=t * 10 * Sr.max())
+    # gauge-invariant: u_k v_kᵀ for each k (joint sign flips cancel)
+    outer = np.einsum("...ik,...kj->...kij", U[..., :k].astype(np.float64), Vh[..., :k, :])
+    outer_r = np.einsum("...ik,...kj->...kij", Ur[..., :k], Vhr[..., :k, :])
+    np.testing.assert_allclose(outer, outer_r, atol=t * 30)
+    np.testing.assert_allclose((U[..., :k] * S[..., None, :]) @ Vh[..., :k, :], A, atol=t * 30)
+    np.testing.assert_allclose(U.swapaxes(-1, -2) @ U, np.broadcast_to(np.eye(kU), bshape + (kU, kU)), atol=t * 10)
+    np.testing.assert_allclose(Vh @ Vh.swapaxes(-1, -2), np.broadcast_to(np.eye(kV), bshape + (kV, kV)), atol=t * 10)
+    if full:  # extra columns span the orthogonal complement of the range: compare projectors
+        np.testing.assert_allclose(projector(U[..., k:]), projector(Ur[..., k:]), atol=t * 30)
+    S2 = sg.svdvals(A)
+    np.testing.assert_allclose(S2, S, atol=t * 10 * Sr.max())
+
+
+# ---- rank / nullspace / project / lstsq / pinv ----------------------------------------------------
+@pytest.mark.parametrize("bshape", BATCH_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matrix_rank_matches_numpy(rng, bshape, dtype):
+    ranks = rng.integers(0, 5, size=bshape)
+    A = np.empty(bshape + (6, 5))
+    for idx in np.ndindex(*bshape):
+        A[idx] = low_rank(rng, 6, 5, int(ranks[idx])) if ranks[idx] else 0.0
+    A = A.astype(dtype)
+    r = sg.matrix_rank(A)
+    np.testing.assert_array_equal(r, np.linalg.matrix_rank(A))
+    np.testing.assert_array_equal(r, ranks)
+    if bshape == ():
+        assert isinstance(r, np.integer)
+
+
+def test_rank_tolerances_follow_numpy_torch_rule(rng):
+    s = np.array([10.0, 1.0, 1e-3, 1e-9])
+    U, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    V, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    A = (U * s) @ V.T
+    assert sg.matrix_rank(A) == 4 == np.linalg.matrix_rank(A)
+    assert sg.matrix_rank(A, atol=1e-2) == 2
+    assert sg.matrix_rank(A, rtol=1e-5) == 3 == np.linalg.matrix_rank(A, tol=1e-5 * 10)
+    assert sg.matrix_rank(A, atol=0.5, rtol=0.2) == 1  # max(atol, rtol·σmax) = 2
+
+
+@pytest.mark.parametrize("bshape", BATCH_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mn", [(4, 7), (7, 5)])
+def test_null_space_matches_scipy(rng, bshape, dtype, mn):
+    m, n = mn
+    A = low_rank(rng, m, n, 3, bshape).astype(dtype)
+    N, nul = sg.null_space(A)
+    assert N.shape == bshape + (n, n) and np.shape(nul) == bshape
+    t = tol(dtype)
+    for a, Nb, kb, Nt in zip(per_matrix(A), per_matrix(N), np.reshape(nul, -1),
+                             [sg.trim_null_space(N, nul)] if bshape == () else sg.trim_null_space(N, nul)):
+        ref = sla.null_space(a.astype(np.float64), rcond=np.finfo(dtype).eps * max(m, n))
+        assert kb == ref.shape[1] == n - 3
+        np.testing.assert_allclose(projector(Nt.astype(np.float64)), projector(ref), atol=t * 50)
+        np.testing.assert_array_equal(Nb[:, kb:], 0.0)
+        np.testing.assert_allclose(a.astype(np.float64) @ Nt, 0.0, atol=t * 50 * np.abs(a).max())
+
+
+@pytest.mark.parametrize("bshape", BATCH_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("vector", [False, True])
+def test_project_matches_scipy_projectors(rng, bshape, dtype, vector):
+    m, n, k = 4, 6, 3
+    A = low_rank(rng, m, n, 2, bshape).astype(dtype)
+    X = rng.standard_normal(bshape + ((n,) if vector else (n, k))).astype(dtype)
+    Yn = sg.project(A, X, "null")
+    Yr = sg.project(A, X, "row")
+    assert Yn.shape == X.shape and Yn.dtype == dtype
+    t = tol(dtype)
+    Xm = X[..., None] if vector else X
+    Pn = np.empty(bshape + (n, n))
+    for idx in np.ndindex(*bshape):
+        Pn[idx] = projector(sla.null_space(A[idx].astype(np.float64)))
+    refn = Pn @ Xm
+    refr = Xm - refn
+    if vector:
+        refn, refr = refn[..., 0], refr[..., 0]
+    np.testing.assert_allclose(Yn, refn, atol=t * 50)
+    np.testing.assert_allclose(Yr, refr, atol=t * 50)
+    with pytest.raises(ValueError, match="which"):
+        sg.project(A, X, "col")
+
+
+@pytest.mark.parametrize("bshape", BATCH_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["tall", "wide", "rank_deficient", "vector"])
+def test_lstsq_matches_numpy(rng, bshape, dtype, case):
+    m, n, k = {"tall": (7, 4, 2), "wide": (3, 6, 2), "rank_deficient": (6, 5, 3), "vector": (6, 4, 1)}[case]
+    A = low_rank(rng, m, n, 2, bshape) if case == "rank_deficient" else rng.standard_normal(bshape + (m, n))
+    B = rng.standard_normal(bshape + ((m,) if case == "vector" else (m, k)))
+    A, B = A.astype(dtype), B.astype(dtype)
+    X, r = sg.lstsq(A, B, return_rank=True)
+    assert X.shape == bshape + ((n,) if case == "vector" else (n, k))
+    t = tol(dtype, f64=1e-8, f32=5e-3)
+    for idx in np.ndindex(*bshape):
+        xr, _, rr, _ = np.linalg.lstsq(A[idx].astype(np.float64), B[idx].astype(np.float64), rcond=None)
+        np.testing.assert_allclose(X[idx], xr, atol=t * max(1, np.abs(xr).max()))
+        assert np.reshape(r, -1)[np.ravel_multi_index(idx, bshape) if bshape else 0] == rr
+    # batched reference: pinv
+    Bm = B[..., None] if case == "vector" else B
+    ref = np.linalg.pinv(A.astype(np.float64)) @ Bm
+    np.testing.assert_allclose(X.reshape(ref.shape), ref, atol=t * max(1, np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("bshape", BATCH_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mn", [(5, 3), (3, 5)])
+def test_pinv_matches_numpy(rng, bshape, dtype, mn):
+    A = low_rank(rng, *mn, 2, bshape).astype(dtype)
+    P = sg.pinv(A)
+    ref = np.linalg.pinv(A.astype(np.float64))
+    np.testing.assert_allclose(P, ref, atol=tol(dtype, 1e-9, 5e-3) * np.abs(ref).max())
+    Pf = sg.pinv(np.asfortranarray(A[..., :, :]).swapaxes(-1, -2).copy().swapaxes(-1, -2))  # F-per-matrix path
+    np.testing.assert_allclose(Pf, ref, atol=tol(dtype, 1e-9, 5e-3) * np.abs(ref).max())
+
+
+def test_contexts_and_threads(rng):
+    A = sym_with_spectrum(rng, [1.0, 2.0, 3.0, 5.0], (16,))
+    with sg.Context("cpu", threads=1) as c1, sg.Context("auto", threads=2) as c2:
+        assert c1.backend == "cpu" and c2.backend in ("cpu", "cuda")
+        np.testing.assert_allclose(c1.eigvalsh(A), c2.eigvalsh(A), atol=1e-10)
+    c = sg.Context("cpu", check_finite=False)
+    A[3, 0, 0] = np.inf  # unchecked: must not raise NonFiniteError (LAPACK may still fail, or return junk)
+    try:
+        c.eigvalsh(A)
+    except sg.NonFiniteError:  # pragma: no cover
+        pytest.fail("check_finite=False still checked")
+    except sg.SpecgradError:
+        pass
