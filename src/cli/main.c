@@ -86,6 +86,11 @@ static int parse(cli_opts *o, int argc, char **argv, int *help)
             if (val) return cli_err(o, "%s takes no value", name);
             continue;
         }
+        static const char *valued[] = {"--backend", "--dtype", "-o", "--out", "--atol", "--rtol", "--mode",
+                                       "--param", "--fn", "--p", "--kind", "--threads"};
+        int known = 0;
+        for (size_t q = 0; q < sizeof valued / sizeof *valued; q++) known |= !strcmp(name, valued[q]);
+        if (!known) return cli_err(o, "unknown option '%s' (see specgrad %s --help)", name, o->op);
         if (!val) {
             if (i + 1 >= argc) return cli_err(o, "%s needs a value", name);
             val = argv[++i];

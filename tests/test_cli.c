@@ -1,0 +1,453 @@
+/* The `specgrad` executable: demo self-check and its printed numbers, op round trips on .npy files in numpy's
+   C-order (..., m, n) convention (results checked numerically, not against stored outputs), and error paths
+   (exit status and message). The CLI is found next to this test executable, or via $SPECGRAD_CLI. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "specgrad.h"
+#include "testutil.h"
+
+static char cli[4096], dir[256];
+static char out[1 << 16];
+
+static void setup(void)
+{
+    const char *env = getenv("SPECGRAD_CLI");
+    if (env) snprintf(cli, sizeof cli, "%s", env);
+    else {
+        char self[4000];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        cr_assert_gt(n, 0, "cannot resolve /proc/self/exe");
+        self[n] = 0;
+        snprintf(cli, sizeof cli, "%s/specgrad", dirname(self));
+    }
+    cr_assert_eq(access(cli, X_OK), 0, "specgrad CLI not found at %s (build target specgrad-cli or set SPECGRAD_CLI)", cli);
+    snprintf(dir, sizeof dir, "/tmp/sg_cli_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+static void teardown(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+TestSuite(cli, .init = setup, .fini = teardown);
+
+/* Runs `specgrad <args>` in the temp dir (stdout+stderr into out); returns the exit status. */
+static int run(const char *fmt, ...)
+{
+    char args[2048], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", dir, cli, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    cr_assert(WIFEXITED(st), "specgrad %s did not exit normally (signal?)\n%s", args, out);
+    return WEXITSTATUS(st);
+}
+
+static void path(char *buf, const char *name) { snprintf(buf, 512, "%s/%s", dir, name); }
+
+/* Write a C-order array from doubles. */
+static void wr(const char *name, sg_dtype t, int nd, const int64_t *shape, const double *x)
+{
+    sg_array a = {.dtype = t, .ndim = nd};
+    int64_t c = 1;
+    for (int d = 0; d < nd; d++) c *= a.shape[d] = shape[d];
+    a.data = malloc((size_t)c * 8);
+    for (int64_t i = 0; i < c; i++) {
+        if (t == SG_F64) ((double *)a.data)[i] = x[i];
+        else ((float *)a.data)[i] = (float)x[i];
+    }
+    char p[512], err[512];
+    path(p, name);
+    cr_assert_eq(sg_npy_write(p, &a, err, sizeof err), SG_OK, "%s", err);
+    sg_array_free(&a);
+}
+
+/* Read an array (any float dtype) into doubles; checks dtype and shape. Caller frees. */
+static double *rd(const char *name, sg_dtype t, int nd, const int64_t *shape)
+{
+    char p[512], err[512];
+    path(p, name);
+    sg_array a;
+    cr_assert_eq(sg_npy_read(p, &a, err, sizeof err), SG_OK, "%s", err);
+    cr_expect_eq(a.dtype, t, "%s: dtype", name);
+    cr_assert_eq(a.ndim, nd, "%s: ndim %d, expected %d", name, a.ndim, nd);
+    int64_t c = 1;
+    for (int d = 0; d < nd; d++) {
+        cr_assert_eq(a.shape[d], shape[d], "%s: dim %d is %lld, expected %lld", name, d, (long long)a.shape[d],
+                     (long long)shape[d]);
+        c *= shape[d];
+    }
+    double *x = malloc((size_t)(c ? c : 1) * 8);
+    for (int64_t i = 0; i < c; i++) x[i] = t == SG_F64 ? ((double *)a.data)[i] : ((float *)a.data)[i];
+    sg_array_free(&a);
+    return x;
+}
+
+/* ---- demo -------------------------------------------------------------------------------------------- */
+/* Value printed at the end of the first line that starts with `label` after `section`. */
+static double num_after(const char *section, const char *label)
+{
+    const char *s = strstr(out, section);
+    cr_assert_not_null(s, "section '%s' missing:\n%s", section, out);
+    const char *l = strstr(s, label);
+    cr_assert_not_null(l, "label '%s' missing in %s:\n%s", label, section, out);
+    const char *eol = strchr(l, '\n');
+    cr_assert_not_null(eol);
+    /* the number is the first numeric token after the label's run of padding */
+    const char *p = l + strlen(label);
+    while (p < eol && !(*p == ' ' && p[1] == ' ')) p++;
+    double v;
+    cr_assert_eq(sscanf(p, "%lf", &v), 1, "no number after '%s': %.*s", label, (int)(eol - l), l);
+    return v;
+}
+
+Test(cli, demo_passes_and_prints_seed_000_numbers, .timeout = 60)
+{
+    int rc = run("demo");
+    cr_assert_eq(rc, 0, "demo failed (rc %d):\n%s", rc, out);
+    cr_expect(strstr(out, "backend: ") != NULL, "%s", out);
+    cr_expect(strstr(out, "all checks passed") != NULL, "%s", out);
+    const char *secs[] = {"== float64 ==", "== float32 =="};
+    for (int k = 0; k < 2; k++) {
+        double smin = num_after(secs[k], "σmin (smallest singular value"), bug = num_after(secs[k], "buggy ||X(w0+10z)"),
+               ten = num_after(secs[k], "10·σmin"), fix = num_after(secs[k], "fixed ||X(w0+10z)"),
+               rank = num_after(secs[k], "rank(X)"), nul = num_after(secs[k], "nullity"),
+               xn = num_after(secs[k], "nullspace basis: max_j ||X N_j||");
+        double tol = k == 0 ? 1e-10 : 1e-4;
+        cr_expect_eq(rank, 6);
+        cr_expect_eq(nul, 6);
+        cr_expect_gt(smin, 0);
+        cr_expect(fabs(ten - 10 * smin) <= 1e-5 * ten, "10·σmin line %g vs σmin %g", ten, smin);
+        cr_expect(fabs(bug / ten - 1) < 0.01, "%s buggy %g vs 10σmin %g", secs[k], bug, ten);
+        cr_expect(fix < tol, "%s fixed %g", secs[k], fix);
+        cr_expect(xn < tol, "%s ||X N|| %g", secs[k], xn);
+    }
+}
+
+/* ---- op round trips ---------------------------------------------------------------------------------- */
+Test(cli, eigh_round_trip_both_dtypes)
+{
+    enum { B0 = 2, B1 = 3, N = 5 };
+    double A[B0 * B1 * N * N];
+    tu_rng r = tu_seed(11);
+    for (int b = 0; b < B0 * B1; b++) {
+        double w[N];
+        for (int i = 0; i < N; i++) w[i] = (double)i - 1.5 + 0.1 * b;
+        tu_sym_with_spectrum(&r, N, w, A + b * N * N); /* symmetric: C and column-major agree */
+    }
+    int64_t sh[4] = {B0, B1, N, N};
+    for (int t = 0; t < 2; t++) {
+        sg_dtype dt = t ? SG_F64 : SG_F32;
+        double tol = t ? 1e-12 : 1e-4;
+        wr("A.npy", dt, 4, sh, A);
+        int rc = run("eigh A.npy -o e_ --backend cpu");
+        cr_assert_eq(rc, 0, "%s", out);
+        double *W = rd("e_W.npy", dt, 3, sh), *V = rd("e_V.npy", dt, 4, sh);
+        for (int b = 0; b < B0 * B1; b++) {
+            const double *a = A + b * N * N, *v = V + b * N * N, *w = W + b * N;
+            for (int j = 0; j < N; j++) {
+                cr_expect(fabs(w[j] - ((double)j - 1.5 + 0.1 * b)) < tol, "eigenvalue %d of %d: %g", j, b, w[j]);
+                for (int i = 0; i < N; i++) { /* (A V)[i][j] = w[j] V[i][j]; V[i][j] = component i of vector j */
+                    double av = 0, vv = 0;
+                    for (int k = 0; k < N; k++) av += a[i * N + k] * v[k * N + j], vv += v[k * N + i] * v[k * N + j];
+                    cr_expect(fabs(av - w[j] * v[i * N + j]) < 10 * tol, "residual (%d,%d) of %d", i, j, b);
+                    cr_expect(fabs(vv - (i == j)) < 10 * tol, "VᵀV (%d,%d) of %d", i, j, b);
+                }
+            }
+        }
+        free(W);
+        free(V);
+    }
+}
+
+/* U diag(S) Vh == A in numpy's layout, economy and full, and Fortran-order input gives the same S. */
+Test(cli, svd_writes_numpy_style_vh)
+{
+    enum { B = 2, M = 4, N = 6, K = 4 };
+    double A[B * M * N];
+    tu_rng r = tu_seed(5);
+    tu_fill_normal(&r, A, B * M * N);
+    wr("A.npy", SG_F64, 3, (int64_t[]){B, M, N}, A);
+    for (int full = 0; full < 2; full++) {
+        cr_assert_eq(run("svd A.npy %s -o s_", full ? "--full" : ""), 0, "%s", out);
+        int64_t ku = full ? M : K, kv = full ? N : K;
+        double *S = rd("s_S.npy", SG_F64, 2, (int64_t[]){B, K}), *U = rd("s_U.npy", SG_F64, 3, (int64_t[]){B, M, ku}),
+               *Vh = rd("s_Vh.npy", SG_F64, 3, (int64_t[]){B, kv, N});
+        for (int b = 0; b < B; b++) {
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double x = 0;
+                    for (int k = 0; k < K; k++) x += U[(b * M + i) * ku + k] * S[b * K + k] * Vh[(b * kv + k) * N + j];
+                    cr_expect(fabs(x - A[(b * M + i) * N + j]) < 1e-12, "reconstruction (%d,%d) of %d", i, j, b);
+                }
+            for (int p = 0; p < kv; p++) /* rows of Vh orthonormal */
+                for (int q = 0; q < kv; q++) {
+                    double d = 0;
+                    for (int j = 0; j < N; j++) d += Vh[(b * kv + p) * N + j] * Vh[(b * kv + q) * N + j];
+                    cr_expect(fabs(d - (p == q)) < 1e-12, "Vh VhT (%d,%d)", p, q);
+                }
+        }
+        free(S);
+        free(U);
+        free(Vh);
+    }
+    /* Fortran-order copy of A: same singular values */
+    double F[B * M * N];
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) F[b + B * (i + M * j)] = A[(b * M + i) * N + j];
+    char hdr[128], p[512];
+    int hl = snprintf(hdr, sizeof hdr, "{'descr': '<f8', 'fortran_order': True, 'shape': (%d, %d, %d), }\n", B, M, N);
+    path(p, "F.npy");
+    FILE *f = fopen(p, "wb");
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)hl, 0};
+    fwrite(pre, 1, 10, f);
+    fwrite(hdr, 1, (size_t)hl, f);
+    fwrite(F, 8, B * M * N, f);
+    fclose(f);
+    cr_assert_eq(run("svd F.npy -o f_"), 0, "%s", out);
+    cr_assert_eq(run("svd A.npy -o s_"), 0, "%s", out);
+    double *S1 = rd("f_S.npy", SG_F64, 2, (int64_t[]){B, K}), *S2 = rd("s_S.npy", SG_F64, 2, (int64_t[]){B, K});
+    for (int i = 0; i < B * K; i++) cr_expect(fabs(S1[i] - S2[i]) < 1e-13, "S[%d] %g vs %g", i, S1[i], S2[i]);
+    free(S1);
+    free(S2);
+}
+
+/* Rank-deficient batch: nullspace (..., n, nullity), lstsq with a vector right-hand side is min-norm. */
+Test(cli, nullspace_and_lstsq_vectors)
+{
+    enum { B = 2, M = 4, N = 6 };
+    double A[B * M * N], y[B * M];
+    tu_rng r = tu_seed(9);
+    for (int b = 0; b < B; b++) { /* rank 3: the last row repeats the first */
+        tu_fill_normal(&r, A + b * M * N, (M - 1) * N);
+        memcpy(A + b * M * N + (M - 1) * N, A + b * M * N, N * sizeof(double));
+    }
+    tu_fill_normal(&r, y, B * M);
+    for (int b = 0; b < B; b++) y[b * M + M - 1] = y[b * M]; /* consistent system */
+    wr("A.npy", SG_F64, 3, (int64_t[]){B, M, N}, A);
+    wr("y.npy", SG_F64, 2, (int64_t[]){B, M}, y);
+    cr_assert_eq(run("nullspace A.npy -o n_"), 0, "%s", out);
+    cr_expect(strstr(out, "nullity: 3 3") != NULL, "%s", out);
+    double *Nb = rd("n_N.npy", SG_F64, 3, (int64_t[]){B, N, 3});
+    cr_assert_eq(run("lstsq A.npy y.npy -o l_"), 0, "%s", out);
+    cr_expect(strstr(out, "rank: 3 3") != NULL, "%s", out);
+    double *x = rd("l_X.npy", SG_F64, 2, (int64_t[]){B, N});
+    for (int b = 0; b < B; b++) {
+        const double *a = A + b * M * N, *nb = Nb + b * N * 3, *xb = x + b * N;
+        for (int i = 0; i < M; i++) {
+            double ax = 0;
+            for (int j = 0; j < N; j++) ax += a[i * N + j] * xb[j];
+            cr_expect(fabs(ax - y[b * M + i]) < 1e-12, "A x = y row %d of %d", i, b);
+        }
+        for (int c = 0; c < 3; c++) {
+            double dot = 0, nn = 0;
+            for (int j = 0; j < N; j++) dot += nb[j * 3 + c] * xb[j], nn += nb[j * 3 + c] * nb[j * 3 + c];
+            cr_expect(fabs(dot) < 1e-12, "x not orthogonal to N column %d of %d", c, b);
+            cr_expect(fabs(nn - 1) < 1e-12);
+            for (int i = 0; i < M; i++) {
+                double an = 0;
+                for (int j = 0; j < N; j++) an += a[i * N + j] * nb[j * 3 + c];
+                cr_expect(fabs(an) < 1e-12, "A N (%d,%d) of %d", i, c, b);
+            }
+        }
+    }
+    free(Nb);
+    free(x);
+    /* the projections onto the nullspace and the row space add up to the input */
+    double X[B * N * 2];
+    tu_fill_normal(&r, X, B * N * 2);
+    wr("X.npy", SG_F64, 3, (int64_t[]){B, N, 2}, X);
+    cr_assert_eq(run("project A.npy X.npy --null -o pn.npy"), 0, "%s", out);
+    cr_assert_eq(run("project A.npy X.npy --row -o pr.npy"), 0, "%s", out);
+    double *pn = rd("pn.npy", SG_F64, 3, (int64_t[]){B, N, 2}), *pr = rd("pr.npy", SG_F64, 3, (int64_t[]){B, N, 2});
+    for (int i = 0; i < B * N * 2; i++) cr_expect(fabs(pn[i] + pr[i] - X[i]) < 1e-12, "P_null + P_row != I at %d", i);
+    free(pn);
+    free(pr);
+}
+
+/* svd-backward through files (gU, gVh in numpy layout) against central differences of the gauge-invariant
+   loss L(A) = Σ G ∘ (U Vh), evaluated with the library's SVD. */
+Test(cli, svd_backward_matches_finite_differences)
+{
+    enum { M = 3, N = 5, K = 3 };
+    double A[M * N], G[M * N];
+    tu_rng r = tu_seed(21);
+    tu_fill_normal(&r, A, M * N);
+    tu_fill_normal(&r, G, M * N);
+    wr("A.npy", SG_F64, 2, (int64_t[]){M, N}, A);
+    cr_assert_eq(run("svd A.npy -o s_"), 0, "%s", out);
+    double *U = rd("s_U.npy", SG_F64, 2, (int64_t[]){M, K}), *Vh = rd("s_Vh.npy", SG_F64, 2, (int64_t[]){K, N});
+    double gU[M * K] = {0}, gVh[K * N] = {0}; /* dL/dU = G Vhᵀ, dL/dVh = Uᵀ G (C order) */
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < N; j++) gU[i * K + k] += G[i * N + j] * Vh[k * N + j];
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < N; j++)
+            for (int i = 0; i < M; i++) gVh[k * N + j] += U[i * K + k] * G[i * N + j];
+    wr("gU.npy", SG_F64, 2, (int64_t[]){M, K}, gU);
+    wr("gVh.npy", SG_F64, 2, (int64_t[]){K, N}, gVh);
+    cr_assert_eq(run("svd-backward s_U.npy s_S.npy s_Vh.npy gU.npy - gVh.npy -o g.npy"), 0, "%s", out);
+    double *gA = rd("g.npy", SG_F64, 2, (int64_t[]){M, N});
+
+    sg_ctx *ctx;
+    cr_assert_eq(sg_create(&ctx, SG_BACKEND_CPU), SG_OK);
+    double Ac[M * N], S[K], Uc[M * K], Vc[N * K];
+    sg_mat am = sg_mat_dense(Ac, SG_F64, 1, M, N), sm = sg_mat_dense(S, SG_F64, 1, K, 1),
+           um = sg_mat_dense(Uc, SG_F64, 1, M, K), vm = sg_mat_dense(Vc, SG_F64, 1, N, K);
+    const double h = 1e-6;
+    for (int p = 0; p < M; p++)
+        for (int q = 0; q < N; q++) {
+            double L[2];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) Ac[i + j * M] = A[i * N + j] + (i == p && j == q ? (sgn ? -h : h) : 0);
+                cr_assert_eq(sg_svd(ctx, &am, 0, &sm, &um, &vm), SG_OK, "%s", sg_last_error(ctx));
+                double l = 0; /* (U Vᵀ)(i,j) column-major */
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        double uv = 0;
+                        for (int k = 0; k < K; k++) uv += Uc[i + k * M] * Vc[j + k * N];
+                        l += G[i * N + j] * uv;
+                    }
+                L[sgn] = l;
+            }
+            double fd = (L[0] - L[1]) / (2 * h);
+            cr_expect(fabs(fd - gA[p * N + q]) < 1e-6 * fmax(1, fabs(fd)), "gA(%d,%d) %g vs FD %g", p, q, gA[p * N + q], fd);
+        }
+    sg_destroy(ctx);
+    free(U);
+    free(Vh);
+    free(gA);
+}
+
+/* eigh-backward with gW only is V diag(gW) Vᵀ; reg writes a batch-shaped loss. */
+Test(cli, eigh_backward_and_reg_shapes)
+{
+    enum { B = 3, N = 4 };
+    double A[B * N * N], gW[B * N];
+    tu_rng r = tu_seed(3);
+    for (int b = 0; b < B; b++) {
+        double w[N] = {0.5, 1, 2, 4};
+        tu_sym_with_spectrum(&r, N, w, A + b * N * N);
+    }
+    tu_fill_normal(&r, gW, B * N);
+    wr("A.npy", SG_F64, 3, (int64_t[]){B, N, N}, A);
+    wr("gW.npy", SG_F64, 2, (int64_t[]){B, N}, gW);
+    cr_assert_eq(run("eigh A.npy"), 0, "%s", out); /* default names: A_W.npy, A_V.npy */
+    cr_assert_eq(run("eigh-backward A_W.npy A_V.npy gW.npy -o gA.npy --mode mask"), 0, "%s", out);
+    double *V = rd("A_V.npy", SG_F64, 3, (int64_t[]){B, N, N}), *gA = rd("gA.npy", SG_F64, 3, (int64_t[]){B, N, N});
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++) {
+                double e = 0;
+                for (int k = 0; k < N; k++) e += V[(b * N + i) * N + k] * gW[b * N + k] * V[(b * N + j) * N + k];
+                cr_expect(fabs(e - gA[(b * N + i) * N + j]) < 1e-12, "gA (%d,%d) of %d", i, j, b);
+            }
+    cr_assert_eq(run("reg A.npy --kind logdet -o r_"), 0, "%s", out);
+    double *loss = rd("r_loss.npy", SG_F64, 1, (int64_t[]){B});
+    for (int b = 0; b < B; b++) cr_expect(fabs(loss[b] - log(0.5 * 1 * 2 * 4)) < 1e-12, "logdet %g", loss[b]);
+    free(V);
+    free(gA);
+    free(loss);
+}
+
+/* ---- errors ------------------------------------------------------------------------------------------ */
+Test(cli, bad_files_and_arguments_fail_cleanly)
+{
+    double A[9] = {2, 1, 0, 1, 2, 0, 0, 0, 3};
+    wr("A.npy", SG_F64, 2, (int64_t[]){3, 3}, A);
+    char p[512];
+    path(p, "A.npy");
+    FILE *f = fopen(p, "rb");
+    unsigned char buf[512];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    path(p, "trunc.npy");
+    f = fopen(p, "wb");
+    fwrite(buf, 1, n - 5, f); /* payload cut short */
+    fclose(f);
+
+    int rc = run("eigh trunc.npy");
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "specgrad: eigh: trunc.npy: npy: shape and dtype need 72 data bytes, file has 67") != NULL,
+              "%s", out);
+    cr_expect_eq(run("eigh missing.npy"), 1);
+    cr_expect(strstr(out, "cannot open") != NULL, "%s", out);
+    path(p, "i.npy");
+    f = fopen(p, "wb");
+    const char *h = "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 1), }\n";
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)strlen(h), 0};
+    fwrite(pre, 1, 10, f);
+    fwrite(h, 1, strlen(h), f);
+    fwrite("\1\0\0\0\0\0\0\0", 1, 8, f);
+    fclose(f);
+    cr_expect_eq(run("eigh i.npy"), 1);
+    cr_expect(strstr(out, "dtype '<i8' not supported (float32/float64 only)") != NULL, "%s", out);
+
+    double R[6] = {1, 2, 3, 4, 5, 6};
+    wr("R.npy", SG_F64, 2, (int64_t[]){2, 3}, R);
+    cr_expect_eq(run("eigh R.npy"), 1);
+    cr_expect(strstr(out, "expected 2×2") != NULL, "%s", out);
+    wr("v.npy", SG_F64, 1, (int64_t[]){3}, R);
+    cr_expect_eq(run("svd v.npy"), 1);
+    cr_expect(strstr(out, "needs at least 2") != NULL, "%s", out);
+    wr("B.npy", SG_F64, 3, (int64_t[]){2, 1, 3}, R);
+    wr("c.npy", SG_F64, 3, (int64_t[]){3, 1, 1}, R);
+    cr_expect_eq(run("lstsq B.npy c.npy"), 1);
+    cr_expect(strstr(out, "batch shape") != NULL, "%s", out);
+    double nanA[4] = {1, NAN, NAN, 1};
+    wr("nan.npy", SG_F64, 3, (int64_t[]){1, 2, 2}, nanA);
+    cr_expect_eq(run("eigh nan.npy"), 1);
+    cr_expect(strstr(out, "NaN") != NULL && strstr(out, "(matrix 0)") != NULL, "%s", out);
+
+    cr_expect_eq(run("eigh A.npy --bogus"), 2);
+    cr_expect(strstr(out, "unknown option '--bogus'") != NULL, "%s", out);
+    cr_expect_eq(run("eigh A.npy --atol nope"), 2);
+    cr_expect_eq(run("eigh"), 2);
+    cr_expect_eq(run("frobnicate"), 2);
+    cr_expect_eq(run("eigh A.npy -o one.npy"), 1, "two outputs into one file must be refused");
+    cr_expect(strstr(out, "give a prefix") != NULL, "%s", out);
+    cr_expect_eq(run("matfunc A.npy"), 1);
+    cr_expect(strstr(out, "--fn") != NULL, "%s", out);
+
+    char why[256];
+    if (sg_cuda_devices(why, sizeof why) == 0) {
+        cr_expect_eq(run("eigh A.npy --backend cuda"), 1);
+        cr_expect(strstr(out, why) != NULL, "no reason given: %s", out);
+    } else {
+        cr_expect_eq(run("eigh A.npy --backend cuda -o c_"), 0, "%s", out);
+    }
+}
+
+Test(cli, help_and_info)
+{
+    cr_expect_eq(run("--help"), 0);
+    cr_expect(strstr(out, "specgrad demo") != NULL, "%s", out);
+    const char *ops[] = {"eigh", "svd", "rank", "nullspace", "project", "lstsq", "eigh-backward", "svd-backward",
+                         "matfunc", "matfunc-backward", "reg", "demo"};
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+        cr_expect_eq(run("%s --help", ops[i]), 0, "%s", ops[i]);
+        char want[64];
+        snprintf(want, sizeof want, "usage: specgrad %s", ops[i]);
+        cr_expect(strstr(out, want) != NULL, "%s", out);
+    }
+    cr_expect_eq(run("info"), 0, "%s", out);
+    cr_expect(strstr(out, "backend auto") != NULL, "%s", out);
+}
