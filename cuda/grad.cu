@@ -1,8 +1,746 @@
-/* PLACEHOLDER — to be replaced by the fused backward kernels. */
+/* CUDA spectral gradients: eigh / SVD backward, matrix functions and their backward, regularizers.
+   Fused one-block-per-matrix kernels for n <= 64 (cuda/grad_kernels.cuh), cuBLAS strided-batched
+   products plus elementwise kernels beyond. Host batches are staged through device buffers in chunks
+   (ctx->chunk_bytes or half of free device memory). Design notes and napkin math: docs/kernels.md. */
 #include "cuda_internal.h"
-#define NI(ctx) sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s: not implemented yet on CUDA", __func__)
-sg_status sg_cuda_eigh_backward(sg_ctx *c, const sg_mat *, const sg_mat *, const sg_mat *, const sg_mat *, sg_degen, double, sg_mat *) { return NI(c); }
-sg_status sg_cuda_svd_backward(sg_ctx *c, const sg_mat *, const sg_mat *, const sg_mat *, const sg_mat *, const sg_mat *, const sg_mat *, sg_degen, double, sg_mat *) { return NI(c); }
-sg_status sg_cuda_matfunc(sg_ctx *c, const sg_mat *, const sg_fn *, sg_mat *) { return NI(c); }
-sg_status sg_cuda_matfunc_backward(sg_ctx *c, const sg_mat *, const sg_mat *, const sg_fn *, const sg_mat *, sg_mat *) { return NI(c); }
-sg_status sg_cuda_regularizer(sg_ctx *c, sg_reg, const sg_mat *, const sg_fn *, sg_mat *, sg_mat *) { return NI(c); }
+#include "grad_kernels.cuh"
+
+#include <initializer_list>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utility>
+
+using namespace sggrad;
+
+namespace {
+
+constexpr int FUSED_MAX_N = 64;
+/* Divided differences switch to f'((λi+λj)/2) when |λi − λj| <= rel·max(|λi|,|λj|). Must equal the
+   CPU reference's threshold (src/cpu_grad.c). */
+constexpr double DIVDIFF_REL_F64 = 1e-8, DIVDIFF_REL_F32 = 1e-4;
+/* n·n and per-matrix offsets are int inside the kernels. */
+constexpr int64_t MAX_N = 46340;
+
+#define SGTRY(...)                                                                                      \
+    do {                                                                                                \
+        sg_status s_ = (__VA_ARGS__);                                                                   \
+        if (s_ != SG_OK) return s_;                                                                     \
+    } while (0)
+
+struct DevBuf {
+    void *p = nullptr;
+    DevBuf() = default;
+    DevBuf(const DevBuf &) = delete;
+    DevBuf &operator=(const DevBuf &) = delete;
+    ~DevBuf() { if (p) cudaFree(p); }
+};
+
+struct HostBuf {
+    void *p = nullptr;
+    HostBuf() = default;
+    HostBuf(const HostBuf &) = delete;
+    HostBuf &operator=(const HostBuf &) = delete;
+    ~HostBuf() { free(p); }
+};
+
+/* Restores the memory space and the finite check after an internal call on device scratch. */
+struct CtxRestore {
+    sg_ctx *c;
+    sg_memspace mem;
+    int cf;
+    explicit CtxRestore(sg_ctx *ctx) : c(ctx), mem(ctx->mem), cf(ctx->check_finite) {}
+    ~CtxRestore() { c->mem = mem; c->check_finite = cf; }
+};
+
+/* Carves 256-byte aligned pieces out of one scratch allocation; with base == NULL it only measures. */
+struct Bump {
+    char *base;
+    size_t off = 0;
+    explicit Bump(void *b) : base((char *)b) {}
+    template <class X> X *take(int64_t count)
+    {
+        X *r = base ? (X *)(base + off) : nullptr;
+        off += ((size_t)count * sizeof(X) + 255) & ~(size_t)255;
+        return r;
+    }
+};
+
+inline cudaStream_t stream_of(sg_ctx *ctx) { return sg_cu(ctx)->stream; }
+
+inline int grid_1d(sg_ctx *ctx, int64_t work, int threads)
+{
+    int64_t g = (work + threads - 1) / threads, cap = (int64_t)sg_cu(ctx)->prop.multiProcessorCount * 32;
+    if (g > cap) g = cap;
+    return g < 1 ? 1 : (int)g;
+}
+
+/* ---- cuBLAS strided-batched products (64-bit API: any ld, batch) -------------------------------- */
+inline cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+                           int64_t k, float alpha, const float *A, int64_t lda, long long sA, const float *B,
+                           int64_t ldb, long long sB, float beta, float *C, int64_t ldc, long long sC, int64_t cnt)
+{
+    return cublasSgemmStridedBatched_64(h, ta, tb, m, n, k, &alpha, A, lda, sA, B, ldb, sB, &beta, C, ldc, sC, cnt);
+}
+inline cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+                           int64_t k, double alpha, const double *A, int64_t lda, long long sA, const double *B,
+                           int64_t ldb, long long sB, double beta, double *C, int64_t ldc, long long sC, int64_t cnt)
+{
+    return cublasDgemmStridedBatched_64(h, ta, tb, m, n, k, &alpha, A, lda, sA, B, ldb, sB, &beta, C, ldc, sC, cnt);
+}
+const cublasOperation_t NT = CUBLAS_OP_N, TR = CUBLAS_OP_T;
+
+/* ---- staging of host batches ---------------------------------------------------------------------- */
+/* One matrix argument: the caller's view (data NULL = absent; stride explicit, cols possibly narrowed
+   to the first k columns) and the device view of the current chunk. */
+struct Arg {
+    sg_mat user{};
+    bool in = false, out = false;
+    const char *name = "";
+    sg_mat dev{};
+    DevBuf buf;
+    bool present() const { return user.data != nullptr; }
+    void set(const sg_mat *m, int64_t cols, bool is_in, bool is_out, const char *nm)
+    {
+        in = is_in;
+        out = is_out;
+        name = nm;
+        if (!m) return;
+        user = *m;
+        user.stride = sg_stride_of(m); /* before narrowing cols: the stride is the caller's */
+        user.cols = cols;
+    }
+    size_t bytes_per_matrix() const { return (size_t)(user.rows * user.cols) * sg_dtype_size(user.dtype); }
+};
+
+sg_status copy2d(sg_ctx *ctx, char *dst, int64_t dld, int64_t dstride, const char *src, int64_t sld,
+                 int64_t sstride, int64_t rows, int64_t cols, int64_t cnt, size_t es, cudaMemcpyKind kind)
+{
+    cudaStream_t st = stream_of(ctx);
+    if (sstride == sld * cols && dstride == dld * cols) { /* the chunk is one pitched 2-D block */
+        CU_TRY(ctx, cudaMemcpy2DAsync(dst, dld * es, src, sld * es, rows * es, (size_t)(cols * cnt), kind, st));
+        return SG_OK;
+    }
+    for (int64_t b = 0; b < cnt; b++)
+        CU_TRY(ctx, cudaMemcpy2DAsync(dst + b * dstride * es, dld * es, src + b * sstride * es, sld * es, rows * es,
+                                      (size_t)cols, kind, st));
+    return SG_OK;
+}
+
+/* Scans device inputs for NaN/Inf (host inputs were scanned by the front-end). */
+sg_status check_inputs(sg_ctx *ctx, std::initializer_list<std::pair<const sg_mat *, const char *>> list)
+{
+    if (ctx->mem != SG_MEM_DEVICE || !ctx->check_finite) return SG_OK;
+    for (auto &p : list)
+        if (p.first) SGTRY(sg_cuda_check_finite(ctx, p.first, p.second));
+    return SG_OK;
+}
+
+/* Runs body(b0, cnt, scratch) over chunks of the batch. Host mode: inputs are copied into dense device
+   buffers before and outputs copied back after each chunk. Device mode: the views are offset in place.
+   scratch(cnt) gives the scratch bytes for cnt matrices (measuring Bump). SG_ERR_DEGENERATE from a
+   chunk does not stop the loop (gA is still written); the first one is reported at the end. */
+template <class Scratch, class Body>
+sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch, Body body)
+{
+    const bool host = ctx->mem == SG_MEM_HOST;
+    size_t per = (scratch((int64_t)1024) + 1023) / 1024;
+    if (host)
+        for (int i = 0; i < na; i++)
+            if (args[i].present()) per += args[i].bytes_per_matrix();
+    size_t budget = ctx->chunk_bytes;
+    if (!budget) {
+        size_t fr = 0, tot = 0;
+        CU_TRY(ctx, cudaMemGetInfo(&fr, &tot));
+        budget = fr / 2;
+    }
+    int64_t nb = per ? (int64_t)(budget / per) : batch;
+    if (nb > batch) nb = batch;
+    if (nb < 1) nb = 1;
+
+    if (host)
+        for (int i = 0; i < na; i++)
+            if (args[i].present()) SGTRY(sg_cuda_malloc(ctx, &args[i].buf.p, args[i].bytes_per_matrix() * nb, args[i].name));
+    DevBuf scr;
+    const size_t sb = scratch(nb);
+    if (sb) SGTRY(sg_cuda_malloc(ctx, &scr.p, sb, "gradient scratch"));
+
+    sg_status deg = SG_OK;
+    char deg_msg[sizeof ctx->err];
+    int64_t deg_idx = -1;
+    for (int64_t b0 = 0; b0 < batch; b0 += nb) {
+        const int64_t cnt = batch - b0 < nb ? batch - b0 : nb;
+        for (int i = 0; i < na; i++) {
+            Arg &a = args[i];
+            if (!a.present()) continue;
+            const size_t es = sg_dtype_size(a.user.dtype);
+            a.dev = a.user;
+            a.dev.batch = cnt;
+            if (host) {
+                a.dev.data = a.buf.p;
+                a.dev.ld = a.user.rows;
+                a.dev.stride = a.user.rows * a.user.cols;
+                if (a.in)
+                    SGTRY(copy2d(ctx, (char *)a.dev.data, a.dev.ld, a.dev.stride,
+                                 (const char *)a.user.data + b0 * a.user.stride * es, a.user.ld, a.user.stride,
+                                 a.user.rows, a.user.cols, cnt, es, cudaMemcpyHostToDevice));
+            } else {
+                a.dev.data = (char *)a.user.data + b0 * a.user.stride * es;
+            }
+        }
+        const sg_status s = body(b0, cnt, scr.p);
+        if (s != SG_OK && s != SG_ERR_DEGENERATE) return s;
+        if (s == SG_ERR_DEGENERATE && deg == SG_OK) {
+            deg = s;
+            memcpy(deg_msg, ctx->err, sizeof deg_msg);
+            deg_idx = ctx->failed_index;
+        }
+        if (host) {
+            for (int i = 0; i < na; i++) {
+                Arg &a = args[i];
+                if (!a.present() || !a.out) continue;
+                const size_t es = sg_dtype_size(a.user.dtype);
+                SGTRY(copy2d(ctx, (char *)a.user.data + b0 * a.user.stride * es, a.user.ld, a.user.stride,
+                             (const char *)a.dev.data, a.dev.ld, a.dev.stride, a.user.rows, a.user.cols, cnt, es,
+                             cudaMemcpyDeviceToHost));
+            }
+            CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
+        }
+    }
+    if (deg != SG_OK) {
+        memcpy(ctx->err, deg_msg, sizeof deg_msg);
+        ctx->failed_index = deg_idx;
+    }
+    return deg;
+}
+
+/* First matrix of the chunk whose flag is set, or -1. Synchronises the stream. */
+sg_status first_flagged(sg_ctx *ctx, const int *dflags, int64_t cnt, int64_t *first)
+{
+    *first = -1;
+    HostBuf h;
+    h.p = malloc((size_t)cnt * sizeof(int));
+    if (!h.p) return sg_fail(ctx, SG_ERR_ALLOC, -1, "host allocation of %lld flags failed", (long long)cnt);
+    CU_TRY(ctx, cudaMemcpyAsync(h.p, dflags, (size_t)cnt * sizeof(int), cudaMemcpyDeviceToHost, stream_of(ctx)));
+    CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
+    const int *f = (const int *)h.p;
+    for (int64_t i = 0; i < cnt; i++)
+        if (f[i]) {
+            *first = i;
+            break;
+        }
+    return SG_OK;
+}
+
+/* A nested sg_cuda_* call on a chunk reports chunk-local indices: shift to the caller's batch. */
+sg_status nested(sg_ctx *ctx, sg_status s, int64_t b0)
+{
+    if (s != SG_OK && b0 > 0 && ctx->failed_index >= 0) {
+        ctx->failed_index += b0;
+        size_t l = strlen(ctx->err);
+        snprintf(ctx->err + l, sizeof ctx->err - l, " [index within the chunk that starts at matrix %lld]",
+                 (long long)b0);
+    }
+    return s;
+}
+
+sg_mat dense_view(void *p, sg_dtype t, int64_t cnt, int64_t rows, int64_t cols)
+{
+    sg_mat m = sg_mat_dense(p, t, cnt, rows, cols);
+    m.stride = rows * cols;
+    return m;
+}
+
+template <typename T> constexpr sg_dtype dtype_of() { return sizeof(T) == 4 ? SG_F32 : SG_F64; }
+
+const char *fn_name(const sg_fn *fn)
+{
+    switch (fn->kind) {
+    case SG_FN_SQRT: return "sqrt";
+    case SG_FN_LOG: return "log";
+    case SG_FN_EXP: return "exp";
+    case SG_FN_POW: return "pow";
+    default: return "callback";
+    }
+}
+
+sg_status no_callback(sg_ctx *ctx, const sg_fn *fn, const char *op)
+{
+    if (fn && fn->kind == SG_FN_CALLBACK)
+        return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s: host callbacks run on the CPU backend only", op);
+    return SG_OK;
+}
+
+sg_status size_ok(sg_ctx *ctx, int64_t n, const char *op)
+{
+    if (n > MAX_N)
+        return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s: n = %lld exceeds the CUDA gradient limit %lld", op,
+                       (long long)n, (long long)MAX_N);
+    return SG_OK;
+}
+
+/* ---- fused launches ------------------------------------------------------------------------------- */
+template <typename T, int TM, int KIND> sg_status launch_fused_tm(sg_ctx *ctx, const FusedArgs<T> &a)
+{
+    const int Tn = fused_tn<TM>(a.n), threads = ((Tn * Tn + 31) / 32) * 32;
+    const size_t smem = fused_smem<T, TM>(a.n);
+    auto kern = fused_backward<T, TM, KIND>;
+    CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int per_sm = 0;
+    CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem));
+    int64_t grid = (int64_t)(per_sm > 0 ? per_sm : 1) * sg_cu(ctx)->prop.multiProcessorCount;
+    if (grid > a.batch) grid = a.batch;
+    kern<<<(unsigned)grid, threads, smem, stream_of(ctx)>>>(a);
+    CU_LAUNCH_CHECK(ctx);
+    return SG_OK;
+}
+
+/* Micro-tile per thread: n <= 16 → 1×1, n <= 32 → 2×2, n <= 64 → 4×4 (at most 16×16 = 256 threads). */
+template <typename T, int KIND> sg_status launch_fused(sg_ctx *ctx, const FusedArgs<T> &a)
+{
+    if (a.n <= 16) return launch_fused_tm<T, 1, KIND>(ctx, a);
+    if (a.n <= 32) return launch_fused_tm<T, 2, KIND>(ctx, a);
+    return launch_fused_tm<T, 4, KIND>(ctx, a);
+}
+
+template <typename T, int TM>
+sg_status launch_vdvt_tm(sg_ctx *ctx, const T *V, int64_t ldV, int64_t sV, const T *d, T *X, int64_t ldX,
+                         int64_t sX, int n, int64_t cnt)
+{
+    const int Tn = fused_tn<TM>(n), np = TM * Tn, P = fused_pitch(np), threads = ((Tn * Tn + 31) / 32) * 32;
+    const size_t smem = ((size_t)np * P + np) * sizeof(T);
+    auto kern = fused_vdvt<T, TM>;
+    CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int per_sm = 0;
+    CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem));
+    int64_t grid = (int64_t)(per_sm > 0 ? per_sm : 1) * sg_cu(ctx)->prop.multiProcessorCount;
+    if (grid > cnt) grid = cnt;
+    kern<<<(unsigned)grid, threads, smem, stream_of(ctx)>>>(V, ldV, sV, d, n, X, ldX, sX, n, cnt);
+    CU_LAUNCH_CHECK(ctx);
+    return SG_OK;
+}
+
+/* X = V diag(d) Vᵀ; d dense (n per matrix). Y, Z: dense n×n scratch for n > 64 (unused otherwise). */
+template <typename T>
+sg_status vdvt(sg_ctx *ctx, const sg_mat &V, const T *d, const sg_mat &X, T *Y, T *Z)
+{
+    const int n = (int)V.rows;
+    const int64_t cnt = V.batch, nn = (int64_t)n * n;
+    const T *v = (const T *)V.data;
+    T *x = (T *)X.data;
+    if (n <= 16) return launch_vdvt_tm<T, 1>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt);
+    if (n <= 32) return launch_vdvt_tm<T, 2>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt);
+    if (n <= FUSED_MAX_N) return launch_vdvt_tm<T, 4>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt);
+    k_scale_cols<T><<<grid_1d(ctx, nn * cnt, 256), 256, 0, stream_of(ctx)>>>(v, V.ld, V.stride, d, Y, n, cnt);
+    CU_LAUNCH_CHECK(ctx);
+    CUBLAS_TRY(ctx, gemm(sg_cu(ctx)->blas, NT, TR, n, n, n, T(1), Y, n, nn, v, V.ld, V.stride, T(0), Z, n, nn, cnt));
+    k_sym_store<T><<<grid_1d(ctx, nn * cnt, 256), 256, 0, stream_of(ctx)>>>(Z, n, cnt, x, X.ld, X.stride);
+    CU_LAUNCH_CHECK(ctx);
+    return SG_OK;
+}
+
+/* ---- eigh backward and matfunc backward (same skeleton: V (M' ∘ …) Vᵀ) ------------------------- */
+/* G is gV (eigh, may be NULL) or gF (matfunc). */
+template <typename T, int KIND>
+sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *G,
+                       sg_degen mode, double param, const sg_fn *fn, sg_mat *gA)
+{
+    const bool eigh = KIND == FUSED_EIGH;
+    const char *op = eigh ? "eigh_backward" : "matfunc_backward";
+    const int64_t n = V->rows, batch = V->batch, nn = n * n;
+    SGTRY(size_ok(ctx, n, op));
+    SGTRY(check_inputs(ctx, {{W, "W"}, {V, "V"}, {gW, "gW"}, {G, eigh ? "gV" : "gF"}}));
+    const bool f32 = sizeof(T) == 4, fused = n <= FUSED_MAX_N;
+    const T p = (T)sg_degen_param(mode, param, f32);
+    const int fk = fn ? (int)fn->kind : 0;
+    const double fp = fn ? fn->p : 0, rel = f32 ? DIVDIFF_REL_F32 : DIVDIFF_REL_F64;
+    /* Flags: exact-mode ties (only when gV is given: without it no gap is divided by) or domain. */
+    const bool want_flags = eigh ? (mode == SG_DEGEN_EXACT && G != nullptr) : true;
+
+    Arg args[5];
+    args[0].set(W, 1, true, false, "W staging");
+    args[1].set(V, n, true, false, "V staging");
+    args[2].set(gW, 1, true, false, "gW staging");
+    args[3].set(G, n, true, false, eigh ? "gV staging" : "gF staging");
+    args[4].set(gA, n, false, true, "gA staging");
+
+    auto carve = [&](Bump &bp, int64_t cnt, int **flags, T **M, T **Tb, T **scale) {
+        *flags = want_flags ? bp.take<int>(cnt) : nullptr;
+        *M = fused ? nullptr : bp.take<T>(cnt * nn);
+        *Tb = fused ? nullptr : bp.take<T>(cnt * nn);
+        *scale = fused || !eigh ? nullptr : bp.take<T>(cnt);
+    };
+    auto scratch = [&](int64_t cnt) {
+        Bump bp(nullptr);
+        int *f;
+        T *a, *b, *c;
+        carve(bp, cnt, &f, &a, &b, &c);
+        return bp.off;
+    };
+    auto body = [&](int64_t b0, int64_t cnt, void *scr) -> sg_status {
+        Bump bp(scr);
+        int *flags;
+        T *M, *Tb, *scale;
+        carve(bp, cnt, &flags, &M, &Tb, &scale);
+        const sg_mat &w = args[0].dev, &v = args[1].dev, &gw = args[2].dev, &g = args[3].dev, &ga = args[4].dev;
+        const T *vd = (const T *)v.data, *gd = args[3].present() ? (const T *)g.data : nullptr;
+        const T *gwd = args[2].present() ? (const T *)gw.data : nullptr;
+        cudaStream_t st = stream_of(ctx);
+        if (fused) {
+            FusedArgs<T> a;
+            a.W = (const T *)w.data; a.sW = w.stride;
+            a.V = vd; a.ldV = v.ld; a.sV = v.stride;
+            a.gW = gwd; a.sgW = gwd ? gw.stride : 0;
+            a.G = gd; a.ldG = gd ? g.ld : 0; a.sG = gd ? g.stride : 0;
+            a.gA = (T *)ga.data; a.ldA = ga.ld; a.sA = ga.stride;
+            a.n = (int)n; a.batch = cnt;
+            a.mode = (int)mode; a.param = p;
+            a.fkind = fk; a.fp = fp; a.rel = rel;
+            a.flags = flags;
+            SGTRY(launch_fused<T, KIND>(ctx, a));
+        } else {
+            cublasHandle_t h = sg_cu(ctx)->blas;
+            const int gr = grid_1d(ctx, nn * cnt, 256);
+            if (flags) CU_TRY(ctx, cudaMemsetAsync(flags, 0, (size_t)cnt * sizeof(int), st));
+            if (eigh) {
+                k_scale<T><<<grid_1d(ctx, cnt * 256, 256), 256, 0, st>>>((const T *)w.data, w.stride, (int)n, cnt, 0, scale);
+                CU_LAUNCH_CHECK(ctx);
+                if (gd) /* M = Vᵀ gV */
+                    CUBLAS_TRY(ctx, gemm(h, TR, NT, n, n, n, T(1), vd, v.ld, v.stride, gd, g.ld, g.stride, T(0), M, n, nn, cnt));
+            } else { /* M = (Vᵀ gF) V */
+                CUBLAS_TRY(ctx, gemm(h, TR, NT, n, n, n, T(1), vd, v.ld, v.stride, gd, g.ld, g.stride, T(0), Tb, n, nn, cnt));
+                CUBLAS_TRY(ctx, gemm(h, NT, NT, n, n, n, T(1), Tb, n, nn, vd, v.ld, v.stride, T(0), M, n, nn, cnt));
+            }
+            k_middle<T, KIND><<<gr, 256, 0, st>>>(M, (int)n, cnt, (const T *)w.data, w.stride, gwd, gwd ? gw.stride : 0,
+                                                  gd != nullptr, (int)mode, p, scale, fk, fp, rel, flags);
+            CU_LAUNCH_CHECK(ctx);
+            /* gA = sym(V (M' Vᵀ)) */
+            CUBLAS_TRY(ctx, gemm(h, NT, TR, n, n, n, T(1), M, n, nn, vd, v.ld, v.stride, T(0), Tb, n, nn, cnt));
+            CUBLAS_TRY(ctx, gemm(h, NT, NT, n, n, n, T(1), vd, v.ld, v.stride, Tb, n, nn, T(0), M, n, nn, cnt));
+            k_sym_store<T><<<gr, 256, 0, st>>>(M, (int)n, cnt, (T *)ga.data, ga.ld, ga.stride);
+            CU_LAUNCH_CHECK(ctx);
+        }
+        if (!flags) return SG_OK;
+        int64_t first;
+        SGTRY(first_flagged(ctx, flags, cnt, &first));
+        if (first < 0) return SG_OK;
+        if (eigh)
+            return sg_fail(ctx, SG_ERR_DEGENERATE, b0 + first,
+                           "eigh_backward: tied eigenvalues in matrix %lld: the exact mode divides by λj − λi = 0 "
+                           "(gA holds inf/NaN there; SG_DEGEN_MASK, LORENTZ or TAYLOR stay finite)",
+                           (long long)(b0 + first));
+        return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first,
+                       "matfunc_backward: an eigenvalue of matrix %lld is outside the domain of %s", (long long)(b0 + first),
+                       fn_name(fn));
+    };
+    return chunked(ctx, args, 5, batch, scratch, body);
+}
+
+/* ---- SVD backward (cuBLAS strided-batched for every size) --------------------------------------- */
+template <typename T>
+sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
+                       const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA)
+{
+    const int64_t m = U->rows, n = V->rows, k = m < n ? m : n, batch = U->batch, kk = k * k;
+    SGTRY(size_ok(ctx, m > n ? m : n, "svd_backward"));
+    SGTRY(check_inputs(ctx, {{U, "U"}, {S, "S"}, {V, "V"}, {gU, "gU"}, {gS, "gS"}, {gV, "gV"}}));
+    const T p = (T)sg_degen_param(mode, param, sizeof(T) == 4);
+    const int rect = m > n && gU ? RECT_TALL : m < n && gV ? RECT_WIDE : RECT_NONE;
+    const bool want_flags = mode == SG_DEGEN_EXACT && (gU || gV);
+    const int64_t ysize = rect == RECT_TALL ? m * k : k * n; /* Y (m×k) or H (k×n) */
+
+    /* full_matrices: only the first k columns of U, V, gU, gV take part (PyTorch narrows them). */
+    Arg args[7];
+    args[0].set(U, k, true, false, "U staging");
+    args[1].set(S, 1, true, false, "S staging");
+    args[2].set(V, k, true, false, "V staging");
+    args[3].set(gU, k, true, false, "gU staging");
+    args[4].set(gS, 1, true, false, "gS staging");
+    args[5].set(gV, k, true, false, "gV staging");
+    args[6].set(gA, n, false, true, "gA staging");
+
+    auto carve = [&](Bump &bp, int64_t cnt, T **P, T **Q, T **I, T **Y, T **scale, int **flags) {
+        *P = gU ? bp.take<T>(cnt * kk) : nullptr;
+        *Q = gV ? bp.take<T>(cnt * kk) : nullptr;
+        *I = bp.take<T>(cnt * kk);
+        *Y = bp.take<T>(cnt * ysize);
+        *scale = bp.take<T>(cnt);
+        *flags = want_flags ? bp.take<int>(cnt) : nullptr;
+    };
+    auto scratch = [&](int64_t cnt) {
+        Bump bp(nullptr);
+        T *a, *b, *c, *d, *e;
+        int *f;
+        carve(bp, cnt, &a, &b, &c, &d, &e, &f);
+        return bp.off;
+    };
+    auto body = [&](int64_t b0, int64_t cnt, void *scr) -> sg_status {
+        Bump bp(scr);
+        T *P, *Q, *I, *Y, *scale;
+        int *flags;
+        carve(bp, cnt, &P, &Q, &I, &Y, &scale, &flags);
+        const sg_mat &u = args[0].dev, &s = args[1].dev, &v = args[2].dev, &gu = args[3].dev, &gs = args[4].dev,
+                     &gv = args[5].dev, &ga = args[6].dev;
+        const T *ud = (const T *)u.data, *sd = (const T *)s.data, *vd = (const T *)v.data;
+        const T *gud = gU ? (const T *)gu.data : nullptr, *gvd = gV ? (const T *)gv.data : nullptr;
+        const T *gsd = gS ? (const T *)gs.data : nullptr;
+        cublasHandle_t h = sg_cu(ctx)->blas;
+        cudaStream_t st = stream_of(ctx);
+        if (gud) CUBLAS_TRY(ctx, gemm(h, TR, NT, k, k, m, T(1), ud, u.ld, u.stride, gud, gu.ld, gu.stride, T(0), P, k, kk, cnt));
+        if (gvd) CUBLAS_TRY(ctx, gemm(h, TR, NT, k, k, n, T(1), vd, v.ld, v.stride, gvd, gv.ld, gv.stride, T(0), Q, k, kk, cnt));
+        if (flags) CU_TRY(ctx, cudaMemsetAsync(flags, 0, (size_t)cnt * sizeof(int), st));
+        k_scale<T><<<grid_1d(ctx, cnt * 256, 256), 256, 0, st>>>(sd, s.stride, (int)k, cnt, 1, scale);
+        CU_LAUNCH_CHECK(ctx);
+        k_svd_inner<T><<<grid_1d(ctx, kk * cnt, 256), 256, 0, st>>>(P, Q, sd, s.stride, gsd, gsd ? gs.stride : 0, I,
+                                                                    (int)k, cnt, (int)mode, p, scale, rect, flags);
+        CU_LAUNCH_CHECK(ctx);
+        if (rect == RECT_TALL) { /* gA = (U I' + gU Σ⁻¹) Vᵀ */
+            k_div_sigma<T><<<grid_1d(ctx, m * k * cnt, 256), 256, 0, st>>>(gud, gu.ld, gu.stride, sd, s.stride, Y,
+                                                                          (int)m, (int)k, cnt, 0);
+            CU_LAUNCH_CHECK(ctx);
+            CUBLAS_TRY(ctx, gemm(h, NT, NT, m, k, k, T(1), ud, u.ld, u.stride, I, k, kk, T(1), Y, m, ysize, cnt));
+            CUBLAS_TRY(ctx, gemm(h, NT, TR, m, n, k, T(1), Y, m, ysize, vd, v.ld, v.stride, T(0), (T *)ga.data, ga.ld,
+                                 ga.stride, cnt));
+        } else { /* gA = U (I' Vᵀ + [wide] Σ⁻¹ gVᵀ) */
+            T beta = T(0);
+            if (rect == RECT_WIDE) {
+                k_div_sigma<T><<<grid_1d(ctx, k * n * cnt, 256), 256, 0, st>>>(gvd, gv.ld, gv.stride, sd, s.stride, Y,
+                                                                              (int)k, (int)n, cnt, 1);
+                CU_LAUNCH_CHECK(ctx);
+                beta = T(1);
+            }
+            CUBLAS_TRY(ctx, gemm(h, NT, TR, k, n, k, T(1), I, k, kk, vd, v.ld, v.stride, beta, Y, k, ysize, cnt));
+            CUBLAS_TRY(ctx, gemm(h, NT, NT, m, n, k, T(1), ud, u.ld, u.stride, Y, k, ysize, T(0), (T *)ga.data, ga.ld,
+                                 ga.stride, cnt));
+        }
+        if (!flags) return SG_OK;
+        int64_t first;
+        SGTRY(first_flagged(ctx, flags, cnt, &first));
+        if (first < 0) return SG_OK;
+        return sg_fail(ctx, SG_ERR_DEGENERATE, b0 + first,
+                       "svd_backward: tied singular values in matrix %lld: the exact mode divides by σk² − σj² = 0 "
+                       "(gA holds inf/NaN there; SG_DEGEN_MASK, LORENTZ or TAYLOR stay finite)",
+                       (long long)(b0 + first));
+    };
+    return chunked(ctx, args, 7, batch, scratch, body);
+}
+
+/* ---- eigh-based forward ops: matfunc, log det, Σ f(λ) ------------------------------------------- */
+/* what: SPF_FVAL (F = V f(Λ) Vᵀ into out), SPF_INV / SPF_FDER (loss, and gradient into out if given). */
+template <typename T>
+sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, sg_mat *loss, sg_mat *out,
+                       const char *op)
+{
+    const int64_t n = A->rows, batch = A->batch, nn = n * n;
+    SGTRY(size_ok(ctx, n, op));
+    const bool need_v = out != nullptr, big = n > FUSED_MAX_N;
+    const int fk = fn ? (int)fn->kind : 0;
+    const double fp = fn ? fn->p : 0;
+    const sg_dtype dt = dtype_of<T>();
+
+    Arg args[3];
+    args[0].set(A, n, true, false, "A staging");
+    args[1].set(loss, 1, false, true, "loss staging");
+    args[2].set(out, n, false, true, what == SPF_FVAL ? "F staging" : "gA staging");
+
+    auto carve = [&](Bump &bp, int64_t cnt, T **W, T **V, T **d, int **flags, T **Y, T **Z) {
+        *W = bp.take<T>(cnt * n);
+        *V = need_v ? bp.take<T>(cnt * nn) : nullptr;
+        *d = need_v ? bp.take<T>(cnt * n) : nullptr;
+        *flags = bp.take<int>(cnt);
+        *Y = need_v && big ? bp.take<T>(cnt * nn) : nullptr;
+        *Z = need_v && big ? bp.take<T>(cnt * nn) : nullptr;
+    };
+    auto scratch = [&](int64_t cnt) {
+        Bump bp(nullptr);
+        T *a, *b, *c, *e, *f;
+        int *g;
+        carve(bp, cnt, &a, &b, &c, &g, &e, &f);
+        return bp.off;
+    };
+    auto body = [&](int64_t b0, int64_t cnt, void *scr) -> sg_status {
+        Bump bp(scr);
+        T *W, *V, *d, *Y, *Z;
+        int *flags;
+        carve(bp, cnt, &W, &V, &d, &flags, &Y, &Z);
+        sg_mat wm = dense_view(W, dt, cnt, n, 1), vm = dense_view(V, dt, cnt, n, n);
+        sg_status s;
+        {
+            /* The forward engineer's eigh on device buffers; host inputs were already scanned. */
+            CtxRestore keep(ctx);
+            if (ctx->mem == SG_MEM_HOST) ctx->check_finite = 0;
+            ctx->mem = SG_MEM_DEVICE;
+            s = sg_cuda_eigh(ctx, &args[0].dev, &wm, need_v ? &vm : nullptr);
+        }
+        if (s != SG_OK) return nested(ctx, s, b0);
+        SGTRY(sg_cuda_bind_stream(ctx));
+        const sg_mat *lm = args[1].present() ? &args[1].dev : nullptr;
+        k_spectral_fn<T><<<grid_1d(ctx, cnt, 128), 128, 0, stream_of(ctx)>>>(
+            W, n, (int)n, cnt, what, fk, fp, d, lm ? (T *)lm->data : nullptr, lm ? lm->stride : 0, flags);
+        CU_LAUNCH_CHECK(ctx);
+        int64_t first;
+        SGTRY(first_flagged(ctx, flags, cnt, &first));
+        if (first >= 0)
+            return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first, "%s: an eigenvalue of matrix %lld is outside the domain of %s",
+                           op, (long long)(b0 + first), what == SPF_INV ? "log (log det needs A positive definite)" : fn_name(fn));
+        if (need_v) SGTRY(vdvt<T>(ctx, vm, d, args[2].dev, Y, Z));
+        return SG_OK;
+    };
+    return chunked(ctx, args, 3, batch, scratch, body);
+}
+
+/* ---- SVD- and Gram-based regularizers ----------------------------------------------------------- */
+template <typename T> sg_status reg_svd(sg_ctx *ctx, sg_reg kind, const sg_mat *A, sg_mat *loss, sg_mat *gA)
+{
+    const int64_t m = A->rows, n = A->cols, k = m < n ? m : n, batch = A->batch;
+    SGTRY(size_ok(ctx, m > n ? m : n, "regularizer"));
+    const sg_dtype dt = dtype_of<T>();
+    const bool vecs = gA != nullptr;
+    Arg args[3];
+    args[0].set(A, n, true, false, "A staging");
+    args[1].set(loss, 1, false, true, "loss staging");
+    args[2].set(gA, n, false, true, "gA staging");
+    auto carve = [&](Bump &bp, int64_t cnt, T **S, T **U, T **V) {
+        *S = bp.take<T>(cnt * k);
+        *U = vecs ? bp.take<T>(cnt * m * k) : nullptr;
+        *V = vecs ? bp.take<T>(cnt * n * k) : nullptr;
+    };
+    auto scratch = [&](int64_t cnt) {
+        Bump bp(nullptr);
+        T *a, *b, *c;
+        carve(bp, cnt, &a, &b, &c);
+        return bp.off;
+    };
+    auto body = [&](int64_t b0, int64_t cnt, void *scr) -> sg_status {
+        Bump bp(scr);
+        T *S, *U, *V;
+        carve(bp, cnt, &S, &U, &V);
+        sg_mat sm = dense_view(S, dt, cnt, k, 1), um = dense_view(U, dt, cnt, m, k), vm = dense_view(V, dt, cnt, n, k);
+        sg_status s;
+        {
+            CtxRestore keep(ctx);
+            if (ctx->mem == SG_MEM_HOST) ctx->check_finite = 0;
+            ctx->mem = SG_MEM_DEVICE;
+            s = sg_cuda_svd(ctx, &args[0].dev, 0, &sm, vecs ? &um : nullptr, vecs ? &vm : nullptr);
+        }
+        if (s != SG_OK) return nested(ctx, s, b0);
+        SGTRY(sg_cuda_bind_stream(ctx));
+        cudaStream_t st = stream_of(ctx);
+        const sg_mat &lm = args[1].dev;
+        k_vec_loss<T><<<grid_1d(ctx, cnt, 128), 128, 0, st>>>(S, k, (int)k, cnt,
+                                                             kind == SG_REG_SPECTRAL ? VL_FIRST_SQ : VL_SUM,
+                                                             (T *)lm.data, lm.stride);
+        CU_LAUNCH_CHECK(ctx);
+        if (!vecs) return SG_OK;
+        const sg_mat &ga = args[2].dev;
+        if (kind == SG_REG_SPECTRAL) {
+            k_spectral_grad<T><<<grid_1d(ctx, m * n * cnt, 256), 256, 0, st>>>(S, k, U, m, m * k, V, n, n * k,
+                                                                              (T *)ga.data, ga.ld, ga.stride, (int)m,
+                                                                              (int)n, cnt);
+            CU_LAUNCH_CHECK(ctx);
+        } else { /* NUCLEAR: U Vᵀ */
+            CUBLAS_TRY(ctx, gemm(sg_cu(ctx)->blas, NT, TR, m, n, k, T(1), U, m, m * k, V, n, n * k, T(0), (T *)ga.data,
+                                 ga.ld, ga.stride, cnt));
+        }
+        return SG_OK;
+    };
+    return chunked(ctx, args, 3, batch, scratch, body);
+}
+
+template <typename T> sg_status reg_ortho(sg_ctx *ctx, const sg_mat *A, sg_mat *loss, sg_mat *gA)
+{
+    const int64_t m = A->rows, n = A->cols, batch = A->batch, nn = n * n;
+    SGTRY(size_ok(ctx, m > n ? m : n, "regularizer"));
+    Arg args[3];
+    args[0].set(A, n, true, false, "A staging");
+    args[1].set(loss, 1, false, true, "loss staging");
+    args[2].set(gA, n, false, true, "gA staging");
+    auto scratch = [&](int64_t cnt) {
+        Bump bp(nullptr);
+        bp.take<T>(cnt * nn);
+        return bp.off;
+    };
+    auto body = [&](int64_t, int64_t cnt, void *scr) -> sg_status {
+        Bump bp(scr);
+        T *G = bp.take<T>(cnt * nn);
+        const sg_mat &a = args[0].dev, &lm = args[1].dev;
+        const T *ad = (const T *)a.data;
+        cublasHandle_t h = sg_cu(ctx)->blas;
+        CUBLAS_TRY(ctx, gemm(h, TR, NT, n, n, m, T(1), ad, a.ld, a.stride, ad, a.ld, a.stride, T(0), G, n, nn, cnt));
+        k_ortho<T><<<grid_1d(ctx, cnt * 256, 256), 256, 0, stream_of(ctx)>>>(G, (int)n, cnt, (T *)lm.data, lm.stride);
+        CU_LAUNCH_CHECK(ctx);
+        if (args[2].present()) { /* 4 A (AᵀA − I) */
+            const sg_mat &ga = args[2].dev;
+            CUBLAS_TRY(ctx, gemm(h, NT, NT, m, n, n, T(4), ad, a.ld, a.stride, G, n, nn, T(0), (T *)ga.data, ga.ld,
+                                 ga.stride, cnt));
+        }
+        return SG_OK;
+    };
+    return chunked(ctx, args, 3, batch, scratch, body);
+}
+
+/* Common entry: bind the stream, host pointer mode for the α/β scalars. */
+sg_status enter(sg_ctx *ctx)
+{
+    SGTRY(sg_cuda_bind_stream(ctx));
+    CUBLAS_TRY(ctx, cublasSetPointerMode(sg_cu(ctx)->blas, CUBLAS_POINTER_MODE_HOST));
+    return SG_OK;
+}
+
+} // namespace
+
+/* ---- backend entry points ------------------------------------------------------------------------ */
+sg_status sg_cuda_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,
+                                sg_degen mode, double param, sg_mat *gA)
+{
+    SGTRY(enter(ctx));
+    return V->dtype == SG_F32 ? sym_backward<float, FUSED_EIGH>(ctx, W, V, gW, gV, mode, param, nullptr, gA)
+                              : sym_backward<double, FUSED_EIGH>(ctx, W, V, gW, gV, mode, param, nullptr, gA);
+}
+
+sg_status sg_cuda_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,
+                                   sg_mat *gA)
+{
+    SGTRY(no_callback(ctx, fn, "matfunc_backward"));
+    SGTRY(enter(ctx));
+    return V->dtype == SG_F32
+               ? sym_backward<float, FUSED_MATFUNC>(ctx, W, V, nullptr, gF, SG_DEGEN_EXACT, 0, fn, gA)
+               : sym_backward<double, FUSED_MATFUNC>(ctx, W, V, nullptr, gF, SG_DEGEN_EXACT, 0, fn, gA);
+}
+
+sg_status sg_cuda_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
+                               const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA)
+{
+    SGTRY(enter(ctx));
+    return U->dtype == SG_F32 ? svd_backward<float>(ctx, U, S, V, gU, gS, gV, mode, param, gA)
+                              : svd_backward<double>(ctx, U, S, V, gU, gS, gV, mode, param, gA);
+}
+
+sg_status sg_cuda_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
+{
+    SGTRY(no_callback(ctx, fn, "matfunc"));
+    SGTRY(enter(ctx));
+    return A->dtype == SG_F32 ? eig_spectral<float>(ctx, A, SPF_FVAL, fn, nullptr, F, "matfunc")
+                              : eig_spectral<double>(ctx, A, SPF_FVAL, fn, nullptr, F, "matfunc");
+}
+
+sg_status sg_cuda_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA)
+{
+    if (kind == SG_REG_EIGSUM) SGTRY(no_callback(ctx, fn, "regularizer"));
+    SGTRY(enter(ctx));
+    SGTRY(check_inputs(ctx, {{A, "A"}}));
+    const bool f32 = A->dtype == SG_F32;
+    switch (kind) {
+    case SG_REG_SPECTRAL:
+    case SG_REG_NUCLEAR: return f32 ? reg_svd<float>(ctx, kind, A, loss, gA) : reg_svd<double>(ctx, kind, A, loss, gA);
+    case SG_REG_ORTHO: return f32 ? reg_ortho<float>(ctx, A, loss, gA) : reg_ortho<double>(ctx, A, loss, gA);
+    case SG_REG_LOGDET:
+        return f32 ? eig_spectral<float>(ctx, A, SPF_INV, nullptr, loss, gA, "regularizer(log det)")
+                   : eig_spectral<double>(ctx, A, SPF_INV, nullptr, loss, gA, "regularizer(log det)");
+    case SG_REG_EIGSUM:
+        return f32 ? eig_spectral<float>(ctx, A, SPF_FDER, fn, loss, gA, "regularizer(eigsum)")
+                   : eig_spectral<double>(ctx, A, SPF_FDER, fn, loss, gA, "regularizer(eigsum)");
+    }
+    return sg_fail(ctx, SG_ERR_ARG, -1, "regularizer: unknown kind %d", (int)kind);
+}

@@ -1,0 +1,464 @@
+/* Device code of the spectral gradients (included by cuda/grad.cu only).
+   Layout conventions: user matrices are column-major with (ld, batch stride); scratch matrices are dense
+   (ld = rows, stride = rows*cols). Per-element formulas come from src/formulas.h so that CPU and GPU agree. */
+#ifndef SG_GRAD_KERNELS_CUH
+#define SG_GRAD_KERNELS_CUH
+
+#include "cuda_internal.h"
+
+namespace sggrad {
+
+/* ---- per-element formulas, dispatched on the dtype ----------------------------------------------- */
+__device__ __forceinline__ float inv_gap(float li, float lj, int lt, int mode, float param, float scale)
+{
+    return sg_inv_gap_s(li, lj, lt, mode, param, scale);
+}
+__device__ __forceinline__ double inv_gap(double li, double lj, int lt, int mode, double param, double scale)
+{
+    return sg_inv_gap_d(li, lj, lt, mode, param, scale);
+}
+
+/* Stand-in for 1/(σl² − σj²): the degeneracy mode applied to the squares (header: "mode/param on
+   E_jk = σk² − σj²"), mask scale = max(1, max σ²) computed by the caller. */
+template <typename T>
+__device__ __forceinline__ T svd_inv_gap(T sj, T sl, int j_lt_l, int mode, T param, T scale)
+{
+    return inv_gap(sj * sj, sl * sl, j_lt_l, mode, param, scale);
+}
+
+/* What a spectral-function kernel computes per eigenvalue. */
+enum { SPF_FVAL = 0, /* d = f(λ)                 (matfunc forward)          */
+       SPF_INV = 1,  /* d = 1/λ,  loss Σ log λ   (log det), domain λ > 0    */
+       SPF_FDER = 2  /* d = f'(λ), loss Σ f(λ)   (Σ f(λ)) */ };
+
+/* Flag bits written per matrix. */
+enum { FLAG_TIE = 1, FLAG_DOMAIN = 2 };
+
+/* ---- fused eigh / matfunc backward (n <= 64, one block per matrix, persistent grid) --------------- */
+enum { FUSED_EIGH = 0, FUSED_MATFUNC = 1 };
+
+template <typename T> struct FusedArgs {
+    const T *W; int64_t sW;             /* eigenvalues: λ_i of matrix b at W[b*sW + i] */
+    const T *V; int64_t ldV, sV;
+    const T *gW; int64_t sgW;           /* eigh only, may be NULL (zero) */
+    const T *G; int64_t ldG, sG;        /* gV (eigh, may be NULL) or gF (matfunc) */
+    T *gA; int64_t ldA, sA;
+    int n; int64_t batch;
+    int mode; T param;                  /* eigh: degeneracy mode, defaulted param */
+    int fkind; double fp, rel;          /* matfunc: function, exponent, divided-difference threshold */
+    int *flags;                         /* per matrix (always written), or NULL */
+};
+
+/* C = op(A)·op(B) on P-strided shared tiles (element (i,k) of a stored matrix at X[i + k*P]).
+   Thread t owns the TM×TM outputs (ti + r*Tn, tj + c*Tn), r,c < TM, with ti = t % Tn, tj = t / Tn:
+   strided rather than contiguous rows so that a warp reads consecutive (or P-strided, P odd) words,
+   free of bank conflicts. Rows/cols in [n, TM*Tn) are zero padding: read, never written. No barrier. */
+template <typename T, int TM, bool TA, bool TB>
+__device__ __forceinline__ void tile_mm(const T *__restrict__ A, const T *__restrict__ B, T *__restrict__ C,
+                                        int n, int P, int Tn)
+{
+    const int t = threadIdx.x;
+    if (t >= Tn * Tn) return;
+    const int ti = t % Tn, tj = t / Tn;
+    T acc[TM][TM];
+#pragma unroll
+    for (int r = 0; r < TM; r++)
+#pragma unroll
+        for (int c = 0; c < TM; c++) acc[r][c] = T(0);
+    for (int k = 0; k < n; k++) {
+        T a[TM], b[TM];
+#pragma unroll
+        for (int r = 0; r < TM; r++) {
+            const int i = ti + r * Tn;
+            a[r] = TA ? A[k + i * P] : A[i + k * P];
+        }
+#pragma unroll
+        for (int c = 0; c < TM; c++) {
+            const int j = tj + c * Tn;
+            b[c] = TB ? B[j + k * P] : B[k + j * P];
+        }
+#pragma unroll
+        for (int r = 0; r < TM; r++)
+#pragma unroll
+            for (int c = 0; c < TM; c++) acc[r][c] = fma(a[r], b[c], acc[r][c]);
+    }
+#pragma unroll
+    for (int r = 0; r < TM; r++)
+#pragma unroll
+        for (int c = 0; c < TM; c++) {
+            const int i = ti + r * Tn, j = tj + c * Tn;
+            if (i < n && j < n) C[i + j * P] = acc[r][c];
+        }
+}
+
+/* Shared-memory footprint of the fused kernel: three Np×P tiles and two length-Np vectors. */
+template <int TM> __host__ __device__ inline int fused_tn(int n) { return (n + TM - 1) / TM; }
+__host__ __device__ inline int fused_pitch(int np) { return np | 1; } /* odd pitch: conflict-free */
+template <typename T, int TM> inline size_t fused_smem(int n)
+{
+    const int np = TM * fused_tn<TM>(n), P = fused_pitch(np);
+    return (3 * (size_t)np * P + 2 * (size_t)np) * sizeof(T);
+}
+
+/* eigh:    M = VᵀgV;  M' = diag(gW) + skew(M)·F;           gA = sym(V M' Vᵀ)
+   matfunc: M = VᵀgF V; M' = sym(M)·L (= L ∘ Vᵀ sym(gF) V);  gA = sym(V M' Vᵀ)
+   Vᵀ sym(X) V = sym(VᵀXV), so gF is symmetrised after the products (one pass less).
+   The final sym(·) makes gA exactly symmetric; it changes the result only by rounding. */
+template <typename T, int TM, int KIND>
+__global__ void __launch_bounds__(256) fused_backward(const FusedArgs<T> a)
+{
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int n = a.n, Tn = fused_tn<TM>(n), np = TM * Tn, P = fused_pitch(np), nn = n * n;
+    const int tid = threadIdx.x, nt = blockDim.x;
+    T *sV = reinterpret_cast<T *>(smem_raw), *sG = sV + np * P, *sT = sG + np * P;
+    T *sW = sT + np * P, *sgW = sW + np;
+
+    /* Zero everything once: the padding rows/cols are read by tile_mm and must be finite. */
+    for (int i = tid; i < 3 * np * P + 2 * np; i += nt) sV[i] = T(0);
+    __syncthreads();
+
+    const bool hasG = a.G != nullptr;
+    for (int64_t b = blockIdx.x; b < a.batch; b += gridDim.x) {
+        const T *V = a.V + b * a.sV;
+        const T *G = hasG ? a.G + b * a.sG : nullptr;
+        /* Column-major loads: consecutive threads take consecutive rows of one column (coalesced). */
+        for (int idx = tid; idx < nn; idx += nt) {
+            const int j = idx / n, i = idx - j * n;
+            sV[i + j * P] = V[i + j * a.ldV];
+            if (hasG) sG[i + j * P] = G[i + j * a.ldG];
+        }
+        for (int i = tid; i < n; i += nt) {
+            sW[i] = a.W[b * a.sW + i];
+            if (KIND == FUSED_EIGH) sgW[i] = a.gW ? a.gW[b * a.sgW + i] : T(0);
+        }
+        __syncthreads();
+
+        int bad = 0;
+        T *Mp, *Other; /* after the middle step: M' and the free tile */
+        if (KIND == FUSED_EIGH) {
+            T scale = T(1);
+            for (int k = 0; k < n; k++) scale = fmax(scale, fabs(sW[k]));
+            if (hasG) tile_mm<T, TM, true, false>(sV, sG, sT, n, P, Tn); /* sT = Vᵀ gV */
+            __syncthreads();
+            for (int idx = tid; idx < nn; idx += nt) {
+                const int j = idx / n, i = idx - j * n;
+                T v;
+                if (i == j) {
+                    v = sgW[i];
+                } else if (hasG) {
+                    const T F = inv_gap(sW[i], sW[j], i < j, a.mode, a.param, scale);
+                    bad |= !isfinite(F);
+                    v = (sT[i + j * P] - sT[j + i * P]) * T(0.5) * F;
+                } else {
+                    v = T(0); /* gV = 0: no eigenvector term, hence no division by gaps */
+                }
+                sG[i + j * P] = v;
+            }
+            Mp = sG;
+            Other = sT;
+        } else {
+            tile_mm<T, TM, true, false>(sV, sG, sT, n, P, Tn); /* sT = Vᵀ gF */
+            __syncthreads();
+            tile_mm<T, TM, false, false>(sT, sV, sG, n, P, Tn); /* sG = Vᵀ gF V */
+            __syncthreads();
+            for (int idx = tid; idx < nn; idx += nt) {
+                const int j = idx / n, i = idx - j * n;
+                if (i == j) bad |= !sg_fn_in_domain(a.fkind, a.fp, (double)sW[i]);
+                const T L = (T)sg_divdiff(a.fkind, a.fp, (double)sW[i], (double)sW[j], a.rel);
+                sT[i + j * P] = (sG[i + j * P] + sG[j + i * P]) * T(0.5) * L;
+            }
+            Mp = sT;
+            Other = sG;
+        }
+        __syncthreads();
+        tile_mm<T, TM, false, true>(Mp, sV, Other, n, P, Tn); /* Other = M' Vᵀ */
+        __syncthreads();
+        tile_mm<T, TM, false, false>(sV, Other, Mp, n, P, Tn); /* Mp = V M' Vᵀ */
+        __syncthreads();
+        T *gA = a.gA + b * a.sA;
+        for (int idx = tid; idx < nn; idx += nt) {
+            const int j = idx / n, i = idx - j * n;
+            gA[i + j * a.ldA] = (Mp[i + j * P] + Mp[j + i * P]) * T(0.5);
+        }
+        /* Also the barrier that protects the shared tiles before the next matrix is loaded. */
+        bad = __syncthreads_or(bad);
+        if (a.flags && tid == 0) a.flags[b] = bad ? (KIND == FUSED_EIGH ? FLAG_TIE : FLAG_DOMAIN) : 0;
+    }
+}
+
+/* ---- X = V diag(d) Vᵀ, fused for n <= 64 ------------------------------------------------------------
+   X_ij = Σ_k d_k (V_ik V_jk): the product V_ik·V_jk commutes exactly, so X is exactly symmetric
+   without a symmetrisation pass. Two tiles + one vector of shared memory. */
+template <typename T, int TM>
+__global__ void __launch_bounds__(256) fused_vdvt(const T *V, int64_t ldV, int64_t sV, const T *d, int64_t sd,
+                                                  T *X, int64_t ldX, int64_t sX, int n, int64_t batch)
+{
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int Tn = fused_tn<TM>(n), np = TM * Tn, P = fused_pitch(np), nn = n * n;
+    const int tid = threadIdx.x, nt = blockDim.x;
+    T *sVt = reinterpret_cast<T *>(smem_raw), *sd_ = sVt + np * P;
+    for (int i = tid; i < np * P + np; i += nt) sVt[i] = T(0);
+    __syncthreads();
+    for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+        for (int idx = tid; idx < nn; idx += nt) {
+            const int j = idx / n, i = idx - j * n;
+            sVt[i + j * P] = V[b * sV + i + j * ldV];
+        }
+        for (int i = tid; i < n; i += nt) sd_[i] = d[b * sd + i];
+        __syncthreads();
+        if (tid < Tn * Tn) {
+            const int ti = tid % Tn, tj = tid / Tn;
+            T acc[TM][TM];
+#pragma unroll
+            for (int r = 0; r < TM; r++)
+#pragma unroll
+                for (int c = 0; c < TM; c++) acc[r][c] = T(0);
+            for (int k = 0; k < n; k++) {
+                T x[TM], y[TM];
+                const T dk = sd_[k];
+#pragma unroll
+                for (int r = 0; r < TM; r++) x[r] = sVt[ti + r * Tn + k * P];
+#pragma unroll
+                for (int c = 0; c < TM; c++) y[c] = sVt[tj + c * Tn + k * P];
+#pragma unroll
+                for (int r = 0; r < TM; r++)
+#pragma unroll
+                    for (int c = 0; c < TM; c++) acc[r][c] = fma(dk, x[r] * y[c], acc[r][c]);
+            }
+#pragma unroll
+            for (int r = 0; r < TM; r++)
+#pragma unroll
+                for (int c = 0; c < TM; c++) {
+                    const int i = ti + r * Tn, j = tj + c * Tn;
+                    if (i < n && j < n) X[b * sX + i + j * ldX] = acc[r][c];
+                }
+        }
+        __syncthreads(); /* tiles are reloaded for the next matrix */
+    }
+}
+
+/* ---- elementwise kernels for the cuBLAS path (n > 64) and the regularizers --------------------- */
+
+/* out[b] = max(1, max_i |x_b,i|)^(square ? 2 : 1): the mask's scale. One block per matrix (grid-stride). */
+template <typename T>
+__global__ void k_scale(const T *x, int64_t sx, int n, int64_t batch, int square, T *out)
+{
+    __shared__ T red[256];
+    for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+        T m = T(0);
+        for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmax(m, fabs(x[b * sx + i]));
+        red[threadIdx.x] = m;
+        __syncthreads();
+        for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+            if (threadIdx.x < s) red[threadIdx.x] = fmax(red[threadIdx.x], red[threadIdx.x + s]);
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) {
+            const T v = square ? red[0] * red[0] : red[0];
+            out[b] = fmax(T(1), v);
+        }
+        __syncthreads();
+    }
+}
+
+/* In place on dense n×n M (per matrix stride n*n): thread (i <= j) rewrites the pair (i,j),(j,i).
+   eigh:    M'_ij = diag(gW) + (M_ij − M_ji)/2 · F_ij           (hasM = 0: M treated as zero)
+   matfunc: M'_ij = (M_ij + M_ji)/2 · L_ij
+   Same expressions as the fused kernel. flags must be zeroed before; bits are set, never cleared. */
+template <typename T, int KIND>
+__global__ void k_middle(T *M, int n, int64_t batch, const T *W, int64_t sW, const T *gW, int64_t sgW, int hasM,
+                         int mode, T param, const T *scale, int fkind, double fp, double rel, int *flags)
+{
+    const int64_t nn = (int64_t)n * n, total = nn * batch;
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t b = g / nn;
+        const int r = (int)(g - b * nn), j = r / n, i = r - j * n;
+        if (i > j) continue;
+        T *Mb = M + b * nn;
+        const T li = W[b * sW + i], lj = W[b * sW + j];
+        if (KIND == FUSED_EIGH) {
+            if (i == j) {
+                Mb[i + (int64_t)i * n] = gW ? gW[b * sgW + i] : T(0);
+                continue;
+            }
+            if (!hasM) {
+                Mb[i + (int64_t)j * n] = T(0);
+                Mb[j + (int64_t)i * n] = T(0);
+                continue;
+            }
+            const T sc = scale[b];
+            const T Fij = inv_gap(li, lj, 1, mode, param, sc), Fji = inv_gap(lj, li, 0, mode, param, sc);
+            if (flags && (!isfinite(Fij) || !isfinite(Fji))) flags[b] = FLAG_TIE;
+            const T mij = Mb[i + (int64_t)j * n], mji = Mb[j + (int64_t)i * n];
+            Mb[i + (int64_t)j * n] = (mij - mji) * T(0.5) * Fij;
+            Mb[j + (int64_t)i * n] = (mji - mij) * T(0.5) * Fji;
+        } else {
+            if (i == j && flags && !sg_fn_in_domain(fkind, fp, (double)li)) flags[b] = FLAG_DOMAIN;
+            const T Lij = (T)sg_divdiff(fkind, fp, (double)li, (double)lj, rel);
+            const T Lji = (T)sg_divdiff(fkind, fp, (double)lj, (double)li, rel);
+            const T mij = Mb[i + (int64_t)j * n], mji = Mb[j + (int64_t)i * n];
+            Mb[i + (int64_t)j * n] = (mij + mji) * T(0.5) * Lij;
+            if (i != j) Mb[j + (int64_t)i * n] = (mji + mij) * T(0.5) * Lji;
+        }
+    }
+}
+
+/* out_ij = (X_ij + X_ji)/2, X dense n×n, out with (ld, stride). */
+template <typename T>
+__global__ void k_sym_store(const T *X, int n, int64_t batch, T *out, int64_t ld, int64_t so)
+{
+    const int64_t nn = (int64_t)n * n, total = nn * batch;
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t b = g / nn;
+        const int r = (int)(g - b * nn), j = r / n, i = r - j * n;
+        const T *Xb = X + b * nn;
+        out[b * so + i + (int64_t)j * ld] = (Xb[i + (int64_t)j * n] + Xb[j + (int64_t)i * n]) * T(0.5);
+    }
+}
+
+/* Per-eigenvalue function values d (dense n per matrix), optional per-matrix loss, domain flags.
+   One thread per matrix: the sum runs in order, in double, like a plain CPU loop. */
+template <typename T>
+__global__ void k_spectral_fn(const T *W, int64_t sW, int n, int64_t batch, int what, int fkind, double fp, T *d,
+                              T *loss, int64_t sloss, int *flags)
+{
+    for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < batch; b += (int64_t)gridDim.x * blockDim.x) {
+        double acc = 0;
+        int bad = 0;
+        for (int i = 0; i < n; i++) {
+            const double l = (double)W[b * sW + i];
+            double v;
+            if (what == SPF_INV) {
+                bad |= !(l > 0);
+                v = 1.0 / l;
+                acc += log(l);
+            } else {
+                bad |= !sg_fn_in_domain(fkind, fp, l);
+                v = what == SPF_FVAL ? sg_fn_val(fkind, fp, l) : sg_fn_der(fkind, fp, l);
+                if (what == SPF_FDER) acc += sg_fn_val(fkind, fp, l);
+            }
+            if (d) d[b * (int64_t)n + i] = (T)v;
+        }
+        if (loss) loss[b * sloss] = (T)acc;
+        if (flags) flags[b] = bad ? FLAG_DOMAIN : 0;
+    }
+}
+
+/* SVD backward core (dense k×k P = UᵀgU, Q = VᵀgV, output I):
+   I_jl = (skew(P)_jl σ_l + σ_j skew(Q)_jl)·F_jl (j ≠ l, skew without ½),  I_jj = gS_j,
+   then the rectangular corrections folded in: tall with gU: I −= P Σ⁻¹ (Uᵀ(gU Σ⁻¹) = P Σ⁻¹);
+   wide with gV: I −= Σ⁻¹ Qᵀ. */
+enum { RECT_NONE = 0, RECT_TALL = 1, RECT_WIDE = 2 };
+template <typename T>
+__global__ void k_svd_inner(const T *P, const T *Q, const T *S, int64_t sS, const T *gS, int64_t sgS, T *I, int k,
+                            int64_t batch, int mode, T param, const T *scale, int rect, int *flags)
+{
+    const int64_t kk = (int64_t)k * k, total = kk * batch;
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t b = g / kk;
+        const int r = (int)(g - b * kk), l = r / k, j = r - l * k;
+        const T *Pb = P ? P + b * kk : nullptr, *Qb = Q ? Q + b * kk : nullptr;
+        const T sj = S[b * sS + j], sl = S[b * sS + l];
+        T v;
+        if (j == l) {
+            v = gS ? gS[b * sgS + j] : T(0);
+        } else {
+            const T F = svd_inv_gap(sj, sl, j < l, mode, param, scale[b]);
+            if (flags && !isfinite(F)) flags[b] = FLAG_TIE;
+            const T uh = Pb ? Pb[j + (int64_t)l * k] - Pb[l + (int64_t)j * k] : T(0);
+            const T vh = Qb ? Qb[j + (int64_t)l * k] - Qb[l + (int64_t)j * k] : T(0);
+            v = (uh * sl + sj * vh) * F;
+        }
+        if (rect == RECT_TALL) v -= Pb[j + (int64_t)l * k] / sl;
+        if (rect == RECT_WIDE) v -= Qb[l + (int64_t)j * k] / sj;
+        I[b * kk + j + (int64_t)l * k] = v;
+    }
+}
+
+/* Y (dense rows×k) = X Σ⁻¹ (trans = 0: X rows×k, Y_ic = X_ic/σ_c) or Σ⁻¹ Xᵀ (trans = 1: X is cols×k
+   with cols = Y's column count, Y_jc = X_cj/σ_j). X has (ld, stride). */
+template <typename T>
+__global__ void k_div_sigma(const T *X, int64_t ldX, int64_t sX, const T *S, int64_t sS, T *Y, int rows, int cols,
+                            int64_t batch, int trans)
+{
+    const int64_t rc = (int64_t)rows * cols, total = rc * batch;
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t b = g / rc;
+        const int64_t r = g - b * rc;
+        const int c = (int)(r / rows), i = (int)(r - (int64_t)c * rows);
+        const T x = trans ? X[b * sX + c + (int64_t)i * ldX] : X[b * sX + i + (int64_t)c * ldX];
+        Y[g] = x / S[b * sS + (trans ? i : c)];
+    }
+}
+
+/* gA_ij = 2 σ_1 u_i1 v_j1 (spectral norm) and loss = σ_1²; U: m×k, V: n×k with (ld, stride). */
+template <typename T>
+__global__ void k_spectral_grad(const T *S, int64_t sS, const T *U, int64_t ldU, int64_t sU, const T *V,
+                                int64_t ldV, int64_t sV, T *gA, int64_t ldA, int64_t sA, int m, int n, int64_t batch)
+{
+    const int64_t mn = (int64_t)m * n, total = mn * batch;
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t b = g / mn;
+        const int64_t r = g - b * mn;
+        const int j = (int)(r / m), i = (int)(r - (int64_t)j * m);
+        gA[b * sA + i + (int64_t)j * ldA] = T(2) * S[b * sS] * U[b * sU + i] * V[b * sV + j];
+    }
+}
+
+/* Per-matrix loss from a vector: Σσ (NUCLEAR), σ_1² (SPECTRAL, from the descending S). One thread per matrix. */
+enum { VL_SUM = 0, VL_FIRST_SQ = 1 };
+template <typename T>
+__global__ void k_vec_loss(const T *S, int64_t sS, int k, int64_t batch, int what, T *loss, int64_t sloss)
+{
+    for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < batch; b += (int64_t)gridDim.x * blockDim.x) {
+        double acc = 0;
+        if (what == VL_FIRST_SQ) {
+            acc = (double)S[b * sS] * (double)S[b * sS];
+        } else {
+            for (int i = 0; i < k; i++) acc += (double)S[b * sS + i];
+        }
+        loss[b * sloss] = (T)acc;
+    }
+}
+
+/* ORTHO: D = G − I in place on dense n×n G, loss = Σ D_ij² (double accumulation). One block per matrix. */
+template <typename T>
+__global__ void k_ortho(T *G, int n, int64_t batch, T *loss, int64_t sloss)
+{
+    __shared__ double red[256];
+    const int64_t nn = (int64_t)n * n;
+    for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+        T *Gb = G + b * nn;
+        double acc = 0;
+        for (int64_t r = threadIdx.x; r < nn; r += blockDim.x) {
+            const int64_t j = r / n, i = r - j * n;
+            const T v = Gb[r] - (i == j ? T(1) : T(0));
+            Gb[r] = v;
+            acc += (double)v * (double)v;
+        }
+        red[threadIdx.x] = acc;
+        __syncthreads();
+        for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+            if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) loss[b * sloss] = (T)red[0];
+        __syncthreads();
+    }
+}
+
+/* Y (dense n×n) = V diag(d): the cuBLAS path of V diag(d) Vᵀ. */
+template <typename T>
+__global__ void k_scale_cols(const T *V, int64_t ldV, int64_t sV, const T *d, T *Y, int n, int64_t batch)
+{
+    const int64_t nn = (int64_t)n * n, total = nn * batch;
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t b = g / nn;
+        const int64_t r = g - b * nn;
+        const int j = (int)(r / n), i = (int)(r - (int64_t)j * n);
+        Y[g] = V[b * sV + i + (int64_t)j * ldV] * d[b * (int64_t)n + j];
+    }
+}
+
+} // namespace sggrad
+#endif
