@@ -19,6 +19,7 @@ extern "C" int sg_cuda_devices(char *why, size_t len)
 static sg_status cuda_destroy_state(sg_cuda_state *st)
 {
     if (!st) return SG_OK;
+    sg_cuda_lanes_free(st);
     if (st->blas) cublasDestroy(st->blas);
     if (st->solver) cusolverDnDestroy(st->solver);
     free(st);

@@ -13,7 +13,15 @@ typedef struct {
     cusolverDnHandle_t solver;
     cublasHandle_t blas;
     cudaStream_t stream; /* the stream the handles are bound to (ctx->stream or the default stream) */
+    /* host-memory streaming lanes (cuda/linalg.cu creates them lazily; sg_cuda_lanes_free releases) */
+    cudaStream_t lane_stream[2];
+    cusolverDnHandle_t lane_solver[2];
+    void *lane_pinned[2]; /* grow-only pinned staging buffers */
+    size_t lane_pinned_bytes[2];
 } sg_cuda_state;
+
+/* cuda/linalg.cu: frees the streaming lanes (safe on a zeroed state). */
+void sg_cuda_lanes_free(sg_cuda_state *st);
 
 static inline sg_cuda_state *sg_cu(sg_ctx *ctx) { return (sg_cuda_state *)ctx->cuda; }
 

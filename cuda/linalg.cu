@@ -1,10 +1,1138 @@
-/* PLACEHOLDER — to be replaced by the cuSOLVER forward path. */
+/* CUDA forward path: batched eigh / SVD through cuSOLVER, and custom kernels for rank, nullspace,
+   projection and minimum-norm least squares. Design notes: docs/gpu.md.
+
+   Layout of this file (llm.c style: each kernel sits next to the CPU semantics it reproduces):
+     1. small kernels (pack/unpack, NaN scan, Jordan–Wielandt build/extract, rank, nullspace, project, lstsq)
+     2. solver cores on packed device buffers (eigh_run, svd_run) with a dry mode that only sizes workspace
+     3. one generic chunk runner (run_job) that every op goes through: device memory in place, or host
+        memory streamed through pinned buffers on two lanes (stream + cuSOLVER handle) with double buffering
+     4. the sg_cuda_* entry points, each a table of operands plus a per-chunk compute callback. */
 #include "cuda_internal.h"
-#define NI(ctx) sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s: not implemented yet on CUDA", __func__)
-sg_status sg_cuda_eigh(sg_ctx *c, const sg_mat *, sg_mat *, sg_mat *) { return NI(c); }
-sg_status sg_cuda_svd(sg_ctx *c, const sg_mat *, int, sg_mat *, sg_mat *, sg_mat *) { return NI(c); }
-sg_status sg_cuda_rank(sg_ctx *c, const sg_mat *, double, double, int64_t *) { return NI(c); }
-sg_status sg_cuda_nullspace(sg_ctx *c, const sg_mat *, double, double, sg_mat *, int64_t *) { return NI(c); }
-sg_status sg_cuda_project(sg_ctx *c, const sg_mat *, const sg_mat *, sg_proj, double, double, sg_mat *) { return NI(c); }
-sg_status sg_cuda_lstsq(sg_ctx *c, const sg_mat *, const sg_mat *, double, double, sg_mat *, int64_t *) { return NI(c); }
-sg_status sg_cuda_check_finite(sg_ctx *c, const sg_mat *, const char *) { return NI(c); }
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ================================================================================================
+   1. kernels
+   ================================================================================================ */
+#define SG_BLOCK 256
+
+template <class T> __device__ __forceinline__ T warp_sum(T v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    return v; /* lane 0 holds the sum */
+}
+
+/* Sum over the block, result returned to every thread. red: 32 shared slots. */
+template <class T> __device__ T block_sum(T v, T *red)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* red may still be read by the previous call */
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    if (w == 0) {
+        v = lane < (int)(blockDim.x >> 5) ? red[lane] : (T)0;
+        v = warp_sum(v);
+        if (lane == 0) red[0] = v;
+    }
+    __syncthreads();
+    return red[0];
+}
+
+/* Copy a batch of rows×cols matrices between two strided column-major layouts (pack / unpack).
+   CPU equivalent: for b, j, i: dst[b*dst_st + i + j*dld] = src[b*sst + i + j*sld]. src may equal dst
+   with the same layout (each thread reads its element before writing it), hence no __restrict__. */
+template <class T>
+__global__ void k_copy(const T *src, int64_t sld, int64_t sst, T *dst, int64_t dld, int64_t dst_st, int64_t rows,
+                       int64_t cols, int64_t nb)
+{
+    int64_t per = rows * cols, total = per * nb;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t b = e / per, r = e - b * per, j = r / rows, i = r - j * rows;
+        dst[b * dst_st + i + j * dld] = src[b * sst + i + j * sld];
+    }
+}
+
+/* NaN/Inf scan: *first = smallest packed index b*rows*cols + j*rows + i of a non-finite element
+   (CPU: sg_check_finite_host, which reports the first offending matrix). */
+template <class T>
+__global__ void k_nonfinite(const T *x, int64_t ld, int64_t st, int64_t rows, int64_t cols, int64_t nb,
+                            unsigned long long *first)
+{
+    int64_t per = rows * cols, total = per * nb;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t b = e / per, r = e - b * per, j = r / rows, i = r - j * rows;
+        if (!isfinite(x[b * st + i + j * ld])) atomicMin(first, (unsigned long long)e);
+    }
+}
+
+/* Jordan–Wielandt matrix H = [[0, A], [Aᵀ, 0]] (N = m+n, packed N×N) from packed m×n A.
+   Eigenpairs of H: ±σ_i with [u_i; ±v_i]/√2, plus |m−n| zeros. Both triangles are filled. */
+template <class T> __global__ void k_jw_build(const T *A, int64_t m, int64_t n, T *H, int64_t nb)
+{
+    int64_t N = m + n, per = N * N, total = per * nb;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t b = e / per, r = e - b * per, j = r / N, i = r - j * N;
+        const T *a = A + b * m * n;
+        T v = 0;
+        if (i < m && j >= m) v = a[i + (j - m) * m];       /* top right: A(i, j−m) */
+        else if (i >= m && j < m) v = a[j + (i - m) * m];  /* bottom left: Aᵀ(i−m, j) = A(j, i−m) */
+        H[e] = v;
+    }
+}
+
+/* Orthonormal basis Q (d×t, ld d) from candidate vectors: rows [off, off+d) of the eigenvector columns of
+   Z (N×N), taken in descending-eigenvalue order, classical Gram–Schmidt twice, a candidate kept when its
+   residual² exceeds 1/(2N). Why this completes: any d rows of an orthogonal Z are orthonormal rows, so the
+   residual² of all N candidates against a accepted vectors sums to d − a ≥ 1; the rejected ones contribute
+   at most N·1/(2N) = ½, so some candidate still exceeds the threshold until a = d.
+   For well separated σ the first candidates are [u;v]/√2 and are kept in order (column i ↔ σ_i);
+   near-zero σ give mixed vectors, and the completion is the orthogonal complement of the accurate part,
+   which is exactly the (numerical) null space. Returns the number of columns produced. */
+template <class T>
+__device__ int64_t jw_basis(const T *Z, int64_t N, int64_t off, int64_t d, int64_t t, T *Q, T *w, T *h, T *red)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const T thr = (T)0.5 / (T)N;
+    int64_t a = 0;
+    for (int64_t c = 0; c < N && a < t; c++) {
+        const T *z = Z + (N - 1 - c) * N + off;
+        for (int64_t i = threadIdx.x; i < d; i += blockDim.x) w[i] = z[i];
+        __syncthreads();
+        for (int pass = 0; pass < 2 && a > 0; pass++) {
+            for (int64_t j = warp; j < a; j += nw) { /* h = Qᵀw, one warp per column: coalesced */
+                T acc = 0;
+                for (int64_t i = lane; i < d; i += 32) acc += Q[i + j * d] * w[i];
+                acc = warp_sum(acc);
+                if (lane == 0) h[j] = acc;
+            }
+            __syncthreads();
+            for (int64_t i = threadIdx.x; i < d; i += blockDim.x) { /* w −= Q h, one thread per row */
+                T acc = 0;
+                for (int64_t j = 0; j < a; j++) acc += Q[i + j * d] * h[j];
+                w[i] -= acc;
+            }
+            __syncthreads();
+        }
+        T part = 0;
+        for (int64_t i = threadIdx.x; i < d; i += blockDim.x) part += w[i] * w[i];
+        T nrm2 = block_sum(part, red);
+        if (nrm2 > thr) {
+            T inv = (T)1 / sqrt(nrm2);
+            for (int64_t i = threadIdx.x; i < d; i += blockDim.x) Q[i + a * d] = w[i] * inv;
+            a++;
+        }
+        __syncthreads(); /* Q column visible, w free */
+    }
+    for (int64_t j = a; j < t; j++) /* only on failure: leave no garbage */
+        for (int64_t i = threadIdx.x; i < d; i += blockDim.x) Q[i + j * d] = 0;
+    return a;
+}
+
+/* One block per matrix: S (descending, clamped at 0) from the top k eigenvalues of H, U (m×tU) and V (n×tV)
+   from its eigenvectors (tU, tV = 0: not wanted). Basis failure → info = N+1 (reported as non-convergence)
+   unless the eigensolver already failed on this matrix. */
+template <class T>
+__global__ void k_jw_extract(const T *Z, const T *Wv, int64_t m, int64_t n, T *S, T *U, int64_t tU, T *V,
+                             int64_t tV, int *info)
+{
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    int64_t b = blockIdx.x, N = m + n, k = m < n ? m : n, d = m > n ? m : n;
+    T *w = (T *)smem_raw, *h = w + d, *red = h + d;
+    const T *Zb = Z + b * N * N, *Wb = Wv + b * N;
+    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
+        T s = Wb[N - 1 - i];
+        S[b * k + i] = s > (T)0 ? s : (T)0;
+    }
+    int ok = 1;
+    if (tV > 0) ok &= jw_basis(Zb, N, m, n, tV, V + b * n * tV, w, h, red) == tV;
+    if (tU > 0) ok &= jw_basis(Zb, N, 0, m, tU, U + b * m * tU, w, h, red) == tU;
+    if (!ok && threadIdx.x == 0 && info[b] == 0) info[b] = (int)(N + 1);
+}
+
+/* rank = #{σ > tol}, tol = sg_tol_rule(atol, rtol, σ_0, max(m,n), eps) (S descending: σ_0 = σmax, as the
+   CPU path). Writes rank and/or ncols − rank (nullity). */
+template <class T>
+__global__ void k_rank(const T *S, int64_t k, int64_t nb, double atol, double rtol, long long maxmn, double eps,
+                       int64_t ncols, int64_t *rank, int64_t *nullity)
+{
+    int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (b >= nb) return;
+    const T *s = S + b * k;
+    double tol = sg_tol_rule(atol, rtol, (double)s[0], maxmn, eps);
+    int64_t r = 0;
+    while (r < k && (double)s[r] > tol) r++;
+    if (rank) rank[b] = r;
+    if (nullity) nullity[b] = ncols - r;
+}
+
+/* N[:, 0:n−r] = V[:, r:n], remaining columns 0 (CPU: nullspace). V, N packed n×n. */
+template <class T> __global__ void k_null_gather(const T *V, const int64_t *rank, T *Nout, int64_t n, int64_t nb)
+{
+    int64_t per = n * n, total = per * nb;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t b = e / per, rr = e - b * per, j = rr / n, i = rr - j * n, r = rank[b];
+        Nout[e] = j < n - r ? V[b * per + i + (r + j) * n] : (T)0;
+    }
+}
+
+/* One block per matrix: Y = P X, P onto the row space (V_r V_rᵀ) or null space (I − V_r V_rᵀ), V packed
+   n×n orthonormal. Uses whichever of V_r (r columns) or V_null (n−r) is smaller: P_row = I − P_null.
+   Each column of X is read into shared memory before its Y column is written, so Y may be X. */
+template <class T>
+__global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int64_t n, int64_t kx, int row)
+{
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *xs = (T *)smem_raw, *h = xs + n;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int64_t b = blockIdx.x, r = rank[b];
+    const T *Vb = V + b * n * n, *Xb = X + b * n * kx;
+    T *Yb = Y + b * n * kx;
+    bool use_r = r <= n - r;
+    int64_t c0 = use_r ? 0 : r, nc = use_r ? r : n - r;
+    bool sub = (row != 0) != use_r; /* y = x − P_basis x, else y = P_basis x */
+    for (int64_t c = 0; c < kx; c++) {
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) xs[i] = Xb[i + c * n];
+        __syncthreads();
+        for (int64_t j = warp; j < nc; j += nw) {
+            T acc = 0;
+            for (int64_t i = lane; i < n; i += 32) acc += Vb[i + (c0 + j) * n] * xs[i];
+            acc = warp_sum(acc);
+            if (lane == 0) h[j] = acc;
+        }
+        __syncthreads();
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            T acc = 0;
+            for (int64_t j = 0; j < nc; j++) acc += Vb[i + (c0 + j) * n] * h[j];
+            Yb[i + c * n] = sub ? xs[i] - acc : acc;
+        }
+        __syncthreads();
+    }
+}
+
+/* One block per matrix: X = V_r Σ_r⁻¹ U_rᵀ B (minimum-norm least squares). U packed m×k, V packed n×k,
+   S k, B m×kb, X n×kb. B's column is staged in shared memory first, so X may alias B when m == n. */
+template <class T>
+__global__ void k_lstsq(const T *U, const T *S, const T *V, const int64_t *rank, const T *B, T *X, int64_t m,
+                        int64_t n, int64_t k, int64_t kb)
+{
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *bs = (T *)smem_raw, *h = bs + m;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int64_t b = blockIdx.x, r = rank[b];
+    const T *Ub = U + b * m * k, *Vb = V + b * n * k, *Sb = S + b * k, *Bb = B + b * m * kb;
+    T *Xb = X + b * n * kb;
+    for (int64_t c = 0; c < kb; c++) {
+        for (int64_t i = threadIdx.x; i < m; i += blockDim.x) bs[i] = Bb[i + c * m];
+        __syncthreads();
+        for (int64_t j = warp; j < r; j += nw) {
+            T acc = 0;
+            for (int64_t i = lane; i < m; i += 32) acc += Ub[i + j * m] * bs[i];
+            acc = warp_sum(acc);
+            if (lane == 0) h[j] = acc / Sb[j];
+        }
+        __syncthreads();
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            T acc = 0;
+            for (int64_t j = 0; j < r; j++) acc += Vb[i + j * n] * h[j];
+            Xb[i + c * n] = acc;
+        }
+        __syncthreads();
+    }
+}
+
+/* ================================================================================================
+   2. solver cores (packed device buffers, one chunk)
+   ================================================================================================ */
+struct Lane {
+    cudaStream_t s;
+    cusolverDnHandle_t h;
+};
+
+/* Bump allocator over one device buffer; base == NULL counts bytes only (dry run = workspace sizing). */
+struct Bump {
+    char *base;
+    size_t off;
+    void *take(size_t bytes)
+    {
+        size_t o = (off + 255) & ~(size_t)255;
+        off = o + bytes;
+        return base ? base + o : NULL;
+    }
+};
+
+template <class T> struct Sv;
+template <> struct Sv<float> {
+    static constexpr cudaDataType dt = CUDA_R_32F;
+    static cusolverStatus_t syevj_buf(cusolverDnHandle_t h, cusolverEigMode_t j, cublasFillMode_t u, int n,
+                                      const float *A, int lda, const float *W, int *lw, syevjInfo_t p, int nb)
+    { return cusolverDnSsyevjBatched_bufferSize(h, j, u, n, A, lda, W, lw, p, nb); }
+    static cusolverStatus_t syevj(cusolverDnHandle_t h, cusolverEigMode_t j, cublasFillMode_t u, int n, float *A,
+                                  int lda, float *W, float *work, int lw, int *info, syevjInfo_t p, int nb)
+    { return cusolverDnSsyevjBatched(h, j, u, n, A, lda, W, work, lw, info, p, nb); }
+    static cusolverStatus_t gesvdj_buf(cusolverDnHandle_t h, cusolverEigMode_t j, int m, int n, const float *A,
+                                       int lda, const float *S, const float *U, int ldu, const float *V, int ldv,
+                                       int *lw, gesvdjInfo_t p, int nb)
+    { return cusolverDnSgesvdjBatched_bufferSize(h, j, m, n, A, lda, S, U, ldu, V, ldv, lw, p, nb); }
+    static cusolverStatus_t gesvdj(cusolverDnHandle_t h, cusolverEigMode_t j, int m, int n, float *A, int lda,
+                                   float *S, float *U, int ldu, float *V, int ldv, float *work, int lw, int *info,
+                                   gesvdjInfo_t p, int nb)
+    { return cusolverDnSgesvdjBatched(h, j, m, n, A, lda, S, U, ldu, V, ldv, work, lw, info, p, nb); }
+};
+template <> struct Sv<double> {
+    static constexpr cudaDataType dt = CUDA_R_64F;
+    static cusolverStatus_t syevj_buf(cusolverDnHandle_t h, cusolverEigMode_t j, cublasFillMode_t u, int n,
+                                      const double *A, int lda, const double *W, int *lw, syevjInfo_t p, int nb)
+    { return cusolverDnDsyevjBatched_bufferSize(h, j, u, n, A, lda, W, lw, p, nb); }
+    static cusolverStatus_t syevj(cusolverDnHandle_t h, cusolverEigMode_t j, cublasFillMode_t u, int n, double *A,
+                                  int lda, double *W, double *work, int lw, int *info, syevjInfo_t p, int nb)
+    { return cusolverDnDsyevjBatched(h, j, u, n, A, lda, W, work, lw, info, p, nb); }
+    static cusolverStatus_t gesvdj_buf(cusolverDnHandle_t h, cusolverEigMode_t j, int m, int n, const double *A,
+                                       int lda, const double *S, const double *U, int ldu, const double *V, int ldv,
+                                       int *lw, gesvdjInfo_t p, int nb)
+    { return cusolverDnDgesvdjBatched_bufferSize(h, j, m, n, A, lda, S, U, ldu, V, ldv, lw, p, nb); }
+    static cusolverStatus_t gesvdj(cusolverDnHandle_t h, cusolverEigMode_t j, int m, int n, double *A, int lda,
+                                   double *S, double *U, int ldu, double *V, int ldv, double *work, int lw, int *info,
+                                   gesvdjInfo_t p, int nb)
+    { return cusolverDnDgesvdjBatched(h, j, m, n, A, lda, S, U, ldu, V, ldv, work, lw, info, p, nb); }
+};
+
+/* In a dry run the buffers do not exist yet; bufferSize queries get a non-NULL, aligned, never-dereferenced
+   address instead of NULL in case a library version rejects NULL. */
+template <class T> static T *dry_ptr(T *p, bool dry) { return dry ? (T *)(uintptr_t)4096 : p; }
+
+static int64_t grid_for(sg_ctx *ctx, int64_t total)
+{
+    int64_t g = (total + SG_BLOCK - 1) / SG_BLOCK, cap = (int64_t)sg_cu(ctx)->prop.multiProcessorCount * 16;
+    if (cap < 1) cap = 1;
+    return g < 1 ? 1 : g > cap ? cap : g;
+}
+
+#define SOLV(call)                                                                                                  \
+    do {                                                                                                            \
+        cusolverStatus_t e_ = (call);                                                                               \
+        if (e_ != CUSOLVER_STATUS_SUCCESS) {                                                                        \
+            s = sg_fail(ctx, e_ == CUSOLVER_STATUS_ALLOC_FAILED ? SG_ERR_DEVICE_OOM : SG_ERR_CUSOLVER, -1,           \
+                        "%s failed: cusolver status %d (%s:%d)", #call, (int)e_, __FILE__, __LINE__);               \
+            goto out;                                                                                               \
+        }                                                                                                           \
+    } while (0)
+#define CUDA(call)                                                                                                  \
+    do {                                                                                                            \
+        cudaError_t e_ = (call);                                                                                    \
+        if (e_ != cudaSuccess) {                                                                                    \
+            s = sg_fail(ctx, e_ == cudaErrorMemoryAllocation ? SG_ERR_DEVICE_OOM : SG_ERR_CUDA, -1,                  \
+                        "%s failed: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, __LINE__);                \
+            goto out;                                                                                               \
+        }                                                                                                           \
+    } while (0)
+
+/* Symmetric eigendecomposition of nb packed n×n matrices in place (A becomes V when jobz = VECTOR),
+   W packed n per matrix, info[nb] per-matrix status. n ≤ 32: Jacobi syevjBatched (ctx tolerance/sweeps,
+   sorted ascending); n > 32: cusolverDnXsyevBatched (ascending). Caller keeps n·n·nb ≤ INT32_MAX. */
+template <class T>
+static sg_status eigh_run(sg_ctx *ctx, const Lane &L, int64_t n, int64_t nb, cusolverEigMode_t jobz, T *A, T *W,
+                          Bump &scr, int *info, bool dry)
+{
+    sg_status s = SG_OK;
+    const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
+    syevjInfo_t pj = NULL;
+    cusolverDnParams_t px = NULL;
+    void *hwork = NULL;
+    if (n <= 32) {
+        int lwork = 0;
+        SOLV(cusolverDnCreateSyevjInfo(&pj));
+        if (ctx->jacobi_tol > 0) SOLV(cusolverDnXsyevjSetTolerance(pj, ctx->jacobi_tol));
+        SOLV(cusolverDnXsyevjSetMaxSweeps(pj, ctx->jacobi_sweeps > 0 ? ctx->jacobi_sweeps : 100));
+        SOLV(cusolverDnXsyevjSetSortEig(pj, 1));
+        SOLV(Sv<T>::syevj_buf(L.h, jobz, lo, (int)n, dry_ptr(A, dry), (int)n, dry_ptr(W, dry), &lwork, pj, (int)nb));
+        T *work = (T *)scr.take(sizeof(T) * (size_t)(lwork > 0 ? lwork : 1));
+        if (!dry) SOLV(Sv<T>::syevj(L.h, jobz, lo, (int)n, A, (int)n, W, work, lwork, info, pj, (int)nb));
+    } else {
+        size_t dbytes = 0, hbytes = 0;
+        SOLV(cusolverDnCreateParams(&px));
+        SOLV(cusolverDnXsyevBatched_bufferSize(L.h, px, jobz, lo, n, Sv<T>::dt, dry_ptr(A, dry), n, Sv<T>::dt,
+                                               dry_ptr(W, dry), Sv<T>::dt, &dbytes, &hbytes, nb));
+        void *dwork = scr.take(dbytes ? dbytes : 1);
+        if (!dry) {
+            if (hbytes && !(hwork = malloc(hbytes))) {
+                s = sg_fail(ctx, SG_ERR_ALLOC, -1, "eigh: %zu bytes of host workspace", hbytes);
+                goto out;
+            }
+            SOLV(cusolverDnXsyevBatched(L.h, px, jobz, lo, n, Sv<T>::dt, A, n, Sv<T>::dt, W, Sv<T>::dt, dwork, dbytes,
+                                        hwork, hbytes, info, nb));
+            /* the host workspace must outlive the call's use of it: wait before freeing */
+            if (hwork) CUDA(cudaStreamSynchronize(L.s));
+        }
+    }
+out:
+    if (pj) cusolverDnDestroySyevjInfo(pj);
+    if (px) cusolverDnDestroyParams(px);
+    free(hwork);
+    return s;
+}
+
+/* Largest n for which one matrix stays under the 32-bit element limits of the batched solvers. */
+static int64_t solver_max_nb(int64_t n_solver)
+{
+    int64_t per = n_solver * n_solver, lim = INT32_MAX / (per > 0 ? per : 1);
+    return lim < 1 ? 1 : lim;
+}
+
+template <class T>
+static sg_status launch_copy(sg_ctx *ctx, const Lane &L, const T *src, int64_t sld, int64_t sst, T *dst, int64_t dld,
+                             int64_t dst_st, int64_t rows, int64_t cols, int64_t nb)
+{
+    k_copy<T><<<(unsigned)grid_for(ctx, rows * cols * nb), SG_BLOCK, 0, L.s>>>(src, sld, sst, dst, dld, dst_st, rows,
+                                                                              cols, nb);
+    CU_LAUNCH_CHECK(ctx);
+    return SG_OK;
+}
+
+/* Raise a kernel's dynamic shared-memory limit when it needs more than the default 48 KB. */
+static sg_status smem_fit(sg_ctx *ctx, const void *kernel, size_t bytes, const char *what)
+{
+    if (bytes <= 48 * 1024) return SG_OK;
+    if (bytes > sg_cu(ctx)->prop.sharedMemPerBlockOptin)
+        return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s: needs %zu bytes of shared memory per block (device limit %zu)",
+                       what, bytes, (size_t)sg_cu(ctx)->prop.sharedMemPerBlockOptin);
+    CU_TRY(ctx, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    return SG_OK;
+}
+
+/* SVD of nb packed m×n matrices (A is destroyed). S packed k, U packed m×ucols, V packed n×vcols with
+   ucols ∈ {0, k, m}, vcols ∈ {0, k, n} (0: not wanted). m, n ≤ 32: gesvdjBatched (full U, V; economy
+   copies the first k columns). Otherwise Jordan–Wielandt: XsyevBatched on [[0,A],[Aᵀ,0]] and k_jw_extract. */
+template <class T>
+static sg_status svd_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64_t nb, int64_t ucols, int64_t vcols,
+                         T *A, T *S, T *U, T *V, Bump &scr, int *info, bool dry)
+{
+    sg_status s = SG_OK;
+    int64_t k = m < n ? m : n;
+    bool vec = ucols > 0 || vcols > 0;
+    cusolverEigMode_t jobz = vec ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+    if (m <= 32 && n <= 32) {
+        gesvdjInfo_t p = NULL;
+        int lwork = 0;
+        /* gesvdj always writes full U and V: use the caller's buffers when they are full, else scratch */
+        T *Uf = ucols == m ? U : (T *)scr.take(sizeof(T) * (size_t)(m * m * nb));
+        T *Vf = vcols == n ? V : (T *)scr.take(sizeof(T) * (size_t)(n * n * nb));
+        SOLV(cusolverDnCreateGesvdjInfo(&p));
+        if (ctx->jacobi_tol > 0) SOLV(cusolverDnXgesvdjSetTolerance(p, ctx->jacobi_tol));
+        SOLV(cusolverDnXgesvdjSetMaxSweeps(p, ctx->jacobi_sweeps > 0 ? ctx->jacobi_sweeps : 100));
+        SOLV(cusolverDnXgesvdjSetSortEig(p, 1));
+        SOLV(Sv<T>::gesvdj_buf(L.h, jobz, (int)m, (int)n, dry_ptr(A, dry), (int)m, dry_ptr(S, dry), dry_ptr(Uf, dry),
+                               (int)m, dry_ptr(Vf, dry), (int)n, &lwork, p, (int)nb));
+        {
+            T *work = (T *)scr.take(sizeof(T) * (size_t)(lwork > 0 ? lwork : 1));
+            if (!dry) {
+                SOLV(Sv<T>::gesvdj(L.h, jobz, (int)m, (int)n, A, (int)m, S, Uf, (int)m, Vf, (int)n, work, lwork, info,
+                                   p, (int)nb));
+                /* economy: the first k columns of a packed m×m matrix are its first m·k elements */
+                if (ucols > 0 && ucols != m && (s = launch_copy(ctx, L, Uf, m, m * m, U, m, m * ucols, m, ucols, nb)))
+                    goto out;
+                if (vcols > 0 && vcols != n && (s = launch_copy(ctx, L, Vf, n, n * n, V, n, n * vcols, n, vcols, nb)))
+                    goto out;
+            }
+        }
+    out:
+        if (p) cusolverDnDestroyGesvdjInfo(p);
+        return s;
+    }
+    int64_t N = m + n, d = m > n ? m : n;
+    T *H = (T *)scr.take(sizeof(T) * (size_t)(N * N * nb));
+    T *Wv = (T *)scr.take(sizeof(T) * (size_t)(N * nb));
+    size_t smem = sizeof(T) * (size_t)(2 * d + 32);
+    if (!dry) {
+        k_jw_build<T><<<(unsigned)grid_for(ctx, N * N * nb), SG_BLOCK, 0, L.s>>>(A, m, n, H, nb);
+        CU_LAUNCH_CHECK(ctx);
+    }
+    if ((s = eigh_run<T>(ctx, L, N, nb, jobz, H, Wv, scr, info, dry)) != SG_OK) return s;
+    if (dry) return SG_OK;
+    if ((s = smem_fit(ctx, (const void *)k_jw_extract<T>, smem, "svd basis extraction")) != SG_OK) return s;
+    k_jw_extract<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(H, Wv, m, n, S, U, ucols, V, vcols, info);
+    CU_LAUNCH_CHECK(ctx);
+    (void)k;
+    return SG_OK;
+}
+
+static int64_t svd_max_nb(int64_t m, int64_t n)
+{
+    return m <= 32 && n <= 32 ? solver_max_nb(m > n ? m : n) : solver_max_nb(m + n);
+}
+
+/* ================================================================================================
+   3. the chunk runner
+   ================================================================================================ */
+enum { DIR_IN = 1, DIR_OUT = 2 };
+
+struct Opnd {
+    const sg_mat *m;  /* matrix operand, or */
+    int64_t *iv;      /* int64 per-matrix output (rank, nullity); both NULL: absent */
+    int dir;
+    int clobber;      /* IN: compute overwrites its device copy, so it is always staged */
+    int share;        /* OUT: this output lives in the device buffer of IN operand `share` (same shape); −1: own */
+    const char *name;
+};
+
+struct Job;
+typedef sg_status (*compute_fn)(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &scr, int *dinfo, bool dry);
+
+struct Job {
+    sg_ctx *ctx;
+    sg_dtype dt;
+    const char *name;
+    int64_t batch, max_nb;
+    int nop;
+    Opnd op[5];
+    compute_fn fn;
+    /* op parameters */
+    int64_t m, n;
+    int full, which;
+    double atol, rtol;
+};
+
+static bool present(const Opnd &o) { return o.m || o.iv; }
+static size_t esz(const Job &J, const Opnd &o) { return o.m ? sg_dtype_size(J.dt) : sizeof(int64_t); }
+static int64_t elems(const Opnd &o) { return o.m ? o.m->rows * o.m->cols : 1; }
+static size_t packed_bytes(const Job &J, const Opnd &o, int64_t nb) { return esz(J, o) * (size_t)(elems(o) * nb); }
+static bool dense(const sg_mat *m) { return m->ld == m->rows && sg_stride_of(m) == m->rows * m->cols; }
+static char *user_at(const Job &J, const Opnd &o, int64_t b0)
+{
+    return o.m ? (char *)o.m->data + esz(J, o) * (size_t)(b0 * sg_stride_of(o.m)) : (char *)(o.iv + b0);
+}
+
+/* Device mode: an IN that is staged into the memory of its OUT partner (eigh: A copied straight into a
+   dense V, which the solver then overwrites with the eigenvectors). Returns the partner index or −1. */
+static int direct_partner(const Job &J, int i)
+{
+    for (int k = 0; k < J.nop; k++)
+        if (J.op[k].dir == DIR_OUT && J.op[k].share == i && J.op[k].m && dense(J.op[k].m)) return k;
+    return -1;
+}
+
+/* Which operands get a region in the chunk's device buffer. */
+static bool needs_region(const Job &J, int i, bool host)
+{
+    const Opnd &o = J.op[i];
+    if (!present(o)) return false;
+    if (o.dir == DIR_OUT && o.share >= 0) return false;
+    if (host) return true;
+    if (o.iv) return false; /* device int64 outputs are written in place */
+    if (o.dir == DIR_IN) return o.clobber ? direct_partner(J, i) < 0 : !dense(o.m);
+    return !dense(o.m);
+}
+
+/* Lays out one chunk (regions, info, scratch) over buffer base (NULL: sizing only). */
+static sg_status layout(Job &J, const Lane &L, int64_t nb, bool host, char *base, void **reg, int **dinfo,
+                        size_t *bytes)
+{
+    Bump B = {base, 0};
+    for (int i = 0; i < J.nop; i++) reg[i] = needs_region(J, i, host) ? B.take(packed_bytes(J, J.op[i], nb)) : NULL;
+    *dinfo = (int *)B.take(sizeof(int) * (size_t)nb);
+    void *d[5] = {0};
+    sg_status s = SG_OK;
+    if (!base) s = J.fn(J, L, nb, d, B, *dinfo, true); /* dry: adds the solver/kernel scratch */
+    *bytes = B.off;
+    return s;
+}
+
+static size_t scratch_mark(Job &J, int64_t nb, bool host)
+{
+    /* bytes of layout() before the compute scratch starts: recomputed so the real run starts its scratch
+       exactly where the dry run did */
+    Bump B = {NULL, 0};
+    for (int i = 0; i < J.nop; i++)
+        if (needs_region(J, i, host)) B.take(packed_bytes(J, J.op[i], nb));
+    B.take(sizeof(int) * (size_t)nb);
+    return B.off;
+}
+
+static size_t chunk_bytes_for(Job &J, const Lane &L, int64_t nb, bool host, sg_status *s)
+{
+    void *reg[5];
+    int *di;
+    size_t b = 0;
+    *s = layout(J, L, nb, host, NULL, reg, &di, &b);
+    return b;
+}
+
+/* Picks the chunk size: the largest nb (halving from min(batch, max_nb)) whose buffer fits budget; returns
+   the bytes to allocate (max over the full and the tail chunk). */
+static sg_status plan_chunks(Job &J, const Lane &L, bool host, size_t budget, int64_t *nb_out, size_t *need)
+{
+    sg_status s = SG_OK;
+    int64_t nb = J.batch < J.max_nb ? J.batch : J.max_nb;
+    size_t b = chunk_bytes_for(J, L, nb, host, &s);
+    while (s == SG_OK && nb > 1 && b > budget) {
+        nb = (nb + 1) / 2;
+        b = chunk_bytes_for(J, L, nb, host, &s);
+    }
+    if (s != SG_OK) return s;
+    int64_t tail = J.batch % nb;
+    if (tail) {
+        size_t bt = chunk_bytes_for(J, L, tail, host, &s);
+        if (s != SG_OK) return s;
+        if (bt > b) b = bt;
+    }
+    *nb_out = nb;
+    *need = b;
+    return SG_OK;
+}
+
+static sg_status info_fail(Job &J, const int *hinfo, int64_t b0, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        if (hinfo[i] == 0) continue;
+        if (hinfo[i] > 0)
+            return sg_fail(J.ctx, SG_ERR_NOCONV, b0 + i, "%s: solver did not converge on matrix %lld (info %d)", J.name,
+                           (long long)(b0 + i), hinfo[i]);
+        return sg_fail(J.ctx, SG_ERR_CUSOLVER, b0 + i, "%s: cuSOLVER rejected parameter %d (matrix %lld)", J.name,
+                       -hinfo[i], (long long)(b0 + i));
+    }
+    return SG_OK;
+}
+
+/* ---- device memory: in place on ctx->stream ---------------------------------------------------- */
+template <class T> static sg_status run_device_t(Job &J)
+{
+    sg_ctx *ctx = J.ctx;
+    sg_cuda_state *st = sg_cu(ctx);
+    sg_status s = sg_cuda_bind_stream(ctx);
+    if (s != SG_OK) return s;
+    Lane L = {st->stream, st->solver};
+    if (ctx->check_finite)
+        for (int i = 0; i < J.nop; i++)
+            if (J.op[i].dir == DIR_IN && J.op[i].m && (s = sg_cuda_check_finite(ctx, J.op[i].m, J.op[i].name)) != SG_OK)
+                return s;
+    size_t fr = 0, tot = 0;
+    CU_TRY(ctx, cudaMemGetInfo(&fr, &tot));
+    int64_t nb = 0;
+    size_t need = 0;
+    char *buf = NULL;
+    int *hinfo = NULL;
+    if ((s = plan_chunks(J, L, false, fr / 10 * 9, &nb, &need)) != SG_OK) return s;
+    for (;;) { /* on OOM halve the chunk and retry */
+        cudaError_t e = cudaMalloc((void **)&buf, need);
+        if (e == cudaSuccess) break;
+        cudaGetLastError();
+        buf = NULL;
+        if (e != cudaErrorMemoryAllocation || nb == 1)
+            return sg_fail(ctx, e == cudaErrorMemoryAllocation ? SG_ERR_DEVICE_OOM : SG_ERR_CUDA, -1,
+                           "%s: cudaMalloc of %zu bytes for one matrix failed: %s", J.name, need, cudaGetErrorString(e));
+        int64_t half = (nb + 1) / 2;
+        J.max_nb = half;
+        if ((s = plan_chunks(J, L, false, (size_t)-1, &nb, &need)) != SG_OK) return s;
+    }
+    if (!(hinfo = (int *)malloc(sizeof(int) * (size_t)nb))) {
+        s = sg_fail(ctx, SG_ERR_ALLOC, -1, "%s: info array", J.name);
+        goto out;
+    }
+    for (int64_t b0 = 0; b0 < J.batch; b0 += nb) {
+        int64_t cur = J.batch - b0 < nb ? J.batch - b0 : nb;
+        void *reg[5], *d[5] = {0};
+        bool mine[5] = {0}; /* d[i] is operand i's own user memory */
+        int *dinfo;
+        size_t dummy;
+        layout(J, L, cur, false, buf, reg, &dinfo, &dummy);
+        for (int i = 0; i < J.nop; i++) { /* inputs (listed before outputs) */
+            const Opnd &o = J.op[i];
+            if (o.dir != DIR_IN || !present(o)) continue;
+            int p = o.clobber ? direct_partner(J, i) : -1;
+            T *dst = reg[i] ? (T *)reg[i] : p >= 0 ? (T *)user_at(J, J.op[p], b0) : NULL;
+            if (dst) {
+                int64_t r = o.m->rows, c = o.m->cols;
+                if ((s = launch_copy(ctx, L, (const T *)user_at(J, o, b0), o.m->ld, sg_stride_of(o.m), dst, r, r * c, r,
+                                     c, cur)) != SG_OK)
+                    goto out;
+                d[i] = dst;
+            } else {
+                d[i] = user_at(J, o, b0);
+            }
+        }
+        for (int i = 0; i < J.nop; i++) {
+            const Opnd &o = J.op[i];
+            if (o.dir != DIR_OUT || !present(o)) continue;
+            if (o.share >= 0) {
+                d[i] = d[o.share];
+                mine[i] = d[i] == (void *)user_at(J, o, b0);
+            } else {
+                d[i] = reg[i] ? reg[i] : user_at(J, o, b0);
+                mine[i] = !reg[i];
+            }
+        }
+        CUDA(cudaMemsetAsync(dinfo, 0, sizeof(int) * (size_t)cur, L.s));
+        {
+            Bump scr = {buf, scratch_mark(J, cur, false)};
+            if ((s = J.fn(J, L, cur, d, scr, dinfo, false)) != SG_OK) goto out;
+        }
+        for (int i = 0; i < J.nop; i++) { /* unpack outputs that were computed in scratch */
+            const Opnd &o = J.op[i];
+            if (o.dir != DIR_OUT || !o.m || mine[i]) continue;
+            int64_t r = o.m->rows, c = o.m->cols;
+            if ((s = launch_copy(ctx, L, (const T *)d[i], r, r * c, (T *)user_at(J, o, b0), o.m->ld, sg_stride_of(o.m),
+                                 r, c, cur)) != SG_OK)
+                goto out;
+        }
+        CUDA(cudaMemcpyAsync(hinfo, dinfo, sizeof(int) * (size_t)cur, cudaMemcpyDeviceToHost, L.s));
+        CUDA(cudaStreamSynchronize(L.s));
+        if ((s = info_fail(J, hinfo, b0, cur)) != SG_OK) goto out;
+    }
+out:
+    if (buf) {
+        cudaStreamSynchronize(L.s); /* nothing may still use buf (error paths) */
+        cudaFree(buf);
+    }
+    free(hinfo);
+    return s;
+}
+
+/* ---- host memory: streamed through pinned buffers on two lanes ---------------------------------- */
+void sg_cuda_lanes_free(sg_cuda_state *st)
+{
+    for (int l = 0; l < 2; l++) {
+        if (st->lane_pinned[l]) cudaFreeHost(st->lane_pinned[l]);
+        if (st->lane_solver[l]) cusolverDnDestroy(st->lane_solver[l]);
+        if (st->lane_stream[l]) cudaStreamDestroy(st->lane_stream[l]);
+        st->lane_pinned[l] = NULL;
+        st->lane_pinned_bytes[l] = 0;
+        st->lane_solver[l] = NULL;
+        st->lane_stream[l] = NULL;
+    }
+}
+
+static sg_status lanes_ready(sg_ctx *ctx)
+{
+    sg_cuda_state *st = sg_cu(ctx);
+    for (int l = 0; l < 2; l++) {
+        if (st->lane_solver[l]) continue;
+        if (!st->lane_stream[l]) CU_TRY(ctx, cudaStreamCreateWithFlags(&st->lane_stream[l], cudaStreamNonBlocking));
+        CUSOLVER_TRY(ctx, cusolverDnCreate(&st->lane_solver[l]));
+        if (cusolverDnSetStream(st->lane_solver[l], st->lane_stream[l]) != CUSOLVER_STATUS_SUCCESS) {
+            cusolverDnDestroy(st->lane_solver[l]);
+            st->lane_solver[l] = NULL;
+            return sg_fail(ctx, SG_ERR_CUSOLVER, -1, "cusolverDnSetStream for a streaming lane failed");
+        }
+    }
+    return SG_OK;
+}
+
+static size_t host_bytes(const Job &J, int64_t nb)
+{
+    size_t b = 0;
+    for (int i = 0; i < J.nop; i++)
+        if (present(J.op[i])) b += (packed_bytes(J, J.op[i], nb) + 255) & ~(size_t)255;
+    return b + sizeof(int) * (size_t)nb;
+}
+
+/* Pinned regions: one per present operand, then the info array. */
+static void host_layout(const Job &J, int64_t nb, char *base, char **hreg, int **hinfo)
+{
+    size_t off = 0;
+    for (int i = 0; i < J.nop; i++) {
+        hreg[i] = present(J.op[i]) ? base + off : NULL;
+        if (present(J.op[i])) off += (packed_bytes(J, J.op[i], nb) + 255) & ~(size_t)255;
+    }
+    *hinfo = (int *)(base + off);
+}
+
+/* CPU side of staging: strided user matrices ↔ packed pinned buffer. */
+static void host_pack(const Job &J, const Opnd &o, int64_t b0, int64_t nb, char *dst)
+{
+    if (o.iv || dense(o.m)) {
+        memcpy(dst, user_at(J, o, b0), packed_bytes(J, o, nb));
+        return;
+    }
+    size_t es = esz(J, o), col = es * (size_t)o.m->rows;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t j = 0; j < o.m->cols; j++)
+            memcpy(dst + col * (size_t)(b * o.m->cols + j), user_at(J, o, b0 + b) + es * (size_t)(j * o.m->ld), col);
+}
+
+static void host_unpack(const Job &J, const Opnd &o, int64_t b0, int64_t nb, const char *src)
+{
+    if (o.iv || dense(o.m)) {
+        memcpy(user_at(J, o, b0), src, packed_bytes(J, o, nb));
+        return;
+    }
+    size_t es = esz(J, o), col = es * (size_t)o.m->rows;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t j = 0; j < o.m->cols; j++)
+            memcpy(user_at(J, o, b0 + b) + es * (size_t)(j * o.m->ld), src + col * (size_t)(b * o.m->cols + j), col);
+}
+
+struct Flight {
+    bool busy;
+    int64_t b0, nb;
+};
+
+/* A chunk whose stream has finished: check its info, copy its outputs to the user. */
+static sg_status retire(Job &J, char *pinned, const Flight &f, int64_t nb_alloc)
+{
+    char *hreg[5];
+    int *hinfo;
+    host_layout(J, nb_alloc, pinned, hreg, &hinfo);
+    for (int i = 0; i < J.nop; i++)
+        if (J.op[i].dir == DIR_OUT && present(J.op[i])) host_unpack(J, J.op[i], f.b0, f.nb, hreg[i]);
+    return info_fail(J, hinfo, f.b0, f.nb);
+}
+
+static sg_status run_host(Job &J)
+{
+    sg_ctx *ctx = J.ctx;
+    sg_cuda_state *st = sg_cu(ctx);
+    sg_status s = lanes_ready(ctx), sr = SG_OK;
+    if (s != SG_OK) return s;
+    Lane lane[2] = {{st->lane_stream[0], st->lane_solver[0]}, {st->lane_stream[1], st->lane_solver[1]}};
+    size_t fr = 0, tot = 0;
+    CU_TRY(ctx, cudaMemGetInfo(&fr, &tot));
+    /* automatic chunk: 40% of free memory per lane, capped at 256 MiB so pinned host memory stays modest */
+    size_t budget = ctx->chunk_bytes ? ctx->chunk_bytes : (fr / 5 * 2 < ((size_t)256 << 20) ? fr / 5 * 2 : (size_t)256 << 20);
+    int64_t nb = 0;
+    size_t need = 0;
+    char *dbuf[2] = {NULL, NULL};
+    int nl = 1;
+    Flight fl[2] = {{false, 0, 0}, {false, 0, 0}};
+    if ((s = plan_chunks(J, lane[0], true, budget, &nb, &need)) != SG_OK) return s;
+    for (;;) { /* allocate both lanes; on OOM (device or pinned) halve the chunk and retry */
+        nl = J.batch > nb ? 2 : 1;
+        cudaError_t e = cudaSuccess;
+        size_t hb = host_bytes(J, nb);
+        for (int l = 0; l < nl && e == cudaSuccess; l++) {
+            e = cudaMalloc((void **)&dbuf[l], need);
+            if (e != cudaSuccess) { dbuf[l] = NULL; break; }
+            if (st->lane_pinned_bytes[l] < hb) {
+                if (st->lane_pinned[l]) cudaFreeHost(st->lane_pinned[l]);
+                st->lane_pinned[l] = NULL;
+                st->lane_pinned_bytes[l] = 0;
+                e = cudaHostAlloc(&st->lane_pinned[l], hb, cudaHostAllocDefault);
+                if (e == cudaSuccess) st->lane_pinned_bytes[l] = hb;
+                else st->lane_pinned[l] = NULL;
+            }
+        }
+        if (e == cudaSuccess) break;
+        cudaGetLastError();
+        for (int l = 0; l < 2; l++) {
+            if (dbuf[l]) cudaFree(dbuf[l]);
+            dbuf[l] = NULL;
+        }
+        if (e != cudaErrorMemoryAllocation || nb == 1)
+            return sg_fail(ctx, e == cudaErrorMemoryAllocation ? SG_ERR_DEVICE_OOM : SG_ERR_CUDA, -1,
+                           "%s: staging buffers for %lld matrices (%zu device bytes per lane) failed: %s", J.name,
+                           (long long)nb, need, cudaGetErrorString(e));
+        J.max_nb = (nb + 1) / 2;
+        if ((s = plan_chunks(J, lane[0], true, (size_t)-1, &nb, &need)) != SG_OK) return s;
+    }
+
+    for (int64_t c = 0, b0 = 0; b0 < J.batch; c++, b0 += nb) {
+        int l = (int)(c & 1);
+        const Lane &L = lane[l];
+        int64_t cur = J.batch - b0 < nb ? J.batch - b0 : nb;
+        if (fl[l].busy) { /* chunk c−2 used this lane: finish it before its buffers are refilled */
+            fl[l].busy = false;
+            CUDA(cudaStreamSynchronize(L.s));
+            if ((s = retire(J, (char *)st->lane_pinned[l], fl[l], nb)) != SG_OK) {
+                sr = s; /* older than anything still in flight: this error wins */
+                goto out;
+            }
+        }
+        char *hreg[5];
+        int *hinfo, *dinfo;
+        void *reg[5], *d[5] = {0};
+        size_t dummy;
+        host_layout(J, nb, (char *)st->lane_pinned[l], hreg, &hinfo);
+        layout(J, L, cur, true, dbuf[l], reg, &dinfo, &dummy);
+        for (int i = 0; i < J.nop; i++) {
+            const Opnd &o = J.op[i];
+            if (!present(o)) continue;
+            d[i] = o.dir == DIR_OUT && o.share >= 0 ? d[o.share] : reg[i];
+            if (o.dir != DIR_IN) continue;
+            host_pack(J, o, b0, cur, hreg[i]);
+            CUDA(cudaMemcpyAsync(d[i], hreg[i], packed_bytes(J, o, cur), cudaMemcpyHostToDevice, L.s));
+        }
+        CUDA(cudaMemsetAsync(dinfo, 0, sizeof(int) * (size_t)cur, L.s));
+        {
+            Bump scr = {dbuf[l], scratch_mark(J, cur, true)};
+            if ((s = J.fn(J, L, cur, d, scr, dinfo, false)) != SG_OK) goto out;
+        }
+        for (int i = 0; i < J.nop; i++)
+            if (J.op[i].dir == DIR_OUT && present(J.op[i]))
+                CUDA(cudaMemcpyAsync(hreg[i], d[i], packed_bytes(J, J.op[i], cur), cudaMemcpyDeviceToHost, L.s));
+        CUDA(cudaMemcpyAsync(hinfo, dinfo, sizeof(int) * (size_t)cur, cudaMemcpyDeviceToHost, L.s));
+        fl[l].busy = true;
+        fl[l].b0 = b0;
+        fl[l].nb = cur;
+    }
+out:
+    /* drain: oldest chunk first, so the lowest failing matrix is the one reported */
+    {
+        int order[2] = {0, 1};
+        if (fl[1].busy && (!fl[0].busy || fl[1].b0 < fl[0].b0)) { order[0] = 1; order[1] = 0; }
+        for (int q = 0; q < 2; q++) {
+            int l = order[q];
+            cudaError_t e = cudaStreamSynchronize(lane[l].s); /* also for a half-issued chunk */
+            if (!fl[l].busy || sr != SG_OK) continue;
+            fl[l].busy = false;
+            sg_status r = e != cudaSuccess ? sg_fail(ctx, SG_ERR_CUDA, -1, "%s: %s", J.name, cudaGetErrorString(e))
+                                           : retire(J, (char *)st->lane_pinned[l], fl[l], nb);
+            if (r != SG_OK) sr = r;
+        }
+    }
+    for (int l = 0; l < 2; l++)
+        if (dbuf[l]) cudaFree(dbuf[l]);
+    if (sr != SG_OK) return sr;
+    if (s != SG_OK && sg_last_error(ctx)[0] == 0) return sg_fail(ctx, s, -1, "%s failed", J.name);
+    return s;
+}
+
+template <class T> static sg_status run_job_t(Job &J)
+{
+    sg_clear_error(J.ctx);
+    return J.ctx->mem == SG_MEM_DEVICE ? run_device_t<T>(J) : run_host(J);
+}
+static sg_status run_job(Job &J) { return J.dt == SG_F32 ? run_job_t<float>(J) : run_job_t<double>(J); }
+
+/* ================================================================================================
+   4. ops: operand tables and per-chunk compute
+   ================================================================================================ */
+static Job job(sg_ctx *ctx, const char *name, const sg_mat *A)
+{
+    Job J;
+    memset(&J, 0, sizeof J);
+    J.ctx = ctx;
+    J.name = name;
+    J.dt = A->dtype;
+    J.batch = A->batch;
+    J.m = A->rows;
+    J.n = A->cols;
+    for (int i = 0; i < 5; i++) J.op[i].share = -1;
+    return J;
+}
+static void add(Job &J, const sg_mat *m, int64_t *iv, int dir, int clobber, int share, const char *name)
+{
+    Opnd &o = J.op[J.nop++];
+    o.m = m;
+    o.iv = iv;
+    o.dir = dir;
+    o.clobber = clobber;
+    o.share = share;
+    o.name = name;
+}
+
+/* eigh: op0 A (becomes V), op1 W, op2 V (shares A's buffer) */
+template <class T>
+static sg_status c_eigh(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &scr, int *dinfo, bool dry)
+{
+    cusolverEigMode_t jobz = present(J.op[2]) ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+    return eigh_run<T>(J.ctx, L, J.n, nb, jobz, (T *)d[0], (T *)d[1], scr, dinfo, dry);
+}
+
+sg_status sg_cuda_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
+{
+    Job J = job(ctx, "eigh", A);
+    add(J, A, NULL, DIR_IN, 1, -1, "A");
+    add(J, W, NULL, DIR_OUT, 0, -1, "W");
+    add(J, V, NULL, DIR_OUT, 0, 0, "V");
+    J.max_nb = solver_max_nb(J.n);
+    J.fn = J.dt == SG_F32 ? c_eigh<float> : c_eigh<double>;
+    return run_job(J);
+}
+
+/* svd: op0 A, op1 S, op2 U, op3 V */
+template <class T>
+static sg_status c_svd(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &scr, int *dinfo, bool dry)
+{
+    int64_t m = J.m, n = J.n, k = m < n ? m : n;
+    bool vec = present(J.op[2]);
+    return svd_run<T>(J.ctx, L, m, n, nb, vec ? (J.full ? m : k) : 0, vec ? (J.full ? n : k) : 0, (T *)d[0], (T *)d[1],
+                      (T *)d[2], (T *)d[3], scr, dinfo, dry);
+}
+
+sg_status sg_cuda_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V)
+{
+    Job J = job(ctx, "svd", A);
+    J.full = full;
+    add(J, A, NULL, DIR_IN, 1, -1, "A");
+    add(J, S, NULL, DIR_OUT, 0, -1, "S");
+    add(J, U, NULL, DIR_OUT, 0, -1, "U");
+    add(J, V, NULL, DIR_OUT, 0, -1, "V");
+    J.max_nb = svd_max_nb(J.m, J.n);
+    J.fn = J.dt == SG_F32 ? c_svd<float> : c_svd<double>;
+    return run_job(J);
+}
+
+/* Shared by rank/nullspace/project/lstsq: SVD into scratch, then rank per matrix. */
+template <class T> struct Spec {
+    T *S, *U, *V;
+    int64_t *rank;
+};
+template <class T>
+static sg_status spectral(Job &J, const Lane &L, int64_t nb, T *A, int64_t ucols, int64_t vcols, Bump &scr, int *dinfo,
+                          bool dry, Spec<T> *sp, int64_t *rank_out, int64_t *nullity_out)
+{
+    sg_ctx *ctx = J.ctx;
+    int64_t m = J.m, n = J.n, k = m < n ? m : n;
+    sp->S = (T *)scr.take(sizeof(T) * (size_t)(k * nb));
+    sp->U = ucols ? (T *)scr.take(sizeof(T) * (size_t)(m * ucols * nb)) : NULL;
+    sp->V = vcols ? (T *)scr.take(sizeof(T) * (size_t)(n * vcols * nb)) : NULL;
+    sp->rank = (int64_t *)scr.take(sizeof(int64_t) * (size_t)nb);
+    sg_status s = svd_run<T>(ctx, L, m, n, nb, ucols, vcols, A, sp->S, sp->U, sp->V, scr, dinfo, dry);
+    if (s != SG_OK || dry) return s;
+    k_rank<T><<<(unsigned)((nb + 127) / 128), 128, 0, L.s>>>(sp->S, k, nb, J.atol, J.rtol, (long long)(m > n ? m : n),
+                                                            sg_eps(J.dt), n, sp->rank, nullity_out);
+    CU_LAUNCH_CHECK(ctx);
+    if (rank_out) CU_TRY(ctx, cudaMemcpyAsync(rank_out, sp->rank, sizeof(int64_t) * (size_t)nb, cudaMemcpyDeviceToDevice, L.s));
+    return SG_OK;
+}
+
+/* rank: op0 A, op1 rank (int64) */
+template <class T>
+static sg_status c_rank(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &scr, int *dinfo, bool dry)
+{
+    Spec<T> sp;
+    return spectral<T>(J, L, nb, (T *)d[0], 0, 0, scr, dinfo, dry, &sp, (int64_t *)d[1], NULL);
+}
+
+sg_status sg_cuda_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
+{
+    Job J = job(ctx, "rank", A);
+    J.atol = atol;
+    J.rtol = rtol;
+    add(J, A, NULL, DIR_IN, 1, -1, "A");
+    add(J, NULL, rank, DIR_OUT, 0, -1, "rank");
+    J.max_nb = svd_max_nb(J.m, J.n);
+    J.fn = J.dt == SG_F32 ? c_rank<float> : c_rank<double>;
+    return run_job(J);
+}
+
+/* nullspace: op0 A, op1 N, op2 nullity (optional) */
+template <class T>
+static sg_status c_null(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &scr, int *dinfo, bool dry)
+{
+    Spec<T> sp;
+    sg_status s = spectral<T>(J, L, nb, (T *)d[0], 0, J.n, scr, dinfo, dry, &sp, NULL, (int64_t *)d[2]);
+    if (s != SG_OK || dry) return s;
+    k_null_gather<T><<<(unsigned)grid_for(J.ctx, J.n * J.n * nb), SG_BLOCK, 0, L.s>>>(sp.V, sp.rank, (T *)d[1], J.n, nb);
+    CU_LAUNCH_CHECK(J.ctx);
+    return SG_OK;
+}
+
+sg_status sg_cuda_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
+{
+    Job J = job(ctx, "nullspace", A);
+    J.atol = atol;
+    J.rtol = rtol;
+    add(J, A, NULL, DIR_IN, 1, -1, "A");
+    add(J, N, NULL, DIR_OUT, 0, -1, "N");
+    add(J, NULL, nullity, DIR_OUT, 0, -1, "nullity");
+    J.max_nb = svd_max_nb(J.m, J.n);
+    J.fn = J.dt == SG_F32 ? c_null<float> : c_null<double>;
+    return run_job(J);
+}
+
+/* project: op0 A, op1 X, op2 Y */
+template <class T>
+static sg_status c_project(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &scr, int *dinfo, bool dry)
+{
+    Spec<T> sp;
+    sg_status s = spectral<T>(J, L, nb, (T *)d[0], 0, J.n, scr, dinfo, dry, &sp, NULL, NULL);
+    if (s != SG_OK || dry) return s;
+    size_t smem = sizeof(T) * (size_t)(2 * J.n);
+    if ((s = smem_fit(J.ctx, (const void *)k_project<T>, smem, "project")) != SG_OK) return s;
+    k_project<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(sp.V, sp.rank, (const T *)d[1], (T *)d[2], J.n,
+                                                        J.op[1].m->cols, J.which == SG_PROJ_ROW);
+    CU_LAUNCH_CHECK(J.ctx);
+    return SG_OK;
+}
+
+sg_status sg_cuda_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
+                          sg_mat *Y)
+{
+    Job J = job(ctx, "project", A);
+    J.atol = atol;
+    J.rtol = rtol;
+    J.which = (int)which;
+    add(J, A, NULL, DIR_IN, 1, -1, "A");
+    add(J, X, NULL, DIR_IN, 0, -1, "X");
+    add(J, Y, NULL, DIR_OUT, 0, -1, "Y");
+    J.max_nb = svd_max_nb(J.m, J.n);
+    J.fn = J.dt == SG_F32 ? c_project<float> : c_project<double>;
+    return run_job(J);
+}
+
+/* lstsq: op0 A, op1 B, op2 X, op3 rank (optional) */
+template <class T>
+static sg_status c_lstsq(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &scr, int *dinfo, bool dry)
+{
+    Spec<T> sp;
+    int64_t m = J.m, n = J.n, k = m < n ? m : n;
+    sg_status s = spectral<T>(J, L, nb, (T *)d[0], k, k, scr, dinfo, dry, &sp, (int64_t *)d[3], NULL);
+    if (s != SG_OK || dry) return s;
+    size_t smem = sizeof(T) * (size_t)(m + k);
+    if ((s = smem_fit(J.ctx, (const void *)k_lstsq<T>, smem, "lstsq")) != SG_OK) return s;
+    k_lstsq<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(sp.U, sp.S, sp.V, sp.rank, (const T *)d[1], (T *)d[2], m, n, k,
+                                                      J.op[1].m->cols);
+    CU_LAUNCH_CHECK(J.ctx);
+    return SG_OK;
+}
+
+sg_status sg_cuda_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+                        int64_t *rank)
+{
+    Job J = job(ctx, "lstsq", A);
+    J.atol = atol;
+    J.rtol = rtol;
+    add(J, A, NULL, DIR_IN, 1, -1, "A");
+    add(J, B, NULL, DIR_IN, 0, -1, "B");
+    add(J, X, NULL, DIR_OUT, 0, -1, "X");
+    add(J, NULL, rank, DIR_OUT, 0, -1, "rank");
+    J.max_nb = svd_max_nb(J.m, J.n);
+    J.fn = J.dt == SG_F32 ? c_lstsq<float> : c_lstsq<double>;
+    return run_job(J);
+}
+
+/* ---- NaN/Inf scan of a device batch ------------------------------------------------------------- */
+sg_status sg_cuda_check_finite(sg_ctx *ctx, const sg_mat *m, const char *name)
+{
+    sg_status s = sg_cuda_bind_stream(ctx);
+    if (s != SG_OK) return s;
+    cudaStream_t st = sg_cu(ctx)->stream;
+    unsigned long long *dfirst = NULL, first = ~0ull;
+    int64_t total = m->rows * m->cols * m->batch;
+    if ((s = sg_cuda_malloc(ctx, (void **)&dfirst, sizeof *dfirst, "finite check")) != SG_OK) return s;
+    CUDA(cudaMemsetAsync(dfirst, 0xff, sizeof *dfirst, st));
+    if (m->dtype == SG_F32)
+        k_nonfinite<float><<<(unsigned)grid_for(ctx, total), SG_BLOCK, 0, st>>>((const float *)m->data, m->ld,
+                                                                               sg_stride_of(m), m->rows, m->cols,
+                                                                               m->batch, dfirst);
+    else
+        k_nonfinite<double><<<(unsigned)grid_for(ctx, total), SG_BLOCK, 0, st>>>((const double *)m->data, m->ld,
+                                                                                sg_stride_of(m), m->rows, m->cols,
+                                                                                m->batch, dfirst);
+    CUDA(cudaGetLastError());
+    CUDA(cudaMemcpyAsync(&first, dfirst, sizeof first, cudaMemcpyDeviceToHost, st));
+    CUDA(cudaStreamSynchronize(st));
+    if (first != ~0ull) {
+        int64_t per = m->rows * m->cols, e = (int64_t)first, b = e / per, j = (e % per) / m->rows, i = e % m->rows;
+        size_t es = sg_dtype_size(m->dtype);
+        double v = 0;
+        unsigned char raw[8];
+        /* read the element back only to say whether it is NaN or Inf, like the host check */
+        CUDA(cudaMemcpy(raw, (const char *)m->data + es * (size_t)(b * sg_stride_of(m) + i + j * m->ld), es,
+                        cudaMemcpyDeviceToHost));
+        if (es == 4) {
+            float f;
+            memcpy(&f, raw, 4);
+            v = f;
+        } else {
+            memcpy(&v, raw, 8);
+        }
+        s = sg_fail(ctx, SG_ERR_NONFINITE, b, "%s: %s at matrix %lld, element (%lld,%lld)", name, isnan(v) ? "NaN" : "Inf",
+                    (long long)b, (long long)i, (long long)j);
+    }
+out:
+    cudaFree(dfirst);
+    return s;
+}
