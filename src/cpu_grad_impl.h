@@ -119,8 +119,9 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
 
 /* ---- SVD backward (PyTorch's svd_backward, real case, V instead of Vh) -------------------------
    Thin factors U_k, V_k (full_matrices: the first k columns; the rest get no gradient).
-   G_jk = (skew(U_kᵀgU)_jk σk + σj skew(V_kᵀgV)_jk) / (σk² − σj²), skew(X) = X − Xᵀ, G_jj = gS_j.
-   σ's are divided by σmax before squaring (no overflow for huge σ); the mode acts on the scaled E.
+   G_jk = (a σk + σj d) / (σk² − σj²), a = skew(U_kᵀgU)_jk, d = skew(V_kᵀgV)_jk, skew(X) = X − Xᵀ,
+   G_jj = gS_j. σ's are divided by σmax before squaring (no overflow for huge σ); the mode acts on the
+   scaled E = σk² − σj² through the singular part only (see below).
    gA = U_k G V_kᵀ + (I − U_kU_kᵀ) gU Σ⁻¹ V_kᵀ (m > n) or + U_k Σ⁻¹ gVᵀ (I − V_kV_kᵀ) (m < n). */
 static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
                              const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA)
@@ -157,7 +158,12 @@ static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, cons
                         T a = gU ? P[r + c * k] - P[c + r * k] : 0, d = gV ? Q[r + c * k] - Q[c + r * k] : 0;
                         T F = INVGAP(sr * sr, scc * scc, r < c, (int)mode, prm, (T)1); /* ≈ σmax²/(σc² − σr²) */
                         if (!isfinite(F) && tj < 0) tj = r, tk = c;
-                        g = (a * scc + sr * d) * F / sc;
+                        /* a σc + σr d = ½(a+d)(σc+σr) + ½(a−d)(σc−σr): only the first part is singular at a
+                           tie (and vanishes for losses invariant to joint rotations of tied pairs), so the
+                           mode acts on it alone; the second is exactly ½(a−d)/(σr+σc), finite unless both 0. */
+                        T sum = sr + scc, h = (a - d) * (T)0.5;
+                        T g2 = sum > 0 ? h / sum : (mode == SG_DEGEN_EXACT ? h / sum : (T)0);
+                        g = ((a + d) * (T)0.5 * sum * F + g2) / sc;
                     }
                     G[r + c * k] = g;
                 }
