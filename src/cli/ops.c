@@ -158,6 +158,7 @@ static int op_project(cli_opts *o)
 {
     run_buf r = {0};
     int rc = 1;
+    if (!has(o, 0) || !has(o, 1)) return cli_err(o, "A and X are both required");
     if (cli_read(o, 2, o->pos, r.a)) goto done;
     cli_kind xk = rhs_kind(&r, 1);
     if (cli_to_mat(o, "A", &r.a[0], K_MAT, &r.in[0]) || cli_to_mat(o, "X", &r.a[1], xk, &r.in[1]) ||
@@ -185,6 +186,7 @@ static int op_lstsq(cli_opts *o)
 {
     run_buf r = {0};
     int rc = 1;
+    if (!has(o, 0) || !has(o, 1)) return cli_err(o, "A and B are both required");
     int64_t *rk = NULL;
     if (cli_read(o, 2, o->pos, r.a)) goto done;
     cli_kind bk = rhs_kind(&r, 1);
