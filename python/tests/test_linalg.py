@@ -277,3 +277,25 @@ def test_contexts_and_threads(rng):
         pytest.fail("check_finite=False still checked")
     except sg.SpecgradError:
         pass
+
+
+def _no_gpu_reason():
+    n, why = sg.cuda_devices()
+    return None if n > 0 else f"no usable CUDA device: {why}"
+
+
+@pytest.mark.skipif(_no_gpu_reason() is not None, reason=str(_no_gpu_reason()))
+def test_cuda_context_on_host_arrays_matches_cpu(rng):
+    """numpy arrays on a CUDA context (host batches streamed to the device) agree with the CPU path."""
+    cpu, gpu = sg.Context("cpu"), sg.Context("cuda")
+    A = sym_with_spectrum(rng, np.linspace(-2, 3, 40), (64,))
+    wc, Vc = cpu.eigh(A)
+    wg, Vg = gpu.eigh(A)
+    np.testing.assert_allclose(wg, wc, atol=1e-9)
+    np.testing.assert_allclose(projector(Vg[..., :5]), projector(Vc[..., :5]), atol=1e-8)
+    R = rng.standard_normal((64, 20, 12))
+    np.testing.assert_allclose(gpu.svdvals(R), cpu.svdvals(R), atol=1e-9)
+    L = low_rank(rng, 9, 7, 3, (32,))
+    np.testing.assert_array_equal(gpu.matrix_rank(L), cpu.matrix_rank(L))
+    G = rng.standard_normal(A.shape)
+    np.testing.assert_allclose(gpu.eigh_backward(wc, Vc, gV=G), cpu.eigh_backward(wc, Vc, gV=G), atol=1e-8)

@@ -1,0 +1,115 @@
+"""torch.autograd.Function wrappers whose backward calls specgrad's backward ops.
+
+    import torch, specgrad.autograd as sga
+    w, V = sga.eigh(A)                      # A (..., n, n) symmetric; gradient is symmetric
+    U, S, Vh = sga.svd(A)                   # economy by default (full_matrices=False)
+    F = sga.matfunc(A, "sqrt")              # f(A) = V f(Λ) Vᵀ
+    loss = sga.regularizer(W, "spectral")   # per-matrix loss, batch shape
+    loss.sum().backward()
+
+CUDA tensors run on the shared 'cuda' context (zero-copy, current stream); CPU tensors on the 'cpu'
+context through numpy views. Pass ctx= to choose. Degeneracy handling: mode='mask' by default (finite at
+exact ties; exact for losses invariant to rotations inside a tied cluster), 'exact' like torch/jax.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._core import _ctx_for
+from ._lib import DegenerateError
+
+
+def _ctx(ctx, x):
+    return _ctx_for(ctx, x)
+
+
+class Eigh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, A, mode="mask", param=0.0, sgctx=None):
+        c = _ctx(sgctx, A)
+        w, V = c.eigh(A.detach())
+        ctx.save_for_backward(w, V)
+        ctx.opts = (mode, param, c)
+        return w, V
+
+    @staticmethod
+    def backward(ctx, gw, gV):
+        w, V = ctx.saved_tensors
+        mode, param, c = ctx.opts
+        try:
+            gA = c.eigh_backward(w, V, gw, gV, mode=mode, param=param)
+        except DegenerateError as e:  # mode='exact' at a tie: inf/NaN like torch and jax
+            gA = e.result
+        return gA, None, None, None
+
+
+class Svd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, A, full_matrices=False, mode="mask", param=0.0, sgctx=None):
+        c = _ctx(sgctx, A)
+        U, S, Vh = c.svd(A.detach(), full_matrices=full_matrices)
+        ctx.save_for_backward(U, S, Vh)
+        ctx.opts = (mode, param, c)
+        return U, S, Vh
+
+    @staticmethod
+    def backward(ctx, gU, gS, gVh):
+        U, S, Vh = ctx.saved_tensors
+        mode, param, c = ctx.opts
+        try:
+            gA = c.svd_backward(U, S, Vh, gU, gS, gVh, mode=mode, param=param)
+        except DegenerateError as e:
+            gA = e.result
+        return gA, None, None, None, None
+
+
+class MatFunc(torch.autograd.Function):
+    """F = f(A); forward runs our matfunc (domain checks) and our eigh (saved for the backward)."""
+
+    @staticmethod
+    def forward(ctx, A, fn="sqrt", p=None, sgctx=None):
+        c = _ctx(sgctx, A)
+        Ad = A.detach()
+        F = c.matfunc(Ad, fn, p)
+        w, V = c.eigh(Ad)
+        ctx.save_for_backward(w, V)
+        ctx.opts = (fn, p, c)
+        return F
+
+    @staticmethod
+    def backward(ctx, gF):
+        w, V = ctx.saved_tensors
+        fn, p, c = ctx.opts
+        return c.matfunc_backward(w, V, gF, fn, p), None, None, None
+
+
+class Regularizer(torch.autograd.Function):
+    """Per-matrix loss (batch shape); the gradient comes from the same library call as the loss."""
+
+    @staticmethod
+    def forward(ctx, A, kind="spectral", fn=None, p=None, sgctx=None):
+        c = _ctx(sgctx, A)
+        loss, gA = c.regularizer(A.detach(), kind, fn, p)
+        ctx.gA = gA
+        return loss
+
+    @staticmethod
+    def backward(ctx, gloss):
+        gA = ctx.gA
+        return gA * gloss[..., None, None], None, None, None, None
+
+
+def eigh(A, mode="mask", param=0.0, ctx=None):
+    return Eigh.apply(A, mode, param, ctx)
+
+
+def svd(A, full_matrices=False, mode="mask", param=0.0, ctx=None):
+    return Svd.apply(A, full_matrices, mode, param, ctx)
+
+
+def matfunc(A, fn="sqrt", p=None, ctx=None):
+    return MatFunc.apply(A, fn, p, ctx)
+
+
+def regularizer(A, kind="spectral", fn=None, p=None, ctx=None):
+    return Regularizer.apply(A, kind, fn, p, ctx)
