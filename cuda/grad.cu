@@ -17,9 +17,6 @@ using namespace sggrad;
 namespace {
 
 constexpr int FUSED_MAX_N = 64;
-/* Divided differences switch to f'((λi+λj)/2) when |λi − λj| <= rel·max(|λi|,|λj|). Must equal the
-   CPU reference's threshold (src/cpu_grad.c). */
-constexpr double DIVDIFF_REL_F64 = 1e-8, DIVDIFF_REL_F32 = 1e-4;
 /* n·n and per-matrix offsets are int inside the kernels. */
 constexpr int64_t MAX_N = 46340;
 
@@ -216,9 +213,10 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
 }
 
 /* First matrix of the chunk whose flag is set, or -1. Synchronises the stream. */
-sg_status first_flagged(sg_ctx *ctx, const int *dflags, int64_t cnt, int64_t *first)
+sg_status first_flagged(sg_ctx *ctx, const int *dflags, int64_t cnt, int64_t *first, int *bits)
 {
     *first = -1;
+    *bits = 0;
     HostBuf h;
     h.p = malloc((size_t)cnt * sizeof(int));
     if (!h.p) return sg_fail(ctx, SG_ERR_ALLOC, -1, "host allocation of %lld flags failed", (long long)cnt);
@@ -228,6 +226,7 @@ sg_status first_flagged(sg_ctx *ctx, const int *dflags, int64_t cnt, int64_t *fi
     for (int64_t i = 0; i < cnt; i++)
         if (f[i]) {
             *first = i;
+            *bits = f[i];
             break;
         }
     return SG_OK;
@@ -306,7 +305,7 @@ template <typename T, int KIND> sg_status launch_fused(sg_ctx *ctx, const FusedA
 
 template <typename T, int TM>
 sg_status launch_vdvt_tm(sg_ctx *ctx, const T *V, int64_t ldV, int64_t sV, const T *d, T *X, int64_t ldX,
-                         int64_t sX, int n, int64_t cnt)
+                         int64_t sX, int n, int64_t cnt, int *flags)
 {
     const int Tn = fused_tn<TM>(n), np = TM * Tn, P = fused_pitch(np), threads = ((Tn * Tn + 31) / 32) * 32;
     const size_t smem = ((size_t)np * P + np) * sizeof(T);
@@ -316,32 +315,35 @@ sg_status launch_vdvt_tm(sg_ctx *ctx, const T *V, int64_t ldV, int64_t sV, const
     CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem));
     int64_t grid = (int64_t)(per_sm > 0 ? per_sm : 1) * sg_cu(ctx)->prop.multiProcessorCount;
     if (grid > cnt) grid = cnt;
-    kern<<<(unsigned)grid, threads, smem, stream_of(ctx)>>>(V, ldV, sV, d, n, X, ldX, sX, n, cnt);
+    kern<<<(unsigned)grid, threads, smem, stream_of(ctx)>>>(V, ldV, sV, d, n, X, ldX, sX, n, cnt, flags);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
 }
 
-/* X = V diag(d) Vᵀ; d dense (n per matrix). Y, Z: dense n×n scratch for n > 64 (unused otherwise). */
+/* X = V diag(d) Vᵀ; d dense (n per matrix). Y, Z: dense n×n scratch for n > 64 (unused otherwise).
+   Matrices with a non-finite output get FLAG_NONFINITE or'ed into flags. */
 template <typename T>
-sg_status vdvt(sg_ctx *ctx, const sg_mat &V, const T *d, const sg_mat &X, T *Y, T *Z)
+sg_status vdvt(sg_ctx *ctx, const sg_mat &V, const T *d, const sg_mat &X, T *Y, T *Z, int *flags)
 {
     const int n = (int)V.rows;
     const int64_t cnt = V.batch, nn = (int64_t)n * n;
     const T *v = (const T *)V.data;
     T *x = (T *)X.data;
-    if (n <= 16) return launch_vdvt_tm<T, 1>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt);
-    if (n <= 32) return launch_vdvt_tm<T, 2>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt);
-    if (n <= FUSED_MAX_N) return launch_vdvt_tm<T, 4>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt);
+    if (n <= 16) return launch_vdvt_tm<T, 1>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt, flags);
+    if (n <= 32) return launch_vdvt_tm<T, 2>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt, flags);
+    if (n <= FUSED_MAX_N) return launch_vdvt_tm<T, 4>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt, flags);
     k_scale_cols<T><<<grid_1d(ctx, nn * cnt, 256), 256, 0, stream_of(ctx)>>>(v, V.ld, V.stride, d, Y, n, cnt);
     CU_LAUNCH_CHECK(ctx);
     CUBLAS_TRY(ctx, gemm(sg_cu(ctx)->blas, NT, TR, n, n, n, T(1), Y, n, nn, v, V.ld, V.stride, T(0), Z, n, nn, cnt));
-    k_sym_store<T><<<grid_1d(ctx, nn * cnt, 256), 256, 0, stream_of(ctx)>>>(Z, n, cnt, x, X.ld, X.stride);
+    k_sym_store<T><<<grid_1d(ctx, nn * cnt, 256), 256, 0, stream_of(ctx)>>>(Z, n, cnt, x, X.ld, X.stride, flags);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
 }
 
 /* ---- eigh backward and matfunc backward (same skeleton: V (M' ∘ …) Vᵀ) ------------------------- */
-/* G is gV (eigh, may be NULL) or gF (matfunc). */
+/* G is gV (eigh, may be NULL) or gF (matfunc). Status rules follow the CPU reference:
+   eigh: a non-finite gap factor (with gV) or a non-finite gA → SG_ERR_DEGENERATE ("tied" in exact mode);
+   matfunc: eigenvalues outside f's domain → SG_ERR_DOMAIN before gA is written; non-finite gA → DOMAIN. */
 template <typename T, int KIND>
 sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *G,
                        sg_degen mode, double param, const sg_fn *fn, sg_mat *gA)
@@ -354,9 +356,7 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
     const bool f32 = sizeof(T) == 4, fused = n <= FUSED_MAX_N;
     const T p = (T)sg_degen_param(mode, param, f32);
     const int fk = fn ? (int)fn->kind : 0;
-    const double fp = fn ? fn->p : 0, rel = f32 ? DIVDIFF_REL_F32 : DIVDIFF_REL_F64;
-    /* Flags: exact-mode ties (only when gV is given: without it no gap is divided by) or domain. */
-    const bool want_flags = eigh ? (mode == SG_DEGEN_EXACT && G != nullptr) : true;
+    const double fp = fn ? fn->p : 0;
 
     Arg args[5];
     args[0].set(W, 1, true, false, "W staging");
@@ -366,7 +366,7 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
     args[4].set(gA, n, false, true, "gA staging");
 
     auto carve = [&](Bump &bp, int64_t cnt, int **flags, T **M, T **Tb, T **scale) {
-        *flags = want_flags ? bp.take<int>(cnt) : nullptr;
+        *flags = bp.take<int>(cnt);
         *M = fused ? nullptr : bp.take<T>(cnt * nn);
         *Tb = fused ? nullptr : bp.take<T>(cnt * nn);
         *scale = fused || !eigh ? nullptr : bp.take<T>(cnt);
@@ -387,6 +387,19 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
         const T *vd = (const T *)v.data, *gd = args[3].present() ? (const T *)g.data : nullptr;
         const T *gwd = args[2].present() ? (const T *)gw.data : nullptr;
         cudaStream_t st = stream_of(ctx);
+        int64_t first;
+        int bits;
+        if (!eigh) { /* domain of f and f' first: nothing is written for a bad chunk (flags end up zero otherwise) */
+            k_spectral_fn<T><<<grid_1d(ctx, cnt, 128), 128, 0, st>>>((const T *)w.data, w.stride, (int)n, cnt, SPF_CHECK,
+                                                                   1, fk, fp, nullptr, nullptr, 0, flags);
+            CU_LAUNCH_CHECK(ctx);
+            SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
+            if (first >= 0)
+                return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first,
+                               "matfunc_backward: an eigenvalue of matrix %lld is outside the domain of %s (or %s or its "
+                               "derivative is not finite there)",
+                               (long long)(b0 + first), fn_name(fn), fn_name(fn));
+        }
         if (fused) {
             FusedArgs<T> a;
             a.W = (const T *)w.data; a.sW = w.stride;
@@ -396,14 +409,14 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
             a.gA = (T *)ga.data; a.ldA = ga.ld; a.sA = ga.stride;
             a.n = (int)n; a.batch = cnt;
             a.mode = (int)mode; a.param = p;
-            a.fkind = fk; a.fp = fp; a.rel = rel;
+            a.fkind = fk; a.fp = fp; a.rel = SG_DIVDIFF_REL;
             a.flags = flags;
             SGTRY(launch_fused<T, KIND>(ctx, a));
         } else {
             cublasHandle_t h = sg_cu(ctx)->blas;
             const int gr = grid_1d(ctx, nn * cnt, 256);
-            if (flags) CU_TRY(ctx, cudaMemsetAsync(flags, 0, (size_t)cnt * sizeof(int), st));
             if (eigh) {
+                CU_TRY(ctx, cudaMemsetAsync(flags, 0, (size_t)cnt * sizeof(int), st));
                 k_scale<T><<<grid_1d(ctx, cnt * 256, 256), 256, 0, st>>>((const T *)w.data, w.stride, (int)n, cnt, 0, scale);
                 CU_LAUNCH_CHECK(ctx);
                 if (gd) /* M = Vᵀ gV */
@@ -413,26 +426,27 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
                 CUBLAS_TRY(ctx, gemm(h, NT, NT, n, n, n, T(1), Tb, n, nn, vd, v.ld, v.stride, T(0), M, n, nn, cnt));
             }
             k_middle<T, KIND><<<gr, 256, 0, st>>>(M, (int)n, cnt, (const T *)w.data, w.stride, gwd, gwd ? gw.stride : 0,
-                                                  gd != nullptr, (int)mode, p, scale, fk, fp, rel, flags);
+                                                  gd != nullptr, (int)mode, p, scale, fk, fp, SG_DIVDIFF_REL, flags);
             CU_LAUNCH_CHECK(ctx);
             /* gA = sym(V (M' Vᵀ)) */
             CUBLAS_TRY(ctx, gemm(h, NT, TR, n, n, n, T(1), M, n, nn, vd, v.ld, v.stride, T(0), Tb, n, nn, cnt));
             CUBLAS_TRY(ctx, gemm(h, NT, NT, n, n, n, T(1), vd, v.ld, v.stride, Tb, n, nn, T(0), M, n, nn, cnt));
-            k_sym_store<T><<<gr, 256, 0, st>>>(M, (int)n, cnt, (T *)ga.data, ga.ld, ga.stride);
+            k_sym_store<T><<<gr, 256, 0, st>>>(M, (int)n, cnt, (T *)ga.data, ga.ld, ga.stride, flags);
             CU_LAUNCH_CHECK(ctx);
         }
-        if (!flags) return SG_OK;
-        int64_t first;
-        SGTRY(first_flagged(ctx, flags, cnt, &first));
+        SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
         if (first < 0) return SG_OK;
-        if (eigh)
+        const long long bi = (long long)(b0 + first);
+        if (!eigh)
+            return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first, "matfunc_backward: non-finite gradient in matrix %lld (%s)", bi,
+                           fn_name(fn));
+        if ((bits & FLAG_TIE) && mode == SG_DEGEN_EXACT)
             return sg_fail(ctx, SG_ERR_DEGENERATE, b0 + first,
-                           "eigh_backward: tied eigenvalues in matrix %lld: the exact mode divides by λj − λi = 0 "
-                           "(gA holds inf/NaN there; SG_DEGEN_MASK, LORENTZ or TAYLOR stay finite)",
-                           (long long)(b0 + first));
-        return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first,
-                       "matfunc_backward: an eigenvalue of matrix %lld is outside the domain of %s", (long long)(b0 + first),
-                       fn_name(fn));
+                           "eigh_backward: tied eigenvalues in matrix %lld give inf/NaN in exact mode "
+                           "(use SG_DEGEN_MASK for gauge-invariant losses, or LORENTZ)", bi);
+        static const char *names[] = {"exact", "mask", "lorentz", "taylor"};
+        return sg_fail(ctx, SG_ERR_DEGENERATE, b0 + first, "eigh_backward: non-finite gradient in matrix %lld (%s mode%s)",
+                       bi, names[(int)mode & 3], mode == SG_DEGEN_TAYLOR ? ": Taylor needs a positive spectrum" : "");
     };
     return chunked(ctx, args, 5, batch, scratch, body);
 }
@@ -447,7 +461,6 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
     SGTRY(check_inputs(ctx, {{U, "U"}, {S, "S"}, {V, "V"}, {gU, "gU"}, {gS, "gS"}, {gV, "gV"}}));
     const T p = (T)sg_degen_param(mode, param, sizeof(T) == 4);
     const int rect = m > n && gU ? RECT_TALL : m < n && gV ? RECT_WIDE : RECT_NONE;
-    const bool want_flags = mode == SG_DEGEN_EXACT && (gU || gV);
     const int64_t ysize = rect == RECT_TALL ? m * k : k * n; /* Y (m×k) or H (k×n) */
 
     /* full_matrices: only the first k columns of U, V, gU, gV take part (PyTorch narrows them). */
@@ -466,7 +479,7 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
         *I = bp.take<T>(cnt * kk);
         *Y = bp.take<T>(cnt * ysize);
         *scale = bp.take<T>(cnt);
-        *flags = want_flags ? bp.take<int>(cnt) : nullptr;
+        *flags = bp.take<int>(cnt);
     };
     auto scratch = [&](int64_t cnt) {
         Bump bp(nullptr);
@@ -489,8 +502,8 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
         cudaStream_t st = stream_of(ctx);
         if (gud) CUBLAS_TRY(ctx, gemm(h, TR, NT, k, k, m, T(1), ud, u.ld, u.stride, gud, gu.ld, gu.stride, T(0), P, k, kk, cnt));
         if (gvd) CUBLAS_TRY(ctx, gemm(h, TR, NT, k, k, n, T(1), vd, v.ld, v.stride, gvd, gv.ld, gv.stride, T(0), Q, k, kk, cnt));
-        if (flags) CU_TRY(ctx, cudaMemsetAsync(flags, 0, (size_t)cnt * sizeof(int), st));
-        k_scale<T><<<grid_1d(ctx, cnt * 256, 256), 256, 0, st>>>(sd, s.stride, (int)k, cnt, 1, scale);
+        CU_TRY(ctx, cudaMemsetAsync(flags, 0, (size_t)cnt * sizeof(int), st));
+        k_scale<T><<<grid_1d(ctx, cnt * 256, 256), 256, 0, st>>>(sd, s.stride, (int)k, cnt, 1, scale); /* σ scaling */
         CU_LAUNCH_CHECK(ctx);
         k_svd_inner<T><<<grid_1d(ctx, kk * cnt, 256), 256, 0, st>>>(P, Q, sd, s.stride, gsd, gsd ? gs.stride : 0, I,
                                                                     (int)k, cnt, (int)mode, p, scale, rect, flags);
@@ -514,20 +527,29 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
             CUBLAS_TRY(ctx, gemm(h, NT, NT, m, n, k, T(1), ud, u.ld, u.stride, Y, k, ysize, T(0), (T *)ga.data, ga.ld,
                                  ga.stride, cnt));
         }
-        if (!flags) return SG_OK;
+        k_flag_nonfinite<T><<<grid_1d(ctx, m * n * cnt, 256), 256, 0, st>>>((const T *)ga.data, ga.ld, ga.stride, (int)m,
+                                                                            (int)n, cnt, flags);
+        CU_LAUNCH_CHECK(ctx);
         int64_t first;
-        SGTRY(first_flagged(ctx, flags, cnt, &first));
+        int bits;
+        SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
         if (first < 0) return SG_OK;
+        const long long bi = (long long)(b0 + first);
+        if ((bits & FLAG_TIE) && mode == SG_DEGEN_EXACT)
+            return sg_fail(ctx, SG_ERR_DEGENERATE, b0 + first,
+                           "svd_backward: tied singular values in matrix %lld give inf/NaN in exact mode "
+                           "(use SG_DEGEN_MASK for gauge-invariant losses, or LORENTZ)", bi);
         return sg_fail(ctx, SG_ERR_DEGENERATE, b0 + first,
-                       "svd_backward: tied singular values in matrix %lld: the exact mode divides by σk² − σj² = 0 "
-                       "(gA holds inf/NaN there; SG_DEGEN_MASK, LORENTZ or TAYLOR stay finite)",
-                       (long long)(b0 + first));
+                       "svd_backward: non-finite gradient in matrix %lld: a tie, or σ = 0 with a gU/gV term of a "
+                       "rectangular input (Σ⁻¹)", bi);
     };
     return chunked(ctx, args, 7, batch, scratch, body);
 }
 
-/* ---- eigh-based forward ops: matfunc, log det, Σ f(λ) ------------------------------------------- */
-/* what: SPF_FVAL (F = V f(Λ) Vᵀ into out), SPF_INV / SPF_FDER (loss, and gradient into out if given). */
+/* ---- eigh-based forward ops: matfunc, Σ f(λ) (log det = Σ log λ) ------------------------------- */
+/* what = SPF_FVAL: F = V f(Λ) Vᵀ into out.  SPF_FDER: loss Σ f(λ), gradient V f'(Λ) Vᵀ into out if given.
+   Domain (and finiteness of f, f' in T) is checked before out is written → SG_ERR_DOMAIN; a non-finite
+   loss or output is SG_ERR_DOMAIN too (as on the CPU). */
 template <typename T>
 sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, sg_mat *loss, sg_mat *out,
                        const char *op)
@@ -535,8 +557,8 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
     const int64_t n = A->rows, batch = A->batch, nn = n * n;
     SGTRY(size_ok(ctx, n, op));
     const bool need_v = out != nullptr, big = n > FUSED_MAX_N;
-    const int fk = fn ? (int)fn->kind : 0;
-    const double fp = fn ? fn->p : 0;
+    const int fk = (int)fn->kind, der = what == SPF_FDER && need_v;
+    const double fp = fn->p;
     const sg_dtype dt = dtype_of<T>();
 
     Arg args[3];
@@ -567,7 +589,7 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
         sg_mat wm = dense_view(W, dt, cnt, n, 1), vm = dense_view(V, dt, cnt, n, n);
         sg_status s;
         {
-            /* The forward engineer's eigh on device buffers; host inputs were already scanned. */
+            /* eigh on device buffers; host inputs were already scanned by the front-end. */
             CtxRestore keep(ctx);
             if (ctx->mem == SG_MEM_HOST) ctx->check_finite = 0;
             ctx->mem = SG_MEM_DEVICE;
@@ -577,14 +599,24 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
         SGTRY(sg_cuda_bind_stream(ctx));
         const sg_mat *lm = args[1].present() ? &args[1].dev : nullptr;
         k_spectral_fn<T><<<grid_1d(ctx, cnt, 128), 128, 0, stream_of(ctx)>>>(
-            W, n, (int)n, cnt, what, fk, fp, d, lm ? (T *)lm->data : nullptr, lm ? lm->stride : 0, flags);
+            W, n, (int)n, cnt, what, der, fk, fp, d, lm ? (T *)lm->data : nullptr, lm ? lm->stride : 0, flags);
         CU_LAUNCH_CHECK(ctx);
         int64_t first;
-        SGTRY(first_flagged(ctx, flags, cnt, &first));
+        int bits;
+        SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
+        if (first >= 0) {
+            if (bits & FLAG_DOMAIN)
+                return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first,
+                               "%s: an eigenvalue of matrix %lld is outside the domain of %s (or %s%s is not finite there)",
+                               op, (long long)(b0 + first), fn_name(fn), fn_name(fn), der ? " or its derivative" : "");
+            return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first, "%s: loss overflows in matrix %lld", op, (long long)(b0 + first));
+        }
+        if (!need_v) return SG_OK;
+        SGTRY(vdvt<T>(ctx, vm, d, args[2].dev, Y, Z, flags));
+        SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
         if (first >= 0)
-            return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first, "%s: an eigenvalue of matrix %lld is outside the domain of %s",
-                           op, (long long)(b0 + first), what == SPF_INV ? "log (log det needs A positive definite)" : fn_name(fn));
-        if (need_v) SGTRY(vdvt<T>(ctx, vm, d, args[2].dev, Y, Z));
+            return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first, "%s: %s overflows in matrix %lld", op,
+                           what == SPF_FVAL ? "f(A)" : "the gradient", (long long)(b0 + first));
         return SG_OK;
     };
     return chunked(ctx, args, 3, batch, scratch, body);
@@ -735,12 +767,15 @@ sg_status sg_cuda_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const s
     case SG_REG_SPECTRAL:
     case SG_REG_NUCLEAR: return f32 ? reg_svd<float>(ctx, kind, A, loss, gA) : reg_svd<double>(ctx, kind, A, loss, gA);
     case SG_REG_ORTHO: return f32 ? reg_ortho<float>(ctx, A, loss, gA) : reg_ortho<double>(ctx, A, loss, gA);
-    case SG_REG_LOGDET:
-        return f32 ? eig_spectral<float>(ctx, A, SPF_INV, nullptr, loss, gA, "regularizer(log det)")
-                   : eig_spectral<double>(ctx, A, SPF_INV, nullptr, loss, gA, "regularizer(log det)");
+    case SG_REG_LOGDET: {
+        static const sg_fn logf_ = {SG_FN_LOG, 0, nullptr, nullptr, nullptr};
+        const char *op = "logdet (A must be symmetric positive definite)";
+        return f32 ? eig_spectral<float>(ctx, A, SPF_FDER, &logf_, loss, gA, op)
+                   : eig_spectral<double>(ctx, A, SPF_FDER, &logf_, loss, gA, op);
+    }
     case SG_REG_EIGSUM:
-        return f32 ? eig_spectral<float>(ctx, A, SPF_FDER, fn, loss, gA, "regularizer(eigsum)")
-                   : eig_spectral<double>(ctx, A, SPF_FDER, fn, loss, gA, "regularizer(eigsum)");
+        return f32 ? eig_spectral<float>(ctx, A, SPF_FDER, fn, loss, gA, "eigsum")
+                   : eig_spectral<double>(ctx, A, SPF_FDER, fn, loss, gA, "eigsum");
     }
     return sg_fail(ctx, SG_ERR_ARG, -1, "regularizer: unknown kind %d", (int)kind);
 }

@@ -18,21 +18,14 @@ __device__ __forceinline__ double inv_gap(double li, double lj, int lt, int mode
     return sg_inv_gap_d(li, lj, lt, mode, param, scale);
 }
 
-/* Stand-in for 1/(σl² − σj²): the degeneracy mode applied to the squares (header: "mode/param on
-   E_jk = σk² − σj²"), mask scale = max(1, max σ²) computed by the caller. */
-template <typename T>
-__device__ __forceinline__ T svd_inv_gap(T sj, T sl, int j_lt_l, int mode, T param, T scale)
-{
-    return inv_gap(sj * sj, sl * sl, j_lt_l, mode, param, scale);
-}
+/* What a spectral-function kernel computes per eigenvalue (src/cpu_grad_impl.h: check_dom, matfunc, reg_eig). */
+enum { SPF_CHECK = 0, /* domain only (matfunc backward pre-check, f and f')  */
+       SPF_FVAL = 1,  /* d = f(λ)                  (matfunc forward)         */
+       SPF_FDER = 2   /* d = f'(λ), loss Σ f(λ)    (Σ f(λ), log det = Σ log λ) */ };
 
-/* What a spectral-function kernel computes per eigenvalue. */
-enum { SPF_FVAL = 0, /* d = f(λ)                 (matfunc forward)          */
-       SPF_INV = 1,  /* d = 1/λ,  loss Σ log λ   (log det), domain λ > 0    */
-       SPF_FDER = 2  /* d = f'(λ), loss Σ f(λ)   (Σ f(λ)) */ };
-
-/* Flag bits written per matrix. */
-enum { FLAG_TIE = 1, FLAG_DOMAIN = 2 };
+/* Flag bits per matrix: a non-finite gap factor, an eigenvalue outside f's domain (or f, f' not finite
+   in T), a non-finite output. */
+enum { FLAG_TIE = 1, FLAG_DOMAIN = 2, FLAG_NONFINITE = 4 };
 
 /* ---- fused eigh / matfunc backward (n <= 64, one block per matrix, persistent grid) --------------- */
 enum { FUSED_EIGH = 0, FUSED_MATFUNC = 1 };
@@ -45,7 +38,8 @@ template <typename T> struct FusedArgs {
     T *gA; int64_t ldA, sA;
     int n; int64_t batch;
     int mode; T param;                  /* eigh: degeneracy mode, defaulted param */
-    int fkind; double fp, rel;          /* matfunc: function, exponent, divided-difference threshold */
+    int fkind; double fp, rel;          /* matfunc: function, exponent, divided-difference threshold
+                                           (its domain was checked by k_spectral_fn beforehand) */
     int *flags;                         /* per matrix (always written), or NULL */
 };
 
@@ -163,7 +157,6 @@ __global__ void __launch_bounds__(256) fused_backward(const FusedArgs<T> a)
             __syncthreads();
             for (int idx = tid; idx < nn; idx += nt) {
                 const int j = idx / n, i = idx - j * n;
-                if (i == j) bad |= !sg_fn_in_domain(a.fkind, a.fp, (double)sW[i]);
                 const T L = (T)sg_divdiff(a.fkind, a.fp, (double)sW[i], (double)sW[j], a.rel);
                 sT[i + j * P] = (sG[i + j * P] + sG[j + i * P]) * T(0.5) * L;
             }
@@ -176,13 +169,17 @@ __global__ void __launch_bounds__(256) fused_backward(const FusedArgs<T> a)
         tile_mm<T, TM, false, false>(sV, Other, Mp, n, P, Tn); /* Mp = V M' Vᵀ */
         __syncthreads();
         T *gA = a.gA + b * a.sA;
+        int nonfinite = 0;
         for (int idx = tid; idx < nn; idx += nt) {
             const int j = idx / n, i = idx - j * n;
-            gA[i + j * a.ldA] = (Mp[i + j * P] + Mp[j + i * P]) * T(0.5);
+            const T x = (Mp[i + j * P] + Mp[j + i * P]) * T(0.5);
+            nonfinite |= !isfinite(x);
+            gA[i + j * a.ldA] = x;
         }
-        /* Also the barrier that protects the shared tiles before the next matrix is loaded. */
+        /* These are also the barrier that protects the shared tiles before the next matrix is loaded. */
         bad = __syncthreads_or(bad);
-        if (a.flags && tid == 0) a.flags[b] = bad ? (KIND == FUSED_EIGH ? FLAG_TIE : FLAG_DOMAIN) : 0;
+        nonfinite = __syncthreads_or(nonfinite);
+        if (a.flags && tid == 0) a.flags[b] = (bad ? FLAG_TIE : 0) | (nonfinite ? FLAG_NONFINITE : 0);
     }
 }
 
@@ -191,7 +188,7 @@ __global__ void __launch_bounds__(256) fused_backward(const FusedArgs<T> a)
    without a symmetrisation pass. Two tiles + one vector of shared memory. */
 template <typename T, int TM>
 __global__ void __launch_bounds__(256) fused_vdvt(const T *V, int64_t ldV, int64_t sV, const T *d, int64_t sd,
-                                                  T *X, int64_t ldX, int64_t sX, int n, int64_t batch)
+                                                  T *X, int64_t ldX, int64_t sX, int n, int64_t batch, int *flags)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const int Tn = fused_tn<TM>(n), np = TM * Tn, P = fused_pitch(np), nn = n * n;
@@ -206,6 +203,7 @@ __global__ void __launch_bounds__(256) fused_vdvt(const T *V, int64_t ldV, int64
         }
         for (int i = tid; i < n; i += nt) sd_[i] = d[b * sd + i];
         __syncthreads();
+        int nonfinite = 0;
         if (tid < Tn * Tn) {
             const int ti = tid % Tn, tj = tid / Tn;
             T acc[TM][TM];
@@ -230,33 +228,35 @@ __global__ void __launch_bounds__(256) fused_vdvt(const T *V, int64_t ldV, int64
 #pragma unroll
                 for (int c = 0; c < TM; c++) {
                     const int i = ti + r * Tn, j = tj + c * Tn;
-                    if (i < n && j < n) X[b * sX + i + j * ldX] = acc[r][c];
+                    if (i < n && j < n) {
+                        X[b * sX + i + j * ldX] = acc[r][c];
+                        nonfinite |= !isfinite(acc[r][c]);
+                    }
                 }
         }
-        __syncthreads(); /* tiles are reloaded for the next matrix */
+        nonfinite = __syncthreads_or(nonfinite); /* also: tiles are reloaded for the next matrix */
+        if (flags && tid == 0) flags[b] |= nonfinite ? FLAG_NONFINITE : 0;
     }
 }
 
 /* ---- elementwise kernels for the cuBLAS path (n > 64) and the regularizers --------------------- */
 
-/* out[b] = max(1, max_i |x_b,i|)^(square ? 2 : 1): the mask's scale. One block per matrix (grid-stride). */
+/* Per-matrix scale, one block per matrix (grid-stride), as the CPU reference forms it:
+   sigma = 0: max(1, max_i |λ_i|) (eigh mask);  sigma = 1: max_i σ_i, or 1 if that is 0 (SVD σ scaling). */
 template <typename T>
-__global__ void k_scale(const T *x, int64_t sx, int n, int64_t batch, int square, T *out)
+__global__ void k_scale(const T *x, int64_t sx, int n, int64_t batch, int sigma, T *out)
 {
     __shared__ T red[256];
     for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
         T m = T(0);
-        for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmax(m, fabs(x[b * sx + i]));
+        for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmax(m, sigma ? x[b * sx + i] : fabs(x[b * sx + i]));
         red[threadIdx.x] = m;
         __syncthreads();
         for (int s = blockDim.x / 2; s > 0; s >>= 1) {
             if (threadIdx.x < s) red[threadIdx.x] = fmax(red[threadIdx.x], red[threadIdx.x + s]);
             __syncthreads();
         }
-        if (threadIdx.x == 0) {
-            const T v = square ? red[0] * red[0] : red[0];
-            out[b] = fmax(T(1), v);
-        }
+        if (threadIdx.x == 0) out[b] = sigma ? (red[0] > T(0) ? red[0] : T(1)) : fmax(T(1), red[0]);
         __syncthreads();
     }
 }
@@ -264,7 +264,7 @@ __global__ void k_scale(const T *x, int64_t sx, int n, int64_t batch, int square
 /* In place on dense n×n M (per matrix stride n*n): thread (i <= j) rewrites the pair (i,j),(j,i).
    eigh:    M'_ij = diag(gW) + (M_ij − M_ji)/2 · F_ij           (hasM = 0: M treated as zero)
    matfunc: M'_ij = (M_ij + M_ji)/2 · L_ij
-   Same expressions as the fused kernel. flags must be zeroed before; bits are set, never cleared. */
+   Same expressions as the fused kernel. flags (eigh) must be zeroed before; bits are only set. */
 template <typename T, int KIND>
 __global__ void k_middle(T *M, int n, int64_t batch, const T *W, int64_t sW, const T *gW, int64_t sgW, int hasM,
                          int mode, T param, const T *scale, int fkind, double fp, double rel, int *flags)
@@ -288,12 +288,11 @@ __global__ void k_middle(T *M, int n, int64_t batch, const T *W, int64_t sW, con
             }
             const T sc = scale[b];
             const T Fij = inv_gap(li, lj, 1, mode, param, sc), Fji = inv_gap(lj, li, 0, mode, param, sc);
-            if (flags && (!isfinite(Fij) || !isfinite(Fji))) flags[b] = FLAG_TIE;
+            if (flags && (!isfinite(Fij) || !isfinite(Fji))) atomicOr(flags + b, FLAG_TIE);
             const T mij = Mb[i + (int64_t)j * n], mji = Mb[j + (int64_t)i * n];
             Mb[i + (int64_t)j * n] = (mij - mji) * T(0.5) * Fij;
             Mb[j + (int64_t)i * n] = (mji - mij) * T(0.5) * Fji;
         } else {
-            if (i == j && flags && !sg_fn_in_domain(fkind, fp, (double)li)) flags[b] = FLAG_DOMAIN;
             const T Lij = (T)sg_divdiff(fkind, fp, (double)li, (double)lj, rel);
             const T Lji = (T)sg_divdiff(fkind, fp, (double)lj, (double)li, rel);
             const T mij = Mb[i + (int64_t)j * n], mji = Mb[j + (int64_t)i * n];
@@ -303,51 +302,64 @@ __global__ void k_middle(T *M, int n, int64_t batch, const T *W, int64_t sW, con
     }
 }
 
-/* out_ij = (X_ij + X_ji)/2, X dense n×n, out with (ld, stride). */
+/* out_ij = (X_ij + X_ji)/2, X dense n×n, out with (ld, stride); non-finite outputs flagged. */
 template <typename T>
-__global__ void k_sym_store(const T *X, int n, int64_t batch, T *out, int64_t ld, int64_t so)
+__global__ void k_sym_store(const T *X, int n, int64_t batch, T *out, int64_t ld, int64_t so, int *flags)
 {
     const int64_t nn = (int64_t)n * n, total = nn * batch;
     for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
         const int64_t b = g / nn;
         const int r = (int)(g - b * nn), j = r / n, i = r - j * n;
         const T *Xb = X + b * nn;
-        out[b * so + i + (int64_t)j * ld] = (Xb[i + (int64_t)j * n] + Xb[j + (int64_t)i * n]) * T(0.5);
+        const T x = (Xb[i + (int64_t)j * n] + Xb[j + (int64_t)i * n]) * T(0.5);
+        out[b * so + i + (int64_t)j * ld] = x;
+        if (flags && !isfinite(x)) atomicOr(flags + b, FLAG_NONFINITE);
     }
 }
 
-/* Per-eigenvalue function values d (dense n per matrix), optional per-matrix loss, domain flags.
-   One thread per matrix: the sum runs in order, in double, like a plain CPU loop. */
+/* Flags matrices of X (rows×cols, ld, stride) holding inf/NaN. */
 template <typename T>
-__global__ void k_spectral_fn(const T *W, int64_t sW, int n, int64_t batch, int what, int fkind, double fp, T *d,
-                              T *loss, int64_t sloss, int *flags)
+__global__ void k_flag_nonfinite(const T *X, int64_t ld, int64_t sX, int rows, int cols, int64_t batch, int *flags)
+{
+    const int64_t rc = (int64_t)rows * cols, total = rc * batch;
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t b = g / rc, r = g - b * rc, j = r / rows, i = r - j * rows;
+        if (!isfinite(X[b * sX + i + j * ld])) atomicOr(flags + b, FLAG_NONFINITE);
+    }
+}
+
+/* Per-eigenvalue function values d (dense n per matrix), optional per-matrix loss, flags (always written).
+   Domain as in the CPU reference's check_dom: λ in f's domain, f(λ) finite in T, and f'(λ) too when der.
+   One thread per matrix: the loss is summed in order, in double, like the CPU loop; it is written only
+   for matrices without a domain error (FLAG_NONFINITE if it overflows T). */
+template <typename T>
+__global__ void k_spectral_fn(const T *W, int64_t sW, int n, int64_t batch, int what, int der, int fkind, double fp,
+                              T *d, T *loss, int64_t sloss, int *flags)
 {
     for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < batch; b += (int64_t)gridDim.x * blockDim.x) {
         double acc = 0;
         int bad = 0;
         for (int i = 0; i < n; i++) {
-            const double l = (double)W[b * sW + i];
-            double v;
-            if (what == SPF_INV) {
-                bad |= !(l > 0);
-                v = 1.0 / l;
-                acc += log(l);
-            } else {
-                bad |= !sg_fn_in_domain(fkind, fp, l);
-                v = what == SPF_FVAL ? sg_fn_val(fkind, fp, l) : sg_fn_der(fkind, fp, l);
-                if (what == SPF_FDER) acc += sg_fn_val(fkind, fp, l);
-            }
-            if (d) d[b * (int64_t)n + i] = (T)v;
+            const double l = (double)W[b * sW + i], fv = sg_fn_val(fkind, fp, l);
+            const double fd = der || what == SPF_FDER ? sg_fn_der(fkind, fp, l) : 0.0;
+            if (!sg_fn_in_domain(fkind, fp, l) || !isfinite((T)fv) || (der && !isfinite((T)fd))) bad = FLAG_DOMAIN;
+            acc += fv;
+            if (d) d[b * (int64_t)n + i] = (T)(what == SPF_FVAL ? fv : fd);
         }
-        if (loss) loss[b * sloss] = (T)acc;
-        if (flags) flags[b] = bad ? FLAG_DOMAIN : 0;
+        if (loss && !bad) {
+            loss[b * sloss] = (T)acc;
+            if (!isfinite((T)acc)) bad = FLAG_NONFINITE;
+        }
+        flags[b] = bad;
     }
 }
 
-/* SVD backward core (dense k×k P = UᵀgU, Q = VᵀgV, output I):
-   I_jl = (skew(P)_jl σ_l + σ_j skew(Q)_jl)·F_jl (j ≠ l, skew without ½),  I_jj = gS_j,
-   then the rectangular corrections folded in: tall with gU: I −= P Σ⁻¹ (Uᵀ(gU Σ⁻¹) = P Σ⁻¹);
-   wide with gV: I −= Σ⁻¹ Qᵀ. */
+/* SVD backward core (dense k×k P = UᵀgU, Q = VᵀgV, output I), the CPU reference's formula:
+   with s = σ/sc (sc = max σ, or 1), a = skew(P)_jl, d = skew(Q)_jl (skew without ½),
+   I_jl = (½(a+d)(s_j+s_l)·F(s_j², s_l²) + ½(a−d)/(s_j+s_l)) / sc   (j ≠ l),  I_jj = gS_j:
+   a σ_l + σ_j d = ½(a+d)(σ_l+σ_j) + ½(a−d)(σ_l−σ_j), and only the first part is singular at a tie, so
+   the degeneracy mode acts on it alone. Then the rectangular corrections folded in:
+   tall with gU: I −= P Σ⁻¹ (since Uᵀ(gU Σ⁻¹) = P Σ⁻¹); wide with gV: I −= Σ⁻¹ Qᵀ. */
 enum { RECT_NONE = 0, RECT_TALL = 1, RECT_WIDE = 2 };
 template <typename T>
 __global__ void k_svd_inner(const T *P, const T *Q, const T *S, int64_t sS, const T *gS, int64_t sgS, T *I, int k,
@@ -359,15 +371,18 @@ __global__ void k_svd_inner(const T *P, const T *Q, const T *S, int64_t sS, cons
         const int r = (int)(g - b * kk), l = r / k, j = r - l * k;
         const T *Pb = P ? P + b * kk : nullptr, *Qb = Q ? Q + b * kk : nullptr;
         const T sj = S[b * sS + j], sl = S[b * sS + l];
-        T v;
+        T v = T(0);
         if (j == l) {
             v = gS ? gS[b * sgS + j] : T(0);
-        } else {
-            const T F = svd_inv_gap(sj, sl, j < l, mode, param, scale[b]);
-            if (flags && !isfinite(F)) flags[b] = FLAG_TIE;
-            const T uh = Pb ? Pb[j + (int64_t)l * k] - Pb[l + (int64_t)j * k] : T(0);
-            const T vh = Qb ? Qb[j + (int64_t)l * k] - Qb[l + (int64_t)j * k] : T(0);
-            v = (uh * sl + sj * vh) * F;
+        } else if (Pb || Qb) {
+            const T sc = scale[b], xj = sj / sc, xl = sl / sc;
+            const T a = Pb ? Pb[j + (int64_t)l * k] - Pb[l + (int64_t)j * k] : T(0);
+            const T d = Qb ? Qb[j + (int64_t)l * k] - Qb[l + (int64_t)j * k] : T(0);
+            const T F = inv_gap(xj * xj, xl * xl, j < l, mode, param, T(1));
+            if (flags && !isfinite(F)) atomicOr(flags + b, FLAG_TIE);
+            const T sum = xj + xl, h = (a - d) * T(0.5);
+            const T g2 = sum > T(0) ? h / sum : (mode == SG_DM_EXACT ? h / sum : T(0));
+            v = ((a + d) * T(0.5) * sum * F + g2) / sc;
         }
         if (rect == RECT_TALL) v -= Pb[j + (int64_t)l * k] / sl;
         if (rect == RECT_WIDE) v -= Qb[l + (int64_t)j * k] / sj;
