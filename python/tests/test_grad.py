@@ -305,3 +305,22 @@ def test_regularizer_bad_input(rng):
         sg.regularizer(np.eye(3), "spectral", "log")
     with pytest.raises(ValueError, match="fn must be"):
         sg.regularizer(np.eye(3), "eigsum")  # needs fn
+
+
+def test_symmetric_ops_read_the_requested_triangle(rng):
+    """matfunc / logdet read only the uplo triangle (default 'L', like numpy): garbage in the other one
+    must not change the result; checked against scipy.linalg.sqrtm and numpy slogdet/inv."""
+    A = random_spd(rng, 4, (3,))
+    ref_sqrt = np.stack([sla.sqrtm(a).real for a in A])
+    il, iu = np.tril_indices(4, -1), np.triu_indices(4, 1)
+    lower_junk, upper_junk = A.copy(), A.copy()
+    lower_junk[:, il[0], il[1]] = 5.0
+    upper_junk[:, iu[0], iu[1]] = 5.0
+    np.testing.assert_allclose(sg.matfunc(upper_junk, "sqrt"), ref_sqrt, atol=1e-12)
+    np.testing.assert_allclose(sg.matfunc(lower_junk, "sqrt", uplo="U"), ref_sqrt, atol=1e-12)
+    for J, uplo in ((upper_junk, "L"), (lower_junk, "U")):
+        loss, g = sg.regularizer(J, "logdet", uplo=uplo)
+        np.testing.assert_allclose(loss, np.linalg.slogdet(A)[1], atol=1e-12)
+        np.testing.assert_allclose(g, np.linalg.inv(A), atol=1e-12)
+    with pytest.raises(sg.DomainError):  # the junk triangle is really read when asked for: not PD
+        sg.matfunc(upper_junk, "sqrt", uplo="U")
