@@ -851,3 +851,95 @@ Test(grad, bad_arguments)
     g[4] = 0;
     cr_expect_eq(sg_matfunc_backward(ctx, &W, &Vm, &cbad, &G, &GA), SG_ERR_ARG);
 }
+
+/* ---- layouts: ld > rows and stride > ld·cols, batch over threads -------------------------------- */
+static sg_mat mk_pad(sg_dtype t, int b, int r, int c, const double *src)
+{
+    sg_mat m = sg_mat_dense(NULL, t, b, r, c);
+    m.ld = r + 2, m.stride = m.ld * c + 3;
+    size_t es = t == SG_F32 ? 4 : 8, cnt = (size_t)(m.stride * b);
+    m.data = malloc(es * cnt);
+    for (size_t i = 0; i < cnt; i++) /* sentinel 7 in the padding */
+        if (t == SG_F32) ((float *)m.data)[i] = 7;
+        else ((double *)m.data)[i] = 7;
+    if (src) tu_to_mat(src, &m);
+    return m;
+}
+
+static int padding_intact(const sg_mat *m)
+{
+    for (int64_t i = 0; i < m->stride * m->batch; i++) {
+        int64_t o = i % m->stride, row = o % m->ld, col = o / m->ld;
+        if (col < m->cols && row < m->rows) continue;
+        double v = m->dtype == SG_F32 ? ((float *)m->data)[i] : ((double *)m->data)[i];
+        if (v != 7) return 0;
+    }
+    return 1;
+}
+
+Test(grad, strided_batches_match_dense)
+{
+    tu_rng r = tu_seed(61);
+    enum { B = 5, n = 4, m = 6 };
+    double A[B * NN], Q[NN], w[B * NMAX], V[B * NN], gW[B * NMAX], gV[B * NN], gd[B * NN], gp[B * NN];
+    for (int b = 0; b < B; b++) {
+        double w0[] = {0.1 + b * 0.05, 0.5, 1.7, 3.0}; /* PD: LOGDET below */
+        sym_from(&r, n, w0, A + b * n * n, Q);
+        ref_eigh(n, A + b * n * n, w + b * n, V + b * n * n);
+    }
+    tu_fill_normal(&r, gW, B * n), tu_fill_normal(&r, gV, B * n * n);
+    for (int t = 0; t < 2; t++) {
+        sg_dtype dt = t ? SG_F32 : SG_F64;
+        double tol = t ? 1e-6 : 1e-14;
+        /* eigh backward */
+        cr_assert_eq(eigh_bwd(dt, B, n, w, V, gW, gV, SG_DEGEN_MASK, 0, gd), SG_OK);
+        sg_mat W = mk_pad(dt, B, n, 1, w), Vm = mk_pad(dt, B, n, n, V), GW = mk_pad(dt, B, n, 1, gW),
+               GV = mk_pad(dt, B, n, n, gV), GA = mk_pad(dt, B, n, n, NULL);
+        cr_assert_eq(sg_set_threads(ctx, 1), SG_OK);
+        cr_assert_eq(sg_eigh_backward(ctx, &W, &Vm, &GW, &GV, SG_DEGEN_MASK, 0, &GA), SG_OK);
+        cr_assert_eq(sg_set_threads(ctx, 0), SG_OK);
+        tu_from_mat(&GA, gp);
+        cr_expect_lt(rel(gp, gd, B * n * n), tol, "eigh_backward dtype %d", t);
+        cr_expect(padding_intact(&GA), "eigh_backward wrote into the padding");
+        /* matfunc backward and forward */
+        sg_fn ex = {SG_FN_EXP, 0, 0, 0, 0};
+        sg_mat GF = mk_pad(dt, B, n, n, gV);
+        cr_assert_eq(sg_matfunc_backward(ctx, &W, &Vm, &ex, &GF, &GA), SG_OK);
+        tu_from_mat(&GA, gp);
+        for (int b = 0; b < B; b++) {
+            cr_assert_eq(matfunc_bwd(dt, n, w + b * n, V + b * n * n, &ex, gV + b * n * n, gd + b * n * n), SG_OK);
+        }
+        cr_expect_lt(rel(gp, gd, B * n * n), tol, "matfunc_backward dtype %d", t);
+        cr_expect(padding_intact(&GA));
+        sg_mat Am = mk_pad(dt, B, n, n, A);
+        cr_assert_eq(sg_matfunc(ctx, &Am, &ex, &GA), SG_OK, "%s", sg_last_error(ctx));
+        cr_expect(padding_intact(&GA));
+        /* regularizer with padded loss and gradient */
+        sg_mat L = mk_pad(dt, B, 1, 1, NULL);
+        cr_assert_eq(sg_regularizer(ctx, SG_REG_LOGDET, &Am, NULL, &L, &GA), SG_OK, "%s", sg_last_error(ctx));
+        cr_expect(padding_intact(&L) && padding_intact(&GA));
+        tu_free_mat(&W), tu_free_mat(&Vm), tu_free_mat(&GW), tu_free_mat(&GV), tu_free_mat(&GA), tu_free_mat(&GF),
+            tu_free_mat(&Am), tu_free_mat(&L);
+    }
+    /* svd backward, tall, full_matrices, padded */
+    double Ad[B * NN], s[B * NMAX], U[B * NN], Vs[B * NN], gU[B * NN], gS[B * NMAX], gVs[B * NN], g1[NN];
+    for (int b = 0; b < B; b++) {
+        tu_mat_with_singular_values(&r, m, n, svals, Ad + b * m * n);
+        ref_svd(m, n, Ad + b * m * n, 1, s + b * n, U + b * m * m, Vs + b * n * n);
+    }
+    tu_fill_normal(&r, gU, B * m * m), tu_fill_normal(&r, gS, B * n), tu_fill_normal(&r, gVs, B * n * n);
+    sg_mat Um = mk_pad(SG_F64, B, m, m, U), Sm = mk_pad(SG_F64, B, n, 1, s), Vm = mk_pad(SG_F64, B, n, n, Vs),
+           GU = mk_pad(SG_F64, B, m, m, gU), GS = mk_pad(SG_F64, B, n, 1, gS), GV = mk_pad(SG_F64, B, n, n, gVs),
+           GA = mk_pad(SG_F64, B, m, n, NULL);
+    cr_assert_eq(sg_svd_backward(ctx, &Um, &Sm, &Vm, &GU, &GS, &GV, SG_DEGEN_EXACT, 0, &GA), SG_OK, "%s",
+                 sg_last_error(ctx));
+    cr_expect(padding_intact(&GA));
+    tu_from_mat(&GA, gp);
+    for (int b = 0; b < B; b++) {
+        cr_assert_eq(svd_bwd(SG_F64, m, n, 1, U + b * m * m, s + b * n, Vs + b * n * n, gU + b * m * m, gS + b * n,
+                             gVs + b * n * n, SG_DEGEN_EXACT, 0, g1), SG_OK);
+        cr_expect_lt(rel(gp + b * m * n, g1, m * n), 1e-14, "svd_backward matrix %d", b);
+    }
+    tu_free_mat(&Um), tu_free_mat(&Sm), tu_free_mat(&Vm), tu_free_mat(&GU), tu_free_mat(&GS), tu_free_mat(&GV),
+        tu_free_mat(&GA);
+}
