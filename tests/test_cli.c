@@ -451,3 +451,29 @@ Test(cli, help_and_info)
     cr_expect_eq(run("info"), 0, "%s", out);
     cr_expect(strstr(out, "backend auto") != NULL, "%s", out);
 }
+
+/* Varying nullity over the batch: N is (..., n, n) with each basis in the leading columns, zeros after. */
+Test(cli, nullspace_varying_nullity_is_padded)
+{
+    enum { M = 2, N = 4 };
+    /* matrix 0 has rank 2 (nullity 2), matrix 1 rank 1 (second row is twice the first: nullity 3) */
+    double A[2 * M * N] = {1, 2, 0, 1, 0, 1, 3, 1, 1, -1, 2, 0, 2, -2, 4, 0};
+    wr("A.npy", SG_F64, 3, (int64_t[]){2, M, N}, A);
+    cr_assert_eq(run("nullspace A.npy -o v_"), 0, "%s", out);
+    cr_expect(strstr(out, "nullity: 2 3") != NULL, "%s", out);
+    cr_expect(strstr(out, "nullity varies") != NULL, "%s", out);
+    double *Nb = rd("v_N.npy", SG_F64, 3, (int64_t[]){2, N, N});
+    const int nul[2] = {2, 3};
+    for (int b = 0; b < 2; b++)
+        for (int c = 0; c < N; c++) {
+            double nn = 0;
+            for (int j = 0; j < N; j++) nn += Nb[(b * N + j) * N + c] * Nb[(b * N + j) * N + c];
+            cr_expect(fabs(nn - (c < nul[b])) < 1e-12, "column %d of %d: norm² %g", c, b, nn);
+            for (int i = 0; c < nul[b] && i < M; i++) {
+                double an = 0;
+                for (int j = 0; j < N; j++) an += A[(b * M + i) * N + j] * Nb[(b * N + j) * N + c];
+                cr_expect(fabs(an) < 1e-12, "A N (%d,%d) of %d", i, c, b);
+            }
+        }
+    free(Nb);
+}
