@@ -1,0 +1,481 @@
+/* CPU vs CUDA parity for the forward ops (eigh, svd, rank, nullspace, project, lstsq): both dtypes,
+   sizes 1..256 across the solver switch at 32, rectangular shapes, host and device memory, a host batch
+   streamed in many chunks, ld/stride padding, and NaN on the device. Comparisons are gauge invariant
+   (values, reconstructions, orthonormality, projectors, subspace distances), never raw vectors.
+   Without a GPU every test is skipped with the reason printed. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "specgrad.h"
+#include "testutil.h"
+#ifdef SG_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+static sg_ctx *cpu, *gpu;
+static char why[256] = "specgrad built without CUDA";
+
+static void setup(void)
+{
+    cpu = gpu = NULL;
+    cr_assert_eq(sg_create(&cpu, SG_BACKEND_CPU), SG_OK);
+#ifdef SG_HAVE_CUDA
+    if (tu_gpu_available(why, sizeof why)) cr_assert_eq(sg_create(&gpu, SG_BACKEND_CUDA), SG_OK, "CUDA context: %s", why);
+#endif
+}
+static void teardown(void)
+{
+    sg_destroy(gpu);
+    sg_destroy(cpu);
+}
+TestSuite(gpu_parity, .init = setup, .fini = teardown, .timeout = 600);
+
+#define NEED_GPU()                                                                                      \
+    do {                                                                                                \
+        if (!gpu) cr_skip_test("GPU test skipped: %s", why);                                            \
+    } while (0)
+
+static double tol_of(sg_dtype t) { return t == SG_F32 ? 2e-3 : 1e-9; }
+static const char *dn(sg_dtype t) { return t == SG_F32 ? "f32" : "f64"; }
+
+/* ---- buffers: host storage (optionally padded, poisoned with NaN) mirrored on the device ------------ */
+typedef struct {
+    sg_mat h, d;
+    int dev;
+} buf;
+
+static size_t bytes_of(const sg_mat *m)
+{
+    int64_t st = m->stride ? m->stride : m->ld * m->cols;
+    return (size_t)(st * m->batch) * (m->dtype == SG_F32 ? 4 : 8);
+}
+
+static buf bnew(sg_dtype t, int64_t batch, int64_t rows, int64_t cols, int pad, int dev)
+{
+    buf b;
+    memset(&b, 0, sizeof b);
+    b.h = sg_mat_dense(NULL, t, batch, rows, cols);
+    if (pad) {
+        b.h.ld = rows + pad;
+        b.h.stride = b.h.ld * cols + 3 * pad;
+    }
+    size_t n = bytes_of(&b.h);
+    b.h.data = malloc(n);
+    cr_assert_not_null(b.h.data);
+    memset(b.h.data, 0xff, n); /* NaN everywhere: unwritten outputs and stray padding reads show up */
+    b.dev = dev;
+#ifdef SG_HAVE_CUDA
+    if (dev) {
+        b.d = b.h;
+        cr_assert_eq(cudaMalloc(&b.d.data, n), cudaSuccess);
+        cr_assert_eq(cudaMemcpy(b.d.data, b.h.data, n, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+#endif
+    return b;
+}
+static void bset(buf *b, const double *x) /* dense doubles → storage (and device) */
+{
+    tu_to_mat(x, &b->h);
+#ifdef SG_HAVE_CUDA
+    if (b->dev) cr_assert_eq(cudaMemcpy(b->d.data, b->h.data, bytes_of(&b->h), cudaMemcpyHostToDevice), cudaSuccess);
+#endif
+}
+static void bget(buf *b, double *x) /* storage (after a device → host copy) → dense doubles */
+{
+#ifdef SG_HAVE_CUDA
+    if (b->dev) cr_assert_eq(cudaMemcpy(b->h.data, b->d.data, bytes_of(&b->h), cudaMemcpyDeviceToHost), cudaSuccess);
+#endif
+    tu_from_mat(&b->h, x);
+}
+static sg_mat *G(buf *b) { return b->dev ? &b->d : &b->h; }
+static void bfree(buf *b)
+{
+#ifdef SG_HAVE_CUDA
+    if (b->dev) cudaFree(b->d.data);
+#endif
+    free(b->h.data);
+}
+
+/* int64 outputs in the GPU context's memory space */
+typedef struct {
+    int64_t *h, *d;
+    int64_t n;
+    int dev;
+} ibuf;
+static ibuf inew(int64_t n, int dev)
+{
+    ibuf b = {calloc((size_t)n, 8), NULL, n, dev};
+    for (int64_t i = 0; i < n; i++) b.h[i] = -7;
+#ifdef SG_HAVE_CUDA
+    if (dev) {
+        cr_assert_eq(cudaMalloc((void **)&b.d, (size_t)n * 8), cudaSuccess);
+        cr_assert_eq(cudaMemcpy(b.d, b.h, (size_t)n * 8, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+#endif
+    return b;
+}
+static int64_t *IG(ibuf *b) { return b->dev ? b->d : b->h; }
+static void iget(ibuf *b)
+{
+#ifdef SG_HAVE_CUDA
+    if (b->dev) cr_assert_eq(cudaMemcpy(b->h, b->d, (size_t)b->n * 8, cudaMemcpyDeviceToHost), cudaSuccess);
+#endif
+}
+static void ifree(ibuf *b)
+{
+#ifdef SG_HAVE_CUDA
+    if (b->dev) cudaFree(b->d);
+#endif
+    free(b->h);
+}
+
+/* ---- checks --------------------------------------------------------------------------------------- */
+/* ‖QᵀQ − I‖_max for n×c orthonormal columns */
+static double orth_err(const double *Q, int64_t n, int64_t c)
+{
+    double *G2 = malloc(sizeof(double) * (size_t)(c * c)), e = 0;
+    tu_gemm(1, 0, c, c, n, Q, Q, G2);
+    for (int64_t j = 0; j < c; j++)
+        for (int64_t i = 0; i < c; i++) e = fmax(e, fabs(G2[i + j * c] - (i == j)));
+    free(G2);
+    return e;
+}
+
+/* ‖A − U diag(s) Vᵀ‖ / ‖A‖ using the first k columns of U (m×cu) and V (n×cv) */
+static double recon_err(const double *A, const double *U, const double *s, const double *V, int64_t m, int64_t n,
+                        int64_t k)
+{
+    double *US = malloc(sizeof(double) * (size_t)(m * k)), *R = malloc(sizeof(double) * (size_t)(m * n));
+    for (int64_t j = 0; j < k; j++)
+        for (int64_t i = 0; i < m; i++) US[i + j * m] = U[i + j * m] * s[j];
+    tu_gemm(0, 1, m, n, k, US, V, R);
+    double e = tu_diff_norm(R, A, m * n) / fmax(tu_norm(A, m * n), 1e-300);
+    free(US);
+    free(R);
+    return e;
+}
+
+/* Random batch with singular values in [1,2] and, on odd matrices, rank k/2 (clear gap for every rtol). */
+static void gen_rect(tu_rng *r, int64_t batch, int64_t m, int64_t n, double *A)
+{
+    int64_t k = m < n ? m : n;
+    double *s = malloc(sizeof(double) * (size_t)k);
+    for (int64_t b = 0; b < batch; b++) {
+        int64_t rk = (b & 1) && k > 1 ? k / 2 : k;
+        for (int64_t i = 0; i < k; i++) s[i] = i < rk ? 1 + tu_uniform(r) : 0;
+        tu_mat_with_singular_values(r, m, n, s, A + b * m * n);
+    }
+    free(s);
+}
+
+typedef struct {
+    sg_dtype t;
+    int64_t m, n, batch;
+    int dev, pad;
+    size_t chunk; /* GPU ctx chunk_bytes (host streaming) */
+} cfg;
+
+static void set_mem(const cfg *c)
+{
+    cr_assert_eq(sg_set_memspace(gpu, c->dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+    cr_assert_eq(sg_set_chunk_bytes(gpu, c->chunk), SG_OK);
+}
+
+/* SVD (economy and full), rank, nullspace, project (row/null, in place), lstsq: GPU vs CPU. */
+static void check_rect(const cfg *c, uint64_t seed)
+{
+    int64_t m = c->m, n = c->n, k = m < n ? m : n, B = c->batch, kx = 3;
+    double tol = tol_of(c->t);
+    tu_rng r = tu_seed(seed);
+    double *A = malloc(sizeof(double) * (size_t)(B * m * n));
+    gen_rect(&r, B, m, n, A);
+    set_mem(c);
+    cr_log_info("rect %s %lld×%lld batch %lld dev %d pad %d chunk %zu", dn(c->t), (long long)m, (long long)n,
+                (long long)B, c->dev, c->pad, c->chunk);
+    buf a = bnew(c->t, B, m, n, c->pad, c->dev);
+    bset(&a, A);
+
+    /* CPU reference on dense copies */
+    sg_mat ac = tu_alloc_mat(c->t, B, m, n);
+    tu_to_mat(A, &ac);
+    sg_mat sc = tu_alloc_mat(c->t, B, k, 1);
+    cr_assert_eq(sg_svd(cpu, &ac, 0, &sc, NULL, NULL), SG_OK, "%s", sg_last_error(cpu));
+    double *s_ref = malloc(sizeof(double) * (size_t)(B * k));
+    tu_from_mat(&sc, s_ref);
+
+    for (int full = 0; full <= 1; full++) {
+        int64_t cu = full ? m : k, cv = full ? n : k;
+        buf s = bnew(c->t, B, k, 1, c->pad, c->dev), u = bnew(c->t, B, m, cu, c->pad, c->dev),
+            v = bnew(c->t, B, n, cv, c->pad, c->dev);
+        cr_assert_eq(sg_svd(gpu, G(&a), full, G(&s), G(&u), G(&v)), SG_OK, "svd: %s", sg_last_error(gpu));
+        double *S = malloc(sizeof(double) * (size_t)(B * k)), *U = malloc(sizeof(double) * (size_t)(B * m * cu)),
+               *V = malloc(sizeof(double) * (size_t)(B * n * cv));
+        bget(&s, S);
+        bget(&u, U);
+        bget(&v, V);
+        for (int64_t b = 0; b < B; b++) {
+            double smax = fmax(s_ref[b * k], 1e-300);
+            for (int64_t i = 0; i < k; i++)
+                cr_expect_leq(fabs(S[b * k + i] - s_ref[b * k + i]), tol * smax, "σ[%lld] of matrix %lld: %g vs %g",
+                              (long long)i, (long long)b, S[b * k + i], s_ref[b * k + i]);
+            cr_expect_leq(orth_err(U + b * m * cu, m, cu), tol, "U orthonormal (matrix %lld, full %d)", (long long)b, full);
+            cr_expect_leq(orth_err(V + b * n * cv, n, cv), tol, "V orthonormal (matrix %lld, full %d)", (long long)b, full);
+            cr_expect_leq(recon_err(A + b * m * n, U + b * m * cu, S + b * k, V + b * n * cv, m, n, k), tol,
+                          "A = U S Vᵀ (matrix %lld, full %d)", (long long)b, full);
+        }
+        free(S);
+        free(U);
+        free(V);
+        bfree(&s);
+        bfree(&u);
+        bfree(&v);
+    }
+
+    /* rank */
+    int64_t *rk_ref = malloc(sizeof(int64_t) * (size_t)B);
+    cr_assert_eq(sg_rank(cpu, &ac, 0, -1, rk_ref), SG_OK);
+    ibuf rk = inew(B, c->dev);
+    cr_assert_eq(sg_rank(gpu, G(&a), 0, -1, IG(&rk)), SG_OK, "rank: %s", sg_last_error(gpu));
+    iget(&rk);
+    for (int64_t b = 0; b < B; b++) cr_expect_eq(rk.h[b], rk_ref[b], "rank of matrix %lld", (long long)b);
+
+    /* nullspace */
+    sg_mat nc = tu_alloc_mat(c->t, B, n, n);
+    int64_t *nl_ref = malloc(sizeof(int64_t) * (size_t)B);
+    cr_assert_eq(sg_nullspace(cpu, &ac, 0, -1, &nc, nl_ref), SG_OK);
+    buf nn = bnew(c->t, B, n, n, c->pad, c->dev);
+    ibuf nl = inew(B, c->dev);
+    cr_assert_eq(sg_nullspace(gpu, G(&a), 0, -1, G(&nn), IG(&nl)), SG_OK, "nullspace: %s", sg_last_error(gpu));
+    iget(&nl);
+    double *Nr = malloc(sizeof(double) * (size_t)(B * n * n)), *Ng = malloc(sizeof(double) * (size_t)(B * n * n));
+    tu_from_mat(&nc, Nr);
+    bget(&nn, Ng);
+    for (int64_t b = 0; b < B; b++) {
+        cr_expect_eq(nl.h[b], nl_ref[b], "nullity of matrix %lld", (long long)b);
+        int64_t q = nl_ref[b];
+        if (q > 0)
+            cr_expect_leq(tu_subspace_dist(n, Nr + b * n * n, q, Ng + b * n * n, q), tol, "null space of matrix %lld",
+                          (long long)b);
+        cr_expect_eq(tu_max_abs(Ng + b * n * n + q * n, (n - q) * n), 0.0, "zero fill of matrix %lld", (long long)b);
+    }
+
+    /* project (null then row, the row one in place: Y = X) */
+    double *X = malloc(sizeof(double) * (size_t)(B * n * kx)), *Yr = malloc(sizeof(double) * (size_t)(B * n * kx)),
+           *Yg = malloc(sizeof(double) * (size_t)(B * n * kx));
+    tu_fill_normal(&r, X, B * n * kx);
+    for (int which = SG_PROJ_NULL; which <= SG_PROJ_ROW; which++) {
+        sg_mat xc = tu_alloc_mat(c->t, B, n, kx), yc = tu_alloc_mat(c->t, B, n, kx);
+        tu_to_mat(X, &xc);
+        cr_assert_eq(sg_project(cpu, &ac, &xc, (sg_proj)which, 0, -1, &yc), SG_OK);
+        tu_from_mat(&yc, Yr);
+        buf x = bnew(c->t, B, n, kx, c->pad, c->dev), y = bnew(c->t, B, n, kx, c->pad, c->dev);
+        bset(&x, X);
+        buf *out = which == SG_PROJ_ROW ? &x : &y;
+        cr_assert_eq(sg_project(gpu, G(&a), G(&x), (sg_proj)which, 0, -1, G(out)), SG_OK, "project: %s",
+                     sg_last_error(gpu));
+        bget(out, Yg);
+        for (int64_t b = 0; b < B; b++)
+            cr_expect_leq(tu_diff_norm(Yg + b * n * kx, Yr + b * n * kx, n * kx),
+                          tol * fmax(1, tu_norm(X + b * n * kx, n * kx)), "project %d of matrix %lld", which, (long long)b);
+        bfree(&x);
+        bfree(&y);
+        tu_free_mat(&xc);
+        tu_free_mat(&yc);
+    }
+
+    /* lstsq (rank deficient on odd matrices) */
+    double *Bm = malloc(sizeof(double) * (size_t)(B * m * kx)), *Xr = malloc(sizeof(double) * (size_t)(B * n * kx)),
+           *Xg = malloc(sizeof(double) * (size_t)(B * n * kx));
+    tu_fill_normal(&r, Bm, B * m * kx);
+    sg_mat bc = tu_alloc_mat(c->t, B, m, kx), xc = tu_alloc_mat(c->t, B, n, kx);
+    tu_to_mat(Bm, &bc);
+    cr_assert_eq(sg_lstsq(cpu, &ac, &bc, 0, -1, &xc, rk_ref), SG_OK);
+    tu_from_mat(&xc, Xr);
+    buf bb = bnew(c->t, B, m, kx, c->pad, c->dev), xx = bnew(c->t, B, n, kx, c->pad, c->dev);
+    bset(&bb, Bm);
+    ibuf rk2 = inew(B, c->dev);
+    cr_assert_eq(sg_lstsq(gpu, G(&a), G(&bb), 0, -1, G(&xx), IG(&rk2)), SG_OK, "lstsq: %s", sg_last_error(gpu));
+    bget(&xx, Xg);
+    iget(&rk2);
+    for (int64_t b = 0; b < B; b++) {
+        cr_expect_eq(rk2.h[b], rk_ref[b], "lstsq rank of matrix %lld", (long long)b);
+        cr_expect_leq(tu_diff_norm(Xg + b * n * kx, Xr + b * n * kx, n * kx),
+                      tol * fmax(1, tu_norm(Xr + b * n * kx, n * kx)), "lstsq of matrix %lld", (long long)b);
+    }
+
+    free(Bm); free(Xr); free(Xg); tu_free_mat(&bc); tu_free_mat(&xc); bfree(&bb); bfree(&xx); ifree(&rk2);
+    free(X); free(Yr); free(Yg);
+    free(Nr); free(Ng); bfree(&nn); ifree(&nl); free(nl_ref); tu_free_mat(&nc);
+    ifree(&rk); free(rk_ref);
+    free(s_ref); tu_free_mat(&sc); tu_free_mat(&ac); bfree(&a); free(A);
+}
+
+/* eigh: values vs CPU, A V = V Λ, VᵀV = I. Odd matrices get a doubly repeated eigenvalue. */
+static void check_eigh(const cfg *c, uint64_t seed)
+{
+    int64_t n = c->n, B = c->batch;
+    double tol = tol_of(c->t);
+    tu_rng r = tu_seed(seed);
+    double *A = malloc(sizeof(double) * (size_t)(B * n * n)), *w = malloc(sizeof(double) * (size_t)n);
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t i = 0; i < n; i++) w[i] = 4 * tu_uniform(&r) - 2;
+        if ((b & 1) && n > 1) w[1] = w[0];
+        tu_sym_with_spectrum(&r, n, w, A + b * n * n);
+    }
+    set_mem(c);
+    cr_log_info("eigh %s n %lld batch %lld dev %d pad %d chunk %zu", dn(c->t), (long long)n, (long long)B, c->dev,
+                c->pad, c->chunk);
+    sg_mat ac = tu_alloc_mat(c->t, B, n, n), wc = tu_alloc_mat(c->t, B, n, 1);
+    tu_to_mat(A, &ac);
+    cr_assert_eq(sg_eigh(cpu, &ac, &wc, NULL), SG_OK, "%s", sg_last_error(cpu));
+    double *Wr = malloc(sizeof(double) * (size_t)(B * n)), *Wg = malloc(sizeof(double) * (size_t)(B * n)),
+           *Vg = malloc(sizeof(double) * (size_t)(B * n * n)), *AV = malloc(sizeof(double) * (size_t)(n * n));
+    tu_from_mat(&wc, Wr);
+    buf a = bnew(c->t, B, n, n, c->pad, c->dev), ww = bnew(c->t, B, n, 1, c->pad, c->dev),
+        vv = bnew(c->t, B, n, n, c->pad, c->dev), w2 = bnew(c->t, B, n, 1, c->pad, c->dev);
+    bset(&a, A);
+    cr_assert_eq(sg_eigh(gpu, G(&a), G(&ww), G(&vv)), SG_OK, "eigh: %s", sg_last_error(gpu));
+    cr_assert_eq(sg_eigh(gpu, G(&a), G(&w2), NULL), SG_OK, "eigh values only: %s", sg_last_error(gpu));
+    bget(&ww, Wg);
+    bget(&vv, Vg);
+    double *W2 = malloc(sizeof(double) * (size_t)(B * n));
+    bget(&w2, W2);
+    for (int64_t b = 0; b < B; b++) {
+        const double *Ab = A + b * n * n, *V = Vg + b * n * n, *L = Wg + b * n;
+        double scale = fmax(1, tu_max_abs(Wr + b * n, n));
+        for (int64_t i = 0; i < n; i++) {
+            cr_expect_leq(fabs(L[i] - Wr[b * n + i]), tol * scale, "λ[%lld] of matrix %lld", (long long)i, (long long)b);
+            cr_expect_leq(fabs(W2[b * n + i] - Wr[b * n + i]), tol * scale, "values-only λ[%lld] of matrix %lld",
+                          (long long)i, (long long)b);
+        }
+        tu_gemm(0, 0, n, n, n, Ab, V, AV);
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t i = 0; i < n; i++) AV[i + j * n] -= V[i + j * n] * L[j];
+        cr_expect_leq(tu_norm(AV, n * n), tol * scale * sqrt((double)n), "A V − V Λ of matrix %lld", (long long)b);
+        cr_expect_leq(orth_err(V, n, n), tol, "VᵀV = I for matrix %lld", (long long)b);
+    }
+    free(W2); bfree(&w2);
+    free(Wr); free(Wg); free(Vg); free(AV); bfree(&a); bfree(&ww); bfree(&vv);
+    tu_free_mat(&ac); tu_free_mat(&wc); free(A); free(w);
+}
+
+static const int64_t SIZES[] = {1, 2, 3, 8, 16, 31, 32, 33, 64, 128, 256};
+#define NSIZES (int)(sizeof SIZES / sizeof SIZES[0])
+static int64_t batch_for(int64_t n) { return n <= 32 ? 5 : n <= 64 ? 3 : 2; }
+
+Test(gpu_parity, eigh_sizes_host)
+{
+    NEED_GPU();
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int i = 0; i < NSIZES; i++) {
+            cfg c = {(sg_dtype)t, SIZES[i], SIZES[i], batch_for(SIZES[i]), 0, 0, 0};
+            check_eigh(&c, 100 + i);
+        }
+}
+
+Test(gpu_parity, square_ops_sizes_host)
+{
+    NEED_GPU();
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int i = 0; i < NSIZES; i++) {
+            cfg c = {(sg_dtype)t, SIZES[i], SIZES[i], batch_for(SIZES[i]), 0, 0, 0};
+            check_rect(&c, 200 + i);
+        }
+}
+
+Test(gpu_parity, rectangular_host)
+{
+    NEED_GPU();
+    static const int64_t shp[][2] = {{5, 3}, {3, 5}, {32, 7}, {7, 32}, {40, 33}, {33, 40}, {64, 8},
+                                     {8, 64}, {1, 40}, {40, 1}, {130, 70}, {70, 130}};
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int i = 0; i < (int)(sizeof shp / sizeof shp[0]); i++) {
+            cfg c = {(sg_dtype)t, shp[i][0], shp[i][1], 3, 0, 0, 0};
+            check_rect(&c, 300 + i);
+        }
+}
+
+Test(gpu_parity, device_memory)
+{
+    NEED_GPU();
+    static const int64_t shp[][2] = {{3, 3}, {32, 32}, {33, 33}, {64, 64}, {40, 20}, {20, 40}, {6, 4}};
+    for (int t = SG_F32; t <= SG_F64; t++) {
+        for (int i = 0; i < (int)(sizeof shp / sizeof shp[0]); i++) {
+            cfg c = {(sg_dtype)t, shp[i][0], shp[i][1], 4, 1, 0, 0};
+            check_rect(&c, 400 + i);
+            if (shp[i][0] == shp[i][1]) check_eigh(&c, 450 + i);
+        }
+    }
+}
+
+Test(gpu_parity, padded_layouts_host_and_device)
+{
+    NEED_GPU();
+    static const int64_t shp[][2] = {{8, 8}, {33, 33}, {5, 40}, {40, 5}};
+    for (int dev = 0; dev <= 1; dev++)
+        for (int t = SG_F32; t <= SG_F64; t++)
+            for (int i = 0; i < (int)(sizeof shp / sizeof shp[0]); i++) {
+                cfg c = {(sg_dtype)t, shp[i][0], shp[i][1], 3, dev, 2, 0};
+                check_rect(&c, 500 + i);
+                if (shp[i][0] == shp[i][1]) check_eigh(&c, 550 + i);
+            }
+}
+
+Test(gpu_parity, host_batch_streams_in_many_chunks)
+{
+    NEED_GPU();
+    /* chunk_bytes = 1: one matrix per chunk, so 37 chunks alternate between the two lanes */
+    static const int64_t shp[][2] = {{8, 8}, {33, 20}, {40, 40}};
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int i = 0; i < 3; i++) {
+            cfg c = {(sg_dtype)t, shp[i][0], shp[i][1], 37, 0, 0, 1};
+            check_rect(&c, 600 + i);
+            if (shp[i][0] == shp[i][1]) check_eigh(&c, 650 + i);
+            cfg c2 = c;
+            c2.chunk = 4096; /* a few matrices per chunk, with a tail chunk */
+            if (shp[i][0] == shp[i][1]) check_eigh(&c2, 660 + i);
+        }
+    cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
+}
+
+Test(gpu_parity, nan_on_device_is_reported_with_index)
+{
+    NEED_GPU();
+    int64_t n = 4, B = 5;
+    double *A = calloc((size_t)(B * n * n), sizeof(double));
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < n; i++) A[b * n * n + i * (n + 1)] = 1 + (double)i;
+    A[3 * n * n + 2 + 1 * n] = NAN; /* matrix 3, element (2,1) */
+    A[4 * n * n + 0] = INFINITY;
+    for (int t = SG_F32; t <= SG_F64; t++) {
+        cfg c = {(sg_dtype)t, n, n, B, 1, 0, 0};
+        set_mem(&c);
+        buf a = bnew(c.t, B, n, n, 0, 1), w = bnew(c.t, B, n, 1, 0, 1), v = bnew(c.t, B, n, n, 0, 1);
+        bset(&a, A);
+        cr_expect_eq(sg_eigh(gpu, G(&a), G(&w), G(&v)), SG_ERR_NONFINITE);
+        cr_expect_eq(sg_failed_index(gpu), 3, "failed index %lld", (long long)sg_failed_index(gpu));
+        cr_expect(strstr(sg_last_error(gpu), "NaN") != NULL, "%s", sg_last_error(gpu));
+        ibuf rk = inew(B, 1);
+        cr_expect_eq(sg_rank(gpu, G(&a), 0, -1, IG(&rk)), SG_ERR_NONFINITE);
+        cr_expect_eq(sg_failed_index(gpu), 3);
+        /* with the check off the call is made (result unspecified, but no crash and a status) */
+        cr_assert_eq(sg_set_check_finite(gpu, 0), SG_OK);
+        sg_status s = sg_rank(gpu, G(&a), 0, -1, IG(&rk));
+        cr_expect(s == SG_OK || s == SG_ERR_NOCONV || s == SG_ERR_CUSOLVER, "status %d", (int)s);
+        cr_assert_eq(sg_set_check_finite(gpu, 1), SG_OK);
+        ifree(&rk);
+        bfree(&a);
+        bfree(&w);
+        bfree(&v);
+    }
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+    free(A);
+}
+
+Test(gpu_parity, skip_reason_is_printed_without_gpu)
+{
+    if (gpu) cr_skip_test("a GPU exists: this test covers the no-GPU path");
+    cr_expect_gt(strlen(why), 0, "a skip must say why");
+}
