@@ -142,7 +142,7 @@ int cusolver_bench_finish(cusolver_bench *c, buf_set *h, int64_t nb, char *why, 
 
 /* ---- reporting -------------------------------------------------------------------------------------- */
 typedef struct {
-    const char *date, *command, *host_cpu;
+    const char *date, *command, *host_cpu, *loadavg; /* loadavg: /proc/loadavg at start (CPU noise) */
     int host_threads;
     int quick;
     double budget_ms;

@@ -34,7 +34,7 @@ void report_header(FILE *f, const run_info *ri, const device_info *d)
 {
     fprintf(f, "specgrad-bench %d.%d  date %s\n", SG_VERSION_MAJOR, SG_VERSION_MINOR, ri->date);
     fprintf(f, "command: %s\n", ri->command);
-    fprintf(f, "host: %s, %d CPU threads for the CPU path%s\n", ri->host_cpu, ri->host_threads,
+    fprintf(f, "host: %s, %d CPU threads for the CPU path, loadavg at start %s%s\n", ri->host_cpu, ri->host_threads, ri->loadavg,
             ri->quick ? "  [--quick: CPU-only smoke configuration]" : "");
     if (d->present) {
         fprintf(f, "device: %s, %d SMs, cc %d.%d, %.1f GiB, L2 %.0f MiB, driver %d, runtime %d\n", d->name, d->sms,
@@ -200,7 +200,9 @@ int report_json(const char *path, const run_info *ri, const device_info *d, cons
     fprintf(f, ",\n  \"quick\": %s,\n  \"budget_ms\": %.0f,\n  \"host\": {\"cpu\": ", ri->quick ? "true" : "false",
             ri->budget_ms);
     jstr(f, ri->host_cpu);
-    fprintf(f, ", \"threads\": %d},\n  \"device\": ", ri->host_threads);
+    fprintf(f, ", \"threads\": %d, \"loadavg_at_start\": ", ri->host_threads);
+    jstr(f, ri->loadavg);
+    fprintf(f, "},\n  \"device\": ");
     if (d->present) {
         fprintf(f, "{\"name\": ");
         jstr(f, d->name);
