@@ -1,0 +1,604 @@
+/* CPU vs CUDA parity for the spectral gradients (eigh/SVD backward in every degeneracy mode, matrix
+   functions and their backward, regularizers): both dtypes, n across the fused/cuBLAS switch at 64,
+   host and device memory, ld/stride padding, chunked host batches, exactly degenerate spectra, domain
+   errors, and a float64 central-difference check of the GPU eigh backward with the GPU forward.
+   Without a GPU every test is skipped with the reason printed. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "specgrad.h"
+#include "testutil.h"
+#ifdef SG_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+static sg_ctx *cpu, *gpu;
+static char why[256] = "specgrad built without CUDA";
+
+static void setup(void)
+{
+    cpu = gpu = NULL;
+    cr_assert_eq(sg_create(&cpu, SG_BACKEND_CPU), SG_OK);
+#ifdef SG_HAVE_CUDA
+    if (tu_gpu_available(why, sizeof why)) cr_assert_eq(sg_create(&gpu, SG_BACKEND_CUDA), SG_OK, "CUDA context: %s", why);
+#endif
+}
+static void teardown(void)
+{
+    sg_destroy(gpu);
+    sg_destroy(cpu);
+}
+TestSuite(gpu_grad, .init = setup, .fini = teardown, .timeout = 900);
+
+#define NEED_GPU()                                                                                      \
+    do {                                                                                                \
+        if (!gpu) cr_skip_test("GPU test skipped: %s", why);                                            \
+    } while (0)
+
+static const int64_t SIZES[] = {1, 2, 8, 32, 33, 64, 65, 128}; /* fused ≤ 64 (1×1, 2×2, 4×4 tiles), cuBLAS > 64 */
+#define NSIZES ((int)(sizeof SIZES / sizeof SIZES[0]))
+static const sg_dtype DTYPES[] = {SG_F32, SG_F64};
+static const char *dn(sg_dtype t) { return t == SG_F32 ? "f32" : "f64"; }
+static double tol_of(sg_dtype t) { return t == SG_F32 ? 2e-4 : 1e-10; }
+
+/* ---- buffers: host storage (optionally padded, NaN-poisoned) mirrored on the device ----------------- */
+typedef struct {
+    sg_mat h, d;
+    int dev;
+} buf;
+
+static size_t bytes_of(const sg_mat *m)
+{
+    int64_t st = m->stride ? m->stride : m->ld * m->cols;
+    return (size_t)(st * m->batch) * (m->dtype == SG_F32 ? 4 : 8);
+}
+
+static buf bnew(sg_dtype t, int64_t batch, int64_t rows, int64_t cols, int pad, int dev)
+{
+    buf b;
+    memset(&b, 0, sizeof b);
+    b.h = sg_mat_dense(NULL, t, batch, rows, cols);
+    if (pad) {
+        b.h.ld = rows + pad;
+        b.h.stride = b.h.ld * cols + 3 * pad;
+    }
+    size_t n = bytes_of(&b.h);
+    b.h.data = malloc(n);
+    cr_assert_not_null(b.h.data);
+    memset(b.h.data, 0xff, n); /* NaN: unwritten outputs and stray reads of padding show up */
+    b.dev = dev;
+#ifdef SG_HAVE_CUDA
+    if (dev) {
+        b.d = b.h;
+        cr_assert_eq(cudaMalloc(&b.d.data, n), cudaSuccess);
+        cr_assert_eq(cudaMemcpy(b.d.data, b.h.data, n, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+#endif
+    return b;
+}
+static void bset(buf *b, const double *x)
+{
+    tu_to_mat(x, &b->h);
+#ifdef SG_HAVE_CUDA
+    if (b->dev) cr_assert_eq(cudaMemcpy(b->d.data, b->h.data, bytes_of(&b->h), cudaMemcpyHostToDevice), cudaSuccess);
+#endif
+}
+static void bget(buf *b, double *x)
+{
+#ifdef SG_HAVE_CUDA
+    if (b->dev) cr_assert_eq(cudaMemcpy(b->h.data, b->d.data, bytes_of(&b->h), cudaMemcpyDeviceToHost), cudaSuccess);
+#endif
+    tu_from_mat(&b->h, x);
+}
+static sg_mat *bm(buf *b) { return b->dev ? &b->d : &b->h; }
+static void bfree(buf *b)
+{
+#ifdef SG_HAVE_CUDA
+    if (b->dev) cudaFree(b->d.data);
+#endif
+    free(b->h.data);
+}
+
+static double rel_err(const double *x, const double *ref, int64_t n)
+{
+    double r = tu_norm(ref, n);
+    return tu_diff_norm(x, ref, n) / (r > 1e-300 ? r : 1.0);
+}
+static int all_finite(const double *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+static double *dalloc(int64_t n)
+{
+    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
+    cr_assert_not_null(p);
+    return p;
+}
+
+/* A batch of synthetic eigen-pairs: V orthogonal, W ascending in [1, 2+n] with gaps >= 0.5 (Taylor needs
+   positive spectra); tie_b >= 0 makes λ0 = λ1 exactly in that matrix. */
+static void make_eig(tu_rng *r, int64_t batch, int64_t n, int64_t tie_b, double *W, double *V)
+{
+    for (int64_t b = 0; b < batch; b++) {
+        tu_orthogonal(r, n, V + b * n * n);
+        double x = 1.0 + tu_uniform(r);
+        for (int64_t i = 0; i < n; i++) {
+            W[b * n + i] = x;
+            x += 0.5 + tu_uniform(r);
+        }
+        if (b == tie_b && n > 1) W[b * n + 1] = W[b * n];
+    }
+}
+
+/* ---- eigh backward ---------------------------------------------------------------------------- */
+/* Runs eigh_backward on ctx (device memory on the GPU when dev), returns status, gA in out. */
+static sg_status run_eigh_bw(sg_ctx *c, int dev, int pad, sg_dtype t, int64_t batch, int64_t n, const double *W,
+                             const double *V, const double *gW, const double *gV, sg_degen mode, double *out,
+                             int64_t *failed)
+{
+    if (c == gpu) cr_assert_eq(sg_set_memspace(c, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+    int d = c == gpu && dev;
+    buf w = bnew(t, batch, n, 1, pad, d), v = bnew(t, batch, n, n, pad, d), gw = bnew(t, batch, n, 1, pad, d),
+        gv = bnew(t, batch, n, n, pad, d), ga = bnew(t, batch, n, n, pad, d);
+    bset(&w, W), bset(&v, V);
+    if (gW) bset(&gw, gW);
+    if (gV) bset(&gv, gV);
+    sg_status s = sg_eigh_backward(c, bm(&w), bm(&v), gW ? bm(&gw) : NULL, gV ? bm(&gv) : NULL, mode, 0, bm(&ga));
+    *failed = sg_failed_index(c);
+    if (s == SG_OK || s == SG_ERR_DEGENERATE) bget(&ga, out);
+    bfree(&w), bfree(&v), bfree(&gw), bfree(&gv), bfree(&ga);
+    if (c == gpu) sg_set_memspace(c, SG_MEM_HOST);
+    return s;
+}
+
+Test(gpu_grad, eigh_backward_parity_all_modes_sizes_memspaces)
+{
+    NEED_GPU();
+    tu_rng r = tu_seed(11);
+    const int64_t batch = 3;
+    for (int ti = 0; ti < 2; ti++)
+        for (int si = 0; si < NSIZES; si++) {
+            sg_dtype t = DTYPES[ti];
+            int64_t n = SIZES[si], nn = n * n;
+            double *W = dalloc(batch * n), *V = dalloc(batch * nn), *gW = dalloc(batch * n), *gV = dalloc(batch * nn),
+                   *ref = dalloc(batch * nn), *out = dalloc(batch * nn);
+            make_eig(&r, batch, n, -1, W, V);
+            tu_fill_normal(&r, gW, batch * n);
+            tu_fill_normal(&r, gV, batch * nn);
+            for (int mode = SG_DEGEN_EXACT; mode <= SG_DEGEN_TAYLOR; mode++)
+                for (int dev = 0; dev < 2; dev++) {
+                    int pad = (si + dev + mode) % 2;
+                    int64_t f1, f2;
+                    cr_assert_eq(run_eigh_bw(cpu, 0, pad, t, batch, n, W, V, gW, gV, (sg_degen)mode, ref, &f1), SG_OK,
+                                 "cpu %s n=%lld mode %d: %s", dn(t), (long long)n, mode, sg_last_error(cpu));
+                    sg_status s = run_eigh_bw(gpu, dev, pad, t, batch, n, W, V, gW, gV, (sg_degen)mode, out, &f2);
+                    cr_assert_eq(s, SG_OK, "gpu %s n=%lld mode %d dev %d: %s", dn(t), (long long)n, mode, dev,
+                                 sg_last_error(gpu));
+                    double e = rel_err(out, ref, batch * nn);
+                    cr_expect_leq(e, tol_of(t), "eigh_backward %s n=%lld mode %d dev %d pad %d: rel err %.3g", dn(t),
+                                  (long long)n, mode, dev, pad, e);
+                }
+            /* gV = NULL and gW = NULL paths */
+            int64_t f;
+            cr_assert_eq(run_eigh_bw(cpu, 0, 0, t, batch, n, W, V, gW, NULL, SG_DEGEN_EXACT, ref, &f), SG_OK);
+            cr_assert_eq(run_eigh_bw(gpu, 1, 0, t, batch, n, W, V, gW, NULL, SG_DEGEN_EXACT, out, &f), SG_OK, "%s",
+                         sg_last_error(gpu));
+            cr_expect_leq(rel_err(out, ref, batch * nn), tol_of(t), "gV = NULL, %s n=%lld", dn(t), (long long)n);
+            cr_assert_eq(run_eigh_bw(cpu, 0, 0, t, batch, n, W, V, NULL, gV, SG_DEGEN_MASK, ref, &f), SG_OK);
+            cr_assert_eq(run_eigh_bw(gpu, 0, 1, t, batch, n, W, V, NULL, gV, SG_DEGEN_MASK, out, &f), SG_OK, "%s",
+                         sg_last_error(gpu));
+            cr_expect_leq(rel_err(out, ref, batch * nn), tol_of(t), "gW = NULL, %s n=%lld", dn(t), (long long)n);
+            free(W), free(V), free(gW), free(gV), free(ref), free(out);
+        }
+}
+
+Test(gpu_grad, eigh_backward_exact_ties_degenerate_mask_finite)
+{
+    NEED_GPU();
+    tu_rng r = tu_seed(12);
+    const int64_t batch = 3, sizes[] = {2, 8, 33, 64, 65, 128};
+    for (int ti = 0; ti < 2; ti++)
+        for (int si = 0; si < 6; si++) {
+            sg_dtype t = DTYPES[ti];
+            int64_t n = sizes[si], nn = n * n, f1, f2;
+            double *W = dalloc(batch * n), *V = dalloc(batch * nn), *gW = dalloc(batch * n), *gV = dalloc(batch * nn),
+                   *ref = dalloc(batch * nn), *out = dalloc(batch * nn);
+            make_eig(&r, batch, n, 1, W, V); /* tie in matrix 1 */
+            tu_fill_normal(&r, gW, batch * n);
+            tu_fill_normal(&r, gV, batch * nn);
+            for (int dev = 0; dev < 2; dev++) {
+                cr_expect_eq(run_eigh_bw(cpu, 0, 0, t, batch, n, W, V, gW, gV, SG_DEGEN_EXACT, ref, &f1), SG_ERR_DEGENERATE);
+                cr_expect_eq(run_eigh_bw(gpu, dev, 0, t, batch, n, W, V, gW, gV, SG_DEGEN_EXACT, out, &f2),
+                             SG_ERR_DEGENERATE, "%s n=%lld dev %d: %s", dn(t), (long long)n, dev, sg_last_error(gpu));
+                cr_expect_eq(f1, 1);
+                cr_expect_eq(f2, 1, "gpu failed index %lld", (long long)f2);
+                /* gA is still written: the untied matrices agree */
+                cr_expect_leq(rel_err(out, ref, nn), tol_of(t));
+                cr_expect_leq(rel_err(out + 2 * nn, ref + 2 * nn, nn), tol_of(t));
+                cr_assert_eq(run_eigh_bw(cpu, 0, 1, t, batch, n, W, V, gW, gV, SG_DEGEN_MASK, ref, &f1), SG_OK);
+                cr_assert_eq(run_eigh_bw(gpu, dev, 1, t, batch, n, W, V, gW, gV, SG_DEGEN_MASK, out, &f2), SG_OK, "%s",
+                             sg_last_error(gpu));
+                cr_expect(all_finite(out, batch * nn));
+                cr_expect_leq(rel_err(out, ref, batch * nn), tol_of(t), "mask %s n=%lld dev %d", dn(t), (long long)n, dev);
+            }
+            free(W), free(V), free(gW), free(gV), free(ref), free(out);
+        }
+}
+
+Test(gpu_grad, host_batch_streamed_in_chunks)
+{
+    NEED_GPU();
+    tu_rng r = tu_seed(13);
+    const int64_t batch = 37, n = 40, nn = n * n;
+    double *W = dalloc(batch * n), *V = dalloc(batch * nn), *gW = dalloc(batch * n), *gV = dalloc(batch * nn),
+           *ref = dalloc(batch * nn), *out = dalloc(batch * nn);
+    make_eig(&r, batch, n, 29, W, V); /* tie in matrix 29: in a later chunk */
+    tu_fill_normal(&r, gW, batch * n);
+    tu_fill_normal(&r, gV, batch * nn);
+    int64_t f1, f2;
+    cr_assert_eq(sg_set_chunk_bytes(gpu, 5 * (size_t)nn * 8 * 3), SG_OK); /* a handful of matrices per chunk */
+    for (int pad = 0; pad < 2; pad++) {
+        cr_expect_eq(run_eigh_bw(cpu, 0, pad, SG_F64, batch, n, W, V, gW, gV, SG_DEGEN_EXACT, ref, &f1), SG_ERR_DEGENERATE);
+        cr_expect_eq(run_eigh_bw(gpu, 0, pad, SG_F64, batch, n, W, V, gW, gV, SG_DEGEN_EXACT, out, &f2), SG_ERR_DEGENERATE,
+                     "%s", sg_last_error(gpu));
+        cr_expect_eq(f1, 29);
+        cr_expect_eq(f2, 29, "failed index %lld: %s", (long long)f2, sg_last_error(gpu));
+        cr_expect_leq(rel_err(out, ref, 29 * nn), 1e-10); /* every other chunk was written */
+        cr_expect_leq(rel_err(out + 30 * nn, ref + 30 * nn, 7 * nn), 1e-10);
+    }
+    cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
+    free(W), free(V), free(gW), free(gV), free(ref), free(out);
+}
+
+/* Central differences of a gauge-invariant loss L = Σ c_i λ_i + ⟨H, V diag(e) Vᵀ⟩ (H symmetric), with
+   the GPU forward; gradient from the GPU backward with gW = c, gV = 2 H V diag(e). */
+static double fd_loss(int64_t n, const double *A, const double *c, const double *e, const double *H)
+{
+    buf a = bnew(SG_F64, 1, n, n, 0, 0), w = bnew(SG_F64, 1, n, 1, 0, 0), v = bnew(SG_F64, 1, n, n, 0, 0);
+    bset(&a, A);
+    cr_assert_eq(sg_eigh(gpu, &a.h, &w.h, &v.h), SG_OK, "%s", sg_last_error(gpu));
+    double *W = dalloc(n), *V = dalloc(n * n), L = 0;
+    bget(&w, W), bget(&v, V);
+    for (int64_t i = 0; i < n; i++) L += c[i] * W[i];
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < n; i++) {
+            double p = 0;
+            for (int64_t k = 0; k < n; k++) p += V[i + k * n] * e[k] * V[j + k * n];
+            L += H[i + j * n] * p;
+        }
+    free(W), free(V), bfree(&a), bfree(&w), bfree(&v);
+    return L;
+}
+
+Test(gpu_grad, eigh_backward_matches_central_differences_f64)
+{
+    NEED_GPU();
+    tu_rng r = tu_seed(14);
+    const int64_t n = 6, nn = n * n;
+    double w0[6] = {0.5, 1.3, 2.0, 2.9, 4.1, 5.0}, A[36], dA[36], Ap[36], Am[36], c[6], e[6], H[36], Hs[36];
+    tu_sym_with_spectrum(&r, n, w0, A);
+    tu_fill_normal(&r, c, n), tu_fill_normal(&r, e, n), tu_fill_normal(&r, H, nn), tu_fill_normal(&r, dA, nn);
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < n; i++) Hs[i + j * n] = 0.5 * (H[i + j * n] + H[j + i * n]);
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < j; i++) dA[i + j * n] = dA[j + i * n]; /* symmetric direction */
+    /* analytic: forward on the GPU, then backward on the GPU */
+    buf a = bnew(SG_F64, 1, n, n, 0, 0), w = bnew(SG_F64, 1, n, 1, 0, 0), v = bnew(SG_F64, 1, n, n, 0, 0);
+    bset(&a, A);
+    cr_assert_eq(sg_eigh(gpu, &a.h, &w.h, &v.h), SG_OK, "%s", sg_last_error(gpu));
+    double W[6], V[36], gV[36], VE[36], gA[36];
+    bget(&w, W), bget(&v, V);
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < n; i++) VE[i + j * n] = V[i + j * n] * e[j];
+    tu_gemm(0, 0, n, n, n, Hs, VE, gV);
+    for (int64_t i = 0; i < nn; i++) gV[i] *= 2;
+    int64_t f;
+    cr_assert_eq(run_eigh_bw(gpu, 0, 0, SG_F64, 1, n, W, V, c, gV, SG_DEGEN_EXACT, gA, &f), SG_OK, "%s", sg_last_error(gpu));
+    double an = 0;
+    for (int64_t i = 0; i < nn; i++) an += gA[i] * dA[i];
+    const double h = 1e-6;
+    for (int64_t i = 0; i < nn; i++) Ap[i] = A[i] + h * dA[i], Am[i] = A[i] - h * dA[i];
+    double fd = (fd_loss(n, Ap, c, e, Hs) - fd_loss(n, Am, c, e, Hs)) / (2 * h);
+    cr_expect_leq(fabs(fd - an), 1e-6 * (1 + fabs(an)), "central difference %.12g vs backward %.12g", fd, an);
+    bfree(&a), bfree(&w), bfree(&v);
+}
+
+/* ---- SVD backward ----------------------------------------------------------------------------- */
+static sg_status run_svd_bw(sg_ctx *c, int dev, int pad, sg_dtype t, int64_t batch, int64_t m, int64_t n, int full,
+                            const double *U, const double *S, const double *V, const double *gU, const double *gS,
+                            const double *gV, sg_degen mode, double *out, int64_t *failed)
+{
+    int64_t k = m < n ? m : n, uc = full ? m : k, vc = full ? n : k;
+    if (c == gpu) cr_assert_eq(sg_set_memspace(c, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+    int d = c == gpu && dev;
+    buf u = bnew(t, batch, m, uc, pad, d), s = bnew(t, batch, k, 1, pad, d), v = bnew(t, batch, n, vc, pad, d),
+        gu = bnew(t, batch, m, uc, pad, d), gs = bnew(t, batch, k, 1, pad, d), gv = bnew(t, batch, n, vc, pad, d),
+        ga = bnew(t, batch, m, n, pad, d);
+    bset(&u, U), bset(&s, S), bset(&v, V);
+    if (gU) bset(&gu, gU);
+    if (gS) bset(&gs, gS);
+    if (gV) bset(&gv, gV);
+    sg_status st = sg_svd_backward(c, bm(&u), bm(&s), bm(&v), gU ? bm(&gu) : NULL, gS ? bm(&gs) : NULL,
+                                   gV ? bm(&gv) : NULL, mode, 0, bm(&ga));
+    *failed = sg_failed_index(c);
+    if (st == SG_OK || st == SG_ERR_DEGENERATE) bget(&ga, out);
+    bfree(&u), bfree(&s), bfree(&v), bfree(&gu), bfree(&gs), bfree(&gv), bfree(&ga);
+    if (c == gpu) sg_set_memspace(c, SG_MEM_HOST);
+    return st;
+}
+
+/* U (m×uc), V (n×vc) orthonormal columns; S descending positive with gaps, tie in matrix tie_b. */
+static void make_svd(tu_rng *r, int64_t batch, int64_t m, int64_t n, int full, int64_t tie_b, double *U, double *S,
+                     double *V)
+{
+    int64_t k = m < n ? m : n, uc = full ? m : k, vc = full ? n : k;
+    double *Qm = dalloc(m * m), *Qn = dalloc(n * n);
+    for (int64_t b = 0; b < batch; b++) {
+        tu_orthogonal(r, m, Qm), tu_orthogonal(r, n, Qn);
+        memcpy(U + b * m * uc, Qm, sizeof(double) * m * uc);
+        memcpy(V + b * n * vc, Qn, sizeof(double) * n * vc);
+        double x = 1.0 + tu_uniform(r);
+        for (int64_t i = k - 1; i >= 0; i--) {
+            S[b * k + i] = x;
+            x += 0.5 + tu_uniform(r);
+        }
+        if (b == tie_b && k > 1) S[b * k + 1] = S[b * k];
+    }
+    free(Qm), free(Qn);
+}
+
+Test(gpu_grad, svd_backward_parity_shapes_modes_memspaces)
+{
+    NEED_GPU();
+    tu_rng r = tu_seed(21);
+    const int64_t batch = 2, shapes[][2] = {{1, 1}, {8, 8}, {33, 20}, {20, 33}, {64, 64}, {65, 40}, {5, 1}, {1, 5}, {128, 100}};
+    for (int ti = 0; ti < 2; ti++)
+        for (int si = 0; si < 9; si++)
+            for (int full = 0; full < 2; full++) {
+                sg_dtype t = DTYPES[ti];
+                int64_t m = shapes[si][0], n = shapes[si][1], k = m < n ? m : n, uc = full ? m : k, vc = full ? n : k;
+                double *U = dalloc(batch * m * uc), *S = dalloc(batch * k), *V = dalloc(batch * n * vc),
+                       *gU = dalloc(batch * m * uc), *gS = dalloc(batch * k), *gV = dalloc(batch * n * vc),
+                       *ref = dalloc(batch * m * n), *out = dalloc(batch * m * n);
+                make_svd(&r, batch, m, n, full, -1, U, S, V);
+                tu_fill_normal(&r, gU, batch * m * uc), tu_fill_normal(&r, gS, batch * k), tu_fill_normal(&r, gV, batch * n * vc);
+                for (int mode = SG_DEGEN_EXACT; mode <= SG_DEGEN_TAYLOR; mode++)
+                    for (int which = 0; which < 4; which++) { /* all, gU only, gV only, gS only */
+                        const double *pu = which == 0 || which == 1 ? gU : NULL, *pv = which == 0 || which == 2 ? gV : NULL,
+                                     *ps = which == 0 || which == 3 ? gS : NULL;
+                        int dev = (which + mode) % 2, pad = (si + which) % 2;
+                        int64_t f;
+                        cr_assert_eq(run_svd_bw(cpu, 0, pad, t, batch, m, n, full, U, S, V, pu, ps, pv, (sg_degen)mode, ref, &f),
+                                     SG_OK, "cpu: %s", sg_last_error(cpu));
+                        sg_status s = run_svd_bw(gpu, dev, pad, t, batch, m, n, full, U, S, V, pu, ps, pv, (sg_degen)mode, out, &f);
+                        cr_assert_eq(s, SG_OK, "gpu %s %lldx%lld full %d mode %d which %d: %s", dn(t), (long long)m,
+                                     (long long)n, full, mode, which, sg_last_error(gpu));
+                        double e = rel_err(out, ref, batch * m * n);
+                        cr_expect_leq(e, tol_of(t), "svd_backward %s %lldx%lld full %d mode %d which %d dev %d: %.3g", dn(t),
+                                      (long long)m, (long long)n, full, mode, which, dev, e);
+                    }
+                free(U), free(S), free(V), free(gU), free(gS), free(gV), free(ref), free(out);
+            }
+}
+
+Test(gpu_grad, svd_backward_exact_ties_degenerate_mask_finite)
+{
+    NEED_GPU();
+    tu_rng r = tu_seed(22);
+    const int64_t batch = 3, m = 40, n = 30, k = 30;
+    double *U = dalloc(batch * m * k), *S = dalloc(batch * k), *V = dalloc(batch * n * k), *gU = dalloc(batch * m * k),
+           *gV = dalloc(batch * n * k), *ref = dalloc(batch * m * n), *out = dalloc(batch * m * n);
+    make_svd(&r, batch, m, n, 0, 2, U, S, V);
+    tu_fill_normal(&r, gU, batch * m * k), tu_fill_normal(&r, gV, batch * n * k);
+    for (int ti = 0; ti < 2; ti++) {
+        int64_t f1, f2;
+        sg_dtype t = DTYPES[ti];
+        cr_expect_eq(run_svd_bw(cpu, 0, 0, t, batch, m, n, 0, U, S, V, gU, NULL, gV, SG_DEGEN_EXACT, ref, &f1), SG_ERR_DEGENERATE);
+        cr_expect_eq(run_svd_bw(gpu, 1, 0, t, batch, m, n, 0, U, S, V, gU, NULL, gV, SG_DEGEN_EXACT, out, &f2),
+                     SG_ERR_DEGENERATE, "%s", sg_last_error(gpu));
+        cr_expect_eq(f1, 2);
+        cr_expect_eq(f2, 2);
+        cr_expect_leq(rel_err(out, ref, 2 * m * n), tol_of(t));
+        cr_assert_eq(run_svd_bw(cpu, 0, 0, t, batch, m, n, 0, U, S, V, gU, NULL, gV, SG_DEGEN_MASK, ref, &f1), SG_OK);
+        cr_assert_eq(run_svd_bw(gpu, 0, 1, t, batch, m, n, 0, U, S, V, gU, NULL, gV, SG_DEGEN_MASK, out, &f2), SG_OK, "%s",
+                     sg_last_error(gpu));
+        cr_expect(all_finite(out, batch * m * n));
+        cr_expect_leq(rel_err(out, ref, batch * m * n), tol_of(t));
+    }
+    free(U), free(S), free(V), free(gU), free(gV), free(ref), free(out);
+}
+
+/* ---- matrix functions ------------------------------------------------------------------------- */
+static const sg_fn FNS[] = {{SG_FN_SQRT, 0, NULL, NULL, NULL},
+                            {SG_FN_LOG, 0, NULL, NULL, NULL},
+                            {SG_FN_EXP, 0, NULL, NULL, NULL},
+                            {SG_FN_POW, 1.5, NULL, NULL, NULL}};
+
+/* Symmetric A_b = Q diag(w) Qᵀ with positive spectrum; neg_b >= 0 gets a negative eigenvalue. */
+static void make_sym(tu_rng *r, int64_t batch, int64_t n, int64_t neg_b, double *A)
+{
+    double *w = dalloc(n);
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t i = 0; i < n; i++) w[i] = 0.5 + 0.1 * (double)i + 0.05 * tu_uniform(r);
+        if (b == neg_b) w[0] = -1.0;
+        tu_sym_with_spectrum(r, n, w, A + b * n * n);
+    }
+    free(w);
+}
+
+static sg_status run_matfunc(sg_ctx *c, int dev, int pad, sg_dtype t, int64_t batch, int64_t n, const double *A,
+                             const sg_fn *fn, double *out, int64_t *failed)
+{
+    if (c == gpu) cr_assert_eq(sg_set_memspace(c, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+    int d = c == gpu && dev;
+    buf a = bnew(t, batch, n, n, pad, d), f = bnew(t, batch, n, n, pad, d);
+    bset(&a, A);
+    sg_status s = sg_matfunc(c, bm(&a), fn, bm(&f));
+    *failed = sg_failed_index(c);
+    if (s == SG_OK) bget(&f, out);
+    bfree(&a), bfree(&f);
+    if (c == gpu) sg_set_memspace(c, SG_MEM_HOST);
+    return s;
+}
+
+Test(gpu_grad, matfunc_parity_and_domain)
+{
+    NEED_GPU();
+    tu_rng r = tu_seed(31);
+    const int64_t batch = 3;
+    for (int ti = 0; ti < 2; ti++)
+        for (int si = 0; si < NSIZES; si++) {
+            sg_dtype t = DTYPES[ti];
+            int64_t n = SIZES[si], nn = n * n, f;
+            double *A = dalloc(batch * nn), *ref = dalloc(batch * nn), *out = dalloc(batch * nn);
+            make_sym(&r, batch, n, -1, A);
+            for (int k = 0; k < 4; k++) {
+                int dev = (k + si) % 2, pad = k % 2;
+                cr_assert_eq(run_matfunc(cpu, 0, pad, t, batch, n, A, &FNS[k], ref, &f), SG_OK, "%s", sg_last_error(cpu));
+                cr_assert_eq(run_matfunc(gpu, dev, pad, t, batch, n, A, &FNS[k], out, &f), SG_OK, "gpu %s n=%lld fn %d: %s",
+                             dn(t), (long long)n, k, sg_last_error(gpu));
+                /* the forward goes through two different eigensolvers: eigenvector accuracy bounds this */
+                double e = rel_err(out, ref, batch * nn);
+                cr_expect_leq(e, t == SG_F32 ? 1e-3 : 1e-8, "matfunc %s n=%lld fn %d: %.3g", dn(t), (long long)n, k, e);
+            }
+            make_sym(&r, batch, n, 1, A); /* log of a negative eigenvalue in matrix 1 */
+            cr_expect_eq(run_matfunc(cpu, 0, 0, t, batch, n, A, &FNS[1], ref, &f), SG_ERR_DOMAIN);
+            cr_expect_eq(f, 1);
+            cr_expect_eq(run_matfunc(gpu, 1, 0, t, batch, n, A, &FNS[1], out, &f), SG_ERR_DOMAIN, "%s", sg_last_error(gpu));
+            cr_expect_eq(f, 1);
+            free(A), free(ref), free(out);
+        }
+}
+
+static double cb_f(double x, void *u) { (void)u; return x * x; }
+static double cb_df(double x, void *u) { (void)u; return 2 * x; }
+
+Test(gpu_grad, callbacks_are_cpu_only)
+{
+    NEED_GPU();
+    double A[4] = {2, 0, 0, 3}, F[4], W[2] = {2, 3}, V[4] = {1, 0, 0, 1}, G[4] = {1, 0, 0, 1}, L[1];
+    sg_fn cb = {SG_FN_CALLBACK, 0, cb_f, cb_df, NULL};
+    sg_mat a = sg_mat_dense(A, SG_F64, 1, 2, 2), f = sg_mat_dense(F, SG_F64, 1, 2, 2), w = sg_mat_dense(W, SG_F64, 1, 2, 1),
+           v = sg_mat_dense(V, SG_F64, 1, 2, 2), g = sg_mat_dense(G, SG_F64, 1, 2, 2), l = sg_mat_dense(L, SG_F64, 1, 1, 1);
+    cr_expect_eq(sg_matfunc(gpu, &a, &cb, &f), SG_ERR_UNSUPPORTED);
+    cr_expect(strstr(sg_last_error(gpu), "CPU") != NULL, "%s", sg_last_error(gpu));
+    cr_expect_eq(sg_matfunc_backward(gpu, &w, &v, &cb, &g, &f), SG_ERR_UNSUPPORTED);
+    cr_expect_eq(sg_regularizer(gpu, SG_REG_EIGSUM, &a, &cb, &l, &f), SG_ERR_UNSUPPORTED);
+}
+
+static sg_status run_matfunc_bw(sg_ctx *c, int dev, int pad, sg_dtype t, int64_t batch, int64_t n, const double *W,
+                                const double *V, const sg_fn *fn, const double *gF, double *out, int64_t *failed)
+{
+    if (c == gpu) cr_assert_eq(sg_set_memspace(c, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+    int d = c == gpu && dev;
+    buf w = bnew(t, batch, n, 1, pad, d), v = bnew(t, batch, n, n, pad, d), g = bnew(t, batch, n, n, pad, d),
+        ga = bnew(t, batch, n, n, pad, d);
+    bset(&w, W), bset(&v, V), bset(&g, gF);
+    sg_status s = sg_matfunc_backward(c, bm(&w), bm(&v), fn, bm(&g), bm(&ga));
+    *failed = sg_failed_index(c);
+    if (s == SG_OK) bget(&ga, out);
+    bfree(&w), bfree(&v), bfree(&g), bfree(&ga);
+    if (c == gpu) sg_set_memspace(c, SG_MEM_HOST);
+    return s;
+}
+
+Test(gpu_grad, matfunc_backward_parity_including_exact_ties)
+{
+    NEED_GPU();
+    tu_rng r = tu_seed(32);
+    const int64_t batch = 3;
+    for (int ti = 0; ti < 2; ti++)
+        for (int si = 0; si < NSIZES; si++) {
+            sg_dtype t = DTYPES[ti];
+            int64_t n = SIZES[si], nn = n * n, f;
+            double *W = dalloc(batch * n), *V = dalloc(batch * nn), *gF = dalloc(batch * nn), *ref = dalloc(batch * nn),
+                   *out = dalloc(batch * nn);
+            make_eig(&r, batch, n, 1, W, V); /* exact tie in matrix 1: divided differences stay finite */
+            tu_fill_normal(&r, gF, batch * nn);
+            for (int k = 0; k < 4; k++) {
+                int dev = (k + si) % 2, pad = (k + 1) % 2;
+                cr_assert_eq(run_matfunc_bw(cpu, 0, pad, t, batch, n, W, V, &FNS[k], gF, ref, &f), SG_OK, "%s",
+                             sg_last_error(cpu));
+                cr_assert_eq(run_matfunc_bw(gpu, dev, pad, t, batch, n, W, V, &FNS[k], gF, out, &f), SG_OK,
+                             "gpu %s n=%lld fn %d: %s", dn(t), (long long)n, k, sg_last_error(gpu));
+                cr_expect(all_finite(out, batch * nn));
+                double e = rel_err(out, ref, batch * nn);
+                cr_expect_leq(e, tol_of(t), "matfunc_backward %s n=%lld fn %d: %.3g", dn(t), (long long)n, k, e);
+            }
+            W[2 * n] = -1; /* matrix 2: log outside its domain */
+            cr_expect_eq(run_matfunc_bw(cpu, 0, 0, t, batch, n, W, V, &FNS[1], gF, ref, &f), SG_ERR_DOMAIN);
+            cr_expect_eq(f, 2);
+            cr_expect_eq(run_matfunc_bw(gpu, 1, 0, t, batch, n, W, V, &FNS[1], gF, out, &f), SG_ERR_DOMAIN, "%s",
+                         sg_last_error(gpu));
+            cr_expect_eq(f, 2);
+            free(W), free(V), free(gF), free(ref), free(out);
+        }
+}
+
+/* ---- regularizers ----------------------------------------------------------------------------- */
+static sg_status run_reg(sg_ctx *c, int dev, int pad, sg_dtype t, sg_reg kind, int64_t batch, int64_t m, int64_t n,
+                         const double *A, const sg_fn *fn, double *loss, double *gA, int64_t *failed)
+{
+    if (c == gpu) cr_assert_eq(sg_set_memspace(c, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+    int d = c == gpu && dev;
+    buf a = bnew(t, batch, m, n, pad, d), l = bnew(t, batch, 1, 1, pad, d), g = bnew(t, batch, m, n, pad, d);
+    bset(&a, A);
+    sg_status s = sg_regularizer(c, kind, bm(&a), fn, bm(&l), gA ? bm(&g) : NULL);
+    *failed = sg_failed_index(c);
+    if (s == SG_OK) {
+        bget(&l, loss);
+        if (gA) bget(&g, gA);
+    }
+    bfree(&a), bfree(&l), bfree(&g);
+    if (c == gpu) sg_set_memspace(c, SG_MEM_HOST);
+    return s;
+}
+
+Test(gpu_grad, regularizers_parity_and_domain)
+{
+    NEED_GPU();
+    tu_rng r = tu_seed(41);
+    const int64_t batch = 3, shapes[][2] = {{1, 1}, {8, 8}, {33, 20}, {20, 33}, {64, 64}, {65, 65}, {128, 128}};
+    for (int ti = 0; ti < 2; ti++)
+        for (int si = 0; si < 7; si++)
+            for (int kind = SG_REG_SPECTRAL; kind <= SG_REG_EIGSUM; kind++) {
+                sg_dtype t = DTYPES[ti];
+                int square = kind == SG_REG_LOGDET || kind == SG_REG_EIGSUM;
+                int64_t m = shapes[si][0], n = square ? m : shapes[si][1], k = m < n ? m : n, f;
+                double *A = dalloc(batch * m * n), *l1 = dalloc(batch), *l2 = dalloc(batch), *g1 = dalloc(batch * m * n),
+                       *g2 = dalloc(batch * m * n), *s = dalloc(k);
+                if (square) make_sym(&r, batch, m, -1, A);
+                else
+                    for (int64_t b = 0; b < batch; b++) { /* distinct singular values: σ1 > σ2 for the spectral norm */
+                        for (int64_t i = 0; i < k; i++) s[i] = 3.0 - 2.0 * (double)i / (double)(k > 1 ? k : 2);
+                        tu_mat_with_singular_values(&r, m, n, s, A + b * m * n);
+                    }
+                const sg_fn *fn = kind == SG_REG_EIGSUM ? &FNS[(si + ti) % 4] : NULL;
+                int dev = (si + kind) % 2, pad = (si + kind + ti) % 2;
+                for (int grad = 0; grad < 2; grad++) {
+                    cr_assert_eq(run_reg(cpu, 0, pad, t, (sg_reg)kind, batch, m, n, A, fn, l1, grad ? g1 : NULL, &f), SG_OK,
+                                 "cpu: %s", sg_last_error(cpu));
+                    cr_assert_eq(run_reg(gpu, dev, pad, t, (sg_reg)kind, batch, m, n, A, fn, l2, grad ? g2 : NULL, &f), SG_OK,
+                                 "gpu %s kind %d %lldx%lld: %s", dn(t), kind, (long long)m, (long long)n, sg_last_error(gpu));
+                    double tl = kind == SG_REG_ORTHO ? tol_of(t) : (t == SG_F32 ? 1e-3 : 1e-8);
+                    cr_expect_leq(rel_err(l2, l1, batch), tl, "loss %s kind %d %lldx%lld", dn(t), kind, (long long)m,
+                                  (long long)n);
+                    if (grad)
+                        cr_expect_leq(rel_err(g2, g1, batch * m * n), tl, "grad %s kind %d %lldx%lld: %.3g", dn(t), kind,
+                                      (long long)m, (long long)n, rel_err(g2, g1, batch * m * n));
+                }
+                if (kind == SG_REG_LOGDET) {
+                    make_sym(&r, batch, m, 2, A);
+                    cr_expect_eq(run_reg(cpu, 0, 0, t, SG_REG_LOGDET, batch, m, m, A, NULL, l1, g1, &f), SG_ERR_DOMAIN);
+                    cr_expect_eq(f, 2);
+                    cr_expect_eq(run_reg(gpu, dev, 0, t, SG_REG_LOGDET, batch, m, m, A, NULL, l2, g2, &f), SG_ERR_DOMAIN,
+                                 "%s", sg_last_error(gpu));
+                    cr_expect_eq(f, 2);
+                }
+                free(A), free(l1), free(l2), free(g1), free(g2), free(s);
+            }
+}
