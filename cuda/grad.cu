@@ -353,7 +353,9 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
     const int64_t n = V->rows, batch = V->batch, nn = n * n;
     SGTRY(size_ok(ctx, n, op));
     SGTRY(check_inputs(ctx, {{W, "W"}, {V, "V"}, {gW, "gW"}, {G, eigh ? "gV" : "gF"}}));
-    const bool f32 = sizeof(T) == 4, fused = n <= FUSED_MAX_N;
+    /* SG_GRAD_NO_FUSED=1 forces the cuBLAS path (to compare both at one n on the device). */
+    static const bool no_fused = getenv("SG_GRAD_NO_FUSED") && atoi(getenv("SG_GRAD_NO_FUSED")) != 0;
+    const bool f32 = sizeof(T) == 4, fused = n <= FUSED_MAX_N && !no_fused;
     const T p = (T)sg_degen_param(mode, param, f32);
     const int fk = fn ? (int)fn->kind : 0;
     const double fp = fn ? fn->p : 0;
