@@ -10,6 +10,8 @@
  *  - On an argument error (shape, pointer, dtype, NaN/Inf) nothing is written. On a numerical failure
  *    (non-convergence, LAPACK/cuSOLVER info) outputs of other matrices may have been written.
  *    sg_last_error() says what failed and sg_failed_index() which matrix of the batch.
+ *  - Symmetric inputs (eigh, matfunc, LOGDET/EIGSUM regularizers) are read from the lower triangle only;
+ *    the NaN/Inf check still covers the whole matrix (a NaN anywhere in an input is reported).
  *  - Tolerances follow numpy/torch: tol = max(atol, rtol·σmax). rtol < 0 selects the default:
  *    max(m,n)·eps(dtype) when atol == 0, else 0. A singular value counts when σ > tol.
  */

@@ -225,9 +225,10 @@ static sg_status head(sg_ctx *ctx, const sg_mat *first, const char *name)
 
 static sg_status check_tol(sg_ctx *ctx, double atol, double rtol)
 {
-    if (isnan(atol) || isnan(rtol) || atol < 0 || isinf(atol) || isinf(rtol))
-        return sg_fail(ctx, SG_ERR_ARG, -1, "tolerance: atol must be finite and >= 0, rtol finite (got %g, %g)", atol,
-                       rtol);
+    /* any rtol < 0 (also -inf) selects the default */
+    if (isnan(atol) || isnan(rtol) || atol < 0 || isinf(atol) || (isinf(rtol) && rtol > 0))
+        return sg_fail(ctx, SG_ERR_ARG, -1, "tolerance: atol must be finite and >= 0, rtol finite or < 0 (got %g, %g)",
+                       atol, rtol);
     return SG_OK;
 }
 

@@ -132,3 +132,16 @@ Test(api, option_errors)
     sg_mat loss = sg_mat_dense(&l, SG_F64, 1, 1, 1);
     cr_expect_eq(sg_regularizer(ctx, SG_REG_LOGDET, &rect, NULL, &loss, NULL), SG_ERR_ARG);
 }
+
+Test(api, negative_infinite_rtol_selects_default)
+{
+    /* diag(1, 1e-17): the default rtol (2·eps) drops the small value; rtol = -inf must do the same. */
+    double A[4] = {1, 0, 0, 1e-17};
+    int64_t r1 = -1, r2 = -1;
+    sg_mat a = sg_mat_dense(A, SG_F64, 1, 2, 2);
+    cr_assert_eq(sg_rank(ctx, &a, 0, -1, &r1), SG_OK, "%s", sg_last_error(ctx));
+    cr_assert_eq(sg_rank(ctx, &a, 0, -INFINITY, &r2), SG_OK, "%s", sg_last_error(ctx));
+    cr_expect_eq(r1, 1);
+    cr_expect_eq(r2, r1);
+    cr_expect_eq(sg_rank(ctx, &a, 0, INFINITY, &r2), SG_ERR_ARG);
+}
