@@ -140,9 +140,11 @@ def test_svd_backward_full_matrices_extra_columns_get_no_gradient(rng):
     np.testing.assert_allclose(sg.svd_backward(U, S, Vh, gS=c), sg.svd_backward(Ue, Se, Vhe, gS=c), atol=1e-12)
 
 
-def test_svd_backward_degenerate_mask_where_jax_is_nan(rng):
-    """Tied singular values (2, 2, 1): jax NaN; MASK finite and equal to central differences of a loss
-    that only sees the tied singular subspace through its projector."""
+def test_svd_backward_degenerate_mask_matches_differences(rng):
+    """Tied singular values (2, 2, 1): MASK is finite and equals central differences of a loss that only
+    sees the tied singular subspace through its projector. jax is no reference here: depending on how
+    rounding splits the tie it gives NaN, a finite but wrong gradient (split by an ulp), or the right one
+    (it zeroes exactly-zero gaps), so it is not compared."""
     Q1, _ = np.linalg.qr(rng.standard_normal((4, 4)))
     Q2, _ = np.linalg.qr(rng.standard_normal((3, 3)))
     s = np.array([2.0, 2.0, 1.0])
@@ -154,15 +156,9 @@ def test_svd_backward_degenerate_mask_where_jax_is_nan(rng):
         U, S, Vh = np.linalg.svd(X, full_matrices=False)
         return c @ S + np.trace(U[:, :2].T @ P @ U[:, :2])
 
-    def loss_jax(X, c_, P_):
-        U, S, Vh = jnp.linalg.svd(X, full_matrices=False)
-        return jnp.dot(c_, S) + jnp.trace(U[:, :2].T @ P_ @ U[:, :2])
-
     U, S, Vh = sg.svd(A, full_matrices=False)
     if abs(S[0] - S[1]) > 1e-12:
         pytest.skip(f"rounding split the tie by {abs(S[0] - S[1]):.1e}; the premise needs an exact tie")  # pragma: no cover
-    ref = jax_batched_grad(loss_jax, A[None], c[None], P[None])[0]
-    assert not np.all(np.isfinite(ref)), "premise: jax gives NaN/inf at a tie"
     gU = np.zeros_like(U)
     gU[:, :2] = 2 * P @ U[:, :2]
     gA = sg.svd_backward(U, S, Vh, gU=gU, gS=c, mode="mask")
