@@ -6,7 +6,7 @@ import pytest
 import specgrad as sg
 from conftest import random_spd, sym_with_spectrum
 
-torch = pytest.importorskip("torch", reason="torch not installed (not installed by scripts/test-python: too big)")
+torch = pytest.importorskip("torch", reason="torch not installed (scripts/test-python installs it with SG_TEST_TORCH=1; too big for CI)")
 import specgrad.autograd as sga  # noqa: E402
 
 
