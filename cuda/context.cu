@@ -38,6 +38,10 @@ static sg_status cuda_init(sg_ctx *ctx)
     if (e == cudaSuccess) e = cudaGetDeviceProperties(&st->prop, st->device);
     if (e != cudaSuccess) {
         s = sg_fail(ctx, SG_ERR_CUDA, -1, "CUDA backend: %s", cudaGetErrorString(e));
+    } else if ((e = sg_cuda_probe_kernels()) != cudaSuccess) {
+        /* built for another architecture (CMAKE_CUDA_ARCHITECTURES): every launch would fail */
+        s = sg_fail(ctx, SG_ERR_NODEVICE, -1, "CUDA backend: this build has no kernels for %s (sm_%d%d): %s", st->prop.name,
+                    st->prop.major, st->prop.minor, cudaGetErrorString(e));
     } else if (cusolverDnCreate(&st->solver) != CUSOLVER_STATUS_SUCCESS) {
         st->solver = NULL;
         s = sg_fail(ctx, SG_ERR_CUSOLVER, -1, "CUDA backend: cusolverDnCreate failed");

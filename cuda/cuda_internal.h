@@ -22,29 +22,49 @@ typedef struct {
 
 /* cuda/linalg.cu: frees the streaming lanes (safe on a zeroed state). */
 void sg_cuda_lanes_free(sg_cuda_state *st);
+/* cuda/linalg.cu: cudaSuccess when this build holds machine code or PTX the current device can run. */
+cudaError_t sg_cuda_probe_kernels(void);
 
 static inline sg_cuda_state *sg_cu(sg_ctx *ctx) { return (sg_cuda_state *)ctx->cuda; }
 
-/* Every CUDA / cuSOLVER / cuBLAS call is checked; failures name the call and the site. */
+/* cusolverStatus_t has no string function in the library. */
+static inline const char *sg_cusolver_str(cusolverStatus_t e)
+{
+    switch (e) {
+    case CUSOLVER_STATUS_NOT_INITIALIZED: return "CUSOLVER_STATUS_NOT_INITIALIZED";
+    case CUSOLVER_STATUS_ALLOC_FAILED: return "CUSOLVER_STATUS_ALLOC_FAILED (device memory)";
+    case CUSOLVER_STATUS_INVALID_VALUE: return "CUSOLVER_STATUS_INVALID_VALUE (a size or argument the solver rejects)";
+    case CUSOLVER_STATUS_ARCH_MISMATCH: return "CUSOLVER_STATUS_ARCH_MISMATCH";
+    case CUSOLVER_STATUS_EXECUTION_FAILED: return "CUSOLVER_STATUS_EXECUTION_FAILED";
+    case CUSOLVER_STATUS_INTERNAL_ERROR: return "CUSOLVER_STATUS_INTERNAL_ERROR";
+    case CUSOLVER_STATUS_NOT_SUPPORTED: return "CUSOLVER_STATUS_NOT_SUPPORTED";
+    default: return "cusolver status (see cusolver_common.h)";
+    }
+}
+
+/* Every CUDA / cuSOLVER / cuBLAS call is checked; failures name the call and the site. A failed runtime
+   call's error is cleared so that the next launch check does not report it again. */
 #define CU_TRY(ctx, call)                                                                              \
     do {                                                                                               \
         cudaError_t e_ = (call);                                                                       \
-        if (e_ != cudaSuccess)                                                                         \
+        if (e_ != cudaSuccess) {                                                                       \
+            (void)cudaGetLastError();                                                                  \
             return sg_fail(ctx, e_ == cudaErrorMemoryAllocation ? SG_ERR_DEVICE_OOM : SG_ERR_CUDA, -1,    \
                            "%s failed: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, __LINE__);   \
+        }                                                                                              \
     } while (0)
 #define CUSOLVER_TRY(ctx, call)                                                                        \
     do {                                                                                               \
         cusolverStatus_t e_ = (call);                                                                  \
         if (e_ != CUSOLVER_STATUS_SUCCESS)                                                             \
-            return sg_fail(ctx, SG_ERR_CUSOLVER, -1, "%s failed: cusolver status %d (%s:%d)", #call,     \
-                           (int)e_, __FILE__, __LINE__);                                              \
+            return sg_fail(ctx, SG_ERR_CUSOLVER, -1, "%s failed: %s (%s:%d)", #call, sg_cusolver_str(e_),  \
+                           __FILE__, __LINE__);                                                        \
     } while (0)
 #define CUBLAS_TRY(ctx, call)                                                                          \
     do {                                                                                               \
         cublasStatus_t e_ = (call);                                                                    \
         if (e_ != CUBLAS_STATUS_SUCCESS)                                                               \
-            return sg_fail(ctx, SG_ERR_CUBLAS, -1, "%s failed: cublas status %d (%s:%d)", #call, (int)e_, \
+            return sg_fail(ctx, SG_ERR_CUBLAS, -1, "%s failed: %s (%s:%d)", #call, cublasGetStatusString(e_), \
                            __FILE__, __LINE__);                                                        \
     } while (0)
 /* After a kernel launch. */

@@ -90,7 +90,7 @@ static int64_t grid_for(sg_ctx *ctx, int64_t total)
         cusolverStatus_t e_ = (call);                                                                               \
         if (e_ != CUSOLVER_STATUS_SUCCESS) {                                                                        \
             s = sg_fail(ctx, e_ == CUSOLVER_STATUS_ALLOC_FAILED ? SG_ERR_DEVICE_OOM : SG_ERR_CUSOLVER, -1,           \
-                        "%s failed: cusolver status %d (%s:%d)", #call, (int)e_, __FILE__, __LINE__);               \
+                        "%s failed: %s (%s:%d)", #call, sg_cusolver_str(e_), __FILE__, __LINE__);                    \
             goto out;                                                                                               \
         }                                                                                                           \
     } while (0)
@@ -98,11 +98,27 @@ static int64_t grid_for(sg_ctx *ctx, int64_t total)
     do {                                                                                                            \
         cudaError_t e_ = (call);                                                                                    \
         if (e_ != cudaSuccess) {                                                                                    \
+            (void)cudaGetLastError(); /* else the next launch check reports this error */                         \
             s = sg_fail(ctx, e_ == cudaErrorMemoryAllocation ? SG_ERR_DEVICE_OOM : SG_ERR_CUDA, -1,                  \
                         "%s failed: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, __LINE__);                \
             goto out;                                                                                               \
         }                                                                                                           \
     } while (0)
+
+/* Jacobi stopping tolerance: below the dtype's eps it cannot be met (every matrix would report
+   non-convergence), so a tolerance chosen for f64 is raised to eps for f32. */
+template <class T> static double jacobi_tol(const sg_ctx *ctx)
+{
+    double eps = sizeof(T) == 4 ? 1.1920928955078125e-07 : 2.220446049250313e-16;
+    return ctx->jacobi_tol > eps ? ctx->jacobi_tol : eps;
+}
+/* The Jacobi solvers report their workspace as a 32-bit element count for the whole batch. */
+static sg_status lwork_overflow(sg_ctx *ctx, const char *solver, int64_t nb)
+{
+    return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1,
+                   "%s: workspace for a chunk of %lld matrices overflows its 32-bit size; lower sg_set_chunk_bytes",
+                   solver, (long long)nb);
+}
 
 /* Symmetric eigendecomposition of nb packed n×n matrices in place (A becomes V when jobz = VECTOR),
    W packed n per matrix, info[nb] per-matrix status. n ≤ 32: Jacobi syevjBatched (ctx tolerance/sweeps,
@@ -119,10 +135,14 @@ static sg_status eigh_run(sg_ctx *ctx, const Lane &L, int64_t n, int64_t nb, cus
     if (n <= 32) {
         int lwork = 0;
         SOLV(cusolverDnCreateSyevjInfo(&pj));
-        if (ctx->jacobi_tol > 0) SOLV(cusolverDnXsyevjSetTolerance(pj, ctx->jacobi_tol));
+        if (ctx->jacobi_tol > 0) SOLV(cusolverDnXsyevjSetTolerance(pj, jacobi_tol<T>(ctx)));
         SOLV(cusolverDnXsyevjSetMaxSweeps(pj, ctx->jacobi_sweeps > 0 ? ctx->jacobi_sweeps : 100));
         SOLV(cusolverDnXsyevjSetSortEig(pj, 1));
         SOLV(Sv<T>::syevj_buf(L.h, jobz, lo, (int)n, dry_ptr(A, dry), (int)n, dry_ptr(W, dry), &lwork, pj, (int)nb));
+        if (lwork < 0) {
+            s = lwork_overflow(ctx, "syevjBatched", nb);
+            goto out;
+        }
         T *work = (T *)scr.take(sizeof(T) * (size_t)(lwork > 0 ? lwork : 1));
         if (!dry) SOLV(Sv<T>::syevj(L.h, jobz, lo, (int)n, A, (int)n, W, work, lwork, info, pj, (int)nb));
     } else {
@@ -149,11 +169,23 @@ out:
     return s;
 }
 
-/* Largest n for which one matrix stays under the 32-bit element limits of the batched solvers. */
+cudaError_t sg_cuda_probe_kernels(void)
+{
+    cudaFuncAttributes a;
+    cudaError_t e = cudaFuncGetAttributes(&a, (const void *)k_copy<float>);
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    return e;
+}
+
+/* Most matrices per chunk under the batched solvers' 32-bit limit n·lda·batch ≤ INT32_MAX; 0 when one
+   matrix is already over it (n > 46340: the op fails with SG_ERR_UNSUPPORTED, see plan_chunks). Capped at
+   2^20 matrices: larger chunks gain nothing, and the Jacobi solvers' int workspace count keeps headroom. */
 static int64_t solver_max_nb(int64_t n_solver)
 {
-    int64_t per = n_solver * n_solver, lim = INT32_MAX / (per > 0 ? per : 1);
-    return lim < 1 ? 1 : lim;
+    int64_t per = n_solver * n_solver;
+    if (per > INT32_MAX) return 0;
+    int64_t lim = INT32_MAX / (per > 0 ? per : 1);
+    return lim < ((int64_t)1 << 20) ? lim : ((int64_t)1 << 20);
 }
 
 template <class T>
@@ -195,11 +227,15 @@ static sg_status svd_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64
         T *Uf = ucols == m ? U : (T *)scr.take(sizeof(T) * (size_t)(m * m * nb));
         T *Vf = vcols == n ? V : (T *)scr.take(sizeof(T) * (size_t)(n * n * nb));
         SOLV(cusolverDnCreateGesvdjInfo(&p));
-        if (ctx->jacobi_tol > 0) SOLV(cusolverDnXgesvdjSetTolerance(p, ctx->jacobi_tol));
+        if (ctx->jacobi_tol > 0) SOLV(cusolverDnXgesvdjSetTolerance(p, jacobi_tol<T>(ctx)));
         SOLV(cusolverDnXgesvdjSetMaxSweeps(p, ctx->jacobi_sweeps > 0 ? ctx->jacobi_sweeps : 100));
         SOLV(cusolverDnXgesvdjSetSortEig(p, 1));
         SOLV(Sv<T>::gesvdj_buf(L.h, jobz, (int)m, (int)n, dry_ptr(A, dry), (int)m, dry_ptr(S, dry), dry_ptr(Uf, dry),
                                (int)m, dry_ptr(Vf, dry), (int)n, &lwork, p, (int)nb));
+        if (lwork < 0) {
+            s = lwork_overflow(ctx, "gesvdjBatched", nb);
+            goto out;
+        }
         {
             T *work = (T *)scr.take(sizeof(T) * (size_t)(lwork > 0 ? lwork : 1));
             if (!dry) {
@@ -219,14 +255,14 @@ static sg_status svd_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64
     int64_t N = m + n, d = m > n ? m : n;
     T *H = (T *)scr.take(sizeof(T) * (size_t)(N * N * nb));
     T *Wv = (T *)scr.take(sizeof(T) * (size_t)(N * nb));
-    size_t smem = sizeof(T) * (size_t)(2 * d + 32);
+    size_t smem = vec ? sizeof(T) * (size_t)(2 * d + 32) : 0; /* singular values alone need no staging */
     if (!dry) {
         k_jw_build<T><<<(unsigned)grid_for(ctx, N * N * nb), SG_BLOCK, 0, L.s>>>(A, m, n, H, nb);
         CU_LAUNCH_CHECK(ctx);
     }
     if ((s = eigh_run<T>(ctx, L, N, nb, jobz, H, Wv, scr, info, dry)) != SG_OK) return s;
     if (dry) return SG_OK;
-    if ((s = smem_fit(ctx, (const void *)k_jw_extract<T>, smem, "svd basis extraction")) != SG_OK) return s;
+    if (vec && (s = smem_fit(ctx, (const void *)k_jw_extract<T>, smem, "svd basis extraction")) != SG_OK) return s;
     k_jw_extract<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(H, Wv, m, n, S, U, ucols, V, vcols, info);
     CU_LAUNCH_CHECK(ctx);
     (void)k;
@@ -339,6 +375,11 @@ static size_t chunk_bytes_for(Job &J, const Lane &L, int64_t nb, bool host, sg_s
 static sg_status plan_chunks(Job &J, const Lane &L, bool host, size_t budget, int64_t *nb_out, size_t *need)
 {
     sg_status s = SG_OK;
+    if (J.max_nb < 1)
+        return sg_fail(J.ctx, SG_ERR_UNSUPPORTED, -1,
+                       "%s: one matrix exceeds cuSOLVER's batched limit n*lda <= INT32_MAX (eigh n <= 46340; SVD-based "
+                       "ops m+n <= 46340 when max(m,n) > 32); use the CPU backend",
+                       J.name);
     int64_t nb = J.batch < J.max_nb ? J.batch : J.max_nb;
     size_t b = chunk_bytes_for(J, L, nb, host, &s);
     while (s == SG_OK && nb > 1 && b > budget) {
@@ -574,6 +615,7 @@ static sg_status run_host(Job &J)
     for (;;) { /* allocate both lanes; on OOM (device or pinned) halve the chunk and retry */
         nl = J.batch > nb ? 2 : 1;
         cudaError_t e = cudaSuccess;
+        bool pinned = false; /* which allocation failed: device memory or page-locked host memory */
         size_t hb = host_bytes(J, nb);
         for (int l = 0; l < nl && e == cudaSuccess; l++) {
             e = cudaMalloc((void **)&dbuf[l], need);
@@ -584,7 +626,7 @@ static sg_status run_host(Job &J)
                 st->lane_pinned_bytes[l] = 0;
                 e = cudaHostAlloc(&st->lane_pinned[l], hb, cudaHostAllocDefault);
                 if (e == cudaSuccess) st->lane_pinned_bytes[l] = hb;
-                else st->lane_pinned[l] = NULL;
+                else st->lane_pinned[l] = NULL, pinned = true;
             }
         }
         if (e == cudaSuccess) break;
@@ -594,9 +636,10 @@ static sg_status run_host(Job &J)
             dbuf[l] = NULL;
         }
         if (e != cudaErrorMemoryAllocation || nb == 1)
-            return sg_fail(ctx, e == cudaErrorMemoryAllocation ? SG_ERR_DEVICE_OOM : SG_ERR_CUDA, -1,
-                           "%s: staging buffers for %lld matrices (%zu device bytes per lane) failed: %s", J.name,
-                           (long long)nb, need, cudaGetErrorString(e));
+            return sg_fail(ctx, e != cudaErrorMemoryAllocation ? SG_ERR_CUDA : pinned ? SG_ERR_ALLOC : SG_ERR_DEVICE_OOM, -1,
+                           "%s: %s staging buffers for %lld matrices (%zu device, %zu pinned host bytes per lane) "
+                           "failed: %s", J.name, pinned ? "pinned host" : "device", (long long)nb, need, hb,
+                           cudaGetErrorString(e));
         J.max_nb = (nb + 1) / 2;
         if ((s = plan_chunks(J, lane[0], true, (size_t)-1, &nb, &need)) != SG_OK) return s;
     }

@@ -72,7 +72,9 @@ static inline sg_mat sg_mat_dense(void *data, sg_dtype dtype, int64_t batch, int
 /* ---- context ---------------------------------------------------------------------------------- */
 typedef struct sg_ctx sg_ctx;
 
-/* AUTO picks CUDA when a usable GPU exists, else CPU. CUDA without a GPU fails with SG_ERR_NODEVICE. */
+/* AUTO picks CUDA when a usable GPU exists (and falls back to CPU when it cannot be used, e.g. no kernels
+   for its architecture in this build), else CPU. CUDA without a usable GPU fails with SG_ERR_NODEVICE.
+   A CUDA context belongs to the device current at sg_create; call it with that device current. */
 sg_status sg_create(sg_ctx **ctx, sg_backend backend);
 void sg_destroy(sg_ctx *ctx);
 sg_backend sg_get_backend(const sg_ctx *ctx);
@@ -86,12 +88,14 @@ int sg_cuda_devices(char *why, size_t why_len);
 
 sg_status sg_set_memspace(sg_ctx *ctx, sg_memspace mem); /* SG_MEM_DEVICE needs the CUDA backend */
 sg_status sg_set_stream(sg_ctx *ctx, void *cuda_stream); /* cudaStream_t; NULL = default stream */
-/* Jacobi solver controls (CUDA syevj/gesvdj): tol <= 0 → machine eps, max_sweeps <= 0 → 100. */
+/* Jacobi solver controls (CUDA syevj/gesvdj): tol <= 0 → machine eps, max_sweeps <= 0 → 100; a tol
+   below the dtype's eps is raised to it (f32 cannot meet 1e-14). */
 sg_status sg_set_jacobi(sg_ctx *ctx, double tol, int max_sweeps);
 sg_status sg_set_threads(sg_ctx *ctx, int nthreads);     /* CPU threads over the batch; <= 0 = all */
 sg_status sg_set_check_finite(sg_ctx *ctx, int on);      /* NaN/Inf input check (default on) */
 /* Host batches on the CUDA backend are streamed in chunks of at most this many bytes of device memory
-   (0 = automatic, from free device memory). */
+   per lane, two lanes (so up to twice this, plus as much pinned host memory, kept until sg_destroy);
+   0 = automatic, from free device memory. */
 sg_status sg_set_chunk_bytes(sg_ctx *ctx, size_t bytes);
 
 /* ---- decompositions --------------------------------------------------------------------------- */

@@ -69,10 +69,19 @@ sg_status sg_create(sg_ctx **out, sg_backend backend)
     if (!ctx) return SG_ERR_ALLOC;
     ctx->check_finite = 1;
     ctx->failed_index = -1;
-    if (backend == SG_BACKEND_AUTO) backend = sg_cuda_devices(NULL, 0) > 0 ? SG_BACKEND_CUDA : SG_BACKEND_CPU;
+    int is_auto = backend == SG_BACKEND_AUTO;
+    if (is_auto) backend = sg_cuda_devices(NULL, 0) > 0 ? SG_BACKEND_CUDA : SG_BACKEND_CPU;
     ctx->backend = backend;
     ctx->ops = backend == SG_BACKEND_CUDA ? &sg_cuda_ops : &sg_cpu_ops;
     sg_status s = ctx->ops->init ? ctx->ops->init(ctx) : SG_OK;
+    if (s != SG_OK && is_auto && backend == SG_BACKEND_CUDA) {
+        /* AUTO promises a working context: a GPU this build cannot use (no kernels for its architecture,
+           handle creation failed) falls back to the CPU */
+        sg_clear_error(ctx);
+        ctx->backend = SG_BACKEND_CPU;
+        ctx->ops = &sg_cpu_ops;
+        s = ctx->ops->init ? ctx->ops->init(ctx) : SG_OK;
+    }
     if (s != SG_OK) {
         free(ctx);
         return s;
