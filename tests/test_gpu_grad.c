@@ -3,103 +3,17 @@
    host and device memory, ld/stride padding, chunked host batches, exactly degenerate spectra, domain
    errors, and a float64 central-difference check of the GPU eigh backward with the GPU forward.
    Without a GPU every test is skipped with the reason printed. */
-#include <criterion/criterion.h>
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "specgrad.h"
-#include "testutil.h"
-#ifdef SG_HAVE_CUDA
-#include <cuda_runtime.h>
-#endif
+#include "gpu_suite.h"
 
-static sg_ctx *cpu, *gpu;
-static char why[256] = "specgrad built without CUDA";
-
-static void setup(void)
-{
-    cpu = gpu = NULL;
-    cr_assert_eq(sg_create(&cpu, SG_BACKEND_CPU), SG_OK);
-#ifdef SG_HAVE_CUDA
-    if (tu_gpu_available(why, sizeof why)) cr_assert_eq(sg_create(&gpu, SG_BACKEND_CUDA), SG_OK, "CUDA context: %s", why);
-#endif
-}
-static void teardown(void)
-{
-    sg_destroy(gpu);
-    sg_destroy(cpu);
-}
-TestSuite(gpu_grad, .init = setup, .fini = teardown, .timeout = 900);
-
-#define NEED_GPU()                                                                                      \
-    do {                                                                                                \
-        if (!gpu) cr_skip_test("GPU test skipped: %s", why);                                            \
-    } while (0)
+TestSuite(gpu_grad, .init = gpu_suite_setup, .fini = gpu_suite_teardown, .timeout = 900);
 
 static const int64_t SIZES[] = {1, 2, 8, 32, 33, 64, 65, 128}; /* fused ≤ 64 (1×1, 2×2, 4×4 tiles), cuBLAS > 64 */
 #define NSIZES ((int)(sizeof SIZES / sizeof SIZES[0]))
 static const sg_dtype DTYPES[] = {SG_F32, SG_F64};
 static const char *dn(sg_dtype t) { return t == SG_F32 ? "f32" : "f64"; }
 static double tol_of(sg_dtype t) { return t == SG_F32 ? 2e-4 : 1e-10; }
-
-/* ---- buffers: host storage (optionally padded, NaN-poisoned) mirrored on the device ----------------- */
-typedef struct {
-    sg_mat h, d;
-    int dev;
-} buf;
-
-static size_t bytes_of(const sg_mat *m)
-{
-    int64_t st = m->stride ? m->stride : m->ld * m->cols;
-    return (size_t)(st * m->batch) * (m->dtype == SG_F32 ? 4 : 8);
-}
-
-static buf bnew(sg_dtype t, int64_t batch, int64_t rows, int64_t cols, int pad, int dev)
-{
-    buf b;
-    memset(&b, 0, sizeof b);
-    b.h = sg_mat_dense(NULL, t, batch, rows, cols);
-    if (pad) {
-        b.h.ld = rows + pad;
-        b.h.stride = b.h.ld * cols + 3 * pad;
-    }
-    size_t n = bytes_of(&b.h);
-    b.h.data = malloc(n);
-    cr_assert_not_null(b.h.data);
-    memset(b.h.data, 0xff, n); /* NaN: unwritten outputs and stray reads of padding show up */
-    b.dev = dev;
-#ifdef SG_HAVE_CUDA
-    if (dev) {
-        b.d = b.h;
-        cr_assert_eq(cudaMalloc(&b.d.data, n), cudaSuccess);
-        cr_assert_eq(cudaMemcpy(b.d.data, b.h.data, n, cudaMemcpyHostToDevice), cudaSuccess);
-    }
-#endif
-    return b;
-}
-static void bset(buf *b, const double *x)
-{
-    tu_to_mat(x, &b->h);
-#ifdef SG_HAVE_CUDA
-    if (b->dev) cr_assert_eq(cudaMemcpy(b->d.data, b->h.data, bytes_of(&b->h), cudaMemcpyHostToDevice), cudaSuccess);
-#endif
-}
-static void bget(buf *b, double *x)
-{
-#ifdef SG_HAVE_CUDA
-    if (b->dev) cr_assert_eq(cudaMemcpy(b->h.data, b->d.data, bytes_of(&b->h), cudaMemcpyDeviceToHost), cudaSuccess);
-#endif
-    tu_from_mat(&b->h, x);
-}
-static sg_mat *bm(buf *b) { return b->dev ? &b->d : &b->h; }
-static void bfree(buf *b)
-{
-#ifdef SG_HAVE_CUDA
-    if (b->dev) cudaFree(b->d.data);
-#endif
-    free(b->h.data);
-}
 
 static double rel_err(const double *x, const double *ref, int64_t n)
 {

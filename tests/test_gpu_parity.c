@@ -3,100 +3,14 @@
    streamed in many chunks, ld/stride padding, and NaN on the device. Comparisons are gauge invariant
    (values, reconstructions, orthonormality, projectors, subspace distances), never raw vectors.
    Without a GPU every test is skipped with the reason printed. */
-#include <criterion/criterion.h>
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "specgrad.h"
-#include "testutil.h"
-#ifdef SG_HAVE_CUDA
-#include <cuda_runtime.h>
-#endif
+#include "gpu_suite.h"
 
-static sg_ctx *cpu, *gpu;
-static char why[256] = "specgrad built without CUDA";
-
-static void setup(void)
-{
-    cpu = gpu = NULL;
-    cr_assert_eq(sg_create(&cpu, SG_BACKEND_CPU), SG_OK);
-#ifdef SG_HAVE_CUDA
-    if (tu_gpu_available(why, sizeof why)) cr_assert_eq(sg_create(&gpu, SG_BACKEND_CUDA), SG_OK, "CUDA context: %s", why);
-#endif
-}
-static void teardown(void)
-{
-    sg_destroy(gpu);
-    sg_destroy(cpu);
-}
-TestSuite(gpu_parity, .init = setup, .fini = teardown, .timeout = 600);
-
-#define NEED_GPU()                                                                                      \
-    do {                                                                                                \
-        if (!gpu) cr_skip_test("GPU test skipped: %s", why);                                            \
-    } while (0)
+TestSuite(gpu_parity, .init = gpu_suite_setup, .fini = gpu_suite_teardown, .timeout = 600);
 
 static double tol_of(sg_dtype t) { return t == SG_F32 ? 2e-3 : 1e-9; }
 static const char *dn(sg_dtype t) { return t == SG_F32 ? "f32" : "f64"; }
-
-/* ---- buffers: host storage (optionally padded, poisoned with NaN) mirrored on the device ------------ */
-typedef struct {
-    sg_mat h, d;
-    int dev;
-} buf;
-
-static size_t bytes_of(const sg_mat *m)
-{
-    int64_t st = m->stride ? m->stride : m->ld * m->cols;
-    return (size_t)(st * m->batch) * (m->dtype == SG_F32 ? 4 : 8);
-}
-
-static buf bnew(sg_dtype t, int64_t batch, int64_t rows, int64_t cols, int pad, int dev)
-{
-    buf b;
-    memset(&b, 0, sizeof b);
-    b.h = sg_mat_dense(NULL, t, batch, rows, cols);
-    if (pad) {
-        b.h.ld = rows + pad;
-        b.h.stride = b.h.ld * cols + 3 * pad;
-    }
-    size_t n = bytes_of(&b.h);
-    b.h.data = malloc(n);
-    cr_assert_not_null(b.h.data);
-    memset(b.h.data, 0xff, n); /* NaN everywhere: unwritten outputs and stray padding reads show up */
-    b.dev = dev;
-#ifdef SG_HAVE_CUDA
-    if (dev) {
-        b.d = b.h;
-        cr_assert_eq(cudaMalloc(&b.d.data, n), cudaSuccess);
-        cr_assert_eq(cudaMemcpy(b.d.data, b.h.data, n, cudaMemcpyHostToDevice), cudaSuccess);
-    }
-#endif
-    return b;
-}
-static void bset(buf *b, const double *x) /* dense doubles → storage (and device) */
-{
-    tu_to_mat(x, &b->h);
-#ifdef SG_HAVE_CUDA
-    if (b->dev) cr_assert_eq(cudaMemcpy(b->d.data, b->h.data, bytes_of(&b->h), cudaMemcpyHostToDevice), cudaSuccess);
-#endif
-}
-static void bget(buf *b, double *x) /* storage (after a device → host copy) → dense doubles */
-{
-#ifdef SG_HAVE_CUDA
-    if (b->dev) cr_assert_eq(cudaMemcpy(b->h.data, b->d.data, bytes_of(&b->h), cudaMemcpyDeviceToHost), cudaSuccess);
-#endif
-    tu_from_mat(&b->h, x);
-}
-static sg_mat *G(buf *b) { return b->dev ? &b->d : &b->h; }
-static void bfree(buf *b)
-{
-#ifdef SG_HAVE_CUDA
-    if (b->dev) cudaFree(b->d.data);
-#endif
-    free(b->h.data);
-}
 
 /* int64 outputs in the GPU context's memory space */
 typedef struct {
@@ -209,7 +123,7 @@ static void check_rect(const cfg *c, uint64_t seed)
         int64_t cu = full ? m : k, cv = full ? n : k;
         buf s = bnew(c->t, B, k, 1, c->pad, c->dev), u = bnew(c->t, B, m, cu, c->pad, c->dev),
             v = bnew(c->t, B, n, cv, c->pad, c->dev);
-        cr_assert_eq(sg_svd(gpu, G(&a), full, G(&s), G(&u), G(&v)), SG_OK, "svd: %s", sg_last_error(gpu));
+        cr_assert_eq(sg_svd(gpu, bm(&a), full, bm(&s), bm(&u), bm(&v)), SG_OK, "svd: %s", sg_last_error(gpu));
         double *S = malloc(sizeof(double) * (size_t)(B * k)), *U = malloc(sizeof(double) * (size_t)(B * m * cu)),
                *V = malloc(sizeof(double) * (size_t)(B * n * cv));
         bget(&s, S);
@@ -237,7 +151,7 @@ static void check_rect(const cfg *c, uint64_t seed)
     int64_t *rk_ref = malloc(sizeof(int64_t) * (size_t)B);
     cr_assert_eq(sg_rank(cpu, &ac, 0, -1, rk_ref), SG_OK);
     ibuf rk = inew(B, c->dev);
-    cr_assert_eq(sg_rank(gpu, G(&a), 0, -1, IG(&rk)), SG_OK, "rank: %s", sg_last_error(gpu));
+    cr_assert_eq(sg_rank(gpu, bm(&a), 0, -1, IG(&rk)), SG_OK, "rank: %s", sg_last_error(gpu));
     iget(&rk);
     for (int64_t b = 0; b < B; b++) cr_expect_eq(rk.h[b], rk_ref[b], "rank of matrix %lld", (long long)b);
 
@@ -247,7 +161,7 @@ static void check_rect(const cfg *c, uint64_t seed)
     cr_assert_eq(sg_nullspace(cpu, &ac, 0, -1, &nc, nl_ref), SG_OK);
     buf nn = bnew(c->t, B, n, n, c->pad, c->dev);
     ibuf nl = inew(B, c->dev);
-    cr_assert_eq(sg_nullspace(gpu, G(&a), 0, -1, G(&nn), IG(&nl)), SG_OK, "nullspace: %s", sg_last_error(gpu));
+    cr_assert_eq(sg_nullspace(gpu, bm(&a), 0, -1, bm(&nn), IG(&nl)), SG_OK, "nullspace: %s", sg_last_error(gpu));
     iget(&nl);
     double *Nr = malloc(sizeof(double) * (size_t)(B * n * n)), *Ng = malloc(sizeof(double) * (size_t)(B * n * n));
     tu_from_mat(&nc, Nr);
@@ -273,7 +187,7 @@ static void check_rect(const cfg *c, uint64_t seed)
         buf x = bnew(c->t, B, n, kx, c->pad, c->dev), y = bnew(c->t, B, n, kx, c->pad, c->dev);
         bset(&x, X);
         buf *out = which == SG_PROJ_ROW ? &x : &y;
-        cr_assert_eq(sg_project(gpu, G(&a), G(&x), (sg_proj)which, 0, -1, G(out)), SG_OK, "project: %s",
+        cr_assert_eq(sg_project(gpu, bm(&a), bm(&x), (sg_proj)which, 0, -1, bm(out)), SG_OK, "project: %s",
                      sg_last_error(gpu));
         bget(out, Yg);
         for (int64_t b = 0; b < B; b++)
@@ -296,7 +210,7 @@ static void check_rect(const cfg *c, uint64_t seed)
     buf bb = bnew(c->t, B, m, kx, c->pad, c->dev), xx = bnew(c->t, B, n, kx, c->pad, c->dev);
     bset(&bb, Bm);
     ibuf rk2 = inew(B, c->dev);
-    cr_assert_eq(sg_lstsq(gpu, G(&a), G(&bb), 0, -1, G(&xx), IG(&rk2)), SG_OK, "lstsq: %s", sg_last_error(gpu));
+    cr_assert_eq(sg_lstsq(gpu, bm(&a), bm(&bb), 0, -1, bm(&xx), IG(&rk2)), SG_OK, "lstsq: %s", sg_last_error(gpu));
     bget(&xx, Xg);
     iget(&rk2);
     for (int64_t b = 0; b < B; b++) {
@@ -336,8 +250,8 @@ static void check_eigh(const cfg *c, uint64_t seed)
     buf a = bnew(c->t, B, n, n, c->pad, c->dev), ww = bnew(c->t, B, n, 1, c->pad, c->dev),
         vv = bnew(c->t, B, n, n, c->pad, c->dev), w2 = bnew(c->t, B, n, 1, c->pad, c->dev);
     bset(&a, A);
-    cr_assert_eq(sg_eigh(gpu, G(&a), G(&ww), G(&vv)), SG_OK, "eigh: %s", sg_last_error(gpu));
-    cr_assert_eq(sg_eigh(gpu, G(&a), G(&w2), NULL), SG_OK, "eigh values only: %s", sg_last_error(gpu));
+    cr_assert_eq(sg_eigh(gpu, bm(&a), bm(&ww), bm(&vv)), SG_OK, "eigh: %s", sg_last_error(gpu));
+    cr_assert_eq(sg_eigh(gpu, bm(&a), bm(&w2), NULL), SG_OK, "eigh values only: %s", sg_last_error(gpu));
     bget(&ww, Wg);
     bget(&vv, Vg);
     double *W2 = malloc(sizeof(double) * (size_t)(B * n));
@@ -454,15 +368,15 @@ Test(gpu_parity, nan_on_device_is_reported_with_index)
         set_mem(&c);
         buf a = bnew(c.t, B, n, n, 0, 1), w = bnew(c.t, B, n, 1, 0, 1), v = bnew(c.t, B, n, n, 0, 1);
         bset(&a, A);
-        cr_expect_eq(sg_eigh(gpu, G(&a), G(&w), G(&v)), SG_ERR_NONFINITE);
+        cr_expect_eq(sg_eigh(gpu, bm(&a), bm(&w), bm(&v)), SG_ERR_NONFINITE);
         cr_expect_eq(sg_failed_index(gpu), 3, "failed index %lld", (long long)sg_failed_index(gpu));
         cr_expect(strstr(sg_last_error(gpu), "NaN") != NULL, "%s", sg_last_error(gpu));
         ibuf rk = inew(B, 1);
-        cr_expect_eq(sg_rank(gpu, G(&a), 0, -1, IG(&rk)), SG_ERR_NONFINITE);
+        cr_expect_eq(sg_rank(gpu, bm(&a), 0, -1, IG(&rk)), SG_ERR_NONFINITE);
         cr_expect_eq(sg_failed_index(gpu), 3);
         /* with the check off the call is made (result unspecified, but no crash and a status) */
         cr_assert_eq(sg_set_check_finite(gpu, 0), SG_OK);
-        sg_status s = sg_rank(gpu, G(&a), 0, -1, IG(&rk));
+        sg_status s = sg_rank(gpu, bm(&a), 0, -1, IG(&rk));
         cr_expect(s == SG_OK || s == SG_ERR_NOCONV || s == SG_ERR_CUSOLVER, "status %d", (int)s);
         cr_assert_eq(sg_set_check_finite(gpu, 1), SG_OK);
         ifree(&rk);
