@@ -282,7 +282,7 @@ sg_status size_ok(sg_ctx *ctx, int64_t n, const char *op)
 /* ---- fused launches ------------------------------------------------------------------------------- */
 template <typename T, int TM, int KIND> sg_status launch_fused_tm(sg_ctx *ctx, const FusedArgs<T> &a)
 {
-    const int Tn = fused_tn<TM>(a.n), threads = ((Tn * Tn + 31) / 32) * 32;
+    const int threads = fused_threads<TM>(a.n);
     const size_t smem = fused_smem<T, TM>(a.n);
     auto kern = fused_backward<T, TM, KIND>;
     CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -307,8 +307,8 @@ template <typename T, int TM>
 sg_status launch_vdvt_tm(sg_ctx *ctx, const T *V, int64_t ldV, int64_t sV, const T *d, T *X, int64_t ldX,
                          int64_t sX, int n, int64_t cnt, int *flags)
 {
-    const int Tn = fused_tn<TM>(n), np = TM * Tn, P = fused_pitch(np), threads = ((Tn * Tn + 31) / 32) * 32;
-    const size_t smem = ((size_t)np * P + np) * sizeof(T);
+    const int threads = fused_threads<TM>(n);
+    const size_t smem = fused_vdvt_smem<T, TM>(n);
     auto kern = fused_vdvt<T, TM>;
     CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;

@@ -4,7 +4,19 @@
 #ifndef SG_GRAD_KERNELS_CUH
 #define SG_GRAD_KERNELS_CUH
 
-#include "cuda_internal.h"
+/* Only the shared formulas: this header is also compiled as host C++ by the CUDA-on-CPU emulation test
+   (tests/test_kernel_emu.cpp through tests/emu/cuda_emu.h), which has no CUDA toolkit headers. */
+#include "formulas.h" /* sg_inv_gap_*, sg_divdiff, sg_fn_*, SG_DM_* */
+#include <stddef.h>
+#include <stdint.h>
+
+/* Dynamic shared memory of a kernel: on the GPU exactly `extern __shared__ __align__(16) unsigned char
+   name[]`. The CUDA-on-CPU emulation (tests/emu/cuda_emu.h) defines it first, binding name to a buffer of
+   exactly the launch's byte count, so that reads past it are caught by ASan/valgrind (an extern array
+   declaration cannot be bound to a per-launch allocation). */
+#ifndef SG_DYN_SMEM
+#define SG_DYN_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
 
 namespace sggrad {
 
@@ -93,6 +105,18 @@ template <typename T, int TM> inline size_t fused_smem(int n)
     const int np = TM * fused_tn<TM>(n), P = fused_pitch(np);
     return (3 * (size_t)np * P + 2 * (size_t)np) * sizeof(T);
 }
+/* fused_vdvt: one Np×P tile and one length-Np vector. */
+template <typename T, int TM> inline size_t fused_vdvt_smem(int n)
+{
+    const int np = TM * fused_tn<TM>(n), P = fused_pitch(np);
+    return ((size_t)np * P + np) * sizeof(T);
+}
+/* Block size of both fused kernels: Tn² threads (one per micro-tile), rounded up to whole warps. */
+template <int TM> inline int fused_threads(int n)
+{
+    const int Tn = fused_tn<TM>(n);
+    return ((Tn * Tn + 31) / 32) * 32;
+}
 
 /* eigh:    M = VᵀgV;  M' = diag(gW) + skew(M)·F;           gA = sym(V M' Vᵀ)
    matfunc: M = VᵀgF V; M' = sym(M)·L (= L ∘ Vᵀ sym(gF) V);  gA = sym(V M' Vᵀ)
@@ -101,7 +125,7 @@ template <typename T, int TM> inline size_t fused_smem(int n)
 template <typename T, int TM, int KIND>
 __global__ void __launch_bounds__(256) fused_backward(const FusedArgs<T> a)
 {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    SG_DYN_SMEM(smem_raw);
     const int n = a.n, Tn = fused_tn<TM>(n), np = TM * Tn, P = fused_pitch(np), nn = n * n;
     const int tid = threadIdx.x, nt = blockDim.x;
     T *sV = reinterpret_cast<T *>(smem_raw), *sG = sV + np * P, *sT = sG + np * P;
@@ -190,7 +214,7 @@ template <typename T, int TM>
 __global__ void __launch_bounds__(256) fused_vdvt(const T *V, int64_t ldV, int64_t sV, const T *d, int64_t sd,
                                                   T *X, int64_t ldX, int64_t sX, int n, int64_t batch, int *flags)
 {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    SG_DYN_SMEM(smem_raw);
     const int Tn = fused_tn<TM>(n), np = TM * Tn, P = fused_pitch(np), nn = n * n;
     const int tid = threadIdx.x, nt = blockDim.x;
     T *sVt = reinterpret_cast<T *>(smem_raw), *sd_ = sVt + np * P;

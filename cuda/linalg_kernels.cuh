@@ -9,6 +9,14 @@
 #include "formulas.h" /* sg_tol_rule */
 #include <stdint.h>
 
+/* Dynamic shared memory of a kernel: on the GPU exactly `extern __shared__ __align__(16) unsigned char
+   name[]`. The CUDA-on-CPU emulation (tests/emu/cuda_emu.h) defines it first, binding name to a buffer of
+   exactly the launch's byte count, so that reads past it are caught by ASan/valgrind (an extern array
+   declaration cannot be bound to a per-launch allocation). */
+#ifndef SG_DYN_SMEM
+#define SG_DYN_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 #define SG_BLOCK 256
 
 template <class T> __device__ __forceinline__ T warp_sum(T v)
@@ -131,7 +139,7 @@ template <class T>
 __global__ void k_jw_extract(const T *Z, const T *Wv, int64_t m, int64_t n, T *S, T *U, int64_t tU, T *V,
                              int64_t tV, int *info)
 {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    SG_DYN_SMEM(smem_raw);
     int64_t b = blockIdx.x, N = m + n, k = m < n ? m : n, d = m > n ? m : n;
     T *w = (T *)smem_raw, *h = w + d, *red = h + d;
     const T *Zb = Z + b * N * N, *Wb = Wv + b * N;
@@ -177,7 +185,7 @@ template <class T> __global__ void k_null_gather(const T *V, const int64_t *rank
 template <class T>
 __global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int64_t n, int64_t kx, int row)
 {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    SG_DYN_SMEM(smem_raw);
     T *xs = (T *)smem_raw, *h = xs + n;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     int64_t b = blockIdx.x, r = rank[b];
@@ -211,7 +219,7 @@ template <class T>
 __global__ void k_lstsq(const T *U, const T *S, const T *V, const int64_t *rank, const T *B, T *X, int64_t m,
                         int64_t n, int64_t k, int64_t kb)
 {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    SG_DYN_SMEM(smem_raw);
     T *bs = (T *)smem_raw, *h = bs + m;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     int64_t b = blockIdx.x, r = rank[b];
