@@ -1,0 +1,785 @@
+/* The project's CUDA kernels (cuda/linalg_kernels.cuh, cuda/grad_kernels.cuh) executed on the CPU through
+   tests/emu/cuda_emu.h and compared with the CPU reference (libspecgrad on SG_BACKEND_CPU, LAPACKE, or a
+   direct loop). Needs no GPU and no CUDA toolkit: g++ compiles the kernels as host C++.
+
+   Every launch uses the grid / block / dynamic shared memory the host code in cuda/linalg.cu and
+   cuda/grad.cu uses (mirrored below where the host code computes it inline; fused_smem, fused_vdvt_smem and
+   fused_threads are shared with cuda/grad.cu). Each configuration runs under several schedules (free
+   threads, forward, reverse, random order: see cuda_emu.h) and the results must be bitwise identical
+   across them (a race or a missing __syncthreads shows up as a difference) and match the reference:
+   f64 ~1e-10, f32 ~1e-4 relative. */
+#include <criterion/criterion.h>
+#include <lapacke.h>
+
+#include "cuda_emu.h"
+
+#include "grad_kernels.cuh"
+#include "linalg_kernels.cuh"
+
+#include "specgrad.h"
+extern "C" {
+#include "testutil.h"
+}
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+using std::vector;
+
+/* ---- launch shapes mirrored from the host code -------------------------------------------------------
+   cuda/linalg.cu computes them inline (its host code is not to be touched here), so they are mirrored:
+   grid_for: ceil(total / SG_BLOCK) capped at 16 blocks per SM; one block per matrix for k_jw_extract,
+   k_project, k_lstsq with the smem expressions at their launch sites; k_rank ceil(nb/128) × 128.
+   cuda/grad.cu's fused launches share fused_threads / fused_smem / fused_vdvt_smem with this test.
+   H100/H200 have 132 SMs; cap_sms = 1 exercises the grid-stride / persistent loops with a tiny grid. */
+static const int64_t SMS = 132;
+static int64_t cap_sms = SMS;
+static unsigned grid_for(int64_t total)
+{
+    int64_t g = (total + SG_BLOCK - 1) / SG_BLOCK, cap = cap_sms * 16;
+    if (cap < 1) cap = 1;
+    return (unsigned)(g < 1 ? 1 : g > cap ? cap : g);
+}
+/* Fused kernels: occupancy × SMs blocks, at most one per matrix (persistent grid). */
+static unsigned fused_grid(int64_t batch) { return (unsigned)std::min<int64_t>(batch, cap_sms * 2); }
+
+/* ---- helpers ------------------------------------------------------------------------------------------ */
+static sg_ctx *cpu;
+static void setup(void)
+{
+    cr_assert_eq(sg_create(&cpu, SG_BACKEND_CPU), SG_OK);
+    sg_set_threads(cpu, 1);
+    emu::set_mode(emu::FORWARD);
+}
+static void teardown(void) { sg_destroy(cpu); }
+TestSuite(emu, .init = setup, .fini = teardown, .timeout = 300);
+
+template <class T> constexpr sg_dtype dt() { return sizeof(T) == 4 ? SG_F32 : SG_F64; }
+template <class T> constexpr double tol() { return sizeof(T) == 4 ? 1e-4 : 1e-10; }
+template <class T> constexpr double eps() { return sizeof(T) == 4 ? 1.1920928955078125e-07 : 2.220446049250313e-16; }
+
+template <class T> static vector<T> to(const vector<double> &x) { return vector<T>(x.begin(), x.end()); }
+template <class T> static vector<double> dbl(const vector<T> &x) { return vector<double>(x.begin(), x.end()); }
+
+template <class T> static sg_mat mat(vector<T> &v, int64_t batch, int64_t rows, int64_t cols)
+{
+    return sg_mat_dense(v.data(), dt<T>(), batch, rows, cols);
+}
+
+static double max_abs(const vector<double> &x)
+{
+    double m = 0;
+    for (double v : x) m = std::max(m, std::fabs(v));
+    return m;
+}
+/* max |a − b| / max(1, max |b|) over the whole array */
+static double rel_err(const vector<double> &a, const vector<double> &b)
+{
+    double d = 0;
+    for (size_t i = 0; i < a.size(); i++) d = std::max(d, std::fabs(a[i] - b[i]));
+    return d / std::max(1.0, max_abs(b));
+}
+
+static const emu::Mode MODES[] = {emu::FREE, emu::FORWARD, emu::REVERSE, emu::RANDOM};
+
+/* Runs launch() (which resets its outputs itself and returns them as bytes) under the schedules; all
+   results must agree bitwise. Returns the first. The ordered schedules (fibers, fast) run for every
+   configuration; FREE (256 real OS threads per block: every barrier is 256 kernel wake-ups) for every
+   FREE_EVERY-th configuration of a test, the first included, to stay within the CI time budget. */
+static const int FREE_EVERY = 4;
+static int configs_run = 0;
+template <class F> static vector<unsigned char> all_modes(const char *what, F launch, bool free_ok = true)
+{
+    vector<unsigned char> first;
+    bool have = false;
+    const bool with_free = free_ok && configs_run++ % FREE_EVERY == 0;
+    for (emu::Mode m : MODES) {
+        if (m == emu::FREE && !with_free) continue;
+        emu::set_mode(m);
+        vector<unsigned char> r = launch();
+        if (!have) {
+            first = r;
+            have = true;
+        } else {
+            cr_assert(r == first, "%s: result under the %s schedule differs from the %s run (race or missing barrier)",
+                      what, emu::mode_name(m), with_free ? "free-threads" : "forward");
+        }
+    }
+    emu::set_mode(emu::FORWARD); /* single launches outside all_modes */
+    return first;
+}
+template <class T> static vector<unsigned char> bytes(const vector<T> &x)
+{
+    const unsigned char *p = (const unsigned char *)x.data();
+    return vector<unsigned char>(p, p + x.size() * sizeof(T));
+}
+template <class T, class U> static vector<unsigned char> bytes2(const vector<T> &x, const vector<U> &y)
+{
+    vector<unsigned char> a = bytes(x), b = bytes(y);
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+}
+
+/* Batch of m×n matrices with the given singular values per matrix (sv(b, i)), packed column-major. */
+template <class SV> static vector<double> batch_with_sv(tu_rng *r, int64_t nb, int64_t m, int64_t n, SV sv)
+{
+    const int64_t k = std::min(m, n);
+    vector<double> A((size_t)(nb * m * n)), s((size_t)k);
+    for (int64_t b = 0; b < nb; b++) {
+        for (int64_t i = 0; i < k; i++) s[(size_t)i] = sv(b, i);
+        tu_mat_with_singular_values(r, m, n, s.data(), A.data() + b * m * n);
+    }
+    return A;
+}
+/* Matrix b of a batch: b % 3 == 0 full rank, 1 rank ≈ k/2, 2 rank 1 (or 0 for the last of 3+). */
+static double sv_mixed(int64_t nb, int64_t k, int64_t b, int64_t i)
+{
+    const int64_t r = b % 3 == 0 ? k : b % 3 == 1 ? (k + 1) / 2 : (b == nb - 1 && nb >= 3 ? 0 : 1);
+    return i < r ? 1.0 + 2.0 * (double)(k - i) / (double)k : 0.0;
+}
+
+/* CPU SVD through the library: S (k), U (m×ucols), V (n×vcols) in T. */
+template <class T>
+static void cpu_svd(const vector<T> &A, int64_t nb, int64_t m, int64_t n, bool full, vector<T> &S, vector<T> &U,
+                    vector<T> &V)
+{
+    const int64_t k = std::min(m, n), uc = full ? m : k, vc = full ? n : k;
+    vector<T> a = A;
+    S.assign((size_t)(nb * k), 0);
+    U.assign((size_t)(nb * m * uc), 0);
+    V.assign((size_t)(nb * n * vc), 0);
+    sg_mat Am = mat(a, nb, m, n), Sm = mat(S, nb, k, 1), Um = mat(U, nb, m, uc), Vm = mat(V, nb, n, vc);
+    cr_assert_eq(sg_svd(cpu, &Am, full, &Sm, &Um, &Vm), SG_OK, "%s", sg_last_error(cpu));
+}
+
+/* rank per matrix by the CPU rule (k_rank's input and reference) */
+template <class T> static vector<int64_t> cpu_rank(const vector<T> &A, int64_t nb, int64_t m, int64_t n)
+{
+    vector<T> a = A;
+    vector<int64_t> r((size_t)nb);
+    sg_mat Am = mat(a, nb, m, n);
+    cr_assert_eq(sg_rank(cpu, &Am, 0, -1, r.data()), SG_OK, "%s", sg_last_error(cpu));
+    return r;
+}
+
+static const int64_t SIZES[] = {1, 2, 7, 31, 32, 33, 64, 100};
+
+/* ======================================================================================================
+   linalg_kernels.cuh
+   ====================================================================================================== */
+
+/* k_copy: strided → packed and packed → strided (launch_copy: grid_for(rows·cols·nb) × SG_BLOCK). */
+template <class T> static void copy_case(tu_rng *r, int64_t rows, int64_t cols, int64_t nb)
+{
+    const int64_t sld = rows + 3, sst = sld * cols + 5;
+    vector<double> src0((size_t)(sst * nb));
+    tu_fill_normal(r, src0.data(), (int64_t)src0.size());
+    vector<T> src = to<T>(src0);
+    vector<T> ref((size_t)(rows * cols * nb));
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t j = 0; j < cols; j++)
+            for (int64_t i = 0; i < rows; i++) ref[b * rows * cols + i + j * rows] = src[b * sst + i + j * sld];
+    vector<T> dst;
+    all_modes("k_copy", [&] {
+        dst.assign(ref.size(), T(-7));
+        emu_launch(grid_for(rows * cols * nb), SG_BLOCK, 0, k_copy<T>, src.data(), sld, sst, dst.data(), rows,
+                   rows * cols, rows, cols, nb);
+        return bytes(dst);
+    });
+    cr_assert(dst == ref, "k_copy %lldx%lld nb=%lld", (long long)rows, (long long)cols, (long long)nb);
+    /* back, into a strided destination whose padding must stay untouched */
+    vector<T> back((size_t)(sst * nb), T(-7)), want = back;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t j = 0; j < cols; j++)
+            for (int64_t i = 0; i < rows; i++) want[b * sst + i + j * sld] = ref[b * rows * cols + i + j * rows];
+    emu_launch(grid_for(rows * cols * nb), SG_BLOCK, 0, k_copy<T>, dst.data(), rows, rows * cols, back.data(), sld, sst,
+               rows, cols, nb);
+    cr_assert(back == want, "k_copy back %lldx%lld", (long long)rows, (long long)cols);
+}
+
+template <class T> static void copy_all()
+{
+    tu_rng r = tu_seed(11);
+    for (int64_t rows : {1, 7, 33, 100})
+        for (int64_t cols : {1, 32, 33})
+            for (int64_t nb : {1, 3}) copy_case<T>(&r, rows, cols, nb);
+    cap_sms = 1; /* 16 blocks for 100·33·3 elements: grid-stride loop */
+    copy_case<T>(&r, 100, 33, 3);
+    cap_sms = SMS;
+}
+Test(emu, k_copy_f32) { copy_all<float>(); }
+Test(emu, k_copy_f64) { copy_all<double>(); }
+
+/* k_nonfinite (sg_cuda_check_finite: grid_for(total) × SG_BLOCK, *first preset to ~0). */
+template <class T> static void nonfinite_all()
+{
+    tu_rng r = tu_seed(12);
+    for (int64_t rows : {1, 7, 33})
+        for (int64_t cols : {1, 31, 64})
+            for (int64_t nb : {1, 4}) {
+                const int64_t ld = rows + 1, st = ld * cols, per = rows * cols, total = per * nb;
+                vector<double> x0((size_t)(st * nb));
+                tu_fill_normal(&r, x0.data(), (int64_t)x0.size());
+                vector<T> x = to<T>(x0);
+                for (int64_t b = 0; b < nb; b++) x[b * st + rows] = NAN; /* padding: must be ignored */
+                unsigned long long want = ~0ull; /* bad elements accumulate over the trials */
+                for (int trial = 0; trial < 3; trial++) {
+                    if (trial > 0) { /* 1: one bad element; 2: several, the first must win */
+                        for (int q = 0; q < trial * 3; q++) {
+                            int64_t e = (int64_t)(tu_uniform(&r) * (double)total);
+                            int64_t b = e / per, rr = e % per, j = rr / rows, i = rr % rows;
+                            x[b * st + i + j * ld] = q % 2 ? (T)INFINITY : (T)NAN;
+                            want = std::min(want, (unsigned long long)e);
+                        }
+                    }
+                    unsigned long long first = 0;
+                    all_modes("k_nonfinite", [&] {
+                        first = ~0ull;
+                        emu_launch(grid_for(total), SG_BLOCK, 0, k_nonfinite<T>, x.data(), ld, st, rows, cols, nb,
+                                   &first);
+                        return bytes(vector<unsigned long long>{first});
+                    });
+                    cr_assert_eq(first, want, "k_nonfinite %lldx%lld nb=%lld trial %d", (long long)rows,
+                                 (long long)cols, (long long)nb, trial);
+                }
+            }
+}
+Test(emu, k_nonfinite_f32) { nonfinite_all<float>(); }
+Test(emu, k_nonfinite_f64) { nonfinite_all<double>(); }
+
+/* k_jw_build (svd_run: grid_for(N²·nb) × SG_BLOCK). */
+template <class T> static vector<T> jw_ref(const vector<T> &A, int64_t m, int64_t n, int64_t nb)
+{
+    const int64_t N = m + n;
+    vector<T> H((size_t)(N * N * nb), T(0));
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                const T a = A[b * m * n + i + j * m];
+                H[b * N * N + i + (m + j) * N] = a;
+                H[b * N * N + (m + j) + i * N] = a;
+            }
+    return H;
+}
+template <class T> static void jw_build_all()
+{
+    tu_rng r = tu_seed(13);
+    for (int64_t m : {1, 2, 7, 33, 64})
+        for (int64_t n : {1, 31, 40})
+            for (int64_t nb : {1, 3}) {
+                vector<double> a0((size_t)(m * n * nb));
+                tu_fill_normal(&r, a0.data(), (int64_t)a0.size());
+                vector<T> A = to<T>(a0), H;
+                const int64_t N = m + n;
+                all_modes("k_jw_build", [&] {
+                    H.assign((size_t)(N * N * nb), T(-7));
+                    emu_launch(grid_for(N * N * nb), SG_BLOCK, 0, k_jw_build<T>, A.data(), m, n, H.data(), nb);
+                    return bytes(H);
+                });
+                cr_assert(H == jw_ref(A, m, n, nb), "k_jw_build %lldx%lld", (long long)m, (long long)n);
+            }
+}
+Test(emu, k_jw_build_f32) { jw_build_all<float>(); }
+Test(emu, k_jw_build_f64) { jw_build_all<double>(); }
+
+/* Ascending eigendecomposition of packed symmetric N×N matrices (the XsyevBatched step of svd_run). */
+static void lapack_syev(vector<float> &Z, vector<float> &W, int64_t N, int64_t nb)
+{
+    W.assign((size_t)(N * nb), 0);
+    for (int64_t b = 0; b < nb; b++)
+        cr_assert_eq(LAPACKE_ssyevd(LAPACK_COL_MAJOR, 'V', 'L', (int)N, Z.data() + b * N * N, (int)N, W.data() + b * N), 0);
+}
+static void lapack_syev(vector<double> &Z, vector<double> &W, int64_t N, int64_t nb)
+{
+    W.assign((size_t)(N * nb), 0);
+    for (int64_t b = 0; b < nb; b++)
+        cr_assert_eq(LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (int)N, Z.data() + b * N * N, (int)N, W.data() + b * N), 0);
+}
+
+/* ||QᵀQ − I||_max for d×t Q */
+template <class T> static double orth_err(const T *Q, int64_t d, int64_t t)
+{
+    double e = 0;
+    for (int64_t a = 0; a < t; a++)
+        for (int64_t c = 0; c < t; c++) {
+            double s = 0;
+            for (int64_t i = 0; i < d; i++) s += (double)Q[i + a * d] * (double)Q[i + c * d];
+            e = std::max(e, std::fabs(s - (a == c ? 1.0 : 0.0)));
+        }
+    return e;
+}
+
+/* k_jw_extract (svd_run: nb blocks × SG_BLOCK, smem sizeof(T)·(2d + 32)) on the eigenvectors of H. Checks:
+   S against the CPU SVD, U and V orthonormal, A = U_k diag(S) V_kᵀ, and span(V[:, r:]) = CPU null space. */
+template <class T> static void jw_extract_case(tu_rng *r, int64_t m, int64_t n, int64_t nb, int64_t ucols, int64_t vcols)
+{
+    const bool free_ok = m + n <= 9; /* FREE: 256 OS-thread wake-ups per barrier, ~10 barriers per candidate */
+    const int64_t k = std::min(m, n), d = std::max(m, n), N = m + n;
+    vector<T> A = to<T>(batch_with_sv(r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
+    vector<T> Z = jw_ref(A, m, n, nb), Wv;
+    lapack_syev(Z, Wv, N, nb);
+    vector<T> S, U, V;
+    vector<int> info;
+    const size_t smem = sizeof(T) * (size_t)(2 * d + 32);
+    all_modes("k_jw_extract", [&] {
+        S.assign((size_t)(k * nb), T(-7));
+        U.assign((size_t)std::max<int64_t>(1, m * ucols * nb), T(-7));
+        V.assign((size_t)std::max<int64_t>(1, n * vcols * nb), T(-7));
+        info.assign((size_t)nb, 0);
+        emu_launch((unsigned)nb, SG_BLOCK, smem, k_jw_extract<T>, Z.data(), Wv.data(), m, n, S.data(),
+                   ucols ? U.data() : nullptr, ucols, vcols ? V.data() : nullptr, vcols, info.data());
+        vector<unsigned char> out = bytes2(S, U);
+        vector<unsigned char> v = bytes2(V, info);
+        out.insert(out.end(), v.begin(), v.end());
+        return out;
+    }, free_ok);
+    vector<T> Sc, Uc, Vc;
+    cpu_svd(A, nb, m, n, true, Sc, Uc, Vc);
+    vector<int64_t> rk = cpu_rank(A, nb, m, n);
+    const double tl = sizeof(T) == 4 ? 1e-4 : 1e-10;
+    char where[160];
+    snprintf(where, sizeof where, "k_jw_extract m=%lld n=%lld nb=%lld ucols=%lld vcols=%lld", (long long)m,
+             (long long)n, (long long)nb, (long long)ucols, (long long)vcols);
+    for (int64_t b = 0; b < nb; b++) {
+        cr_assert_eq(info[b], 0, "%s: info[%lld] = %d", where, (long long)b, info[b]);
+        const T *Sb = S.data() + b * k, *Ub = U.data() + b * m * ucols, *Vb = V.data() + b * n * vcols;
+        double smax = std::max<double>(1, Sc[b * k]);
+        for (int64_t i = 0; i < k; i++)
+            cr_assert(std::fabs((double)Sb[i] - (double)Sc[b * k + i]) <= tl * smax, "%s: S[%lld][%lld] %g vs %g",
+                      where, (long long)b, (long long)i, (double)Sb[i], (double)Sc[b * k + i]);
+        if (ucols) cr_assert(orth_err(Ub, m, ucols) <= tl, "%s: U not orthonormal (%g)", where, orth_err(Ub, m, ucols));
+        if (vcols) cr_assert(orth_err(Vb, n, vcols) <= tl, "%s: V not orthonormal (%g)", where, orth_err(Vb, n, vcols));
+        if (ucols >= k && vcols >= k) {
+            double e = 0;
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int64_t c = 0; c < k; c++) s += (double)Ub[i + c * m] * (double)Sb[c] * (double)Vb[j + c * n];
+                    e = std::max(e, std::fabs(s - (double)A[b * m * n + i + j * m]));
+                }
+            cr_assert(e <= tl * smax * 10, "%s: |A − U S Vᵀ| = %g (matrix %lld)", where, e, (long long)b);
+        }
+        if (vcols == n && rk[b] < n) { /* null space: trailing n − r columns */
+            vector<double> a(Vb + rk[b] * n, Vb + n * n), c(Vc.begin() + b * n * n + rk[b] * n, Vc.begin() + (b + 1) * n * n);
+            double e = tu_subspace_dist(n, a.data(), n - rk[b], c.data(), n - rk[b]);
+            cr_assert(e <= tl * 100, "%s: null space distance %g (matrix %lld, rank %lld)", where, e, (long long)b,
+                      (long long)rk[b]);
+        }
+    }
+}
+template <class T> static void jw_extract_all()
+{
+    tu_rng r = tu_seed(14);
+    /* the host uses the Jordan–Wielandt path when m or n > 32; small shapes check the indexing too */
+    const int64_t shapes[][2] = {{1, 1}, {2, 7}, {7, 2}, {33, 2}, {2, 33}, {36, 33}};
+    for (auto &s : shapes) {
+        const int64_t m = s[0], n = s[1], k = std::min(m, n);
+        const bool big = m + n > 40; /* ~1 s per launch set: fewer variants */
+        jw_extract_case<T>(&r, m, n, big ? 2 : 3, 0, n); /* nullspace / project */
+        jw_extract_case<T>(&r, m, n, big ? 1 : 2, k, k); /* lstsq, economy svd */
+        if (!big) jw_extract_case<T>(&r, m, n, 1, m, n); /* full svd */
+        if (!big) jw_extract_case<T>(&r, m, n, 1, 0, 0); /* values only (rank) */
+    }
+}
+Test(emu, k_jw_extract_f32, .timeout = 600) { jw_extract_all<float>(); }
+Test(emu, k_jw_extract_f64, .timeout = 600) { jw_extract_all<double>(); }
+
+/* k_rank (spectral: ceil(nb/128) blocks × 128 threads) against sg_rank, nullity = n − rank. */
+template <class T> static void rank_all()
+{
+    tu_rng r = tu_seed(15);
+    for (int64_t n : {1, 7, 33})
+        for (int64_t m : {n, n + 2})
+            for (int64_t nb : {1, 5, 130}) {
+                const int64_t k = std::min(m, n);
+                vector<T> A = to<T>(batch_with_sv(&r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
+                vector<T> S, U, V;
+                cpu_svd(A, nb, m, n, false, S, U, V);
+                vector<int64_t> want = cpu_rank(A, nb, m, n), rank, nullity;
+                all_modes("k_rank", [&] {
+                    rank.assign((size_t)nb, -1);
+                    nullity.assign((size_t)nb, -1);
+                    emu_launch((unsigned)((nb + 127) / 128), 128, 0, k_rank<T>, S.data(), k, nb, 0.0, -1.0,
+                               (long long)std::max(m, n), eps<T>(), n, rank.data(), nullity.data());
+                    return bytes2(rank, nullity);
+                });
+                for (int64_t b = 0; b < nb; b++) {
+                    cr_assert_eq(rank[b], want[b], "k_rank %lldx%lld nb=%lld b=%lld", (long long)m, (long long)n,
+                                 (long long)nb, (long long)b);
+                    cr_assert_eq(nullity[b], n - want[b]);
+                }
+                /* rank only (nullity NULL), with an absolute tolerance */
+                emu_launch((unsigned)((nb + 127) / 128), 128, 0, k_rank<T>, S.data(), k, nb, 1.5, -1.0,
+                           (long long)std::max(m, n), eps<T>(), n, rank.data(), (int64_t *)nullptr);
+                vector<int64_t> want2((size_t)nb);
+                {
+                    vector<T> a = A;
+                    sg_mat Am = mat(a, nb, m, n);
+                    cr_assert_eq(sg_rank(cpu, &Am, 1.5, -1, want2.data()), SG_OK);
+                }
+                cr_assert(rank == want2, "k_rank atol=1.5 %lldx%lld", (long long)m, (long long)n);
+            }
+}
+Test(emu, k_rank_f32) { rank_all<float>(); }
+Test(emu, k_rank_f64) { rank_all<double>(); }
+
+/* k_null_gather (c_null: grid_for(n²·nb) × SG_BLOCK) against a direct loop and sg_nullspace. */
+template <class T> static void null_gather_all()
+{
+    tu_rng r = tu_seed(16);
+    for (int64_t n : SIZES)
+        for (int64_t nb : {1, 4}) {
+            const int64_t m = n % 2 ? n : n / 2 + 1, k = std::min(m, n);
+            vector<T> A = to<T>(batch_with_sv(&r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
+            vector<T> S, U, V;
+            cpu_svd(A, nb, m, n, true, S, U, V);
+            vector<int64_t> rk = cpu_rank(A, nb, m, n);
+            vector<T> Nout, want((size_t)(n * n * nb), T(0));
+            for (int64_t b = 0; b < nb; b++)
+                for (int64_t j = 0; j < n - rk[b]; j++)
+                    for (int64_t i = 0; i < n; i++) want[b * n * n + i + j * n] = V[b * n * n + i + (rk[b] + j) * n];
+            all_modes("k_null_gather", [&] {
+                Nout.assign((size_t)(n * n * nb), T(-7));
+                emu_launch(grid_for(n * n * nb), SG_BLOCK, 0, k_null_gather<T>, V.data(), rk.data(), Nout.data(), n, nb);
+                return bytes(Nout);
+            });
+            cr_assert(Nout == want, "k_null_gather n=%lld nb=%lld", (long long)n, (long long)nb);
+            /* the library's nullspace spans the same subspace */
+            vector<T> a = A, Nc((size_t)(n * n * nb));
+            vector<int64_t> nul((size_t)nb);
+            sg_mat Am = mat(a, nb, m, n), Nm = mat(Nc, nb, n, n);
+            cr_assert_eq(sg_nullspace(cpu, &Am, 0, -1, &Nm, nul.data()), SG_OK);
+            for (int64_t b = 0; b < nb; b++) {
+                cr_assert_eq(nul[b], n - rk[b]);
+                vector<double> x = dbl(vector<T>(Nout.begin() + b * n * n, Nout.begin() + (b + 1) * n * n));
+                vector<double> y = dbl(vector<T>(Nc.begin() + b * n * n, Nc.begin() + (b + 1) * n * n));
+                double e = tu_subspace_dist(n, x.data(), nul[b], y.data(), nul[b]);
+                cr_assert(e <= tol<T>() * 10, "k_null_gather vs sg_nullspace n=%lld: %g", (long long)n, e);
+            }
+        }
+}
+Test(emu, k_null_gather_f32) { null_gather_all<float>(); }
+Test(emu, k_null_gather_f64) { null_gather_all<double>(); }
+
+/* k_project (c_project: nb blocks × SG_BLOCK, smem sizeof(T)·2n) on V (full, n×n) and rank from the CPU
+   SVD, against sg_project (both projectors; once in place, Y = X). */
+template <class T> static void project_all()
+{
+    tu_rng r = tu_seed(17);
+    for (int64_t n : SIZES)
+        for (int64_t kx : {1, 3}) {
+            const int64_t nb = n >= 64 ? 2 : 4, m = n % 2 ? n + 1 : std::max<int64_t>(1, n / 2), k = std::min(m, n);
+            vector<T> A = to<T>(batch_with_sv(&r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
+            vector<double> x0((size_t)(n * kx * nb));
+            tu_fill_normal(&r, x0.data(), (int64_t)x0.size());
+            vector<T> X = to<T>(x0), S, U, V;
+            cpu_svd(A, nb, m, n, true, S, U, V);
+            vector<int64_t> rk = cpu_rank(A, nb, m, n);
+            const size_t smem = sizeof(T) * (size_t)(2 * n);
+            for (int row : {0, 1}) {
+                vector<T> Y, want((size_t)(n * kx * nb)), a = A, x = X;
+                sg_mat Am = mat(a, nb, m, n), Xm = mat(x, nb, n, kx), Ym = mat(want, nb, n, kx);
+                cr_assert_eq(sg_project(cpu, &Am, &Xm, row ? SG_PROJ_ROW : SG_PROJ_NULL, 0, -1, &Ym), SG_OK);
+                all_modes("k_project", [&] {
+                    Y.assign((size_t)(n * kx * nb), T(-7));
+                    emu_launch((unsigned)nb, SG_BLOCK, smem, k_project<T>, V.data(), rk.data(), X.data(), Y.data(), n,
+                               kx, row);
+                    return bytes(Y);
+                });
+                double e = rel_err(dbl(Y), dbl(want));
+                cr_assert(e <= tol<T>(), "k_project n=%lld kx=%lld row=%d: rel err %g", (long long)n, (long long)kx,
+                          row, e);
+                if (kx == 3) { /* in place */
+                    vector<T> Z = X;
+                    emu_launch((unsigned)nb, SG_BLOCK, smem, k_project<T>, V.data(), rk.data(), Z.data(), Z.data(), n,
+                               kx, row);
+                    cr_assert(Z == Y, "k_project in place n=%lld row=%d", (long long)n, row);
+                }
+            }
+        }
+}
+Test(emu, k_project_f32) { project_all<float>(); }
+Test(emu, k_project_f64) { project_all<double>(); }
+
+/* k_lstsq (c_lstsq: nb blocks × SG_BLOCK, smem sizeof(T)·(m + k)) on the economy CPU SVD, against sg_lstsq;
+   in place (X = B) when m == n. */
+template <class T> static void lstsq_all()
+{
+    tu_rng r = tu_seed(18);
+    for (int64_t n : SIZES)
+        for (int shape = 0; shape < 3; shape++) {
+            const int64_t m = shape == 0 ? n : shape == 1 ? n + 3 : std::max<int64_t>(1, n / 2), k = std::min(m, n);
+            const int64_t nb = n >= 64 ? 2 : 3, kb = shape == 1 ? 1 : 2;
+            vector<T> A = to<T>(batch_with_sv(&r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
+            vector<double> b0((size_t)(m * kb * nb));
+            tu_fill_normal(&r, b0.data(), (int64_t)b0.size());
+            vector<T> B = to<T>(b0), S, U, V;
+            cpu_svd(A, nb, m, n, false, S, U, V);
+            vector<int64_t> rk = cpu_rank(A, nb, m, n);
+            vector<T> X, want((size_t)(n * kb * nb)), a = A, bb = B;
+            sg_mat Am = mat(a, nb, m, n), Bm = mat(bb, nb, m, kb), Xm = mat(want, nb, n, kb);
+            cr_assert_eq(sg_lstsq(cpu, &Am, &Bm, 0, -1, &Xm, nullptr), SG_OK, "%s", sg_last_error(cpu));
+            const size_t smem = sizeof(T) * (size_t)(m + k);
+            all_modes("k_lstsq", [&] {
+                X.assign((size_t)(n * kb * nb), T(-7));
+                emu_launch((unsigned)nb, SG_BLOCK, smem, k_lstsq<T>, U.data(), S.data(), V.data(), rk.data(), B.data(),
+                           X.data(), m, n, k, kb);
+                return bytes(X);
+            });
+            double e = rel_err(dbl(X), dbl(want));
+            cr_assert(e <= tol<T>() * 10, "k_lstsq m=%lld n=%lld kb=%lld: rel err %g", (long long)m, (long long)n,
+                      (long long)kb, e);
+            if (m == n) {
+                vector<T> Z = B;
+                emu_launch((unsigned)nb, SG_BLOCK, smem, k_lstsq<T>, U.data(), S.data(), V.data(), rk.data(), Z.data(),
+                           Z.data(), m, n, k, kb);
+                cr_assert(Z == X, "k_lstsq in place n=%lld", (long long)n);
+            }
+        }
+}
+Test(emu, k_lstsq_f32) { lstsq_all<float>(); }
+Test(emu, k_lstsq_f64) { lstsq_all<double>(); }
+
+/* ======================================================================================================
+   grad_kernels.cuh
+   ====================================================================================================== */
+using namespace sggrad;
+
+/* Strided copies: element (i, j) of matrix b at b*st + i + j*ld. */
+template <class T> static vector<T> pad(const vector<T> &x, int64_t nb, int64_t rows, int64_t cols, int64_t ld, int64_t st)
+{
+    vector<T> y((size_t)(st * nb), T(-9));
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t j = 0; j < cols; j++)
+            for (int64_t i = 0; i < rows; i++) y[b * st + i + j * ld] = x[b * rows * cols + i + j * rows];
+    return y;
+}
+template <class T> static vector<T> unpad(const vector<T> &y, int64_t nb, int64_t rows, int64_t cols, int64_t ld, int64_t st)
+{
+    vector<T> x((size_t)(rows * cols * nb));
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t j = 0; j < cols; j++)
+            for (int64_t i = 0; i < rows; i++) x[b * rows * cols + i + j * rows] = y[b * st + i + j * ld];
+    return x;
+}
+
+/* launch_fused / launch_fused_tm of cuda/grad.cu: TM by n, fused_threads, fused_smem, persistent grid. */
+template <class T, int KIND> static void launch_fused_emu(const FusedArgs<T> &a)
+{
+    if (a.n <= 16)
+        emu_launch(fused_grid(a.batch), fused_threads<1>(a.n), fused_smem<T, 1>(a.n), fused_backward<T, 1, KIND>, a);
+    else if (a.n <= 32)
+        emu_launch(fused_grid(a.batch), fused_threads<2>(a.n), fused_smem<T, 2>(a.n), fused_backward<T, 2, KIND>, a);
+    else
+        emu_launch(fused_grid(a.batch), fused_threads<4>(a.n), fused_smem<T, 4>(a.n), fused_backward<T, 4, KIND>, a);
+}
+
+/* Spectra per case: 0 distinct, 1 with ties (pairs), 2 positive distinct (Taylor, matrix functions),
+   3 positive with ties (matrix functions: divided differences at ties). */
+static double spectrum(int kind, int64_t n, int64_t i)
+{
+    const double x = (double)i / (double)std::max<int64_t>(1, n - 1);
+    switch (kind) {
+    case 0: return -1.0 + 2.5 * x;
+    case 1: return -1.0 + 2.0 * (double)(i / 2) / (double)std::max<int64_t>(1, n / 2);
+    case 2: return 0.5 + 1.5 * x;
+    default: return 0.5 + (double)(i / 2) / (double)std::max<int64_t>(1, n / 2);
+    }
+}
+
+/* W, V of nb random symmetric matrices with the given spectrum kind, from the CPU eigh (in T). */
+template <class T> static void eig_inputs(tu_rng *r, int64_t n, int64_t nb, int kind, vector<T> &W, vector<T> &V)
+{
+    vector<double> A((size_t)(n * n * nb)), w((size_t)n);
+    for (int64_t b = 0; b < nb; b++) {
+        for (int64_t i = 0; i < n; i++) w[(size_t)i] = spectrum(kind, n, i) * (1.0 + 0.1 * (double)b);
+        tu_sym_with_spectrum(r, n, w.data(), A.data() + b * n * n);
+    }
+    vector<T> a = to<T>(A);
+    W.assign((size_t)(n * nb), 0);
+    V.assign((size_t)(n * n * nb), 0);
+    sg_mat Am = mat(a, nb, n, n), Wm = mat(W, nb, n, 1), Vm = mat(V, nb, n, n);
+    cr_assert_eq(sg_eigh(cpu, &Am, &Wm, &Vm), SG_OK, "%s", sg_last_error(cpu));
+    if (kind == 1 || kind == 3) /* exact ties in W (the eigensolver returns them only approximately) */
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t i = 1; i < n; i += 2) W[b * n + i] = W[b * n + i - 1];
+}
+
+/* fused_backward<T, TM, FUSED_EIGH> against sg_eigh_backward (CPU) for every degeneracy mode. */
+template <class T> static void fused_eigh_case(tu_rng *r, int64_t n, int64_t nb, int kind, int mode, int which)
+{
+    vector<T> W, V;
+    eig_inputs<T>(r, n, nb, kind, W, V);
+    vector<double> g0((size_t)(n * n * nb)), gw0((size_t)(n * nb));
+    tu_fill_normal(r, g0.data(), (int64_t)g0.size());
+    tu_fill_normal(r, gw0.data(), (int64_t)gw0.size());
+    vector<T> gV = to<T>(g0), gW = to<T>(gw0);
+    const bool hasW = which != 1, hasV = which != 2; /* 0 both, 1 gV only, 2 gW only */
+    /* CPU reference */
+    vector<T> want((size_t)(n * n * nb));
+    sg_mat Wm = mat(W, nb, n, 1), Vm = mat(V, nb, n, n), gWm = mat(gW, nb, n, 1), gVm = mat(gV, nb, n, n),
+           gAm = mat(want, nb, n, n);
+    const sg_status st = sg_eigh_backward(cpu, &Wm, &Vm, hasW ? &gWm : nullptr, hasV ? &gVm : nullptr,
+                                          (sg_degen)mode, 0.0, &gAm);
+    cr_assert(st == SG_OK || st == SG_ERR_DEGENERATE, "%s", sg_last_error(cpu));
+    /* device layout: V, gV, gA with padding (ld n+1, stride + 3) */
+    const int64_t ld = n + 1, sst = ld * n + 3;
+    vector<T> Vp = pad(V, nb, n, n, ld, sst), gVp = pad(gV, nb, n, n, ld, sst), gAp;
+    vector<int> flags;
+    FusedArgs<T> a;
+    a.W = W.data(); a.sW = n;
+    a.V = Vp.data(); a.ldV = ld; a.sV = sst;
+    a.gW = hasW ? gW.data() : nullptr; a.sgW = hasW ? n : 0;
+    a.G = hasV ? gVp.data() : nullptr; a.ldG = hasV ? ld : 0; a.sG = hasV ? sst : 0;
+    a.ldA = ld; a.sA = sst;
+    a.n = (int)n; a.batch = nb;
+    a.mode = mode; a.param = (T)sg_degen_param(mode, 0.0, sizeof(T) == 4);
+    a.fkind = 0; a.fp = 0; a.rel = SG_DIVDIFF_REL;
+    all_modes("fused_backward<eigh>", [&] {
+        gAp.assign((size_t)(sst * nb), T(-9));
+        flags.assign((size_t)nb, -1);
+        a.gA = gAp.data();
+        a.flags = flags.data();
+        launch_fused_emu<T, FUSED_EIGH>(a);
+        return bytes2(gAp, flags);
+    });
+    char where[160];
+    snprintf(where, sizeof where, "fused_backward<eigh> n=%lld nb=%lld spectrum %d mode %d grads %d", (long long)n,
+             (long long)nb, kind, mode, which);
+    for (int64_t b = 0; b < nb; b++) /* padding untouched */
+        for (int64_t e = 0; e < sst; e++)
+            if (e % ld >= n || e >= ld * n) cr_assert(gAp[b * sst + e] == T(-9), "%s: padding written", where);
+    vector<T> got = unpad(gAp, nb, n, n, ld, sst);
+    int anyflag = 0;
+    for (int f : flags) {
+        cr_assert(f == 0 || f == FLAG_TIE || f == FLAG_NONFINITE || f == (FLAG_TIE | FLAG_NONFINITE), "%s: flag %d", where, f);
+        anyflag |= f;
+    }
+    if (st == SG_ERR_DEGENERATE) {
+        cr_assert(anyflag != 0, "%s: CPU says degenerate, kernel flags nothing", where);
+        return;
+    }
+    cr_assert_eq(anyflag, 0, "%s: flags %d where the CPU reference is fine", where, anyflag);
+    const double e = rel_err(dbl(got), dbl(want));
+    cr_assert(e <= tol<T>() * (sizeof(T) == 4 ? 10 : 1), "%s: rel err %g", where, e);
+}
+
+static const int64_t FUSED_SIZES[] = {1, 2, 7, 16, 17, 31, 32, 33, 64};
+
+template <class T> static void fused_eigh_all()
+{
+    tu_rng r = tu_seed(21);
+    for (int64_t n : FUSED_SIZES) {
+        const int64_t nb = n >= 33 ? 2 : 3;
+        fused_eigh_case<T>(&r, n, nb, 0, SG_DM_EXACT, 0);
+        fused_eigh_case<T>(&r, n, nb, 1, SG_DM_EXACT, 0); /* ties: DEGENERATE / FLAG_TIE (n > 1) */
+        fused_eigh_case<T>(&r, n, nb, 1, SG_DM_MASK, 0);
+        fused_eigh_case<T>(&r, n, nb, 1, SG_DM_LORENTZ, 1);
+        fused_eigh_case<T>(&r, n, nb, 2, SG_DM_TAYLOR, 0);
+        fused_eigh_case<T>(&r, n, nb, 1, SG_DM_EXACT, 2); /* gW only: no gaps involved, ties harmless */
+    }
+    cap_sms = 1; /* persistent grid: 2 blocks loop over 5 matrices */
+    fused_eigh_case<T>(&r, 7, 5, 0, SG_DM_EXACT, 0);
+    fused_eigh_case<T>(&r, 33, 5, 1, SG_DM_MASK, 0);
+    cap_sms = SMS;
+}
+Test(emu, fused_backward_eigh_f32, .timeout = 600) { fused_eigh_all<float>(); }
+Test(emu, fused_backward_eigh_f64, .timeout = 600) { fused_eigh_all<double>(); }
+
+/* fused_backward<T, TM, FUSED_MATFUNC> against sg_matfunc_backward (CPU). */
+template <class T> static void fused_matfunc_case(tu_rng *r, int64_t n, int64_t nb, int kind, sg_fn_kind fk, double p)
+{
+    vector<T> W, V;
+    eig_inputs<T>(r, n, nb, kind, W, V);
+    vector<double> g0((size_t)(n * n * nb));
+    tu_fill_normal(r, g0.data(), (int64_t)g0.size());
+    vector<T> gF = to<T>(g0), want((size_t)(n * n * nb));
+    sg_fn fn = {fk, p, nullptr, nullptr, nullptr};
+    sg_mat Wm = mat(W, nb, n, 1), Vm = mat(V, nb, n, n), gFm = mat(gF, nb, n, n), gAm = mat(want, nb, n, n);
+    cr_assert_eq(sg_matfunc_backward(cpu, &Wm, &Vm, &fn, &gFm, &gAm), SG_OK, "%s", sg_last_error(cpu));
+    vector<T> gA;
+    vector<int> flags;
+    FusedArgs<T> a;
+    a.W = W.data(); a.sW = n;
+    a.V = V.data(); a.ldV = n; a.sV = n * n;
+    a.gW = nullptr; a.sgW = 0;
+    a.G = gF.data(); a.ldG = n; a.sG = n * n;
+    a.ldA = n; a.sA = n * n;
+    a.n = (int)n; a.batch = nb;
+    a.mode = 0; a.param = T(0);
+    a.fkind = (int)fk; a.fp = p; a.rel = SG_DIVDIFF_REL;
+    all_modes("fused_backward<matfunc>", [&] {
+        gA.assign((size_t)(n * n * nb), T(-9));
+        flags.assign((size_t)nb, -1);
+        a.gA = gA.data();
+        a.flags = flags.data();
+        launch_fused_emu<T, FUSED_MATFUNC>(a);
+        return bytes2(gA, flags);
+    });
+    for (int f : flags) cr_assert_eq(f, 0, "fused_backward<matfunc> n=%lld fn %d: flag %d", (long long)n, (int)fk, f);
+    const double e = rel_err(dbl(gA), dbl(want));
+    cr_assert(e <= tol<T>() * (sizeof(T) == 4 ? 10 : 1), "fused_backward<matfunc> n=%lld spectrum %d fn %d: rel err %g",
+              (long long)n, kind, (int)fk, e);
+}
+template <class T> static void fused_matfunc_all()
+{
+    tu_rng r = tu_seed(22);
+    for (int64_t n : FUSED_SIZES) {
+        const int64_t nb = n >= 33 ? 2 : 3;
+        fused_matfunc_case<T>(&r, n, nb, 2, SG_FN_SQRT, 0);
+        fused_matfunc_case<T>(&r, n, nb, 3, SG_FN_LOG, 0);
+        fused_matfunc_case<T>(&r, n, nb, 2, SG_FN_EXP, 0);
+        fused_matfunc_case<T>(&r, n, nb, 3, SG_FN_POW, 1.5);
+    }
+    cap_sms = 1;
+    fused_matfunc_case<T>(&r, 17, 5, 3, SG_FN_SQRT, 0);
+    cap_sms = SMS;
+}
+Test(emu, fused_backward_matfunc_f32, .timeout = 600) { fused_matfunc_all<float>(); }
+Test(emu, fused_backward_matfunc_f64, .timeout = 600) { fused_matfunc_all<double>(); }
+
+/* fused_vdvt (launch_vdvt_tm: fused_threads, fused_vdvt_smem, persistent grid) against a direct loop. */
+template <class T> static void vdvt_all()
+{
+    tu_rng r = tu_seed(23);
+    for (int64_t n : FUSED_SIZES) {
+        const int64_t nb = 3;
+        vector<T> W, V;
+        eig_inputs<T>(&r, n, nb, 0, W, V);
+        vector<double> want((size_t)(n * n * nb), 0.0);
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t j = 0; j < n; j++)
+                for (int64_t i = 0; i < n; i++) {
+                    double s = 0;
+                    for (int64_t k = 0; k < n; k++)
+                        s += (double)W[b * n + k] * (double)V[b * n * n + i + k * n] * (double)V[b * n * n + j + k * n];
+                    want[b * n * n + i + j * n] = s;
+                }
+        vector<T> X;
+        vector<int> flags;
+        all_modes("fused_vdvt", [&] {
+            X.assign((size_t)(n * n * nb), T(-9));
+            flags.assign((size_t)nb, 0);
+            const int ni = (int)n;
+            if (n <= 16)
+                emu_launch(fused_grid(nb), fused_threads<1>(ni), fused_vdvt_smem<T, 1>(ni), fused_vdvt<T, 1>, V.data(), n,
+                           n * n, W.data(), n, X.data(), n, n * n, ni, nb, flags.data());
+            else if (n <= 32)
+                emu_launch(fused_grid(nb), fused_threads<2>(ni), fused_vdvt_smem<T, 2>(ni), fused_vdvt<T, 2>, V.data(), n,
+                           n * n, W.data(), n, X.data(), n, n * n, ni, nb, flags.data());
+            else
+                emu_launch(fused_grid(nb), fused_threads<4>(ni), fused_vdvt_smem<T, 4>(ni), fused_vdvt<T, 4>, V.data(), n,
+                           n * n, W.data(), n, X.data(), n, n * n, ni, nb, flags.data());
+            return bytes2(X, flags);
+        });
+        for (int f : flags) cr_assert_eq(f, 0);
+        const double e = rel_err(dbl(X), want);
+        cr_assert(e <= tol<T>(), "fused_vdvt n=%lld: rel err %g", (long long)n, e);
+        for (int64_t b = 0; b < nb; b++) /* exactly symmetric */
+            for (int64_t j = 0; j < n; j++)
+                for (int64_t i = 0; i < n; i++) cr_assert(X[b * n * n + i + j * n] == X[b * n * n + j + i * n]);
+    }
+}
+Test(emu, fused_vdvt_f32) { vdvt_all<float>(); }
+Test(emu, fused_vdvt_f64) { vdvt_all<double>(); }
