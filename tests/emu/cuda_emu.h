@@ -24,7 +24,7 @@
               until its next sync point: every thread finishes a phase before a higher one starts it;
      REVERSE  the same, highest-numbered thread first;
      RANDOM   the same, a random runnable thread each time (emu::set_seed).
-   The ordered modes run the block's threads as fibers (ucontext, one stack each, annotated for ASan) on the
+   The ordered modes run the block's threads as fibers (own stacks, annotated for ASan) on the
    calling thread: the order is the point there, and a fiber switch costs well under a microsecond where an
    OS-thread hand-off costs several (a 256-thread barrier is 256 hand-offs).
    A read of shared data written by another thread in the same phase (i.e. a missing barrier between a
@@ -59,6 +59,25 @@
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
+#endif
+
+/* Fiber switch: on x86-64 a minimal callee-saved-register switch (ASan intercepts swapcontext and prints a
+   "may produce false positives" warning, which the sanitizer stage would count as a report; the switches
+   here are annotated with __sanitizer_{start,finish}_switch_fiber instead). Elsewhere: ucontext. */
+#if defined(__x86_64__) && !defined(SG_EMU_UCONTEXT)
+#define SG_EMU_ASM_SWITCH 1
+extern "C" void sg_emu_switch(void **save_sp, void *new_sp);
+__asm__(".text\n"
+        ".weak sg_emu_switch\n"
+        ".hidden sg_emu_switch\n"
+        ".type sg_emu_switch,@function\n"
+        "sg_emu_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size sg_emu_switch,.-sg_emu_switch\n");
 #endif
 
 /* ---- qualifiers -------------------------------------------------------------------------------- */
@@ -134,8 +153,13 @@ struct Launch {
     int current = -1; /* ordered modes: the thread that may run */
     /* ordered modes: fibers on the launching thread */
     bool fibers = false;
+#ifdef SG_EMU_ASM_SWITCH
+    void *sched_sp = nullptr;
+    std::vector<void *> fsp; /* saved stack pointer of each fiber */
+#else
     ucontext_t sched_ctx;
     std::vector<ucontext_t> fctx;
+#endif
     std::vector<void *> fake; /* ASan fake-stack handles */
     char *stacks = nullptr;
     size_t stack_bytes = 0;
@@ -246,7 +270,11 @@ inline void Launch::to_scheduler(int t, bool final)
 #if defined(__SANITIZE_ADDRESS__)
     __sanitizer_start_switch_fiber(final ? nullptr : &fake[t], sched_bottom, sched_size);
 #endif
+#ifdef SG_EMU_ASM_SWITCH
+    sg_emu_switch(&fsp[t], sched_sp);
+#else
     swapcontext(&fctx[t], &sched_ctx);
+#endif
 #if defined(__SANITIZE_ADDRESS__)
     __sanitizer_finish_switch_fiber(fake[t], &sched_bottom, &sched_size);
 #endif
@@ -336,9 +364,20 @@ struct FiberStart {
     void *body;
     unsigned tid;
 };
+inline Launch *&cur_launch();
+inline FiberStart *&starting_fiber()
+{
+    static thread_local FiberStart *f = nullptr;
+    return f;
+}
 inline void fiber_entry(unsigned lo, unsigned hi)
 {
+#ifdef SG_EMU_ASM_SWITCH
+    (void)lo, (void)hi;
+    FiberStart *fs = starting_fiber();
+#else
     FiberStart *fs = (FiberStart *)(((uintptr_t)hi << 32) | (uintptr_t)lo);
+#endif
     Launch &L = *fs->L;
     const int t = (int)fs->tid;
 #if defined(__SANITIZE_ADDRESS__)
@@ -359,7 +398,11 @@ template <class F> void run_fibers(Launch &L, dim3 grid, dim3 block, F &body)
 {
     const unsigned nt = block.x;
     L.fibers = true;
+#ifdef SG_EMU_ASM_SWITCH
+    L.fsp.assign(nt, nullptr);
+#else
     L.fctx.resize(nt);
+#endif
     L.fake.assign(nt, nullptr);
     L.stack_bytes = 256 * 1024; /* untouched pages cost nothing (mmap) */
     void *mem = mmap(nullptr, L.stack_bytes * nt, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -381,16 +424,29 @@ template <class F> void run_fibers(Launch &L, dim3 grid, dim3 block, F &body)
         for (unsigned t = 0; t < nt; t++) {
             char *stk = L.stacks + (size_t)t * L.stack_bytes;
 #if defined(__SANITIZE_ADDRESS__)
-            ASAN_UNPOISON_MEMORY_REGION(stk, L.stack_bytes); /* frames abandoned by the previous block */
+            /* the frames a finished fiber abandons (fiber_entry, to_scheduler) sit at the top of its stack;
+               deeper frames were popped (and unpoisoned) normally */
+            ASAN_UNPOISON_MEMORY_REGION(stk + L.stack_bytes - 16384, 16384);
 #endif
             L.state[t] = Launch::RUNNABLE;
             fs[t] = FiberStart{&L, run, (void *)&body, t};
+#ifdef SG_EMU_ASM_SWITCH
+            /* initial frame: six zero registers, then fiber_entry as the return address, then a zero slot
+               (fiber_entry never returns); entry sees rsp ≡ 8 (mod 16) as after a call */
+            uintptr_t top = ((uintptr_t)stk + L.stack_bytes) & ~(uintptr_t)15;
+            void **sp = (void **)(top - 64);
+            for (int q = 0; q < 6; q++) sp[q] = nullptr;
+            sp[6] = (void *)(void (*)(unsigned, unsigned))fiber_entry;
+            sp[7] = nullptr;
+            L.fsp[t] = (void *)sp;
+#else
             getcontext(&L.fctx[t]);
             L.fctx[t].uc_stack.ss_sp = stk;
             L.fctx[t].uc_stack.ss_size = L.stack_bytes;
             L.fctx[t].uc_link = nullptr;
             const uintptr_t p = (uintptr_t)&fs[t];
             makecontext(&L.fctx[t], (void (*)())fiber_entry, 2, (unsigned)(p & 0xffffffffu), (unsigned)(p >> 32));
+#endif
         }
         if (b > 0) L.fill_smem();
         for (;;) {
@@ -402,7 +458,12 @@ template <class F> void run_fibers(Launch &L, dim3 grid, dim3 block, F &body)
             void *fk = nullptr;
             __sanitizer_start_switch_fiber(&fk, L.stacks + (size_t)t * L.stack_bytes, L.stack_bytes);
 #endif
+#ifdef SG_EMU_ASM_SWITCH
+            starting_fiber() = &fs[t];
+            sg_emu_switch(&L.sched_sp, L.fsp[t]);
+#else
             swapcontext(&L.sched_ctx, &L.fctx[t]);
+#endif
 #if defined(__SANITIZE_ADDRESS__)
             __sanitizer_finish_switch_fiber(fk, nullptr, nullptr);
 #endif
