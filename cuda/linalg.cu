@@ -2,8 +2,10 @@
    projection and minimum-norm least squares. Design notes: docs/gpu.md.
 
    Layout of this file (llm.c style: each kernel sits next to the CPU semantics it reproduces):
-     1. small kernels (pack/unpack, NaN scan, Jordan–Wielandt build/extract, rank, nullspace, project, lstsq)
-     2. solver cores on packed device buffers (eigh_run, svd_run) with a dry mode that only sizes workspace
+     1. small kernels (pack/unpack, NaN scan, Jordan–Wielandt build/extract, Householder QR, rank, nullspace,
+        project, lstsq)
+     2. solver cores on packed device buffers (eigh_run, svd_run: gesvdj / QR first / Jordan–Wielandt) with a
+        dry mode that only sizes workspace
      3. one generic chunk runner (run_job) that every op goes through: device memory in place, or host
         memory streamed through pinned buffers on two lanes (stream + cuSOLVER handle) with double buffering
      4. the sg_cuda_* entry points, each a table of operands plus a per-chunk compute callback. */
@@ -209,49 +211,107 @@ static sg_status smem_fit(sg_ctx *ctx, const void *kernel, size_t bytes, const c
     return SG_OK;
 }
 
+/* gesvdjBatched on nb packed m×n matrices (m, n ≤ 32; A destroyed): S, full U (m×m, ld m) and V (n×n, ld n)
+   into the given buffers (referenced only for jobz = VECTOR). ctx Jacobi tolerance / sweeps, sorted. */
+template <class T>
+static sg_status gesvdj_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64_t nb, cusolverEigMode_t jobz, T *A,
+                            T *S, T *Uf, T *Vf, Bump &scr, int *info, bool dry)
+{
+    sg_status s = SG_OK;
+    gesvdjInfo_t p = NULL;
+    int lwork = 0;
+    SOLV(cusolverDnCreateGesvdjInfo(&p));
+    if (ctx->jacobi_tol > 0) SOLV(cusolverDnXgesvdjSetTolerance(p, jacobi_tol<T>(ctx)));
+    SOLV(cusolverDnXgesvdjSetMaxSweeps(p, ctx->jacobi_sweeps > 0 ? ctx->jacobi_sweeps : 100));
+    SOLV(cusolverDnXgesvdjSetSortEig(p, 1));
+    SOLV(Sv<T>::gesvdj_buf(L.h, jobz, (int)m, (int)n, dry_ptr(A, dry), (int)m, dry_ptr(S, dry), dry_ptr(Uf, dry),
+                           (int)m, dry_ptr(Vf, dry), (int)n, &lwork, p, (int)nb));
+    if (lwork < 0) {
+        s = lwork_overflow(ctx, "gesvdjBatched", nb);
+        goto out;
+    }
+    {
+        T *work = (T *)scr.take(sizeof(T) * (size_t)(lwork > 0 ? lwork : 1));
+        if (!dry)
+            SOLV(Sv<T>::gesvdj(L.h, jobz, (int)m, (int)n, A, (int)m, S, Uf, (int)m, Vf, (int)n, work, lwork, info, p,
+                               (int)nb));
+    }
+out:
+    if (p) cusolverDnDestroyGesvdjInfo(p);
+    return s;
+}
+
+/* SG_SVD_JW=1 keeps the Jordan–Wielandt path for min(m,n) ≤ 32 < max(m,n) too (A/B against QR first on a
+   device). Read once, like SG_GRAD_NO_FUSED. */
+static bool svd_force_jw(void)
+{
+    static const bool jw = getenv("SG_SVD_JW") && atoi(getenv("SG_SVD_JW")) != 0;
+    return jw;
+}
+/* Which SVD path a shape takes: both m, n ≤ 32 → gesvdj on A; min ≤ 32 < max → QR first (unless
+   SG_SVD_JW=1); otherwise Jordan–Wielandt. svd_run and svd_max_nb must agree. */
+static bool svd_qr_path(int64_t m, int64_t n)
+{
+    int64_t k = m < n ? m : n, d = m > n ? m : n;
+    return k <= 32 && d > 32 && !svd_force_jw();
+}
+
+/* QR first, min(m,n) = k ≤ 32 < d = max(m,n). Tall (m > n): A = Q R (k_qr, Householder, in place in A),
+   R = U_R Σ V_Rᵀ (gesvdjBatched, k×k), U = Q·[U_R; 0] (economy, k columns) or Q·[[U_R,0],[0,I]] (full, m
+   columns) by k_qr_apply, V = V_R straight from gesvdj. Wide (m < n): the same on Aᵀ (k_qr reads A
+   transposed into scratch), roles swapped: Aᵀ = Q U_R Σ V_Rᵀ, so U = V_R and V = Q·[U_R; 0 | …].
+   Values only (rank): no vectors formed. Work O(d·k²) + the wanted output columns, instead of an
+   eigenproblem of size (m+n)²; no shared memory grows with d; the batched solver sees k×k, hence
+   svd_max_nb's k²·nb ≤ INT32_MAX. */
+template <class T>
+static sg_status svd_qr_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64_t nb, int64_t ucols, int64_t vcols,
+                            T *A, T *S, T *U, T *V, Bump &scr, int *info, bool dry)
+{
+    const bool tall = m > n, vec = ucols > 0 || vcols > 0;
+    const int64_t k = tall ? n : m, d = tall ? m : n;
+    const int64_t bcols = tall ? ucols : vcols, scols = tall ? vcols : ucols; /* big: d rows (via Q); small: k */
+    T *big = tall ? U : V, *small = tall ? V : U;
+    T *Wq = tall ? A : (T *)scr.take(sizeof(T) * (size_t)(d * k * nb)); /* reflectors */
+    T *tau = (T *)scr.take(sizeof(T) * (size_t)(k * nb));
+    T *R = (T *)scr.take(sizeof(T) * (size_t)(k * k * nb));
+    T *Ur = (T *)scr.take(sizeof(T) * (size_t)(k * k * nb));
+    T *Vr = scols == k ? small : (T *)scr.take(sizeof(T) * (size_t)(k * k * nb));
+    if (!dry) {
+        k_qr<T><<<(unsigned)nb, qr_threads(), qr_smem<T>(), L.s>>>(A, tall ? 0 : 1, Wq, tau, R, d, k);
+        CU_LAUNCH_CHECK(ctx);
+    }
+    sg_status s = gesvdj_run<T>(ctx, L, k, k, nb, vec ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR, R, S,
+                                Ur, Vr, scr, info, dry);
+    if (s != SG_OK || dry || bcols == 0) return s;
+    k_qr_apply<T><<<(unsigned)nb, qr_threads(), qr_apply_smem<T>(), L.s>>>(Wq, tau, Ur, big, d, k, bcols);
+    CU_LAUNCH_CHECK(ctx);
+    return SG_OK;
+}
+
 /* SVD of nb packed m×n matrices (A is destroyed). S packed k, U packed m×ucols, V packed n×vcols with
    ucols ∈ {0, k, m}, vcols ∈ {0, k, n} (0: not wanted). m, n ≤ 32: gesvdjBatched (full U, V; economy
-   copies the first k columns). Otherwise Jordan–Wielandt: XsyevBatched on [[0,A],[Aᵀ,0]] and k_jw_extract. */
+   copies the first k columns). min(m,n) ≤ 32 < max(m,n): QR first (svd_qr_run). Otherwise (and with
+   SG_SVD_JW=1 for the QR-first shapes) Jordan–Wielandt: XsyevBatched on [[0,A],[Aᵀ,0]] and k_jw_extract. */
 template <class T>
 static sg_status svd_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64_t nb, int64_t ucols, int64_t vcols,
                          T *A, T *S, T *U, T *V, Bump &scr, int *info, bool dry)
 {
     sg_status s = SG_OK;
-    int64_t k = m < n ? m : n;
     bool vec = ucols > 0 || vcols > 0;
     cusolverEigMode_t jobz = vec ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
     if (m <= 32 && n <= 32) {
-        gesvdjInfo_t p = NULL;
-        int lwork = 0;
         /* gesvdj always writes full U and V: use the caller's buffers when they are full, else scratch */
         T *Uf = ucols == m ? U : (T *)scr.take(sizeof(T) * (size_t)(m * m * nb));
         T *Vf = vcols == n ? V : (T *)scr.take(sizeof(T) * (size_t)(n * n * nb));
-        SOLV(cusolverDnCreateGesvdjInfo(&p));
-        if (ctx->jacobi_tol > 0) SOLV(cusolverDnXgesvdjSetTolerance(p, jacobi_tol<T>(ctx)));
-        SOLV(cusolverDnXgesvdjSetMaxSweeps(p, ctx->jacobi_sweeps > 0 ? ctx->jacobi_sweeps : 100));
-        SOLV(cusolverDnXgesvdjSetSortEig(p, 1));
-        SOLV(Sv<T>::gesvdj_buf(L.h, jobz, (int)m, (int)n, dry_ptr(A, dry), (int)m, dry_ptr(S, dry), dry_ptr(Uf, dry),
-                               (int)m, dry_ptr(Vf, dry), (int)n, &lwork, p, (int)nb));
-        if (lwork < 0) {
-            s = lwork_overflow(ctx, "gesvdjBatched", nb);
-            goto out;
-        }
-        {
-            T *work = (T *)scr.take(sizeof(T) * (size_t)(lwork > 0 ? lwork : 1));
-            if (!dry) {
-                SOLV(Sv<T>::gesvdj(L.h, jobz, (int)m, (int)n, A, (int)m, S, Uf, (int)m, Vf, (int)n, work, lwork, info,
-                                   p, (int)nb));
-                /* economy: the first k columns of a packed m×m matrix are its first m·k elements */
-                if (ucols > 0 && ucols != m && (s = launch_copy(ctx, L, Uf, m, m * m, U, m, m * ucols, m, ucols, nb)))
-                    goto out;
-                if (vcols > 0 && vcols != n && (s = launch_copy(ctx, L, Vf, n, n * n, V, n, n * vcols, n, vcols, nb)))
-                    goto out;
-            }
-        }
-    out:
-        if (p) cusolverDnDestroyGesvdjInfo(p);
-        return s;
+        if ((s = gesvdj_run<T>(ctx, L, m, n, nb, jobz, A, S, Uf, Vf, scr, info, dry)) != SG_OK || dry) return s;
+        /* economy: the first k columns of a packed m×m matrix are its first m·k elements */
+        if (ucols > 0 && ucols != m && (s = launch_copy(ctx, L, Uf, m, m * m, U, m, m * ucols, m, ucols, nb)))
+            return s;
+        if (vcols > 0 && vcols != n && (s = launch_copy(ctx, L, Vf, n, n * n, V, n, n * vcols, n, vcols, nb)))
+            return s;
+        return SG_OK;
     }
+    if (svd_qr_path(m, n)) return svd_qr_run<T>(ctx, L, m, n, nb, ucols, vcols, A, S, U, V, scr, info, dry);
     int64_t N = m + n, d = m > n ? m : n;
     T *H = (T *)scr.take(sizeof(T) * (size_t)(N * N * nb));
     T *Wv = (T *)scr.take(sizeof(T) * (size_t)(N * nb));
@@ -265,13 +325,16 @@ static sg_status svd_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64
     if (vec && (s = smem_fit(ctx, (const void *)k_jw_extract<T>, smem, "svd basis extraction")) != SG_OK) return s;
     k_jw_extract<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(H, Wv, m, n, S, U, ucols, V, vcols, info);
     CU_LAUNCH_CHECK(ctx);
-    (void)k;
     return SG_OK;
 }
 
+/* Chunk limit of the batched solver each path calls: gesvdj on m×n, gesvdj on the k×k R (QR first), or
+   XsyevBatched on (m+n)². The chunk's byte budget (plan_chunks' dry run) still counts the m×n data. */
 static int64_t svd_max_nb(int64_t m, int64_t n)
 {
-    return m <= 32 && n <= 32 ? solver_max_nb(m > n ? m : n) : solver_max_nb(m + n);
+    if (m <= 32 && n <= 32) return solver_max_nb(m > n ? m : n);
+    if (svd_qr_path(m, n)) return solver_max_nb(m < n ? m : n);
+    return solver_max_nb(m + n);
 }
 
 /* ================================================================================================
@@ -378,7 +441,7 @@ static sg_status plan_chunks(Job &J, const Lane &L, bool host, size_t budget, in
     if (J.max_nb < 1)
         return sg_fail(J.ctx, SG_ERR_UNSUPPORTED, -1,
                        "%s: one matrix exceeds cuSOLVER's batched limit n*lda <= INT32_MAX (eigh n <= 46340; SVD-based "
-                       "ops m+n <= 46340 when max(m,n) > 32); use the CPU backend",
+                       "ops m+n <= 46340 when min(m,n) > 32 or SG_SVD_JW=1); use the CPU backend",
                        J.name);
     int64_t nb = J.batch < J.max_nb ? J.batch : J.max_nb;
     size_t b = chunk_bytes_for(J, L, nb, host, &s);
@@ -888,7 +951,7 @@ static sg_status c_lstsq(Job &J, const Lane &L, int64_t nb, void *const *d, Bump
     int64_t m = J.m, n = J.n, k = m < n ? m : n;
     sg_status s = spectral<T>(J, L, nb, (T *)d[0], k, k, scr, dinfo, dry, &sp, (int64_t *)d[3], NULL);
     if (s != SG_OK || dry) return s;
-    size_t smem = sizeof(T) * (size_t)(m + k);
+    size_t smem = lstsq_smem<T>(k);
     if ((s = smem_fit(J.ctx, (const void *)k_lstsq<T>, smem, "lstsq")) != SG_OK) return s;
     k_lstsq<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(sp.U, sp.S, sp.V, sp.rank, (const T *)d[1], (T *)d[2], m, n, k,
                                                       J.op[1].m->cols);

@@ -2,7 +2,8 @@
    CUDA-on-CPU emulation test, tests/test_kernel_emu.cpp through tests/emu/cuda_emu.h).
    Each kernel sits next to the CPU semantics it reproduces. Matrices are packed column-major unless a
    kernel says otherwise. Launch shapes (grid, block, dynamic shared memory) are set by the host code in
-   cuda/linalg.cu; the emulation test mirrors them. */
+   cuda/linalg.cu; the emulation test mirrors them, except where a sizing function here is shared by both
+   (qr_threads, qr_smem, qr_apply_smem, lstsq_smem). */
 #ifndef SG_LINALG_KERNELS_CUH
 #define SG_LINALG_KERNELS_CUH
 
@@ -36,6 +37,29 @@ template <class T> __device__ T block_sum(T v, T *red)
     if (w == 0) {
         v = lane < (int)(blockDim.x >> 5) ? red[lane] : (T)0;
         v = warp_sum(v);
+        if (lane == 0) red[0] = v;
+    }
+    __syncthreads();
+    return red[0];
+}
+
+/* Maximum over the block of non-negative values, result returned to every thread. red: 32 shared slots. */
+template <class T> __device__ T block_max(T v, T *red)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+        T u = __shfl_down_sync(0xffffffffu, v, o);
+        v = u > v ? u : v;
+    }
+    __syncthreads(); /* red may still be read by the previous call */
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    if (w == 0) {
+        v = lane < (int)(blockDim.x >> 5) ? red[lane] : (T)0;
+        for (int o = 16; o > 0; o >>= 1) {
+            T u = __shfl_down_sync(0xffffffffu, v, o);
+            v = u > v ? u : v;
+        }
         if (lane == 0) red[0] = v;
     }
     __syncthreads();
@@ -153,6 +177,140 @@ __global__ void k_jw_extract(const T *Z, const T *Wv, int64_t m, int64_t n, T *S
     if (!ok && threadIdx.x == 0 && info[b] == 0) info[b] = (int)(N + 1);
 }
 
+/* ---- QR first: the SVD path for min(m,n) ≤ 32 < max(m,n) (svd_qr_run in cuda/linalg.cu) ------------------
+   The tall d×k matrix (A, or Aᵀ for wide A; k ≤ 32 < d) is factored by Householder QR, the k×k R goes to
+   gesvdjBatched, and k_qr_apply forms Q·[[C,0],[0,I]] (C = U_R) for the output columns wanted.
+   Launch shapes (shared with tests/test_kernel_emu.cpp): nb blocks (one per matrix) × qr_threads(), dynamic
+   shared memory qr_smem / qr_apply_smem, none of it depending on d. */
+#define SG_QR_MAXK 32 /* most columns k_qr handles (w[] below) */
+#define SG_QR_TILE 32 /* output columns per pass of k_qr_apply */
+inline unsigned qr_threads() { return SG_BLOCK; }
+template <class T> inline size_t qr_smem() { return sizeof(T) * (size_t)(32 + SG_QR_MAXK); } /* red, w */
+template <class T> inline size_t qr_apply_smem() { return sizeof(T) * (size_t)SG_QR_TILE; } /* w */
+
+/* One block per matrix: Householder QR of the packed d×k matrix W (k ≤ SG_QR_MAXK), LAPACK dgeqr2 layout:
+   R on and above the diagonal, reflector j's v below it (v_j = 1 implicit), H_j = I − tau_j v vᵀ,
+   Q = H_0 H_1 … H_{k−1}. The input is A (packed d×k) or, trans = 1, Aᵀ of a packed k×d A; A may be W
+   when trans = 0 (in place). Also writes R packed k×k with zeros below the diagonal (gesvdj's input).
+   Reflectors as dlarfg: x = W[j:, j], alpha = x_0; the norm is scaled by max|x| (no overflow or underflow
+   of the squares, f32 included); x below alpha all zero (zero or exhausted column: rank deficiency) →
+   tau = 0, H = I, R_jj = alpha; else beta = −sign(alpha)·‖x‖, tau = (beta − alpha)/beta ∈ [1, 2],
+   v = x/(alpha − beta) (|v_i| ≤ 1), R_jj = beta, all computed in units of max|x| (dlarfg rescales tiny
+   columns for the same reason: a denormal beta would leave tau and v inconsistent, H not orthogonal). Column j: two block reductions (max, sum of squares),
+   then the trailing columns' w_c = tau·vᵀW[j:, c] one warp per column (coalesced) and the rank-1 update
+   one thread per row. CPU equivalent: LAPACKE_dgeqrf (same R up to rounding, same signs convention). */
+template <class T> __global__ void k_qr(const T *A, int trans, T *Wq, T *tau, T *R, int64_t d, int64_t k)
+{
+    SG_DYN_SMEM(smem_raw);
+    T *red = (T *)smem_raw, *w = red + 32;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int64_t b = blockIdx.x;
+    T *W = Wq + b * d * k;
+    const T *Ab = A + b * d * k;
+    if (trans || Ab != W) {
+        for (int64_t e = threadIdx.x; e < d * k; e += blockDim.x) {
+            int64_t j = e / d, i = e - j * d;
+            W[e] = trans ? Ab[j + i * k] : Ab[e]; /* Aᵀ(i, j) = A(j, i), A k×d */
+        }
+        __syncthreads();
+    }
+    for (int64_t j = 0; j < k; j++) {
+        T *x = W + j * d;
+        const T alpha = x[j]; /* read by every thread before the barriers of block_max; written after them */
+        T part = 0;
+        for (int64_t i = j + threadIdx.x; i < d; i += blockDim.x) {
+            T a = fabs(x[i]);
+            part = a > part ? a : part;
+        }
+        const T scale = block_max(part, red);
+        T ssq = 0;
+        if (scale > (T)0) { /* uniform over the block */
+            part = 0;
+            for (int64_t i = j + 1 + threadIdx.x; i < d; i += blockDim.x) {
+                T t = x[i] / scale;
+                part += t * t;
+            }
+            ssq = block_sum(part, red);
+        }
+        T tj = 0, beta = alpha;
+        if (ssq > (T)0) {
+            /* in units of scale (normal range even when x is denormal, as in an exhausted column): beta·scale
+               alone may round to a denormal with few bits; tau and v from it would make H non-orthogonal */
+            const T a = alpha / scale, nrm = sqrt(a * a + ssq), bs = a >= (T)0 ? -nrm : nrm;
+            tj = (bs - a) / bs;
+            const T den = a - bs; /* |den| ≥ |bs| ≥ 1 ≥ |x_i|/scale: v is bounded by 1 */
+            for (int64_t i = j + 1 + threadIdx.x; i < d; i += blockDim.x) x[i] = x[i] / scale / den;
+            beta = bs * scale;
+        }
+        if (threadIdx.x == 0) {
+            x[j] = beta;
+            tau[b * k + j] = tj;
+        }
+        __syncthreads(); /* v, R_jj visible */
+        if (tj != (T)0) { /* W[j:, c] −= tau v (vᵀ W[j:, c]) for the trailing columns */
+            for (int64_t c = j + 1 + warp; c < k; c += nw) {
+                const T *y = W + c * d;
+                T acc = 0;
+                for (int64_t i = j + lane; i < d; i += 32) acc += (i == j ? (T)1 : x[i]) * y[i];
+                acc = warp_sum(acc);
+                if (lane == 0) w[c] = tj * acc;
+            }
+            __syncthreads();
+            for (int64_t i = j + threadIdx.x; i < d; i += blockDim.x) {
+                const T vi = i == j ? (T)1 : x[i];
+                for (int64_t c = j + 1; c < k; c++) W[i + c * d] -= w[c] * vi;
+            }
+            __syncthreads(); /* next column reads rows other threads updated; w free */
+        }
+    }
+    T *Rb = R + b * k * k;
+    for (int64_t e = threadIdx.x; e < k * k; e += blockDim.x) {
+        int64_t j = e / k, i = e - j * k;
+        Rb[e] = i <= j ? W[i + j * d] : (T)0;
+    }
+}
+
+/* One block per matrix: Out (packed d×oc, oc ≤ d) = Q·[[C, 0], [0, I]][:, 0:oc], Q = H_0 … H_{k−1} from
+   k_qr (Wq d×k reflectors, tau k), C packed k×k (ld k). Column c of the initial matrix is C[:, c] padded
+   with zeros for c < k, else e_c; the reflectors are applied last to first (LAPACK dorm2r / dorg2r order),
+   SG_QR_TILE output columns per pass, so shared memory does not grow with d or oc. Tall A: U = Q[U_R; 0]
+   (oc = k) or the full m×m U (oc = m); wide A: the same for V. CPU equivalent: LAPACKE_dormqr('L','N'). */
+template <class T>
+__global__ void k_qr_apply(const T *Wq, const T *tau, const T *C, T *Out, int64_t d, int64_t k, int64_t oc)
+{
+    SG_DYN_SMEM(smem_raw);
+    T *w = (T *)smem_raw;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int64_t b = blockIdx.x;
+    const T *W = Wq + b * d * k, *tb = tau + b * k, *Cb = C + b * k * k;
+    T *O = Out + b * d * oc;
+    for (int64_t c0 = 0; c0 < oc; c0 += SG_QR_TILE) {
+        const int64_t nc = oc - c0 < SG_QR_TILE ? oc - c0 : SG_QR_TILE;
+        for (int64_t c = c0; c < c0 + nc; c++)
+            for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
+                O[i + c * d] = c < k ? (i < k ? Cb[i + c * k] : (T)0) : (i == c ? (T)1 : (T)0);
+        __syncthreads();
+        for (int64_t j = k - 1; j >= 0; j--) {
+            const T tj = tb[j];
+            if (tj == (T)0) continue; /* H_j = I (uniform over the block) */
+            const T *v = W + j * d;
+            for (int64_t c = warp; c < nc; c += nw) {
+                const T *y = O + (c0 + c) * d;
+                T acc = 0;
+                for (int64_t i = j + lane; i < d; i += 32) acc += (i == j ? (T)1 : v[i]) * y[i];
+                acc = warp_sum(acc);
+                if (lane == 0) w[c] = tj * acc;
+            }
+            __syncthreads();
+            for (int64_t i = j + threadIdx.x; i < d; i += blockDim.x) {
+                const T vi = i == j ? (T)1 : v[i];
+                for (int64_t c = 0; c < nc; c++) O[i + (c0 + c) * d] -= w[c] * vi;
+            }
+            __syncthreads(); /* next reflector reads rows other threads updated; w free */
+        }
+    }
+}
+
 /* rank = #{σ > tol}, tol = sg_tol_rule(atol, rtol, σ_0, max(m,n), eps) (S descending: σ_0 = σmax, as the
    CPU path). Writes rank and/or ncols − rank (nullity). */
 template <class T>
@@ -214,23 +372,25 @@ __global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int
 }
 
 /* One block per matrix: X = V_r Σ_r⁻¹ U_rᵀ B (minimum-norm least squares). U packed m×k, V packed n×k,
-   S k, B m×kb, X n×kb. B's column is staged in shared memory first, so X may alias B when m == n. */
+   S k, B m×kb, X n×kb. Shared memory: h (k elements) only, so m is not limited by it. X may alias B when
+   m == n: column c of X is column c of B, read completely (h = U_rᵀ b_c) before the barrier that precedes
+   its writes, and later columns of B are other memory. */
+template <class T> inline size_t lstsq_smem(int64_t k) { return sizeof(T) * (size_t)k; } /* shared with the test */
 template <class T>
 __global__ void k_lstsq(const T *U, const T *S, const T *V, const int64_t *rank, const T *B, T *X, int64_t m,
                         int64_t n, int64_t k, int64_t kb)
 {
     SG_DYN_SMEM(smem_raw);
-    T *bs = (T *)smem_raw, *h = bs + m;
+    T *h = (T *)smem_raw;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     int64_t b = blockIdx.x, r = rank[b];
     const T *Ub = U + b * m * k, *Vb = V + b * n * k, *Sb = S + b * k, *Bb = B + b * m * kb;
     T *Xb = X + b * n * kb;
     for (int64_t c = 0; c < kb; c++) {
-        for (int64_t i = threadIdx.x; i < m; i += blockDim.x) bs[i] = Bb[i + c * m];
-        __syncthreads();
+        const T *bc = Bb + c * m;
         for (int64_t j = warp; j < r; j += nw) {
             T acc = 0;
-            for (int64_t i = lane; i < m; i += 32) acc += Ub[i + j * m] * bs[i];
+            for (int64_t i = lane; i < m; i += 32) acc += Ub[i + j * m] * bc[i];
             acc = warp_sum(acc);
             if (lane == 0) h[j] = acc / Sb[j];
         }

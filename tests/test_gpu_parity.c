@@ -84,11 +84,38 @@ static void gen_rect(tu_rng *r, int64_t batch, int64_t m, int64_t n, double *A)
     free(s);
 }
 
+/* Rank deficient by structure, exactly: the tall orientation Aₜ (A, or Aᵀ for wide A: the d×k matrix the
+   QR-first path factors) has kd distinct columns with singular values in [1,2], copies of them, and a zero
+   last column (k = 1: A = 0 on odd matrices). Aₜ = B S with S a 0/1 selection with disjoint rows, so the
+   nonzero σ lie in [1, 2√k]: a clear gap for every tolerance, and lstsq stays well conditioned. */
+static void gen_defect(tu_rng *r, int64_t batch, int64_t m, int64_t n, double *A)
+{
+    int64_t k = m < n ? m : n, d = m < n ? n : m;
+    double *B = malloc(sizeof(double) * (size_t)(d * k)), *s = malloc(sizeof(double) * (size_t)k);
+    for (int64_t b = 0; b < batch; b++) {
+        int64_t kd = k == 1 ? (b & 1 ? 0 : 1) : (b & 1) ? (k / 2 > 1 ? k / 2 : 1) : k - 1 - k / 4;
+        for (int64_t i = 0; i < kd; i++) s[i] = 1 + tu_uniform(r);
+        if (kd > 0) tu_mat_with_singular_values(r, d, kd, s, B);
+        double *Ab = A + b * m * n;
+        for (int64_t j = 0; j < k; j++) {
+            int64_t col = j < kd ? j : j < k - 1 ? (j - kd) % kd : -1;
+            for (int64_t i = 0; i < d; i++) {
+                double v = col >= 0 ? B[i + col * d] : 0;
+                if (m >= n) Ab[i + j * m] = v; /* Aₜ(i, j) = A(i, j) */
+                else Ab[j + i * m] = v;        /* Aₜ(i, j) = A(j, i) */
+            }
+        }
+    }
+    free(B);
+    free(s);
+}
+
 typedef struct {
     sg_dtype t;
     int64_t m, n, batch;
     int dev, pad;
     size_t chunk; /* GPU ctx chunk_bytes (host streaming) */
+    int defect;   /* 1: gen_defect (duplicate / zero columns of Aₜ) instead of gen_rect */
 } cfg;
 
 static void set_mem(const cfg *c)
@@ -104,10 +131,11 @@ static void check_rect(const cfg *c, uint64_t seed)
     double tol = tol_of(c->t);
     tu_rng r = tu_seed(seed);
     double *A = malloc(sizeof(double) * (size_t)(B * m * n));
-    gen_rect(&r, B, m, n, A);
+    if (c->defect) gen_defect(&r, B, m, n, A);
+    else gen_rect(&r, B, m, n, A);
     set_mem(c);
-    cr_log_info("rect %s %lld×%lld batch %lld dev %d pad %d chunk %zu", dn(c->t), (long long)m, (long long)n,
-                (long long)B, c->dev, c->pad, c->chunk);
+    cr_log_info("rect %s %lld×%lld batch %lld dev %d pad %d chunk %zu defect %d", dn(c->t), (long long)m,
+                (long long)n, (long long)B, c->dev, c->pad, c->chunk, c->defect);
     buf a = bnew(c->t, B, m, n, c->pad, c->dev);
     bset(&a, A);
 
@@ -302,8 +330,10 @@ Test(gpu_parity, square_ops_sizes_host)
 Test(gpu_parity, rectangular_host)
 {
     NEED_GPU();
-    static const int64_t shp[][2] = {{5, 3}, {3, 5}, {32, 7}, {7, 32}, {40, 33}, {33, 40}, {64, 8},
-                                     {8, 64}, {1, 40}, {40, 1}, {130, 70}, {70, 130}};
+    /* m, n ≤ 32: gesvdj; min ≤ 32 < max: QR first (64×8 … 257×31, 33×32); min > 32: Jordan–Wielandt */
+    static const int64_t shp[][2] = {{5, 3},   {3, 5},   {32, 7},   {7, 32},   {40, 33},  {33, 40},
+                                     {64, 8},  {8, 64},  {1, 40},   {40, 1},   {130, 70}, {70, 130},
+                                     {100, 3}, {3, 100}, {257, 31}, {31, 257}, {33, 32},  {32, 33}};
     for (int t = SG_F32; t <= SG_F64; t++)
         for (int i = 0; i < (int)(sizeof shp / sizeof shp[0]); i++) {
             cfg c = {(sg_dtype)t, shp[i][0], shp[i][1], 3, 0, 0, 0};
@@ -311,10 +341,25 @@ Test(gpu_parity, rectangular_host)
         }
 }
 
+/* QR-first shapes (min ≤ 32 < max) with exact rank deficiency (zero and duplicate columns of Aₜ), every
+   op, host and device memory; 1000×3 is the common lstsq shape. */
+Test(gpu_parity, qr_first_rank_deficient)
+{
+    NEED_GPU();
+    static const int64_t shp[][2] = {{100, 3}, {3, 100}, {40, 7}, {7, 40}, {257, 31}, {31, 257}, {33, 1}, {1, 33},
+                                     {1000, 3}};
+    for (int dev = 0; dev <= 1; dev++)
+        for (int t = SG_F32; t <= SG_F64; t++)
+            for (int i = 0; i < (int)(sizeof shp / sizeof shp[0]); i++) {
+                cfg c = {(sg_dtype)t, shp[i][0], shp[i][1], 4, dev, 0, 0, 1};
+                check_rect(&c, 700 + i);
+            }
+}
+
 Test(gpu_parity, device_memory)
 {
     NEED_GPU();
-    static const int64_t shp[][2] = {{3, 3}, {32, 32}, {33, 33}, {64, 64}, {40, 20}, {20, 40}, {6, 4}};
+    static const int64_t shp[][2] = {{3, 3}, {32, 32}, {33, 33}, {64, 64}, {40, 20}, {20, 40}, {6, 4}, {100, 3}, {3, 100}};
     for (int t = SG_F32; t <= SG_F64; t++) {
         for (int i = 0; i < (int)(sizeof shp / sizeof shp[0]); i++) {
             cfg c = {(sg_dtype)t, shp[i][0], shp[i][1], 4, 1, 0, 0};

@@ -22,6 +22,7 @@ extern "C" {
 }
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,8 @@ using std::vector;
 /* ---- launch shapes mirrored from the host code -------------------------------------------------------
    cuda/linalg.cu computes them inline (its host code is not to be touched here), so they are mirrored:
    grid_for: ceil(total / SG_BLOCK) capped at 16 blocks per SM; one block per matrix for k_jw_extract,
-   k_project, k_lstsq with the smem expressions at their launch sites; k_rank ceil(nb/128) × 128.
+   k_project with the smem expression at its launch site; k_rank ceil(nb/128) × 128. The QR-first kernels
+   (qr_threads, qr_smem, qr_apply_smem) and k_lstsq (lstsq_smem) share their sizing with linalg.cu.
    cuda/grad.cu's fused launches share fused_threads / fused_smem / fused_vdvt_smem with this test.
    H100/H200 have 132 SMs; cap_sms = 1 exercises the grid-stride / persistent loops with a tiny grid. */
 static const int64_t SMS = 132;
@@ -389,6 +391,182 @@ template <class T> static void jw_extract_all()
 Test(emu, k_jw_extract_f32) { jw_extract_all<float>(); }
 Test(emu, k_jw_extract_f64) { jw_extract_all<double>(); }
 
+/* ---- QR first (svd_qr_run): k_qr, k_qr_apply ----------------------------------------------------------
+   Launched as svd_qr_run does: nb blocks × qr_threads(), qr_smem / qr_apply_smem (shared functions of
+   linalg_kernels.cuh). The tall d×k matrix Aₜ is A itself (m > n, QR in place) or Aᵀ of a wide k×d A that
+   k_qr reads transposed. Checks per matrix: R upper triangular (exact zeros below), tau ∈ {0} ∪ [1, 2],
+   ‖Aₜ − Q R‖/‖Aₜ‖ and QᵀQ = I for Q's first k columns (k_qr_apply with C = I, oc = k); then, with U_R Σ V_Rᵀ = R from
+   the CPU library (sg_svd on SG_BACKEND_CPU), Σ against the CPU SVD of A, B = Q[U_R; 0] (economy, oc = k)
+   and Q[[U_R,0],[0,I]] (full, oc = d: all d columns of Q are involved) orthonormal, the full one's first k
+   columns bitwise equal to the economy ones, and ‖Aₜ − B Σ V_Rᵀ‖/‖Aₜ‖ (tall: A = U Σ Vᵀ with U = B, V = V_R; wide: U = V_R, V = B). */
+struct QrStats {
+    double qr = 0, orthq = 0, s = 0, orthu = 0, rec = 0;
+};
+
+/* d×k with the given singular values: U (d×k, economy QR of a Gaussian) · diag(s) · Vᵀ (k×k orthogonal) */
+static void tall_with_sv(tu_rng *r, int64_t d, int64_t k, const double *s, double *A)
+{
+    vector<double> U((size_t)(d * k)), tau((size_t)k), V((size_t)(k * k));
+    tu_fill_normal(r, U.data(), d * k);
+    cr_assert_eq(LAPACKE_dgeqrf(LAPACK_COL_MAJOR, (int)d, (int)k, U.data(), (int)d, tau.data()), 0);
+    cr_assert_eq(LAPACKE_dorgqr(LAPACK_COL_MAJOR, (int)d, (int)k, (int)k, U.data(), (int)d, tau.data()), 0);
+    tu_orthogonal(r, k, V.data());
+    for (int64_t j = 0; j < k; j++)
+        for (int64_t i = 0; i < d; i++) {
+            double acc = 0;
+            for (int64_t l = 0; l < k; l++) acc += U[i + l * d] * s[l] * V[j + l * k];
+            A[i + j * d] = acc;
+        }
+}
+
+/* max |q_aᵀ q_c − δ_ac| over a ∈ cols (a subset) and every c < t (d×t Q) */
+template <class T> static double orth_err_cols(const T *Q, int64_t d, int64_t t, const vector<int64_t> &cols)
+{
+    double e = 0;
+    for (int64_t a : cols)
+        for (int64_t c = 0; c < t; c++) {
+            double s = 0;
+            for (int64_t i = 0; i < d; i++) s += (double)Q[i + a * d] * (double)Q[i + c * d];
+            e = std::max(e, std::fabs(s - (a == c ? 1.0 : 0.0)));
+        }
+    return e;
+}
+
+/* kind: 0 mixed ranks (sv_mixed), 1 duplicate columns of Aₜ (odd columns = column 0), 2 a zero column of Aₜ
+   (k = 1: A = 0), 3 column scales 1e±30 (f32) / 1e±200 (f64): squares that overflow or underflow unscaled. */
+template <class T> static void qr_case(tu_rng *r, int64_t m, int64_t n, int64_t nb, int kind, QrStats &st)
+{
+    const bool tall = m > n;
+    const int64_t k = std::min(m, n), d = std::max(m, n);
+    const bool free_ok = d * k <= 40; /* FREE: 256 OS-thread wake-ups per barrier, hundreds of barriers here */
+    const double big = sizeof(T) == 4 ? 1e30 : 1e200;
+    vector<double> at((size_t)(nb * d * k)), sv((size_t)k);
+    for (int64_t b = 0; b < nb; b++) {
+        double *X = at.data() + b * d * k;
+        for (int64_t i = 0; i < k; i++) sv[(size_t)i] = sv_mixed(nb, k, b, i);
+        tall_with_sv(r, d, k, sv.data(), X);
+        if (kind == 1)
+            for (int64_t j = 1; j < k; j += 2) std::copy(X, X + d, X + j * d);
+        if (kind == 2)
+            for (int64_t i = 0; i < d; i++) X[i + (k / 2) * d] = 0;
+        if (kind == 3)
+            for (int64_t i = 0; i < d; i++) {
+                if (k == 1) X[i] *= b % 2 ? 1 / big : big;
+                else X[i] *= big, X[i + (k - 1) * d] /= big;
+            }
+    }
+    vector<T> At = to<T>(at), A = At; /* A: the m×n input (tall: Aₜ; wide: Aₜᵀ, k×d) */
+    if (!tall)
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t j = 0; j < k; j++)
+                for (int64_t i = 0; i < d; i++) A[b * d * k + j + i * k] = At[b * d * k + i + j * d];
+    char where[160];
+    snprintf(where, sizeof where, "QR path %s m=%lld n=%lld nb=%lld kind %d", sizeof(T) == 4 ? "f32" : "f64",
+             (long long)m, (long long)n, (long long)nb, kind);
+
+    vector<T> Wq, tau, R;
+    all_modes("k_qr", [&] {
+        tau.assign((size_t)(k * nb), T(-7));
+        R.assign((size_t)(k * k * nb), T(-7));
+        if (tall) Wq = A; /* in place, as svd_qr_run */
+        else Wq.assign((size_t)(d * k * nb), T(-7));
+        emu_launch((unsigned)nb, qr_threads(), qr_smem<T>(), k_qr<T>, tall ? Wq.data() : A.data(), tall ? 0 : 1,
+                   Wq.data(), tau.data(), R.data(), d, k);
+        vector<unsigned char> o = bytes2(Wq, tau), rb = bytes(R);
+        o.insert(o.end(), rb.begin(), rb.end());
+        return o;
+    }, free_ok);
+    auto apply = [&](const vector<T> &C, int64_t oc, const char *what) {
+        vector<T> O;
+        all_modes(what, [&] {
+            O.assign((size_t)(d * oc * nb), T(-7));
+            emu_launch((unsigned)nb, qr_threads(), qr_apply_smem<T>(), k_qr_apply<T>, Wq.data(), tau.data(), C.data(),
+                       O.data(), d, k, oc);
+            return bytes(O);
+        }, free_ok);
+        return O;
+    };
+    vector<T> I((size_t)(k * k * nb), T(0));
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t i = 0; i < k; i++) I[b * k * k + i + i * k] = T(1);
+    vector<T> Q = apply(I, k, "k_qr_apply(Q)"); /* Q's first k columns; all d: via the full U below */
+    vector<T> SR, UR, VR, Sc, Uc, Vc;
+    cpu_svd(R, nb, k, k, false, SR, UR, VR);
+    cpu_svd(A, nb, m, n, false, Sc, Uc, Vc);
+    vector<T> Ue = apply(UR, k, "k_qr_apply(economy)"), Uf = apply(UR, d, "k_qr_apply(full)");
+
+    const double tl = sizeof(T) == 4 ? 1e-5 : 1e-12;
+    vector<int64_t> sub; /* columns whose orthogonality against all d is checked (all when d is modest) */
+    for (int64_t c = 0; c < d; c++)
+        if (d <= 300 || c < k + 2 || c == d / 2 || c == d - 1) sub.push_back(c);
+    for (int64_t b = 0; b < nb; b++) {
+        const T *Ab = At.data() + b * d * k, *Rb = R.data() + b * k * k, *Qb = Q.data() + b * d * k;
+        double sc = 0, na = 0; /* norms scaled by max|Aₜ| (kind 3 squares overflow in f64) */
+        for (int64_t e = 0; e < d * k; e++) sc = std::max(sc, std::fabs((double)Ab[e]));
+        sc = sc > 0 ? sc : 1;
+        for (int64_t e = 0; e < d * k; e++) na += ((double)Ab[e] / sc) * ((double)Ab[e] / sc);
+        na = std::max(std::sqrt(na), 1e-300);
+        for (int64_t j = 0; j < k; j++) {
+            const double t = (double)tau[b * k + j];
+            cr_assert(t == 0 || (t >= 1 - 1e-6 && t <= 2 + 1e-6), "%s: tau[%lld] = %g", where, (long long)j, t);
+            for (int64_t i = j + 1; i < k; i++) cr_assert(Rb[i + j * k] == T(0), "%s: R not upper triangular", where);
+        }
+        double eq = 0, er = 0; /* Frobenius ‖Aₜ − Q R‖, ‖Aₜ − B Σ V_Rᵀ‖ */
+        const T *Ub = Ue.data() + b * d * k, *Sb = SR.data() + b * k, *Vb = VR.data() + b * k * k;
+        for (int64_t j = 0; j < k; j++)
+            for (int64_t i = 0; i < d; i++) {
+                double s = 0, u = 0;
+                for (int64_t l = 0; l <= j; l++) s += (double)Qb[i + l * d] * (double)Rb[l + j * k];
+                for (int64_t l = 0; l < k; l++) u += (double)Ub[i + l * d] * (double)Sb[l] * (double)Vb[j + l * k];
+                const double dq = (s - (double)Ab[i + j * d]) / sc, du = (u - (double)Ab[i + j * d]) / sc;
+                eq += dq * dq;
+                er += du * du;
+            }
+        eq = std::sqrt(eq) / na;
+        er = std::sqrt(er) / na;
+        /* Q's formed columns; the full Q[[U_R,0],[0,I]] is orthogonal iff Q is (U_R is, to CPU rounding) */
+        const double oq = orth_err(Qb, d, k), oe = orth_err(Ub, d, k),
+                     of = orth_err_cols(Uf.data() + b * d * d, d, d, sub);
+        double es = 0, smax = std::max<double>((double)Sc[b * k], 1e-300);
+        for (int64_t i = 0; i < k; i++) es = std::max(es, std::fabs((double)Sb[i] - (double)Sc[b * k + i]) / smax);
+        cr_assert(std::equal(Ub, Ub + d * k, Uf.data() + b * d * d), "%s: full U's first k columns differ from economy",
+                  where);
+        cr_assert(eq <= tl, "%s: |A - QR|/|A| = %g (matrix %lld)", where, eq, (long long)b);
+        cr_assert(oq <= tl, "%s: |QᵀQ - I| = %g (matrix %lld)", where, oq, (long long)b);
+        cr_assert(es <= tl * 10, "%s: σ vs CPU SVD of A: %g relative to σmax (matrix %lld)", where, es, (long long)b);
+        cr_assert(oe <= tl && of <= tl, "%s: U orthonormality economy %g full %g (matrix %lld)", where, oe, of,
+                  (long long)b);
+        cr_assert(er <= tl * 10, "%s: |A - U S Vᵀ|/|A| = %g (matrix %lld)", where, er, (long long)b);
+        st.qr = std::max(st.qr, eq);
+        st.orthq = std::max(st.orthq, oq);
+        st.s = std::max(st.s, es);
+        st.orthu = std::max({st.orthu, oe, of});
+        st.rec = std::max(st.rec, er);
+    }
+}
+template <class T> static void qr_all()
+{
+    tu_rng r = tu_seed(19);
+    QrStats st;
+    const int64_t shapes[][4] = {/* m, n, nb, kind */
+                                 {33, 1, 3, 0},  {40, 7, 3, 0},   {100, 32, 1, 0}, {257, 5, 2, 0}, {1000, 3, 2, 0},
+                                 {7, 40, 3, 0},  {3, 100, 2, 0},  {31, 120, 1, 0}, /* wide: Aᵀ */
+                                 {40, 7, 2, 1},  {100, 32, 1, 1}, {40, 7, 2, 2},   {33, 1, 2, 2}, {7, 40, 2, 2},
+                                 {257, 5, 2, 3}, {33, 1, 2, 3},   {3, 100, 2, 1}};
+    for (auto &s : shapes) {
+        auto t0 = std::chrono::steady_clock::now();
+        qr_case<T>(&r, s[0], s[1], s[2], (int)s[3], st);
+        if (getenv("SG_EMU_TIME"))
+            fprintf(stderr, "%lldx%lld kind %lld: %.2fs\n", (long long)s[0], (long long)s[1], (long long)s[3],
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    cap_sms = SMS;
+    fprintf(stderr, "QR path %s max errors: |A-QR|/|A| %.2e, |Q'Q-I| %.2e, sigma %.2e, |U'U-I| %.2e, |A-USV'|/|A| %.2e\n",
+            sizeof(T) == 4 ? "f32" : "f64", st.qr, st.orthq, st.s, st.orthu, st.rec);
+}
+Test(emu, k_qr_f32) { qr_all<float>(); }
+Test(emu, k_qr_f64) { qr_all<double>(); }
+
 /* k_rank (spectral: ceil(nb/128) blocks × 128 threads) against sg_rank, nullity = n − rank. */
 template <class T> static void rank_all()
 {
@@ -524,7 +702,7 @@ template <class T> static void lstsq_all()
             vector<T> X, want((size_t)(n * kb * nb)), a = A, bb = B;
             sg_mat Am = mat(a, nb, m, n), Bm = mat(bb, nb, m, kb), Xm = mat(want, nb, n, kb);
             cr_assert_eq(sg_lstsq(cpu, &Am, &Bm, 0, -1, &Xm, nullptr), SG_OK, "%s", sg_last_error(cpu));
-            const size_t smem = sizeof(T) * (size_t)(m + k);
+            const size_t smem = lstsq_smem<T>(k);
             all_modes("k_lstsq", [&] {
                 X.assign((size_t)(n * kb * nb), T(-7));
                 emu_launch((unsigned)nb, SG_BLOCK, smem, k_lstsq<T>, U.data(), S.data(), V.data(), rk.data(), B.data(),
