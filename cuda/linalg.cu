@@ -312,10 +312,10 @@ static sg_status svd_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64
         return SG_OK;
     }
     if (svd_qr_path(m, n)) return svd_qr_run<T>(ctx, L, m, n, nb, ucols, vcols, A, S, U, V, scr, info, dry);
-    int64_t N = m + n, d = m > n ? m : n;
+    int64_t N = m + n;
     T *H = (T *)scr.take(sizeof(T) * (size_t)(N * N * nb));
     T *Wv = (T *)scr.take(sizeof(T) * (size_t)(N * nb));
-    size_t smem = vec ? sizeof(T) * (size_t)(2 * d + 32) : 0; /* singular values alone need no staging */
+    size_t smem = jw_extract_smem<T>(m, n, vec); /* singular values alone need no staging */
     if (!dry) {
         k_jw_build<T><<<(unsigned)grid_for(ctx, N * N * nb), SG_BLOCK, 0, L.s>>>(A, m, n, H, nb);
         CU_LAUNCH_CHECK(ctx);
@@ -920,7 +920,7 @@ static sg_status c_project(Job &J, const Lane &L, int64_t nb, void *const *d, Bu
     Spec<T> sp;
     sg_status s = spectral<T>(J, L, nb, (T *)d[0], 0, J.n, scr, dinfo, dry, &sp, NULL, NULL);
     if (s != SG_OK || dry) return s;
-    size_t smem = sizeof(T) * (size_t)(2 * J.n);
+    size_t smem = project_smem<T>(J.n);
     if ((s = smem_fit(J.ctx, (const void *)k_project<T>, smem, "project")) != SG_OK) return s;
     k_project<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(sp.V, sp.rank, (const T *)d[1], (T *)d[2], J.n,
                                                         J.op[1].m->cols, J.which == SG_PROJ_ROW);

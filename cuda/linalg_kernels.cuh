@@ -156,6 +156,13 @@ __device__ int64_t jw_basis(const T *Z, int64_t N, int64_t off, int64_t d, int64
     return a;
 }
 
+/* Dynamic shared memory of k_jw_extract (staging w, h: d = max(m,n) each, red: 32); 0 when no basis is
+   wanted. Shared with the emulator test. */
+template <class T> inline size_t jw_extract_smem(int64_t m, int64_t n, bool basis)
+{
+    return basis ? sizeof(T) * (size_t)(2 * (m > n ? m : n) + 32) : 0;
+}
+
 /* One block per matrix: S (descending, clamped at 0) from the top k eigenvalues of H, U (m×tU) and V (n×tV)
    from its eigenvectors (tU, tV = 0: not wanted). Basis failure → info = N+1 (reported as non-convergence)
    unless the eigensolver already failed on this matrix. */
@@ -336,6 +343,9 @@ template <class T> __global__ void k_null_gather(const T *V, const int64_t *rank
         Nout[e] = j < n - r ? V[b * per + i + (r + j) * n] : (T)0;
     }
 }
+
+/* Dynamic shared memory of k_project: one column of X and its coefficients (n each). Shared with the test. */
+template <class T> inline size_t project_smem(int64_t n) { return sizeof(T) * (size_t)(2 * n); }
 
 /* One block per matrix: Y = P X, P onto the row space (V_r V_rᵀ) or null space (I − V_r V_rᵀ), V packed
    n×n orthonormal. Uses whichever of V_r (r columns) or V_null (n−r) is smaller: P_row = I − P_null.

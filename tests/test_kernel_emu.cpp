@@ -316,18 +316,18 @@ template <class T> static double orth_err(const T *Q, int64_t d, int64_t t)
     return e;
 }
 
-/* k_jw_extract (svd_run: nb blocks × SG_BLOCK, smem sizeof(T)·(2d + 32)) on the eigenvectors of H. Checks:
+/* k_jw_extract (svd_run: nb blocks × SG_BLOCK, smem jw_extract_smem) on the eigenvectors of H. Checks:
    S against the CPU SVD, U and V orthonormal, A = U_k diag(S) V_kᵀ, and span(V[:, r:]) = CPU null space. */
 template <class T> static void jw_extract_case(tu_rng *r, int64_t m, int64_t n, int64_t nb, int64_t ucols, int64_t vcols)
 {
     const bool free_ok = m + n <= 9; /* FREE: 256 OS-thread wake-ups per barrier, ~10 barriers per candidate */
-    const int64_t k = std::min(m, n), d = std::max(m, n), N = m + n;
+    const int64_t k = std::min(m, n), N = m + n;
     vector<T> A = to<T>(batch_with_sv(r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
     vector<T> Z = jw_ref(A, m, n, nb), Wv;
     lapack_syev(Z, Wv, N, nb);
     vector<T> S, U, V;
     vector<int> info;
-    const size_t smem = sizeof(T) * (size_t)(2 * d + 32);
+    const size_t smem = jw_extract_smem<T>(m, n, ucols > 0 || vcols > 0); /* as svd_run: none without a basis */
     all_modes("k_jw_extract", [&] {
         S.assign((size_t)(k * nb), T(-7));
         U.assign((size_t)std::max<int64_t>(1, m * ucols * nb), T(-7));
@@ -650,7 +650,7 @@ template <class T> static void null_gather_all()
 Test(emu, k_null_gather_f32) { null_gather_all<float>(); }
 Test(emu, k_null_gather_f64) { null_gather_all<double>(); }
 
-/* k_project (c_project: nb blocks × SG_BLOCK, smem sizeof(T)·2n) on V (full, n×n) and rank from the CPU
+/* k_project (c_project: nb blocks × SG_BLOCK, smem project_smem) on V (full, n×n) and rank from the CPU
    SVD, against sg_project (both projectors; once in place, Y = X). */
 template <class T> static void project_all()
 {
@@ -664,7 +664,7 @@ template <class T> static void project_all()
             vector<T> X = to<T>(x0), S, U, V;
             cpu_svd(A, nb, m, n, true, S, U, V);
             vector<int64_t> rk = cpu_rank(A, nb, m, n);
-            const size_t smem = sizeof(T) * (size_t)(2 * n);
+            const size_t smem = project_smem<T>(n);
             for (int row : {0, 1}) {
                 vector<T> Y, want((size_t)(n * kx * nb)), a = A, x = X;
                 sg_mat Am = mat(a, nb, m, n), Xm = mat(x, nb, n, kx), Ym = mat(want, nb, n, kx);
