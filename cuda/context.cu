@@ -58,6 +58,8 @@ static sg_status cuda_init(sg_ctx *ctx)
 
 static void cuda_destroy(sg_ctx *ctx)
 {
+    if (!ctx->cuda) return;
+    SG_DEVICE_SCOPE(ctx); /* streams, handles and pinned buffers are released on their own device */
     cuda_destroy_state(sg_cu(ctx));
     ctx->cuda = NULL;
 }

@@ -70,6 +70,30 @@ static inline const char *sg_cusolver_str(cusolverStatus_t e)
 /* After a kernel launch. */
 #define CU_LAUNCH_CHECK(ctx) CU_TRY(ctx, cudaGetLastError())
 
+/* A context belongs to the device current at sg_create (its handles, streams and pinned buffers): each
+   entry point makes that device current and gives the caller's back on return. */
+struct SgDeviceScope {
+    int prev;
+    explicit SgDeviceScope(sg_ctx *ctx) : prev(-1)
+    {
+        int want = sg_cu(ctx)->device;
+        if (cudaGetDevice(&prev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            prev = -1;
+        } else if (prev == want) {
+            prev = -1;
+        } else if (cudaSetDevice(want) != cudaSuccess) {
+            (void)cudaGetLastError();
+            prev = -1;
+        }
+    }
+    ~SgDeviceScope()
+    {
+        if (prev >= 0 && cudaSetDevice(prev) != cudaSuccess) (void)cudaGetLastError();
+    }
+};
+#define SG_DEVICE_SCOPE(ctx) SgDeviceScope sg_device_scope_(ctx)
+
 /* Binds the handles to ctx->stream (the user may change it between calls). */
 sg_status sg_cuda_bind_stream(sg_ctx *ctx);
 

@@ -728,6 +728,7 @@ sg_status enter(sg_ctx *ctx)
 sg_status sg_cuda_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,
                                 sg_degen mode, double param, sg_mat *gA)
 {
+    SG_DEVICE_SCOPE(ctx);
     SGTRY(enter(ctx));
     return V->dtype == SG_F32 ? sym_backward<float, FUSED_EIGH>(ctx, W, V, gW, gV, mode, param, nullptr, gA)
                               : sym_backward<double, FUSED_EIGH>(ctx, W, V, gW, gV, mode, param, nullptr, gA);
@@ -736,6 +737,7 @@ sg_status sg_cuda_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, c
 sg_status sg_cuda_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,
                                    sg_mat *gA)
 {
+    SG_DEVICE_SCOPE(ctx);
     SGTRY(no_callback(ctx, fn, "matfunc_backward"));
     SGTRY(enter(ctx));
     return V->dtype == SG_F32
@@ -746,6 +748,7 @@ sg_status sg_cuda_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V
 sg_status sg_cuda_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
                                const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA)
 {
+    SG_DEVICE_SCOPE(ctx);
     SGTRY(enter(ctx));
     return U->dtype == SG_F32 ? svd_backward<float>(ctx, U, S, V, gU, gS, gV, mode, param, gA)
                               : svd_backward<double>(ctx, U, S, V, gU, gS, gV, mode, param, gA);
@@ -753,6 +756,7 @@ sg_status sg_cuda_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, co
 
 sg_status sg_cuda_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
 {
+    SG_DEVICE_SCOPE(ctx);
     SGTRY(no_callback(ctx, fn, "matfunc"));
     SGTRY(enter(ctx));
     return A->dtype == SG_F32 ? eig_spectral<float>(ctx, A, SPF_FVAL, fn, nullptr, F, "matfunc")
@@ -761,6 +765,7 @@ sg_status sg_cuda_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat 
 
 sg_status sg_cuda_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA)
 {
+    SG_DEVICE_SCOPE(ctx);
     if (kind == SG_REG_EIGSUM) SGTRY(no_callback(ctx, fn, "regularizer"));
     SGTRY(enter(ctx));
     SGTRY(check_inputs(ctx, {{A, "A"}}));

@@ -812,6 +812,7 @@ static sg_status c_eigh(Job &J, const Lane &L, int64_t nb, void *const *d, Bump 
 
 sg_status sg_cuda_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
 {
+    SG_DEVICE_SCOPE(ctx);
     Job J = job(ctx, "eigh", A);
     add(J, A, NULL, DIR_IN, 1, -1, "A");
     add(J, W, NULL, DIR_OUT, 0, -1, "W");
@@ -833,6 +834,7 @@ static sg_status c_svd(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &
 
 sg_status sg_cuda_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V)
 {
+    SG_DEVICE_SCOPE(ctx);
     Job J = job(ctx, "svd", A);
     J.full = full;
     add(J, A, NULL, DIR_IN, 1, -1, "A");
@@ -878,6 +880,7 @@ static sg_status c_rank(Job &J, const Lane &L, int64_t nb, void *const *d, Bump 
 
 sg_status sg_cuda_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
 {
+    SG_DEVICE_SCOPE(ctx);
     Job J = job(ctx, "rank", A);
     J.atol = atol;
     J.rtol = rtol;
@@ -902,6 +905,7 @@ static sg_status c_null(Job &J, const Lane &L, int64_t nb, void *const *d, Bump 
 
 sg_status sg_cuda_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
 {
+    SG_DEVICE_SCOPE(ctx);
     Job J = job(ctx, "nullspace", A);
     J.atol = atol;
     J.rtol = rtol;
@@ -931,6 +935,7 @@ static sg_status c_project(Job &J, const Lane &L, int64_t nb, void *const *d, Bu
 sg_status sg_cuda_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
                           sg_mat *Y)
 {
+    SG_DEVICE_SCOPE(ctx);
     Job J = job(ctx, "project", A);
     J.atol = atol;
     J.rtol = rtol;
@@ -962,6 +967,7 @@ static sg_status c_lstsq(Job &J, const Lane &L, int64_t nb, void *const *d, Bump
 sg_status sg_cuda_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
                         int64_t *rank)
 {
+    SG_DEVICE_SCOPE(ctx);
     Job J = job(ctx, "lstsq", A);
     J.atol = atol;
     J.rtol = rtol;
@@ -977,6 +983,7 @@ sg_status sg_cuda_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double at
 /* ---- NaN/Inf scan of a device batch ------------------------------------------------------------- */
 sg_status sg_cuda_check_finite(sg_ctx *ctx, const sg_mat *m, const char *name)
 {
+    SG_DEVICE_SCOPE(ctx);
     sg_status s = sg_cuda_bind_stream(ctx);
     if (s != SG_OK) return s;
     cudaStream_t st = sg_cu(ctx)->stream;

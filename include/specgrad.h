@@ -74,7 +74,8 @@ typedef struct sg_ctx sg_ctx;
 
 /* AUTO picks CUDA when a usable GPU exists (and falls back to CPU when it cannot be used, e.g. no kernels
    for its architecture in this build), else CPU. CUDA without a usable GPU fails with SG_ERR_NODEVICE.
-   A CUDA context belongs to the device current at sg_create; call it with that device current. */
+   A CUDA context belongs to the device current at sg_create: each call makes it current for its duration
+   and gives the caller's current device back (device pointers must live on that device). */
 sg_status sg_create(sg_ctx **ctx, sg_backend backend);
 void sg_destroy(sg_ctx *ctx);
 sg_backend sg_get_backend(const sg_ctx *ctx);
