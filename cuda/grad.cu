@@ -66,11 +66,9 @@ struct Bump {
 
 inline cudaStream_t stream_of(sg_ctx *ctx) { return sg_cu(ctx)->stream; }
 
-inline int grid_1d(sg_ctx *ctx, int64_t work, int threads)
+inline unsigned grid_1d(sg_ctx *ctx, int64_t work, int threads)
 {
-    int64_t g = (work + threads - 1) / threads, cap = (int64_t)sg_cu(ctx)->prop.multiProcessorCount * 32;
-    if (g > cap) g = cap;
-    return g < 1 ? 1 : (int)g;
+    return sg_grid_capped(work, threads, (int64_t)sg_cu(ctx)->prop.multiProcessorCount * 32);
 }
 
 /* ---- cuBLAS strided-batched products (64-bit API: any ld, batch) -------------------------------- */
@@ -280,17 +278,28 @@ sg_status size_ok(sg_ctx *ctx, int64_t n, const char *op)
 }
 
 /* ---- fused launches ------------------------------------------------------------------------------- */
+/* Persistent grid: raise the kernel's dynamic shared-memory limit, then occupancy × SMs blocks, at most
+   one per matrix (each block loops over matrices). */
+template <class K>
+static sg_status persistent_grid(sg_ctx *ctx, K kern, int threads, size_t smem, int64_t cnt, unsigned *grid)
+{
+    CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int per_sm = 0;
+    CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem));
+    int64_t g = (int64_t)(per_sm > 0 ? per_sm : 1) * sg_cu(ctx)->prop.multiProcessorCount;
+    *grid = (unsigned)(g < cnt ? g : cnt);
+    return SG_OK;
+}
+
 template <typename T, int TM, int KIND> sg_status launch_fused_tm(sg_ctx *ctx, const FusedArgs<T> &a)
 {
     const int threads = fused_threads<TM>(a.n);
     const size_t smem = fused_smem<T, TM>(a.n);
     auto kern = fused_backward<T, TM, KIND>;
-    CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    int per_sm = 0;
-    CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem));
-    int64_t grid = (int64_t)(per_sm > 0 ? per_sm : 1) * sg_cu(ctx)->prop.multiProcessorCount;
-    if (grid > a.batch) grid = a.batch;
-    kern<<<(unsigned)grid, threads, smem, stream_of(ctx)>>>(a);
+    unsigned grid = 0;
+    sg_status s = persistent_grid(ctx, kern, threads, smem, a.batch, &grid);
+    if (s != SG_OK) return s;
+    kern<<<grid, threads, smem, stream_of(ctx)>>>(a);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
 }
@@ -310,12 +319,10 @@ sg_status launch_vdvt_tm(sg_ctx *ctx, const T *V, int64_t ldV, int64_t sV, const
     const int threads = fused_threads<TM>(n);
     const size_t smem = fused_vdvt_smem<T, TM>(n);
     auto kern = fused_vdvt<T, TM>;
-    CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    int per_sm = 0;
-    CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem));
-    int64_t grid = (int64_t)(per_sm > 0 ? per_sm : 1) * sg_cu(ctx)->prop.multiProcessorCount;
-    if (grid > cnt) grid = cnt;
-    kern<<<(unsigned)grid, threads, smem, stream_of(ctx)>>>(V, ldV, sV, d, n, X, ldX, sX, n, cnt, flags);
+    unsigned grid = 0;
+    sg_status s = persistent_grid(ctx, kern, threads, smem, cnt, &grid);
+    if (s != SG_OK) return s;
+    kern<<<grid, threads, smem, stream_of(ctx)>>>(V, ldV, sV, d, n, X, ldX, sX, n, cnt, flags);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
 }

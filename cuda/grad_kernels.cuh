@@ -10,13 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Dynamic shared memory of a kernel: on the GPU exactly `extern __shared__ __align__(16) unsigned char
-   name[]`. The CUDA-on-CPU emulation (tests/emu/cuda_emu.h) defines it first, binding name to a buffer of
-   exactly the launch's byte count, so that reads past it are caught by ASan/valgrind (an extern array
-   declaration cannot be bound to a per-launch allocation). */
-#ifndef SG_DYN_SMEM
-#define SG_DYN_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
-#endif
+#include "kernel_common.cuh" /* SG_DYN_SMEM, sg_grid_capped */
 
 namespace sggrad {
 

@@ -82,9 +82,7 @@ template <class T> static T *dry_ptr(T *p, bool dry) { return dry ? (T *)(uintpt
 
 static int64_t grid_for(sg_ctx *ctx, int64_t total)
 {
-    int64_t g = (total + SG_BLOCK - 1) / SG_BLOCK, cap = (int64_t)sg_cu(ctx)->prop.multiProcessorCount * 16;
-    if (cap < 1) cap = 1;
-    return g < 1 ? 1 : g > cap ? cap : g;
+    return sg_grid_capped(total, SG_BLOCK, (int64_t)sg_cu(ctx)->prop.multiProcessorCount * 16);
 }
 
 #define SOLV(call)                                                                                                  \

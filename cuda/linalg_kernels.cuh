@@ -2,21 +2,14 @@
    CUDA-on-CPU emulation test, tests/test_kernel_emu.cpp through tests/emu/cuda_emu.h).
    Each kernel sits next to the CPU semantics it reproduces. Matrices are packed column-major unless a
    kernel says otherwise. Launch shapes (grid, block, dynamic shared memory) are set by the host code in
-   cuda/linalg.cu; the emulation test mirrors them, except where a sizing function here is shared by both
-   (qr_threads, qr_smem, qr_apply_smem, lstsq_smem). */
+   cuda/linalg.cu through the sizing functions here (and sg_grid_capped), which the emulation test calls too. */
 #ifndef SG_LINALG_KERNELS_CUH
 #define SG_LINALG_KERNELS_CUH
 
 #include "formulas.h" /* sg_tol_rule */
 #include <stdint.h>
 
-/* Dynamic shared memory of a kernel: on the GPU exactly `extern __shared__ __align__(16) unsigned char
-   name[]`. The CUDA-on-CPU emulation (tests/emu/cuda_emu.h) defines it first, binding name to a buffer of
-   exactly the launch's byte count, so that reads past it are caught by ASan/valgrind (an extern array
-   declaration cannot be bound to a per-launch allocation). */
-#ifndef SG_DYN_SMEM
-#define SG_DYN_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
-#endif
+#include "kernel_common.cuh" /* SG_DYN_SMEM, sg_grid_capped */
 
 #define SG_BLOCK 256
 
@@ -195,6 +188,29 @@ inline unsigned qr_threads() { return SG_BLOCK; }
 template <class T> inline size_t qr_smem() { return sizeof(T) * (size_t)(32 + SG_QR_MAXK); } /* red, w */
 template <class T> inline size_t qr_apply_smem() { return sizeof(T) * (size_t)SG_QR_TILE; } /* w */
 
+/* Y[j:, 0:nc] −= tau·v (vᵀ Y[j:, 0:nc]) for nc columns of Y (ld d), v = [1; x[j+1:d]] (LAPACK dlarf, the
+   1 implied). Dots one warp per column into w[0:nc], then the update one thread per row. Ends with a
+   barrier: the next reflector reads rows other threads updated, and w is free again. Callers skip
+   tau = 0 uniformly over the block. */
+template <class T>
+__device__ void householder_left(const T *x, T tj, int64_t j, int64_t d, T *Y, int64_t nc, T *w)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int64_t c = warp; c < nc; c += nw) {
+        const T *y = Y + c * d;
+        T acc = 0;
+        for (int64_t i = j + lane; i < d; i += 32) acc += (i == j ? (T)1 : x[i]) * y[i];
+        acc = warp_sum(acc);
+        if (lane == 0) w[c] = tj * acc;
+    }
+    __syncthreads();
+    for (int64_t i = j + threadIdx.x; i < d; i += blockDim.x) {
+        const T vi = i == j ? (T)1 : x[i];
+        for (int64_t c = 0; c < nc; c++) Y[i + c * d] -= w[c] * vi;
+    }
+    __syncthreads();
+}
+
 /* One block per matrix: Householder QR of the packed d×k matrix W (k ≤ SG_QR_MAXK), LAPACK dgeqr2 layout:
    R on and above the diagonal, reflector j's v below it (v_j = 1 implicit), H_j = I − tau_j v vᵀ,
    Q = H_0 H_1 … H_{k−1}. The input is A (packed d×k) or, trans = 1, Aᵀ of a packed k×d A; A may be W
@@ -204,13 +220,12 @@ template <class T> inline size_t qr_apply_smem() { return sizeof(T) * (size_t)SG
    tau = 0, H = I, R_jj = alpha; else beta = −sign(alpha)·‖x‖, tau = (beta − alpha)/beta ∈ [1, 2],
    v = x/(alpha − beta) (|v_i| ≤ 1), R_jj = beta, all computed in units of max|x| (dlarfg rescales tiny
    columns for the same reason: a denormal beta would leave tau and v inconsistent, H not orthogonal). Column j: two block reductions (max, sum of squares),
-   then the trailing columns' w_c = tau·vᵀW[j:, c] one warp per column (coalesced) and the rank-1 update
-   one thread per row. CPU equivalent: LAPACKE_dgeqrf (same R up to rounding, same signs convention). */
+   then householder_left on the trailing columns (w_c = tau·vᵀW[j:, c] one warp per column, the rank-1 update
+   one thread per row). CPU equivalent: LAPACKE_dgeqrf (same R up to rounding, same signs convention). */
 template <class T> __global__ void k_qr(const T *A, int trans, T *Wq, T *tau, T *R, int64_t d, int64_t k)
 {
     SG_DYN_SMEM(smem_raw);
     T *red = (T *)smem_raw, *w = red + 32;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const int64_t b = blockIdx.x;
     T *W = Wq + b * d * k;
     const T *Ab = A + b * d * k;
@@ -254,21 +269,8 @@ template <class T> __global__ void k_qr(const T *A, int trans, T *Wq, T *tau, T 
             tau[b * k + j] = tj;
         }
         __syncthreads(); /* v, R_jj visible */
-        if (tj != (T)0) { /* W[j:, c] −= tau v (vᵀ W[j:, c]) for the trailing columns */
-            for (int64_t c = j + 1 + warp; c < k; c += nw) {
-                const T *y = W + c * d;
-                T acc = 0;
-                for (int64_t i = j + lane; i < d; i += 32) acc += (i == j ? (T)1 : x[i]) * y[i];
-                acc = warp_sum(acc);
-                if (lane == 0) w[c] = tj * acc;
-            }
-            __syncthreads();
-            for (int64_t i = j + threadIdx.x; i < d; i += blockDim.x) {
-                const T vi = i == j ? (T)1 : x[i];
-                for (int64_t c = j + 1; c < k; c++) W[i + c * d] -= w[c] * vi;
-            }
-            __syncthreads(); /* next column reads rows other threads updated; w free */
-        }
+        if (tj != (T)0) /* the trailing columns: W[j:, j+1:k] (w slots stay indexed by column) */
+            householder_left(W + j * d, tj, j, d, W + (j + 1) * d, k - j - 1, w + j + 1);
     }
     T *Rb = R + b * k * k;
     for (int64_t e = threadIdx.x; e < k * k; e += blockDim.x) {
@@ -287,7 +289,6 @@ __global__ void k_qr_apply(const T *Wq, const T *tau, const T *C, T *Out, int64_
 {
     SG_DYN_SMEM(smem_raw);
     T *w = (T *)smem_raw;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const int64_t b = blockIdx.x;
     const T *W = Wq + b * d * k, *tb = tau + b * k, *Cb = C + b * k * k;
     T *O = Out + b * d * oc;
@@ -300,20 +301,7 @@ __global__ void k_qr_apply(const T *Wq, const T *tau, const T *C, T *Out, int64_
         for (int64_t j = k - 1; j >= 0; j--) {
             const T tj = tb[j];
             if (tj == (T)0) continue; /* H_j = I (uniform over the block) */
-            const T *v = W + j * d;
-            for (int64_t c = warp; c < nc; c += nw) {
-                const T *y = O + (c0 + c) * d;
-                T acc = 0;
-                for (int64_t i = j + lane; i < d; i += 32) acc += (i == j ? (T)1 : v[i]) * y[i];
-                acc = warp_sum(acc);
-                if (lane == 0) w[c] = tj * acc;
-            }
-            __syncthreads();
-            for (int64_t i = j + threadIdx.x; i < d; i += blockDim.x) {
-                const T vi = i == j ? (T)1 : v[i];
-                for (int64_t c = 0; c < nc; c++) O[i + (c0 + c) * d] -= w[c] * vi;
-            }
-            __syncthreads(); /* next reflector reads rows other threads updated; w free */
+            householder_left(W + j * d, tj, j, d, O + c0 * d, nc, w);
         }
     }
 }

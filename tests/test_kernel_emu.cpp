@@ -28,21 +28,15 @@ extern "C" {
 
 using std::vector;
 
-/* ---- launch shapes mirrored from the host code -------------------------------------------------------
-   cuda/linalg.cu computes them inline (its host code is not to be touched here), so they are mirrored:
-   grid_for: ceil(total / SG_BLOCK) capped at 16 blocks per SM; one block per matrix for k_jw_extract,
-   k_project with the smem expression at its launch site; k_rank ceil(nb/128) × 128. The QR-first kernels
-   (qr_threads, qr_smem, qr_apply_smem) and k_lstsq (lstsq_smem) share their sizing with linalg.cu.
+/* ---- launch shapes, as the host code sets them -----------------------------------------------------
+   Shared with cuda/linalg.cu: sg_grid_capped (grid_for: 16 blocks per SM), jw_extract_smem, project_smem,
+   qr_threads, qr_smem, qr_apply_smem, lstsq_smem. Mirrored: one block per matrix for the block kernels,
+   k_rank ceil(nb/128) × 128.
    cuda/grad.cu's fused launches share fused_threads / fused_smem / fused_vdvt_smem with this test.
    H100/H200 have 132 SMs; cap_sms = 1 exercises the grid-stride / persistent loops with a tiny grid. */
 static const int64_t SMS = 132;
 static int64_t cap_sms = SMS;
-static unsigned grid_for(int64_t total)
-{
-    int64_t g = (total + SG_BLOCK - 1) / SG_BLOCK, cap = cap_sms * 16;
-    if (cap < 1) cap = 1;
-    return (unsigned)(g < 1 ? 1 : g > cap ? cap : g);
-}
+static unsigned grid_for(int64_t total) { return sg_grid_capped(total, SG_BLOCK, cap_sms * 16); }
 /* Fused kernels: occupancy × SMs blocks, at most one per matrix (persistent grid). */
 static unsigned fused_grid(int64_t batch) { return (unsigned)std::min<int64_t>(batch, cap_sms * 2); }
 

@@ -29,17 +29,12 @@ extern "C" {
 using std::vector;
 using namespace sggrad;
 
-/* ---- launch shapes mirrored from cuda/grad.cu ---------------------------------------------------------
-   grid_1d(work, threads) = ceil(work / threads) capped at 32 blocks per SM (H100/H200: 132 SMs). Setting
+/* ---- launch shapes as cuda/grad.cu sets them ------------------------------------------------------------
+   grid_1d(work, threads): sg_grid_capped at 32 blocks per SM (H100/H200: 132 SMs), as in grad.cu. Setting
    grid_cap small exercises the grid-stride loops (and k_scale / k_ortho's block-per-matrix loops). */
 static const int64_t SMS = 132;
 static int64_t grid_cap = SMS * 32;
-static unsigned grid_1d(int64_t work, int threads)
-{
-    int64_t g = (work + threads - 1) / threads;
-    if (g > grid_cap) g = grid_cap;
-    return (unsigned)(g < 1 ? 1 : g);
-}
+static unsigned grid_1d(int64_t work, int threads) { return sg_grid_capped(work, threads, grid_cap); }
 
 /* ---- helpers ------------------------------------------------------------------------------------------ */
 static sg_ctx *cpu;

@@ -1,0 +1,23 @@
+/* Pieces shared by the kernel headers (linalg_kernels.cuh, grad_kernels.cuh), which are also compiled
+   as host C++ by the CUDA-on-CPU emulation test (tests/emu/cuda_emu.h): keep it free of toolkit headers. */
+#ifndef SG_KERNEL_COMMON_CUH
+#define SG_KERNEL_COMMON_CUH
+#include <stdint.h>
+
+/* Dynamic shared memory of a kernel: on the GPU exactly `extern __shared__ __align__(16) unsigned char
+   name[]`. The CUDA-on-CPU emulation (tests/emu/cuda_emu.h) defines it first, binding name to a buffer of
+   exactly the launch's byte count, so that reads past it are caught by ASan/valgrind (an extern array
+   declaration cannot be bound to a per-launch allocation). */
+#ifndef SG_DYN_SMEM
+#define SG_DYN_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
+/* Grid for a grid-stride loop over `work` items: ceil(work / threads) blocks, at least 1, at most
+   max_blocks (a multiple of the SM count; the host code and the emulator test both size launches here). */
+inline unsigned sg_grid_capped(int64_t work, int threads, int64_t max_blocks)
+{
+    int64_t g = (work + threads - 1) / threads;
+    if (max_blocks < 1) max_blocks = 1;
+    return (unsigned)(g < 1 ? 1 : g > max_blocks ? max_blocks : g);
+}
+#endif
