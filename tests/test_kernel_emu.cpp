@@ -11,7 +11,7 @@
 #include <criterion/criterion.h>
 #include <lapacke.h>
 
-#include "cuda_emu.h"
+#include "emu_test.h" /* cuda_emu.h, the CPU reference context, schedules */
 
 #include "grad_kernels.cuh"
 #include "linalg_kernels.cuh"
@@ -41,27 +41,13 @@ static unsigned grid_for(int64_t total) { return sg_grid_capped(total, SG_BLOCK,
 static unsigned fused_grid(int64_t batch) { return (unsigned)std::min<int64_t>(batch, cap_sms * 2); }
 
 /* ---- helpers ------------------------------------------------------------------------------------------ */
-static sg_ctx *cpu;
-static void setup(void)
-{
-    cr_assert_eq(sg_create(&cpu, SG_BACKEND_CPU), SG_OK);
-    sg_set_threads(cpu, 1);
-    emu::set_mode(emu::FORWARD);
-}
-static void teardown(void) { sg_destroy(cpu); }
-TestSuite(emu, .init = setup, .fini = teardown);
+TestSuite(emu, .init = emu_suite_setup, .fini = emu_suite_teardown);
 
-template <class T> constexpr sg_dtype dt() { return sizeof(T) == 4 ? SG_F32 : SG_F64; }
 template <class T> constexpr double tol() { return sizeof(T) == 4 ? 1e-4 : 1e-10; }
 template <class T> constexpr double eps() { return sizeof(T) == 4 ? 1.1920928955078125e-07 : 2.220446049250313e-16; }
 
-template <class T> static vector<T> to(const vector<double> &x) { return vector<T>(x.begin(), x.end()); }
 template <class T> static vector<double> dbl(const vector<T> &x) { return vector<double>(x.begin(), x.end()); }
 
-template <class T> static sg_mat mat(vector<T> &v, int64_t batch, int64_t rows, int64_t cols)
-{
-    return sg_mat_dense(v.data(), dt<T>(), batch, rows, cols);
-}
 
 static double max_abs(const vector<double> &x)
 {
@@ -77,12 +63,9 @@ static double rel_err(const vector<double> &a, const vector<double> &b)
     return d / std::max(1.0, max_abs(b));
 }
 
-static const emu::Mode MODES[] = {emu::FREE, emu::FORWARD, emu::REVERSE, emu::RANDOM};
-
-/* Runs launch() (which resets its outputs itself and returns them as bytes) under the schedules; all
-   results must agree bitwise. Returns the first. The ordered schedules (fibers, fast) run for every
-   configuration; FREE (256 real OS threads per block: every barrier is 256 kernel wake-ups) for every
-   FREE_EVERY-th configuration of a test, the first included, to stay within the CI time budget. */
+/* All schedules must agree bitwise (emu_schedules). The fiber schedules run for every configuration; FREE
+   (256 real OS threads per block: every barrier is 256 kernel wake-ups) for every FREE_EVERY-th
+   configuration of a test, the first included, to stay within the CI time budget. */
 #if defined(__SANITIZE_ADDRESS__)
 static const int FREE_EVERY = 1 << 30; /* ASan stage: thread creation is slow there; FREE for the first only */
 #else
@@ -91,34 +74,7 @@ static const int FREE_EVERY = 4;
 static int configs_run = 0;
 template <class F> static vector<unsigned char> all_modes(const char *what, F launch, bool free_ok = true)
 {
-    vector<unsigned char> first;
-    bool have = false;
-    const bool with_free = free_ok && configs_run++ % FREE_EVERY == 0;
-    for (emu::Mode m : MODES) {
-        if (m == emu::FREE && !with_free) continue;
-        emu::set_mode(m);
-        vector<unsigned char> r = launch();
-        if (!have) {
-            first = r;
-            have = true;
-        } else {
-            cr_assert(r == first, "%s: result under the %s schedule differs from the %s run (race or missing barrier)",
-                      what, emu::mode_name(m), with_free ? "free-threads" : "forward");
-        }
-    }
-    emu::set_mode(emu::FORWARD); /* single launches outside all_modes */
-    return first;
-}
-template <class T> static vector<unsigned char> bytes(const vector<T> &x)
-{
-    const unsigned char *p = (const unsigned char *)x.data();
-    return vector<unsigned char>(p, p + x.size() * sizeof(T));
-}
-template <class T, class U> static vector<unsigned char> bytes2(const vector<T> &x, const vector<U> &y)
-{
-    vector<unsigned char> a = bytes(x), b = bytes(y);
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
+    return emu_schedules(what, launch, free_ok && configs_run++ % FREE_EVERY == 0, false);
 }
 
 /* Batch of m×n matrices with the given singular values per matrix (sv(b, i)), packed column-major. */

@@ -14,7 +14,7 @@
    sg_matfunc_backward / sg_svd_backward on the CPU backend, statuses against flag bits included. */
 #include <criterion/criterion.h>
 
-#include "cuda_emu.h"
+#include "emu_test.h" /* cuda_emu.h, the CPU reference context, schedules */
 
 #include "grad_kernels.cuh"
 
@@ -37,23 +37,9 @@ static int64_t grid_cap = SMS * 32;
 static unsigned grid_1d(int64_t work, int threads) { return sg_grid_capped(work, threads, grid_cap); }
 
 /* ---- helpers ------------------------------------------------------------------------------------------ */
-static sg_ctx *cpu;
-static void setup(void)
-{
-    cr_assert_eq(sg_create(&cpu, SG_BACKEND_CPU), SG_OK);
-    sg_set_threads(cpu, 1);
-    emu::set_mode(emu::FORWARD);
-}
-static void teardown(void) { sg_destroy(cpu); }
-TestSuite(emu_grad, .init = setup, .fini = teardown);
+TestSuite(emu_grad, .init = emu_suite_setup, .fini = emu_suite_teardown);
 
-template <class T> constexpr sg_dtype dt() { return sizeof(T) == 4 ? SG_F32 : SG_F64; }
 template <class T> constexpr double tol() { return sizeof(T) == 4 ? 1e-5 : 1e-12; }
-template <class T> static vector<T> to(const vector<double> &x) { return vector<T>(x.begin(), x.end()); }
-template <class T> static sg_mat mat(vector<T> &v, int64_t batch, int64_t rows, int64_t cols)
-{
-    return sg_mat_dense(v.data(), dt<T>(), batch, rows, cols);
-}
 template <class T> static vector<T> normal(tu_rng *r, int64_t count, double scale = 1.0)
 {
     vector<double> x((size_t)count);
@@ -83,13 +69,10 @@ template <class T> static void expect_close(const vector<T> &got, const vector<T
     cr_assert(d <= tl * m, "%s: max abs err %g (scale %g, tol %g)", what, d, m, tl);
 }
 
-static const emu::Mode MODES[] = {emu::FREE, emu::FORWARD, emu::REVERSE, emu::RANDOM};
-
-/* Runs launch() (which resets its outputs itself and returns them as bytes) under the schedules; all
-   results must agree bitwise. The fiber schedules run for every configuration; FREE (256 real OS threads
-   per block) only when asked (a few small configurations per test: it costs 256 wake-ups per block).
-   forward_only: the degeneracy sweeps of the barrier-free k_middle / k_svd_inner at n >= 65 run under one
-   schedule after the first case of each size (their threads share nothing but the flags' atomicOr). */
+/* All schedules must agree bitwise (emu_schedules). FREE (256 real OS threads per block) only when asked:
+   a few small configurations per test, it costs 256 wake-ups per block. forward_only: the degeneracy
+   sweeps of the barrier-free k_middle / k_svd_inner at n >= 65 run under one schedule after the first
+   case of each size (their threads share nothing but the flags' atomicOr). */
 #if defined(__SANITIZE_ADDRESS__)
 static const bool FREE_OK = false; /* ASan stage: OS-thread creation is slow there */
 #else
@@ -98,34 +81,7 @@ static const bool FREE_OK = true;
 static bool forward_only = false; /* large sweeps of barrier-free kernels: one schedule (time budget) */
 template <class F> static vector<unsigned char> all_modes(const char *what, F launch, bool with_free = false)
 {
-    vector<unsigned char> first;
-    bool have = false;
-    for (emu::Mode m : MODES) {
-        if (m == emu::FREE && !(with_free && FREE_OK)) continue;
-        if (forward_only && m != emu::FORWARD) continue;
-        emu::set_mode(m);
-        vector<unsigned char> r = launch();
-        if (!have) {
-            first = r;
-            have = true;
-        } else {
-            cr_assert(r == first, "%s: result under the %s schedule differs from the first run (race or missing barrier)",
-                      what, emu::mode_name(m));
-        }
-    }
-    emu::set_mode(emu::FORWARD);
-    return first;
-}
-template <class T> static vector<unsigned char> bytes(const vector<T> &x)
-{
-    const unsigned char *p = (const unsigned char *)x.data();
-    return vector<unsigned char>(p, p + x.size() * sizeof(T));
-}
-template <class T, class U> static vector<unsigned char> bytes2(const vector<T> &x, const vector<U> &y)
-{
-    vector<unsigned char> a = bytes(x), b = bytes(y);
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
+    return emu_schedules(what, launch, with_free && FREE_OK, forward_only);
 }
 
 static const int64_t SIZES[] = {1, 2, 31, 32, 33, 65, 100, 129};

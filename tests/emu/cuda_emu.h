@@ -506,22 +506,16 @@ template <class T> inline T emu_atomic_cas_op(T *p, T v, int op)
         if (__atomic_compare_exchange_n(p, &old, nv, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return old;
     }
 }
-inline float atomicAdd(float *p, float v)
+template <class T> inline T emu_atomic_add_fp(T *p, T v) /* one lock per type: no CAS on floating point */
 {
     static std::mutex m;
     std::lock_guard<std::mutex> g(m);
-    float o = *p;
+    T o = *p;
     *p = o + v;
     return o;
 }
-inline double atomicAdd(double *p, double v)
-{
-    static std::mutex m;
-    std::lock_guard<std::mutex> g(m);
-    double o = *p;
-    *p = o + v;
-    return o;
-}
+inline float atomicAdd(float *p, float v) { return emu_atomic_add_fp(p, v); }
+inline double atomicAdd(double *p, double v) { return emu_atomic_add_fp(p, v); }
 inline unsigned long long atomicMin(unsigned long long *p, unsigned long long v) { return emu_atomic_cas_op(p, v, 0); }
 inline int atomicMin(int *p, int v) { return emu_atomic_cas_op(p, v, 0); }
 inline int atomicMax(int *p, int v) { return emu_atomic_cas_op(p, v, 1); }
