@@ -684,23 +684,6 @@ Test(emu, k_lstsq_f64) { lstsq_all<double>(); }
    ====================================================================================================== */
 using namespace sggrad;
 
-/* Strided copies: element (i, j) of matrix b at b*st + i + j*ld. */
-template <class T> static vector<T> pad(const vector<T> &x, int64_t nb, int64_t rows, int64_t cols, int64_t ld, int64_t st)
-{
-    vector<T> y((size_t)(st * nb), T(-9));
-    for (int64_t b = 0; b < nb; b++)
-        for (int64_t j = 0; j < cols; j++)
-            for (int64_t i = 0; i < rows; i++) y[b * st + i + j * ld] = x[b * rows * cols + i + j * rows];
-    return y;
-}
-template <class T> static vector<T> unpad(const vector<T> &y, int64_t nb, int64_t rows, int64_t cols, int64_t ld, int64_t st)
-{
-    vector<T> x((size_t)(rows * cols * nb));
-    for (int64_t b = 0; b < nb; b++)
-        for (int64_t j = 0; j < cols; j++)
-            for (int64_t i = 0; i < rows; i++) x[b * rows * cols + i + j * rows] = y[b * st + i + j * ld];
-    return x;
-}
 
 /* launch_fused / launch_fused_tm of cuda/grad.cu: TM by n, fused_threads, fused_smem, persistent grid. */
 template <class T, int KIND> static void launch_fused_emu(const FusedArgs<T> &a)
@@ -763,7 +746,7 @@ template <class T> static void fused_eigh_case(tu_rng *r, int64_t n, int64_t nb,
     cr_assert(st == SG_OK || st == SG_ERR_DEGENERATE, "%s", sg_last_error(cpu));
     /* device layout: V, gV, gA with padding (ld n+1, stride + 3) */
     const int64_t ld = n + 1, sst = ld * n + 3;
-    vector<T> Vp = pad(V, nb, n, n, ld, sst), gVp = pad(gV, nb, n, n, ld, sst), gAp;
+    vector<T> Vp = pad(V, nb, n, n, ld, sst, T(-9)), gVp = pad(gV, nb, n, n, ld, sst, T(-9)), gAp;
     vector<int> flags;
     FusedArgs<T> a;
     a.W = W.data(); a.sW = n;

@@ -85,24 +85,6 @@ template <class F> static vector<unsigned char> all_modes(const char *what, F la
 }
 
 static const int64_t SIZES[] = {1, 2, 31, 32, 33, 65, 100, 129};
-/* Strided batch: element (i, j) of matrix b at b*st + i + j*ld; padding holds `fill`. */
-template <class T>
-static vector<T> pad(const vector<T> &x, int64_t nb, int64_t rows, int64_t cols, int64_t ld, int64_t st, T fill)
-{
-    vector<T> y((size_t)(st * nb), fill);
-    for (int64_t b = 0; b < nb; b++)
-        for (int64_t j = 0; j < cols; j++)
-            for (int64_t i = 0; i < rows; i++) y[b * st + i + j * ld] = x[b * rows * cols + i + j * rows];
-    return y;
-}
-template <class T> static vector<T> unpad(const vector<T> &y, int64_t nb, int64_t rows, int64_t cols, int64_t ld, int64_t st)
-{
-    vector<T> x((size_t)(rows * cols * nb));
-    for (int64_t b = 0; b < nb; b++)
-        for (int64_t j = 0; j < cols; j++)
-            for (int64_t i = 0; i < rows; i++) x[b * rows * cols + i + j * rows] = y[b * st + i + j * ld];
-    return x;
-}
 /* Every element of a strided batch outside the rows×cols matrices still equals fill. */
 template <class T>
 static void padding_untouched(const vector<T> &y, int64_t nb, int64_t rows, int64_t cols, int64_t ld, int64_t st,

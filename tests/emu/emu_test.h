@@ -43,6 +43,26 @@ template <class T, class U> static std::vector<unsigned char> bytes2(const std::
     return a;
 }
 
+/* Strided batch: element (i, j) of matrix b at b*st + i + j*ld; padding holds `fill`. unpad: back to dense. */
+template <class T>
+static std::vector<T> pad(const std::vector<T> &x, int64_t nb, int64_t rows, int64_t cols, int64_t ld, int64_t st, T fill)
+{
+    std::vector<T> y((size_t)(st * nb), fill);
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t j = 0; j < cols; j++)
+            for (int64_t i = 0; i < rows; i++) y[b * st + i + j * ld] = x[b * rows * cols + i + j * rows];
+    return y;
+}
+template <class T>
+static std::vector<T> unpad(const std::vector<T> &y, int64_t nb, int64_t rows, int64_t cols, int64_t ld, int64_t st)
+{
+    std::vector<T> x((size_t)(rows * cols * nb));
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t j = 0; j < cols; j++)
+            for (int64_t i = 0; i < rows; i++) x[b * rows * cols + i + j * rows] = y[b * st + i + j * ld];
+    return x;
+}
+
 /* Runs launch() (which resets its outputs itself and returns them as bytes) under the fiber schedules
    (forward, reverse, random; only forward when forward_only) and, when with_free, with the block's threads
    as real OS threads; all results must agree bitwise (a difference is a race or a missing barrier).
