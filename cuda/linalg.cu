@@ -109,7 +109,7 @@ static int64_t grid_for(sg_ctx *ctx, int64_t total)
    non-convergence), so a tolerance chosen for f64 is raised to eps for f32. */
 template <class T> static double jacobi_tol(const sg_ctx *ctx)
 {
-    double eps = sizeof(T) == 4 ? 1.1920928955078125e-07 : 2.220446049250313e-16;
+    double eps = sg_eps(sizeof(T) == 4 ? SG_F32 : SG_F64);
     return ctx->jacobi_tol > eps ? ctx->jacobi_tol : eps;
 }
 /* The Jacobi solvers report their workspace as a 32-bit element count for the whole batch. */
