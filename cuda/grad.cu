@@ -1,7 +1,7 @@
 /* CUDA spectral gradients: eigh / SVD backward, matrix functions and their backward, regularizers.
-   Fused one-block-per-matrix kernels for n <= 64 (cuda/grad_kernels.cuh), cuBLAS strided-batched
-   products plus elementwise kernels beyond. Host batches are staged through device buffers in chunks
-   (ctx->chunk_bytes or half of free device memory). Design notes and napkin math: docs/kernels.md. */
+   Fused one-block-per-matrix kernels for n <= 64 (eigh, matfunc and SVD backward; cuda/grad_kernels.cuh),
+   cuBLAS strided-batched products plus elementwise kernels beyond. Host batches are staged through device
+   buffers in chunks (ctx->chunk_bytes or half of free device memory, halved on OOM). Design notes and napkin math: docs/kernels.md. */
 #include "cuda_internal.h"
 #include "grad_kernels.cuh"
 
@@ -123,11 +123,17 @@ sg_status copy2d(sg_ctx *ctx, char *dst, int64_t dld, int64_t dstride, const cha
     return SG_OK;
 }
 
-/* Scans device inputs for NaN/Inf (host inputs were scanned by the front-end). */
-sg_status check_inputs(sg_ctx *ctx, std::initializer_list<std::pair<const sg_mat *, const char *>> list)
+/* Device mode: every pointer usable on this device (inputs and outputs), then the inputs scanned for
+   NaN/Inf (host inputs were scanned by the front-end). NULL entries are absent arguments. */
+using MatList = std::initializer_list<std::pair<const sg_mat *, const char *>>;
+sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out)
 {
-    if (ctx->mem != SG_MEM_DEVICE || !ctx->check_finite) return SG_OK;
-    for (auto &p : list)
+    if (ctx->mem != SG_MEM_DEVICE) return SG_OK;
+    for (MatList l : {in, out})
+        for (auto &p : l)
+            if (p.first) SGTRY(sg_cuda_check_ptr(ctx, p.first, p.second));
+    if (!ctx->check_finite) return SG_OK;
+    for (auto &p : in)
         if (p.first) SGTRY(sg_cuda_check_finite(ctx, p.first, p.second));
     return SG_OK;
 }
@@ -154,12 +160,22 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
     if (nb > batch) nb = batch;
     if (nb < 1) nb = 1;
 
-    if (host)
-        for (int i = 0; i < na; i++)
-            if (args[i].present()) SGTRY(sg_cuda_malloc(ctx, &args[i].buf.p, args[i].bytes_per_matrix() * nb, args[i].name));
+    /* On device OOM halve the chunk and retry; at one matrix per chunk the OOM is reported. */
     DevBuf scr;
-    const size_t sb = scratch(nb);
-    if (sb) SGTRY(sg_cuda_malloc(ctx, &scr.p, sb, "gradient scratch"));
+    for (;;) {
+        sg_status s = SG_OK;
+        if (host)
+            for (int i = 0; i < na && s == SG_OK; i++)
+                if (args[i].present()) s = sg_cuda_malloc(ctx, &args[i].buf.p, args[i].bytes_per_matrix() * nb, args[i].name);
+        const size_t sb = scratch(nb);
+        if (s == SG_OK && sb) s = sg_cuda_malloc(ctx, &scr.p, sb, "gradient scratch");
+        if (s == SG_OK) break;
+        for (int i = 0; i < na; i++)
+            if (args[i].buf.p) cudaFree(args[i].buf.p), args[i].buf.p = nullptr;
+        if (scr.p) cudaFree(scr.p), scr.p = nullptr;
+        if (s != SG_ERR_DEVICE_OOM || nb == 1) return s;
+        nb = (nb + 1) / 2;
+    }
 
     sg_status deg = SG_OK;
     char deg_msg[sizeof ctx->err];
@@ -203,6 +219,8 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
             CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
         }
     }
+    /* Device mode: the last chunk's work may still read scr (cudaFree's implicit sync is not promised). */
+    if (!host) CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
     if (deg != SG_OK) {
         memcpy(ctx->err, deg_msg, sizeof deg_msg);
         ctx->failed_index = deg_idx;
@@ -278,6 +296,13 @@ sg_status size_ok(sg_ctx *ctx, int64_t n, const char *op)
 }
 
 /* ---- fused launches ------------------------------------------------------------------------------- */
+/* SG_GRAD_NO_FUSED=1 forces the cuBLAS paths (to compare both at one size on the device). */
+bool no_fused()
+{
+    static const bool v = getenv("SG_GRAD_NO_FUSED") && atoi(getenv("SG_GRAD_NO_FUSED")) != 0;
+    return v;
+}
+
 /* Persistent grid: raise the kernel's dynamic shared-memory limit, then occupancy × SMs blocks, at most
    one per matrix (each block loops over matrices). */
 template <class K>
@@ -310,6 +335,33 @@ template <typename T, int KIND> sg_status launch_fused(sg_ctx *ctx, const FusedA
     if (a.n <= 16) return launch_fused_tm<T, 1, KIND>(ctx, a);
     if (a.n <= 32) return launch_fused_tm<T, 2, KIND>(ctx, a);
     return launch_fused_tm<T, 4, KIND>(ctx, a);
+}
+
+template <typename T, int TM> sg_status launch_fused_svd_tm(sg_ctx *ctx, const FusedSvdArgs<T> &a)
+{
+    const int threads = fused_threads<TM>(a.m > a.n ? a.m : a.n);
+    const size_t smem = fused_svd_smem<T, TM>(a.m, a.n);
+    auto kern = fused_svd_backward<T, TM>;
+    unsigned grid = 0;
+    sg_status s = persistent_grid(ctx, kern, threads, smem, a.batch, &grid);
+    if (s != SG_OK) return s;
+    kern<<<grid, threads, smem, stream_of(ctx)>>>(a);
+    CU_LAUNCH_CHECK(ctx);
+    return SG_OK;
+}
+
+/* Same micro-tile rule as launch_fused, on N = max(m, n). */
+template <typename T> size_t fused_svd_smem_for(int m, int n)
+{
+    const int N = m > n ? m : n;
+    return N <= 16 ? fused_svd_smem<T, 1>(m, n) : N <= 32 ? fused_svd_smem<T, 2>(m, n) : fused_svd_smem<T, 4>(m, n);
+}
+template <typename T> sg_status launch_fused_svd(sg_ctx *ctx, const FusedSvdArgs<T> &a)
+{
+    const int N = a.m > a.n ? a.m : a.n;
+    if (N <= 16) return launch_fused_svd_tm<T, 1>(ctx, a);
+    if (N <= 32) return launch_fused_svd_tm<T, 2>(ctx, a);
+    return launch_fused_svd_tm<T, 4>(ctx, a);
 }
 
 template <typename T, int TM>
@@ -359,10 +411,8 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
     const char *op = eigh ? "eigh_backward" : "matfunc_backward";
     const int64_t n = V->rows, batch = V->batch, nn = n * n;
     SGTRY(size_ok(ctx, n, op));
-    SGTRY(check_inputs(ctx, {{W, "W"}, {V, "V"}, {gW, "gW"}, {G, eigh ? "gV" : "gF"}}));
-    /* SG_GRAD_NO_FUSED=1 forces the cuBLAS path (to compare both at one n on the device). */
-    static const bool no_fused = getenv("SG_GRAD_NO_FUSED") && atoi(getenv("SG_GRAD_NO_FUSED")) != 0;
-    const bool f32 = sizeof(T) == 4, fused = n <= FUSED_MAX_N && !no_fused;
+    SGTRY(check_device_args(ctx, {{W, "W"}, {V, "V"}, {gW, "gW"}, {G, eigh ? "gV" : "gF"}}, {{gA, "gA"}}));
+    const bool f32 = sizeof(T) == 4, fused = n <= FUSED_MAX_N && !no_fused();
     const T p = (T)sg_degen_param(mode, param, f32);
     const int fk = fn ? (int)fn->kind : 0;
     const double fp = fn ? fn->p : 0;
@@ -460,17 +510,20 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
     return chunked(ctx, args, 5, batch, scratch, body);
 }
 
-/* ---- SVD backward (cuBLAS strided-batched for every size) --------------------------------------- */
+/* ---- SVD backward (fused for max(m,n) <= 64, cuBLAS strided-batched beyond) ---------------------- */
 template <typename T>
 sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
                        const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA)
 {
     const int64_t m = U->rows, n = V->rows, k = m < n ? m : n, batch = U->batch, kk = k * k;
     SGTRY(size_ok(ctx, m > n ? m : n, "svd_backward"));
-    SGTRY(check_inputs(ctx, {{U, "U"}, {S, "S"}, {V, "V"}, {gU, "gU"}, {gS, "gS"}, {gV, "gV"}}));
+    SGTRY(check_device_args(ctx, {{U, "U"}, {S, "S"}, {V, "V"}, {gU, "gU"}, {gS, "gS"}, {gV, "gV"}}, {{gA, "gA"}}));
     const T p = (T)sg_degen_param(mode, param, sizeof(T) == 4);
     const int rect = m > n && gU ? RECT_TALL : m < n && gV ? RECT_WIDE : RECT_NONE;
     const int64_t ysize = rect == RECT_TALL ? m * k : k * n; /* Y (m×k) or H (k×n) */
+    /* 6 tiles of 64×65 f64 = 200 KB: within sm_90's opt-in shared memory, not every GPU's */
+    const bool fused = (m > n ? m : n) <= FUSED_MAX_N && !no_fused() &&
+                       fused_svd_smem_for<T>((int)m, (int)n) <= (size_t)sg_cu(ctx)->prop.sharedMemPerBlockOptin;
 
     /* full_matrices: only the first k columns of U, V, gU, gV take part (PyTorch narrows them). */
     Arg args[7];
@@ -483,11 +536,11 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
     args[6].set(gA, n, false, true, "gA staging");
 
     auto carve = [&](Bump &bp, int64_t cnt, T **P, T **Q, T **I, T **Y, T **scale, int **flags) {
-        *P = gU ? bp.take<T>(cnt * kk) : nullptr;
-        *Q = gV ? bp.take<T>(cnt * kk) : nullptr;
-        *I = bp.take<T>(cnt * kk);
-        *Y = bp.take<T>(cnt * ysize);
-        *scale = bp.take<T>(cnt);
+        *P = gU && !fused ? bp.take<T>(cnt * kk) : nullptr;
+        *Q = gV && !fused ? bp.take<T>(cnt * kk) : nullptr;
+        *I = fused ? nullptr : bp.take<T>(cnt * kk);
+        *Y = fused ? nullptr : bp.take<T>(cnt * ysize);
+        *scale = fused ? nullptr : bp.take<T>(cnt);
         *flags = bp.take<int>(cnt);
     };
     auto scratch = [&](int64_t cnt) {
@@ -509,6 +562,20 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
         const T *gsd = gS ? (const T *)gs.data : nullptr;
         cublasHandle_t h = sg_cu(ctx)->blas;
         cudaStream_t st = stream_of(ctx);
+        if (fused) {
+            FusedSvdArgs<T> a;
+            a.U = ud; a.ldU = u.ld; a.sU = u.stride;
+            a.S = sd; a.sS = s.stride;
+            a.V = vd; a.ldV = v.ld; a.sV = v.stride;
+            a.gU = gud; a.ldgU = gud ? gu.ld : 0; a.sgU = gud ? gu.stride : 0;
+            a.gS = gsd; a.sgS = gsd ? gs.stride : 0;
+            a.gV = gvd; a.ldgV = gvd ? gv.ld : 0; a.sgV = gvd ? gv.stride : 0;
+            a.gA = (T *)ga.data; a.ldA = ga.ld; a.sA = ga.stride;
+            a.m = (int)m; a.n = (int)n; a.batch = cnt;
+            a.mode = (int)mode; a.param = p;
+            a.flags = flags;
+            SGTRY(launch_fused_svd<T>(ctx, a));
+        } else {
         if (gud) CUBLAS_TRY(ctx, gemm(h, TR, NT, k, k, m, T(1), ud, u.ld, u.stride, gud, gu.ld, gu.stride, T(0), P, k, kk, cnt));
         if (gvd) CUBLAS_TRY(ctx, gemm(h, TR, NT, k, k, n, T(1), vd, v.ld, v.stride, gvd, gv.ld, gv.stride, T(0), Q, k, kk, cnt));
         CU_TRY(ctx, cudaMemsetAsync(flags, 0, (size_t)cnt * sizeof(int), st));
@@ -539,6 +606,7 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
         k_flag_nonfinite<T><<<grid_1d(ctx, m * n * cnt, 256), 256, 0, st>>>((const T *)ga.data, ga.ld, ga.stride, (int)m,
                                                                             (int)n, cnt, flags);
         CU_LAUNCH_CHECK(ctx);
+        }
         int64_t first;
         int bits;
         SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
@@ -598,9 +666,10 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
         sg_mat wm = dense_view(W, dt, cnt, n, 1), vm = dense_view(V, dt, cnt, n, n);
         sg_status s;
         {
-            /* eigh on device buffers; host inputs were already scanned by the front-end. */
+            /* eigh on device buffers; A was scanned already (host: the front-end; device: the entry point's
+               check_device_args, over the whole batch). */
             CtxRestore keep(ctx);
-            if (ctx->mem == SG_MEM_HOST) ctx->check_finite = 0;
+            ctx->check_finite = 0;
             ctx->mem = SG_MEM_DEVICE;
             s = sg_cuda_eigh(ctx, &args[0].dev, &wm, need_v ? &vm : nullptr);
         }
@@ -661,7 +730,7 @@ template <typename T> sg_status reg_svd(sg_ctx *ctx, sg_reg kind, const sg_mat *
         sg_status s;
         {
             CtxRestore keep(ctx);
-            if (ctx->mem == SG_MEM_HOST) ctx->check_finite = 0;
+            ctx->check_finite = 0; /* A scanned already (front-end or check_device_args) */
             ctx->mem = SG_MEM_DEVICE;
             s = sg_cuda_svd(ctx, &args[0].dev, 0, &sm, vecs ? &um : nullptr, vecs ? &vm : nullptr);
         }
@@ -766,6 +835,7 @@ sg_status sg_cuda_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat 
     SG_DEVICE_SCOPE(ctx);
     SGTRY(no_callback(ctx, fn, "matfunc"));
     SGTRY(enter(ctx));
+    SGTRY(check_device_args(ctx, {{A, "A"}}, {{F, "F"}})); /* the whole batch before any chunk of F is written */
     return A->dtype == SG_F32 ? eig_spectral<float>(ctx, A, SPF_FVAL, fn, nullptr, F, "matfunc")
                               : eig_spectral<double>(ctx, A, SPF_FVAL, fn, nullptr, F, "matfunc");
 }
@@ -775,7 +845,7 @@ sg_status sg_cuda_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const s
     SG_DEVICE_SCOPE(ctx);
     if (kind == SG_REG_EIGSUM) SGTRY(no_callback(ctx, fn, "regularizer"));
     SGTRY(enter(ctx));
-    SGTRY(check_inputs(ctx, {{A, "A"}}));
+    SGTRY(check_device_args(ctx, {{A, "A"}}, {{loss, "loss"}, {gA, "gA"}}));
     const bool f32 = A->dtype == SG_F32;
     switch (kind) {
     case SG_REG_SPECTRAL:

@@ -23,6 +23,15 @@ __device__ __forceinline__ double inv_gap(double li, double lj, int lt, int mode
 {
     return sg_inv_gap_d(li, lj, lt, mode, param, scale);
 }
+/* 1/(xj² − xi²) with the difference formed first (σ's of the SVD backward). */
+__device__ __forceinline__ float inv_gap_sq(float si, float sj, float sc, int lt, int mode, float param)
+{
+    return sg_inv_gap_s_sq(si, sj, sc, lt, mode, param);
+}
+__device__ __forceinline__ double inv_gap_sq(double si, double sj, double sc, int lt, int mode, double param)
+{
+    return sg_inv_gap_d_sq(si, sj, sc, lt, mode, param);
+}
 
 /* What a spectral-function kernel computes per eigenvalue (src/cpu_grad_impl.h: check_dom, matfunc, reg_eig). */
 enum { SPF_CHECK = 0, /* domain only (matfunc backward pre-check, f and f')  */
@@ -374,11 +383,25 @@ __global__ void k_spectral_fn(const T *W, int64_t sW, int n, int64_t batch, int 
 
 /* SVD backward core (dense k×k P = UᵀgU, Q = VᵀgV, output I), the CPU reference's formula:
    with s = σ/sc (sc = max σ, or 1), a = skew(P)_jl, d = skew(Q)_jl (skew without ½),
-   I_jl = (½(a+d)(s_j+s_l)·F(s_j², s_l²) + ½(a−d)/(s_j+s_l)) / sc   (j ≠ l),  I_jj = gS_j:
+   I_jl = (½(a+d)(s_j+s_l)·F(s_j², s_l²) + ½(a−d)/(s_j+s_l)) / sc   (j ≠ l),  I_jj = gS_j,
+   F's gap formed as ((σ_l−σ_j)/sc)((σ_l+σ_j)/sc), the difference first (inv_gap_sq):
    a σ_l + σ_j d = ½(a+d)(σ_l+σ_j) + ½(a−d)(σ_l−σ_j), and only the first part is singular at a tie, so
    the degeneracy mode acts on it alone. Then the rectangular corrections folded in:
    tall with gU: I −= P Σ⁻¹ (since Uᵀ(gU Σ⁻¹) = P Σ⁻¹); wide with gV: I −= Σ⁻¹ Qᵀ. */
 enum { RECT_NONE = 0, RECT_TALL = 1, RECT_WIDE = 2 };
+
+/* I_jl (j ≠ l) before the rectangular terms, from a = skew(P)_jl, d = skew(Q)_jl and σ_j, σ_l; sets *bad
+   when the gap factor is not finite. Shared by k_svd_inner and fused_svd_backward. */
+template <typename T>
+__device__ __forceinline__ T svd_offdiag(T a, T d, T sj, T sl, T sc, int j_lt_l, int mode, T param, int *bad)
+{
+    const T F = inv_gap_sq(sj, sl, sc, j_lt_l, mode, param);
+    if (!isfinite(F)) *bad = 1;
+    const T sum = (sj + sl) / sc, h = (a - d) * T(0.5);
+    const T g2 = sum > T(0) ? h / sum : (mode == SG_DM_EXACT ? h / sum : T(0));
+    return ((a + d) * T(0.5) * sum * F + g2) / sc;
+}
+
 template <typename T>
 __global__ void k_svd_inner(const T *P, const T *Q, const T *S, int64_t sS, const T *gS, int64_t sgS, T *I, int k,
                             int64_t batch, int mode, T param, const T *scale, int rect, int *flags)
@@ -393,18 +416,142 @@ __global__ void k_svd_inner(const T *P, const T *Q, const T *S, int64_t sS, cons
         if (j == l) {
             v = gS ? gS[b * sgS + j] : T(0);
         } else if (Pb || Qb) {
-            const T sc = scale[b], xj = sj / sc, xl = sl / sc;
             const T a = Pb ? Pb[j + (int64_t)l * k] - Pb[l + (int64_t)j * k] : T(0);
             const T d = Qb ? Qb[j + (int64_t)l * k] - Qb[l + (int64_t)j * k] : T(0);
-            const T F = inv_gap(xj * xj, xl * xl, j < l, mode, param, T(1));
-            if (flags && !isfinite(F)) atomicOr(flags + b, FLAG_TIE);
-            const T sum = xj + xl, h = (a - d) * T(0.5);
-            const T g2 = sum > T(0) ? h / sum : (mode == SG_DM_EXACT ? h / sum : T(0));
-            v = ((a + d) * T(0.5) * sum * F + g2) / sc;
+            int bad = 0;
+            v = svd_offdiag(a, d, sj, sl, scale[b], j < l, mode, param, &bad);
+            if (flags && bad) atomicOr(flags + b, FLAG_TIE);
         }
         if (rect == RECT_TALL) v -= Pb[j + (int64_t)l * k] / sl;
         if (rect == RECT_WIDE) v -= Qb[l + (int64_t)j * k] / sj;
         I[b * kk + j + (int64_t)l * k] = v;
+    }
+}
+
+/* ---- fused SVD backward (max(m,n) <= 64, one block per matrix, persistent grid) ---------------------
+   The cuBLAS path's steps on zero-padded N×N shared tiles, N = max(m,n), nothing in global memory:
+   P = U_kᵀgU, Q = V_kᵀgV, then I (k×k, k_svd_inner's formula, rectangular term folded in) in place of P:
+     tall (m > n, gU):  gA = (U_k I + gU Σ⁻¹) V_kᵀ
+     wide (m < n, gV):  gA = U_k (I V_kᵀ + Σ⁻¹ gVᵀ)
+     otherwise:         gA = U_k I V_kᵀ
+   Six tiles (U, V, gU, gV, P, Q; the output reuses gU's or gV's) and two vectors (σ, gS). Each tile is
+   rewritten in full for every matrix (zeros outside its valid block), so what tile_mm reads beyond the
+   valid blocks is zero and the products stay zero there. */
+template <typename T> struct FusedSvdArgs {
+    const T *U; int64_t ldU, sU;        /* m×k used (full_matrices: the first k columns) */
+    const T *S; int64_t sS;
+    const T *V; int64_t ldV, sV;        /* n×k used */
+    const T *gU; int64_t ldgU, sgU;     /* may be NULL (zero) */
+    const T *gS; int64_t sgS;           /* may be NULL */
+    const T *gV; int64_t ldgV, sgV;     /* may be NULL */
+    T *gA; int64_t ldA, sA;
+    int m, n; int64_t batch;
+    int mode; T param;                  /* degeneracy mode, defaulted param */
+    int *flags;                         /* per matrix (always written), or NULL */
+};
+
+template <typename T, int TM> inline size_t fused_svd_smem(int m, int n)
+{
+    const int np = TM * fused_tn<TM>(m > n ? m : n), P = fused_pitch(np);
+    return (6 * (size_t)np * P + 2 * (size_t)np) * sizeof(T);
+}
+
+template <typename T, int TM>
+__global__ void __launch_bounds__(256) fused_svd_backward(const FusedSvdArgs<T> a)
+{
+    SG_DYN_SMEM(smem_raw);
+    const int m = a.m, n = a.n, k = m < n ? m : n, N = m > n ? m : n;
+    const int Tn = fused_tn<TM>(N), np = TM * Tn, P = fused_pitch(np), NN = N * N;
+    const int tid = threadIdx.x, nt = blockDim.x;
+    T *sU = reinterpret_cast<T *>(smem_raw), *sV = sU + np * P, *sX = sV + np * P, *sY = sX + np * P;
+    T *sP = sY + np * P, *sQ = sP + np * P, *sS = sQ + np * P, *sgS = sS + np;
+    const bool hasU = a.gU != nullptr, hasV = a.gV != nullptr;
+    const int rect = m > n && hasU ? RECT_TALL : m < n && hasV ? RECT_WIDE : RECT_NONE;
+
+    /* Zero once: rows/cols in [N, np) are read by tile_mm and never written. */
+    for (int i = tid; i < 6 * np * P + 2 * np; i += nt) sU[i] = T(0);
+    __syncthreads();
+    for (int64_t b = blockIdx.x; b < a.batch; b += gridDim.x) {
+        /* Column-major loads, consecutive threads on consecutive rows (coalesced). */
+        for (int idx = tid; idx < NN; idx += nt) {
+            const int j = idx / N, i = idx - j * N, e = i + j * P;
+            const bool inU = i < m && j < k, inV = i < n && j < k;
+            sU[e] = inU ? a.U[b * a.sU + i + (int64_t)j * a.ldU] : T(0);
+            sV[e] = inV ? a.V[b * a.sV + i + (int64_t)j * a.ldV] : T(0);
+            sX[e] = hasU && inU ? a.gU[b * a.sgU + i + (int64_t)j * a.ldgU] : T(0);
+            sY[e] = hasV && inV ? a.gV[b * a.sgV + i + (int64_t)j * a.ldgV] : T(0);
+        }
+        for (int i = tid; i < k; i += nt) {
+            sS[i] = a.S[b * a.sS + i];
+            sgS[i] = a.gS ? a.gS[b * a.sgS + i] : T(0);
+        }
+        __syncthreads();
+        T smax = T(0); /* k_scale(sigma = 1): max σ, or 1 if that is 0 */
+        for (int j = 0; j < k; j++) smax = fmax(smax, sS[j]);
+        const T sc = smax > T(0) ? smax : T(1);
+        if (hasU) tile_mm<T, TM, true, false>(sU, sX, sP, N, P, Tn); /* P = U_kᵀ gU */
+        if (hasV) tile_mm<T, TM, true, false>(sV, sY, sQ, N, P, Tn); /* Q = V_kᵀ gV */
+        __syncthreads();
+        /* I in place of P: the thread of pair (j <= l) reads P_jl, P_lj, Q_jl, Q_lj and writes I_jl, I_lj. */
+        int bad = 0;
+        for (int idx = tid; idx < NN; idx += nt) {
+            const int l = idx / N, j = idx - l * N;
+            if (j > l) continue;
+            T ijl = T(0), ilj = T(0);
+            if (l < k) {
+                const T pjl = hasU ? sP[j + l * P] : T(0), plj = hasU ? sP[l + j * P] : T(0);
+                const T qjl = hasV ? sQ[j + l * P] : T(0), qlj = hasV ? sQ[l + j * P] : T(0);
+                const T sj = sS[j], sl = sS[l];
+                if (j == l) {
+                    ijl = sgS[j];
+                } else if (hasU || hasV) {
+                    ijl = svd_offdiag(pjl - plj, qjl - qlj, sj, sl, sc, 1, a.mode, a.param, &bad);
+                    ilj = svd_offdiag(plj - pjl, qlj - qjl, sl, sj, sc, 0, a.mode, a.param, &bad);
+                }
+                if (rect == RECT_TALL) ijl -= pjl / sl, ilj -= plj / sj;
+                if (rect == RECT_WIDE) ijl -= qlj / sj, ilj -= qjl / sl;
+            }
+            sP[j + l * P] = ijl;
+            if (j != l) sP[l + j * P] = ilj;
+        }
+        __syncthreads();
+        T *out;
+        if (rect == RECT_WIDE) {
+            tile_mm<T, TM, false, true>(sP, sV, sQ, N, P, Tn); /* Q := I V_kᵀ (k×n) */
+            __syncthreads();
+            for (int idx = tid; idx < NN; idx += nt) {
+                const int j = idx / N, c = idx - j * N;
+                if (c < k && j < n) sQ[c + j * P] += sY[j + c * P] / sS[c]; /* + Σ⁻¹ gVᵀ */
+            }
+            __syncthreads();
+            tile_mm<T, TM, false, false>(sU, sQ, sY, N, P, Tn); /* gA = U_k Q */
+            out = sY;
+        } else {
+            tile_mm<T, TM, false, false>(sU, sP, sQ, N, P, Tn); /* Q := U_k I (m×k) */
+            __syncthreads();
+            if (rect == RECT_TALL) {
+                for (int idx = tid; idx < NN; idx += nt) {
+                    const int c = idx / N, i = idx - c * N;
+                    if (i < m && c < k) sQ[i + c * P] += sX[i + c * P] / sS[c]; /* + gU Σ⁻¹ */
+                }
+                __syncthreads();
+            }
+            tile_mm<T, TM, false, true>(sQ, sV, sX, N, P, Tn); /* gA = Q V_kᵀ */
+            out = sX;
+        }
+        __syncthreads();
+        T *gA = a.gA + b * a.sA;
+        int nonfinite = 0;
+        for (int idx = tid; idx < m * n; idx += nt) {
+            const int j = idx / m, i = idx - j * m;
+            const T x = out[i + j * P];
+            nonfinite |= !isfinite(x);
+            gA[i + (int64_t)j * a.ldA] = x;
+        }
+        /* Also the barrier that protects the tiles before the next matrix is loaded. */
+        bad = __syncthreads_or(bad);
+        nonfinite = __syncthreads_or(nonfinite);
+        if (a.flags && tid == 0) a.flags[b] = (bad ? FLAG_TIE : 0) | (nonfinite ? FLAG_NONFINITE : 0);
     }
 }
 

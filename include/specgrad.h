@@ -7,9 +7,18 @@
  *  - float32 and float64; all sg_mat arguments of one call must share the dtype.
  *  - Integer outputs (ranks, nullities) are int64_t arrays of length batch.
  *  - All pointers of a call live in the context's memory space (host unless sg_set_memspace says device).
- *  - On an argument error (shape, pointer, dtype, NaN/Inf) nothing is written. On a numerical failure
- *    (non-convergence, LAPACK/cuSOLVER info) outputs of other matrices may have been written.
- *    sg_last_error() says what failed and sg_failed_index() which matrix of the batch.
+ *  - Argument errors (SG_ERR_ARG, SG_ERR_DTYPE, SG_ERR_NONFINITE on host inputs): every descriptor and
+ *    option of a call is validated first, then host inputs are scanned for NaN/Inf, all before anything
+ *    is written, so outputs are left untouched. A bad descriptor is reported as such (SG_ERR_ARG/DTYPE
+ *    naming it) even when an earlier input holds NaN: no element is read through an unvalidated descriptor.
+ *    Per-matrix numerical failures are found while computing, so outputs of other matrices (and
+ *    of the failing one) may have been written: SG_ERR_NOCONV / SG_ERR_LAPACK / SG_ERR_CUSOLVER,
+ *    SG_ERR_DEGENERATE (gA is written, with inf/NaN in the failing matrix), and SG_ERR_DOMAIN when f(A),
+ *    a loss or a gradient overflows. SG_ERR_DOMAIN for an eigenvalue outside f's domain (matfunc,
+ *    matfunc_backward, LOGDET/EIGSUM) is found before F/gA/loss are written: on the CPU for the whole
+ *    batch (nothing written); on CUDA per chunk of the batch (host data streamed in chunks: outputs of
+ *    earlier chunks may have been written). With device memory, NaN/Inf are found by the backend.
+ *    sg_last_error() says what failed and sg_failed_index() which matrix of the batch (-1 if none).
  *  - Symmetric inputs (eigh, matfunc, LOGDET/EIGSUM regularizers) are read from the lower triangle only;
  *    the NaN/Inf check still covers the whole matrix (a NaN anywhere in an input is reported).
  *  - Tolerances follow numpy/torch: tol = max(atol, rtol·σmax). rtol < 0 selects the default:
@@ -82,7 +91,7 @@ sg_backend sg_get_backend(const sg_ctx *ctx);
 const char *sg_last_error(const sg_ctx *ctx); /* "" after a successful call */
 int64_t sg_failed_index(const sg_ctx *ctx);   /* batch index of the failing matrix, -1 if none */
 const char *sg_status_string(sg_status s);
-const char *sg_backend_name(sg_backend b);
+const char *sg_backend_name(sg_backend b);    /* "auto", "cpu", "cuda"; "unknown" for any other value */
 
 /* Number of usable CUDA devices; 0 with the reason written to why (may be NULL). Never fails hard. */
 int sg_cuda_devices(char *why, size_t why_len);
@@ -90,7 +99,7 @@ int sg_cuda_devices(char *why, size_t why_len);
 sg_status sg_set_memspace(sg_ctx *ctx, sg_memspace mem); /* SG_MEM_DEVICE needs the CUDA backend */
 sg_status sg_set_stream(sg_ctx *ctx, void *cuda_stream); /* cudaStream_t; NULL = default stream */
 /* Jacobi solver controls (CUDA syevj/gesvdj): tol <= 0 → machine eps, max_sweeps <= 0 → 100; a tol
-   below the dtype's eps is raised to it (f32 cannot meet 1e-14). */
+   below the dtype's eps is raised to it (f32 cannot meet 1e-14). NaN or ±Inf tol: SG_ERR_ARG. */
 sg_status sg_set_jacobi(sg_ctx *ctx, double tol, int max_sweeps);
 sg_status sg_set_threads(sg_ctx *ctx, int nthreads);     /* CPU threads over the batch; <= 0 = all */
 sg_status sg_set_check_finite(sg_ctx *ctx, int on);      /* NaN/Inf input check (default on) */
@@ -127,11 +136,15 @@ sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, d
                    sg_mat *X, int64_t *rank);
 
 /* ---- gradients -------------------------------------------------------------------------------- */
-/* How 1/(λj − λi) is formed when eigenvalues (or σ²) tie. param's meaning depends on the mode. */
+/* How 1/(λj − λi) is formed when eigenvalues (or σ²) tie. param's meaning depends on the mode.
+   Every mode acts on each pair (i, j) separately, from E_ij alone. */
 typedef enum {
     SG_DEGEN_EXACT = 0,   /* 1/E; ties give inf/NaN and SG_ERR_DEGENERATE (gA is still written) */
-    SG_DEGEN_MASK = 1,    /* 0 inside tied clusters: |E| <= param·max(1, max|λ|) (param <= 0: 1e3·eps)
-                             exact for losses invariant to rotations within a cluster */
+    SG_DEGEN_MASK = 1,    /* pairwise: 0 for each pair with |E_ij| <= param·max(1, max|λ|) (param <= 0: 1e3·eps;
+                             SVD: |E_ij| <= param with E in units of σmax²), 1/E_ij otherwise. A relative
+                             tolerance per pair, not a clustering: in a chain λ1 ≈ λ2 ≈ λ3 the close pairs are
+                             masked one by one, and a pair of the chain farther apart than the tolerance keeps
+                             1/E. Exact for losses invariant to rotations within each group of masked pairs */
     SG_DEGEN_LORENTZ = 2, /* E/(E² + param), param <= 0: 1e-12 (f64) / 1e-6 (f32) */
     SG_DEGEN_TAYLOR = 3   /* positive spectra: 1/(λi−λj) ≈ (1/λi)Σ_{k<K}(λj/λi)^k for λi>λj,
                              K = (int)param, param <= 0: 9 */
@@ -169,7 +182,8 @@ sg_status sg_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
                               const sg_mat *gF, sg_mat *gA);
 
 typedef enum {
-    SG_REG_SPECTRAL = 0, /* σmax(A)²                      grad 2σ u vᵀ          A: m×n */
+    SG_REG_SPECTRAL = 0, /* σmax(A)²                      grad 2σ u vᵀ          A: m×n
+                            (σ1 = σ2: not differentiable; 2σ1 u vᵀ for the pair LAPACK returns, a subgradient) */
     SG_REG_NUCLEAR,      /* Σσ                            grad U Vᵀ             A: m×n */
     SG_REG_ORTHO,        /* ||AᵀA − I||_F²                grad 4A(AᵀA − I)       A: m×n */
     SG_REG_LOGDET,       /* log det A, A symmetric PD     grad A⁻¹              A: n×n */

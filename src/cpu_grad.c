@@ -91,24 +91,28 @@ static double fn_divdiff(const sg_fn *fn, double li, double lj)
 #define FN(x) x##_s
 #define CB(x) cblas_s##x
 #define INVGAP sg_inv_gap_s
+#define INVGAP_SQ sg_inv_gap_s_sq
 #define SG_T SG_F32
 #include "cpu_grad_impl.h"
 #undef T
 #undef FN
 #undef CB
 #undef INVGAP
+#undef INVGAP_SQ
 #undef SG_T
 
 #define T double
 #define FN(x) x##_d
 #define CB(x) cblas_d##x
 #define INVGAP sg_inv_gap_d
+#define INVGAP_SQ sg_inv_gap_d_sq
 #define SG_T SG_F64
 #include "cpu_grad_impl.h"
 #undef T
 #undef FN
 #undef CB
 #undef INVGAP
+#undef INVGAP_SQ
 #undef SG_T
 
 /* ---- dispatch --------------------------------------------------------------------------------- */

@@ -1,5 +1,5 @@
 /* CPU gradients, one dtype: included twice by cpu_grad.c with T (float/double), FN(x) (x##_s / x##_d),
-   CB(x) (cblas_s##x / cblas_d##x), INVGAP (sg_inv_gap_s / _d), SG_T (SG_F32 / SG_F64).
+   CB(x) (cblas_s##x / cblas_d##x), INVGAP (sg_inv_gap_s / _d), INVGAP_SQ (sg_inv_gap_s_sq / _d_sq), SG_T (SG_F32 / SG_F64).
    Arithmetic is in T (as on the GPU); scalar functions f are evaluated in double and rounded to T.
    Scratch is dense column-major in the calling thread's slice of one workspace; inputs are never written. */
 
@@ -7,6 +7,19 @@
 #define GEMM(ta, tb, m, n, k, al, a, lda, b_, ldb, be, c, ldc)                                          \
     CB(gemm)(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)(m),  \
              (int)(n), (int)(k), (T)(al), a, (int)(lda), b_, (int)(ldb), (T)(be), c, (int)(ldc))
+
+#ifndef SG_GRAD_LD_FITS
+#define SG_GRAD_LD_FITS
+/* BLAS takes int leading dimensions: every ld that GEMM sees must fit (checked before any work, like the
+   sizes; m may be NULL for an absent optional argument). */
+static int ld_fits(sg_ctx *ctx, const char *op, const sg_mat *m, const char *name)
+{
+    if (!m || m->ld <= INT32_MAX) return 1;
+    sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s: %s ld = %lld exceeds the 32-bit BLAS integer range", op, name,
+            (long long)m->ld);
+    return 0;
+}
+#endif
 
 /* Workspace of nt slices of per elements; NULL after recording SG_ERR_ALLOC. */
 static T *FN(ws_alloc)(sg_ctx *ctx, const char *op, size_t per, int nt)
@@ -72,6 +85,7 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
 {
     const int64_t n = V->rows, nb = V->batch;
     if (n > INT32_MAX) return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "eigh_backward: n = %lld exceeds BLAS int", (long long)n);
+    if (!ld_fits(ctx, "eigh_backward", V, "V") || !ld_fits(ctx, "eigh_backward", gV, "gV")) return SG_ERR_UNSUPPORTED;
     const T prm = (T)sg_degen_param((int)mode, param, SG_T == SG_F32);
     const int nt = gthreads(ctx, nb);
     const size_t per = 2 * (size_t)n * (size_t)n;
@@ -120,8 +134,8 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
 /* ---- SVD backward (PyTorch's svd_backward, real case, V instead of Vh) -------------------------
    Thin factors U_k, V_k (full_matrices: the first k columns; the rest get no gradient).
    G_jk = (a σk + σj d) / (σk² − σj²), a = skew(U_kᵀgU)_jk, d = skew(V_kᵀgV)_jk, skew(X) = X − Xᵀ,
-   G_jj = gS_j. σ's are divided by σmax before squaring (no overflow for huge σ); the mode acts on the
-   scaled E = σk² − σj² through the singular part only (see below).
+   G_jj = gS_j. E = σk² − σj² is formed as ((σk−σj)/σmax)((σk+σj)/σmax): no overflow for huge σ, and no
+   cancellation near a tie (INVGAP_SQ). The mode acts on it through the singular part only (see below).
    gA = U_k G V_kᵀ + (I − U_kU_kᵀ) gU Σ⁻¹ V_kᵀ (m > n) or + U_k Σ⁻¹ gVᵀ (I − V_kV_kᵀ) (m < n). */
 static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
                              const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA)
@@ -129,6 +143,10 @@ static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, cons
     const int64_t m = U->rows, n = V->rows, k = m < n ? m : n, nb = U->batch;
     if (m > INT32_MAX || n > INT32_MAX)
         return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "svd_backward: %lld×%lld exceeds BLAS int", (long long)m, (long long)n);
+    if (!ld_fits(ctx, "svd_backward", U, "U") || !ld_fits(ctx, "svd_backward", V, "V") ||
+        !ld_fits(ctx, "svd_backward", gU, "gU") || !ld_fits(ctx, "svd_backward", gV, "gV") ||
+        !ld_fits(ctx, "svd_backward", gA, "gA"))
+        return SG_ERR_UNSUPPORTED;
     const T prm = (T)sg_degen_param((int)mode, param, SG_T == SG_F32);
     const int nt = gthreads(ctx, nb);
     const size_t per = 3 * (size_t)k * k + (size_t)m * k + 2 * (size_t)n * k;
@@ -154,14 +172,13 @@ static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, cons
                     T g = 0;
                     if (r == c) g = gS ? AT(gS, b)[r] : 0;
                     else if (gU || gV) {
-                        T sr = s[r] / sc, scc = s[c] / sc;
                         T a = gU ? P[r + c * k] - P[c + r * k] : 0, d = gV ? Q[r + c * k] - Q[c + r * k] : 0;
-                        T F = INVGAP(sr * sr, scc * scc, r < c, (int)mode, prm, (T)1); /* ≈ σmax²/(σc² − σr²) */
+                        T F = INVGAP_SQ(s[r], s[c], sc, r < c, (int)mode, prm); /* ≈ σmax²/(σc² − σr²), difference first */
                         if (!isfinite(F) && tj < 0) tj = r, tk = c;
                         /* a σc + σr d = ½(a+d)(σc+σr) + ½(a−d)(σc−σr): only the first part is singular at a
                            tie (and vanishes for losses invariant to joint rotations of tied pairs), so the
                            mode acts on it alone; the second is exactly ½(a−d)/(σr+σc), finite unless both 0. */
-                        T sum = sr + scc, h = (a - d) * (T)0.5;
+                        T sum = (s[r] + s[c]) / sc, h = (a - d) * (T)0.5;
                         T g2 = sum > 0 ? h / sum : (mode == SG_DEGEN_EXACT ? h / sum : (T)0);
                         g = ((a + d) * (T)0.5 * sum * F + g2) / sc;
                     }
@@ -261,6 +278,7 @@ static sg_status FN(matfunc_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, 
 {
     const int64_t n = V->rows, nb = V->batch;
     if (n > INT32_MAX) return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "matfunc_backward: n exceeds BLAS int");
+    if (!ld_fits(ctx, "matfunc_backward", V, "V")) return SG_ERR_UNSUPPORTED;
     sg_status st = FN(check_dom)(ctx, "matfunc_backward", fn, W, 1);
     if (st != SG_OK) return st;
     const int nt = gthreads(ctx, nb);
@@ -395,6 +413,10 @@ static sg_status FN(reg)(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn 
 {
     if (A->rows > INT32_MAX || A->cols > INT32_MAX)
         return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "regularizer: matrix exceeds BLAS int");
+    /* GEMM sees A's ld (ORTHO) and gA's (NUCLEAR, ORTHO); the other kinds index them in int64 */
+    if ((kind == SG_REG_ORTHO && !ld_fits(ctx, "regularizer", A, "A")) ||
+        ((kind == SG_REG_ORTHO || kind == SG_REG_NUCLEAR) && !ld_fits(ctx, "regularizer", gA, "gA")))
+        return SG_ERR_UNSUPPORTED;
     static const sg_fn logf_ = {SG_FN_LOG, 0, NULL, NULL, NULL};
     switch (kind) {
     case SG_REG_SPECTRAL:

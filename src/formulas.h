@@ -27,11 +27,13 @@ SG_HD double sg_tol_rule(double atol, double rtol, double smax, long long maxmn,
 
 /* F_ij standing for 1/E_ij, E_ij = lj − li (i ≠ j), antisymmetric in (i,j) in every mode.
    i_lt_j breaks exact ties for Taylor. scale = max(1, max|λ|) for the mask's relative tolerance.
-   param has been defaulted by the caller (sg_degen_param). */
+   param has been defaulted by the caller (sg_degen_param). NAME_e takes E already formed.
+   NAME_sq (SVD backward) takes σi, σj and a scale sc (σmax) and stands for 1/((σj² − σi²)/sc²), with E
+   formed as ((σj − σi)/sc)((σj + σi)/sc): the difference of the inputs is exact near a tie, where
+   dividing or squaring first would leave only eps·σ²/E of it. */
 #define SG_DEF_INV_GAP(T, NAME)                                                                         \
-    SG_HD T NAME(T li, T lj, int i_lt_j, int mode, T param, T scale)                                    \
+    SG_HD T NAME##_e(T e, T li, T lj, int i_lt_j, int mode, T param, T scale)                           \
     {                                                                                                   \
-        T e = lj - li; /* difference first: no cancellation through a shifted form */                   \
         if (mode == SG_DM_MASK) return fabs((double)e) <= (double)(param * scale) ? (T)0 : (T)1 / e;    \
         if (mode == SG_DM_LORENTZ) return e / (e * e + param);                                          \
         if (mode == SG_DM_TAYLOR) {                                                                     \
@@ -41,6 +43,15 @@ SG_HD double sg_tol_rule(double atol, double rtol, double smax, long long maxmn,
             return (up ? (T)1 : (T)-1) * acc / big;                                                     \
         }                                                                                               \
         return (T)1 / e;                                                                                \
+    }                                                                                                   \
+    SG_HD T NAME(T li, T lj, int i_lt_j, int mode, T param, T scale)                                    \
+    {                                                                                                   \
+        return NAME##_e(lj - li, li, lj, i_lt_j, mode, param, scale); /* difference first */            \
+    }                                                                                                   \
+    SG_HD T NAME##_sq(T si, T sj, T sc, int i_lt_j, int mode, T param)                                  \
+    {                                                                                                   \
+        T xi = si / sc, xj = sj / sc;                                                                   \
+        return NAME##_e(((sj - si) / sc) * ((sj + si) / sc), xi * xi, xj * xj, i_lt_j, mode, param, (T)1); \
     }
 SG_DEF_INV_GAP(double, sg_inv_gap_d)
 SG_DEF_INV_GAP(float, sg_inv_gap_s)

@@ -236,6 +236,13 @@ Test(grad, eigh_near_degenerate_gap_1e4_exact)
     /* the mask's relative tolerance (1e3·eps) must not touch a 1e-4 gap */
     double em = eigh_check(&p, A, SG_DEGEN_MASK, 0, 1e-7, &r, 1, 1);
     cr_expect_lt(em, 1e-5, "mask rel err %g", em);
+    /* LORENTZ with param ≪ E² = 1e-8: bias param/E² = 1e-12 */
+    double el = eigh_check(&p, A, SG_DEGEN_LORENTZ, 1e-20, 1e-7, &r, 1, 1);
+    cr_expect_lt(el, 1e-5, "lorentz 1e-20 rel err %g", el);
+    /* TAYLOR is a deliberate approximation near ties, so no FD check: with K terms and ratio
+       r = λ/(λ + E) ≈ 1 − 1e-4, F = (1/λbig) Σ_{k<K} r^k ≈ K/λ (≈ 9 for the default K) instead of
+       1/E = 1e4; it only has to stay finite (eigh_check asserts that, and symmetry). */
+    (void)eigh_check(&p, A, SG_DEGEN_TAYLOR, 0, 1e-7, &r, 1, 1);
 }
 
 /* Exact ties: EXACT writes inf/NaN and names the matrix; the others stay finite. */
@@ -436,6 +443,16 @@ Test(grad, svd_backward_shapes_economy_full)
         double gm[NN];
         cr_assert_eq(svd_bwd(SG_F64, m, n, 0, U, s, V, gU, gS, gV, SG_DEGEN_MASK, 0, gm), SG_OK);
         cr_expect_lt(tu_diff_norm(gm, gA, m * n), 1e-13 * tu_norm(gA, m * n), "mask = exact on distinct σ");
+        /* LORENTZ (default param: bias param/E² ≤ 2e-8 here) and TAYLOR with 80 terms (ratios of squared σ's
+           ≤ (2.2/3.1)² = 0.51, so the truncation 0.51^80 ≈ 1e-23 is invisible) on the economy path */
+        cr_assert_eq(svd_bwd(SG_F64, m, n, 0, U, s, V, gU, gS, gV, SG_DEGEN_LORENTZ, 0, gm), SG_OK, "%s",
+                     sg_last_error(ctx));
+        e = fd_err(sloss_A, &p, A, gm, m, n, 0, 1e-6, &r);
+        cr_expect_lt(e, 1e-6, "%d×%d economy, lorentz: rel err %g", m, n, e);
+        cr_assert_eq(svd_bwd(SG_F64, m, n, 0, U, s, V, gU, gS, gV, SG_DEGEN_TAYLOR, 80, gm), SG_OK, "%s",
+                     sg_last_error(ctx));
+        e = fd_err(sloss_A, &p, A, gm, m, n, 0, 1e-6, &r);
+        cr_expect_lt(e, 1e-6, "%d×%d economy, taylor 80: rel err %g", m, n, e);
 
         /* full_matrices: the extra columns get garbage gradients, which must be ignored */
         double Uf[NN], Vf[NN], sf[NMAX], gUf[NN], gVf[NN];
@@ -518,6 +535,23 @@ Test(grad, svd_backward_ties)
                      sg_last_error(ctx));
         double e = fd_err(sloss_A, &p, A, gA, m, n, 0, 1e-6, &r);
         cr_expect_lt(e, 1e-6, "%d×%d mask, exact tie: rel err %g", m, n, e);
+        /* LORENTZ: E/(E² + param) is exactly 0 at the tie (like MASK) and ≈ 1/E elsewhere (bias ≤ 1e-10 for
+           these gaps), so it gives the same exact gradient. TAYLOR: at the tie F = K/σ² (finite, not 1/E),
+           but it multiplies ½(a+d), which this loss makes 0 up to rounding; with K = 80 the other pairs
+           (ratios ≤ 4/9) are exact too. The default K = 9 leaves (4/9)^9 ≈ 7e-4 on them: finite only. */
+        cr_assert_eq(svd_bwd(SG_F64, m, n, 0, Qm, s, Qn, gU, gS, gV, SG_DEGEN_LORENTZ, 0, gA), SG_OK, "%s",
+                     sg_last_error(ctx));
+        cr_assert(all_finite(gA, m * n));
+        e = fd_err(sloss_A, &p, A, gA, m, n, 0, 1e-6, &r);
+        cr_expect_lt(e, 1e-6, "%d×%d lorentz, exact tie: rel err %g", m, n, e);
+        cr_assert_eq(svd_bwd(SG_F64, m, n, 0, Qm, s, Qn, gU, gS, gV, SG_DEGEN_TAYLOR, 80, gA), SG_OK, "%s",
+                     sg_last_error(ctx));
+        cr_assert(all_finite(gA, m * n));
+        e = fd_err(sloss_A, &p, A, gA, m, n, 0, 1e-6, &r);
+        cr_expect_lt(e, 1e-6, "%d×%d taylor 80, exact tie: rel err %g", m, n, e);
+        cr_assert_eq(svd_bwd(SG_F64, m, n, 0, Qm, s, Qn, gU, gS, gV, SG_DEGEN_TAYLOR, 0, gA), SG_OK, "%s",
+                     sg_last_error(ctx));
+        cr_expect(all_finite(gA, m * n), "%d×%d taylor (default K), exact tie: must stay finite", m, n);
         /* dgesdd factors (tie broken at rounding level) */
         double s2[NMAX], U2[NN], V2[NN];
         ref_svd(m, n, A, 0, s2, U2, V2);
@@ -525,6 +559,146 @@ Test(grad, svd_backward_ties)
         cr_assert_eq(svd_bwd(SG_F64, m, n, 0, U2, s2, V2, gU, gS, gV, SG_DEGEN_MASK, 0, gA), SG_OK);
         e = fd_err(sloss_A, &p, A, gA, m, n, 0, 1e-6, &r);
         cr_expect_lt(e, 1e-6, "%d×%d mask, dgesdd factors: rel err %g", m, n, e);
+        cr_assert_eq(svd_bwd(SG_F64, m, n, 0, U2, s2, V2, gU, gS, gV, SG_DEGEN_LORENTZ, 0, gA), SG_OK);
+        e = fd_err(sloss_A, &p, A, gA, m, n, 0, 1e-6, &r);
+        cr_expect_lt(e, 1e-6, "%d×%d lorentz, dgesdd factors: rel err %g", m, n, e);
+        cr_assert_eq(svd_bwd(SG_F64, m, n, 0, U2, s2, V2, gU, gS, gV, SG_DEGEN_TAYLOR, 0, gA), SG_OK);
+        cr_expect(all_finite(gA, m * n), "%d×%d taylor, dgesdd factors: must stay finite", m, n);
+    }
+}
+
+/* A = Qm[:, :k] diag(s) Qn[:, :k]ᵀ (column-major m×n). */
+static void usv(int m, int n, int k, const double *Qm, const double *s, const double *Qn, double *A)
+{
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double a = 0;
+            for (int l = 0; l < k; l++) a += Qm[i + l * m] * s[l] * Qn[j + l * n];
+            A[i + j * m] = a;
+        }
+}
+
+/* svd_backward's formula (m >= n, economy factors as given) in long double: G_rc = (a σc + σr d) /
+   ((σc − σr)(σc + σr)), a = skew(UᵀgU)_rc, d = skew(VᵀgV)_rc, skew(X) = X − Xᵀ, G_rr = gS_r;
+   gA = U G Vᵀ + (I − UUᵀ) gU Σ⁻¹ Vᵀ. σc − σr of two doubles is exact here. */
+static void svd_bwd_ref_ld(int m, int n, const double *U, const double *s, const double *V, const double *gU,
+                           const double *gS, const double *gV, double *gA)
+{
+    int k = n;
+    long double P[NN], Q[NN], G[NN], X[NN], R[NN];
+    for (int c = 0; c < k; c++)
+        for (int r = 0; r < k; r++) {
+            long double p = 0, q = 0;
+            for (int i = 0; i < m; i++) p += (long double)U[i + r * m] * gU[i + c * m];
+            for (int i = 0; i < n; i++) q += (long double)V[i + r * n] * gV[i + c * n];
+            P[r + c * k] = p, Q[r + c * k] = q;
+        }
+    for (int c = 0; c < k; c++)
+        for (int r = 0; r < k; r++) {
+            long double a = P[r + c * k] - P[c + r * k], d = Q[r + c * k] - Q[c + r * k], sr = s[r], sc = s[c];
+            G[r + c * k] = r == c ? (long double)gS[r] : (a * sc + sr * d) / ((sc - sr) * (sc + sr));
+        }
+    /* X = U G + (I − UUᵀ) gU Σ⁻¹ (m×k), then gA = X Vᵀ */
+    for (int c = 0; c < k; c++) {
+        long double ug[NMAX];
+        for (int l = 0; l < k; l++) {
+            long double t = 0;
+            for (int i = 0; i < m; i++) t += (long double)U[i + l * m] * gU[i + c * m];
+            ug[l] = t / s[c];
+        }
+        for (int i = 0; i < m; i++) {
+            long double t = 0, pr = 0;
+            for (int l = 0; l < k; l++) t += (long double)U[i + l * m] * G[l + c * k], pr += U[i + l * m] * ug[l];
+            X[i + c * m] = t + (m > n ? (long double)gU[i + c * m] / s[c] - pr : 0);
+        }
+    }
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            long double t = 0;
+            for (int l = 0; l < k; l++) t += X[i + l * m] * V[j + l * n];
+            R[i + j * m] = t;
+        }
+    for (int i = 0; i < m * n; i++) gA[i] = (double)R[i];
+}
+
+/* The pre-fix library formula, kept here as the counterexample: σ's divided by σmax and squared
+   before the difference, so E = scc² − sr² keeps only eps·σ²/E of its relative accuracy. Square input. */
+static void svd_bwd_old_squared_first(int n, const double *U, const double *s, const double *V, const double *gU,
+                                      const double *gS, const double *gV, double *gA)
+{
+    double P[NN], Q[NN], G[NN], X[NN], sc = s[0];
+    tu_gemm(1, 0, n, n, n, U, gU, P);
+    tu_gemm(1, 0, n, n, n, V, gV, Q);
+    for (int c = 0; c < n; c++)
+        for (int r = 0; r < n; r++) {
+            double sr = s[r] / sc, scc = s[c] / sc, a = P[r + c * n] - P[c + r * n], d = Q[r + c * n] - Q[c + r * n];
+            double F = 1 / (scc * scc - sr * sr), sum = sr + scc;
+            G[r + c * n] = r == c ? gS[r] : ((a + d) * 0.5 * sum * F + (a - d) * 0.5 / sum) / sc;
+        }
+    tu_gemm(0, 0, n, n, n, U, G, X);
+    tu_gemm(0, 1, n, n, n, X, V, gA);
+}
+
+/* σ2 − σ3 = 1e-12 (relative gap 1.4e-12), exact mode: the backward must keep full relative accuracy
+   (it forms E = ((σc−σr)/σmax)((σc+σr)/σmax), difference first). The old squared-first E lost
+   eps/(relative gap) of it (2.2e-5 in gA here); that formula is evaluated here too and must be visibly off, so the
+   test separates the two. */
+Test(grad, svd_backward_near_tie_precision)
+{
+    tu_rng r = tu_seed(24);
+    const double s[] = {3.1, 0.7 + 1e-12, 0.7, 0.2};
+    int shapes[][2] = {{4, 4}, {6, 4}};
+    for (int sh = 0; sh < 2; sh++) {
+        int m = shapes[sh][0], n = shapes[sh][1], k = 4;
+        double Qm[NN], Qn[NN], gU[NN], gV[NN], gS[NMAX], gA[NN], ref[NN];
+        tu_orthogonal(&r, m, Qm), tu_orthogonal(&r, n, Qn); /* U = Qm[:, :k], V = Qn */
+        tu_fill_normal(&r, gU, m * k), tu_fill_normal(&r, gV, n * k), tu_fill_normal(&r, gS, k);
+        cr_assert_eq(svd_bwd(SG_F64, m, n, 0, Qm, s, Qn, gU, gS, gV, SG_DEGEN_EXACT, 0, gA), SG_OK, "%s",
+                     sg_last_error(ctx));
+        cr_assert(all_finite(gA, m * n));
+        svd_bwd_ref_ld(m, n, Qm, s, Qn, gU, gS, gV, ref);
+        double nr = tu_norm(ref, m * n), e = tu_diff_norm(gA, ref, m * n) / nr;
+        cr_expect_gt(nr, 1e10, "the near-tie pair must dominate (||gA|| %g)", nr);
+        cr_expect_lt(e, 1e-10, "%d×%d: rel err %g vs long double", m, n, e);
+        if (m == n) {
+            double old[NN];
+            svd_bwd_old_squared_first(n, Qm, s, Qn, gU, gS, gV, old);
+            double eo = tu_diff_norm(old, ref, m * n) / nr;
+            cr_expect_gt(eo, 1e-6, "the old squared-first formula should be visibly off here: %g", eo);
+            cr_log_info("svd near tie %d×%d: rel err %.3g (old squared-first formula: %.3g)", m, n, e, eo);
+        } else
+            cr_log_info("svd near tie %d×%d: rel err %.3g", m, n, e);
+    }
+}
+
+/* Relative gap 1e-4 (not a tie): EXACT is exact; MASK's tolerance (1e3·eps·σmax²) must not touch it;
+   LORENTZ with param 1e-24 ≪ E² ≈ 4e-10 (E in units of σmax²) is exact to 1e-14, while the default 1e-12 is
+   visibly biased at this gap. Gradient ~1e4: h = 1e-7 as for eigh. */
+Test(grad, svd_backward_near_degenerate_gap_1e4)
+{
+    tu_rng r = tu_seed(25);
+    int shapes[][2] = {{4, 4}, {6, 4}, {4, 6}};
+    for (int sh = 0; sh < 3; sh++) {
+        int m = shapes[sh][0], n = shapes[sh][1], k = 4;
+        double s0[] = {3.1, 1 + 1e-4, 1, 0.4}, Qm[NN], Qn[NN], A[NN], s[NMAX], U[NN], V[NN], gS[NMAX], gU[NN], gV[NN],
+               gA[NN];
+        tu_orthogonal(&r, m, Qm), tu_orthogonal(&r, n, Qn);
+        usv(m, n, k, Qm, s0, Qn, A);
+        sloss p;
+        rand_sloss(&r, m, n, &p);
+        ref_svd(m, n, A, 0, s, U, V);
+        sloss_grad(&p, U, V, gS, gU, gV);
+        struct { sg_degen m; double prm; } cases[] = {{SG_DEGEN_EXACT, 0}, {SG_DEGEN_MASK, 0}, {SG_DEGEN_LORENTZ, 1e-24}};
+        for (int c = 0; c < 3; c++) {
+            cr_assert_eq(svd_bwd(SG_F64, m, n, 0, U, s, V, gU, gS, gV, cases[c].m, cases[c].prm, gA), SG_OK, "%s",
+                         sg_last_error(ctx));
+            cr_assert(all_finite(gA, m * n));
+            double e = fd_err(sloss_A, &p, A, gA, m, n, 0, 1e-7, &r);
+            cr_expect_lt(e, 1e-5, "%d×%d mode %d: rel err %g", m, n, (int)cases[c].m, e);
+        }
+        cr_assert_eq(svd_bwd(SG_F64, m, n, 0, U, s, V, gU, gS, gV, SG_DEGEN_LORENTZ, 0, gA), SG_OK);
+        double e = fd_err(sloss_A, &p, A, gA, m, n, 0, 1e-7, &r);
+        cr_expect_gt(e, 1e-4, "%d×%d lorentz default param must be visibly biased at gap 1e-4: %g", m, n, e);
     }
 }
 
@@ -541,6 +715,29 @@ static double fscalar(const sg_fn *fn, double x)
     case SG_FN_EXP: return exp(x);
     case SG_FN_POW: return pow(x, fn->p);
     default: return fn->f(x, fn->user);
+    }
+}
+
+/* f and f' in long double (references only) */
+static long double fval_ld(const sg_fn *fn, long double x)
+{
+    switch (fn->kind) {
+    case SG_FN_SQRT: return sqrtl(x);
+    case SG_FN_LOG: return logl(x);
+    case SG_FN_EXP: return expl(x);
+    case SG_FN_POW: return powl(x, fn->p);
+    default: return *(double *)fn->user * x * x * x + sinl(x);
+    }
+}
+
+static long double fder_ld(const sg_fn *fn, long double x)
+{
+    switch (fn->kind) {
+    case SG_FN_SQRT: return 0.5L / sqrtl(x);
+    case SG_FN_LOG: return 1 / x;
+    case SG_FN_EXP: return expl(x);
+    case SG_FN_POW: return fn->p * powl(x, fn->p - 1);
+    default: return 3 * *(double *)fn->user * x * x + cosl(x);
     }
 }
 
@@ -635,6 +832,55 @@ Test(grad, matfunc_backward_fd_distinct_and_tied)
                 cr_expect_lt(e, 1e-6, "fn %d exact tie: rel err %g", f, e);
             }
         }
+}
+
+/* Near-degenerate spectra: gaps 1e-5·λ (quotient), 1e-7·λ (midpoint derivative) and 9.9e-6·λ (quotient) straddle
+   SG_DIVDIFF_REL = 6e-6, so both branches of the divided difference and the switch between them are used.
+   FD of <G, f(A)> (f(A) stays smooth however close the eigenvalues), and a long double Daleckii–Krein
+   reference on the exact eigenpairs (W, Q as constructed): both branches keep ~1e-10 relative accuracy. */
+Test(grad, matfunc_backward_near_degenerate)
+{
+    tu_rng r = tu_seed(34);
+    int n = 5;
+    const double wp[] = {0.4, 1, 1 + 1e-5, 1 + 1e-7, 2.5}, wm[] = {-1.6, -1, -1 + 1e-5, -1 + 1e-7, 0.5};
+    for (int f = 0; f < NFNS; f++) {
+        const double *w0 = positive_only(&fns[f]) ? wp : wm;
+        double A[NN], Q[NN], w[NMAX], V[NN], gA[NN];
+        sym_from(&r, n, w0, A, Q);
+        mloss p = {n, &fns[f], {0}};
+        tu_fill_normal(&r, p.G, n * n);
+        ref_eigh(n, A, w, V);
+        cr_assert_eq(matfunc_bwd(SG_F64, n, w, V, &fns[f], p.G, gA), SG_OK, "fn %d: %s", f, sg_last_error(ctx));
+        cr_assert(all_finite(gA, n * n));
+        double e = fd_err(mloss_A, &p, A, gA, n, n, 1, 1e-6, &r);
+        cr_expect_lt(e, 1e-6, "fn %d: FD rel err %g", f, e);
+        /* reference: V (L ∘ Vᵀ sym(G) V) Vᵀ with plain divided differences in long double (eps 1e-19: the
+           quotient loses 1e-19/1e-7 = 1e-12 at most) */
+        cr_assert_eq(matfunc_bwd(SG_F64, n, w0, Q, &fns[f], p.G, gA), SG_OK);
+        long double S[NN], X[NN];
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < n; i++) {
+                long double t = 0;
+                for (int a = 0; a < n; a++)
+                    for (int b = 0; b < n; b++)
+                        t += (long double)Q[a + i * n] * (0.5L * ((long double)p.G[a + b * n] + p.G[b + a * n])) *
+                             Q[b + j * n];
+                long double li = w0[i], lj = w0[j];
+                S[i + j * n] = t * (i == j ? fder_ld(&fns[f], li) : (fval_ld(&fns[f], li) - fval_ld(&fns[f], lj)) / (li - lj));
+            }
+        for (int j = 0; j < n; j++) /* X = Q S Qᵀ */
+            for (int i = 0; i < n; i++) {
+                long double t = 0;
+                for (int a = 0; a < n; a++)
+                    for (int b = 0; b < n; b++) t += (long double)Q[i + a * n] * S[a + b * n] * Q[j + b * n];
+                X[i + j * n] = t;
+            }
+        double ref[NN];
+        for (int i = 0; i < n * n; i++) ref[i] = (double)X[i];
+        double er = tu_diff_norm(gA, ref, n * n) / tu_norm(ref, n * n);
+        cr_expect_lt(er, 1e-9, "fn %d: rel err %g vs long double Daleckii–Krein", f, er);
+        cr_log_info("matfunc near-degenerate fn %d: FD %.3g, long double ref %.3g", f, e, er);
+    }
 }
 
 Test(grad, matfunc_domain_errors_name_the_matrix)
@@ -762,6 +1008,60 @@ Test(grad, regularizers_value_and_gradient)
         cr_expect_eq(reg_call(SG_F64, cases[c].kind, nb, m, n, A, cases[c].fn, l2, NULL), SG_OK, "loss only");
         /* values-only takes LAPACK's jobz='N' path: equal to rounding, not bitwise */
         cr_expect_lt(fabs(l2[0] - loss[0]), 1e-13 * (1 + fabs(loss[0])), "case %d", c);
+    }
+}
+
+/* Tied spectra. Σσ (all σ > 0), log det and Σ exp(λ) are differentiable at ties (their gradients U Vᵀ,
+   A⁻¹, exp(A) do not depend on the basis chosen inside a tied subspace): FD must match. σ1² at σ1 = σ2 is
+   a max of two smooth branches, not differentiable; the returned 2σ1 u vᵀ (u, v the pair LAPACK picked in
+   the tied subspace) must be a subgradient: rank one, ||gA||_F = 2σ1, <gA, A> = 2σ1², and (σ1² is
+   convex) L(A + tD) ≥ L(A) + t<gA, D> along random directions. */
+Test(grad, regularizers_at_ties)
+{
+    tu_rng r = tu_seed(43);
+    sg_fn ex = {SG_FN_EXP, 0, 0, 0, 0};
+    static const double s53[] = {2, 1, 1}, s44[] = {3, 1.5, 1.5, 0.5}, wl[] = {0.5, 1, 1, 3}, we[] = {-0.5, 1, 1, 2};
+    struct { sg_reg kind; int m, n; const double *sp; const sg_fn *fn; } cases[] = {
+        {SG_REG_NUCLEAR, 5, 3, s53, 0}, {SG_REG_NUCLEAR, 4, 4, s44, 0}, {SG_REG_LOGDET, 4, 4, wl, 0},
+        {SG_REG_EIGSUM, 4, 4, we, &ex},
+    };
+    for (int c = 0; c < 4; c++) {
+        int m = cases[c].m, n = cases[c].n, sym = cases[c].kind >= SG_REG_LOGDET;
+        double A[NN], Q[NN], loss, gA[NN];
+        if (sym) sym_from(&r, n, cases[c].sp, A, Q);
+        else tu_mat_with_singular_values(&r, m, n, cases[c].sp, A);
+        cr_assert_eq(reg_call(SG_F64, cases[c].kind, 1, m, n, A, cases[c].fn, &loss, gA), SG_OK, "case %d: %s", c,
+                     sg_last_error(ctx));
+        cr_assert(all_finite(gA, m * n));
+        double ref = reg_ref(cases[c].kind, m, n, A, cases[c].sp, cases[c].fn);
+        cr_expect_lt(fabs(loss - ref), 1e-12 * (1 + fabs(ref)), "case %d: %g vs %g", c, loss, ref);
+        rloss p = {cases[c].kind, cases[c].fn, m, n};
+        double e = fd_err(rloss_A, &p, A, gA, m, n, sym, 1e-6, &r);
+        cr_expect_lt(e, 1e-6, "case %d (kind %d, tied): rel err %g", c, (int)cases[c].kind, e);
+    }
+    static const double t53[] = {2, 2, 1}, t44[] = {3, 3, 1, 0.5};
+    int shapes[][2] = {{5, 3}, {4, 4}};
+    for (int sh = 0; sh < 2; sh++) {
+        int m = shapes[sh][0], n = shapes[sh][1];
+        const double s1 = sh ? t44[0] : t53[0];
+        double A[NN], loss, gA[NN], G2[NN], G3[NN], D[NN], Ap[NN];
+        tu_mat_with_singular_values(&r, m, n, sh ? t44 : t53, A);
+        cr_assert_eq(reg_call(SG_F64, SG_REG_SPECTRAL, 1, m, n, A, NULL, &loss, gA), SG_OK, "%s", sg_last_error(ctx));
+        cr_expect_lt(fabs(loss - s1 * s1), 1e-12 * s1 * s1);
+        double ng = tu_norm(gA, m * n), ga = dot(gA, A, m * n);
+        cr_expect_lt(fabs(ng - 2 * s1), 1e-12 * s1, "%d×%d: ||gA|| = %.17g, 2σ1 = %g", m, n, ng, 2 * s1);
+        cr_expect_lt(fabs(ga - 2 * s1 * s1), 1e-12 * s1 * s1, "%d×%d: <gA, A> = %.17g, 2σ1² = %g", m, n, ga, 2 * s1 * s1);
+        tu_gemm(0, 1, m, m, n, gA, gA, G2); /* rank one with ||gA||_2 = ||gA||_F: gA gAᵀ gA = ||gA||² gA */
+        tu_gemm(0, 0, m, n, m, G2, gA, G3);
+        for (int i = 0; i < m * n; i++) G3[i] -= ng * ng * gA[i];
+        cr_expect_lt(tu_norm(G3, m * n), 1e-12 * ng * ng * ng, "%d×%d: gA must be rank one", m, n);
+        for (int t = 0; t < 8; t++) {
+            double h = t < 4 ? 1e-3 : 1e-1;
+            rand_dir(&r, m, n, 0, D);
+            for (int i = 0; i < m * n; i++) Ap[i] = A[i] + h * D[i];
+            double gap = reg_ref(SG_REG_SPECTRAL, m, n, Ap, NULL, NULL) - (s1 * s1 + h * dot(gA, D, m * n));
+            cr_expect_geq(gap, -1e-12, "%d×%d: subgradient inequality fails by %g (h = %g)", m, n, gap, h);
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 /* The small / elementwise kernels of cuda/grad_kernels.cuh (the cuBLAS path of eigh and matfunc backward
    for n > 64, SVD backward, matrix functions and regularizers) executed on the CPU through
    tests/emu/cuda_emu.h: k_scale, k_middle, k_sym_store, k_flag_nonfinite, k_spectral_fn, k_svd_inner,
-   k_div_sigma, k_spectral_grad, k_vec_loss, k_ortho, k_scale_cols. (The fused kernels are in
-   tests/test_kernel_emu.cpp.)
+   k_div_sigma, k_spectral_grad, k_vec_loss, k_ortho, k_scale_cols, and fused_svd_backward (next to the
+   cuBLAS chain it replaces for max(m,n) <= 64; the other fused kernels are in tests/test_kernel_emu.cpp).
 
    Every launch uses the grid / block / shared memory of its launch site in cuda/grad.cu (grid_1d mirrored
    below) and that site's argument conventions (dense scratch, strides, flag bits, what/der/fkind codes).
@@ -604,11 +604,10 @@ static void svd_inner_case(tu_rng *r, int64_t k, int64_t nb, int kind, int mode,
                 T g = 0;
                 if (rr == c) g = hasGS ? gS[b * sgS + rr] : T(0);
                 else if (hasP || hasQ) {
-                    T sr = s[rr] / sc, scc = s[c] / sc;
                     T a = hasP ? Pb[rr + c * k] - Pb[c + rr * k] : T(0), d = hasQ ? Qb[rr + c * k] - Qb[c + rr * k] : T(0);
-                    T F = inv_gap(sr * sr, scc * scc, rr < c, mode, param, (T)1);
+                    T F = inv_gap_sq(s[rr], s[c], sc, rr < c, mode, param);
                     if (!std::isfinite(F)) wflags[(size_t)b] |= FLAG_TIE;
-                    T sum = sr + scc, h = (a - d) * (T)0.5;
+                    T sum = (s[rr] + s[c]) / sc, h = (a - d) * (T)0.5;
                     T g2 = sum > 0 ? h / sum : (mode == SG_DM_EXACT ? h / sum : (T)0);
                     g = ((a + d) * (T)0.5 * sum * F + g2) / sc;
                 }
@@ -971,9 +970,26 @@ template <class T> static void matfunc_chain_all()
 Test(emu_grad, matfunc_backward_chain_f32) { matfunc_chain_all<float>(); }
 Test(emu_grad, matfunc_backward_chain_f64) { matfunc_chain_all<double>(); }
 
-/* svd_backward (grad.cu, cuBLAS for every size) against sg_svd_backward. grads: bit 0 gU, 1 gS, 2 gV.
+/* launch_fused_svd of cuda/grad.cu: TM by N = max(m, n), fused_threads, fused_svd_smem, persistent grid
+   (occupancy × SMs, at most one block per matrix; fused_blocks caps it to exercise the loop). */
+static int64_t fused_blocks = SMS * 2;
+template <class T> static void launch_fused_svd_emu(const FusedSvdArgs<T> &a)
+{
+    const int N = std::max(a.m, a.n);
+    const unsigned g = (unsigned)std::min<int64_t>(a.batch, fused_blocks);
+    if (N <= 16)
+        emu_launch(g, fused_threads<1>(N), fused_svd_smem<T, 1>(a.m, a.n), fused_svd_backward<T, 1>, a);
+    else if (N <= 32)
+        emu_launch(g, fused_threads<2>(N), fused_svd_smem<T, 2>(a.m, a.n), fused_svd_backward<T, 2>, a);
+    else
+        emu_launch(g, fused_threads<4>(N), fused_svd_smem<T, 4>(a.m, a.n), fused_svd_backward<T, 4>, a);
+}
+
+/* svd_backward (grad.cu) against sg_svd_backward: the cuBLAS path's kernel chain (fused = false) or
+   fused_svd_backward (max(m,n) <= 64) under every schedule. grads: bit 0 gU, 1 gS, 2 gV.
    kind: 0 distinct, 1 exact ties (pairs), 2 rank deficient (last σ = 0). */
-template <class T> static void svd_chain_case(tu_rng *r, int64_t m, int64_t n, int64_t nb, int kind, int mode, int grads)
+template <class T>
+static void svd_chain_case(tu_rng *r, int64_t m, int64_t n, int64_t nb, int kind, int mode, int grads, bool fused = false)
 {
     const bool f32 = sizeof(T) == 4;
     const int64_t k = std::min(m, n), kk = k * k;
@@ -1018,6 +1034,26 @@ template <class T> static void svd_chain_case(tu_rng *r, int64_t m, int64_t n, i
     if (gud) gemm_b(true, false, k, k, m, T(1), ud, ldU, sU, gud, ldU, sU, T(0), P.data(), k, kk, nb);
     if (gvd) gemm_b(true, false, k, k, n, T(1), vd, ldV, sV, gvd, ldV, sV, T(0), Q.data(), k, kk, nb);
     vector<int> flags((size_t)nb, 0);
+    if (fused) {
+        FusedSvdArgs<T> fa;
+        fa.U = ud; fa.ldU = ldU; fa.sU = sU;
+        fa.S = sd; fa.sS = k;
+        fa.V = vd; fa.ldV = ldV; fa.sV = sV;
+        fa.gU = gud; fa.ldgU = ldU; fa.sgU = sU;
+        fa.gS = gsd; fa.sgS = k;
+        fa.gV = gvd; fa.ldgV = ldV; fa.sgV = sV;
+        fa.ldA = ldA; fa.sA = sA;
+        fa.m = (int)m; fa.n = (int)n; fa.batch = nb;
+        fa.mode = mode; fa.param = p;
+        all_modes("fused_svd_backward", [&] {
+            gA.assign((size_t)(sA * nb), T(-9));
+            flags.assign((size_t)nb, -1); /* always written */
+            fa.gA = gA.data();
+            fa.flags = flags.data();
+            launch_fused_svd_emu<T>(fa);
+            return bytes2(gA, flags);
+        });
+    } else {
     emu_launch(grid_1d(nb * 256, 256), 256, 0, k_scale<T>, sd, k, (int)k, nb, 1, scale.data());
     emu_launch(grid_1d(kk * nb, 256), 256, 0, k_svd_inner<T>, gud ? (const T *)P.data() : nullptr,
                gvd ? (const T *)Q.data() : nullptr, sd, k, gsd, gsd ? k : 0, I.data(), (int)k, nb, mode, p,
@@ -1037,8 +1073,9 @@ template <class T> static void svd_chain_case(tu_rng *r, int64_t m, int64_t n, i
     }
     emu_launch(grid_1d(m * n * nb, 256), 256, 0, k_flag_nonfinite<T>, (const T *)gA.data(), ldA, sA, (int)m, (int)n, nb,
                flags.data());
+    }
     char what[160];
-    snprintf(what, sizeof what, "svd chain %lldx%lld nb=%lld spectrum %d mode %d grads %d", (long long)m, (long long)n,
+    snprintf(what, sizeof what, "svd %s %lldx%lld nb=%lld spectrum %d mode %d grads %d", fused ? "fused" : "chain", (long long)m, (long long)n,
              (long long)nb, kind, mode, grads);
     const int ff = first_flag(flags);
     cr_assert_eq((int64_t)ff, cidx, "%s: first flagged matrix %d (bits %d), CPU status %d at %lld: %s", what, ff,
@@ -1066,3 +1103,27 @@ template <class T> static void svd_chain_all()
 }
 Test(emu_grad, svd_backward_chain_f32) { svd_chain_all<float>(); }
 Test(emu_grad, svd_backward_chain_f64) { svd_chain_all<double>(); }
+
+template <class T> static void svd_fused_all()
+{
+    tu_rng r = tu_seed(46);
+    const int64_t shapes[][2] = {{1, 1}, {2, 3}, {7, 4}, {4, 7}, {6, 1}, {1, 5}, {16, 16}, {17, 5},
+                                 {33, 31}, {20, 64}, {64, 20}, {64, 64}};
+    for (auto sh : shapes) {
+        const int64_t m = sh[0], n = sh[1];
+        svd_chain_case<T>(&r, m, n, 2, 0, SG_DM_EXACT, 7, true);
+        svd_chain_case<T>(&r, m, n, 2, 1, SG_DM_EXACT, 7, true); /* DEGENERATE ↔ FLAG_TIE (k ≥ 2) */
+        svd_chain_case<T>(&r, m, n, 2, 1, SG_DM_MASK, 7, true);
+        svd_chain_case<T>(&r, m, n, 2, 1, SG_DM_LORENTZ, 1, true);
+        svd_chain_case<T>(&r, m, n, 2, 0, SG_DM_TAYLOR, 5, true);
+        svd_chain_case<T>(&r, m, n, 2, 2, SG_DM_MASK, 7, true); /* σ = 0 with a Σ⁻¹ term → FLAG_NONFINITE */
+        svd_chain_case<T>(&r, m, n, 2, 0, SG_DM_EXACT, 2, true); /* gS only */
+        svd_chain_case<T>(&r, m, n, 2, 0, SG_DM_EXACT, 4, true); /* gV only */
+    }
+    fused_blocks = 1; /* persistent grid: one block loops over the batch, tiles reused across shapes of work */
+    svd_chain_case<T>(&r, 9, 5, 4, 0, SG_DM_EXACT, 7, true);
+    svd_chain_case<T>(&r, 5, 9, 4, 1, SG_DM_MASK, 5, true);
+    fused_blocks = SMS * 2;
+}
+Test(emu_grad, svd_backward_fused_f32) { svd_fused_all<float>(); }
+Test(emu_grad, svd_backward_fused_f64) { svd_fused_all<double>(); }
