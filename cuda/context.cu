@@ -89,6 +89,34 @@ sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what)
     return SG_OK;
 }
 
+sg_status sg_cuda_check_ptr(sg_ctx *ctx, const sg_mat *m, const char *name)
+{
+    const sg_cuda_state *st = sg_cu(ctx);
+    cudaPointerAttributes a;
+    cudaError_t e = cudaPointerGetAttributes(&a, m->data);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return sg_fail(ctx, SG_ERR_CUDA, -1, "%s: cudaPointerGetAttributes: %s", name, cudaGetErrorString(e));
+    }
+    switch (a.type) {
+    case cudaMemoryTypeManaged: return SG_OK;
+    case cudaMemoryTypeDevice:
+        if (a.device == st->device) return SG_OK;
+        return sg_fail(ctx, SG_ERR_ARG, -1,
+                       "%s: device memory of GPU %d, but this context runs on GPU %d (one context per device)", name,
+                       a.device, st->device);
+    case cudaMemoryTypeHost: /* pinned: usable in place when mapped into the device's address space */
+        if (a.devicePointer) return SG_OK;
+        break;
+    default: /* unregistered host memory: usable only where the device can read pageable memory (HMM/ATS) */
+        if (st->prop.pageableMemoryAccess) return SG_OK;
+        break;
+    }
+    return sg_fail(ctx, SG_ERR_ARG, -1,
+                   "%s: host memory passed in device-memory mode (use sg_set_memspace(ctx, SG_MEM_HOST) for host arrays)",
+                   name);
+}
+
 extern "C" const sg_backend_ops sg_cuda_ops = {
     "cuda",
     cuda_init,

@@ -139,7 +139,9 @@ static sg_status eigh_run(sg_ctx *ctx, const Lane &L, int64_t n, int64_t nb, cus
         SOLV(cusolverDnXsyevjSetMaxSweeps(pj, ctx->jacobi_sweeps > 0 ? ctx->jacobi_sweeps : 100));
         SOLV(cusolverDnXsyevjSetSortEig(pj, 1));
         SOLV(Sv<T>::syevj_buf(L.h, jobz, lo, (int)n, dry_ptr(A, dry), (int)n, dry_ptr(W, dry), &lwork, pj, (int)nb));
-        if (lwork < 0) {
+        int lwork1 = lwork; /* one matrix's share: a wrapped batch total can be positive and too small */
+        if (nb > 1) SOLV(Sv<T>::syevj_buf(L.h, jobz, lo, (int)n, dry_ptr(A, dry), (int)n, dry_ptr(W, dry), &lwork1, pj, 1));
+        if (lwork < 0 || lwork1 < 0 || (int64_t)lwork1 * nb > INT32_MAX) {
             s = lwork_overflow(ctx, "syevjBatched", nb);
             goto out;
         }
@@ -179,7 +181,8 @@ cudaError_t sg_cuda_probe_kernels(void)
 
 /* Most matrices per chunk under the batched solvers' 32-bit limit n·lda·batch ≤ INT32_MAX; 0 when one
    matrix is already over it (n > 46340: the op fails with SG_ERR_UNSUPPORTED, see plan_chunks). Capped at
-   2^20 matrices: larger chunks gain nothing, and the Jacobi solvers' int workspace count keeps headroom. */
+   2^20 matrices: larger chunks gain nothing. (The Jacobi solvers' int workspace count is checked per chunk
+   by eigh_run / gesvdj_run; plan_chunks halves the chunk when it would overflow.) */
 static int64_t solver_max_nb(int64_t n_solver)
 {
     int64_t per = n_solver * n_solver;
@@ -224,6 +227,12 @@ static sg_status gesvdj_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, in
     SOLV(cusolverDnXgesvdjSetSortEig(p, 1));
     SOLV(Sv<T>::gesvdj_buf(L.h, jobz, (int)m, (int)n, dry_ptr(A, dry), (int)m, dry_ptr(S, dry), dry_ptr(Uf, dry),
                            (int)m, dry_ptr(Vf, dry), (int)n, &lwork, p, (int)nb));
+    if (nb > 1) { /* one matrix's share: a wrapped batch total can be positive and too small */
+        int lwork1 = 0;
+        SOLV(Sv<T>::gesvdj_buf(L.h, jobz, (int)m, (int)n, dry_ptr(A, dry), (int)m, dry_ptr(S, dry), dry_ptr(Uf, dry),
+                               (int)m, dry_ptr(Vf, dry), (int)n, &lwork1, p, 1));
+        if (lwork1 < 0 || (int64_t)lwork1 * nb > INT32_MAX) lwork = -1;
+    }
     if (lwork < 0) {
         s = lwork_overflow(ctx, "gesvdjBatched", nb);
         goto out;
@@ -443,8 +452,11 @@ static sg_status plan_chunks(Job &J, const Lane &L, bool host, size_t budget, in
                        J.name);
     int64_t nb = J.batch < J.max_nb ? J.batch : J.max_nb;
     size_t b = chunk_bytes_for(J, L, nb, host, &s);
-    while (s == SG_OK && nb > 1 && b > budget) {
+    /* halve while over budget, or while the dry run refuses the chunk size (a Jacobi workspace count that
+       overflows int; a refusal that does not depend on nb repeats at nb = 1 and is reported then) */
+    while (nb > 1 && ((s == SG_OK && b > budget) || s == SG_ERR_UNSUPPORTED)) {
         nb = (nb + 1) / 2;
+        s = SG_OK;
         b = chunk_bytes_for(J, L, nb, host, &s);
     }
     if (s != SG_OK) return s;
@@ -480,6 +492,8 @@ template <class T> static sg_status run_device_t(Job &J)
     sg_status s = sg_cuda_bind_stream(ctx);
     if (s != SG_OK) return s;
     Lane L = {st->stream, st->solver};
+    for (int i = 0; i < J.nop; i++)
+        if (J.op[i].m && (s = sg_cuda_check_ptr(ctx, J.op[i].m, J.op[i].name)) != SG_OK) return s;
     if (ctx->check_finite)
         for (int i = 0; i < J.nop; i++)
             if (J.op[i].dir == DIR_IN && J.op[i].m && (s = sg_cuda_check_finite(ctx, J.op[i].m, J.op[i].name)) != SG_OK)
@@ -1015,8 +1029,8 @@ sg_status sg_cuda_check_finite(sg_ctx *ctx, const sg_mat *m, const char *name)
         } else {
             memcpy(&v, raw, 8);
         }
-        s = sg_fail(ctx, SG_ERR_NONFINITE, b, "%s: %s at matrix %lld, element (%lld,%lld)", name, isnan(v) ? "NaN" : "Inf",
-                    (long long)b, (long long)i, (long long)j);
+        s = sg_fail(ctx, SG_ERR_NONFINITE, b, "%s: %s at element (%lld,%lld) (matrix %lld)", name, isnan(v) ? "NaN" : "Inf",
+                    (long long)i, (long long)j, (long long)b); /* the front-end's wording */
     }
 out:
     cudaFree(dfirst);

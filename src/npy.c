@@ -233,6 +233,88 @@ void sg_array_free(sg_array *a)
     a->data = NULL;
 }
 
+/* A header needs at most a few hundred bytes (ndim <= 8); numpy's own reader refuses headers over 10000 bytes
+   by default. Anything beyond this bound is not a header we could accept, so the reader stops there instead
+   of reading (say) 4 GiB of a v2 header length. */
+#define NPY_MAX_HEADER (1u << 20)
+
+/* What the preamble and header say. */
+typedef struct {
+    size_t pre, hlen; /* preamble bytes (10 or 12), header bytes after it */
+    npy_hdr h;
+    sg_dtype t;
+    int big;
+    size_t isz;
+    int64_t count, bytes; /* elements, payload bytes */
+} npy_meta;
+
+/* Preamble of the first len bytes (magic, version, header length). */
+static sg_status parse_preamble(const unsigned char *b, size_t len, npy_meta *m, char *err, size_t elen)
+{
+    if (len >= 6 && memcmp(b, "\x93NUMPY", 6) != 0)
+        return fail(err, elen, SG_ERR_FORMAT, "npy: bad magic string (not a .npy file)");
+    if (len < 10) return fail(err, elen, SG_ERR_FORMAT, "npy: file truncated: %zu bytes, preamble needs 10", len);
+    int major = b[6], minor = b[7];
+    if (major == 1 && minor == 0) {
+        m->pre = 10;
+        m->hlen = (size_t)b[8] | (size_t)b[9] << 8;
+    } else if ((major == 2 || major == 3) && minor == 0) {
+        if (len < 12) return fail(err, elen, SG_ERR_FORMAT, "npy: file truncated inside the v%d header length", major);
+        m->pre = 12;
+        m->hlen = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24;
+    } else {
+        return fail(err, elen, SG_ERR_FORMAT, "npy: unsupported format version %d.%d (1.0, 2.0, 3.0 known)", major, minor);
+    }
+    if (m->hlen > NPY_MAX_HEADER)
+        return fail(err, elen, SG_ERR_FORMAT, "npy: header length %zu exceeds the %u bytes any valid header needs", m->hlen,
+                    NPY_MAX_HEADER);
+    return SG_OK;
+}
+
+/* Header text (m->hlen bytes) → dtype, shape and payload size. */
+static sg_status parse_meta(const char *hdr, npy_meta *m, char *err, size_t elen)
+{
+    sg_status st = parse_header(hdr, m->hlen, &m->h, err, elen);
+    if (st != SG_OK) return st;
+    m->t = SG_F64;
+    st = parse_descr(m->h.descr, &m->t, &m->big, err, elen);
+    if (st != SG_OK) return st;
+    m->isz = m->t == SG_F32 ? 4 : 8;
+    m->count = 1;
+    for (int d = 0; d < m->h.ndim; d++)
+        if (!mul_ok(m->count, m->h.shape[d], &m->count))
+            return fail(err, elen, SG_ERR_FORMAT, "npy: shape's element count overflows int64");
+    if (!mul_ok(m->count, (int64_t)m->isz, &m->bytes) || (uint64_t)m->bytes > (uint64_t)SIZE_MAX)
+        return fail(err, elen, SG_ERR_FORMAT, "npy: shape's byte size overflows");
+    return SG_OK;
+}
+
+/* Payload (exactly m->bytes, already checked) → out, C order and host byte order. Takes ownership of raw
+   (a malloc'ed buffer) when adopt is set and no reordering is needed. */
+static sg_status finish(const npy_meta *m, const unsigned char *payload, unsigned char *raw, int adopt, sg_array *out,
+                        char *err, size_t elen)
+{
+    void *data;
+    if (adopt && !(m->h.fortran && m->h.ndim > 1)) {
+        data = raw;
+    } else {
+        data = malloc(m->bytes ? (size_t)m->bytes : 1);
+        if (!data) {
+            if (adopt) free(raw);
+            return fail(err, elen, SG_ERR_ALLOC, "npy: cannot allocate %lld bytes", (long long)m->bytes);
+        }
+        if (m->h.fortran && m->h.ndim > 1) f_to_c(payload, data, m->h.ndim, m->h.shape, m->count, m->isz);
+        else if (m->bytes) memcpy(data, payload, (size_t)m->bytes);
+        if (adopt) free(raw);
+    }
+    if (m->big == host_little()) swap_bytes(data, m->count, m->isz);
+    out->dtype = m->t;
+    out->ndim = m->h.ndim;
+    memcpy(out->shape, m->h.shape, sizeof m->h.shape);
+    out->data = data;
+    return SG_OK;
+}
+
 sg_status sg_npy_parse(const void *buf, size_t len, sg_array *out, char *err, size_t elen)
 {
     if (err && elen) err[0] = 0;
@@ -240,55 +322,36 @@ sg_status sg_npy_parse(const void *buf, size_t len, sg_array *out, char *err, si
     memset(out, 0, sizeof *out);
     if (!buf && len) return fail(err, elen, SG_ERR_ARG, "npy: null buffer");
     const unsigned char *b = buf;
-    if (len >= 6 && memcmp(b, "\x93NUMPY", 6) != 0)
-        return fail(err, elen, SG_ERR_FORMAT, "npy: bad magic string (not a .npy file)");
-    if (len < 10) return fail(err, elen, SG_ERR_FORMAT, "npy: file truncated: %zu bytes, preamble needs 10", len);
-    int major = b[6], minor = b[7];
-    size_t pre, hlen;
-    if (major == 1 && minor == 0) {
-        pre = 10;
-        hlen = (size_t)b[8] | (size_t)b[9] << 8;
-    } else if ((major == 2 || major == 3) && minor == 0) {
-        if (len < 12) return fail(err, elen, SG_ERR_FORMAT, "npy: file truncated inside the v%d header length", major);
-        pre = 12;
-        hlen = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24;
-    } else {
-        return fail(err, elen, SG_ERR_FORMAT, "npy: unsupported format version %d.%d (1.0, 2.0, 3.0 known)", major, minor);
-    }
-    if (hlen > len - pre)
-        return fail(err, elen, SG_ERR_FORMAT, "npy: header length %zu exceeds the %zu bytes after the preamble", hlen,
-                    len - pre);
-    npy_hdr h;
-    sg_status st = parse_header((const char *)b + pre, hlen, &h, err, elen);
+    npy_meta m;
+    sg_status st = parse_preamble(b, len, &m, err, elen);
     if (st != SG_OK) return st;
-    sg_dtype t = SG_F64;
-    int big;
-    st = parse_descr(h.descr, &t, &big, err, elen);
+    if (m.hlen > len - m.pre)
+        return fail(err, elen, SG_ERR_FORMAT, "npy: header length %zu exceeds the %zu bytes after the preamble", m.hlen,
+                    len - m.pre);
+    st = parse_meta((const char *)b + m.pre, &m, err, elen);
     if (st != SG_OK) return st;
-    size_t isz = t == SG_F32 ? 4 : 8;
-    int64_t count = 1, bytes;
-    for (int d = 0; d < h.ndim; d++)
-        if (!mul_ok(count, h.shape[d], &count))
-            return fail(err, elen, SG_ERR_FORMAT, "npy: shape's element count overflows int64");
-    if (!mul_ok(count, (int64_t)isz, &bytes) || (uint64_t)bytes > (uint64_t)SIZE_MAX)
-        return fail(err, elen, SG_ERR_FORMAT, "npy: shape's byte size overflows");
-    size_t have = len - pre - hlen;
-    if ((uint64_t)bytes != (uint64_t)have)
-        return fail(err, elen, SG_ERR_FORMAT, "npy: shape and dtype need %lld data bytes, file has %zu", (long long)bytes,
-                    have);
-    void *data = malloc(bytes ? (size_t)bytes : 1);
-    if (!data) return fail(err, elen, SG_ERR_ALLOC, "npy: cannot allocate %lld bytes", (long long)bytes);
-    const unsigned char *payload = b + pre + hlen;
-    if (h.fortran && h.ndim > 1) f_to_c(payload, data, h.ndim, h.shape, count, isz);
-    else if (bytes) memcpy(data, payload, (size_t)bytes);
-    if (big == host_little()) swap_bytes(data, count, isz);
-    out->dtype = t;
-    out->ndim = h.ndim;
-    memcpy(out->shape, h.shape, sizeof h.shape);
-    out->data = data;
-    return SG_OK;
+    size_t have = len - m.pre - m.hlen;
+    if ((uint64_t)m.bytes != (uint64_t)have)
+        return fail(err, elen, SG_ERR_FORMAT, "npy: shape and dtype need %lld data bytes, file has %zu",
+                    (long long)m.bytes, have);
+    return finish(&m, b + m.pre + m.hlen, NULL, 0, out, err, elen);
 }
 
+/* Reads up to want bytes into buf + *n; returns 0 on a read error (EOF is not an error). */
+static int read_some(FILE *f, unsigned char *buf, size_t *n, size_t want)
+{
+    while (*n < want) {
+        size_t r = fread(buf + *n, 1, want - *n, f);
+        *n += r;
+        if (r == 0) return !ferror(f);
+    }
+    return 1;
+}
+
+/* Streams the file: preamble (magic checked at once), then the header it announces, then exactly the payload
+   the header's shape needs, never more (a non-.npy or endless input such as /dev/zero fails after a few
+   bytes; a header that promises more data than the file has fails at EOF, with memory bounded by what was
+   actually read). Same checks and messages as sg_npy_parse on the whole file. */
 sg_status sg_npy_read(const char *path, sg_array *out, char *err, size_t elen)
 {
     if (err && elen) err[0] = 0;
@@ -297,35 +360,72 @@ sg_status sg_npy_read(const char *path, sg_array *out, char *err, size_t elen)
     if (!path) return fail(err, elen, SG_ERR_ARG, "npy: null path");
     FILE *f = fopen(path, "rb");
     if (!f) return fail(err, elen, SG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    /* Read in growing chunks: works for pipes and files alike, no reliance on ftell. */
-    size_t cap = 1 << 16, n = 0;
-    unsigned char *buf = malloc(cap);
+    char e2[400] = "";
     sg_status st = SG_OK;
-    while (buf) {
-        if (n == cap) {
-            unsigned char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-            if (!nb) {
-                st = fail(err, elen, SG_ERR_ALLOC, "%s: out of memory reading the file", path);
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) {
-            if (ferror(f)) st = fail(err, elen, SG_ERR_IO, "%s: read error: %s", path, strerror(errno));
-            break;
-        }
+    unsigned char pre[12], *hdr = NULL, *data = NULL;
+    size_t n = 0;
+    npy_meta m;
+    if (!read_some(f, pre, &n, 10)) goto io_error;
+    if (n == 10 && !memcmp(pre, "\x93NUMPY", 6) && (pre[6] == 2 || pre[6] == 3) && pre[7] == 0 &&
+        !read_some(f, pre, &n, 12)) /* v2/v3: 4-byte header length */
+        goto io_error;
+    if ((st = parse_preamble(pre, n, &m, e2, sizeof e2)) != SG_OK) goto parse_error;
+    if (!(hdr = malloc(m.hlen + 1))) {
+        st = fail(e2, sizeof e2, SG_ERR_ALLOC, "npy: cannot allocate the %zu-byte header", m.hlen);
+        goto parse_error;
     }
-    if (!buf) st = fail(err, elen, SG_ERR_ALLOC, "%s: out of memory reading the file", path);
+    size_t hn = 0;
+    if (!read_some(f, hdr, &hn, m.hlen)) goto io_error;
+    if (hn < m.hlen) {
+        st = fail(e2, sizeof e2, SG_ERR_FORMAT, "npy: header length %zu exceeds the %zu bytes after the preamble", m.hlen, hn);
+        goto parse_error;
+    }
+    if ((st = parse_meta((const char *)hdr, &m, e2, sizeof e2)) != SG_OK) goto parse_error;
+    /* Payload: grow with what arrives, up to exactly m.bytes. */
+    size_t want = (size_t)m.bytes, cap = want < ((size_t)1 << 20) ? want : (size_t)1 << 20, dn = 0;
+    data = malloc(cap ? cap : 1);
+    for (;;) {
+        if (!data) {
+            st = fail(e2, sizeof e2, SG_ERR_ALLOC, "npy: cannot allocate %lld bytes", (long long)m.bytes);
+            goto parse_error;
+        }
+        if (!read_some(f, data, &dn, cap)) goto io_error;
+        if (dn < cap || dn == want) break; /* EOF, or all of it */
+        size_t ncap = cap > want / 2 ? want : cap * 2;
+        unsigned char *nd = realloc(data, ncap);
+        if (!nd) free(data);
+        data = nd;
+        cap = ncap;
+    }
+    if (dn == want) { /* anything after the payload makes the file malformed, as in sg_npy_parse */
+        unsigned char extra[4096];
+        size_t en = fread(extra, 1, sizeof extra, f);
+        if (en == 0 && ferror(f)) goto io_error;
+        if (en) {
+            st = fail(e2, sizeof e2, SG_ERR_FORMAT, "npy: shape and dtype need %lld data bytes, file has more (trailing data)",
+                      (long long)m.bytes);
+            goto parse_error;
+        }
+    } else {
+        st = fail(e2, sizeof e2, SG_ERR_FORMAT, "npy: shape and dtype need %lld data bytes, file has %zu",
+                  (long long)m.bytes, dn);
+        goto parse_error;
+    }
     fclose(f);
-    if (st == SG_OK) {
-        char e2[400] = "";
-        st = sg_npy_parse(buf, n, out, e2, sizeof e2);
-        if (st != SG_OK) fail(err, elen, st, "%s: %s", path, e2);
-    }
-    free(buf);
+    free(hdr);
+    st = finish(&m, data, data, 1, out, e2, sizeof e2);
+    if (st != SG_OK) fail(err, elen, st, "%s: %s", path, e2);
+    return st;
+
+io_error:
+    st = fail(err, elen, SG_ERR_IO, "%s: read error: %s", path, strerror(errno));
+    goto done;
+parse_error:
+    fail(err, elen, st, "%s: %s", path, e2);
+done:
+    fclose(f);
+    free(hdr);
+    free(data);
     return st;
 }
 

@@ -34,7 +34,12 @@ const char *sg_status_string(sg_status s)
 
 const char *sg_backend_name(sg_backend b)
 {
-    return b == SG_BACKEND_CPU ? "cpu" : b == SG_BACKEND_CUDA ? "cuda" : "auto";
+    switch (b) {
+    case SG_BACKEND_AUTO: return "auto";
+    case SG_BACKEND_CPU: return "cpu";
+    case SG_BACKEND_CUDA: return "cuda";
+    }
+    return "unknown";
 }
 
 sg_status sg_fail(sg_ctx *ctx, sg_status s, int64_t index, const char *fmt, ...)
@@ -126,7 +131,11 @@ sg_status sg_set_stream(sg_ctx *ctx, void *stream)
 sg_status sg_set_jacobi(sg_ctx *ctx, double tol, int max_sweeps)
 {
     CTX_CHECK(ctx);
-    if (isnan(tol)) return sg_fail(ctx, SG_ERR_ARG, -1, "jacobi: tol is NaN");
+    /* tol <= 0 (finite) selects the default; NaN and ±Inf are errors (+Inf would stop after 0 sweeps) */
+    if (isnan(tol)) return sg_fail(ctx, SG_ERR_ARG, -1, "jacobi: tol is NaN (must be finite; tol <= 0 selects the default)");
+    if (isinf(tol))
+        return sg_fail(ctx, SG_ERR_ARG, -1, "jacobi: tol is %sInf (must be finite; tol <= 0 selects the default)",
+                       tol < 0 ? "-" : "+");
     ctx->jacobi_tol = tol;
     ctx->jacobi_sweeps = max_sweeps;
     return SG_OK;
@@ -203,19 +212,19 @@ sg_status sg_check_finite_host(sg_ctx *ctx, const sg_mat *m, const char *name)
                 int64_t k = b * st + i + j * m->ld;
                 double v = m->dtype == SG_F32 ? (double)((const float *)m->data)[k] : ((const double *)m->data)[k];
                 if (!isfinite(v))
-                    return sg_fail(ctx, SG_ERR_NONFINITE, b, "%s: %s at matrix %lld, element (%lld,%lld)", name,
-                                   isnan(v) ? "NaN" : "Inf", (long long)b, (long long)i, (long long)j);
+                    return sg_fail(ctx, SG_ERR_NONFINITE, b, "%s: %s at element (%lld,%lld) (matrix %lld)", name,
+                                   isnan(v) ? "NaN" : "Inf", (long long)i, (long long)j, (long long)b);
             }
     return SG_OK;
 }
 
-/* Validate an input: shape, then NaN/Inf when the data is on the host (device data: backend checks). */
-static sg_status in_mat(sg_ctx *ctx, const sg_mat *m, const char *name, sg_dtype dt, int64_t batch, int64_t r,
-                        int64_t c)
+/* Every op validates all of its descriptors and options first (sg_check_mat, option checks) and only then
+   scans its host inputs for NaN/Inf: a mislabelled descriptor (wrong dtype, shape or ld) is reported as
+   such before any element is read through it. */
+static sg_status finite_in(sg_ctx *ctx, const sg_mat *m, const char *name)
 {
-    sg_status s = sg_check_mat(ctx, m, name, dt, batch, r, c);
-    if (s == SG_OK && ctx->check_finite && ctx->mem == SG_MEM_HOST) s = sg_check_finite_host(ctx, m, name);
-    return s;
+    if (!m || !ctx->check_finite || ctx->mem != SG_MEM_HOST) return SG_OK; /* device data: backend checks */
+    return sg_check_finite_host(ctx, m, name);
 }
 
 #define TRY(x)                                                                                          \
@@ -264,17 +273,18 @@ static sg_status check_fn(sg_ctx *ctx, const sg_fn *fn)
 sg_status sg_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
 {
     TRY(head(ctx, A, "A"));
-    TRY(in_mat(ctx, A, "A", A->dtype, -1, A->rows, A->rows));
+    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, A->rows, A->rows));
     int64_t n = A->rows, b = A->batch;
     TRY(sg_check_mat(ctx, W, "W", A->dtype, b, n, 1));
     if (V) TRY(sg_check_mat(ctx, V, "V", A->dtype, b, n, n));
+    TRY(finite_in(ctx, A, "A"));
     return ctx->ops->eigh(ctx, A, W, V);
 }
 
 sg_status sg_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V)
 {
     TRY(head(ctx, A, "A"));
-    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
     int64_t m = A->rows, n = A->cols, k = m < n ? m : n, b = A->batch;
     TRY(sg_check_mat(ctx, S, "S", A->dtype, b, k, 1));
     if ((U == NULL) != (V == NULL)) return sg_fail(ctx, SG_ERR_ARG, -1, "svd: U and V must both be given or both NULL");
@@ -282,24 +292,27 @@ sg_status sg_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, s
         TRY(sg_check_mat(ctx, U, "U", A->dtype, b, m, full ? m : k));
         TRY(sg_check_mat(ctx, V, "V", A->dtype, b, n, full ? n : k));
     }
+    TRY(finite_in(ctx, A, "A"));
     return ctx->ops->svd(ctx, A, full != 0, S, U, V);
 }
 
 sg_status sg_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
 {
     TRY(head(ctx, A, "A"));
-    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
     TRY(check_tol(ctx, atol, rtol));
     if (!rank) return sg_fail(ctx, SG_ERR_ARG, -1, "rank: null output pointer");
+    TRY(finite_in(ctx, A, "A"));
     return ctx->ops->rank(ctx, A, atol, rtol, rank);
 }
 
 sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
 {
     TRY(head(ctx, A, "A"));
-    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
     TRY(check_tol(ctx, atol, rtol));
     TRY(sg_check_mat(ctx, N, "N", A->dtype, A->batch, A->cols, A->cols));
+    TRY(finite_in(ctx, A, "A"));
     return ctx->ops->nullspace(ctx, A, atol, rtol, N, nullity);
 }
 
@@ -307,12 +320,14 @@ sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj whic
                      sg_mat *Y)
 {
     TRY(head(ctx, A, "A"));
-    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
     TRY(check_tol(ctx, atol, rtol));
     if (which != SG_PROJ_NULL && which != SG_PROJ_ROW)
         return sg_fail(ctx, SG_ERR_ARG, -1, "project: unknown subspace %d", (int)which);
-    TRY(in_mat(ctx, X, "X", A->dtype, A->batch, A->cols, -1));
+    TRY(sg_check_mat(ctx, X, "X", A->dtype, A->batch, A->cols, -1));
     TRY(sg_check_mat(ctx, Y, "Y", A->dtype, A->batch, A->cols, X->cols));
+    TRY(finite_in(ctx, A, "A"));
+    TRY(finite_in(ctx, X, "X"));
     return ctx->ops->project(ctx, A, X, which, atol, rtol, Y);
 }
 
@@ -320,10 +335,12 @@ sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, d
                    int64_t *rank)
 {
     TRY(head(ctx, A, "A"));
-    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
     TRY(check_tol(ctx, atol, rtol));
-    TRY(in_mat(ctx, B, "B", A->dtype, A->batch, A->rows, -1));
+    TRY(sg_check_mat(ctx, B, "B", A->dtype, A->batch, A->rows, -1));
     TRY(sg_check_mat(ctx, X, "X", A->dtype, A->batch, A->cols, B->cols));
+    TRY(finite_in(ctx, A, "A"));
+    TRY(finite_in(ctx, B, "B"));
     return ctx->ops->lstsq(ctx, A, B, atol, rtol, X, rank);
 }
 
@@ -332,12 +349,16 @@ sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const 
 {
     TRY(head(ctx, V, "V"));
     int64_t n = V->rows, b = V->batch;
-    TRY(in_mat(ctx, V, "V", V->dtype, -1, n, n));
-    TRY(in_mat(ctx, W, "W", V->dtype, b, n, 1));
-    if (gW) TRY(in_mat(ctx, gW, "gW", V->dtype, b, n, 1));
-    if (gV) TRY(in_mat(ctx, gV, "gV", V->dtype, b, n, n));
+    TRY(sg_check_mat(ctx, V, "V", V->dtype, -1, n, n));
+    TRY(sg_check_mat(ctx, W, "W", V->dtype, b, n, 1));
+    if (gW) TRY(sg_check_mat(ctx, gW, "gW", V->dtype, b, n, 1));
+    if (gV) TRY(sg_check_mat(ctx, gV, "gV", V->dtype, b, n, n));
     TRY(check_mode(ctx, mode, param));
     TRY(sg_check_mat(ctx, gA, "gA", V->dtype, b, n, n));
+    TRY(finite_in(ctx, V, "V"));
+    TRY(finite_in(ctx, W, "W"));
+    TRY(finite_in(ctx, gW, "gW"));
+    TRY(finite_in(ctx, gV, "gV"));
     return ctx->ops->eigh_backward(ctx, W, V, gW, gV, mode, param, gA);
 }
 
@@ -347,29 +368,36 @@ sg_status sg_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const s
     TRY(head(ctx, U, "U"));
     if (!V) return sg_fail(ctx, SG_ERR_ARG, -1, "V: null matrix descriptor");
     int64_t m = U->rows, n = V->rows, k = m < n ? m : n, b = U->batch;
-    TRY(in_mat(ctx, U, "U", U->dtype, -1, -1, -1));
-    TRY(in_mat(ctx, V, "V", U->dtype, b, -1, -1));
+    TRY(sg_check_mat(ctx, U, "U", U->dtype, -1, -1, -1));
+    TRY(sg_check_mat(ctx, V, "V", U->dtype, b, -1, -1));
     int fullU = U->cols == m && m != k, fullV = V->cols == n && n != k;
     if ((U->cols != k && U->cols != m) || (V->cols != k && V->cols != n) || (fullU && V->cols != n) ||
         (fullV && U->cols != m))
         return sg_fail(ctx, SG_ERR_ARG, -1,
                        "svd_backward: U %lld×%lld and V %lld×%lld are neither economy (k=%lld) nor full_matrices",
                        (long long)U->rows, (long long)U->cols, (long long)V->rows, (long long)V->cols, (long long)k);
-    TRY(in_mat(ctx, S, "S", U->dtype, b, k, 1));
-    if (gU) TRY(in_mat(ctx, gU, "gU", U->dtype, b, m, U->cols));
-    if (gS) TRY(in_mat(ctx, gS, "gS", U->dtype, b, k, 1));
-    if (gV) TRY(in_mat(ctx, gV, "gV", U->dtype, b, n, V->cols));
+    TRY(sg_check_mat(ctx, S, "S", U->dtype, b, k, 1));
+    if (gU) TRY(sg_check_mat(ctx, gU, "gU", U->dtype, b, m, U->cols));
+    if (gS) TRY(sg_check_mat(ctx, gS, "gS", U->dtype, b, k, 1));
+    if (gV) TRY(sg_check_mat(ctx, gV, "gV", U->dtype, b, n, V->cols));
     TRY(check_mode(ctx, mode, param));
     TRY(sg_check_mat(ctx, gA, "gA", U->dtype, b, m, n));
+    TRY(finite_in(ctx, U, "U"));
+    TRY(finite_in(ctx, V, "V"));
+    TRY(finite_in(ctx, S, "S"));
+    TRY(finite_in(ctx, gU, "gU"));
+    TRY(finite_in(ctx, gS, "gS"));
+    TRY(finite_in(ctx, gV, "gV"));
     return ctx->ops->svd_backward(ctx, U, S, V, gU, gS, gV, mode, param, gA);
 }
 
 sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
 {
     TRY(head(ctx, A, "A"));
-    TRY(in_mat(ctx, A, "A", A->dtype, -1, A->rows, A->rows));
+    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, A->rows, A->rows));
     TRY(check_fn(ctx, fn));
     TRY(sg_check_mat(ctx, F, "F", A->dtype, A->batch, A->rows, A->rows));
+    TRY(finite_in(ctx, A, "A"));
     return ctx->ops->matfunc(ctx, A, fn, F);
 }
 
@@ -378,11 +406,14 @@ sg_status sg_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
 {
     TRY(head(ctx, V, "V"));
     int64_t n = V->rows, b = V->batch;
-    TRY(in_mat(ctx, V, "V", V->dtype, -1, n, n));
-    TRY(in_mat(ctx, W, "W", V->dtype, b, n, 1));
+    TRY(sg_check_mat(ctx, V, "V", V->dtype, -1, n, n));
+    TRY(sg_check_mat(ctx, W, "W", V->dtype, b, n, 1));
     TRY(check_fn(ctx, fn));
-    TRY(in_mat(ctx, gF, "gF", V->dtype, b, n, n));
+    TRY(sg_check_mat(ctx, gF, "gF", V->dtype, b, n, n));
     TRY(sg_check_mat(ctx, gA, "gA", V->dtype, b, n, n));
+    TRY(finite_in(ctx, V, "V"));
+    TRY(finite_in(ctx, W, "W"));
+    TRY(finite_in(ctx, gF, "gF"));
     return ctx->ops->matfunc_backward(ctx, W, V, fn, gF, gA);
 }
 
@@ -392,9 +423,10 @@ sg_status sg_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn 
     if (kind < SG_REG_SPECTRAL || kind > SG_REG_EIGSUM)
         return sg_fail(ctx, SG_ERR_ARG, -1, "regularizer: unknown kind %d", (int)kind);
     int square = kind == SG_REG_LOGDET || kind == SG_REG_EIGSUM;
-    TRY(in_mat(ctx, A, "A", A->dtype, -1, -1, square ? A->rows : -1));
+    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, square ? A->rows : -1));
     if (kind == SG_REG_EIGSUM) TRY(check_fn(ctx, fn));
     TRY(sg_check_mat(ctx, loss, "loss", A->dtype, A->batch, 1, 1));
     if (gA) TRY(sg_check_mat(ctx, gA, "gA", A->dtype, A->batch, A->rows, A->cols));
+    TRY(finite_in(ctx, A, "A"));
     return ctx->ops->regularizer(ctx, kind, A, fn, loss, gA);
 }

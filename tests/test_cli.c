@@ -368,6 +368,237 @@ Test(cli, eigh_backward_and_reg_shapes)
     free(loss);
 }
 
+/* ---- gradient ops run end to end ------------------------------------------------------------------- */
+/* C-order helpers for the known answers below (row-major n×n). */
+static void mm(int n, const double *a, const double *b, double *c)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int k = 0; k < n; k++) s += a[i * n + k] * b[k * n + j];
+            c[i * n + j] = s;
+        }
+}
+
+static double maxdiff(const double *a, const double *b, int len)
+{
+    double d = 0;
+    for (int i = 0; i < len; i++) d = fmax(d, fabs(a[i] - b[i]));
+    return d;
+}
+
+/* matfunc-backward, both input forms, against closed forms: d<G, A²>/dA = S A + A S (S = sym(G)) and
+   d tr exp(A)/dA = exp(A) (series); and against the library for log with a general gF. */
+Test(cli, matfunc_backward_known_answers)
+{
+    enum { B = 2, N = 4 };
+    double A[B * N * N], G[B * N * N], I[B * N * N] = {0};
+    tu_rng r = tu_seed(17);
+    for (int b = 0; b < B; b++) {
+        double w[N] = {0.3, 0.8 + 0.1 * b, 1.5, 2.2};
+        tu_sym_with_spectrum(&r, N, w, A + b * N * N);
+        for (int i = 0; i < N; i++) I[b * N * N + i * N + i] = 1;
+    }
+    tu_fill_normal(&r, G, B * N * N); /* not symmetric: the backward uses sym(G) */
+    int64_t sh[3] = {B, N, N};
+    wr("A.npy", SG_F64, 3, sh, A);
+    wr("G.npy", SG_F64, 3, sh, G);
+    wr("I.npy", SG_F64, 3, sh, I);
+    cr_assert_eq(run("matfunc-backward A.npy G.npy --fn pow --p 2 -o g2.npy --backend cpu"), 0, "%s", out);
+    double *g2 = rd("g2.npy", SG_F64, 3, sh);
+    cr_assert_eq(run("eigh A.npy -o e_ --backend cpu"), 0, "%s", out);
+    cr_assert_eq(run("matfunc-backward e_W.npy e_V.npy I.npy --fn exp -o ge.npy --backend cpu"), 0, "%s", out);
+    double *ge = rd("ge.npy", SG_F64, 3, sh);
+    cr_assert_eq(run("matfunc-backward e_W.npy e_V.npy G.npy --fn log -o gl.npy --backend cpu"), 0, "%s", out);
+    double *gl = rd("gl.npy", SG_F64, 3, sh);
+    sg_ctx *ctx;
+    cr_assert_eq(sg_create(&ctx, SG_BACKEND_CPU), SG_OK);
+    for (int b = 0; b < B; b++) {
+        const double *a = A + b * N * N, *g = G + b * N * N;
+        double S[N * N], SA[N * N], AS[N * N], want[N * N], E[N * N], T[N * N], Tn[N * N];
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++) S[i * N + j] = 0.5 * (g[i * N + j] + g[j * N + i]);
+        mm(N, S, a, SA), mm(N, a, S, AS);
+        for (int i = 0; i < N * N; i++) want[i] = SA[i] + AS[i];
+        double d = maxdiff(g2 + b * N * N, want, N * N);
+        cr_expect_lt(d, 1e-12, "pow 2, matrix %d: max |gA − (SA + AS)| = %g", b, d);
+        /* exp(A) = Σ A^k/k! (||A|| ≤ 2.2: 60 terms are exact to rounding) */
+        for (int i = 0; i < N * N; i++) E[i] = T[i] = (i % (N + 1) == 0);
+        for (int k = 1; k < 60; k++) {
+            mm(N, T, a, Tn);
+            for (int i = 0; i < N * N; i++) T[i] = Tn[i] / k, E[i] += T[i];
+        }
+        d = maxdiff(ge + b * N * N, E, N * N);
+        cr_expect_lt(d, 1e-11, "exp, gF = I, matrix %d: max |gA − exp(A)| = %g", b, d);
+        /* log with a general gF: the library on the same A (column-major = C-order for symmetric A) */
+        double Wl[N], Vl[N * N], gAl[N * N], gc[N * N];
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++) gc[i + j * N] = g[i * N + j];
+        sg_mat am = sg_mat_dense((double *)a, SG_F64, 1, N, N), wm = sg_mat_dense(Wl, SG_F64, 1, N, 1),
+               vm = sg_mat_dense(Vl, SG_F64, 1, N, N), gm = sg_mat_dense(gc, SG_F64, 1, N, N),
+               om = sg_mat_dense(gAl, SG_F64, 1, N, N);
+        sg_fn lg = {SG_FN_LOG, 0, NULL, NULL, NULL};
+        cr_assert_eq(sg_eigh(ctx, &am, &wm, &vm), SG_OK);
+        cr_assert_eq(sg_matfunc_backward(ctx, &wm, &vm, &lg, &gm, &om), SG_OK, "%s", sg_last_error(ctx));
+        d = maxdiff(gl + b * N * N, gAl, N * N); /* gA is symmetric: layouts agree */
+        cr_expect_lt(d, 1e-12, "log, matrix %d: CLI vs library %g", b, d);
+    }
+    sg_destroy(ctx);
+    free(g2), free(ge), free(gl);
+}
+
+/* `--fn pow` has no default exponent: without --p it is a usage error (it used to run with p = 0). */
+Test(cli, pow_requires_p)
+{
+    double A[9] = {2, 1, 0, 1, 2, 0, 0, 0, 3}, A2[9];
+    wr("A.npy", SG_F64, 2, (int64_t[]){3, 3}, A);
+    const char *cmds[] = {"matfunc A.npy --fn pow", "matfunc-backward A.npy A.npy --fn pow",
+                          "reg A.npy --kind eigsum --fn pow", "matfunc A.npy --fn=pow -o F.npy"};
+    for (int c = 0; c < 4; c++) {
+        cr_expect_eq(run("%s", cmds[c]), 2, "%s: %s", cmds[c], out);
+        cr_expect(strstr(out, "--fn pow needs its exponent: --p P") != NULL, "%s: %s", cmds[c], out);
+    }
+    char p[512];
+    path(p, "F.npy");
+    cr_expect_neq(access(p, F_OK), 0, "nothing may be written on a usage error");
+    /* with --p (before or after --fn): F = A² */
+    mm(3, A, A, A2);
+    const char *ok[] = {"matfunc A.npy --fn pow --p 2 -o F.npy", "matfunc A.npy --p=2 --fn pow -o F.npy"};
+    for (int c = 0; c < 2; c++) {
+        cr_assert_eq(run("%s", ok[c]), 0, "%s: %s", ok[c], out);
+        double *F = rd("F.npy", SG_F64, 2, (int64_t[]){3, 3});
+        cr_expect_lt(maxdiff(F, A2, 9), 1e-12, "%s: F != A²", ok[c]);
+        free(F);
+    }
+    cr_expect_eq(run("matfunc A.npy --fn sqrt -o S.npy"), 0, "other functions need no --p: %s", out);
+}
+
+/* eigh-backward with a gV input and a non-default mode (and parameter), against the library on the same
+   W, V; the parameter must reach the library (lorentz 0.5 is visibly biased). */
+Test(cli, eigh_backward_gv_nondefault_mode)
+{
+    enum { B = 2, N = 4 };
+    double A[B * N * N], gW[B * N], gV[B * N * N];
+    tu_rng r = tu_seed(19);
+    for (int b = 0; b < B; b++) {
+        double w[N] = {-1.0, 0.5 + 0.2 * b, 1.0 + 0.2 * b, 2.5};
+        tu_sym_with_spectrum(&r, N, w, A + b * N * N);
+    }
+    tu_fill_normal(&r, gW, B * N);
+    tu_fill_normal(&r, gV, B * N * N);
+    int64_t sh[3] = {B, N, N};
+    wr("A.npy", SG_F64, 3, sh, A);
+    wr("gW.npy", SG_F64, 2, (int64_t[]){B, N}, gW);
+    wr("gV.npy", SG_F64, 3, sh, gV);
+    cr_assert_eq(run("eigh A.npy -o e_ --backend cpu"), 0, "%s", out);
+    cr_assert_eq(run("eigh-backward e_W.npy e_V.npy gW.npy gV.npy --mode lorentz --param 0.5 -o gl.npy --backend cpu"),
+                 0, "%s", out);
+    cr_assert_eq(run("eigh-backward e_W.npy e_V.npy - gV.npy --mode=mask -o gm.npy --backend cpu"), 0, "%s", out);
+    cr_assert_eq(run("eigh-backward e_W.npy e_V.npy gW.npy gV.npy -o gx.npy --backend cpu"), 0, "%s", out);
+    double *W = rd("e_W.npy", SG_F64, 2, (int64_t[]){B, N}), *V = rd("e_V.npy", SG_F64, 3, sh),
+           *gl = rd("gl.npy", SG_F64, 3, sh), *gm = rd("gm.npy", SG_F64, 3, sh), *gx = rd("gx.npy", SG_F64, 3, sh);
+    sg_ctx *ctx;
+    cr_assert_eq(sg_create(&ctx, SG_BACKEND_CPU), SG_OK);
+    for (int b = 0; b < B; b++) {
+        double Vc[N * N], gVc[N * N], want[3][N * N];
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++) Vc[i + j * N] = V[b * N * N + i * N + j], gVc[i + j * N] = gV[b * N * N + i * N + j];
+        sg_mat wm = sg_mat_dense(W + b * N, SG_F64, 1, N, 1), vm = sg_mat_dense(Vc, SG_F64, 1, N, N),
+               gwm = sg_mat_dense(gW + b * N, SG_F64, 1, N, 1), gvm = sg_mat_dense(gVc, SG_F64, 1, N, N);
+        struct { const sg_mat *gw; sg_degen m; double prm; } c[3] = {
+            {&gwm, SG_DEGEN_LORENTZ, 0.5}, {NULL, SG_DEGEN_MASK, 0}, {&gwm, SG_DEGEN_EXACT, 0}};
+        for (int k = 0; k < 3; k++) {
+            sg_mat om = sg_mat_dense(want[k], SG_F64, 1, N, N);
+            cr_assert_eq(sg_eigh_backward(ctx, &wm, &vm, c[k].gw, &gvm, c[k].m, c[k].prm, &om), SG_OK);
+        }
+        const double *got[3] = {gl + b * N * N, gm + b * N * N, gx + b * N * N}; /* symmetric: layouts agree */
+        for (int k = 0; k < 3; k++)
+            cr_expect_lt(maxdiff(got[k], want[k], N * N), 1e-12, "case %d matrix %d: CLI vs library %g", k, b,
+                         maxdiff(got[k], want[k], N * N));
+        cr_expect_gt(maxdiff(gl + b * N * N, gx + b * N * N, N * N), 1e-2, "--param 0.5 must reach the library");
+    }
+    sg_destroy(ctx);
+    free(W), free(V), free(gl), free(gm), free(gx);
+}
+
+/* reg with every kind: losses and gradients against closed forms (C-order on disk). */
+Test(cli, reg_every_kind_known_answers)
+{
+    enum { B = 2, M = 5, K = 3, N = 4 };
+    double Ar[B * M * K], As[B * N * N];
+    const double sv[K] = {2, 1, 0.5}, ev[N] = {0.5, 1, 2, 4};
+    tu_rng r = tu_seed(23);
+    for (int b = 0; b < B; b++) {
+        double cm[M * K];
+        tu_mat_with_singular_values(&r, M, K, sv, cm); /* column-major → C order */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < K; j++) Ar[b * M * K + i * K + j] = cm[i + j * M];
+        tu_sym_with_spectrum(&r, N, ev, As + b * N * N);
+    }
+    int64_t shr[3] = {B, M, K}, shs[3] = {B, N, N};
+    wr("R.npy", SG_F64, 3, shr, Ar);
+    wr("S.npy", SG_F64, 3, shs, As);
+    const char *kinds[] = {"spectral", "nuclear", "ortho", "logdet", "eigsum --fn exp", "eigsum --fn pow --p 2"};
+    for (int c = 0; c < 6; c++) {
+        int sym = c >= 3, m = sym ? N : M, n = sym ? N : K;
+        cr_assert_eq(run("reg %s --kind %s -o r%d_ --backend cpu", sym ? "S.npy" : "R.npy", kinds[c], c), 0, "%s: %s",
+                     kinds[c], out);
+        char ln[32], gn[32];
+        snprintf(ln, sizeof ln, "r%d_loss.npy", c), snprintf(gn, sizeof gn, "r%d_gA.npy", c);
+        double *loss = rd(ln, SG_F64, 1, (int64_t[]){B}), *gA = rd(gn, SG_F64, 3, sym ? shs : shr);
+        for (int b = 0; b < B; b++) {
+            const double *a = (sym ? As : Ar) + b * m * n, *g = gA + b * m * n;
+            double want = 0, ga = 0, gg = 0, d = 0;
+            for (int i = 0; i < m * n; i++) ga += g[i] * a[i], gg += g[i] * g[i];
+            if (c == 0) { /* σ1², 2σ1 u1 v1ᵀ */
+                want = sv[0] * sv[0];
+                d = fmax(fabs(sqrt(gg) - 2 * sv[0]), fabs(ga - 2 * sv[0] * sv[0]));
+            } else if (c == 1) { /* Σσ, U Vᵀ: orthonormal columns and <gA, A> = Σσ */
+                want = sv[0] + sv[1] + sv[2];
+                d = fabs(ga - want);
+                for (int p = 0; p < K; p++)
+                    for (int q = 0; q < K; q++) {
+                        double x = 0;
+                        for (int i = 0; i < M; i++) x += g[i * K + p] * g[i * K + q];
+                        d = fmax(d, fabs(x - (p == q)));
+                    }
+            } else if (c == 2) { /* ||AᵀA − I||², 4A(AᵀA − I) */
+                double C[K * K];
+                for (int p = 0; p < K; p++)
+                    for (int q = 0; q < K; q++) {
+                        double x = 0;
+                        for (int i = 0; i < M; i++) x += a[i * K + p] * a[i * K + q];
+                        C[p * K + q] = x - (p == q);
+                        want += C[p * K + q] * C[p * K + q];
+                    }
+                for (int i = 0; i < M; i++)
+                    for (int q = 0; q < K; q++) {
+                        double x = 0;
+                        for (int p = 0; p < K; p++) x += 4 * a[i * K + p] * C[p * K + q];
+                        d = fmax(d, fabs(g[i * K + q] - x));
+                    }
+            } else if (c == 3) { /* log det, A⁻¹: gA A = I */
+                want = log(0.5 * 1 * 2 * 4);
+                double P[N * N];
+                mm(N, g, a, P);
+                for (int i = 0; i < N * N; i++) d = fmax(d, fabs(P[i] - (i % (N + 1) == 0)));
+            } else if (c == 4) { /* Σ e^λ, exp(A): commutes with A, trace Σ e^λ, <gA, A> = Σ λ e^λ */
+                double P[N * N], Q[N * N], tr = 0, lel = 0;
+                for (int i = 0; i < N; i++) want += exp(ev[i]), lel += ev[i] * exp(ev[i]), tr += g[i * N + i];
+                mm(N, g, a, P), mm(N, a, g, Q);
+                d = fmax(fmax(maxdiff(P, Q, N * N), fabs(tr - want)), fabs(ga - lel)) / want;
+            } else { /* Σλ² = ||A||², 2A */
+                for (int i = 0; i < N; i++) want += ev[i] * ev[i];
+                for (int i = 0; i < N * N; i++) d = fmax(d, fabs(g[i] - 2 * a[i]));
+            }
+            cr_expect_lt(fabs(loss[b] - want), 1e-12 * (1 + fabs(want)), "%s matrix %d: loss %.17g vs %.17g", kinds[c], b,
+                         loss[b], want);
+            cr_expect_lt(d, 1e-12, "%s matrix %d: gradient off by %g", kinds[c], b, d);
+        }
+        free(loss), free(gA);
+    }
+}
+
 /* ---- errors ------------------------------------------------------------------------------------------ */
 Test(cli, bad_files_and_arguments_fail_cleanly)
 {
@@ -420,6 +651,10 @@ Test(cli, bad_files_and_arguments_fail_cleanly)
     cr_expect_eq(run("eigh A.npy --bogus"), 2);
     cr_expect(strstr(out, "unknown option '--bogus'") != NULL, "%s", out);
     cr_expect_eq(run("eigh A.npy --atol nope"), 2);
+    cr_expect_eq(run("eigh A.npy --threads 1e20"), 2, "an int cast of 1e20 is undefined behaviour: refuse");
+    cr_expect(strstr(out, "--threads must be a whole number") != NULL, "%s", out);
+    cr_expect_eq(run("eigh A.npy --threads 0.5"), 2);
+    cr_expect_eq(run("eigh A.npy --threads 2 -o t_"), 0, "%s", out);
     cr_expect_eq(run("eigh"), 2);
     cr_expect_eq(run("frobnicate"), 2);
     cr_expect_eq(run("eigh A.npy -o one.npy"), 1, "two outputs into one file must be refused");

@@ -438,3 +438,38 @@ Test(gpu_parity, skip_reason_is_printed_without_gpu)
     if (gpu) cr_skip_test("a GPU exists: this test covers the no-GPU path");
     cr_expect_gt(strlen(why), 0, "a skip must say why");
 }
+
+/* A host array passed while the context expects device memory is an argument error naming the argument
+   (not an illegal-address fault that would poison the CUDA context), unless the device reads pageable
+   memory (HMM/ATS), where the call is valid. The context keeps working afterwards. */
+Test(gpu_parity, host_pointer_in_device_mode_is_an_argument_error)
+{
+    NEED_GPU();
+#ifdef SG_HAVE_CUDA
+    int dev = 0, pageable = 0;
+    cr_assert_eq(cudaGetDevice(&dev), cudaSuccess);
+    cr_assert_eq(cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, dev), cudaSuccess);
+    int64_t n = 4;
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_DEVICE), SG_OK);
+    buf a = bnew(SG_F64, 1, n, n, 0, 1), w = bnew(SG_F64, 1, n, 1, 0, 1), v = bnew(SG_F64, 1, n, n, 0, 1);
+    double A[16] = {0};
+    for (int i = 0; i < 4; i++) A[i * 5] = 1 + i;
+    bset(&a, A);
+    sg_mat hostA = sg_mat_dense(A, SG_F64, 1, n, n); /* malloc'd-style host memory (stack) */
+    sg_status s = sg_eigh(gpu, &hostA, bm(&w), bm(&v));
+    if (pageable)
+        cr_expect_eq(s, SG_OK, "pageable memory access: %s", sg_last_error(gpu));
+    else {
+        cr_expect_eq(s, SG_ERR_ARG, "%s", sg_last_error(gpu));
+        cr_expect(strstr(sg_last_error(gpu), "A: host memory") != NULL, "%s", sg_last_error(gpu));
+        double gA[16];
+        sg_mat hostG = sg_mat_dense(gA, SG_F64, 1, n, n);
+        cr_expect_eq(sg_eigh_backward(gpu, bm(&w), bm(&v), NULL, bm(&v), SG_DEGEN_EXACT, 0, &hostG), SG_ERR_ARG, "%s",
+                     sg_last_error(gpu));
+        cr_expect(strstr(sg_last_error(gpu), "gA: host memory") != NULL, "%s", sg_last_error(gpu));
+    }
+    cr_expect_eq(sg_eigh(gpu, bm(&a), bm(&w), bm(&v)), SG_OK, "the context still works: %s", sg_last_error(gpu));
+    bfree(&a), bfree(&w), bfree(&v);
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+#endif
+}

@@ -4,7 +4,11 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "specgrad.h"
@@ -375,4 +379,138 @@ Test(npy, numpy_written_fixtures)
     fixture("c16_2.npy", path, sizeof path);
     cr_expect_eq(sg_npy_read(path, &a, err, sizeof err), SG_ERR_FORMAT);
     cr_expect(strstr(err, "'<c16' not supported") != NULL, "%s", err);
+}
+
+/* ---- sg_npy_read streams: magic first, header next, then exactly the payload the shape needs ---------- */
+static void put_file(const char *path, const void *buf, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s", path);
+    cr_assert_eq(fwrite(buf, 1, n, f), n);
+    cr_assert_eq(fclose(f), 0);
+}
+
+/* Caps this test process's address space a little above what it already maps (a reader that slurps an
+   endless input then fails fast with SG_ERR_ALLOC instead of exhausting the machine). Not under ASan,
+   which reserves terabytes of shadow memory. */
+static void cap_memory(size_t extra)
+{
+#if !defined(__SANITIZE_ADDRESS__)
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (f) {
+        if (fscanf(f, "%lu", &pages) != 1) pages = 0;
+        fclose(f);
+    }
+    if (!pages) return;
+    rlim_t lim = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + extra;
+    struct rlimit rl = {lim, lim};
+    setrlimit(RLIMIT_AS, &rl);
+#else
+    (void)extra;
+#endif
+}
+
+Test(npy, read_of_an_endless_non_npy_input_stops_at_the_magic, .timeout = 30)
+{
+    cap_memory((size_t)512 << 20);
+    sg_array a;
+    char err[512];
+    memset(&a, 0x5a, sizeof a);
+    sg_status st = sg_npy_read("/dev/zero", &a, err, sizeof err);
+    cr_expect_eq(st, SG_ERR_FORMAT, "%s: %s", sg_status_string(st), err);
+    cr_expect(strstr(err, "/dev/zero") && strstr(err, "magic"), "%s", err);
+    cr_expect_null(a.data);
+}
+
+/* A valid header followed by an endless stream (a FIFO fed by a child): the payload is read, then the
+   trailing data is reported, without reading on. */
+Test(npy, read_of_a_valid_header_with_endless_data_reports_trailing_data, .timeout = 30)
+{
+    cap_memory((size_t)512 << 20);
+    char fifo[300], err[512];
+    snprintf(fifo, sizeof fifo, "%s/pipe.npy", tmpdir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_IGN);
+        unsigned char buf[4096] = {0};
+        double x[2] = {1, 2};
+        size_t n = mk(buf, 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }\n", x, sizeof x);
+        FILE *f = fopen(fifo, "wb");
+        if (!f) _exit(1);
+        if (fwrite(buf, 1, n, f) != n) _exit(1);
+        memset(buf, 0, sizeof buf);
+        for (;;)
+            if (fwrite(buf, 1, sizeof buf, f) != sizeof buf) _exit(0); /* reader closed: EPIPE */
+    }
+    sg_array a;
+    sg_status st = sg_npy_read(fifo, &a, err, sizeof err);
+    kill(pid, SIGKILL); /* it ends on EPIPE by itself; make sure */
+    waitpid(pid, NULL, 0);
+    cr_expect_eq(st, SG_ERR_FORMAT, "%s: %s", sg_status_string(st), err);
+    cr_expect(strstr(err, "trailing") != NULL, "%s", err);
+    cr_expect_null(a.data);
+}
+
+Test(npy, read_checks_header_and_payload_sizes)
+{
+    char path[300], err[512];
+    snprintf(path, sizeof path, "%s/f.npy", tmpdir);
+    double x[6] = {1, 2, 3, 4, 5, 6}, c_order[6] = {1, 3, 5, 2, 4, 6};
+    unsigned char buf[512];
+    sg_array a;
+
+    /* valid v2 Fortran-order file: read from disk like sg_npy_parse of the same bytes */
+    size_t n = mk(buf, 2, "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }\n", x, sizeof x);
+    put_file(path, buf, n);
+    cr_assert_eq(sg_npy_read(path, &a, err, sizeof err), SG_OK, "%s", err);
+    cr_expect_eq(a.ndim, 2);
+    cr_expect_eq(a.shape[0], 2);
+    cr_expect_eq(a.shape[1], 3);
+    cr_expect_eq(memcmp(a.data, c_order, sizeof c_order), 0);
+    sg_array_free(&a);
+
+    /* short payload */
+    put_file(path, buf, n - 8);
+    cr_expect_eq(sg_npy_read(path, &a, err, sizeof err), SG_ERR_FORMAT);
+    cr_expect(strstr(err, "need 48 data bytes, file has 40") != NULL, "%s", err);
+    cr_expect_null(a.data);
+
+    /* trailing bytes after the payload */
+    unsigned char big[600];
+    memcpy(big, buf, n);
+    memset(big + n, 7, 3);
+    put_file(path, big, n + 3);
+    cr_expect_eq(sg_npy_read(path, &a, err, sizeof err), SG_ERR_FORMAT);
+    cr_expect(strstr(err, "trailing") != NULL, "%s", err);
+    cr_expect_null(a.data);
+
+    /* a header that promises 8 TB of data in a small file: format error, no 8 TB allocation */
+    n = mk(buf, 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }\n", x, sizeof x);
+    put_file(path, buf, n);
+    cr_expect_eq(sg_npy_read(path, &a, err, sizeof err), SG_ERR_FORMAT);
+    cr_expect(strstr(err, "need 8000000000000 data bytes, file has 48") != NULL, "%s", err);
+
+    /* v2 header length of 4 GiB − 1: refused from the preamble, by the reader and the parser alike */
+    memcpy(buf, "\x93NUMPY\x02\x00\xff\xff\xff\xff{}", 14);
+    put_file(path, buf, 14);
+    cr_expect_eq(sg_npy_read(path, &a, err, sizeof err), SG_ERR_FORMAT);
+    cr_expect(strstr(err, "header length") != NULL, "%s", err);
+    cr_expect_eq(sg_npy_parse(buf, 14, &a, err, sizeof err), SG_ERR_FORMAT);
+    cr_expect(strstr(err, "header length") != NULL, "%s", err);
+
+    /* header length past the end of the file; truncated preambles (v1 and v2); empty file */
+    n = mk(buf, 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }\n", x, sizeof x);
+    put_file(path, buf, 30);
+    cr_expect_eq(sg_npy_read(path, &a, err, sizeof err), SG_ERR_FORMAT);
+    cr_expect(strstr(err, "header length") != NULL, "%s", err);
+    for (size_t len = 0; len < 12; len++) {
+        mk(buf, 1 + (int)(len % 2), "{}", NULL, 0);
+        put_file(path, buf, len);
+        cr_expect_eq(sg_npy_read(path, &a, err, sizeof err), SG_ERR_FORMAT, "length %zu", len);
+        cr_expect(err[0], "length %zu: no message", len);
+        cr_expect_null(a.data);
+    }
 }

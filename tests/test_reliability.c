@@ -9,12 +9,16 @@
  * setters are tables too. Numerical-failure reporting (SG_ERR_DOMAIN / SG_ERR_DEGENERATE with the
  * failing batch index) and "eigh reads only the lower triangle" need the CPU ops: those tests skip
  * while an op still reports SG_ERR_UNSUPPORTED. */
+#define _GNU_SOURCE /* popen, readlink: the CLI message checks at the end */
 #include <criterion/criterion.h>
+#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "specgrad.h"
 #include "testutil.h"
@@ -93,6 +97,8 @@ static sg_status c_mfb(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o)
 static sg_status c_reg(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_regularizer(c, o->reg, p[0], FN(o), p[1], p[2]); }
 
 static opts_t o_full(void) { opts_t o = default_opts(); o.full = 1; return o; }
+static opts_t o_nuclear(void) { opts_t o = default_opts(); o.reg = SG_REG_NUCLEAR; return o; }
+static opts_t o_ortho(void) { opts_t o = default_opts(); o.reg = SG_REG_ORTHO; return o; }
 static opts_t o_logdet(void) { opts_t o = default_opts(); o.reg = SG_REG_LOGDET; return o; }
 static opts_t o_eigsum(void) { opts_t o = default_opts(); o.reg = SG_REG_EIGSUM; o.fn.kind = SG_FN_EXP; return o; }
 static opts_t o_callback(void) { opts_t o = default_opts(); o.fn.kind = SG_FN_CALLBACK; o.fn.f = cb_f; o.fn.df = cb_df; return o; }
@@ -115,6 +121,8 @@ static const op_t OPS[] = {
     {"matfunc_backward", c_mfb, 1, IO_NONE, O_FN, NULL,
      {{"W", 'n', '1', IN, F_ASC, 0}, {"V", 'n', 'n', IN, F_ORTH, 0}, {"gF", 'n', 'n', IN, F_RAND, 0}, {"gA", 'n', 'n', OUT, 0, 0}}, 4},
     {"reg_spectral", c_reg, 0, IO_NONE, O_REG, NULL, {{"A", 'm', 'n', IN, F_RAND, 0}, {"loss", '1', '1', OUT, 0, 0}, {"gA", 'm', 'n', OPT_OUT, 0, 0}}, 3},
+    {"reg_nuclear", c_reg, 0, IO_NONE, O_REG, o_nuclear, {{"A", 'm', 'n', IN, F_RAND, 0}, {"loss", '1', '1', OUT, 0, 0}, {"gA", 'm', 'n', OPT_OUT, 0, 0}}, 3},
+    {"reg_ortho", c_reg, 0, IO_NONE, O_REG, o_ortho, {{"A", 'm', 'n', IN, F_RAND, 0}, {"loss", '1', '1', OUT, 0, 0}, {"gA", 'm', 'n', OPT_OUT, 0, 0}}, 3},
     {"reg_logdet", c_reg, 0, IO_NONE, O_REG, o_logdet, {{"A", 'n', 'n', IN, F_SPD, 0}, {"loss", '1', '1', OUT, 0, 0}, {"gA", 'n', 'n', OPT_OUT, 0, 0}}, 3},
     {"reg_eigsum", c_reg, 0, IO_NONE, O_REG | O_FN, o_eigsum, {{"A", 'n', 'n', IN, F_SPD, 0}, {"loss", '1', '1', OUT, 0, 0}, {"gA", 'n', 'n', OPT_OUT, 0, 0}}, 3},
 };
@@ -319,14 +327,11 @@ static int run_table(const op_t *op, sg_dtype t, int padded)
             }
             snprintf(what, sizeof what, "%s[%s,%s] %s: %s", op->name, t == SG_F32 ? "f32" : "f64",
                      padded ? "padded" : "dense", op->s[s].name, MUT[mu].name);
-            /* The first argument's dtype is the call's dtype: flipping it is detected at the next argument.
-               Skip the NaN scan then, which would read an f64 buffer as f32 (or over-read an f32 one). */
-            int flip_primary = mu == M_DTYPE_OTHER && s == op->primary;
-            if (flip_primary) sg_set_check_finite(ctx, 0);
+            /* The first argument's dtype is the call's dtype: flipping it is detected at the next argument,
+               before any NaN scan reads the mislabelled buffer (the check stays on). */
             fx_snapshot(&f);
             sg_status st = op->call(ctx, f.p, fx_iout(&f), &f.o);
             expect_error(&f, st, MUT[mu].want, MUT[mu].msg, MUT[mu].names_slot ? op->s[s].name : NULL, want_index, what);
-            if (flip_primary) sg_set_check_finite(ctx, 1);
             fx_free(&f);
             n++;
         }
@@ -446,8 +451,129 @@ Test(reliability, matfunc) { run_op("matfunc"); }
 Test(reliability, matfunc_callback) { run_op("matfunc_callback"); }
 Test(reliability, matfunc_backward) { run_op("matfunc_backward"); }
 Test(reliability, regularizer_spectral) { run_op("reg_spectral"); }
+Test(reliability, regularizer_nuclear) { run_op("reg_nuclear"); }
+Test(reliability, regularizer_ortho) { run_op("reg_ortho"); }
 Test(reliability, regularizer_logdet) { run_op("reg_logdet"); }
 Test(reliability, regularizer_eigsum) { run_op("reg_eigsum"); }
+
+/* Every descriptor and option is validated before any input is scanned for NaN/Inf: with a NaN in one
+   input and a bad later (or earlier) argument, the argument error is reported (naming that argument),
+   not SG_ERR_NONFINITE, and nothing is written. */
+static const optcase_t *optcase(int group)
+{
+    for (size_t c = 0; c < sizeof OPTCASES / sizeof OPTCASES[0]; c++)
+        if (OPTCASES[c].group & group) return &OPTCASES[c];
+    return NULL;
+}
+
+Test(reliability, argument_errors_win_over_nan_inputs)
+{
+    static const mut_t bad[] = {M_NULLDATA, M_LD_LT_ROWS};
+    char what[256];
+    int n = 0;
+    for (int o = 0; o < NOPS; o++) {
+        const op_t *op = &OPS[o];
+        for (int t = 0; t < 2; t++)
+            for (int ns = 0; ns < op->ns; ns++) {
+                if (op->s[ns].role != IN && op->s[ns].role != OPT_IN) continue;
+                int64_t idx;
+                /* a bad descriptor elsewhere */
+                for (int s = 0; s < op->ns; s++)
+                    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+                        if (s == ns) continue;
+                        fixture f;
+                        fx_init(&f, op, (sg_dtype)t, 0);
+                        cr_assert(mutate(&f, ns, M_NAN, &idx));
+                        if (!mutate(&f, s, bad[k], &idx)) {
+                            fx_free(&f);
+                            continue;
+                        }
+                        snprintf(what, sizeof what, "%s[%s] NaN in %s, %s: %s", op->name, t ? "f64" : "f32",
+                                 op->s[ns].name, op->s[s].name, MUT[bad[k]].name);
+                        fx_snapshot(&f);
+                        sg_status st = op->call(ctx, f.p, fx_iout(&f), &f.o);
+                        expect_error(&f, st, SG_ERR_ARG, MUT[bad[k]].msg, op->s[s].name, -1, what);
+                        fx_free(&f);
+                        n++;
+                    }
+                /* a bad option of each group the op has */
+                for (int g = 1; g <= O_REG; g <<= 1) {
+                    const optcase_t *oc = optcase(g);
+                    if (!(op->optgroups & g) || !oc) continue;
+                    fixture f;
+                    fx_init(&f, op, (sg_dtype)t, 0);
+                    cr_assert(mutate(&f, ns, M_NAN, &idx));
+                    oc->set(&f.o);
+                    snprintf(what, sizeof what, "%s[%s] NaN in %s, option %s", op->name, t ? "f64" : "f32",
+                             op->s[ns].name, oc->name);
+                    fx_snapshot(&f);
+                    sg_status st = op->call(ctx, f.p, fx_iout(&f), &f.o);
+                    expect_error(&f, st, SG_ERR_ARG, oc->msg, NULL, -1, what);
+                    fx_free(&f);
+                    n++;
+                }
+                /* a missing required int64 output */
+                if (op->iout == IO_REQ) {
+                    fixture f;
+                    fx_init(&f, op, (sg_dtype)t, 0);
+                    cr_assert(mutate(&f, ns, M_NAN, &idx));
+                    snprintf(what, sizeof what, "%s[%s] NaN in %s, null int64 output", op->name, t ? "f64" : "f32",
+                             op->s[ns].name);
+                    fx_snapshot(&f);
+                    sg_status st = op->call(ctx, f.p, NULL, &f.o);
+                    expect_error(&f, st, SG_ERR_ARG, "null", NULL, -1, what);
+                    fx_free(&f);
+                    n++;
+                }
+            }
+    }
+    cr_expect_gt(n, 200, "only %d cases ran", n);
+}
+
+/* CPU gradients hand leading dimensions to 32-bit BLAS: an ld beyond INT32_MAX is SG_ERR_UNSUPPORTED
+   (never truncated). The descriptors are 1×1 (batch 1): valid for the front-end without a huge buffer,
+   since only element (0,0) is ever addressed (the NaN scan included). */
+Test(reliability, gradient_ld_beyond_int32_is_unsupported)
+{
+    const int64_t BIG = (int64_t)INT32_MAX + 1;
+    for (int t = 0; t < 2; t++) {
+        double buf[8][2];
+        sg_mat m[8];
+        for (int i = 0; i < 8; i++) {
+            m[i] = sg_mat_dense(buf[i], (sg_dtype)t, 1, 1, 1);
+            set_elem(&m[i], 0, i == 7 ? SENTINEL : 1.0 + 0.5 * i);
+        }
+        sg_mat *W = &m[0], *V = &m[1], *gW = &m[2], *gV = &m[3], *S = &m[4], *gS = &m[5], *U = &m[6], *gA = &m[7];
+        sg_fn fn = {SG_FN_EXP, 0, NULL, NULL, NULL};
+        double loss_d[2];
+        sg_mat loss = sg_mat_dense(loss_d, (sg_dtype)t, 1, 1, 1);
+        static const char *names[] = {"eigh_backward V", "eigh_backward gV", "svd_backward U", "svd_backward V",
+                                      "svd_backward gU", "svd_backward gV", "svd_backward gA", "matfunc_backward V",
+                                      "ortho A", "ortho gA", "nuclear gA"};
+        for (int c = 0; c < 11; c++) {
+            sg_mat *which[] = {V, gV, U, V, gW, gV, gA, V, W, gA, gA};
+            unsigned char before[8][16];
+            memcpy(before, buf, sizeof before);
+            which[c]->ld = BIG;
+            sg_status st;
+            switch (c) {
+            case 0:
+            case 1: st = sg_eigh_backward(ctx, W, V, gW, gV, SG_DEGEN_MASK, 0, gA); break;
+            case 2: case 3: case 4: case 5: case 6:
+                st = sg_svd_backward(ctx, U, S, V, gW, gS, gV, SG_DEGEN_MASK, 0, gA); break;
+            case 7: st = sg_matfunc_backward(ctx, W, V, &fn, gV, gA); break;
+            case 8: case 9: st = sg_regularizer(ctx, SG_REG_ORTHO, W, NULL, &loss, gA); break;
+            default: st = sg_regularizer(ctx, SG_REG_NUCLEAR, W, NULL, &loss, gA); break;
+            }
+            which[c]->ld = 1;
+            const char *msg = sg_last_error(ctx);
+            cr_expect_eq(st, SG_ERR_UNSUPPORTED, "%s (dtype %d): %s (%s)", names[c], t, sg_status_string(st), msg);
+            cr_expect(strstr(msg, "ld") && strstr(msg, "2147483648"), "%s: message '%s'", names[c], msg);
+            cr_expect_eq(sg_failed_index(ctx), -1);
+            cr_expect_eq(memcmp(before, buf, sizeof before), 0, "%s: a buffer was written", names[c]);
+        }
+    }
+}
 
 /* ---- context and setters ----------------------------------------------------------------------- */
 Test(reliability, setters_and_context)
@@ -488,11 +614,22 @@ Test(reliability, setters_and_context)
     cr_expect_eq(sg_set_jacobi(ctx, NAN, 10), SG_ERR_ARG);
     cr_expect(strstr(sg_last_error(ctx), "NaN") != NULL, "%s", sg_last_error(ctx));
     cr_expect_eq(sg_failed_index(ctx), -1);
+    cr_expect_eq(sg_set_jacobi(ctx, INFINITY, 10), SG_ERR_ARG, "+Inf tol would end every Jacobi solve at once");
+    cr_expect(strstr(sg_last_error(ctx), "Inf") != NULL, "%s", sg_last_error(ctx));
+    cr_expect_eq(sg_set_jacobi(ctx, -INFINITY, 10), SG_ERR_ARG);
+    cr_expect(strstr(sg_last_error(ctx), "finite") != NULL, "%s", sg_last_error(ctx));
+    /* backend names: the three enum values, "unknown" for anything else */
+    cr_expect_str_eq(sg_backend_name(SG_BACKEND_AUTO), "auto");
+    cr_expect_str_eq(sg_backend_name(SG_BACKEND_CPU), "cpu");
+    cr_expect_str_eq(sg_backend_name(SG_BACKEND_CUDA), "cuda");
+    cr_expect_str_eq(sg_backend_name((sg_backend)3), "unknown");
+    cr_expect_str_eq(sg_backend_name((sg_backend)-1), "unknown");
 
     cr_expect_eq(sg_set_memspace(ctx, SG_MEM_HOST), SG_OK);
     cr_expect_str_eq(sg_last_error(ctx), "");
     cr_expect_eq(sg_set_stream(ctx, NULL), SG_OK);
     cr_expect_eq(sg_set_jacobi(ctx, -1, -1), SG_OK); /* <= 0 selects defaults */
+    cr_expect_eq(sg_set_jacobi(ctx, 1e-10, 50), SG_OK);
     cr_expect_eq(sg_set_threads(ctx, -5), SG_OK);    /* <= 0 = all */
     cr_expect_eq(sg_set_check_finite(ctx, 7), SG_OK);
     cr_expect_eq(sg_set_chunk_bytes(ctx, (size_t)-1), SG_OK);
@@ -749,4 +886,63 @@ Test(reliability, npy_bad_inputs)
     cr_expect_eq(sg_npy_write("/tmp/sg_rel_never.npy", &bad, err, sizeof err), SG_ERR_ARG);
     cr_expect_eq(sg_npy_write("/nonexistent/dir/x.npy", &w, err, sizeof err), SG_ERR_IO);
     cr_expect(err[0]);
+}
+
+/* ---- CLI error messages (src/cli/io.c) ----------------------------------------------------------
+   The `specgrad` executable next to this test (or $SPECGRAD_CLI); skipped when it is not built. Full CLI
+   coverage is tests/test_cli.c; these pin the two message defects the reliability audit found. */
+static int cli_run(const char *dir, const char *args, char *out, size_t len)
+{
+    char cli[4096], self[4000], cmd[8192];
+    const char *env = getenv("SPECGRAD_CLI");
+    if (env) snprintf(cli, sizeof cli, "%s", env);
+    else {
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0) return -1;
+        self[n] = 0;
+        snprintf(cli, sizeof cli, "%s/specgrad", dirname(self));
+    }
+    if (access(cli, X_OK) != 0) return -1;
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", dir, cli, args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -2;
+}
+
+static size_t count_of(const char *s, const char *sub)
+{
+    size_t c = 0;
+    for (const char *p = strstr(s, sub); p; p = strstr(p + 1, sub)) c++;
+    return c;
+}
+
+Test(reliability, cli_messages_overflow_and_matrix_index)
+{
+    char dir[64] = "/tmp/sg_rel_cli_XXXXXX", path[256], err[256], out[8192], cmd[300];
+    cr_assert_not_null(mkdtemp(dir));
+    /* a finite float64 beyond FLT_MAX, read with --dtype f32: an overflow, not "Inf in the input" */
+    double A[8] = {1, 0, 0, 1, 2, 0, 0, 1e300}; /* batch 2 of 2×2; matrix 1, element (1,1) */
+    sg_array a = {SG_F64, 3, {2, 2, 2}, A};
+    snprintf(path, sizeof path, "%s/big.npy", dir);
+    cr_assert_eq(sg_npy_write(path, &a, err, sizeof err), SG_OK, "%s", err);
+    int rc = cli_run(dir, "eigh big.npy --backend cpu --dtype f32", out, sizeof out);
+    if (rc == -1) cr_skip_test("specgrad CLI not built next to the tests");
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "overflows float32") && strstr(out, "1e+300") && strstr(out, "element (1,1) (matrix 1)"),
+              "%s", out);
+    cr_expect(!strstr(out, "Inf"), "a finite file reported as Inf: %s", out);
+    /* the same file in float64 is fine */
+    cr_expect_eq(cli_run(dir, "eigh big.npy --backend cpu", out, sizeof out), 0, "%s", out);
+    /* a NaN: the matrix index is said once ("(matrix 1)"), not again as a suffix */
+    A[7] = NAN;
+    snprintf(path, sizeof path, "%s/nan.npy", dir);
+    cr_assert_eq(sg_npy_write(path, &a, err, sizeof err), SG_OK, "%s", err);
+    cr_expect_eq(cli_run(dir, "eigh nan.npy --backend cpu", out, sizeof out), 1, "%s", out);
+    cr_expect(strstr(out, "NaN") && strstr(out, "(matrix 1)"), "%s", out);
+    cr_expect_eq(count_of(out, "matrix 1"), 1, "matrix index repeated: %s", out);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
 }

@@ -2,7 +2,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,12 +19,22 @@ int cli_err(const cli_opts *o, const char *fmt, ...)
     return 1;
 }
 
+/* 1 when msg already says "matrix <i>" (the library's messages usually do): no second "(matrix i)". */
+static int names_matrix(const char *msg, int64_t i)
+{
+    char tok[40];
+    int n = snprintf(tok, sizeof tok, "matrix %lld", (long long)i);
+    for (const char *p = strstr(msg, tok); p; p = strstr(p + 1, tok))
+        if (p[n] < '0' || p[n] > '9') return 1;
+    return 0;
+}
+
 int cli_lib_err(const cli_opts *o, sg_status s)
 {
     const char *msg = o->ctx ? sg_last_error(o->ctx) : "";
     int64_t i = o->ctx ? sg_failed_index(o->ctx) : -1;
     if (!msg[0]) msg = sg_status_string(s);
-    if (i >= 0) return cli_err(o, "%s (matrix %lld)", msg, (long long)i);
+    if (i >= 0 && !names_matrix(msg, i)) return cli_err(o, "%s (matrix %lld)", msg, (long long)i);
     return cli_err(o, "%s", msg);
 }
 
@@ -53,24 +65,30 @@ static void fmt_shape(char *buf, size_t len, int nd, const int64_t *sh)
     if (k < len) snprintf(buf + k, len - k, ")");
 }
 
-/* Copy/convert one r×c matrix. to_cm: src is C-order r×c, dst column-major (ld = r). Else a plain copy. */
+/* Copy/convert one r×c matrix. to_cm: src is C-order r×c, dst column-major (ld = r). Else a plain copy.
+   Returns the source index (C order within the matrix) of the first finite value that overflows to ±Inf
+   in the destination type (float64 → float32 beyond FLT_MAX), or -1. */
 #define CONV(TD, TS)                                                                                    \
     do {                                                                                                \
         const TS *s_ = (const TS *)src;                                                                 \
         TD *d_ = (TD *)dst;                                                                             \
-        if (to_cm)                                                                                      \
-            for (int64_t i = 0; i < r; i++)                                                             \
-                for (int64_t j = 0; j < c; j++) d_[i + j * r] = (TD)s_[i * c + j];                      \
-        else                                                                                            \
-            for (int64_t i = 0; i < r * c; i++) d_[i] = (TD)s_[i];                                      \
+        for (int64_t i = 0; i < r; i++)                                                                 \
+            for (int64_t j = 0; j < c; j++) {                                                           \
+                TS x_ = s_[i * c + j];                                                                  \
+                TD y_ = (TD)x_;                                                                         \
+                d_[to_cm ? i + j * r : i * c + j] = y_;                                                 \
+                if (bad < 0 && isinf(y_) && isfinite(x_)) bad = i * c + j;                              \
+            }                                                                                           \
     } while (0)
 
-static void conv(void *dst, sg_dtype td, const void *src, sg_dtype ts, int64_t r, int64_t c, int to_cm)
+static int64_t conv(void *dst, sg_dtype td, const void *src, sg_dtype ts, int64_t r, int64_t c, int to_cm)
 {
+    int64_t bad = -1;
     if (td == SG_F64 && ts == SG_F64) CONV(double, double);
     else if (td == SG_F64) CONV(double, float);
     else if (ts == SG_F64) CONV(float, double);
     else CONV(float, float);
+    return bad;
 }
 
 int cli_to_mat(const cli_opts *o, const char *name, sg_array *a, cli_kind k, cli_mat *out)
@@ -97,9 +115,20 @@ int cli_to_mat(const cli_opts *o, const char *name, sg_array *a, cli_kind k, cli
     size_t isz = o->dt == SG_F32 ? 4 : 8, sisz = a->dtype == SG_F32 ? 4 : 8;
     void *data = malloc((size_t)(batch * r * c) * isz);
     if (!data) return cli_err(o, "%s: out of memory", name);
-    for (int64_t b = 0; b < batch; b++) /* MAT: disk r×c C-order → column-major; others: same memory */
-        conv((char *)data + (size_t)(b * r * c) * isz, o->dt, (const char *)a->data + (size_t)(b * r * c) * sisz,
-             a->dtype, r, c, k == K_MAT);
+    for (int64_t b = 0; b < batch; b++) { /* MAT: disk r×c C-order → column-major; others: same memory */
+        int64_t bad = conv((char *)data + (size_t)(b * r * c) * isz, o->dt,
+                           (const char *)a->data + (size_t)(b * r * c) * sisz, a->dtype, r, c, k == K_MAT);
+        if (bad >= 0) { /* report the element as it is on disk (C order within the file's matrix) */
+            double v = ((const double *)a->data)[b * r * c + bad]; /* only float64 → float32 can overflow */
+            int64_t dc = k == K_MAT ? c : r;                        /* columns of one matrix on disk */
+            free(data);
+            if (tail == 2)
+                return cli_err(o, "%s: value %g at element (%lld,%lld) (matrix %lld) overflows float32 (use --dtype f64)",
+                               name, v, (long long)(bad / dc), (long long)(bad % dc), (long long)b);
+            return cli_err(o, "%s: value %g at element %lld (item %lld) overflows float32 (use --dtype f64)", name, v,
+                           (long long)bad, (long long)b);
+        }
+    }
     out->m = sg_mat_dense(data, o->dt, batch, r, c);
     return 0;
 }

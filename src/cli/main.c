@@ -52,8 +52,9 @@ static int pick(const cli_opts *o, const char *opt, const char *v, const char *c
     return 1;
 }
 
-/* Options may appear anywhere after the command; --opt=value and --opt value both work. */
-static int parse(cli_opts *o, int argc, char **argv, int *help)
+/* Options may appear anywhere after the command; --opt=value and --opt value both work.
+   *has_p says whether --p was given (fn.p has no "unset" value: pow must not default to p = 0). */
+static int parse(cli_opts *o, int argc, char **argv, int *help, int *has_p)
 {
     static const char *backends[] = {"auto", "cpu", "cuda"}, *dtypes[] = {"f32", "f64"},
                       *modes[] = {"exact", "mask", "lorentz", "taylor"},
@@ -119,12 +120,15 @@ static int parse(cli_opts *o, int argc, char **argv, int *help)
             o->has_fn = 1;
         } else if (!strcmp(name, "--p")) {
             if (parse_num(o, name, val, &o->fn.p)) return 1;
+            *has_p = 1;
         } else if (!strcmp(name, "--kind")) {
             if (pick(o, name, val, kinds, 5, &k)) return 1;
             o->kind = (sg_reg)k;
             o->has_kind = 1;
         } else if (!strcmp(name, "--threads")) {
             if (parse_num(o, name, val, &x)) return 1;
+            if (!(x >= 1 && x <= 4096) || x != (double)(int)x)
+                return cli_err(o, "--threads must be a whole number in 1..4096 (got %s)", val);
             o->threads = (int)x;
         } else {
             return cli_err(o, "unknown option '%s' (see specgrad %s --help)", name, o->op);
@@ -170,8 +174,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    int help = 0;
-    if (parse(&o, argc - 2, argv + 2, &help)) return 2;
+    int help = 0, has_p = 0;
+    if (parse(&o, argc - 2, argv + 2, &help, &has_p)) return 2;
     if (help) {
         if (isdemo)
             printf("usage: specgrad demo [--backend cpu|cuda|auto]\n\n"
@@ -180,6 +184,10 @@ int main(int argc, char **argv)
                    "plus the sg_nullspace basis check, in float64 and float32. Exits 1 if a number is off.\n");
         else cli_op_help(stdout, o.op);
         return 0;
+    }
+    if (o.has_fn && o.fn.kind == SG_FN_POW && !has_p) {
+        cli_err(&o, "--fn pow needs its exponent: --p P (e.g. --fn pow --p 0.5)");
+        return 2;
     }
     sg_status s = sg_create(&o.ctx, o.backend);
     if (s != SG_OK) {

@@ -378,14 +378,14 @@ static const op_def ops[] = {
      "Gradient gA (..., m, n) of a loss through svd, from U, S, Vh (as written by `specgrad svd`, economy\n"
      "or --full) and the loss's gradients with respect to U, S and Vh; '-' or omitted = zero."},
     {"matfunc", 1, 1, op_matfunc, "matfunc A.npy --fn sqrt|log|exp|pow [--p P] [-o PREFIX]",
-     "Matrix function F = V f(Λ) Vᵀ of symmetric A (..., n, n); pow uses --p. Writes F."},
+     "Matrix function F = V f(Λ) Vᵀ of symmetric A (..., n, n); pow needs --p (F = A^p). Writes F."},
     {"matfunc-backward", 2, 3, op_matfunc_backward,
      "matfunc-backward (A.npy | W.npy V.npy) gF.npy --fn sqrt|log|exp|pow [--p P] [-o PREFIX]",
      "Gradient gA of a loss through F = f(A) given gF = dLoss/dF (Daleckii–Krein, finite at ties).\n"
-     "Give A (eigh is computed) or W, V from `specgrad eigh`."},
+     "Give A (eigh is computed) or W, V from `specgrad eigh`. pow needs --p."},
     {"reg", 1, 1, op_reg, "reg A.npy --kind spectral|nuclear|ortho|logdet|eigsum [--fn F --p P] [--no-grad] [-o PREFIX]",
      "Spectral regularizer per matrix: spectral σmax², nuclear Σσ, ortho ||AᵀA − I||², logdet (SPD A),\n"
-     "eigsum Σ f(λ) (needs --fn). Writes loss (batch shape) and, unless --no-grad, gA (shape of A)."},
+     "eigsum Σ f(λ) (needs --fn; pow also --p). Writes loss (batch shape) and, unless --no-grad, gA (shape of A)."},
 };
 #define NOPS (int)(sizeof ops / sizeof *ops)
 
