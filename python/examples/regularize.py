@@ -5,8 +5,9 @@
 Part 1 trains 8 linear layers (a 8×16×16 weight batch) on a regression task with a spectral-norm
 (σmax²) and an orthogonality (||WᵀW − I||²) penalty, loss and gradient from specgrad.regularizer, plain
 gradient descent (and the same with torch autograd when torch is installed).
-Part 2 learns task 1, then learns task 2 with every update projected onto the nullspace of task 1's
-features (Adam-NSCL: the nullspace of the feature covariance), so task 1's outputs do not move.
+Part 2 learns task 1, then learns task 2 with Adam-NSCL: Adam's moment estimates come from the task-2
+gradient, and the Adam step m̂/(√v̂ + ε) is projected onto the nullspace of task 1's feature covariance
+(specgrad.project) before it is applied, so task 1's outputs do not move.
 """
 import os
 import sys
@@ -95,7 +96,12 @@ def part2(steps):
     Z = sg.lstsq(X2 @ N0, Y2 - X2 @ W.T)
     best = np.sum((X2 @ (W + (N0 @ Z).T).T - Y2) ** 2) / len(X2)
     print(f"  best task-2 loss inside the nullspace (lstsq): {best:.4f}")
-    lr = 0.5 / np.linalg.norm(X2, 2) ** 2 * len(X2)
+    # Adam-NSCL: Adam's update (moments of the unprojected gradient), projected onto null(C) with the same
+    # threshold as above (rtol is relative to σmax(C) = λmax). A projected Adam step is not steepest
+    # descent inside the nullspace: the loss settles above the lstsq optimum printed above (and with a
+    # constant step creeps back up), hence Adam's decaying step size α/√t.
+    alpha, beta1, beta2, eps = 0.1, 0.9, 0.999, 1e-8
+    M, V = np.zeros_like(W), np.zeros_like(W)   # first and second moment estimates
     for step in range(steps + 1):
         R2 = X2 @ W.T - Y2
         loss2 = np.sum(R2 ** 2) / len(X2)
@@ -103,10 +109,14 @@ def part2(steps):
             drift = np.linalg.norm(X1 @ W.T - out1) / np.linalg.norm(out1)
             print(f"  step {step:4d}  task-2 loss {loss2:10.4f}  task-1 output drift {drift:.1e}")
         G = 2 * R2.T @ X2 / len(X2)             # dL2/dW (k_out × d)
-        Gp = sg.project(X1, G.T, "null").T      # rows of the update in null(X1): X1 ΔWᵀ = 0
-        W = W - lr * Gp
-    unconstrained = W - lr * G
-    print(f"  (an unprojected step would move task-1 outputs by "
+        M = beta1 * M + (1 - beta1) * G
+        V = beta2 * V + (1 - beta2) * G ** 2
+        t = step + 1
+        D = (M / (1 - beta1 ** t)) / (np.sqrt(V / (1 - beta2 ** t)) + eps)  # the Adam step
+        Dp = sg.project(C, D.T, "null", rtol=1e-10).T  # rows of the step in null(C): X1 ΔWᵀ = 0
+        W = W - alpha / np.sqrt(t) * Dp
+    unconstrained = W - alpha / np.sqrt(t) * D
+    print(f"  (an unprojected Adam step would move task-1 outputs by "
           f"{np.linalg.norm(X1 @ unconstrained.T - out1) / np.linalg.norm(out1):.1e})")
     return loss2, np.linalg.norm(X1 @ W.T - out1) / np.linalg.norm(out1)
 

@@ -3,7 +3,7 @@
 numpy arrays (float32/float64, any batch shape (..., m, n)) and torch tensors (CUDA tensors zero-copy on
 a CUDA context; CPU tensors through numpy). Output conventions follow numpy.linalg. Every function takes
 ctx=None: numpy input uses the shared context of $SPECGRAD_BACKEND (default 'cpu'), CUDA tensors the
-shared 'cuda' context. Autograd wrappers for torch live in specgrad.autograd.
+shared CUDA context of their device (one per GPU). Autograd wrappers for torch live in specgrad.autograd.
 """
 from ._lib import (DegenerateError, DomainError, NoDeviceError, NonFiniteError, NotConvergedError,
                    SpecgradArgumentError, SpecgradError, cuda_devices, lib)

@@ -164,7 +164,13 @@ class _TorchCudaAdapter:
         return self.torch.cuda.current_stream(self.device).cuda_stream
 
 
+class _TorchCpuAdapter(_NumpyAdapter):
+    """torch CPU tensors, handled as their numpy views; unlike plain numpy, mixed dtypes are refused
+    (as for CUDA tensors) instead of promoted."""
+
+
 _NP = _NumpyAdapter()
+_NP_TORCH = _TorchCpuAdapter()
 
 
 def _desc(ad, x, keep):
@@ -229,16 +235,20 @@ def _vec_in(ad, v):
 
 
 class _Fn:
-    """Keeps an sg_fn and its ctypes callbacks alive."""
+    """Keeps an sg_fn and its ctypes callbacks alive.
+
+    An exception raised by a Python callback cannot cross the C call: the ctypes wrapper catches it,
+    keeps the first one in .error and returns NaN (the library then fails with SG_ERR_DOMAIN, and the
+    remaining callbacks return NaN without calling the user's function); Context._run re-raises it."""
 
     def __init__(self, fn, p):
         self.s = L.sg_fn()
         self._cb = None
+        self.error = None
         if callable(fn) or (isinstance(fn, tuple) and len(fn) == 2 and all(callable(g) for g in fn)):
             if not isinstance(fn, tuple):
                 raise TypeError("specgrad: a custom function is given as a pair (f, df) of callables")
-            f, df = fn
-            self._cb = (L.FN_CB(lambda x, u: float(f(x))), L.FN_CB(lambda x, u: float(df(x))))
+            self._cb = tuple(L.FN_CB(self._guard(g)) for g in fn)
             self.s.kind = L.FN["callback"]
             self.s.f, self.s.df = self._cb
             self.name = "callback"
@@ -252,6 +262,18 @@ class _Fn:
         self.s.kind = L.FN[fn]
         self.name = fn
 
+    def _guard(self, g):
+        def cb(x, user):
+            if self.error is not None:
+                return math.nan
+            try:
+                return float(g(x))
+            except BaseException as e:  # noqa: BLE001 - re-raised by Context._run after the C call
+                self.error = e
+                return math.nan
+
+        return cb
+
 
 def _mode(mode):
     try:
@@ -260,8 +282,40 @@ def _mode(mode):
         raise ValueError(f"specgrad: mode must be one of {sorted(L.DEGEN)}, got {mode!r}") from None
 
 
-def _rtol(rtol):
-    return -1.0 if rtol is None else float(rtol)
+def _tols(op, atol, rtol):
+    """(atol, rtol) for the C API, checked like the library does (also when no call is made: empty
+    batches, zero-sized matrices). atol=None means 0 (numpy's tol=None), rtol=None the default."""
+    a = 0.0 if atol is None else float(atol)
+    r = -1.0 if rtol is None else float(rtol)
+    if math.isnan(a) or math.isnan(r) or a < 0 or math.isinf(a) or (math.isinf(r) and r > 0):
+        raise _arg_error(op, f"tolerance: atol must be finite and >= 0, rtol finite or None (got {atol}, {rtol})")
+    return a, r
+
+
+def _arg_error(op, msg):
+    """The error the library gives for a bad argument, raised from Python (shape checks that must also
+    hold for empty batches and zero-sized matrices, where the library is not called)."""
+    return L.SpecgradArgumentError(op, L.SG_ERR_ARG, msg)
+
+
+def _expect(op, name, got, want):
+    """Check the core (trailing) shape of an argument; want may contain None for "any"."""
+    if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+        fmt = lambda t: "×".join("*" if v is None else str(v) for v in t)  # noqa: E731
+        raise _arg_error(op, f"{name}: shape {fmt(got)}, expected {fmt(want)}")
+
+
+def _square(op, ad, x, name):
+    r, c = ad.shape(x)[-2:]
+    if r != c:
+        raise _arg_error(op, f"{name}: shape {r}×{c}, expected a square matrix")
+    return r
+
+
+def _work(bshape, *dims):
+    """True when the library has something to do: a non-empty batch of non-empty matrices (it rejects
+    zero sizes; those results are filled in by the binding)."""
+    return math.prod(bshape) > 0 and all(d > 0 for d in dims)
 
 
 def _scalarize(x, bshape):
@@ -278,16 +332,34 @@ class Context:
 
     Calls on one Context are serialized by a lock (the C context holds the last error and settings).
     The same context accepts numpy arrays (host memory) and, on the CUDA backend, torch CUDA tensors
-    (device memory, the tensor's current stream); it switches sg_set_memspace per call."""
+    (device memory, the tensor's current stream); it switches sg_set_memspace per call.
 
-    def __init__(self, backend="auto", *, threads=None, check_finite=True, jacobi_tol=None,
+    A CUDA context belongs to one GPU: the one current when it is created (device=k creates it under
+    torch.cuda.device(k)). `device` is that index when known (given, or read from torch when torch was
+    imported), else None; tensors on another GPU are refused."""
+
+    def __init__(self, backend="auto", *, device=None, threads=None, check_finite=True, jacobi_tol=None,
                  jacobi_max_sweeps=None, chunk_bytes=None):
         if backend not in L.BACKENDS:
             raise ValueError(f"specgrad: backend must be 'cpu', 'cuda' or 'auto', got {backend!r}")
+        if device is not None and backend == "cpu":
+            raise ValueError("specgrad: device= only applies to the 'cuda' (or 'auto') backend")
         self._lib = L.lib()
         self._h = C.c_void_p()
         self._lock = threading.RLock()
-        s = self._lib.sg_create(C.byref(self._h), L.BACKENDS[backend])
+        self.device = None
+        if device is not None:
+            import torch
+
+            d = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+            if d.type != "cuda" or d.index is None:
+                raise ValueError(f"specgrad: device= needs a CUDA device index (e.g. 1 or 'cuda:1'), got {device!r}")
+            device = d.index
+            with torch.cuda.device(device):  # sg_create binds the context to the current device
+                s = self._lib.sg_create(C.byref(self._h), L.BACKENDS[backend])
+        else:
+            device = _current_cuda_device() if backend != "cpu" else None
+            s = self._lib.sg_create(C.byref(self._h), L.BACKENDS[backend])
         if s != L.SG_OK:
             why = ""
             if backend == "cuda":
@@ -296,6 +368,8 @@ class Context:
             raise L.error_class(s)("Context", s, f"sg_create({backend}) failed: {msg}" + (f" ({why})" if why else ""))
         self._mem = L.SG_MEM_HOST
         self.backend = L.BACKEND_NAMES[self._lib.sg_get_backend(self._h)]
+        if self.backend == "cuda":
+            self.device = device
         if threads is not None:
             self.set_threads(threads)
         if not check_finite:
@@ -324,7 +398,8 @@ class Context:
         self.close()
 
     def __repr__(self):
-        return f"specgrad.Context(backend={self.backend!r})"
+        dev = f", device={self.device}" if self.device is not None else ""
+        return f"specgrad.Context(backend={self.backend!r}{dev})"
 
     # -- settings
     def _set(self, op, fn, *args):
@@ -364,9 +439,28 @@ class Context:
             bidx = tuple(int(i) for i in np.unravel_index(idx, bshape)) if bshape else ()
         raise L.error_class(status)(op, status, msg, idx, bidx, result)
 
-    def _run(self, op, ad, cfn, args, bshape, result=None):
+    def _run(self, op, ad, cfn, args, bshape, result=None, fn=None):
+        """One library call. fn: the _Fn of the call, whose Python callbacks' exception (if any) is
+        re-raised here, chained to the library's error (the callback returned NaN to the library)."""
         if self._h is None or not self._h.value:
             raise ValueError("specgrad: this Context has been closed")
+        if fn is None or fn._cb is None:
+            return self._call(op, ad, cfn, args, bshape, result)
+        fn.error = None
+        try:
+            self._call(op, ad, cfn, args, bshape, result)
+        except L.SpecgradError:
+            err, fn.error = fn.error, None
+            if err is None:
+                raise
+            err.add_note(f"(raised in a Python callback of specgrad.{op}; the library was given NaN)")
+            raise err  # chained: its __context__ is the library's error
+        err, fn.error = fn.error, None
+        if err is not None:  # the library did not use the NaN (still a failed call)
+            err.add_note(f"(raised in a Python callback of specgrad.{op}; the library was given NaN)")
+            raise err
+
+    def _call(self, op, ad, cfn, args, bshape, result):
         with self._lock:
             if ad.memspace != self._mem:
                 self._check("set_memspace", self._lib.sg_set_memspace(self._h, ad.memspace))
@@ -400,10 +494,13 @@ class Context:
         if dev.type == "cuda":
             if self.backend != "cuda":
                 raise ValueError(f"specgrad: CUDA tensors need a context with the cuda backend (this one is {self.backend})")
+            if self.device is not None and dev.index != self.device:
+                raise ValueError(f"specgrad: tensors on {dev}, but this Context belongs to cuda:{self.device}; "
+                                 f"use ctx=None (one default context per GPU) or Context('cuda', device={dev.index})")
             return _TorchCudaAdapter(dev), [None if x is None else x.detach() for x in xs], False
         if dev.type != "cpu":
             raise ValueError(f"specgrad: tensors on {dev} are not supported")
-        return _NP, [None if x is None else x.detach().numpy() for x in xs], True
+        return _NP_TORCH, [None if x is None else x.detach().numpy() for x in xs], True
 
     @staticmethod
     def _wrap(res, torch_cpu):
@@ -426,7 +523,7 @@ class Context:
     def _common(ad, xs, names):
         codes = {ad.dtype_code(x) for x in xs if x is not None}
         if len(codes) > 1:
-            if ad is _NP:  # numpy: promote like numpy does
+            if ad is _NP:  # numpy: promote like numpy does (torch tensors, CPU or CUDA: refused)
                 xs = [None if x is None else x.astype(np.float64, copy=False) for x in xs]
                 return xs, L.SG_F64
             raise TypeError(f"specgrad: {', '.join(names)} must share a dtype (float32 or float64)")
@@ -447,13 +544,15 @@ class Context:
     # ---- decompositions ----------------------------------------------------------------------------
     def eigh(self, A, uplo="L", *, eigvals_only=False):
         """Symmetric eigendecomposition of A (..., n, n) → (w (..., n) ascending, V (..., n, n)), like
-        numpy.linalg.eigh: only the `uplo` triangle of A is read. V's columns are eigenvectors; V is a
-        Fortran-ordered view. uplo='U' is zero-copy for C-contiguous A, 'L' copies it (one n² pass)."""
+        numpy.linalg.eigh: only the `uplo` triangle of A is read. V's columns are eigenvectors; for numpy
+        input V is C-contiguous like numpy's (one n² copy of the library's column-major result), for
+        torch tensors it is the column-major view torch.linalg.eigh also returns. uplo='U' is zero-copy
+        for C-contiguous A, 'L' copies it (one n² pass)."""
         if uplo not in ("L", "U"):
             raise ValueError(f"specgrad: uplo must be 'L' or 'U', got {uplo!r}")
         ad, (A,), tc = self._adapter([A])
         bs = self._bshape(ad, A, 2, "A")
-        n = ad.shape(A)[-1]
+        n = _square("eigh", ad, A, "A")
         code = ad.dtype_code(A)
         keep = []
         mA = _desc(ad, A if uplo == "L" else ad.T(A), keep)
@@ -461,9 +560,10 @@ class Context:
         mW = _desc(ad, _vec_in(ad, w), keep)
         V = None if eigvals_only else _out(ad, bs, n, n, code)
         mV = _desc(ad, V, keep) if V is not None else None
-        if math.prod(bs) == 0:
-            return self._wrap(w if eigvals_only else (w, V), tc)
-        self._run("eigh", ad, self._lib.sg_eigh, (C.byref(mA), C.byref(mW), C.byref(mV) if mV is not None else None), bs)
+        if _work(bs, n):
+            self._run("eigh", ad, self._lib.sg_eigh, (C.byref(mA), C.byref(mW), C.byref(mV) if mV is not None else None), bs)
+        if V is not None and ad is _NP:
+            V = np.ascontiguousarray(V)
         return self._wrap(w if eigvals_only else (w, V), tc)
 
     def eigvalsh(self, A, uplo="L"):
@@ -471,7 +571,8 @@ class Context:
 
     def svd(self, A, full_matrices=True, compute_uv=True):
         """SVD like numpy.linalg.svd: A (..., m, n) → (U, S, Vh), S descending. For C-contiguous A the
-        library factors Aᵀ = V S Uᵀ in place (no copy): Vh comes back C-contiguous, U as a view."""
+        library factors Aᵀ = V S Uᵀ in place (no copy): Vh comes back C-contiguous, U as a view.
+        Zero-sized A (m or n = 0) gives numpy's results (empty S; U, Vh identities with full_matrices)."""
         ad, (A,), tc = self._adapter([A])
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
@@ -495,10 +596,13 @@ class Context:
                 Vh = ad.empty(bs + (kV, n), code)
                 U = _out(ad, bs, m, kU, code)
                 mU, mV = _desc(ad, ad.T(Vh), keep), _desc(ad, U, keep)  # library U = V, library V = U
-        if math.prod(bs) > 0:
+        if _work(bs, m, n):
             args = (C.byref(mA), 1 if full_matrices else 0, C.byref(mS),
                     C.byref(mU) if compute_uv else None, C.byref(mV) if compute_uv else None)
             self._run("svd", ad, self._lib.sg_svd, args, bs)
+        elif k == 0 and compute_uv and full_matrices:  # numpy: U = I_m, Vh = I_n
+            U[...] = ad.eye(m, code)
+            Vh[...] = ad.eye(n, code)
         return self._wrap((U, S, Vh) if compute_uv else S, tc)
 
     def svdvals(self, A):
@@ -511,33 +615,42 @@ class Context:
 
     def matrix_rank(self, A, atol=0.0, rtol=None):
         """Rank with tol = max(atol, rtol·σmax); rtol=None: max(m,n)·eps when atol == 0 (numpy's default),
-        else 0. Returns int64 (batch shape; a numpy scalar for one matrix)."""
+        else 0; atol=None means 0. Returns int64 (batch shape; a numpy scalar for one matrix); 0 for
+        zero-sized matrices."""
+        atol, rtol = _tols("matrix_rank", atol, rtol)
         ad, (A,), tc = self._adapter([A])
         bs = self._bshape(ad, A, 2, "A")
+        m, n = ad.shape(A)[-2:]
         keep = []
         mA = _desc(ad, self._pick_T(ad, A), keep)
         r = ad.empty_i64(bs)
-        if math.prod(bs) > 0:
-            self._run("matrix_rank", ad, self._lib.sg_rank,
-                      (C.byref(mA), float(atol), _rtol(rtol), C.c_void_p(ad.ptr(r))), bs)
+        if _work(bs, m, n):
+            self._run("matrix_rank", ad, self._lib.sg_rank, (C.byref(mA), atol, rtol, C.c_void_p(ad.ptr(r))), bs)
+        else:
+            r[...] = 0
         return self._wrap(_scalarize(r, bs), tc)
 
     def null_space(self, A, atol=0.0, rtol=None):
         """Orthonormal nullspace bases, padded: returns (N, nullity) with N (..., n, n) whose first
         nullity[b] columns span null(A[b]) and the rest are zero, nullity int64 of the batch shape.
         `trim_null_space(N, nullity)` gives scipy.linalg.null_space-shaped (n, nullity) arrays.
-        Copies C-contiguous A (the nullspace of Aᵀ is a different space)."""
+        Copies C-contiguous A (the nullspace of Aᵀ is a different space). A with 0 rows: N = I."""
+        atol, rtol = _tols("null_space", atol, rtol)
         ad, (A,), tc = self._adapter([A])
         bs = self._bshape(ad, A, 2, "A")
-        n = ad.shape(A)[-1]
+        m, n = ad.shape(A)[-2:]
+        code = ad.dtype_code(A)
         keep = []
         mA = _desc(ad, A, keep)
-        N = _out(ad, bs, n, n, ad.dtype_code(A))
+        N = _out(ad, bs, n, n, code)
         mN = _desc(ad, N, keep)
         nul = ad.empty_i64(bs)
-        if math.prod(bs) > 0:
+        if _work(bs, m, n):
             self._run("null_space", ad, self._lib.sg_nullspace,
-                      (C.byref(mA), float(atol), _rtol(rtol), C.byref(mN), C.c_void_p(ad.ptr(nul))), bs)
+                      (C.byref(mA), atol, rtol, C.byref(mN), C.c_void_p(ad.ptr(nul))), bs)
+        else:  # m == 0: everything is null (scipy: the identity); n == 0: nothing to span
+            N[...] = ad.eye(n, code)
+            nul[...] = n
         return self._wrap((N, _scalarize(nul, bs)), tc)
 
     def project(self, A, X, which="null", atol=0.0, rtol=None):
@@ -545,50 +658,67 @@ class Context:
         (..., m, n). X: (..., n, k) or (..., n). Copies C-contiguous A and matrix X."""
         if which not in L.PROJ:
             raise ValueError(f"specgrad: which must be 'null' or 'row', got {which!r}")
+        atol, rtol = _tols("project", atol, rtol)
         ad, (A, X), tc = self._adapter([A, X])
         (A, X), code = self._common(ad, [A, X], ["A", "X"])
         bs = self._bshape(ad, A, 2, "A")
+        m, n = ad.shape(A)[-2:]
         vec = len(ad.shape(X)) == len(ad.shape(A)) - 1
         Xl = _vec_in(ad, X) if vec else X
         self._same_batch(bs, self._bshape(ad, Xl, 2, "X"), "X")
+        _expect("project", "X", ad.shape(X)[-1:] if vec else ad.shape(X)[-2:], (n,) if vec else (n, None))
         keep = []
         mA, mX = _desc(ad, A, keep), _desc(ad, Xl, keep)
-        n, k = ad.shape(Xl)[-2:]
+        k = ad.shape(Xl)[-1]
         Y = ad.empty(bs + (n,), code) if vec else _out(ad, bs, n, k, code)
         mY = _desc(ad, _vec_in(ad, Y) if vec else Y, keep)
-        if math.prod(bs) > 0:
+        if _work(bs, m, n, k):
             self._run("project", ad, self._lib.sg_project,
-                      (C.byref(mA), C.byref(mX), L.PROJ[which], float(atol), _rtol(rtol), C.byref(mY)), bs)
+                      (C.byref(mA), C.byref(mX), L.PROJ[which], atol, rtol, C.byref(mY)), bs)
+        elif m == 0:  # A = 0 (no rows): the nullspace is everything
+            Y[...] = X if which == "null" else 0
         return self._wrap(Y, tc)
 
     def lstsq(self, A, B, atol=0.0, rtol=None, *, return_rank=False):
         """Minimum-norm least squares x = A⁺B (also rank-deficient), A (..., m, n), B (..., m, k) or
-        (..., m). Returns x (and the rank with return_rank=True). Copies C-contiguous A and matrix B."""
+        (..., m). Returns x (and the rank with return_rank=True). Copies C-contiguous A and matrix B.
+        Zero-sized A: x = 0 and rank 0, like numpy."""
+        atol, rtol = _tols("lstsq", atol, rtol)
         ad, (A, B), tc = self._adapter([A, B])
         (A, B), code = self._common(ad, [A, B], ["A", "B"])
         bs = self._bshape(ad, A, 2, "A")
+        m, n = ad.shape(A)[-2:]
         vec = len(ad.shape(B)) == len(ad.shape(A)) - 1
         Bl = _vec_in(ad, B) if vec else B
         self._same_batch(bs, self._bshape(ad, Bl, 2, "B"), "B")
-        n, k = ad.shape(A)[-1], ad.shape(Bl)[-1]
+        _expect("lstsq", "B", ad.shape(B)[-1:] if vec else ad.shape(B)[-2:], (m,) if vec else (m, None))
+        k = ad.shape(Bl)[-1]
         keep = []
         mA, mB = _desc(ad, A, keep), _desc(ad, Bl, keep)
         X = ad.empty(bs + (n,), code) if vec else _out(ad, bs, n, k, code)
         mX = _desc(ad, _vec_in(ad, X) if vec else X, keep)
         r = ad.empty_i64(bs)
-        if math.prod(bs) > 0:
+        if _work(bs, m, n, k):
             self._run("lstsq", ad, self._lib.sg_lstsq,
-                      (C.byref(mA), C.byref(mB), float(atol), _rtol(rtol), C.byref(mX), C.c_void_p(ad.ptr(r))), bs)
+                      (C.byref(mA), C.byref(mB), atol, rtol, C.byref(mX), C.c_void_p(ad.ptr(r))), bs)
+        elif _work(bs, m, n):  # k == 0: empty x, but A still has a rank
+            self._run("lstsq", ad, self._lib.sg_rank, (C.byref(mA), atol, rtol, C.c_void_p(ad.ptr(r))), bs)
+        else:
+            X[...] = 0
+            r[...] = 0
         X = self._wrap(X, tc)
         return (X, self._wrap(_scalarize(r, bs), tc)) if return_rank else X
 
     def pinv(self, A, atol=0.0, rtol=None):
         """Pseudo-inverse (..., n, m) through lstsq. pinv(A)ᵀ = pinv(Aᵀ), so C-contiguous A is not copied;
-        the identity right-hand side is materialized per matrix."""
+        the identity right-hand side is materialized per matrix. Zero-sized A: empty (n, m), like numpy."""
+        atol, rtol = _tols("pinv", atol, rtol)
         ad, (A,), tc = self._adapter([A])
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
         code = ad.dtype_code(A)
+        if not _work(bs, m, n):
+            return self._wrap(ad.zeros(bs + (n, m), code), tc)
         keep = []
         At = ad.T(A)  # n×m
         if _describable(ad, At):
@@ -605,9 +735,8 @@ class Context:
             mX = _desc(ad, X, keep)
         mI = _desc(ad, I, keep)
         r = ad.empty_i64(bs)
-        if math.prod(bs) > 0:
-            self._run("pinv", ad, self._lib.sg_lstsq,
-                      (C.byref(mA), C.byref(mI), float(atol), _rtol(rtol), C.byref(mX), C.c_void_p(ad.ptr(r))), bs)
+        self._run("pinv", ad, self._lib.sg_lstsq,
+                  (C.byref(mA), C.byref(mI), atol, rtol, C.byref(mX), C.c_void_p(ad.ptr(r))), bs)
         return self._wrap(X, tc)
 
     # ---- gradients ---------------------------------------------------------------------------------
@@ -616,24 +745,27 @@ class Context:
         (None = zero). gA = V (diag(gw) + skew(VᵀgV) ⊘ E) Vᵀ, E_ij = λj − λi. mode: 'exact' (ties → inf/NaN,
         raises DegenerateError with .result), 'mask' (default: zero inside tied clusters, exact for
         losses invariant to rotations within a cluster), 'lorentz' E/(E²+param), 'taylor' (positive spectra).
-        Zero-copy for V from eigh; a C-contiguous gV is copied."""
+        Zero-copy for a column-major V (torch eigh's); numpy eigh's C-contiguous V and a C-contiguous gV
+        are copied (n² passes)."""
         mcode = _mode(mode)
         ad, (w, V, gw, gV), tc = self._adapter([w, V, gw, gV])
         (w, V, gw, gV), code = self._common(ad, [w, V, gw, gV], ["w", "V", "gw", "gV"])
         bs = self._bshape(ad, V, 2, "V")
-        n = ad.shape(V)[-1]
+        n = _square("eigh_backward", ad, V, "V")
         for x, nm in ((w, "w"), (gw, "gw")):
             if x is not None:
                 self._same_batch(bs, self._bshape(ad, x, 1, nm), nm)
+                _expect("eigh_backward", nm, ad.shape(x)[-1:], (n,))
         if gV is not None:
             self._same_batch(bs, self._bshape(ad, gV, 2, "gV"), "gV")
+            _expect("eigh_backward", "gV", ad.shape(gV)[-2:], (n, n))
         keep = []
         mW, mV = _desc(ad, _vec_in(ad, w), keep), _desc(ad, V, keep)
         mgW = _desc(ad, _vec_in(ad, gw), keep) if gw is not None else None
         mgV = _desc(ad, gV, keep) if gV is not None else None
         gA = _out(ad, bs, n, n, code)
         mgA = _desc(ad, gA, keep)
-        if math.prod(bs) > 0:
+        if _work(bs, n):
             self._run("eigh_backward", ad, self._lib.sg_eigh_backward,
                       (C.byref(mW), C.byref(mV), C.byref(mgW) if mgW is not None else None, C.byref(mgV) if mgV is not None else None,
                        mcode, float(param), C.byref(mgA)), bs, result=self._wrap(gA, tc))
@@ -647,10 +779,18 @@ class Context:
         ad, (U, S, Vh, gU, gS, gVh), tc = self._adapter([U, S, Vh, gU, gS, gVh])
         (U, S, Vh, gU, gS, gVh), code = self._common(ad, [U, S, Vh, gU, gS, gVh], ["U", "S", "Vh", "gU", "gS", "gVh"])
         bs = self._bshape(ad, U, 2, "U")
-        m, n = ad.shape(U)[-2], ad.shape(Vh)[-1]
         for x, nm, core in ((S, "S", 1), (Vh, "Vh", 2), (gU, "gU", 2), (gS, "gS", 1), (gVh, "gVh", 2)):
             if x is not None:
                 self._same_batch(bs, self._bshape(ad, x, core, nm), nm)
+        (m, kU), (kV, n) = ad.shape(U)[-2:], ad.shape(Vh)[-2:]
+        k = min(m, n)
+        fullU, fullV = kU == m != k, kV == n != k
+        if kU not in (k, m) or kV not in (k, n) or (fullU and kV != n) or (fullV and kU != m):
+            raise _arg_error("svd_backward", f"U {m}×{kU} and Vh {kV}×{n} are neither economy (k={k}) nor full_matrices")
+        _expect("svd_backward", "S", ad.shape(S)[-1:], (k,))
+        for x, nm, want in ((gU, "gU", (m, kU)), (gS, "gS", (k,)), (gVh, "gVh", (kV, n))):
+            if x is not None:
+                _expect("svd_backward", nm, ad.shape(x)[-len(want):], want)
         keep = []
         mU_l, mV_l = _desc(ad, ad.T(Vh), keep), _desc(ad, U, keep)
         mS = _desc(ad, _vec_in(ad, S), keep)
@@ -659,7 +799,7 @@ class Context:
         mgS = _desc(ad, _vec_in(ad, gS), keep) if gS is not None else None
         gA = ad.empty(bs + (m, n), code)                 # library g(Aᵀ) (n×m) col-major = C (m, n)
         mgA = _desc(ad, ad.T(gA), keep)
-        if math.prod(bs) > 0:
+        if _work(bs, m, n):
             self._run("svd_backward", ad, self._lib.sg_svd_backward,
                       (C.byref(mU_l), C.byref(mS), C.byref(mV_l), C.byref(mgU_l) if mgU_l is not None else None,
                        C.byref(mgS) if mgS is not None else None, C.byref(mgV_l) if mgV_l is not None else None, mcode, float(param),
@@ -668,12 +808,13 @@ class Context:
 
     def matfunc(self, A, fn="sqrt", p=None, uplo="L"):
         """F = f(A) = V f(Λ) Vᵀ for symmetric A (..., n, n); fn 'sqrt', 'log', 'exp', 'pow' (exponent p) or a
-        pair (f, df) of Python callables (CPU backend only). Domain errors raise DomainError. The `uplo`
-        triangle is read ('U' zero-copy for C-contiguous A, 'L' copies it)."""
+        pair (f, df) of Python callables (CPU backend only; an exception they raise is re-raised here).
+        Domain errors raise DomainError. The `uplo` triangle is read ('U' zero-copy for C-contiguous A,
+        'L' copies it)."""
         f = _Fn(fn, p)
         ad, (A,), tc = self._adapter([A])
         bs = self._bshape(ad, A, 2, "A")
-        n = ad.shape(A)[-1]
+        n = _square("matfunc", ad, A, "A")
         keep = []
         Al = A if uplo == "L" else ad.T(A)
         mA = _desc(ad, Al, keep)
@@ -683,8 +824,8 @@ class Context:
         else:  # library computes f(Aᵀ) = f(A)ᵀ
             F = ad.empty(bs + (n, n), ad.dtype_code(A))
             mF = _desc(ad, ad.T(F), keep)
-        if math.prod(bs) > 0:
-            self._run("matfunc", ad, self._lib.sg_matfunc, (C.byref(mA), C.byref(f.s), C.byref(mF)), bs)
+        if _work(bs, n):
+            self._run("matfunc", ad, self._lib.sg_matfunc, (C.byref(mA), C.byref(f.s), C.byref(mF)), bs, fn=f)
         return self._wrap(F, tc)
 
     def matfunc_backward(self, w, V, gF, fn="sqrt", p=None):
@@ -695,17 +836,19 @@ class Context:
         ad, (w, V, gF), tc = self._adapter([w, V, gF])
         (w, V, gF), code = self._common(ad, [w, V, gF], ["w", "V", "gF"])
         bs = self._bshape(ad, V, 2, "V")
-        n = ad.shape(V)[-1]
+        n = _square("matfunc_backward", ad, V, "V")
         self._same_batch(bs, self._bshape(ad, w, 1, "w"), "w")
         self._same_batch(bs, self._bshape(ad, gF, 2, "gF"), "gF")
+        _expect("matfunc_backward", "w", ad.shape(w)[-1:], (n,))
+        _expect("matfunc_backward", "gF", ad.shape(gF)[-2:], (n, n))
         keep = []
         mW, mV = _desc(ad, _vec_in(ad, w), keep), _desc(ad, V, keep)
         mgF = _desc(ad, self._pick_T(ad, gF), keep)
         gA = _out(ad, bs, n, n, code)
         mgA = _desc(ad, gA, keep)
-        if math.prod(bs) > 0:
+        if _work(bs, n):
             self._run("matfunc_backward", ad, self._lib.sg_matfunc_backward,
-                      (C.byref(mW), C.byref(mV), C.byref(f.s), C.byref(mgF), C.byref(mgA)), bs)
+                      (C.byref(mW), C.byref(mV), C.byref(f.s), C.byref(mgF), C.byref(mgA)), bs, fn=f)
         return self._wrap(gA, tc)
 
     def regularizer(self, A, kind, fn=None, p=None, *, grad=True, uplo="L"):
@@ -713,7 +856,7 @@ class Context:
         loss with grad=False. kind: 'spectral' σmax², 'nuclear' Σσ, 'ortho' ||AᵀA − I||_F², 'logdet'
         log det A (symmetric PD), 'eigsum' Σ f(λ) (needs fn/p as in matfunc). Transpose-invariant kinds
         (spectral, nuclear, square ortho) use A in place; 'ortho' of a non-square C-contiguous A and the
-        symmetric kinds with uplo='L' copy it."""
+        symmetric kinds with uplo='L' copy it. Zero-sized A: loss 0 (ortho with m = 0: n), empty gA."""
         if kind not in L.REG:
             raise ValueError(f"specgrad: kind must be one of {sorted(L.REG)}, got {kind!r}")
         f = _Fn(fn, p) if kind == "eigsum" else None
@@ -722,6 +865,8 @@ class Context:
         ad, (A,), tc = self._adapter([A])
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
+        if kind in ("logdet", "eigsum"):
+            _square("regularizer", ad, A, "A")
         code = ad.dtype_code(A)
         if kind in ("spectral", "nuclear") or (kind == "ortho" and m == n):
             Al = self._pick_T(ad, A)
@@ -742,10 +887,12 @@ class Context:
             else:
                 gA = _out(ad, bs, m, n, code)
                 mG = _desc(ad, gA, keep)
-        if math.prod(bs) > 0:
+        if _work(bs, m, n):
             self._run("regularizer", ad, self._lib.sg_regularizer,
                       (L.REG[kind], C.byref(mA), C.byref(f.s) if f else None, C.byref(mL),
-                       C.byref(mG) if grad else None), bs)
+                       C.byref(mG) if grad else None), bs, fn=f)
+        else:  # empty sums; ||0_{n×n} − I||² = n for A with no rows; gA has no elements
+            loss[...] = n if kind == "ortho" and m == 0 else 0
         loss = _scalarize(loss, bs)
         return self._wrap((loss, gA) if grad else loss, tc)
 
@@ -757,7 +904,7 @@ def trim_null_space(N, nullity):
     if nul.ndim == 0:
         return N[:, : int(nul)]
     n = N.shape[-1]
-    Nf = N.reshape((-1, n, n))
+    Nf = N.reshape((nul.size, n, n))
     return [Nf[b, :, : int(k)] for b, k in enumerate(nul.reshape(-1))]
 
 
@@ -766,21 +913,36 @@ _DEFAULT = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
-def get_context(backend=None):
-    """Shared default context per backend. backend=None: $SPECGRAD_BACKEND, else 'cpu'."""
+def _current_cuda_device():
+    """torch's current CUDA device (= the CUDA runtime's, which sg_create binds to) when torch is already
+    imported and sees a GPU; else None (unknown: device 0 unless something called cudaSetDevice)."""
+    torch = sys.modules.get("torch")
+    try:
+        return torch.cuda.current_device() if torch is not None and torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - a broken CUDA setup: the context creation reports it
+        return None
+
+
+def get_context(backend=None, device=None):
+    """Shared default context per backend (and, for CUDA, per device index: a CUDA context belongs to the
+    GPU it was created on). backend=None: $SPECGRAD_BACKEND, else 'cpu'. device: CUDA device index
+    (None: the context created on the device current at first use, for host arrays)."""
     if backend is None:
         backend = os.environ.get("SPECGRAD_BACKEND", "cpu")
+    key = backend if device is None else (backend, int(device))
     with _DEFAULT_LOCK:
-        ctx = _DEFAULT.get(backend)
+        ctx = _DEFAULT.get(key)
         if ctx is None:
-            ctx = _DEFAULT[backend] = Context(backend)
+            ctx = _DEFAULT[key] = Context(backend) if device is None else Context(backend, device=int(device))
         return ctx
 
 
 def _ctx_for(ctx, *xs):
+    """The explicit ctx, else the default context for the first CUDA tensor's device, else the default
+    host context. (Tensors on different devices are refused by Context._adapter.)"""
     if ctx is not None:
         return ctx
     for x in xs:
         if x is not None and type(x).__module__.startswith("torch") and getattr(x, "is_cuda", False):
-            return get_context("cuda")
+            return get_context("cuda", device=x.device.index)
     return get_context()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 # ---- enums (values from include/specgrad.h) -------------------------------------------------------
 SG_OK = 0
+SG_ERR_ARG = 1
 STATUS_NAMES = [
     "SG_OK", "SG_ERR_ARG", "SG_ERR_DTYPE", "SG_ERR_NONFINITE", "SG_ERR_NOCONV", "SG_ERR_LAPACK",
     "SG_ERR_ALLOC", "SG_ERR_NODEVICE", "SG_ERR_CUDA", "SG_ERR_CUSOLVER", "SG_ERR_CUBLAS",

@@ -7,13 +7,17 @@
     loss = sga.regularizer(W, "spectral")   # per-matrix loss, batch shape
     loss.sum().backward()
 
-CUDA tensors run on the shared 'cuda' context (zero-copy, current stream); CPU tensors on the 'cpu'
-context through numpy views. Pass ctx= to choose. Degeneracy handling: mode='mask' by default (finite at
-exact ties; exact for losses invariant to rotations inside a tied cluster), 'exact' like torch/jax.
+CUDA tensors run on the shared CUDA context of their device (zero-copy, current stream); CPU tensors on
+the 'cpu' context through numpy views. Pass ctx= to choose. Degeneracy handling: mode='mask' by default
+(finite at exact ties; exact for losses invariant to rotations inside a tied cluster), 'exact' like
+torch/jax. The backwards are computed by the library, outside autograd: they are once_differentiable,
+so double backward (create_graph=True, then differentiating the gradient) raises instead of silently
+returning a gradient that ignores the backward's own dependence on A.
 """
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ._core import _ctx_for
 from ._lib import DegenerateError
@@ -33,6 +37,7 @@ class Eigh(torch.autograd.Function):
         return w, V
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gw, gV):
         w, V = ctx.saved_tensors
         mode, param, c = ctx.opts
@@ -53,6 +58,7 @@ class Svd(torch.autograd.Function):
         return U, S, Vh
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gU, gS, gVh):
         U, S, Vh = ctx.saved_tensors
         mode, param, c = ctx.opts
@@ -64,7 +70,9 @@ class Svd(torch.autograd.Function):
 
 
 class MatFunc(torch.autograd.Function):
-    """F = f(A); forward runs our matfunc (domain checks) and our eigh (saved for the backward)."""
+    """F = f(A); forward runs our matfunc (domain checks) and our eigh (saved for the backward). The two
+    eigendecompositions are not merged: the C API has no "V f(Λ) Vᵀ from (w, V)" entry point, and
+    assembling F here would duplicate the library's domain checks."""
 
     @staticmethod
     def forward(ctx, A, fn="sqrt", p=None, sgctx=None):
@@ -77,6 +85,7 @@ class MatFunc(torch.autograd.Function):
         return F
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gF):
         w, V = ctx.saved_tensors
         fn, p, c = ctx.opts
@@ -84,19 +93,28 @@ class MatFunc(torch.autograd.Function):
 
 
 class Regularizer(torch.autograd.Function):
-    """Per-matrix loss (batch shape); the gradient comes from the same library call as the loss."""
+    """Per-matrix loss (batch shape); the gradient comes from the same library call as the loss, and is
+    only computed when it can be needed: need_grad=None means A.requires_grad (inside forward grad mode
+    is always off, so the `regularizer` function below decides it, also under torch.no_grad)."""
 
     @staticmethod
-    def forward(ctx, A, kind="spectral", fn=None, p=None, sgctx=None):
+    def forward(ctx, A, kind="spectral", fn=None, p=None, sgctx=None, need_grad=None):
         c = _ctx(sgctx, A)
-        loss, gA = c.regularizer(A.detach(), kind, fn, p)
-        ctx.gA = gA
+        if need_grad is None:
+            need_grad = ctx.needs_input_grad[0]
+        if need_grad:
+            loss, ctx.gA = c.regularizer(A.detach(), kind, fn, p)
+        else:
+            loss, ctx.gA = c.regularizer(A.detach(), kind, fn, p, grad=False), None
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gloss):
-        gA = ctx.gA
-        return gA * gloss[..., None, None], None, None, None, None
+        if ctx.gA is None:
+            raise RuntimeError("specgrad.autograd.Regularizer: the gradient was not computed in forward "
+                               "(need_grad=False / torch.no_grad)")
+        return ctx.gA * gloss[..., None, None], None, None, None, None, None
 
 
 def eigh(A, mode="mask", param=0.0, ctx=None):
@@ -112,4 +130,5 @@ def matfunc(A, fn="sqrt", p=None, ctx=None):
 
 
 def regularizer(A, kind="spectral", fn=None, p=None, ctx=None):
-    return Regularizer.apply(A, kind, fn, p, ctx)
+    need_grad = torch.is_grad_enabled() and A.requires_grad
+    return Regularizer.apply(A, kind, fn, p, ctx, need_grad)

@@ -263,6 +263,57 @@ def test_matfunc_domain_and_callback(rng):
     np.testing.assert_allclose(Fc, sg.matfunc(S, "pow", 1 / 3), atol=1e-12)
 
 
+class _Boom(Exception):
+    pass
+
+
+def _raise(x):
+    raise _Boom(f"callback failed at {x}")
+
+
+@pytest.mark.parametrize("which", ["f", "df"])
+def test_callback_exception_is_reraised_not_swallowed(rng, which):
+    """An exception in a Python (f, df) callback used to be printed ("Exception ignored") while the
+    library got a junk double: matfunc returned garbage. Now it is re-raised, chained to the library's
+    DomainError (the wrapper hands the library NaN)."""
+    S = random_spd(rng, 3, (2,))
+    good = (np.exp, np.exp)
+    bad = (_raise, np.exp) if which == "f" else (np.exp, _raise)
+    if which == "f":
+        with pytest.raises(_Boom) as e:
+            sg.matfunc(np.eye(3), bad)
+        assert isinstance(e.value.__context__, sg.DomainError)
+        assert any("specgrad.matfunc" in n for n in getattr(e.value, "__notes__", []))
+    with pytest.raises(_Boom) as e:
+        sg.regularizer(S, "eigsum", bad)
+    assert isinstance(e.value.__context__, sg.DomainError)
+    w, V = sg.eigh(S)
+    with pytest.raises(_Boom):
+        sg.matfunc_backward(w, V, np.ones_like(S), bad)
+    # the context is usable afterwards and the same callbacks work when they do not raise
+    np.testing.assert_allclose(sg.matfunc(S, good), sg.matfunc(S, "exp"), atol=1e-12)
+    with pytest.raises(ZeroDivisionError):
+        sg.matfunc(np.eye(3), (lambda x: 1 / 0, lambda x: 0.0))
+
+
+def test_zero_sized_gradients_and_regularizers():
+    """0×0 (and m×0 / 0×n) matrices: empty gradients, empty-sum losses instead of a library error."""
+    w, V = sg.eigh(np.zeros((2, 0, 0)))
+    assert w.shape == (2, 0) and V.shape == (2, 0, 0)
+    assert sg.eigh_backward(w, V, gw=w).shape == (2, 0, 0)
+    assert sg.matfunc(np.zeros((0, 0)), "log").shape == (0, 0)
+    assert sg.matfunc_backward(w, V, V, "sqrt").shape == (2, 0, 0)
+    U, S, Vh = sg.svd(np.zeros((3, 0)), full_matrices=False)
+    assert sg.svd_backward(U, S, Vh, gU=U).shape == (3, 0)
+    for kind, A, ref in [("spectral", np.zeros((3, 0)), 0.0), ("nuclear", np.zeros((0, 2)), 0.0),
+                         ("ortho", np.zeros((0, 2)), 2.0), ("ortho", np.zeros((3, 0)), 0.0),
+                         ("logdet", np.zeros((0, 0)), np.linalg.slogdet(np.zeros((0, 0)))[1])]:
+        loss, g = sg.regularizer(A, kind)
+        assert loss == ref and g.shape == A.shape, kind
+    loss, g = sg.regularizer(np.zeros((4, 0, 0)), "eigsum", "log")
+    np.testing.assert_array_equal(loss, np.zeros(4))
+
+
 # ---- regularizers ------------------------------------------------------------------------------
 REGS = {
     "spectral": lambda A: jnp.linalg.norm(A, 2) ** 2,
@@ -301,6 +352,32 @@ def test_regularizer_bad_input(rng):
         sg.regularizer(np.eye(3), "spectral", "log")
     with pytest.raises(ValueError, match="fn must be"):
         sg.regularizer(np.eye(3), "eigsum")  # needs fn
+    for A in (np.ones((3, 4)), np.ones((0, 3, 4))):  # empty batches are checked too
+        with pytest.raises(sg.SpecgradArgumentError, match="square"):
+            sg.regularizer(A, "eigsum", "log")
+
+
+def test_gradient_shape_checks_hold_for_empty_batches():
+    """Mismatched core shapes raise also when the batch is empty (the library is not called then)."""
+    for b in ((2,), (0,)):
+        w, V = np.zeros(b + (3,)), np.zeros(b + (3, 3))
+        with pytest.raises(sg.SpecgradArgumentError, match="square"):
+            sg.eigh_backward(np.zeros(b + (3,)), np.zeros(b + (3, 4)), gw=np.zeros(b + (3,)))
+        with pytest.raises(sg.SpecgradArgumentError, match="gw"):
+            sg.eigh_backward(w, V, gw=np.zeros(b + (4,)))
+        with pytest.raises(sg.SpecgradArgumentError, match="gV"):
+            sg.eigh_backward(w, V, gV=np.zeros(b + (3, 2)))
+        with pytest.raises(sg.SpecgradArgumentError, match="gF"):
+            sg.matfunc_backward(w, V, np.zeros(b + (2, 2)))
+        with pytest.raises(sg.SpecgradArgumentError, match="square"):
+            sg.matfunc(np.zeros(b + (3, 2)))
+        U, S, Vh = np.zeros(b + (5, 3)), np.zeros(b + (3,)), np.zeros(b + (3, 3))
+        with pytest.raises(sg.SpecgradArgumentError, match="economy"):
+            sg.svd_backward(np.zeros(b + (5, 4)), S, Vh, gS=S)
+        with pytest.raises(sg.SpecgradArgumentError, match="S: shape 2, expected 3"):
+            sg.svd_backward(U, np.zeros(b + (2,)), Vh, gS=np.zeros(b + (2,)))
+        with pytest.raises(sg.SpecgradArgumentError, match="gU"):
+            sg.svd_backward(U, S, Vh, gU=np.zeros(b + (5, 2)))
 
 
 def test_symmetric_ops_read_the_requested_triangle(rng):

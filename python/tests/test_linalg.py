@@ -35,6 +35,39 @@ def test_eigh_matches_numpy(rng, bshape, dtype):
     np.testing.assert_allclose((V * w[..., None, :]) @ V.swapaxes(-1, -2), A, atol=t * 40)
 
 
+def clusters(values, tol):
+    """Index groups of (sorted or not) values that tie within tol, as lists of positions."""
+    order = np.argsort(values)
+    groups, cur = [], [order[0]]
+    for a, b in zip(order[:-1], order[1:]):
+        if values[b] - values[a] <= tol:
+            cur.append(b)
+        else:
+            groups.append(cur)
+            cur = [b]
+    return groups + [cur]
+
+
+@pytest.mark.parametrize("bshape", BATCH_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spectrum", [[-1.0, -1.0, 2.0, 2.0, 2.0, 5.0], [3.0] * 5 + [-2.0], [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]])
+def test_eigh_tied_spectrum_matches_numpy(rng, bshape, dtype, spectrum):
+    """Exactly tied eigenvalues: the eigenvectors of a cluster are only defined up to a rotation, so
+    compare the cluster projectors V_c V_cᵀ (gauge-invariant) and the values with numpy."""
+    n = len(spectrum)
+    A = sym_with_spectrum(rng, spectrum, bshape).astype(dtype)
+    w, V = sg.eigh(A)
+    wr, Vr = np.linalg.eigh(A.astype(np.float64))
+    t = tol(dtype)
+    np.testing.assert_allclose(w, wr, atol=t * 10 * max(1, np.abs(spectrum).max()))
+    np.testing.assert_allclose(w, np.broadcast_to(np.sort(spectrum), w.shape), atol=t * 10 * max(1, np.abs(spectrum).max()))
+    for g in clusters(np.sort(spectrum), 1e-12):
+        P = projector(V[..., :, g].astype(np.float64))
+        np.testing.assert_allclose(P, projector(Vr[..., :, g]), atol=t * 30)
+    np.testing.assert_allclose(V.swapaxes(-1, -2) @ V, np.broadcast_to(np.eye(n), V.shape), atol=t * 10)
+    np.testing.assert_allclose((V * w[..., None, :]) @ V.swapaxes(-1, -2), A, atol=t * 40)
+
+
 def test_eigh_reads_the_requested_triangle(rng):
     A = sym_with_spectrum(rng, [1.0, 2.0, 4.0, 8.0], (2,))
     junk = A.copy()
@@ -112,8 +145,17 @@ def test_bad_inputs_raise(rng):
         sg.lstsq(np.ones((2, 3, 3)), np.ones((3, 3, 1)))
     with pytest.raises(sg.SpecgradArgumentError, match="tolerance"):
         sg.matrix_rank(np.eye(3), atol=-1.0)
-    with pytest.raises(sg.SpecgradArgumentError):
-        sg.svd(np.zeros((2, 0, 3)))
+    for b in ((), (0,), (2, 0)):  # empty batches are checked too (the library is not called for them)
+        with pytest.raises(sg.SpecgradArgumentError, match="square"):
+            sg.eigh(np.zeros(b + (3, 4)))
+        with pytest.raises(sg.SpecgradArgumentError, match="X: shape"):
+            sg.project(np.zeros(b + (3, 4)), np.zeros(b + (3, 2)))
+        with pytest.raises(sg.SpecgradArgumentError, match="X: shape"):
+            sg.project(np.zeros(b + (3, 4)), np.zeros(b + (3,)))
+        with pytest.raises(sg.SpecgradArgumentError, match="B: shape"):
+            sg.lstsq(np.zeros(b + (3, 4)), np.zeros(b + (4, 2)))
+        with pytest.raises(sg.SpecgradArgumentError, match="tolerance"):
+            sg.pinv(np.zeros(b + (3, 4)), rtol=np.nan)
     with pytest.raises(sg.NoDeviceError if sg.cuda_devices()[0] == 0 else ValueError):
         if sg.cuda_devices()[0] == 0:
             sg.Context("cuda")
@@ -131,6 +173,64 @@ def test_integer_input_promotes_and_empty_batch():
     np.testing.assert_allclose(w, [1.0, 3.0], atol=1e-12)
     w, V = sg.eigh(np.zeros((0, 3, 3)))
     assert w.shape == (0, 3) and V.shape == (0, 3, 3)
+
+
+def test_eigh_vectors_are_c_contiguous_like_numpy(rng):
+    A = sym_with_spectrum(rng, [1.0, 2.0, 3.0, 4.0], (2,))
+    w, V = sg.eigh(A)
+    assert V.flags.c_contiguous == np.linalg.eigh(A)[1].flags.c_contiguous == True  # noqa: E712
+    np.testing.assert_allclose(sg.eigh_backward(w, V, gw=np.ones_like(w)), np.broadcast_to(np.eye(4), A.shape), atol=1e-12)
+
+
+ZERO_SHAPES = [(0, 0), (3, 0), (0, 3)]
+
+
+@pytest.mark.parametrize("bshape", [(), (2,)])
+@pytest.mark.parametrize("mn", ZERO_SHAPES)
+def test_zero_sized_matrices_follow_numpy(bshape, mn):
+    """0×0, m×0 and 0×n matrices give numpy's (shaped, possibly empty) results instead of a library
+    'null data pointer' error."""
+    m, n = mn
+    A = np.zeros(bshape + mn)
+    for full in (True, False):
+        got, ref = sg.svd(A, full_matrices=full), np.linalg.svd(A, full_matrices=full)
+        for g, r in zip(got, ref):
+            assert g.shape == r.shape
+            np.testing.assert_array_equal(g, r)
+    assert sg.svdvals(A).shape == np.linalg.svd(A, compute_uv=False).shape
+    np.testing.assert_array_equal(sg.matrix_rank(A), np.linalg.matrix_rank(A))
+    P = sg.pinv(A)
+    assert P.shape == np.linalg.pinv(A).shape
+    for B in (np.ones(bshape + (m, 2)), np.ones(bshape + (m,))):
+        X, r = sg.lstsq(A, B, return_rank=True)
+        for idx in np.ndindex(*bshape):
+            xr, _, rr, _ = np.linalg.lstsq(A[idx], B[idx], rcond=None)
+            np.testing.assert_array_equal(X[idx], xr)
+            assert np.reshape(r, -1)[np.ravel_multi_index(idx, bshape) if bshape else 0] == rr
+    N, nul = sg.null_space(A)
+    ref = sla.null_space(np.zeros(mn))
+    np.testing.assert_array_equal(nul, np.full(bshape, ref.shape[1]))
+    for Nt in ([sg.trim_null_space(N, nul)] if bshape == () else sg.trim_null_space(N, nul)):
+        np.testing.assert_array_equal(Nt, ref)
+    X = np.arange(float(n * 2)).reshape(n, 2) + np.zeros(bshape + (n, 2))
+    np.testing.assert_array_equal(sg.project(A, X, "null"), X)  # A = 0: everything is in the nullspace
+    np.testing.assert_array_equal(sg.project(A, X, "row"), 0 * X)
+    if m == n:
+        w, V = sg.eigh(A)
+        wr, Vr = np.linalg.eigh(A)
+        assert w.shape == wr.shape and V.shape == Vr.shape
+
+
+def test_zero_columns_rhs_and_rank_atol_none(rng):
+    A = low_rank(rng, 5, 4, 2)
+    X, r = sg.lstsq(A, np.zeros((5, 0)), return_rank=True)
+    xr, _, rr, _ = np.linalg.lstsq(A, np.zeros((5, 0)), rcond=None)
+    assert X.shape == xr.shape and r == rr == 2
+    assert sg.project(A, np.zeros((4, 0))).shape == (4, 0)
+    # atol=None: like numpy's tol=None (the default rule), not a TypeError
+    assert sg.matrix_rank(A, atol=None) == np.linalg.matrix_rank(A, tol=None) == 2
+    assert sg.matrix_rank(A, None, 0.5) == np.linalg.matrix_rank(A, rtol=0.5)
+    assert sg.null_space(A, atol=None)[1] == 2
 
 
 # ---- svd ----------------------------------------------------------------------------------------
@@ -159,6 +259,32 @@ def test_svd_matches_numpy(rng, bshape, dtype, mn, full):
         np.testing.assert_allclose(projector(U[..., k:]), projector(Ur[..., k:]), atol=t * 30)
     S2 = sg.svdvals(A)
     np.testing.assert_allclose(S2, S, atol=t * 10 * Sr.max())
+
+
+@pytest.mark.parametrize("bshape", BATCH_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mn,s", [((6, 5), [3.0, 3.0, 3.0, 1.0, 1.0]), ((4, 7), [2.0, 2.0, 2.0, 2.0]),
+                                  ((5, 5), [4.0, 1.5, 1.5, 1.5, 0.5])])
+def test_svd_tied_singular_values_match_numpy(rng, bshape, dtype, mn, s):
+    """Exactly tied singular values: singular vectors of a cluster are defined up to a common rotation;
+    compare the left and right cluster projectors and Σ_c u_k v_kᵀ (all gauge-invariant) with numpy."""
+    m, n = mn
+    k = min(m, n)
+    Q1 = np.linalg.qr(rng.standard_normal(bshape + (m, m)))[0][..., :k]
+    Q2 = np.linalg.qr(rng.standard_normal(bshape + (n, n)))[0][..., :k]
+    A = ((Q1 * np.asarray(s)) @ Q2.swapaxes(-1, -2)).astype(dtype)
+    U, S, Vh = sg.svd(A, full_matrices=False)
+    Ur, Sr, Vhr = np.linalg.svd(A.astype(np.float64), full_matrices=False)
+    t = tol(dtype)
+    np.testing.assert_allclose(S, Sr, atol=t * 10 * max(s))
+    np.testing.assert_allclose(S, np.broadcast_to(sorted(s, reverse=True), S.shape), atol=t * 10 * max(s))
+    for g in clusters(-np.array(sorted(s, reverse=True)), 1e-12):
+        Uc, Vc = U[..., :, g].astype(np.float64), Vh[..., g, :].astype(np.float64)
+        np.testing.assert_allclose(projector(Uc), projector(Ur[..., :, g]), atol=t * 30)
+        np.testing.assert_allclose(projector(Vc.swapaxes(-1, -2)), projector(Vhr[..., g, :].swapaxes(-1, -2)), atol=t * 30)
+        np.testing.assert_allclose(Uc @ Vc, Ur[..., :, g] @ Vhr[..., g, :], atol=t * 30)
+    np.testing.assert_allclose((U * S[..., None, :]) @ Vh, A, atol=t * 30 * max(s))
+    np.testing.assert_allclose(U.swapaxes(-1, -2) @ U, np.broadcast_to(np.eye(k), bshape + (k, k)), atol=t * 10)
 
 
 # ---- rank / nullspace / project / lstsq / pinv ----------------------------------------------------

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import specgrad as sg
+from specgrad import _core
 from conftest import random_spd, sym_with_spectrum
 
 torch = pytest.importorskip("torch", reason="torch not installed (scripts/test-python installs it with SG_TEST_TORCH=1; too big for CI)")
@@ -55,6 +56,124 @@ def test_gradcheck_matfunc(rng, fn, p):
 def test_gradcheck_regularizer(rng, kind):
     X = torch.tensor(rng.standard_normal((3, 4, 3)) / 2, requires_grad=True)
     assert torch.autograd.gradcheck(lambda X: sga.regularizer(X, kind), (X,))
+
+
+@pytest.mark.parametrize("kind,fn,p", [("logdet", None, None), ("eigsum", "log", None), ("eigsum", "pow", 1.5),
+                                       ("eigsum", (lambda x: x ** 3, lambda x: 3 * x ** 2), None)])
+def test_gradcheck_symmetric_regularizers(rng, kind, fn, p):
+    """logdet and eigsum take symmetric (PD) input: gradcheck through (X + Xᵀ)/2 like eigh/matfunc."""
+    X = torch.tensor(random_spd(rng, 4, (3,)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda X: sga.regularizer(_sym(X), kind, fn, p), (X,))
+
+
+def _double_backward_cases(rng):
+    S = torch.tensor(sym_with_spectrum(rng, [0.5, 1.0, 2.0], (2,)), requires_grad=True)
+    R = torch.tensor(rng.standard_normal((2, 4, 3)), requires_grad=True)
+    return [
+        ("eigh", S, lambda X: (sga.eigh(X)[0] ** 2).sum()),
+        ("svd", R, lambda X: (sga.svd(X)[1] ** 2).sum()),
+        ("matfunc", S, lambda X: (sga.matfunc(X, "sqrt") ** 2).sum()),
+        ("regularizer", R, lambda X: (sga.regularizer(X, "spectral") ** 2).sum()),
+    ]
+
+
+def test_double_backward_raises(rng):
+    """The library backwards are not differentiable by autograd: with create_graph=True the first
+    gradient used to carry a graph that only saw its dependence through the incoming gradient (a wrong
+    second derivative, silently). once_differentiable makes differentiating it again raise."""
+    for name, X, loss in _double_backward_cases(rng):
+        (g,) = torch.autograd.grad(loss(X), X, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable"):
+            g.sum().backward()
+        (g1,) = torch.autograd.grad(loss(X), X)  # plain backward still works
+        assert torch.isfinite(g1).all(), name
+
+
+class _SpyCtx:
+    """Records whether Regularizer.forward asked the library for the gradient."""
+
+    def __init__(self):
+        self.grads = []
+
+    def regularizer(self, A, kind, fn=None, p=None, *, grad=True):
+        self.grads.append(grad)
+        return sg.get_context("cpu").regularizer(A, kind, fn, p, grad=grad)
+
+
+def test_regularizer_skips_the_gradient_when_not_needed(rng):
+    A = torch.tensor(rng.standard_normal((3, 4, 3)))
+    spy = _SpyCtx()
+    ref = sga.regularizer(A, "nuclear", ctx=spy)                    # no requires_grad
+    with torch.no_grad():
+        Ar = A.clone().requires_grad_(True)
+        l2 = sga.regularizer(Ar, "nuclear", ctx=spy)                 # no_grad
+    with torch.inference_mode():
+        sga.regularizer(Ar, "nuclear", ctx=spy)
+    l3 = sga.regularizer(Ar, "nuclear", ctx=spy)                     # needed
+    assert spy.grads == [False, False, False, True]
+    torch.testing.assert_close(ref, l2)
+    l3.sum().backward()
+    _, gA = sg.regularizer(A, "nuclear")
+    torch.testing.assert_close(Ar.grad, gA)
+
+
+def test_cpu_tensors_of_mixed_dtypes_raise_like_cuda():
+    """numpy arrays are promoted like numpy does; torch tensors (CPU or CUDA) must share a dtype."""
+    A32, X64 = torch.ones(3, 4, dtype=torch.float32), torch.ones(4, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="share a dtype"):
+        sg.project(A32, X64)
+    with pytest.raises(TypeError, match="share a dtype"):
+        sg.lstsq(A32, torch.ones(3, dtype=torch.float64))
+    w, V = sg.eigh(torch.eye(3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="share a dtype"):
+        sg.eigh_backward(w, V, gw=torch.ones(3, dtype=torch.float32))
+    assert sg.project(A32.numpy(), X64.numpy()).dtype == np.float64  # numpy: still promoted
+
+
+# ---- multi-GPU routing, with stand-in tensors (no GPU needed) ------------------------------------
+class _FakeCudaTensor:
+    __module__ = "torch.fake"  # the binding recognizes torch tensors by their type's module
+    is_cuda = True
+    dtype = torch.float32
+
+    def __init__(self, index):
+        self.device = torch.device("cuda", index)
+
+    def detach(self):
+        return self
+
+
+def test_default_cuda_context_per_device(monkeypatch):
+    made = []
+
+    class FakeContext:
+        def __init__(self, backend, device=None):
+            made.append((backend, device))
+
+    monkeypatch.setattr(_core, "Context", FakeContext)
+    monkeypatch.setattr(_core, "_DEFAULT", {})
+    c1 = sg._ctx_for(None, _FakeCudaTensor(1))
+    assert made == [("cuda", 1)] and sg._ctx_for(None, None, _FakeCudaTensor(1)) is c1
+    c0 = sg._ctx_for(None, _FakeCudaTensor(0))
+    assert c0 is not c1 and made == [("cuda", 1), ("cuda", 0)]
+    explicit = object()
+    assert sg._ctx_for(explicit, _FakeCudaTensor(1)) is explicit
+
+
+def test_context_refuses_tensors_of_another_device():
+    ctx = sg.Context("cpu")
+    ctx.backend, ctx.device = "cuda", 0  # stand-in for a CUDA context created on cuda:0
+    with pytest.raises(ValueError, match="cuda:1.*belongs to cuda:0"):
+        ctx._adapter([_FakeCudaTensor(1)])
+    with pytest.raises(ValueError, match="different devices"):
+        ctx._adapter([_FakeCudaTensor(0), _FakeCudaTensor(1)])
+    ad, _, _ = ctx._adapter([_FakeCudaTensor(0), None])
+    assert ad.device == torch.device("cuda", 0)
+    ctx.device = 1
+    ad, _, _ = ctx._adapter([_FakeCudaTensor(1)])
+    assert ad.device.index == 1
+    with pytest.raises(ValueError, match="device="):
+        sg.Context("cpu", device=1)
 
 
 def test_backward_through_loss_matches_torch_linalg(rng):
