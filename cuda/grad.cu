@@ -303,54 +303,30 @@ bool no_fused()
     return v;
 }
 
-/* Persistent grid: raise the kernel's dynamic shared-memory limit, then occupancy × SMs blocks, at most
+/* Persistent launch: raise the kernel's dynamic shared-memory limit, then occupancy × SMs blocks, at most
    one per matrix (each block loops over matrices). */
-template <class K>
-static sg_status persistent_grid(sg_ctx *ctx, K kern, int threads, size_t smem, int64_t cnt, unsigned *grid)
+template <class... P, class... A>
+static sg_status launch_persistent(sg_ctx *ctx, void (*kern)(P...), int threads, size_t smem, int64_t cnt, A &&...args)
 {
     CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
     CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem));
-    int64_t g = (int64_t)(per_sm > 0 ? per_sm : 1) * sg_cu(ctx)->prop.multiProcessorCount;
-    *grid = (unsigned)(g < cnt ? g : cnt);
-    return SG_OK;
-}
-
-template <typename T, int TM, int KIND> sg_status launch_fused_tm(sg_ctx *ctx, const FusedArgs<T> &a)
-{
-    const int threads = fused_threads<TM>(a.n);
-    const size_t smem = fused_smem<T, TM>(a.n);
-    auto kern = fused_backward<T, TM, KIND>;
-    unsigned grid = 0;
-    sg_status s = persistent_grid(ctx, kern, threads, smem, a.batch, &grid);
-    if (s != SG_OK) return s;
-    kern<<<grid, threads, smem, stream_of(ctx)>>>(a);
+    const int64_t g = (int64_t)(per_sm > 0 ? per_sm : 1) * sg_cu(ctx)->prop.multiProcessorCount;
+    kern<<<(unsigned)(g < cnt ? g : cnt), threads, smem, stream_of(ctx)>>>(std::forward<A>(args)...);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
 }
 
-/* Micro-tile per thread: n <= 16 → 1×1, n <= 32 → 2×2, n <= 64 → 4×4 (at most 16×16 = 256 threads). */
+/* Micro-tile per thread by size: N <= 16 → 1×1, N <= 32 → 2×2, N <= 64 → 4×4 (at most 16×16 = 256
+   threads), for fused_backward (N = n), fused_vdvt (N = n) and fused_svd_backward (N = max(m, n)). */
 template <typename T, int KIND> sg_status launch_fused(sg_ctx *ctx, const FusedArgs<T> &a)
 {
-    if (a.n <= 16) return launch_fused_tm<T, 1, KIND>(ctx, a);
-    if (a.n <= 32) return launch_fused_tm<T, 2, KIND>(ctx, a);
-    return launch_fused_tm<T, 4, KIND>(ctx, a);
+    const int n = a.n;
+    if (n <= 16) return launch_persistent(ctx, fused_backward<T, 1, KIND>, fused_threads<1>(n), fused_smem<T, 1>(n), a.batch, a);
+    if (n <= 32) return launch_persistent(ctx, fused_backward<T, 2, KIND>, fused_threads<2>(n), fused_smem<T, 2>(n), a.batch, a);
+    return launch_persistent(ctx, fused_backward<T, 4, KIND>, fused_threads<4>(n), fused_smem<T, 4>(n), a.batch, a);
 }
 
-template <typename T, int TM> sg_status launch_fused_svd_tm(sg_ctx *ctx, const FusedSvdArgs<T> &a)
-{
-    const int threads = fused_threads<TM>(a.m > a.n ? a.m : a.n);
-    const size_t smem = fused_svd_smem<T, TM>(a.m, a.n);
-    auto kern = fused_svd_backward<T, TM>;
-    unsigned grid = 0;
-    sg_status s = persistent_grid(ctx, kern, threads, smem, a.batch, &grid);
-    if (s != SG_OK) return s;
-    kern<<<grid, threads, smem, stream_of(ctx)>>>(a);
-    CU_LAUNCH_CHECK(ctx);
-    return SG_OK;
-}
-
-/* Same micro-tile rule as launch_fused, on N = max(m, n). */
 template <typename T> size_t fused_svd_smem_for(int m, int n)
 {
     const int N = m > n ? m : n;
@@ -359,24 +335,18 @@ template <typename T> size_t fused_svd_smem_for(int m, int n)
 template <typename T> sg_status launch_fused_svd(sg_ctx *ctx, const FusedSvdArgs<T> &a)
 {
     const int N = a.m > a.n ? a.m : a.n;
-    if (N <= 16) return launch_fused_svd_tm<T, 1>(ctx, a);
-    if (N <= 32) return launch_fused_svd_tm<T, 2>(ctx, a);
-    return launch_fused_svd_tm<T, 4>(ctx, a);
+    const size_t smem = fused_svd_smem_for<T>(a.m, a.n);
+    if (N <= 16) return launch_persistent(ctx, fused_svd_backward<T, 1>, fused_threads<1>(N), smem, a.batch, a);
+    if (N <= 32) return launch_persistent(ctx, fused_svd_backward<T, 2>, fused_threads<2>(N), smem, a.batch, a);
+    return launch_persistent(ctx, fused_svd_backward<T, 4>, fused_threads<4>(N), smem, a.batch, a);
 }
 
 template <typename T, int TM>
 sg_status launch_vdvt_tm(sg_ctx *ctx, const T *V, int64_t ldV, int64_t sV, const T *d, T *X, int64_t ldX,
                          int64_t sX, int n, int64_t cnt, int *flags)
 {
-    const int threads = fused_threads<TM>(n);
-    const size_t smem = fused_vdvt_smem<T, TM>(n);
-    auto kern = fused_vdvt<T, TM>;
-    unsigned grid = 0;
-    sg_status s = persistent_grid(ctx, kern, threads, smem, cnt, &grid);
-    if (s != SG_OK) return s;
-    kern<<<grid, threads, smem, stream_of(ctx)>>>(V, ldV, sV, d, n, X, ldX, sX, n, cnt, flags);
-    CU_LAUNCH_CHECK(ctx);
-    return SG_OK;
+    return launch_persistent(ctx, fused_vdvt<T, TM>, fused_threads<TM>(n), fused_vdvt_smem<T, TM>(n), cnt, V, ldV, sV, d,
+                             (int64_t)n, X, ldX, sX, n, cnt, flags);
 }
 
 /* X = V diag(d) Vᵀ; d dense (n per matrix). Y, Z: dense n×n scratch for n > 64 (unused otherwise).
