@@ -537,7 +537,7 @@ Test(reliability, gradient_ld_beyond_int32_is_unsupported)
 {
     const int64_t BIG = (int64_t)INT32_MAX + 1;
     for (int t = 0; t < 2; t++) {
-        double buf[8][2];
+        double buf[8][2] = {{0}}; /* f32 uses 4 of each row's 16 bytes: memcmp reads them all */
         sg_mat m[8];
         for (int i = 0; i < 8; i++) {
             m[i] = sg_mat_dense(buf[i], (sg_dtype)t, 1, 1, 1);
