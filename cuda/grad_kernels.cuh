@@ -384,7 +384,7 @@ __global__ void k_spectral_fn(const T *W, int64_t sW, int n, int64_t batch, int 
 /* SVD backward core (dense k×k P = UᵀgU, Q = VᵀgV, output I), the CPU reference's formula:
    with s = σ/sc (sc = max σ, or 1), a = skew(P)_jl, d = skew(Q)_jl (skew without ½),
    I_jl = (½(a+d)(s_j+s_l)·F(s_j², s_l²) + ½(a−d)/(s_j+s_l)) / sc   (j ≠ l),  I_jj = gS_j,
-   F's gap formed as ((σ_l−σ_j)/sc)((σ_l+σ_j)/sc), the difference first (inv_gap_sq):
+   F's gap formed as ((σ_l−σ_j)/sc)(σ_l/sc + σ_j/sc), the difference first (inv_gap_sq):
    a σ_l + σ_j d = ½(a+d)(σ_l+σ_j) + ½(a−d)(σ_l−σ_j), and only the first part is singular at a tie, so
    the degeneracy mode acts on it alone. Then the rectangular corrections folded in:
    tall with gU: I −= P Σ⁻¹ (since Uᵀ(gU Σ⁻¹) = P Σ⁻¹); wide with gV: I −= Σ⁻¹ Qᵀ. */
@@ -397,7 +397,7 @@ __device__ __forceinline__ T svd_offdiag(T a, T d, T sj, T sl, T sc, int j_lt_l,
 {
     const T F = inv_gap_sq(sj, sl, sc, j_lt_l, mode, param);
     if (!isfinite(F)) *bad = 1;
-    const T sum = (sj + sl) / sc, h = (a - d) * T(0.5);
+    const T sum = sj / sc + sl / sc, h = (a - d) * T(0.5);
     const T g2 = sum > T(0) ? h / sum : (mode == SG_DM_EXACT ? h / sum : T(0));
     return ((a + d) * T(0.5) * sum * F + g2) / sc;
 }

@@ -134,7 +134,7 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
 /* ---- SVD backward (PyTorch's svd_backward, real case, V instead of Vh) -------------------------
    Thin factors U_k, V_k (full_matrices: the first k columns; the rest get no gradient).
    G_jk = (a σk + σj d) / (σk² − σj²), a = skew(U_kᵀgU)_jk, d = skew(V_kᵀgV)_jk, skew(X) = X − Xᵀ,
-   G_jj = gS_j. E = σk² − σj² is formed as ((σk−σj)/σmax)((σk+σj)/σmax): no overflow for huge σ, and no
+   G_jj = gS_j. E = σk² − σj² is formed as ((σk−σj)/σmax)(σk/σmax + σj/σmax): no overflow for huge σ, and no
    cancellation near a tie (INVGAP_SQ). The mode acts on it through the singular part only (see below).
    gA = U_k G V_kᵀ + (I − U_kU_kᵀ) gU Σ⁻¹ V_kᵀ (m > n) or + U_k Σ⁻¹ gVᵀ (I − V_kV_kᵀ) (m < n). */
 static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
@@ -178,7 +178,7 @@ static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, cons
                         /* a σc + σr d = ½(a+d)(σc+σr) + ½(a−d)(σc−σr): only the first part is singular at a
                            tie (and vanishes for losses invariant to joint rotations of tied pairs), so the
                            mode acts on it alone; the second is exactly ½(a−d)/(σr+σc), finite unless both 0. */
-                        T sum = (s[r] + s[c]) / sc, h = (a - d) * (T)0.5;
+                        T sum = s[r] / sc + s[c] / sc, h = (a - d) * (T)0.5; /* scaled first: no overflow */
                         T g2 = sum > 0 ? h / sum : (mode == SG_DEGEN_EXACT ? h / sum : (T)0);
                         g = ((a + d) * (T)0.5 * sum * F + g2) / sc;
                     }

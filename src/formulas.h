@@ -29,8 +29,9 @@ SG_HD double sg_tol_rule(double atol, double rtol, double smax, long long maxmn,
    i_lt_j breaks exact ties for Taylor. scale = max(1, max|λ|) for the mask's relative tolerance.
    param has been defaulted by the caller (sg_degen_param). NAME_e takes E already formed.
    NAME_sq (SVD backward) takes σi, σj and a scale sc (σmax) and stands for 1/((σj² − σi²)/sc²), with E
-   formed as ((σj − σi)/sc)((σj + σi)/sc): the difference of the inputs is exact near a tie, where
-   dividing or squaring first would leave only eps·σ²/E of it. */
+   formed as ((σj − σi)/sc)(σj/sc + σi/sc): the difference of the inputs is exact near a tie, where
+   dividing or squaring first would leave only eps·σ²/E of it; the sum is of scaled terms (σj + σi itself
+   can overflow). */
 #define SG_DEF_INV_GAP(T, NAME)                                                                         \
     SG_HD T NAME##_e(T e, T li, T lj, int i_lt_j, int mode, T param, T scale)                           \
     {                                                                                                   \
@@ -51,7 +52,7 @@ SG_HD double sg_tol_rule(double atol, double rtol, double smax, long long maxmn,
     SG_HD T NAME##_sq(T si, T sj, T sc, int i_lt_j, int mode, T param)                                  \
     {                                                                                                   \
         T xi = si / sc, xj = sj / sc;                                                                   \
-        return NAME##_e(((sj - si) / sc) * ((sj + si) / sc), xi * xi, xj * xj, i_lt_j, mode, param, (T)1); \
+        return NAME##_e(((sj - si) / sc) * (xj + xi), xi * xi, xj * xj, i_lt_j, mode, param, (T)1);    \
     }
 SG_DEF_INV_GAP(double, sg_inv_gap_d)
 SG_DEF_INV_GAP(float, sg_inv_gap_s)

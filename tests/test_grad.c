@@ -497,8 +497,9 @@ Test(grad, svd_backward_huge_and_tiny_sigma)
     ref_svd(m, n, A, 0, s, U, V);
     sloss_grad(&p, U, V, gS, gU, gV);
     cr_assert_eq(svd_bwd(SG_F64, m, n, 0, U, s, V, gU, NULL, gV, SG_DEGEN_EXACT, 0, g1), SG_OK);
-    double ts[] = {1e200, 1e-200};
-    for (int i = 0; i < 2; i++) {
+    /* 5e307: σ1 + σ2 = 2.65e308 overflows, so sums must be of scaled σ's */
+    double ts[] = {1e200, 1e-200, 5e307};
+    for (int i = 0; i < 3; i++) {
         double st[NMAX], gt[NN];
         for (int j = 0; j < n; j++) st[j] = s[j] * ts[i];
         cr_assert_eq(svd_bwd(SG_F64, m, n, 0, U, st, V, gU, NULL, gV, SG_DEGEN_EXACT, 0, gt), SG_OK, "t=%g: %s", ts[i],
@@ -506,6 +507,14 @@ Test(grad, svd_backward_huge_and_tiny_sigma)
         for (int j = 0; j < m * n; j++) gt[j] *= ts[i];
         cr_expect_lt(tu_diff_norm(gt, g1, m * n), 1e-12 * tu_norm(g1, m * n), "t = %g", ts[i]);
     }
+    /* float32 near FLT_MAX (σ1 + σ2 = 5.3e38 > 3.4e38): finite and equal to the unscaled result / t */
+    double g32[NN], g32t[NN], st[NMAX];
+    cr_assert_eq(svd_bwd(SG_F32, m, n, 0, U, s, V, gU, NULL, gV, SG_DEGEN_EXACT, 0, g32), SG_OK);
+    for (int j = 0; j < n; j++) st[j] = s[j] * 1e38;
+    cr_assert_eq(svd_bwd(SG_F32, m, n, 0, U, st, V, gU, NULL, gV, SG_DEGEN_EXACT, 0, g32t), SG_OK, "%s",
+                 sg_last_error(ctx));
+    for (int j = 0; j < m * n; j++) g32t[j] *= 1e38;
+    cr_expect_lt(tu_diff_norm(g32t, g32, m * n), 1e-3 * tu_norm(g32, m * n), "f32, t = 1e38");
 }
 
 /* Exactly tied σ: EXACT reports; MASK gives the exact gradient of a loss invariant to joint rotations
@@ -640,7 +649,7 @@ static void svd_bwd_old_squared_first(int n, const double *U, const double *s, c
 }
 
 /* σ2 − σ3 = 1e-12 (relative gap 1.4e-12), exact mode: the backward must keep full relative accuracy
-   (it forms E = ((σc−σr)/σmax)((σc+σr)/σmax), difference first). The old squared-first E lost
+   (it forms E = ((σc−σr)/σmax)(σc/σmax + σr/σmax), difference first). The old squared-first E lost
    eps/(relative gap) of it (2.2e-5 in gA here); that formula is evaluated here too and must be visibly off, so the
    test separates the two. */
 Test(grad, svd_backward_near_tie_precision)

@@ -607,7 +607,7 @@ static void svd_inner_case(tu_rng *r, int64_t k, int64_t nb, int kind, int mode,
                     T a = hasP ? Pb[rr + c * k] - Pb[c + rr * k] : T(0), d = hasQ ? Qb[rr + c * k] - Qb[c + rr * k] : T(0);
                     T F = inv_gap_sq(s[rr], s[c], sc, rr < c, mode, param);
                     if (!std::isfinite(F)) wflags[(size_t)b] |= FLAG_TIE;
-                    T sum = (s[rr] + s[c]) / sc, h = (a - d) * (T)0.5;
+                    T sum = s[rr] / sc + s[c] / sc, h = (a - d) * (T)0.5;
                     T g2 = sum > 0 ? h / sum : (mode == SG_DM_EXACT ? h / sum : (T)0);
                     g = ((a + d) * (T)0.5 * sum * F + g2) / sc;
                 }
