@@ -94,19 +94,22 @@ sg_status sg_cuda_check_ptr(sg_ctx *ctx, const sg_mat *m, const char *name)
     const sg_cuda_state *st = sg_cu(ctx);
     cudaPointerAttributes a;
     cudaError_t e = cudaPointerGetAttributes(&a, m->data);
-    if (e != cudaSuccess) {
+    if (e != cudaSuccess) { /* e.g. memory of a GPU whose context was never made current */
         cudaGetLastError();
-        return sg_fail(ctx, SG_ERR_CUDA, -1, "%s: cudaPointerGetAttributes: %s", name, cudaGetErrorString(e));
+        return sg_fail(ctx, SG_ERR_ARG, -1, "%s: not memory usable on GPU %d (cudaPointerGetAttributes: %s)", name,
+                       st->device, cudaGetErrorString(e));
     }
     switch (a.type) {
     case cudaMemoryTypeManaged: return SG_OK;
     case cudaMemoryTypeDevice:
         if (a.device == st->device) return SG_OK;
         return sg_fail(ctx, SG_ERR_ARG, -1,
-                       "%s: device memory of GPU %d, but this context runs on GPU %d (one context per device)", name,
+                       "%s: device memory of GPU %d, but this context runs on GPU %d (one context per device; "
+                       "peer memory is refused too)", name,
                        a.device, st->device);
-    case cudaMemoryTypeHost: /* pinned: usable in place when mapped into the device's address space */
-        if (a.devicePointer) return SG_OK;
+    case cudaMemoryTypeHost: /* pinned: usable in place only where its device address is the pointer itself
+                                (not for a separate alias, e.g. registered memory without host page tables) */
+        if (a.devicePointer == m->data) return SG_OK;
         break;
     default: /* unregistered host memory: usable only where the device can read pageable memory (HMM/ATS) */
         if (st->prop.pageableMemoryAccess) return SG_OK;

@@ -103,8 +103,9 @@ sg_status sg_cuda_bind_stream(sg_ctx *ctx);
    device when ctx->check_finite is on (host inputs were scanned by the front-end). */
 sg_status sg_cuda_check_finite(sg_ctx *ctx, const sg_mat *m, const char *name); /* m->data on device */
 /* Device-memory mode: m->data must be memory this context's device can use in place (its own device or
-   managed memory, mapped pinned host memory, pageable memory only with HMM/ATS); else SG_ERR_ARG naming
-   the argument, instead of an illegal-address fault that would poison the CUDA context. */
+   managed memory, pinned host memory whose device address is the pointer itself, pageable memory only
+   with HMM/ATS; memory of another GPU is refused even with peer access); else SG_ERR_ARG naming the
+   argument, instead of an illegal-address fault that would poison the CUDA context. */
 sg_status sg_cuda_check_ptr(sg_ctx *ctx, const sg_mat *m, const char *name);
 /* cudaMallocAsync-free plain allocation with a clear OOM message naming what was being allocated. */
 sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what);

@@ -162,6 +162,7 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
 
     /* On device OOM halve the chunk and retry; at one matrix per chunk the OOM is reported. */
     DevBuf scr;
+    bool retried = false;
     for (;;) {
         sg_status s = SG_OK;
         if (host)
@@ -175,7 +176,15 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
         if (scr.p) cudaFree(scr.p), scr.p = nullptr;
         if (s != SG_ERR_DEVICE_OOM || nb == 1) return s;
         nb = (nb + 1) / 2;
+        retried = true;
     }
+    if (retried) sg_clear_error(ctx); /* the OOM that a smaller chunk got past is not this call's error */
+    /* Declared after the buffers, so destroyed first: no buffer is freed while the stream may still use it,
+       on every exit (the normal one also checks the sync below). */
+    struct StreamDrain {
+        cudaStream_t st;
+        ~StreamDrain() { if (cudaStreamSynchronize(st) != cudaSuccess) (void)cudaGetLastError(); }
+    } drain{stream_of(ctx)};
 
     sg_status deg = SG_OK;
     char deg_msg[sizeof ctx->err];
@@ -303,12 +312,17 @@ bool no_fused()
     return v;
 }
 
-/* Persistent launch: raise the kernel's dynamic shared-memory limit, then occupancy × SMs blocks, at most
-   one per matrix (each block loops over matrices). */
+/* Persistent launch: occupancy × SMs blocks for smem bytes, at most one per matrix (each block loops over
+   matrices). The kernel's dynamic shared-memory limit is a per-function setting shared by every host
+   thread: it is always raised to smem_cap, the most any launch of this instantiation needs (capped at the
+   device's opt-in maximum; callers keep smem <= that), so concurrent launches never lower it under each
+   other. */
 template <class... P, class... A>
-static sg_status launch_persistent(sg_ctx *ctx, void (*kern)(P...), int threads, size_t smem, int64_t cnt, A &&...args)
+static sg_status launch_persistent(sg_ctx *ctx, void (*kern)(P...), int threads, size_t smem, size_t smem_cap,
+                                   int64_t cnt, A &&...args)
 {
-    CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const size_t optin = sg_cu(ctx)->prop.sharedMemPerBlockOptin, cap = smem_cap < optin ? smem_cap : optin;
+    CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(cap > smem ? cap : smem)));
     int per_sm = 0;
     CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem));
     const int64_t g = (int64_t)(per_sm > 0 ? per_sm : 1) * sg_cu(ctx)->prop.multiProcessorCount;
@@ -318,13 +332,18 @@ static sg_status launch_persistent(sg_ctx *ctx, void (*kern)(P...), int threads,
 }
 
 /* Micro-tile per thread by size: N <= 16 → 1×1, N <= 32 → 2×2, N <= 64 → 4×4 (at most 16×16 = 256
-   threads), for fused_backward (N = n), fused_vdvt (N = n) and fused_svd_backward (N = max(m, n)). */
+   threads), for fused_backward (N = n), fused_vdvt (N = n) and fused_svd_backward (N = max(m, n)).
+   Each TM serves N up to 16·TM: that N's footprint is the instantiation's smem_cap. */
+template <typename T, int TM, int KIND> sg_status launch_fused_tm(sg_ctx *ctx, const FusedArgs<T> &a)
+{
+    return launch_persistent(ctx, fused_backward<T, TM, KIND>, fused_threads<TM>(a.n), fused_smem<T, TM>(a.n),
+                             fused_smem<T, TM>(16 * TM), a.batch, a);
+}
 template <typename T, int KIND> sg_status launch_fused(sg_ctx *ctx, const FusedArgs<T> &a)
 {
-    const int n = a.n;
-    if (n <= 16) return launch_persistent(ctx, fused_backward<T, 1, KIND>, fused_threads<1>(n), fused_smem<T, 1>(n), a.batch, a);
-    if (n <= 32) return launch_persistent(ctx, fused_backward<T, 2, KIND>, fused_threads<2>(n), fused_smem<T, 2>(n), a.batch, a);
-    return launch_persistent(ctx, fused_backward<T, 4, KIND>, fused_threads<4>(n), fused_smem<T, 4>(n), a.batch, a);
+    if (a.n <= 16) return launch_fused_tm<T, 1, KIND>(ctx, a);
+    if (a.n <= 32) return launch_fused_tm<T, 2, KIND>(ctx, a);
+    return launch_fused_tm<T, 4, KIND>(ctx, a);
 }
 
 template <typename T> size_t fused_svd_smem_for(int m, int n)
@@ -332,21 +351,25 @@ template <typename T> size_t fused_svd_smem_for(int m, int n)
     const int N = m > n ? m : n;
     return N <= 16 ? fused_svd_smem<T, 1>(m, n) : N <= 32 ? fused_svd_smem<T, 2>(m, n) : fused_svd_smem<T, 4>(m, n);
 }
+template <typename T, int TM> sg_status launch_fused_svd_tm(sg_ctx *ctx, const FusedSvdArgs<T> &a)
+{
+    return launch_persistent(ctx, fused_svd_backward<T, TM>, fused_threads<TM>(a.m > a.n ? a.m : a.n),
+                             fused_svd_smem<T, TM>(a.m, a.n), fused_svd_smem<T, TM>(16 * TM, 16 * TM), a.batch, a);
+}
 template <typename T> sg_status launch_fused_svd(sg_ctx *ctx, const FusedSvdArgs<T> &a)
 {
     const int N = a.m > a.n ? a.m : a.n;
-    const size_t smem = fused_svd_smem_for<T>(a.m, a.n);
-    if (N <= 16) return launch_persistent(ctx, fused_svd_backward<T, 1>, fused_threads<1>(N), smem, a.batch, a);
-    if (N <= 32) return launch_persistent(ctx, fused_svd_backward<T, 2>, fused_threads<2>(N), smem, a.batch, a);
-    return launch_persistent(ctx, fused_svd_backward<T, 4>, fused_threads<4>(N), smem, a.batch, a);
+    if (N <= 16) return launch_fused_svd_tm<T, 1>(ctx, a);
+    if (N <= 32) return launch_fused_svd_tm<T, 2>(ctx, a);
+    return launch_fused_svd_tm<T, 4>(ctx, a);
 }
 
 template <typename T, int TM>
 sg_status launch_vdvt_tm(sg_ctx *ctx, const T *V, int64_t ldV, int64_t sV, const T *d, T *X, int64_t ldX,
                          int64_t sX, int n, int64_t cnt, int *flags)
 {
-    return launch_persistent(ctx, fused_vdvt<T, TM>, fused_threads<TM>(n), fused_vdvt_smem<T, TM>(n), cnt, V, ldV, sV, d,
-                             (int64_t)n, X, ldX, sX, n, cnt, flags);
+    return launch_persistent(ctx, fused_vdvt<T, TM>, fused_threads<TM>(n), fused_vdvt_smem<T, TM>(n),
+                             fused_vdvt_smem<T, TM>(16 * TM), cnt, V, ldV, sV, d, (int64_t)n, X, ldX, sX, n, cnt, flags);
 }
 
 /* X = V diag(d) Vᵀ; d dense (n per matrix). Y, Z: dense n×n scratch for n > 64 (unused otherwise).

@@ -116,7 +116,7 @@ template <class T> static double jacobi_tol(const sg_ctx *ctx)
 static sg_status lwork_overflow(sg_ctx *ctx, const char *solver, int64_t nb)
 {
     return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1,
-                   "%s: workspace for a chunk of %lld matrices overflows its 32-bit size; lower sg_set_chunk_bytes",
+                   "%s: workspace for a chunk of %lld matrices overflows its 32-bit size",
                    solver, (long long)nb);
 }
 
@@ -454,12 +454,15 @@ static sg_status plan_chunks(Job &J, const Lane &L, bool host, size_t budget, in
     size_t b = chunk_bytes_for(J, L, nb, host, &s);
     /* halve while over budget, or while the dry run refuses the chunk size (a Jacobi workspace count that
        overflows int; a refusal that does not depend on nb repeats at nb = 1 and is reported then) */
+    bool refused = false;
     while (nb > 1 && ((s == SG_OK && b > budget) || s == SG_ERR_UNSUPPORTED)) {
+        refused |= s == SG_ERR_UNSUPPORTED;
         nb = (nb + 1) / 2;
         s = SG_OK;
         b = chunk_bytes_for(J, L, nb, host, &s);
     }
     if (s != SG_OK) return s;
+    if (refused) sg_clear_error(J.ctx); /* a smaller chunk got past it: not this call's error */
     int64_t tail = J.batch % nb;
     if (tail) {
         size_t bt = chunk_bytes_for(J, L, tail, host, &s);
