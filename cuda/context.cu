@@ -12,7 +12,7 @@ extern "C" int sg_cuda_devices(char *why, size_t len)
         cudaGetLastError(); /* clear the sticky-free error so later calls start clean */
         return 0;
     }
-    if (n == 0 && why && len) snprintf(why, len, "no CUDA device found");
+    if (why && len) snprintf(why, len, "%s", n == 0 ? "no CUDA device found" : ""); /* always a string */
     return n;
 }
 

@@ -15,8 +15,11 @@ static const sg_dtype DTYPES[] = {SG_F32, SG_F64};
 static const char *dn(sg_dtype t) { return t == SG_F32 ? "f32" : "f64"; }
 static double tol_of(sg_dtype t) { return t == SG_F32 ? 2e-4 : 1e-10; }
 
+/* Relative error; a non-finite entry is an infinite error (NaN must not slip through a <= check). */
 static double rel_err(const double *x, const double *ref, int64_t n)
 {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]) || !isfinite(ref[i])) return INFINITY;
     double r = tu_norm(ref, n);
     return tu_diff_norm(x, ref, n) / (r > 1e-300 ? r : 1.0);
 }
@@ -439,7 +442,12 @@ Test(gpu_grad, matfunc_backward_parity_including_exact_ties)
                              sg_last_error(cpu));
                 cr_assert_eq(run_matfunc_bw(gpu, dev, pad, t, batch, n, W, V, &FNS[k], gF, out, &f), SG_OK,
                              "gpu %s n=%lld fn %d: %s", dn(t), (long long)n, k, sg_last_error(gpu));
-                cr_expect(all_finite(out, batch * nn));
+                int64_t bad = -1;
+                for (int64_t i = 0; i < batch * nn && bad < 0; i++)
+                    if (!isfinite(out[i])) bad = i;
+                cr_expect(bad < 0, "matfunc_backward %s n=%lld fn %d %s pad %d: status OK but non-finite gA at matrix %lld "
+                          "element (%lld,%lld) = %g", dn(t), (long long)n, k, dev ? "device" : "host", pad,
+                          (long long)(bad / nn), (long long)(bad % nn % n), (long long)(bad % nn / n), bad >= 0 ? out[bad] : 0.0);
                 double e = rel_err(out, ref, batch * nn);
                 cr_expect_leq(e, tol_of(t), "matfunc_backward %s n=%lld fn %d: %.3g", dn(t), (long long)n, k, e);
             }

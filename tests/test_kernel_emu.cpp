@@ -743,7 +743,8 @@ template <class T> static void fused_eigh_case(tu_rng *r, int64_t n, int64_t nb,
            gAm = mat(want, nb, n, n);
     const sg_status st = sg_eigh_backward(cpu, &Wm, &Vm, hasW ? &gWm : nullptr, hasV ? &gVm : nullptr,
                                           (sg_degen)mode, 0.0, &gAm);
-    cr_assert(st == SG_OK || st == SG_ERR_DEGENERATE, "%s", sg_last_error(cpu));
+    cr_assert(st == SG_OK || st == SG_ERR_DEGENERATE, "CPU reference n=%lld spectrum %d mode %d grads %d: %s: %s",
+              (long long)n, kind, mode, which, sg_status_string(st), sg_last_error(cpu));
     /* device layout: V, gV, gA with padding (ld n+1, stride + 3) */
     const int64_t ld = n + 1, sst = ld * n + 3;
     vector<T> Vp = pad(V, nb, n, n, ld, sst, T(-9)), gVp = pad(gV, nb, n, n, ld, sst, T(-9)), gAp;
