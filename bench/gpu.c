@@ -340,8 +340,11 @@ cusolver_bench *cusolver_bench_create(op_id op, sg_dtype dt, int64_t n, int64_t 
                                                    c->sj, (int)batch));
         CK(cudaMalloc(&c->dwork, (size_t)c->lwork * es));
     } else if (c->kind == CS_XSYEV) {
-        /* n·lda·batch ≤ INT32_MAX per call: chunk the batch. */
+        /* n·lda·batch ≤ INT32_MAX per call: chunk the batch; and at most 32767 matrices per call, as in
+           cuda/linalg.cu (XSYEV_MAX_BATCH: batch 100000 at n = 64 gave CUSOLVER_STATUS_INTERNAL_ERROR on an
+           H200, 2026-11-30). */
         int64_t lim = (int64_t)INT32_MAX / (n * n);
+        if (lim > 32767) lim = 32767;
         if (c->chunk > lim) c->chunk = lim;
         CKS(cusolverDnCreateParams(&c->params));
         CKS(cusolverDnXsyevBatched_bufferSize(c->h, c->params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,

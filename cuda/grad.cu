@@ -514,8 +514,12 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
     const T p = (T)sg_degen_param(mode, param, sizeof(T) == 4);
     const int rect = m > n && gU ? RECT_TALL : m < n && gV ? RECT_WIDE : RECT_NONE;
     const int64_t ysize = rect == RECT_TALL ? m * k : k * n; /* Y (m×k) or H (k×n) */
-    /* 6 tiles of 64×65 f64 = 200 KB: within sm_90's opt-in shared memory, not every GPU's */
-    const bool fused = (m > n ? m : n) <= FUSED_MAX_N && !no_fused() &&
+    /* 6 tiles of 64×65 f64 = 200 KB: within sm_90's opt-in shared memory, not every GPU's. f64 above 32
+       takes the cuBLAS path: on an H200 (2026-11-30, batch 10000) fused vs cuBLAS was 4.57 vs 3.86 ms at
+       n = 64 in f64 (one 200 KB block per SM), while f64 n = 32 (0.91 vs 1.13) and f32 n = 32 (0.78 vs
+       1.15) and n = 64 (2.72 vs 2.76) favour or tie the fused kernel. SG_GRAD_NO_FUSED=1 forces cuBLAS. */
+    const int64_t fused_max = sizeof(T) == 8 ? 32 : FUSED_MAX_N;
+    const bool fused = (m > n ? m : n) <= fused_max && !no_fused() &&
                        fused_svd_smem_for<T>((int)m, (int)n) <= (size_t)sg_cu(ctx)->prop.sharedMemPerBlockOptin;
 
     /* full_matrices: only the first k columns of U, V, gU, gV take part (PyTorch narrows them). */

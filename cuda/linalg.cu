@@ -181,14 +181,20 @@ cudaError_t sg_cuda_probe_kernels(void)
 
 /* Most matrices per chunk under the batched solvers' 32-bit limit n·lda·batch ≤ INT32_MAX; 0 when one
    matrix is already over it (n > 46340: the op fails with SG_ERR_UNSUPPORTED, see plan_chunks). Capped at
-   2^20 matrices: larger chunks gain nothing. (The Jacobi solvers' int workspace count is checked per chunk
-   by eigh_run / gesvdj_run; plan_chunks halves the chunk when it would overflow.) */
+   2^20 matrices for the Jacobi solvers (n ≤ 32; larger chunks gain nothing) and at XSYEV_MAX_BATCH for
+   cusolverDnXsyevBatched. (The Jacobi solvers' int workspace count is checked per chunk by eigh_run /
+   gesvdj_run; plan_chunks halves the chunk when it would overflow.) */
+/* XsyevBatched (CUDA 13.0, H200, 2026-11-30) returned CUSOLVER_STATUS_INTERNAL_ERROR for n = 64 at batch
+   100000 (f32 and f64, raw calls too, although n·lda·batch = 4.1e8 is within its documented limit), and
+   ran at n = 64 batch 10000 and n = 256 in chunks of 32767. Chunks stay at or below what was seen to run. */
+static const int64_t XSYEV_MAX_BATCH = 32767;
 static int64_t solver_max_nb(int64_t n_solver)
 {
     int64_t per = n_solver * n_solver;
     if (per > INT32_MAX) return 0;
     int64_t lim = INT32_MAX / (per > 0 ? per : 1);
-    return lim < ((int64_t)1 << 20) ? lim : ((int64_t)1 << 20);
+    const int64_t cap = n_solver <= 32 ? ((int64_t)1 << 20) : XSYEV_MAX_BATCH;
+    return lim < cap ? lim : cap;
 }
 
 template <class T>

@@ -98,6 +98,9 @@ static sg_status sg_fail_finish(sg_ctx *ctx, const sg_fail_rec *f)
 }
 
 /* ---- the two dtypes -------------------------------------------------------------------------- */
+/* What a NaN/Inf result of a successful LAPACK call on finite input says (src/cpu_linalg_impl.h). */
+#define SG_BLAS_FAULT "a BLAS/LAPACK fault (a broken kernel for this CPU? with OpenBLAS, OPENBLAS_CORETYPE picks another)"
+
 #define T float
 #define FN(x) x##_s
 #define LP(x) LAPACKE_s##x

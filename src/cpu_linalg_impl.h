@@ -20,6 +20,14 @@ static void FN(vec_out)(const T *src, sg_mat *M, int64_t b)
     memcpy((T *)M->data + b * sg_stride_of(M), src, sizeof(T) * (size_t)M->rows);
 }
 
+/* Non-finite outputs from finite inputs are checked after every LAPACK call that reports success. */
+static int FN(finite)(const T *x, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
 /* ---- eigh: ?syevd, lower triangle ------------------------------------------------------------ */
 static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
 {
@@ -47,6 +55,10 @@ static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
             lapack_int inf = LP(syevd_work)(LAPACK_COL_MAJOR, jobz, 'L', n, a, n, w, work, lwork, iwork, liwork);
             if (inf < 0) { sg_rec_fail(&f, b, SG_ERR_LAPACK, PFX "syevd: LAPACKE argument %d illegal (matrix %lld)", (int)-inf, (long long)b); continue; }
             if (inf > 0) { sg_rec_fail(&f, b, SG_ERR_NOCONV, PFX "syevd did not converge (info %d, matrix %lld)", (int)inf, (long long)b); continue; }
+            if (ctx->check_finite && !(FN(finite)(w, n) && (!V || FN(finite)(a, (size_t)n * n)))) {
+                sg_rec_fail(&f, b, SG_ERR_LAPACK, PFX "syevd returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT, (long long)b);
+                continue;
+            }
             FN(vec_out)(w, W, b);
             if (V) FN(copy_out)(a, n, V, b);
         }
@@ -60,6 +72,7 @@ static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
 typedef struct {
     lapack_int m, n, k, ucols, vtr, lwork;
     char jobz;
+    int check_out; /* inputs were scanned: a non-finite output is a LAPACK/BLAS fault */
 } FN(svdplan);
 
 static sg_status FN(svd_plan)(sg_ctx *ctx, int64_t m, int64_t n, char jobz, FN(svdplan) *pl)
@@ -69,6 +82,7 @@ static sg_status FN(svd_plan)(sg_ctx *ctx, int64_t m, int64_t n, char jobz, FN(s
     pl->n = (lapack_int)n;
     pl->k = pl->m < pl->n ? pl->m : pl->n;
     pl->jobz = jobz;
+    pl->check_out = ctx->check_finite;
     pl->ucols = jobz == 'A' ? pl->m : jobz == 'S' ? pl->k : 1;
     pl->vtr = jobz == 'A' ? pl->n : jobz == 'S' ? pl->k : 1;
     T q1, q2, d = 0;
@@ -112,6 +126,19 @@ static FN(svdws) FN(svd_ws)(const FN(svdplan) *pl, char *ws)
     return w;
 }
 
+/* A LAPACK call that "succeeded" on finite input must not return NaN/Inf (seen: float32 ssyevd with Debian's
+   OpenBLAS 0.3.21 on an Intel Xeon, 2026-11-30): records SG_ERR_LAPACK and returns nonzero if it did. */
+static int FN(svd_out_bad)(const FN(svdplan) *pl, int64_t b, const FN(svdws) *w, sg_fail_rec *f)
+{
+    if (!pl->check_out) return 0;
+    int ok = FN(finite)(w->s, (size_t)pl->k);
+    if (ok && pl->jobz != 'N')
+        ok = FN(finite)(w->u, (size_t)pl->m * pl->ucols) && FN(finite)(w->vt, (size_t)pl->vtr * pl->n);
+    if (ok) return 0;
+    sg_rec_fail(f, b, SG_ERR_LAPACK, PFX "gesdd/gesvd returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT, (long long)b);
+    return 1;
+}
+
 /* SVD of matrix b of A into w; on failure records it in f and returns nonzero. */
 static int FN(svd_one)(const FN(svdplan) *pl, const sg_mat *A, int64_t b, FN(svdws) *w, sg_fail_rec *f)
 {
@@ -124,7 +151,7 @@ static int FN(svd_one)(const FN(svdplan) *pl, const sg_mat *A, int64_t b, FN(svd
                     info == -5 ? " (NaN in A?)" : "", (long long)b);
         return 1;
     }
-    if (info == 0) return 0;
+    if (info == 0) return FN(svd_out_bad)(pl, b, w, f);
     /* gesdd's divide and conquer failed: the slower QR-iteration gesvd often still converges. */
     FN(copy_in)(A, b, w->a);
     lapack_int i2 = LP(gesvd_work)(LAPACK_COL_MAJOR, pl->jobz, pl->jobz, pl->m, pl->n, w->a, pl->m, w->s, w->u,
@@ -139,7 +166,7 @@ static int FN(svd_one)(const FN(svdplan) *pl, const sg_mat *A, int64_t b, FN(svd
                     (int)info, (int)i2, (long long)b);
         return 1;
     }
-    return 0;
+    return FN(svd_out_bad)(pl, b, w, f);
 }
 
 static lapack_int FN(count)(const T *s, lapack_int k, double atol, double rtol, int64_t m, int64_t n)

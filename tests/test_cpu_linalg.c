@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <lapacke.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -583,4 +584,52 @@ Test(cpu_linalg, sizes_beyond_lapack_int_are_refused)
     cr_expect_eq(sg_rank(ctx, &a, 0, -1, &rk), SG_ERR_UNSUPPORTED);
     cr_expect(strstr(sg_last_error(ctx), "32-bit") != NULL, "%s", sg_last_error(ctx));
     cr_expect_eq(rk, -1);
+}
+
+/* Invariant: for finite input, SG_OK comes with finite outputs; a LAPACK call that "succeeds" with NaN/Inf
+   is SG_ERR_LAPACK naming the matrix. The inputs are the ones that broke: float32 ssyevd of tied spectra at
+   n = 64 returned NaN vectors with SG_OK (Debian's OpenBLAS 0.3.21 on the H200 machine's Intel Xeon,
+   2026-11-30). On a sound BLAS every call here is SG_OK; on a broken one this fails without the check. */
+Test(cpu_linalg, ok_status_never_comes_with_nan_outputs)
+{
+    tu_rng r = tu_seed(99);
+    const int64_t B = 3;
+    for (int ti = 0; ti < 2; ti++)
+        for (int64_t n = 32; n <= 64; n += 32) {
+            double *A = malloc(sizeof(double) * (size_t)(B * n * n)), *w = malloc(sizeof(double) * (size_t)n);
+            for (int64_t b = 0; b < B; b++) {
+                for (int64_t i = 0; i < n; i++) w[i] = -1.0 + 2.0 * (double)(i / 2) / (double)(n / 2); /* pairs tied */
+                tu_sym_with_spectrum(&r, n, w, A + b * n * n);
+            }
+            sg_mat Am = mk(DT[ti], B, n, n, 0), W = mk(DT[ti], B, n, 1, 0), V = mk(DT[ti], B, n, n, 0),
+                   S = mk(DT[ti], B, n, 1, 0), U = mk(DT[ti], B, n, n, 0), Vs = mk(DT[ti], B, n, n, 0);
+            tu_to_mat(A, &Am);
+            sg_status st[2] = {sg_eigh(ctx, &Am, &W, &V), SG_OK};
+            char msg[2][512];
+            snprintf(msg[0], sizeof msg[0], "%s", sg_last_error(ctx));
+            st[1] = sg_svd(ctx, &Am, 0, &S, &U, &Vs);
+            snprintf(msg[1], sizeof msg[1], "%s", sg_last_error(ctx));
+            sg_mat *outs[2][2] = {{&W, &V}, {&S, &U}};
+            for (int op = 0; op < 2; op++) {
+                if (st[op] != SG_OK) {
+                    cr_expect(st[op] == SG_ERR_LAPACK || st[op] == SG_ERR_NOCONV, "%s n=%lld op %d: %s", dn(DT[ti]),
+                              (long long)n, op, msg[op]);
+                    cr_expect(strstr(msg[op], "matrix") != NULL, "%s", msg[op]);
+                    continue;
+                }
+                for (int o = 0; o < 2; o++) {
+                    const sg_mat *m = outs[op][o];
+                    int64_t len = m->rows * m->cols * B, bad = -1;
+                    double *x = malloc(sizeof(double) * (size_t)len);
+                    tu_from_mat(m, x);
+                    for (int64_t i = 0; i < len && bad < 0; i++)
+                        if (!isfinite(x[i])) bad = i;
+                    cr_expect(bad < 0, "%s n=%lld %s: SG_OK with a non-finite output at %lld", dn(DT[ti]), (long long)n,
+                              op ? "svd" : "eigh", (long long)bad);
+                    free(x);
+                }
+            }
+            free(A), free(w);
+            free(Am.data), free(W.data), free(V.data), free(S.data), free(U.data), free(Vs.data);
+        }
 }

@@ -474,10 +474,11 @@ Test(gpu_parity, host_pointer_in_device_mode_is_an_argument_error)
 #endif
 }
 
-/* Jacobi non-convergence is SG_ERR_NOCONV naming the matrix, also when it sits in a later chunk (b0 > 0)
-   of a streamed host batch and in device memory. Matrices 0..4 are diagonal, 5..7 dense 32×32: three
-   sweeps at tol = eps cannot converge the dense ones, and cuSOLVER's syevjBatched reports that per matrix
-   in info (n+1). (With max_sweeps = 1 it flags the diagonal ones too: seen on an H200, 2026-11-30.) */
+/* Jacobi non-convergence is SG_ERR_NOCONV naming the matrix, in a streamed host batch and in device
+   memory, and the sweep limit is what decides it. Seen on an H200 (CUDA 13.0, 2026-11-30):
+   syevjBatched flags every matrix with max_sweeps = 1, diagonal ones included (info n+1), and converged
+   all of these with 3 sweeps at tol = eps. So: 1 sweep → NOCONV at matrix 0, named; the default
+   (100 sweeps) → OK. Which later matrix it names when only some fail is not pinned down by this. */
 Test(gpu_parity, jacobi_nonconvergence_names_the_matrix)
 {
     NEED_GPU();
@@ -486,26 +487,26 @@ Test(gpu_parity, jacobi_nonconvergence_names_the_matrix)
     double *A = calloc((size_t)(B * n * n), sizeof(double)), w[32];
     for (int64_t b = 0; b < B; b++) {
         for (int64_t i = 0; i < n; i++) w[i] = 1.0 + (double)i;
-        if (b < 5)
-            for (int64_t i = 0; i < n; i++) A[b * n * n + i * (n + 1)] = w[i];
-        else
-            tu_sym_with_spectrum(&r, n, w, A + b * n * n);
+        tu_sym_with_spectrum(&r, n, w, A + b * n * n);
     }
-    cr_assert_eq(sg_set_jacobi(gpu, 1e-300, 3), SG_OK, "%s", sg_last_error(gpu)); /* raised to eps(dtype) */
     for (int dev = 0; dev < 2; dev++) {
         cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
         cr_assert_eq(sg_set_chunk_bytes(gpu, dev ? 0 : 3 * n * n * 8), SG_OK); /* host: ~2 matrices per chunk */
         buf a = bnew(SG_F64, B, n, n, 0, dev), wv = bnew(SG_F64, B, n, 1, 0, dev), v = bnew(SG_F64, B, n, n, 0, dev);
         bset(&a, A);
+        cr_assert_eq(sg_set_jacobi(gpu, 1e-300, 1), SG_OK, "%s", sg_last_error(gpu)); /* tol raised to eps */
         sg_status s = sg_eigh(gpu, bm(&a), bm(&wv), bm(&v));
         cr_expect_eq(s, SG_ERR_NOCONV, "%s memory: %s (%s)", dev ? "device" : "host", sg_status_string(s),
                      sg_last_error(gpu));
-        cr_expect_eq(sg_failed_index(gpu), 5, "%s memory: failed index %lld: %s", dev ? "device" : "host",
+        cr_expect_eq(sg_failed_index(gpu), 0, "%s memory: failed index %lld: %s", dev ? "device" : "host",
                      (long long)sg_failed_index(gpu), sg_last_error(gpu));
-        cr_expect(strstr(sg_last_error(gpu), "matrix 5") != NULL, "%s", sg_last_error(gpu));
+        cr_expect(strstr(sg_last_error(gpu), "did not converge on matrix 0") != NULL, "%s", sg_last_error(gpu));
+        cr_assert_eq(sg_set_jacobi(gpu, 0, 0), SG_OK);
+        bset(&a, A);
+        s = sg_eigh(gpu, bm(&a), bm(&wv), bm(&v));
+        cr_expect_eq(s, SG_OK, "%s memory, default sweeps: %s", dev ? "device" : "host", sg_last_error(gpu));
         bfree(&a), bfree(&wv), bfree(&v);
     }
-    cr_assert_eq(sg_set_jacobi(gpu, 0, 0), SG_OK);
     cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
     free(A);

@@ -709,7 +709,9 @@ static double spectrum(int kind, int64_t n, int64_t i)
     }
 }
 
-/* W, V of nb random symmetric matrices with the given spectrum kind, from the CPU eigh (in T). */
+/* W, V of nb random symmetric matrices with the given spectrum kind, from the CPU eigh in float64, then
+   rounded to T. (A float32 ssyevd of these tied spectra gave NaN vectors, or info > 0 with one OpenBLAS
+   thread, with Debian's OpenBLAS 0.3.21 on the H200 machine's Intel Xeon, 2026-11-30; dsyevd was fine.) */
 template <class T> static void eig_inputs(tu_rng *r, int64_t n, int64_t nb, int kind, vector<T> &W, vector<T> &V)
 {
     vector<double> A((size_t)(n * n * nb)), w((size_t)n);
@@ -717,11 +719,11 @@ template <class T> static void eig_inputs(tu_rng *r, int64_t n, int64_t nb, int 
         for (int64_t i = 0; i < n; i++) w[(size_t)i] = spectrum(kind, n, i) * (1.0 + 0.1 * (double)b);
         tu_sym_with_spectrum(r, n, w.data(), A.data() + b * n * n);
     }
-    vector<T> a = to<T>(A);
-    W.assign((size_t)(n * nb), 0);
-    V.assign((size_t)(n * n * nb), 0);
-    sg_mat Am = mat(a, nb, n, n), Wm = mat(W, nb, n, 1), Vm = mat(V, nb, n, n);
+    vector<double> Wd((size_t)(n * nb)), Vd((size_t)(n * n * nb));
+    sg_mat Am = mat(A, nb, n, n), Wm = mat(Wd, nb, n, 1), Vm = mat(Vd, nb, n, n);
     cr_assert_eq(sg_eigh(cpu, &Am, &Wm, &Vm), SG_OK, "%s", sg_last_error(cpu));
+    W = vector<T>(Wd.begin(), Wd.end());
+    V = vector<T>(Vd.begin(), Vd.end());
     if (kind == 1 || kind == 3) /* exact ties in W (the eigensolver returns them only approximately) */
         for (int64_t b = 0; b < nb; b++)
             for (int64_t i = 1; i < n; i += 2) W[b * n + i] = W[b * n + i - 1];
