@@ -712,3 +712,23 @@ Test(cli, nullspace_varying_nullity_is_padded)
         }
     free(Nb);
 }
+
+/* The two message defects the reliability audit found (src/cli/io.c): a finite f64 beyond FLT_MAX read
+   with --dtype f32 is an overflow, not "Inf in the input"; a NaN names its matrix once, not again as a
+   suffix. */
+Test(cli, messages_overflow_and_matrix_index)
+{
+    double A[8] = {1, 0, 0, 1, 2, 0, 0, 1e300}; /* batch 2 of 2×2; matrix 1, element (1,1) */
+    wr("big.npy", SG_F64, 3, (int64_t[]){2, 2, 2}, A);
+    cr_expect_eq(run("eigh big.npy --backend cpu --dtype f32"), 1, "%s", out);
+    cr_expect(strstr(out, "overflows float32") && strstr(out, "1e+300") && strstr(out, "element (1,1) (matrix 1)"),
+              "%s", out);
+    cr_expect(!strstr(out, "Inf"), "a finite file reported as Inf: %s", out);
+    cr_expect_eq(run("eigh big.npy --backend cpu"), 0, "float64 is fine: %s", out);
+    A[7] = NAN;
+    wr("nan.npy", SG_F64, 3, (int64_t[]){2, 2, 2}, A);
+    cr_expect_eq(run("eigh nan.npy --backend cpu"), 1, "%s", out);
+    cr_expect(strstr(out, "NaN") && strstr(out, "(matrix 1)"), "%s", out);
+    const char *first = strstr(out, "matrix 1");
+    cr_expect(first && !strstr(first + 1, "matrix 1"), "matrix index repeated: %s", out);
+}
