@@ -42,13 +42,7 @@ static int FN(sym_out)(const T *X, int64_t n, T *out, int64_t ldo)
     return ok;
 }
 
-static int FN(all_finite)(const T *x, int64_t rows, int64_t cols, int64_t ld)
-{
-    for (int64_t j = 0; j < cols; j++)
-        for (int64_t i = 0; i < rows; i++)
-            if (!isfinite(x[i + j * ld])) return 0;
-    return 1;
-}
+#include "cpu_finite_impl.h"
 
 /* out = V diag(d) Vᵀ, symmetrized. X, Y: n×n scratch. */
 static int FN(vdv)(int64_t n, const T *v, int64_t ldv, const T *d, T *X, T *Y, T *out, int64_t ldo)

@@ -21,12 +21,7 @@ static void FN(vec_out)(const T *src, sg_mat *M, int64_t b)
 }
 
 /* Non-finite outputs from finite inputs are checked after every LAPACK call that reports success. */
-static int FN(finite)(const T *x, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (!isfinite(x[i])) return 0;
-    return 1;
-}
+#include "cpu_finite_impl.h"
 
 /* ---- eigh: ?syevd, lower triangle ------------------------------------------------------------ */
 static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
@@ -55,7 +50,7 @@ static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
             lapack_int inf = LP(syevd_work)(LAPACK_COL_MAJOR, jobz, 'L', n, a, n, w, work, lwork, iwork, liwork);
             if (inf < 0) { sg_rec_fail(&f, b, SG_ERR_LAPACK, PFX "syevd: LAPACKE argument %d illegal (matrix %lld)", (int)-inf, (long long)b); continue; }
             if (inf > 0) { sg_rec_fail(&f, b, SG_ERR_NOCONV, PFX "syevd did not converge (info %d, matrix %lld)", (int)inf, (long long)b); continue; }
-            if (ctx->check_finite && !(FN(finite)(w, n) && (!V || FN(finite)(a, (size_t)n * n)))) {
+            if (ctx->check_finite && !(FN(all_finite)(w, n, 1, n) && (!V || FN(all_finite)(a, n, n, n)))) {
                 sg_rec_fail(&f, b, SG_ERR_LAPACK, PFX "syevd returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT, (long long)b);
                 continue;
             }
@@ -131,9 +126,9 @@ static FN(svdws) FN(svd_ws)(const FN(svdplan) *pl, char *ws)
 static int FN(svd_out_bad)(const FN(svdplan) *pl, int64_t b, const FN(svdws) *w, sg_fail_rec *f)
 {
     if (!pl->check_out) return 0;
-    int ok = FN(finite)(w->s, (size_t)pl->k);
+    int ok = FN(all_finite)(w->s, pl->k, 1, pl->k);
     if (ok && pl->jobz != 'N')
-        ok = FN(finite)(w->u, (size_t)pl->m * pl->ucols) && FN(finite)(w->vt, (size_t)pl->vtr * pl->n);
+        ok = FN(all_finite)(w->u, pl->m, pl->ucols, pl->m) && FN(all_finite)(w->vt, pl->vtr, pl->n, pl->vtr);
     if (ok) return 0;
     sg_rec_fail(f, b, SG_ERR_LAPACK, PFX "gesdd/gesvd returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT, (long long)b);
     return 1;

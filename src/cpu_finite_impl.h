@@ -1,0 +1,9 @@
+/* Finiteness of a rows×cols column-major block with leading dimension ld, one dtype: included by
+   cpu_linalg_impl.h and cpu_grad_impl.h (each included once per T; FN names the instance). */
+static int FN(all_finite)(const T *x, int64_t rows, int64_t cols, int64_t ld)
+{
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t i = 0; i < rows; i++)
+            if (!isfinite(x[i + j * ld])) return 0;
+    return 1;
+}
