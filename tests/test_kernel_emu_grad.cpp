@@ -851,6 +851,26 @@ static int first_flag(const vector<int> &f)
     return -1;
 }
 
+/* The chain (or fused kernel) flags first the matrix the CPU reference reports (cidx, -1 when SG_OK). */
+static int expect_first_flag(const char *what, const vector<int> &flags, sg_status cs, int64_t cidx)
+{
+    const int ff = first_flag(flags);
+    cr_assert_eq((int64_t)ff, cidx, "%s: first flagged matrix %d (bits %d), CPU status %d at %lld: %s", what, ff,
+                 ff >= 0 ? flags[(size_t)ff] : 0, (int)cs, (long long)cidx, sg_last_error(cpu));
+    return ff;
+}
+
+/* gA's padding untouched and, when the CPU reference succeeded, gA close to it (f32 2e-4, f64 1e-10). */
+template <class T>
+static void expect_chain_gA(const char *what, const vector<T> &gA, const vector<T> &want, int64_t nb, int64_t rows,
+                            int64_t cols, int64_t ld, int64_t st, sg_status cs)
+{
+    padding_untouched(gA, nb, rows, cols, ld, st, T(-9), what);
+    if (cs != SG_OK) return;
+    expect_close(unpad(gA, nb, rows, cols, ld, st), unpad(want, nb, rows, cols, ld, st), sizeof(T) == 4 ? 2e-4 : 1e-10,
+                 what);
+}
+
 /* eigh inputs: W (ascending, exact ties written in for kind 1), V (ld n+1) from the CPU eigh. */
 template <class T> static void eig_inputs(tu_rng *r, int64_t n, int64_t nb, int kind, int64_t ld, int64_t st,
                                           vector<T> &W, vector<T> &V)
@@ -928,18 +948,14 @@ static void sym_chain_case(tu_rng *r, int64_t n, int64_t nb, int kind, int mode,
     char what[160];
     snprintf(what, sizeof what, "%s chain n=%lld nb=%lld spectrum %d mode %d grads %d fn %d", eigh ? "eigh" : "matfunc",
              (long long)n, (long long)nb, kind, mode, which, fk);
-    const int ff = first_flag(flags);
-    cr_assert_eq((int64_t)ff, cidx, "%s: first flagged matrix %d (bits %d), CPU status %d at %lld: %s", what, ff,
-                 ff >= 0 ? flags[(size_t)ff] : 0, (int)cs, (long long)cidx, sg_last_error(cpu));
+    const int ff = expect_first_flag(what, flags, cs, cidx);
     if (cs == SG_ERR_DOMAIN && !eigh && stopped) {
         cr_assert(flags[(size_t)ff] == FLAG_DOMAIN, "%s: flag %d", what, flags[(size_t)ff]);
         return;
     }
     if (cs == SG_ERR_DEGENERATE && mode == SG_DM_EXACT)
         cr_assert(flags[(size_t)ff] & FLAG_TIE, "%s: CPU reports a tie, flags %d", what, flags[(size_t)ff]);
-    padding_untouched(gA, nb, n, n, ld, st, T(-9), what);
-    if (cs != SG_OK) return;
-    expect_close(unpad(gA, nb, n, n, ld, st), unpad(want, nb, n, n, ld, st), f32 ? 2e-4 : 1e-10, what);
+    expect_chain_gA(what, gA, want, nb, n, n, ld, st, cs);
 }
 template <class T> static void eigh_chain_all()
 {
@@ -1077,14 +1093,10 @@ static void svd_chain_case(tu_rng *r, int64_t m, int64_t n, int64_t nb, int kind
     char what[160];
     snprintf(what, sizeof what, "svd %s %lldx%lld nb=%lld spectrum %d mode %d grads %d", fused ? "fused" : "chain", (long long)m, (long long)n,
              (long long)nb, kind, mode, grads);
-    const int ff = first_flag(flags);
-    cr_assert_eq((int64_t)ff, cidx, "%s: first flagged matrix %d (bits %d), CPU status %d at %lld: %s", what, ff,
-                 ff >= 0 ? flags[(size_t)ff] : 0, (int)cs, (long long)cidx, sg_last_error(cpu));
+    const int ff = expect_first_flag(what, flags, cs, cidx);
     if (cs == SG_ERR_DEGENERATE && mode == SG_DM_EXACT && kind == 1)
         cr_assert(flags[(size_t)ff] & FLAG_TIE, "%s: CPU reports a tie, flags %d", what, flags[(size_t)ff]);
-    padding_untouched(gA, nb, m, n, ldA, sA, T(-9), what);
-    if (cs != SG_OK) return;
-    expect_close(unpad(gA, nb, m, n, ldA, sA), unpad(want, nb, m, n, ldA, sA), f32 ? 2e-4 : 1e-10, what);
+    expect_chain_gA(what, gA, want, nb, m, n, ldA, sA, cs);
 }
 template <class T> static void svd_chain_all()
 {
