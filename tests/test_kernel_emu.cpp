@@ -119,6 +119,22 @@ template <class T> static vector<int64_t> cpu_rank(const vector<T> &A, int64_t n
     return r;
 }
 
+/* nb random m×n matrices with sv_mixed singular values (some rank-deficient) and their CPU SVD and rank:
+   the inputs of the rank, nullspace, projection and lstsq kernels. */
+template <class T> struct SvdCase {
+    vector<T> A, S, U, V;
+    vector<int64_t> rk;
+};
+template <class T> static SvdCase<T> svd_case(tu_rng *r, int64_t nb, int64_t m, int64_t n, bool full)
+{
+    const int64_t k = std::min(m, n);
+    SvdCase<T> c;
+    c.A = to<T>(batch_with_sv(r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
+    cpu_svd(c.A, nb, m, n, full, c.S, c.U, c.V);
+    c.rk = cpu_rank(c.A, nb, m, n);
+    return c;
+}
+
 static const int64_t SIZES[] = {1, 2, 7, 31, 32, 33, 64, 100};
 
 /* ======================================================================================================
@@ -531,10 +547,9 @@ template <class T> static void rank_all()
         for (int64_t m : {n, n + 2})
             for (int64_t nb : {1, 5, 130}) {
                 const int64_t k = std::min(m, n);
-                vector<T> A = to<T>(batch_with_sv(&r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
-                vector<T> S, U, V;
-                cpu_svd(A, nb, m, n, false, S, U, V);
-                vector<int64_t> want = cpu_rank(A, nb, m, n), rank, nullity;
+                SvdCase<T> c = svd_case<T>(&r, nb, m, n, false);
+                const vector<T> &A = c.A, &S = c.S;
+                vector<int64_t> want = c.rk, rank, nullity;
                 all_modes("k_rank", [&] {
                     rank.assign((size_t)nb, -1);
                     nullity.assign((size_t)nb, -1);
@@ -568,11 +583,10 @@ template <class T> static void null_gather_all()
     tu_rng r = tu_seed(16);
     for (int64_t n : SIZES)
         for (int64_t nb : {1, 4}) {
-            const int64_t m = n % 2 ? n : n / 2 + 1, k = std::min(m, n);
-            vector<T> A = to<T>(batch_with_sv(&r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
-            vector<T> S, U, V;
-            cpu_svd(A, nb, m, n, true, S, U, V);
-            vector<int64_t> rk = cpu_rank(A, nb, m, n);
+            const int64_t m = n % 2 ? n : n / 2 + 1;
+            SvdCase<T> c = svd_case<T>(&r, nb, m, n, true);
+            const vector<T> &A = c.A, &V = c.V;
+            const vector<int64_t> &rk = c.rk;
             vector<T> Nout, want((size_t)(n * n * nb), T(0));
             for (int64_t b = 0; b < nb; b++)
                 for (int64_t j = 0; j < n - rk[b]; j++)
@@ -607,13 +621,13 @@ template <class T> static void project_all()
     tu_rng r = tu_seed(17);
     for (int64_t n : SIZES)
         for (int64_t kx : {1, 3}) {
-            const int64_t nb = n >= 64 ? 2 : 4, m = n % 2 ? n + 1 : std::max<int64_t>(1, n / 2), k = std::min(m, n);
-            vector<T> A = to<T>(batch_with_sv(&r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
+            const int64_t nb = n >= 64 ? 2 : 4, m = n % 2 ? n + 1 : std::max<int64_t>(1, n / 2);
+            SvdCase<T> c = svd_case<T>(&r, nb, m, n, true);
+            const vector<T> &A = c.A, &V = c.V;
+            const vector<int64_t> &rk = c.rk;
             vector<double> x0((size_t)(n * kx * nb));
             tu_fill_normal(&r, x0.data(), (int64_t)x0.size());
-            vector<T> X = to<T>(x0), S, U, V;
-            cpu_svd(A, nb, m, n, true, S, U, V);
-            vector<int64_t> rk = cpu_rank(A, nb, m, n);
+            vector<T> X = to<T>(x0);
             const size_t smem = project_smem<T>(n);
             for (int row : {0, 1}) {
                 vector<T> Y, want((size_t)(n * kx * nb)), a = A, x = X;
@@ -649,12 +663,12 @@ template <class T> static void lstsq_all()
         for (int shape = 0; shape < 3; shape++) {
             const int64_t m = shape == 0 ? n : shape == 1 ? n + 3 : std::max<int64_t>(1, n / 2), k = std::min(m, n);
             const int64_t nb = n >= 64 ? 2 : 3, kb = shape == 1 ? 1 : 2;
-            vector<T> A = to<T>(batch_with_sv(&r, nb, m, n, [&](int64_t b, int64_t i) { return sv_mixed(nb, k, b, i); }));
+            SvdCase<T> c = svd_case<T>(&r, nb, m, n, false);
+            const vector<T> &A = c.A, &S = c.S, &U = c.U, &V = c.V;
+            const vector<int64_t> &rk = c.rk;
             vector<double> b0((size_t)(m * kb * nb));
             tu_fill_normal(&r, b0.data(), (int64_t)b0.size());
-            vector<T> B = to<T>(b0), S, U, V;
-            cpu_svd(A, nb, m, n, false, S, U, V);
-            vector<int64_t> rk = cpu_rank(A, nb, m, n);
+            vector<T> B = to<T>(b0);
             vector<T> X, want((size_t)(n * kb * nb)), a = A, bb = B;
             sg_mat Am = mat(a, nb, m, n), Bm = mat(bb, nb, m, kb), Xm = mat(want, nb, n, kb);
             cr_assert_eq(sg_lstsq(cpu, &Am, &Bm, 0, -1, &Xm, nullptr), SG_OK, "%s", sg_last_error(cpu));
