@@ -3,6 +3,16 @@
 #define SG_CPU_H
 #include "internal.h"
 
+#include <limits.h>
+
+/* BLAS and LAPACKE take int sizes and leading dimensions: v must fit, else SG_ERR_UNSUPPORTED naming it. */
+static inline int sg_int_fits(sg_ctx *ctx, int64_t v, const char *what)
+{
+    if (v <= INT_MAX) return 1;
+    sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s = %lld exceeds the 32-bit BLAS/LAPACK integer range", what, (long long)v);
+    return 0;
+}
+
 /* src/cpu_linalg.c */
 sg_status sg_cpu_eigh(sg_ctx *, const sg_mat *A, sg_mat *W, sg_mat *V);
 sg_status sg_cpu_svd(sg_ctx *, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V);

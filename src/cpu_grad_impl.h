@@ -10,14 +10,14 @@
 
 #ifndef SG_GRAD_LD_FITS
 #define SG_GRAD_LD_FITS
-/* BLAS takes int leading dimensions: every ld that GEMM sees must fit (checked before any work, like the
-   sizes; m may be NULL for an absent optional argument). */
+/* Every ld that GEMM sees must fit BLAS's int (checked before any work, like the sizes; m may be NULL for
+   an absent optional argument). */
 static int ld_fits(sg_ctx *ctx, const char *op, const sg_mat *m, const char *name)
 {
-    if (!m || m->ld <= INT32_MAX) return 1;
-    sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s: %s ld = %lld exceeds the 32-bit BLAS integer range", op, name,
-            (long long)m->ld);
-    return 0;
+    char what[96];
+    if (!m) return 1;
+    snprintf(what, sizeof what, "%s: %s ld", op, name);
+    return sg_int_fits(ctx, m->ld, what);
 }
 #endif
 

@@ -25,13 +25,6 @@ static lapack_int sg_lwork(double q)
     return l > (double)INT_MAX ? INT_MAX : (lapack_int)l;
 }
 
-static int sg_lapack_fits(sg_ctx *ctx, int64_t v, const char *what)
-{
-    if (v <= INT_MAX) return 1;
-    sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "%s = %lld exceeds the 32-bit LAPACK integer range", what, (long long)v);
-    return 0;
-}
-
 /* ---- batch parallelism ----------------------------------------------------------------------- */
 typedef struct {
     int nt, chunk, blas_saved; /* blas_saved < 0: untouched */

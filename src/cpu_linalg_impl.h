@@ -26,7 +26,7 @@ static void FN(vec_out)(const T *src, sg_mat *M, int64_t b)
 /* ---- eigh: ?syevd, lower triangle ------------------------------------------------------------ */
 static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
 {
-    if (!sg_lapack_fits(ctx, A->rows, "n")) return SG_ERR_UNSUPPORTED;
+    if (!sg_int_fits(ctx, A->rows, "n")) return SG_ERR_UNSUPPORTED;
     lapack_int n = (lapack_int)A->rows, liwork, info;
     char jobz = V ? 'V' : 'N';
     T q, dummy = 0;
@@ -72,7 +72,7 @@ typedef struct {
 
 static sg_status FN(svd_plan)(sg_ctx *ctx, int64_t m, int64_t n, char jobz, FN(svdplan) *pl)
 {
-    if (!sg_lapack_fits(ctx, m, "rows") || !sg_lapack_fits(ctx, n, "cols")) return SG_ERR_UNSUPPORTED;
+    if (!sg_int_fits(ctx, m, "rows") || !sg_int_fits(ctx, n, "cols")) return SG_ERR_UNSUPPORTED;
     pl->m = (lapack_int)m;
     pl->n = (lapack_int)n;
     pl->k = pl->m < pl->n ? pl->m : pl->n;
@@ -257,7 +257,7 @@ static sg_status FN(project)(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_p
     FN(svdplan) pl;
     sg_status st = FN(svd_plan)(ctx, A->rows, A->cols, 'S', &pl);
     if (st != SG_OK) return st;
-    if (!sg_lapack_fits(ctx, X->cols, "X cols") || !sg_lapack_fits(ctx, X->ld, "X ld")) return SG_ERR_UNSUPPORTED;
+    if (!sg_int_fits(ctx, X->cols, "X cols") || !sg_int_fits(ctx, X->ld, "X ld")) return SG_ERR_UNSUPPORTED;
     size_t kx = (size_t)X->cols, n = (size_t)pl.n, k = (size_t)pl.k;
     size_t svdb = FN(svd_bytes)(&pl), per = svdb + sg_al(sizeof(T) * (k * kx + n * kx));
     sg_par p;
@@ -297,7 +297,7 @@ static sg_status FN(lstsq)(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double
     FN(svdplan) pl;
     sg_status st = FN(svd_plan)(ctx, A->rows, A->cols, 'S', &pl);
     if (st != SG_OK) return st;
-    if (!sg_lapack_fits(ctx, B->cols, "B cols") || !sg_lapack_fits(ctx, B->ld, "B ld")) return SG_ERR_UNSUPPORTED;
+    if (!sg_int_fits(ctx, B->cols, "B cols") || !sg_int_fits(ctx, B->ld, "B ld")) return SG_ERR_UNSUPPORTED;
     size_t kb = (size_t)B->cols, n = (size_t)pl.n, k = (size_t)pl.k;
     size_t svdb = FN(svd_bytes)(&pl), per = svdb + sg_al(sizeof(T) * (k * kb + n * kb));
     sg_par p;
