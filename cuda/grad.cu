@@ -31,7 +31,12 @@ struct DevBuf {
     DevBuf() = default;
     DevBuf(const DevBuf &) = delete;
     DevBuf &operator=(const DevBuf &) = delete;
-    ~DevBuf() { if (p) cudaFree(p); }
+    ~DevBuf() { reset(); }
+    void reset()
+    {
+        if (p) cudaFree(p);
+        p = nullptr;
+    }
 };
 
 struct HostBuf {
@@ -171,9 +176,8 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
         const size_t sb = scratch(nb);
         if (s == SG_OK && sb) s = sg_cuda_malloc(ctx, &scr.p, sb, "gradient scratch");
         if (s == SG_OK) break;
-        for (int i = 0; i < na; i++)
-            if (args[i].buf.p) cudaFree(args[i].buf.p), args[i].buf.p = nullptr;
-        if (scr.p) cudaFree(scr.p), scr.p = nullptr;
+        for (int i = 0; i < na; i++) args[i].buf.reset();
+        scr.reset();
         if (s != SG_ERR_DEVICE_OOM || nb == 1) return s;
         nb = (nb + 1) / 2;
         retried = true;

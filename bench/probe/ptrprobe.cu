@@ -1,36 +1,48 @@
 // Device facts behind sg_cuda_check_ptr (cuda/context.cu) and the fused kernels' shared-memory use: what
 // cudaPointerGetAttributes reports for each allocation kind frameworks hand us (cudaMalloc, stream-ordered
-// pools, VMM as in torch's expandable segments, managed, pinned, registered, pageable), and whether
-// sg_cuda_check_ptr's rule accepts it. Run by scripts/gpu-check; prints a table, exit 0 unless no device.
+// pools, VMM as in torch's expandable segments, managed, pinned, registered, pageable), and what the
+// library does with it: sg_rank on a 1×1 matrix there in device-memory mode (accepted and run, or refused
+// with SG_ERR_ARG). Run by scripts/gpu-check; prints a table, exit 0 unless no device.
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
-static int dev = 0, pageable = 0;
+#include "specgrad.h"
 
-/* sg_cuda_check_ptr's rule, restated (keep in step with cuda/context.cu) */
-static const char *verdict(const cudaPointerAttributes &a, const void *p)
+static int dev = 0;
+static sg_ctx *ctx;
+static int64_t *d_rank;
+
+/* what the library makes of p: a zeroed 1×1 float matrix there, sg_rank in device-memory mode */
+static const char *verdict(void *p, bool pageable)
 {
-    switch (a.type) {
-    case cudaMemoryTypeManaged: return "accept";
-    case cudaMemoryTypeDevice: return a.device == dev ? "accept" : "refuse (other GPU)";
-    case cudaMemoryTypeHost: return a.devicePointer == p ? "accept" : "refuse (aliased pinned)";
-    default: return pageable ? "accept (pageable access)" : "refuse (host)";
+    static char buf[256];
+    if (pageable) memset(p, 0, sizeof(float));
+    else if (cudaMemset(p, 0, sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        return "(could not zero it)";
     }
+    sg_mat A = sg_mat_dense(p, SG_F32, 1, 1, 1);
+    sg_status s = sg_rank(ctx, &A, 0, -1, d_rank);
+    if (s == SG_OK) return "accepted (ran)";
+    snprintf(buf, sizeof buf, "%s: %s", sg_status_string(s), sg_last_error(ctx));
+    return buf;
 }
 
-static void show(const char *what, const void *p)
+static void show(const char *what, void *p)
 {
     cudaPointerAttributes a;
     cudaError_t e = cudaPointerGetAttributes(&a, p);
     if (e != cudaSuccess) {
-        printf("| %-30s | error: %s | | refuse |\n", what, cudaGetErrorString(e));
         cudaGetLastError();
+        printf("| %-30s | error: %s | | not probed |\n", what, cudaGetErrorString(e));
         return;
     }
     printf("| %-30s | type %d, device %d | devicePointer %s | %s |\n", what, (int)a.type, a.device,
-           a.devicePointer == p ? "== p" : (a.devicePointer ? "alias" : "null"), verdict(a, p));
+           a.devicePointer == p ? "== p" : (a.devicePointer ? "alias" : "null"),
+           verdict(p, a.type == cudaMemoryTypeUnregistered));
 }
 
 int main()
@@ -46,12 +58,16 @@ int main()
     cudaGetDeviceProperties(&pr, dev);
     int canhp = 0;
     cudaDeviceGetAttribute(&canhp, cudaDevAttrCanUseHostPointerForRegisteredMem, dev);
-    pageable = pr.pageableMemoryAccess;
+    if (sg_create(&ctx, SG_BACKEND_CUDA) != SG_OK || sg_set_memspace(ctx, SG_MEM_DEVICE) != SG_OK ||
+        cudaMalloc((void **)&d_rank, sizeof(int64_t)) != cudaSuccess) {
+        printf("ptrprobe: no CUDA context: %s\n", ctx ? sg_last_error(ctx) : "sg_create failed");
+        return 1;
+    }
     printf("%s: sm_%d%d, %d SMs, shared memory opt-in %zu B/block, %zu B/SM; pageableMemoryAccess %d, "
            "canUseHostPointerForRegisteredMem %d\n\n",
            pr.name, pr.major, pr.minor, pr.multiProcessorCount, pr.sharedMemPerBlockOptin, pr.sharedMemPerMultiprocessor,
            pr.pageableMemoryAccess, canhp);
-    printf("| allocation | cudaPointerGetAttributes | devicePointer | sg_cuda_check_ptr |\n|---|---|---|---|\n");
+    printf("| allocation | cudaPointerGetAttributes | devicePointer | sg_rank there (device mode) |\n|---|---|---|---|\n");
     void *d = nullptr;
     cudaMalloc(&d, 1 << 20);
     show("cudaMalloc", d);
@@ -104,5 +120,6 @@ int main()
     show("malloc", pm);
     double st[4];
     show("stack", st);
+    sg_destroy(ctx);
     return 0;
 }
