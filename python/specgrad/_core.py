@@ -275,6 +275,13 @@ class _Fn:
         return cb
 
 
+def _raise_callback_error(op, fn):
+    """Re-raises the exception a Python callback of fn raised during the library call."""
+    err, fn.error = fn.error, None
+    err.add_note(f"(raised in a Python callback of specgrad.{op}; the library was given NaN)")
+    raise err
+
+
 def _mode(mode):
     try:
         return L.DEGEN[mode]
@@ -450,15 +457,11 @@ class Context:
         try:
             self._call(op, ad, cfn, args, bshape, result)
         except L.SpecgradError:
-            err, fn.error = fn.error, None
-            if err is None:
+            if fn.error is None:
                 raise
-            err.add_note(f"(raised in a Python callback of specgrad.{op}; the library was given NaN)")
-            raise err  # chained: its __context__ is the library's error
-        err, fn.error = fn.error, None
-        if err is not None:  # the library did not use the NaN (still a failed call)
-            err.add_note(f"(raised in a Python callback of specgrad.{op}; the library was given NaN)")
-            raise err
+            _raise_callback_error(op, fn)  # inside except: chained to the library's error
+        if fn.error is not None:  # the library did not use the NaN (still a failed call)
+            _raise_callback_error(op, fn)
 
     def _call(self, op, ad, cfn, args, bshape, result):
         with self._lock:
