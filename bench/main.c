@@ -21,6 +21,7 @@ typedef struct {
     double budget_ms;
     int warmup, max_reps, quick, threads, roofline;
     double host_mem_gb;
+    double cache_bytes; /* < 0: the library's default */
     const char *json, *csv;
 } options;
 
@@ -42,6 +43,8 @@ static void usage(FILE *f)
             "  --threads T        CPU threads for the CPU path (default: all cores)\n"
             "  --host-mem-gb G    host memory limit for buffers (default: 40%% of MemAvailable)\n"
             "  --no-roofline      skip measuring copy bandwidth / GEMM rate on the device\n"
+            "  --cache-bytes B    sg_set_cache_bytes for the GPU contexts (default: the library's, 1 GiB;\n"
+            "                     0 maps and unmaps device scratch on every call: an A/B of the cache)\n"
             "  --json FILE        write all rows as JSON (schema specgrad-bench/1)\n"
             "  --csv FILE         write all rows as CSV\n"
             "  --help\n"
@@ -71,7 +74,7 @@ static int parse_args(int argc, char **argv, options *o)
     for (int i = 0; i < 3; i++) o->batch[o->nbatch++] = db[i];
     o->dtypes[0] = SG_F32; o->dtypes[1] = SG_F64; o->ndt = 2;
     for (int i = 0; i < IMPL_COUNT; i++) o->impl_on[i] = 1;
-    o->budget_ms = 3000; o->warmup = 2; o->max_reps = 25; o->roofline = 1;
+    o->budget_ms = 3000; o->warmup = 2; o->max_reps = 25; o->roofline = 1; o->cache_bytes = -1;
     int set_ops = 0, set_n = 0, set_b = 0, set_be = 0, set_budget = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -125,6 +128,12 @@ static int parse_args(int argc, char **argv, options *o)
         else if (!strcmp(a, "--reps")) { NEEDV(); o->max_reps = atoi(v); }
         else if (!strcmp(a, "--threads")) { NEEDV(); o->threads = atoi(v); }
         else if (!strcmp(a, "--host-mem-gb")) { NEEDV(); o->host_mem_gb = atof(v); }
+        else if (!strcmp(a, "--cache-bytes")) {
+            NEEDV();
+            char *end;
+            o->cache_bytes = strtod(v, &end);
+            if (*end || !(o->cache_bytes >= 0 && o->cache_bytes < 1e18)) { fprintf(stderr, "bad --cache-bytes '%s'\n", v); return -1; }
+        }
         else if (!strcmp(a, "--json")) { NEEDV(); o->json = v; }
         else if (!strcmp(a, "--csv")) { NEEDV(); o->csv = v; }
         else { fprintf(stderr, "unknown option '%s' (see --help)\n", a); return -1; }
@@ -563,6 +572,10 @@ int main(int argc, char **argv)
             snprintf(E.gpu_why, sizeof E.gpu_why, "CUDA context for host memory could not be created");
             if (E.host) sg_destroy(E.host);
             E.host = NULL;
+        }
+        if (o.cache_bytes >= 0) {
+            if (E.dev) sg_set_cache_bytes(E.dev, (size_t)o.cache_bytes);
+            if (E.host) sg_set_cache_bytes(E.host, (size_t)o.cache_bytes);
         }
         E.timer = gpu_timer_create(E.stream, dev.l2_bytes, why, sizeof why);
         if (!E.timer || !E.stream) {

@@ -2,6 +2,7 @@
 #include "cuda_internal.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 extern "C" int sg_cuda_devices(char *why, size_t len)
 {
@@ -20,10 +21,34 @@ static sg_status cuda_destroy_state(sg_cuda_state *st)
 {
     if (!st) return SG_OK;
     sg_cuda_lanes_free(st);
+    if (st->pool) cudaMemPoolDestroy(st->pool); /* returns at once; released when nothing is outstanding */
     if (st->blas) cublasDestroy(st->blas);
     if (st->solver) cusolverDnDestroy(st->solver);
     free(st);
     return SG_OK;
+}
+
+/* The context's own pool, not the device's default one: its release threshold (ctx->cache_bytes) must not
+   change how long other libraries' stream-ordered allocations stay mapped. Without pool support (or if
+   creation fails) scratch falls back to cudaMalloc/cudaFree. */
+static void pool_init(sg_cuda_state *st)
+{
+    int ok = 0;
+    if (cudaDeviceGetAttribute(&ok, cudaDevAttrMemoryPoolsSupported, st->device) != cudaSuccess || !ok) {
+        (void)cudaGetLastError();
+        return;
+    }
+    cudaMemPoolProps p;
+    memset(&p, 0, sizeof p);
+    p.allocType = cudaMemAllocationTypePinned;
+    p.location.type = cudaMemLocationTypeDevice;
+    p.location.id = st->device;
+    if (cudaMemPoolCreate(&st->pool, &p) != cudaSuccess) {
+        (void)cudaGetLastError();
+        st->pool = NULL;
+        return;
+    }
+    st->pool_keep = 0; /* a new pool's threshold */
 }
 
 static sg_status cuda_init(sg_ctx *ctx)
@@ -49,6 +74,7 @@ static sg_status cuda_init(sg_ctx *ctx)
         st->blas = NULL;
         s = sg_fail(ctx, SG_ERR_CUBLAS, -1, "CUDA backend: cublasCreate failed");
     }
+    if (s == SG_OK) pool_init(st);
     if (s != SG_OK) {
         cuda_destroy_state(st);
         ctx->cuda = NULL;
@@ -74,16 +100,74 @@ sg_status sg_cuda_bind_stream(sg_ctx *ctx)
     return SG_OK;
 }
 
+cudaError_t sg_cuda_alloc(sg_ctx *ctx, void **p, size_t bytes, cudaStream_t s)
+{
+    sg_cuda_state *st = sg_cu(ctx);
+    *p = NULL;
+    if (!bytes) bytes = 1;
+    if (!st->pool) return cudaMalloc(p, bytes);
+    if (st->pool_keep != ctx->cache_bytes) {
+        uint64_t keep = ctx->cache_bytes;
+        cudaError_t e = cudaMemPoolSetAttribute(st->pool, cudaMemPoolAttrReleaseThreshold, &keep);
+        if (e != cudaSuccess) return e;
+        st->pool_keep = ctx->cache_bytes;
+    }
+    cudaError_t e = cudaMallocFromPoolAsync(p, bytes, st->pool, s);
+    if (e == cudaErrorMemoryAllocation) {
+        /* the idle cache may be mapped in pieces that do not fit: give it back, then try once more */
+        (void)cudaGetLastError();
+        e = cudaStreamSynchronize(s);
+        if (e == cudaSuccess) e = cudaMemPoolTrimTo(st->pool, 0);
+        if (e == cudaSuccess) e = cudaMallocFromPoolAsync(p, bytes, st->pool, s);
+    }
+    if (e != cudaSuccess) *p = NULL;
+    return e;
+}
+
+void sg_cuda_free(sg_ctx *ctx, void *p, cudaStream_t s)
+{
+    if (!p) return;
+    cudaError_t e;
+    if (sg_cu(ctx)->pool) {
+        e = cudaFreeAsync(p, s);
+    } else { /* cudaFree does not promise to wait for work still queued on s */
+        e = cudaStreamSynchronize(s);
+        cudaError_t f = cudaFree(p);
+        if (e == cudaSuccess) e = f;
+    }
+    if (e != cudaSuccess) (void)cudaGetLastError();
+}
+
+void sg_cuda_trim(sg_ctx *ctx)
+{
+    const sg_cuda_state *st = sg_cu(ctx);
+    if (st->pool && cudaMemPoolTrimTo(st->pool, ctx->cache_bytes) != cudaSuccess) (void)cudaGetLastError();
+}
+
+sg_status sg_cuda_free_bytes(sg_ctx *ctx, size_t *bytes)
+{
+    const sg_cuda_state *st = sg_cu(ctx);
+    size_t fr = 0, tot = 0;
+    CU_TRY(ctx, cudaMemGetInfo(&fr, &tot));
+    if (st->pool) {
+        uint64_t held = 0, used = 0;
+        CU_TRY(ctx, cudaMemPoolGetAttribute(st->pool, cudaMemPoolAttrReservedMemCurrent, &held));
+        CU_TRY(ctx, cudaMemPoolGetAttribute(st->pool, cudaMemPoolAttrUsedMemCurrent, &used));
+        if (held > used) fr += (size_t)(held - used);
+    }
+    *bytes = fr;
+    return SG_OK;
+}
+
 sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what)
 {
-    *p = NULL;
-    cudaError_t e = cudaMalloc(p, bytes ? bytes : 1);
+    cudaError_t e = sg_cuda_alloc(ctx, p, bytes, sg_cu(ctx)->stream);
     if (e != cudaSuccess) {
-        cudaGetLastError();
+        (void)cudaGetLastError();
         size_t fr = 0, tot = 0;
         cudaMemGetInfo(&fr, &tot);
         return sg_fail(ctx, e == cudaErrorMemoryAllocation ? SG_ERR_DEVICE_OOM : SG_ERR_CUDA, -1,
-                       "cudaMalloc of %zu bytes for %s failed: %s (free %zu of %zu bytes)", bytes, what,
+                       "device allocation of %zu bytes for %s failed: %s (free %zu of %zu bytes)", bytes, what,
                        cudaGetErrorString(e), fr, tot);
     }
     return SG_OK;

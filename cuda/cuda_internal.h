@@ -18,6 +18,8 @@ typedef struct {
     cusolverDnHandle_t lane_solver[2];
     void *lane_pinned[2]; /* grow-only pinned staging buffers */
     size_t lane_pinned_bytes[2];
+    cudaMemPool_t pool; /* device scratch (NULL where pools are unsupported: plain cudaMalloc) */
+    size_t pool_keep;   /* release threshold last set on pool */
 } sg_cuda_state;
 
 /* cuda/linalg.cu: frees the streaming lanes (safe on a zeroed state). */
@@ -107,8 +109,19 @@ sg_status sg_cuda_check_finite(sg_ctx *ctx, const sg_mat *m, const char *name); 
    with HMM/ATS; memory of another GPU is refused even with peer access); else SG_ERR_ARG naming the
    argument, instead of an illegal-address fault that would poison the CUDA context. */
 sg_status sg_cuda_check_ptr(sg_ctx *ctx, const sg_mat *m, const char *name);
-/* cudaMallocAsync-free plain allocation with a clear OOM message naming what was being allocated. */
+/* Device scratch, stream-ordered on s from the context's pool (ctx->cache_bytes of it stays mapped between
+   calls); plain cudaMalloc where the device has no memory pools. On OOM the pool's idle memory is handed
+   back and the allocation tried once more. Returns the CUDA error; *p is NULL on failure. */
+cudaError_t sg_cuda_alloc(sg_ctx *ctx, void **p, size_t bytes, cudaStream_t s);
+/* Frees scratch from sg_cuda_alloc, ordered after the work queued on s (NULL p: nothing). */
+void sg_cuda_free(sg_ctx *ctx, void *p, cudaStream_t s);
+/* End of an op, once the streams that freed scratch are synchronised: the pool keeps at most
+   ctx->cache_bytes idle (the release threshold alone would wait for some later synchronisation). */
+void sg_cuda_trim(sg_ctx *ctx);
+/* sg_cuda_alloc on the context's stream with SG_ERR_DEVICE_OOM / SG_ERR_CUDA and a message naming what. */
 sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what);
+/* Device memory available to this context: free memory plus its pool's idle cache. */
+sg_status sg_cuda_free_bytes(sg_ctx *ctx, size_t *bytes);
 
 /* cuda/linalg.cu */
 sg_status sg_cuda_eigh(sg_ctx *, const sg_mat *A, sg_mat *W, sg_mat *V);

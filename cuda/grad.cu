@@ -26,15 +26,23 @@ constexpr int64_t MAX_N = 46340;
         if (s_ != SG_OK) return s_;                                                                     \
     } while (0)
 
+/* Scratch from the context's pool, freed in order on the context's stream. */
 struct DevBuf {
     void *p = nullptr;
+    sg_ctx *ctx = nullptr;
     DevBuf() = default;
     DevBuf(const DevBuf &) = delete;
     DevBuf &operator=(const DevBuf &) = delete;
     ~DevBuf() { reset(); }
+    sg_status alloc(sg_ctx *c, size_t bytes, const char *what)
+    {
+        reset();
+        ctx = c;
+        return sg_cuda_malloc(c, &p, bytes, what);
+    }
     void reset()
     {
-        if (p) cudaFree(p);
+        if (p) sg_cuda_free(ctx, p, sg_cu(ctx)->stream);
         p = nullptr;
     }
 };
@@ -157,8 +165,8 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
             if (args[i].present()) per += args[i].bytes_per_matrix();
     size_t budget = ctx->chunk_bytes;
     if (!budget) {
-        size_t fr = 0, tot = 0;
-        CU_TRY(ctx, cudaMemGetInfo(&fr, &tot));
+        size_t fr = 0;
+        SGTRY(sg_cuda_free_bytes(ctx, &fr));
         budget = fr / 2;
     }
     int64_t nb = per ? (int64_t)(budget / per) : batch;
@@ -172,9 +180,9 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
         sg_status s = SG_OK;
         if (host)
             for (int i = 0; i < na && s == SG_OK; i++)
-                if (args[i].present()) s = sg_cuda_malloc(ctx, &args[i].buf.p, args[i].bytes_per_matrix() * nb, args[i].name);
+                if (args[i].present()) s = args[i].buf.alloc(ctx, args[i].bytes_per_matrix() * nb, args[i].name);
         const size_t sb = scratch(nb);
-        if (s == SG_OK && sb) s = sg_cuda_malloc(ctx, &scr.p, sb, "gradient scratch");
+        if (s == SG_OK && sb) s = scr.alloc(ctx, sb, "gradient scratch");
         if (s == SG_OK) break;
         for (int i = 0; i < na; i++) args[i].buf.reset();
         scr.reset();
@@ -183,12 +191,21 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
         retried = true;
     }
     if (retried) sg_clear_error(ctx); /* the OOM that a smaller chunk got past is not this call's error */
-    /* Declared after the buffers, so destroyed first: no buffer is freed while the stream may still use it,
-       on every exit (the normal one also checks the sync below). */
-    struct StreamDrain {
-        cudaStream_t st;
-        ~StreamDrain() { if (cudaStreamSynchronize(st) != cudaSuccess) (void)cudaGetLastError(); }
-    } drain{stream_of(ctx)};
+    /* On every exit (the normal one also checks the sync below): free the buffers in stream order, wait for
+       the stream, trim the pool to the cache size. Declared after scr, so it runs first. */
+    struct Release {
+        sg_ctx *ctx;
+        Arg *args;
+        int na;
+        DevBuf &scr;
+        ~Release()
+        {
+            for (int i = 0; i < na; i++) args[i].buf.reset();
+            scr.reset();
+            if (cudaStreamSynchronize(stream_of(ctx)) != cudaSuccess) (void)cudaGetLastError();
+            sg_cuda_trim(ctx);
+        }
+    } release{ctx, args, na, scr};
 
     sg_status deg = SG_OK;
     char deg_msg[sizeof ctx->err];
@@ -232,7 +249,7 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
             CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
         }
     }
-    /* Device mode: the last chunk's work may still read scr (cudaFree's implicit sync is not promised). */
+    /* Device mode: the call is complete on return, like host mode (and errors surface here). */
     if (!host) CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
     if (deg != SG_OK) {
         memcpy(ctx->err, deg_msg, sizeof deg_msg);

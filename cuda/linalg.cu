@@ -507,21 +507,22 @@ template <class T> static sg_status run_device_t(Job &J)
         for (int i = 0; i < J.nop; i++)
             if (J.op[i].dir == DIR_IN && J.op[i].m && (s = sg_cuda_check_finite(ctx, J.op[i].m, J.op[i].name)) != SG_OK)
                 return s;
-    size_t fr = 0, tot = 0;
-    CU_TRY(ctx, cudaMemGetInfo(&fr, &tot));
+    size_t fr = 0;
+    if ((s = sg_cuda_free_bytes(ctx, &fr)) != SG_OK) return s;
     int64_t nb = 0;
     size_t need = 0;
     char *buf = NULL;
     int *hinfo = NULL;
     if ((s = plan_chunks(J, L, false, fr / 10 * 9, &nb, &need)) != SG_OK) return s;
     for (;;) { /* on OOM halve the chunk and retry */
-        cudaError_t e = cudaMalloc((void **)&buf, need);
+        cudaError_t e = sg_cuda_alloc(ctx, (void **)&buf, need, L.s);
         if (e == cudaSuccess) break;
         cudaGetLastError();
         buf = NULL;
         if (e != cudaErrorMemoryAllocation || nb == 1)
             return sg_fail(ctx, e == cudaErrorMemoryAllocation ? SG_ERR_DEVICE_OOM : SG_ERR_CUDA, -1,
-                           "%s: cudaMalloc of %zu bytes for one matrix failed: %s", J.name, need, cudaGetErrorString(e));
+                           "%s: device allocation of %zu bytes for one matrix failed: %s", J.name, need,
+                           cudaGetErrorString(e));
         int64_t half = (nb + 1) / 2;
         J.max_nb = half;
         if ((s = plan_chunks(J, L, false, (size_t)-1, &nb, &need)) != SG_OK) return s;
@@ -582,8 +583,9 @@ template <class T> static sg_status run_device_t(Job &J)
     }
 out:
     if (buf) {
-        cudaStreamSynchronize(L.s); /* nothing may still use buf (error paths) */
-        cudaFree(buf);
+        sg_cuda_free(ctx, buf, L.s);
+        cudaStreamSynchronize(L.s); /* error paths too: nothing of this call is left running */
+        sg_cuda_trim(ctx);
     }
     free(hinfo);
     return s;
@@ -686,8 +688,8 @@ static sg_status run_host(Job &J)
     sg_status s = lanes_ready(ctx), sr = SG_OK;
     if (s != SG_OK) return s;
     Lane lane[2] = {{st->lane_stream[0], st->lane_solver[0]}, {st->lane_stream[1], st->lane_solver[1]}};
-    size_t fr = 0, tot = 0;
-    CU_TRY(ctx, cudaMemGetInfo(&fr, &tot));
+    size_t fr = 0;
+    if ((s = sg_cuda_free_bytes(ctx, &fr)) != SG_OK) return s;
     /* automatic chunk: 40% of free memory per lane, capped at 256 MiB so pinned host memory stays modest */
     size_t budget = ctx->chunk_bytes ? ctx->chunk_bytes : (fr / 5 * 2 < ((size_t)256 << 20) ? fr / 5 * 2 : (size_t)256 << 20);
     int64_t nb = 0;
@@ -702,8 +704,8 @@ static sg_status run_host(Job &J)
         bool pinned = false; /* which allocation failed: device memory or page-locked host memory */
         size_t hb = host_bytes(J, nb);
         for (int l = 0; l < nl && e == cudaSuccess; l++) {
-            e = cudaMalloc((void **)&dbuf[l], need);
-            if (e != cudaSuccess) { dbuf[l] = NULL; break; }
+            e = sg_cuda_alloc(ctx, (void **)&dbuf[l], need, lane[l].s);
+            if (e != cudaSuccess) break;
             if (st->lane_pinned_bytes[l] < hb) {
                 if (st->lane_pinned[l]) cudaFreeHost(st->lane_pinned[l]);
                 st->lane_pinned[l] = NULL;
@@ -716,7 +718,7 @@ static sg_status run_host(Job &J)
         if (e == cudaSuccess) break;
         cudaGetLastError();
         for (int l = 0; l < 2; l++) {
-            if (dbuf[l]) cudaFree(dbuf[l]);
+            sg_cuda_free(ctx, dbuf[l], lane[l].s);
             dbuf[l] = NULL;
         }
         if (e != cudaErrorMemoryAllocation || nb == 1)
@@ -782,8 +784,11 @@ out:
             if (r != SG_OK) sr = r;
         }
     }
-    for (int l = 0; l < 2; l++)
-        if (dbuf[l]) cudaFree(dbuf[l]);
+    for (int l = 0; l < 2; l++) {
+        sg_cuda_free(ctx, dbuf[l], lane[l].s);
+        if (dbuf[l] && cudaStreamSynchronize(lane[l].s) != cudaSuccess) (void)cudaGetLastError();
+    }
+    sg_cuda_trim(ctx);
     if (sr != SG_OK) return sr;
     if (s != SG_OK && sg_last_error(ctx)[0] == 0) return sg_fail(ctx, s, -1, "%s failed", J.name);
     return s;
@@ -1042,6 +1047,6 @@ sg_status sg_cuda_check_finite(sg_ctx *ctx, const sg_mat *m, const char *name)
                     (long long)i, (long long)j, (long long)b); /* the front-end's wording */
     }
 out:
-    cudaFree(dfirst);
+    sg_cuda_free(ctx, dfirst, st);
     return s;
 }

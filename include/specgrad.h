@@ -107,6 +107,11 @@ sg_status sg_set_check_finite(sg_ctx *ctx, int on);      /* NaN/Inf input check 
    per lane, two lanes (so up to twice this, plus as much pinned host memory, kept until sg_destroy);
    0 = automatic, from free device memory. */
 sg_status sg_set_chunk_bytes(sg_ctx *ctx, size_t bytes);
+/* CUDA backend: device scratch (workspaces, staging) comes from the context's own stream-ordered pool,
+   which keeps up to this many idle bytes mapped between calls, so a loop calling the same op does not map
+   and unmap device memory every step. Default 1 GiB; 0 returns everything at the end of each call.
+   Held until sg_destroy (other libraries in the process cannot use it). The CPU backend ignores it. */
+sg_status sg_set_cache_bytes(sg_ctx *ctx, size_t bytes);
 
 /* ---- decompositions --------------------------------------------------------------------------- */
 /* Symmetric eigendecomposition. A: n×n (lower triangle read). W: n×1, ascending. V: n×n orthonormal

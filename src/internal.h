@@ -24,6 +24,7 @@ struct sg_ctx {
     int threads;           /* <= 0: all */
     int check_finite;
     size_t chunk_bytes;    /* 0: automatic */
+    size_t cache_bytes;    /* idle device scratch kept between calls (CUDA pool release threshold) */
     int64_t failed_index;
     char err[512];
     const sg_backend_ops *ops;

@@ -73,6 +73,7 @@ sg_status sg_create(sg_ctx **out, sg_backend backend)
     sg_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return SG_ERR_ALLOC;
     ctx->check_finite = 1;
+    ctx->cache_bytes = (size_t)1 << 30;
     ctx->failed_index = -1;
     int is_auto = backend == SG_BACKEND_AUTO;
     if (is_auto) backend = sg_cuda_devices(NULL, 0) > 0 ? SG_BACKEND_CUDA : SG_BACKEND_CPU;
@@ -152,6 +153,13 @@ sg_status sg_set_check_finite(sg_ctx *ctx, int on)
 {
     CTX_CHECK(ctx);
     ctx->check_finite = on != 0;
+    return SG_OK;
+}
+
+sg_status sg_set_cache_bytes(sg_ctx *ctx, size_t bytes)
+{
+    CTX_CHECK(ctx);
+    ctx->cache_bytes = bytes;
     return SG_OK;
 }
 

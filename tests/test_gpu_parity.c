@@ -399,6 +399,71 @@ Test(gpu_parity, host_batch_streams_in_many_chunks)
     cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
 }
 
+/* Device scratch comes from the context's pool. Results stay right while its blocks are reused across
+   shapes, dtypes and memory spaces, whatever the cache keeps; what a call maps is handed back at its end
+   with a cache of 0 and kept with a cache that covers it (the point: no map/unmap per call). */
+static sg_status eigh_host_big(sg_mat *a, sg_mat *w, sg_mat *v, size_t *free_after)
+{
+    sg_status s = sg_eigh(gpu, a, w, v);
+    size_t tot = 0;
+    cr_assert_eq(cudaMemGetInfo(free_after, &tot), cudaSuccess);
+    return s;
+}
+
+Test(gpu_parity, scratch_pool_reuse_and_release)
+{
+    NEED_GPU();
+    static const size_t keep[] = {0, 4096, (size_t)1 << 30};
+    static const int64_t shp[][2] = {{8, 8}, {64, 64}, {40, 20}, {33, 33}, {8, 8}};
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(sg_set_cache_bytes(gpu, keep[k]), SG_OK);
+        for (int i = 0; i < 5; i++) {
+            cfg c = {(k + i) & 1 ? SG_F32 : SG_F64, shp[i][0], shp[i][1], 6, i & 1, 0, 0};
+            check_rect(&c, 800 + 10 * k + i);
+            if (shp[i][0] == shp[i][1]) check_eigh(&c, 850 + 10 * k + i);
+        }
+    }
+
+    /* host-memory eigh, n = 64 (XsyevBatched), 4000 f64 matrices: 131 MB of A staged on the device */
+    const int64_t n = 64, B = 4000;
+    const size_t MB = (size_t)1 << 20;
+    sg_mat a = tu_alloc_mat(SG_F64, B, n, n), w = tu_alloc_mat(SG_F64, B, n, 1), v = tu_alloc_mat(SG_F64, B, n, n);
+    double *A = (double *)a.data;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t i = 0; i < n; i++) A[b * n * n + i + j * n] = i == j ? (double)(i + b % 7) : 1.0 / (double)(1 + i + j);
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+    cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
+    cr_assert_eq(sg_set_cache_bytes(gpu, 0), SG_OK);
+    size_t fr0 = 0, fr1 = 0, fr2 = 0, fr3 = 0;
+    cr_assert_eq(eigh_host_big(&a, &w, &v, &fr0), SG_OK, "%s", sg_last_error(gpu)); /* warm: lanes, handles */
+    cr_assert_eq(eigh_host_big(&a, &w, &v, &fr1), SG_OK, "%s", sg_last_error(gpu));
+    cr_expect(fr1 + 32 * MB >= fr0, "cache 0: %zu MB still held after the call", (fr0 - fr1) / MB);
+    cr_assert_eq(sg_set_cache_bytes(gpu, (size_t)1 << 30), SG_OK);
+    cr_assert_eq(eigh_host_big(&a, &w, &v, &fr2), SG_OK, "%s", sg_last_error(gpu));
+    int dev = 0, pools = 0;
+    cr_assert_eq(cudaGetDevice(&dev), cudaSuccess);
+    cr_assert_eq(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, dev), cudaSuccess);
+    if (pools)
+        cr_expect(fr0 >= fr2 + 100 * MB, "1 GiB cache: %lld MB kept of a call that stages 131 MB",
+                  (long long)((int64_t)fr0 - (int64_t)fr2) / (long long)MB);
+    else
+        cr_log_warn("no memory pools on this device: scratch is cudaMalloc'd per call, nothing is kept");
+    cr_assert_eq(sg_set_cache_bytes(gpu, 0), SG_OK); /* lowered: the next call ends with the cache emptied */
+    cr_assert_eq(eigh_host_big(&a, &w, &v, &fr3), SG_OK, "%s", sg_last_error(gpu));
+    cr_expect(fr3 + 32 * MB >= fr0, "cache lowered to 0: %zu MB still held", (fr0 - fr3) / MB);
+    /* and the values are right: the eigenvalues sum to the trace */
+    const double *W = (const double *)w.data;
+    for (int64_t b = 0; b < B; b += 997) {
+        double tr = 0, sw = 0;
+        for (int64_t i = 0; i < n; i++) tr += A[b * n * n + i * (n + 1)], sw += W[b * n + i];
+        cr_expect(fabs(tr - sw) <= 1e-9 * fabs(tr), "matrix %lld: sum of eigenvalues %.17g, trace %.17g", (long long)b, sw, tr);
+    }
+    tu_free_mat(&a);
+    tu_free_mat(&w);
+    tu_free_mat(&v);
+}
+
 Test(gpu_parity, nan_on_device_is_reported_with_index)
 {
     NEED_GPU();

@@ -581,6 +581,7 @@ Test(reliability, setters_and_context)
     cr_expect_eq(sg_set_threads(NULL, 1), SG_ERR_ARG);
     cr_expect_eq(sg_set_check_finite(NULL, 1), SG_ERR_ARG);
     cr_expect_eq(sg_set_chunk_bytes(NULL, 0), SG_ERR_ARG);
+    cr_expect_eq(sg_set_cache_bytes(NULL, 0), SG_ERR_ARG);
     cr_expect(sg_last_error(NULL) != NULL && sg_last_error(NULL)[0], "sg_last_error(NULL) must say something");
     cr_expect_eq(sg_failed_index(NULL), -1);
     cr_expect_eq(sg_get_backend(NULL), SG_BACKEND_AUTO);
@@ -629,6 +630,8 @@ Test(reliability, setters_and_context)
     cr_expect_eq(sg_set_threads(ctx, -5), SG_OK);    /* <= 0 = all */
     cr_expect_eq(sg_set_check_finite(ctx, 7), SG_OK);
     cr_expect_eq(sg_set_chunk_bytes(ctx, (size_t)-1), SG_OK);
+    cr_expect_eq(sg_set_cache_bytes(ctx, 0), SG_OK); /* CPU backend: accepted, nothing to cache */
+    cr_expect_eq(sg_set_cache_bytes(ctx, (size_t)-1), SG_OK);
     cr_expect_str_eq(sg_last_error(ctx), "");
 }
 

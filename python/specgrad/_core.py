@@ -334,6 +334,14 @@ def _scalarize(x, bshape):
 # ---- context --------------------------------------------------------------------------------------
 
 
+def _nbytes(name, v):
+    """A byte count for a size_t setter (ctypes would wrap a negative one to a huge value)."""
+    v = int(v)
+    if v < 0:
+        raise ValueError(f"specgrad: {name} must be >= 0 bytes, got {v}")
+    return v
+
+
 class Context:
     """A libspecgrad context (sg_ctx): backend ('cpu', 'cuda' or 'auto'), settings, last error.
 
@@ -346,7 +354,7 @@ class Context:
     imported), else None; tensors on another GPU are refused."""
 
     def __init__(self, backend="auto", *, device=None, threads=None, check_finite=True, jacobi_tol=None,
-                 jacobi_max_sweeps=None, chunk_bytes=None):
+                 jacobi_max_sweeps=None, chunk_bytes=None, cache_bytes=None):
         if backend not in L.BACKENDS:
             raise ValueError(f"specgrad: backend must be 'cpu', 'cuda' or 'auto', got {backend!r}")
         if device is not None and backend == "cpu":
@@ -385,6 +393,8 @@ class Context:
             self.set_jacobi(jacobi_tol or 0.0, jacobi_max_sweeps or 0)
         if chunk_bytes is not None:
             self.set_chunk_bytes(chunk_bytes)
+        if cache_bytes is not None:
+            self.set_cache_bytes(cache_bytes)
 
     # -- lifecycle
     def close(self):
@@ -427,7 +437,11 @@ class Context:
 
     def set_chunk_bytes(self, nbytes):
         """Device bytes per chunk when streaming host batches on the CUDA backend (0: automatic)."""
-        self._set("set_chunk_bytes", self._lib.sg_set_chunk_bytes, int(nbytes))
+        self._set("set_chunk_bytes", self._lib.sg_set_chunk_bytes, _nbytes("chunk_bytes", nbytes))
+
+    def set_cache_bytes(self, nbytes):
+        """Idle device scratch the CUDA backend keeps mapped between calls (default 1 GiB; 0: none)."""
+        self._set("set_cache_bytes", self._lib.sg_set_cache_bytes, _nbytes("cache_bytes", nbytes))
 
     @property
     def last_error(self):

@@ -394,7 +394,14 @@ def test_contexts_and_threads(rng):
     A = sym_with_spectrum(rng, [1.0, 2.0, 3.0, 5.0], (16,))
     with sg.Context("cpu", threads=1) as c1, sg.Context("auto", threads=2) as c2:
         assert c1.backend == "cpu" and c2.backend in ("cpu", "cuda")
-        np.testing.assert_allclose(c1.eigvalsh(A), c2.eigvalsh(A), atol=1e-10)
+        c1w = c1.eigvalsh(A)
+        np.testing.assert_allclose(c1w, c2.eigvalsh(A), atol=1e-10)
+    with sg.Context("cpu", cache_bytes=0) as c0:  # the device cache knob: accepted, nothing to cache on the CPU
+        c0.set_cache_bytes(1 << 30)
+        np.testing.assert_allclose(c0.eigvalsh(A), c1w, atol=0)
+    for bad in (dict(cache_bytes=-1), dict(chunk_bytes=-5)):
+        with pytest.raises(ValueError, match="bytes"):
+            sg.Context("cpu", **bad)
     c = sg.Context("cpu", check_finite=False)
     A[3, 0, 0] = np.inf  # unchecked: must not raise NonFiniteError (LAPACK may still fail, or return junk)
     try:
@@ -425,3 +432,5 @@ def test_cuda_context_on_host_arrays_matches_cpu(rng):
     np.testing.assert_array_equal(gpu.matrix_rank(L), cpu.matrix_rank(L))
     G = rng.standard_normal(A.shape)
     np.testing.assert_allclose(gpu.eigh_backward(wc, Vc, gV=G), cpu.eigh_backward(wc, Vc, gV=G), atol=1e-8)
+    gpu.set_cache_bytes(0)  # scratch mapped and unmapped per call: same results
+    np.testing.assert_allclose(gpu.eigh(A)[0], wc, atol=1e-9)
