@@ -402,6 +402,7 @@ Test(gpu_parity, host_batch_streams_in_many_chunks)
 /* Device scratch comes from the context's pool. Results stay right while its blocks are reused across
    shapes, dtypes and memory spaces, whatever the cache keeps; what a call maps is handed back at its end
    with a cache of 0 and kept with a cache that covers it (the point: no map/unmap per call). */
+#ifdef SG_HAVE_CUDA
 static sg_status eigh_host_big(sg_mat *a, sg_mat *w, sg_mat *v, size_t *free_after)
 {
     sg_status s = sg_eigh(gpu, a, w, v);
@@ -409,6 +410,7 @@ static sg_status eigh_host_big(sg_mat *a, sg_mat *w, sg_mat *v, size_t *free_aft
     cr_assert_eq(cudaMemGetInfo(free_after, &tot), cudaSuccess);
     return s;
 }
+#endif
 
 Test(gpu_parity, scratch_pool_reuse_and_release)
 {
@@ -424,6 +426,7 @@ Test(gpu_parity, scratch_pool_reuse_and_release)
         }
     }
 
+#ifdef SG_HAVE_CUDA
     /* host-memory eigh, n = 64 (XsyevBatched), 4000 f64 matrices: 131 MB of A staged on the device */
     const int64_t n = 64, B = 4000;
     const size_t MB = (size_t)1 << 20;
@@ -462,6 +465,7 @@ Test(gpu_parity, scratch_pool_reuse_and_release)
     tu_free_mat(&a);
     tu_free_mat(&w);
     tu_free_mat(&v);
+#endif
 }
 
 Test(gpu_parity, nan_on_device_is_reported_with_index)
