@@ -22,6 +22,7 @@ typedef struct {
     int warmup, max_reps, quick, threads, roofline;
     double host_mem_gb;
     double cache_bytes; /* < 0: the library's default */
+    int no_check_finite;
     const char *json, *csv;
 } options;
 
@@ -45,6 +46,7 @@ static void usage(FILE *f)
             "  --no-roofline      skip measuring copy bandwidth / GEMM rate on the device\n"
             "  --cache-bytes B    sg_set_cache_bytes for the GPU contexts (default: the library's, 1 GiB;\n"
             "                     0 maps and unmaps device scratch on every call: an A/B of the cache)\n"
+            "  --no-check-finite  sg_set_check_finite(0) on the GPU contexts: what the NaN/Inf input scan costs\n"
             "  --json FILE        write all rows as JSON (schema specgrad-bench/1)\n"
             "  --csv FILE         write all rows as CSV\n"
             "  --help\n"
@@ -83,6 +85,7 @@ static int parse_args(int argc, char **argv, options *o)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
         else if (!strcmp(a, "--quick")) o->quick = 1;
         else if (!strcmp(a, "--no-roofline")) o->roofline = 0;
+        else if (!strcmp(a, "--no-check-finite")) o->no_check_finite = 1;
         else if (!strcmp(a, "--ops")) {
             NEEDV();
             o->nops = 0; set_ops = 1;
@@ -573,9 +576,11 @@ int main(int argc, char **argv)
             if (E.host) sg_destroy(E.host);
             E.host = NULL;
         }
-        if (o.cache_bytes >= 0) {
-            if (E.dev) sg_set_cache_bytes(E.dev, (size_t)o.cache_bytes);
-            if (E.host) sg_set_cache_bytes(E.host, (size_t)o.cache_bytes);
+        for (int k = 0; k < 2; k++) {
+            sg_ctx *c = k ? E.host : E.dev;
+            if (!c) continue;
+            if (o.cache_bytes >= 0) sg_set_cache_bytes(c, (size_t)o.cache_bytes);
+            if (o.no_check_finite) sg_set_check_finite(c, 0);
         }
         E.timer = gpu_timer_create(E.stream, dev.l2_bytes, why, sizeof why);
         if (!E.timer || !E.stream) {
