@@ -105,7 +105,11 @@ cudaError_t sg_cuda_alloc(sg_ctx *ctx, void **p, size_t bytes, cudaStream_t s)
     sg_cuda_state *st = sg_cu(ctx);
     *p = NULL;
     if (!bytes) bytes = 1;
-    if (!st->pool) return cudaMalloc(p, bytes);
+    if (!st->pool) {
+        cudaError_t e = cudaMalloc(p, bytes);
+        if (e != cudaSuccess) *p = NULL;
+        return e;
+    }
     if (st->pool_keep != ctx->cache_bytes) {
         uint64_t keep = ctx->cache_bytes;
         cudaError_t e = cudaMemPoolSetAttribute(st->pool, cudaMemPoolAttrReleaseThreshold, &keep);
@@ -142,6 +146,31 @@ void sg_cuda_trim(sg_ctx *ctx)
 {
     const sg_cuda_state *st = sg_cu(ctx);
     if (st->pool && cudaMemPoolTrimTo(st->pool, ctx->cache_bytes) != cudaSuccess) (void)cudaGetLastError();
+}
+
+/* sg_set_cache_bytes: the new threshold now, and what is idle above it released now, not at the next
+   op's allocation (between ops nothing of ours is queued, except a NaN-scan flag: hence the sync). */
+static sg_status cuda_cache_apply(sg_ctx *ctx)
+{
+    SG_DEVICE_SCOPE(ctx);
+    sg_cuda_state *st = sg_cu(ctx);
+    if (!st->pool) return SG_OK;
+    uint64_t keep = ctx->cache_bytes;
+    CU_TRY(ctx, cudaMemPoolSetAttribute(st->pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    st->pool_keep = ctx->cache_bytes;
+    CU_TRY(ctx, cudaStreamSynchronize(st->stream));
+    CU_TRY(ctx, cudaMemPoolTrimTo(st->pool, ctx->cache_bytes));
+    return SG_OK;
+}
+
+static sg_status cuda_cache_held(sg_ctx *ctx, size_t *bytes)
+{
+    SG_DEVICE_SCOPE(ctx);
+    const sg_cuda_state *st = sg_cu(ctx);
+    uint64_t held = 0;
+    if (st->pool) CU_TRY(ctx, cudaMemPoolGetAttribute(st->pool, cudaMemPoolAttrReservedMemCurrent, &held));
+    *bytes = (size_t)held;
+    return SG_OK;
 }
 
 sg_status sg_cuda_free_bytes(sg_ctx *ctx, size_t *bytes)
@@ -219,4 +248,6 @@ extern "C" const sg_backend_ops sg_cuda_ops = {
     sg_cuda_matfunc,
     sg_cuda_matfunc_backward,
     sg_cuda_regularizer,
+    cuda_cache_apply,
+    cuda_cache_held,
 };

@@ -717,8 +717,9 @@ static sg_status run_host(Job &J)
         }
         if (e == cudaSuccess) break;
         cudaGetLastError();
-        for (int l = 0; l < 2; l++) {
+        for (int l = 0; l < 2; l++) { /* freed and settled, so the retry's OOM trim can hand them back */
             sg_cuda_free(ctx, dbuf[l], lane[l].s);
+            if (dbuf[l] && cudaStreamSynchronize(lane[l].s) != cudaSuccess) (void)cudaGetLastError();
             dbuf[l] = NULL;
         }
         if (e != cudaErrorMemoryAllocation || nb == 1)
@@ -1048,5 +1049,9 @@ sg_status sg_cuda_check_finite(sg_ctx *ctx, const sg_mat *m, const char *name)
     }
 out:
     sg_cuda_free(ctx, dfirst, st);
+    if (s != SG_OK) { /* the op ends here: settle the free and trim, as its normal end would */
+        if (cudaStreamSynchronize(st) != cudaSuccess) (void)cudaGetLastError();
+        sg_cuda_trim(ctx);
+    }
     return s;
 }

@@ -109,9 +109,13 @@ sg_status sg_set_check_finite(sg_ctx *ctx, int on);      /* NaN/Inf input check 
 sg_status sg_set_chunk_bytes(sg_ctx *ctx, size_t bytes);
 /* CUDA backend: device scratch (workspaces, staging) comes from the context's own stream-ordered pool,
    which keeps up to this many idle bytes mapped between calls, so a loop calling the same op does not map
-   and unmap device memory every step. Default 1 GiB; 0 returns everything at the end of each call.
-   Held until sg_destroy (other libraries in the process cannot use it). The CPU backend ignores it. */
+   and unmap device memory every step. Default 1 GiB; 0 returns everything at the end of each call. Takes
+   effect at once (idle memory above it is released now). What the pool holds counts as used for
+   cudaMemGetInfo, other contexts and other libraries, until released or sg_destroy. CPU backend: no-op. */
 sg_status sg_set_cache_bytes(sg_ctx *ctx, size_t bytes);
+/* Device bytes the context's scratch pool holds now (idle cache; between calls nothing is in use).
+   0 on the CPU backend and on devices without memory pools. */
+sg_status sg_cache_held(sg_ctx *ctx, size_t *bytes);
 
 /* ---- decompositions --------------------------------------------------------------------------- */
 /* Symmetric eigendecomposition. A: n×n (lower triangle read). W: n×1, ascending. V: n×n orthonormal

@@ -160,7 +160,15 @@ sg_status sg_set_cache_bytes(sg_ctx *ctx, size_t bytes)
 {
     CTX_CHECK(ctx);
     ctx->cache_bytes = bytes;
-    return SG_OK;
+    return ctx->ops->cache_apply ? ctx->ops->cache_apply(ctx) : SG_OK;
+}
+
+sg_status sg_cache_held(sg_ctx *ctx, size_t *bytes)
+{
+    CTX_CHECK(ctx);
+    if (!bytes) return sg_fail(ctx, SG_ERR_ARG, -1, "sg_cache_held: bytes is NULL");
+    *bytes = 0;
+    return ctx->ops->cache_held ? ctx->ops->cache_held(ctx, bytes) : SG_OK;
 }
 
 sg_status sg_set_chunk_bytes(sg_ctx *ctx, size_t bytes)

@@ -582,6 +582,8 @@ Test(reliability, setters_and_context)
     cr_expect_eq(sg_set_check_finite(NULL, 1), SG_ERR_ARG);
     cr_expect_eq(sg_set_chunk_bytes(NULL, 0), SG_ERR_ARG);
     cr_expect_eq(sg_set_cache_bytes(NULL, 0), SG_ERR_ARG);
+    size_t held = 7;
+    cr_expect_eq(sg_cache_held(NULL, &held), SG_ERR_ARG);
     cr_expect(sg_last_error(NULL) != NULL && sg_last_error(NULL)[0], "sg_last_error(NULL) must say something");
     cr_expect_eq(sg_failed_index(NULL), -1);
     cr_expect_eq(sg_get_backend(NULL), SG_BACKEND_AUTO);
@@ -632,6 +634,11 @@ Test(reliability, setters_and_context)
     cr_expect_eq(sg_set_chunk_bytes(ctx, (size_t)-1), SG_OK);
     cr_expect_eq(sg_set_cache_bytes(ctx, 0), SG_OK); /* CPU backend: accepted, nothing to cache */
     cr_expect_eq(sg_set_cache_bytes(ctx, (size_t)-1), SG_OK);
+    cr_expect_eq(sg_cache_held(ctx, &held), SG_OK);
+    cr_expect_eq(held, 0, "the CPU backend holds no device memory");
+    cr_expect_eq(sg_cache_held(ctx, NULL), SG_ERR_ARG);
+    cr_expect(strstr(sg_last_error(ctx), "NULL") != NULL, "%s", sg_last_error(ctx));
+    cr_expect_eq(sg_set_cache_bytes(ctx, 0), SG_OK);
     cr_expect_str_eq(sg_last_error(ctx), "");
 }
 

@@ -444,6 +444,14 @@ class Context:
         self._set("set_cache_bytes", self._lib.sg_set_cache_bytes, _nbytes("cache_bytes", nbytes))
 
     @property
+    def cache_held(self):
+        """Device bytes this context's scratch pool holds now (0 on the CPU backend)."""
+        v = C.c_size_t(0)
+        with self._lock:
+            self._check("cache_held", self._lib.sg_cache_held(self._h, C.byref(v)))
+        return v.value
+
+    @property
     def last_error(self):
         return self._lib.sg_last_error(self._h).decode(errors="replace")
 

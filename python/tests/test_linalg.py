@@ -398,6 +398,7 @@ def test_contexts_and_threads(rng):
         np.testing.assert_allclose(c1w, c2.eigvalsh(A), atol=1e-10)
     with sg.Context("cpu", cache_bytes=0) as c0:  # the device cache knob: accepted, nothing to cache on the CPU
         c0.set_cache_bytes(1 << 30)
+        assert c0.cache_held == 0
         np.testing.assert_allclose(c0.eigvalsh(A), c1w, atol=0)
     for bad in (dict(cache_bytes=-1), dict(chunk_bytes=-5)):
         with pytest.raises(ValueError, match="bytes"):
@@ -432,5 +433,6 @@ def test_cuda_context_on_host_arrays_matches_cpu(rng):
     np.testing.assert_array_equal(gpu.matrix_rank(L), cpu.matrix_rank(L))
     G = rng.standard_normal(A.shape)
     np.testing.assert_allclose(gpu.eigh_backward(wc, Vc, gV=G), cpu.eigh_backward(wc, Vc, gV=G), atol=1e-8)
-    gpu.set_cache_bytes(0)  # scratch mapped and unmapped per call: same results
+    gpu.set_cache_bytes(0)  # scratch mapped and unmapped per call: same results, nothing held after
     np.testing.assert_allclose(gpu.eigh(A)[0], wc, atol=1e-9)
+    assert gpu.cache_held == 0
