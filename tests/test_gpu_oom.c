@@ -186,9 +186,8 @@ Test(gpu_oom, nothing_allocatable_is_a_clear_error_with_outputs_untouched)
         dev_max_seen = 0;
         cr_assert_eq(sg_eigh_backward(gpu, bm(&w), bm(&v), NULL, bm(&a), SG_DEGEN_MASK, 0, bm(&g2)), SG_OK, "%s",
                      sg_last_error(gpu));
-        if (dev_max_seen <= SMALL) {
-            cr_log_info("eigh_backward %s n=%lld allocates nothing beyond the NaN-scan flag", where, (long long)n);
-        } else {
+        cr_assert_gt(dev_max_seen, SMALL, "eigh_backward %s allocated nothing to refuse (%zu bytes)", where, dev_max_seen);
+        {
             before = n_refused;
             limits(SMALL, SIZE_MAX);
             s = sg_eigh_backward(gpu, bm(&w), bm(&v), NULL, bm(&a), SG_DEGEN_MASK, 0, bm(&g));
@@ -232,10 +231,9 @@ Test(gpu_oom, eigh_backward_halves_the_chunk_until_it_fits)
             double *g0 = malloc(sizeof(double) * (size_t)(B * n * n)), *g1 = malloc(sizeof(double) * (size_t)(B * n * n));
             bget(&g, g0);
             const int before = n_refused;
-            if (biggest <= 3 * SMALL) {
-                cr_log_info("n=%lld %s: the backward allocated nothing to constrain (%zu bytes)", (long long)n,
-                            dev ? "device" : "host", biggest);
-            } else {
+            cr_assert_gt(biggest, 3 * SMALL, "n=%lld %s: the backward allocated nothing to constrain (%zu bytes)",
+                         (long long)n, dev ? "device" : "host", biggest);
+            {
                 limits(biggest / 3, SIZE_MAX);
                 sg_status s = sg_eigh_backward(gpu, bm(&w), bm(&v), NULL, bm(&gv), SG_DEGEN_MASK, 0, bm(&g));
                 limits(SIZE_MAX, SIZE_MAX);
