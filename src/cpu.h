@@ -13,6 +13,15 @@ static inline int sg_int_fits(sg_ctx *ctx, int64_t v, const char *what)
     return 0;
 }
 
+/* OpenBLAS's own threads inside our parallel batch loop oversubscribe the cores, and for small matrices
+   they cost more than they give even alone (2 cores, 2026-11-30: eigh backward f64 n = 128 ×1e3 536 ms with
+   them vs 151 ms without; eigh f64 n = 8 ×1e4 on one thread 69 vs 49 ms). One BLAS thread while several
+   matrices run at once (nt > 1), when the user asked for one thread, or for small matrices; else BLAS keeps
+   its threads (one large matrix). Returns the count to restore (-1: untouched). The setting is
+   process-global: concurrent calls from several user threads may race on it. (src/cpu_linalg.c) */
+int sg_blas_single_begin(const sg_ctx *ctx, int nt, int small);
+void sg_blas_single_end(int saved);
+
 /* src/cpu_linalg.c */
 sg_status sg_cpu_eigh(sg_ctx *, const sg_mat *A, sg_mat *W, sg_mat *V);
 sg_status sg_cpu_svd(sg_ctx *, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V);

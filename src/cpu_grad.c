@@ -115,33 +115,45 @@ static double fn_divdiff(const sg_fn *fn, double li, double lj)
 #undef INVGAP_SQ
 #undef SG_T
 
-/* ---- dispatch --------------------------------------------------------------------------------- */
+/* ---- dispatch: one BLAS thread around the batch loops (sg_blas_single_begin in cpu.h) ------------ */
+#define WITH_BLAS1(batch, n, call)                                                                      \
+    do {                                                                                                \
+        int saved_ = sg_blas_single_begin(ctx, gthreads(ctx, (batch)), (n) <= 32);                     \
+        sg_status s_ = (call);                                                                          \
+        sg_blas_single_end(saved_);                                                                     \
+        return s_;                                                                                      \
+    } while (0)
+
 sg_status sg_cpu_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,
                                sg_degen mode, double param, sg_mat *gA)
 {
-    return V->dtype == SG_F32 ? eigh_bwd_s(ctx, W, V, gW, gV, mode, param, gA)
-                              : eigh_bwd_d(ctx, W, V, gW, gV, mode, param, gA);
+    WITH_BLAS1(V->batch, V->rows,
+               V->dtype == SG_F32 ? eigh_bwd_s(ctx, W, V, gW, gV, mode, param, gA)
+                                  : eigh_bwd_d(ctx, W, V, gW, gV, mode, param, gA));
 }
 
 sg_status sg_cpu_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
                               const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA)
 {
-    return U->dtype == SG_F32 ? svd_bwd_s(ctx, U, S, V, gU, gS, gV, mode, param, gA)
-                              : svd_bwd_d(ctx, U, S, V, gU, gS, gV, mode, param, gA);
+    WITH_BLAS1(gA->batch, gA->rows > gA->cols ? gA->rows : gA->cols,
+               U->dtype == SG_F32 ? svd_bwd_s(ctx, U, S, V, gU, gS, gV, mode, param, gA)
+                                  : svd_bwd_d(ctx, U, S, V, gU, gS, gV, mode, param, gA));
 }
 
 sg_status sg_cpu_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
 {
-    return A->dtype == SG_F32 ? matfunc_s(ctx, A, fn, F) : matfunc_d(ctx, A, fn, F);
+    WITH_BLAS1(A->batch, A->rows, A->dtype == SG_F32 ? matfunc_s(ctx, A, fn, F) : matfunc_d(ctx, A, fn, F));
 }
 
 sg_status sg_cpu_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,
                                   sg_mat *gA)
 {
-    return V->dtype == SG_F32 ? matfunc_bwd_s(ctx, W, V, fn, gF, gA) : matfunc_bwd_d(ctx, W, V, fn, gF, gA);
+    WITH_BLAS1(V->batch, V->rows,
+               V->dtype == SG_F32 ? matfunc_bwd_s(ctx, W, V, fn, gF, gA) : matfunc_bwd_d(ctx, W, V, fn, gF, gA));
 }
 
 sg_status sg_cpu_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA)
 {
-    return A->dtype == SG_F32 ? reg_s(ctx, kind, A, fn, loss, gA) : reg_d(ctx, kind, A, fn, loss, gA);
+    WITH_BLAS1(A->batch, A->rows > A->cols ? A->rows : A->cols,
+               A->dtype == SG_F32 ? reg_s(ctx, kind, A, fn, loss, gA) : reg_d(ctx, kind, A, fn, loss, gA));
 }

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* OpenBLAS: a threaded BLAS inside our parallel batch loop would oversubscribe the cores. */
+/* OpenBLAS thread control: sg_blas_single_begin (cpu.h says when and why). */
 void openblas_set_num_threads(int);
 int openblas_get_num_threads(void);
 
@@ -26,6 +26,19 @@ static lapack_int sg_lwork(double q)
 }
 
 /* ---- batch parallelism ----------------------------------------------------------------------- */
+int sg_blas_single_begin(const sg_ctx *ctx, int nt, int small)
+{
+    if (nt <= 1 && !small && ctx->threads != 1) return -1;
+    int saved = openblas_get_num_threads();
+    if (saved != 1) openblas_set_num_threads(1);
+    return saved;
+}
+
+void sg_blas_single_end(int saved)
+{
+    if (saved > 1) openblas_set_num_threads(saved);
+}
+
 typedef struct {
     int nt, chunk, blas_saved; /* blas_saved < 0: untouched */
     size_t per;
@@ -44,18 +57,13 @@ static sg_status sg_par_begin(sg_ctx *ctx, int64_t batch, size_t per, int small,
     p->ws = p->per && (size_t)nt <= SIZE_MAX / p->per ? malloc(p->per * (size_t)nt) : NULL;
     if (!p->ws)
         return sg_fail(ctx, SG_ERR_ALLOC, -1, "cpu: cannot allocate %d×%zu bytes of workspace", nt, p->per);
-    /* Only when we run several matrices at once; one thread (or one matrix) keeps BLAS's own threads.
-       The setting is process-global: concurrent calls from several user threads may race on it. */
-    if (nt > 1) {
-        p->blas_saved = openblas_get_num_threads();
-        openblas_set_num_threads(1);
-    }
+    p->blas_saved = sg_blas_single_begin(ctx, nt, small);
     return SG_OK;
 }
 
 static void sg_par_end(sg_par *p)
 {
-    if (p->blas_saved > 0) openblas_set_num_threads(p->blas_saved);
+    sg_blas_single_end(p->blas_saved);
     free(p->ws);
     p->ws = NULL;
 }

@@ -633,3 +633,41 @@ Test(cpu_linalg, ok_status_never_comes_with_nan_outputs)
             free(Am.data), free(W.data), free(V.data), free(S.data), free(U.data), free(Vs.data);
         }
 }
+
+/* The backend runs BLAS single-threaded inside its batch loops (cpu.h: sg_blas_single_begin) and gives the
+   process its OpenBLAS thread count back afterwards, on every path: several threads, one thread, one large
+   matrix, gradients, and a failing call. */
+void openblas_set_num_threads(int);
+int openblas_get_num_threads(void);
+Test(cpu_linalg, blas_thread_count_is_restored)
+{
+    openblas_set_num_threads(3);
+    if (openblas_get_num_threads() != 3) cr_skip_test("this OpenBLAS was built single-threaded (get = %d)", openblas_get_num_threads());
+    const int64_t n = 40, B = 3;
+    tu_rng r = tu_seed(5);
+    double *A = dalloc(B * n * n), w[40];
+    for (int64_t i = 0; i < n; i++) w[i] = (double)i - 7.5;
+    for (int64_t b = 0; b < B; b++) tu_sym_with_spectrum(&r, n, w, A + b * n * n);
+    sg_mat a = mk(SG_F64, B, n, n, 0), W = mk(SG_F64, B, n, 1, 0), V = mk(SG_F64, B, n, n, 0), G = mk(SG_F64, B, n, n, 0);
+    tu_to_mat(A, &a);
+    for (int t = 0; t <= 1; t++) {
+        cr_assert_eq(sg_set_threads(ctx, t ? 1 : 2), SG_OK);
+        cr_expect_eq(sg_eigh(ctx, &a, &W, &V), SG_OK, "%s", sg_last_error(ctx));
+        cr_expect_eq(openblas_get_num_threads(), 3, "after eigh (threads %d)", t ? 1 : 2);
+        cr_expect_eq(sg_eigh_backward(ctx, &W, &V, NULL, &a, SG_DEGEN_MASK, 0, &G), SG_OK, "%s", sg_last_error(ctx));
+        cr_expect_eq(openblas_get_num_threads(), 3, "after eigh_backward (threads %d)", t ? 1 : 2);
+        sg_mat one = a, w1 = W;
+        one.batch = w1.batch = 1; /* one larger matrix, all threads: BLAS keeps its own threads, and the count */
+        cr_assert_eq(sg_set_threads(ctx, 0), SG_OK);
+        cr_expect_eq(sg_eigh(ctx, &one, &w1, NULL), SG_OK, "%s", sg_last_error(ctx));
+        cr_expect_eq(openblas_get_num_threads(), 3, "after a one-matrix eigh");
+    }
+    A[0] = NAN; /* a failing call restores it too */
+    tu_to_mat(A, &a);
+    cr_assert_eq(sg_set_check_finite(ctx, 0), SG_OK);
+    (void)sg_eigh(ctx, &a, &W, &V);
+    cr_expect_eq(openblas_get_num_threads(), 3, "after a failing eigh");
+    cr_assert_eq(sg_set_check_finite(ctx, 1), SG_OK);
+    free(A);
+    tu_free_mat(&a), tu_free_mat(&W), tu_free_mat(&V), tu_free_mat(&G);
+}
