@@ -6,7 +6,6 @@
    gradients' staging); with nothing allowed the call fails with SG_ERR_DEVICE_OOM / SG_ERR_ALLOC, a message
    saying what could not be allocated, and its outputs untouched. Counters prove refusals happened.
    Without a GPU every test is skipped with the reason printed. */
-#define _GNU_SOURCE
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,23 +15,12 @@
 TestSuite(gpu_oom, .init = gpu_suite_setup, .fini = gpu_suite_teardown, .timeout = 600);
 
 #ifdef SG_HAVE_CUDA
-#include <dlfcn.h>
 
 /* The NaN scan's 8-byte flag must get through: the limits below stay above this. */
 #define SMALL 64
 static size_t dev_limit = SIZE_MAX, host_limit = SIZE_MAX; /* requests above are refused */
 static size_t dev_max_seen;                                 /* largest device request since reset */
 static int n_refused;
-
-static void *real(const char *name)
-{
-    void *f = dlsym(RTLD_NEXT, name);
-    if (!f) {
-        fprintf(stderr, "test_gpu_oom: dlsym(RTLD_NEXT, %s) failed: %s\n", name, dlerror());
-        abort();
-    }
-    return f;
-}
 
 static cudaError_t dev_gate(size_t size)
 {
@@ -46,7 +34,7 @@ cudaError_t cudaMallocFromPoolAsync(void **p, size_t size, cudaMemPool_t pool, c
 {
     typedef cudaError_t (*fn)(void **, size_t, cudaMemPool_t, cudaStream_t);
     static fn f;
-    if (!f) f = (fn)real("cudaMallocFromPoolAsync");
+    if (!f) f = (fn)tu_next_symbol("cudaMallocFromPoolAsync");
     cudaError_t e = dev_gate(size);
     return e != cudaSuccess ? e : f(p, size, pool, s);
 }
@@ -55,7 +43,7 @@ cudaError_t cudaMalloc(void **p, size_t size)
 {
     typedef cudaError_t (*fn)(void **, size_t);
     static fn f;
-    if (!f) f = (fn)real("cudaMalloc");
+    if (!f) f = (fn)tu_next_symbol("cudaMalloc");
     cudaError_t e = dev_gate(size);
     return e != cudaSuccess ? e : f(p, size);
 }
@@ -64,7 +52,7 @@ cudaError_t cudaHostAlloc(void **p, size_t size, unsigned int flags)
 {
     typedef cudaError_t (*fn)(void **, size_t, unsigned int);
     static fn f;
-    if (!f) f = (fn)real("cudaHostAlloc");
+    if (!f) f = (fn)tu_next_symbol("cudaHostAlloc");
     if (size > host_limit) {
         n_refused++;
         return cudaErrorMemoryAllocation;
@@ -79,19 +67,6 @@ static void limits(size_t dev, size_t host)
     dev_max_seen = 0;
 }
 
-/* symmetric batch: B matrices n×n with spectra in [-2, 2] */
-static double *sym_batch(int64_t B, int64_t n, uint64_t seed)
-{
-    tu_rng r = tu_seed(seed);
-    double *A = malloc(sizeof(double) * (size_t)(B * n * n)), *w = malloc(sizeof(double) * (size_t)n);
-    for (int64_t b = 0; b < B; b++) {
-        for (int64_t i = 0; i < n; i++) w[i] = 4 * tu_uniform(&r) - 2;
-        tu_sym_with_spectrum(&r, n, w, A + b * n * n);
-    }
-    free(w);
-    return A;
-}
-
 static double max_diff(const double *x, const double *y, int64_t len)
 {
     double e = 0;
@@ -104,7 +79,7 @@ static double max_diff(const double *x, const double *y, int64_t len)
 static void eigh_under_oom(int dev, int64_t n, sg_dtype t)
 {
     const int64_t B = 300;
-    double *A = sym_batch(B, n, 900 + (uint64_t)n), *w0 = malloc(sizeof(double) * (size_t)(B * n)),
+    double *A = tu_sym_batch(B, n, 900 + (uint64_t)n), *w0 = malloc(sizeof(double) * (size_t)(B * n)),
            *w1 = malloc(sizeof(double) * (size_t)(B * n));
     cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
     cr_assert_eq(sg_set_cache_bytes(gpu, 0), SG_OK); /* nothing cached: every call allocates */
@@ -162,7 +137,7 @@ Test(gpu_oom, nothing_allocatable_is_a_clear_error_with_outputs_untouched)
     NEED_GPU();
 #ifdef SG_HAVE_CUDA
     const int64_t B = 8, n = 12;
-    double *A = sym_batch(B, n, 77);
+    double *A = tu_sym_batch(B, n, 77);
     for (int dev = 0; dev <= 1; dev++) {
         const char *where = dev ? "device" : "host";
         cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
@@ -212,7 +187,7 @@ Test(gpu_oom, eigh_backward_halves_the_chunk_until_it_fits)
     const int64_t B = 200;
     for (int dev = 0; dev <= 1; dev++)
         for (int64_t n = 24; n <= 80; n += 56) {
-            double *A = sym_batch(B, n, 500 + (uint64_t)n), *G = malloc(sizeof(double) * (size_t)(B * n * n));
+            double *A = tu_sym_batch(B, n, 500 + (uint64_t)n), *G = malloc(sizeof(double) * (size_t)(B * n * n));
             tu_rng r = tu_seed(600);
             tu_fill_normal(&r, G, B * n * n);
             cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
@@ -260,7 +235,7 @@ Test(gpu_oom, pinned_memory_refused_is_a_host_alloc_error)
     sg_ctx *fresh = NULL;
     cr_assert_eq(sg_create(&fresh, SG_BACKEND_CUDA), SG_OK);
     const int64_t B = 6, n = 10;
-    double *A = sym_batch(B, n, 31);
+    double *A = tu_sym_batch(B, n, 31);
     sg_mat a = tu_alloc_mat(SG_F64, B, n, n), w = tu_alloc_mat(SG_F64, B, n, 1);
     tu_to_mat(A, &a);
     const int before = n_refused;

@@ -6,7 +6,6 @@
    as SG_ERR_NOCONV and negative as SG_ERR_CUSOLVER; an error status names the call and the status
    (ALLOC_FAILED as SG_ERR_DEVICE_OOM); the context works afterwards. Counters prove the injection ran.
    Without a GPU every test is skipped with the reason printed. */
-#define _GNU_SOURCE
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,22 +16,11 @@ TestSuite(gpu_solver_fault, .init = gpu_suite_setup, .fini = gpu_suite_teardown,
 
 #ifdef SG_HAVE_CUDA
 #include <cusolverDn.h>
-#include <dlfcn.h>
 
 static cusolverStatus_t fail_status = CUSOLVER_STATUS_SUCCESS; /* returned without solving when set */
 static int64_t info_target = -1; /* matrix index in the whole sequence of solver calls since reset */
 static int info_value, n_injected;
 static int64_t seen; /* matrices passed to the solver since reset */
-
-static void *real(const char *name)
-{
-    void *f = dlsym(RTLD_NEXT, name);
-    if (!f) {
-        fprintf(stderr, "test_gpu_solver_fault: dlsym(RTLD_NEXT, %s) failed: %s\n", name, dlerror());
-        abort();
-    }
-    return f;
-}
 
 static void reset(cusolverStatus_t st, int64_t target, int value)
 {
@@ -66,7 +54,7 @@ static cusolverStatus_t after(cusolverDnHandle_t h, cusolverStatus_t st, int *in
         typedef cusolverStatus_t (*fn)(cusolverDnHandle_t, cusolverEigMode_t, cublasFillMode_t, int, T *, int, T *, \
                                        T *, int, int *, syevjInfo_t, int);                                        \
         static fn f;                                                                                             \
-        if (!f) f = (fn)real("cusolverDn" #P "syevjBatched");                                                     \
+        if (!f) f = (fn)tu_next_symbol("cusolverDn" #P "syevjBatched");                                                     \
         if (fail_status != CUSOLVER_STATUS_SUCCESS) {                                                            \
             n_injected++;                                                                                        \
             return fail_status;                                                                                  \
@@ -85,7 +73,7 @@ cusolverStatus_t cusolverDnXsyevBatched(cusolverDnHandle_t h, cusolverDnParams_t
                                    cudaDataType, void *, int64_t, cudaDataType, void *, cudaDataType, void *, size_t,
                                    void *, size_t, int *, int64_t);
     static fn f;
-    if (!f) f = (fn)real("cusolverDnXsyevBatched");
+    if (!f) f = (fn)tu_next_symbol("cusolverDnXsyevBatched");
     if (fail_status != CUSOLVER_STATUS_SUCCESS) {
         n_injected++;
         return fail_status;
@@ -93,17 +81,6 @@ cusolverStatus_t cusolverDnXsyevBatched(cusolverDnHandle_t h, cusolverDnParams_t
     return after(h, f(h, params, jobz, uplo, n, ta, A, lda, tw, W, tc, dwork, dbytes, hwork, hbytes, info, nb), info, nb);
 }
 
-static double *sym_batch(int64_t B, int64_t n, uint64_t seed)
-{
-    tu_rng r = tu_seed(seed);
-    double *A = malloc(sizeof(double) * (size_t)(B * n * n)), *w = malloc(sizeof(double) * (size_t)n);
-    for (int64_t b = 0; b < B; b++) {
-        for (int64_t i = 0; i < n; i++) w[i] = 4 * tu_uniform(&r) - 2;
-        tu_sym_with_spectrum(&r, n, w, A + b * n * n);
-    }
-    free(w);
-    return A;
-}
 #endif
 
 /* info > 0 for matrix 17 of 23 (host: in a later chunk of a few matrices; device: one chunk) is
@@ -121,7 +98,7 @@ Test(gpu_solver_fault, info_names_the_matrix_in_the_whole_batch)
                 for (int sign = 1; sign >= -1; sign -= 2) {
                     const int64_t n = sizes[si];
                     const sg_dtype dt = t ? SG_F64 : SG_F32;
-                    double *A = sym_batch(B, n, 70 + (uint64_t)n);
+                    double *A = tu_sym_batch(B, n, 70 + (uint64_t)n);
                     cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
                     /* host: about four matrices per chunk (A, W and V staged, plus the solver's workspace) */
                     cr_assert_eq(sg_set_chunk_bytes(gpu, dev ? 0 : (size_t)(4 * n * (2 * n + 1) * (t ? 8 : 4))), SG_OK);
@@ -160,7 +137,7 @@ Test(gpu_solver_fault, solver_status_names_the_call)
     for (int dev = 0; dev <= 1; dev++)
         for (int si = 0; si < 2; si++) {
             const int64_t n = sizes[si];
-            double *A = sym_batch(B, n, 90 + (uint64_t)n);
+            double *A = tu_sym_batch(B, n, 90 + (uint64_t)n);
             cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
             buf a = bnew(SG_F64, B, n, n, 0, dev), w = bnew(SG_F64, B, n, 1, 0, dev);
             bset(&a, A);
@@ -189,7 +166,7 @@ Test(gpu_solver_fault, internal_error_message)
     NEED_GPU();
 #ifdef SG_HAVE_CUDA
     const int64_t B = 3, n = 40;
-    double *A = sym_batch(B, n, 5);
+    double *A = tu_sym_batch(B, n, 5);
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_DEVICE), SG_OK);
     buf a = bnew(SG_F64, B, n, n, 0, 1), w = bnew(SG_F64, B, n, 1, 0, 1);
     bset(&a, A);

@@ -9,9 +9,7 @@
      MK_SYEVD_NAN    syevd "succeeds" with a NaN eigenvector entry (what Debian's OpenBLAS 0.3.21 ssyevd
                      did on the H200 host): SG_ERR_LAPACK naming that matrix
    Counters prove that each injected path was taken (else the assertions would pass vacuously). */
-#define _GNU_SOURCE
 #include <criterion/criterion.h>
-#include <dlfcn.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdio.h>
@@ -31,16 +29,6 @@ static int n_gesvd_marked, n_injected; /* atomics: the backend runs matrices on 
 static void bump(int *c) { __atomic_fetch_add(c, 1, __ATOMIC_RELAXED); }
 static int get(int *c) { return __atomic_load_n(c, __ATOMIC_RELAXED); }
 
-static void *real(const char *name)
-{
-    void *f = dlsym(RTLD_NEXT, name);
-    if (!f) {
-        fprintf(stderr, "test_lapack_fault: dlsym(RTLD_NEXT, %s) failed: %s\n", name, dlerror());
-        abort();
-    }
-    return f;
-}
-
 /* gesdd / gesvd / syevd for one type: T, prefix P (s or d). lwork == -1 is a workspace query: forwarded. */
 #define INTERPOSE(T, P)                                                                                        \
     lapack_int LAPACKE_##P##gesdd_work(int lay, char jobz, lapack_int m, lapack_int n, T *a, lapack_int lda, T *s, \
@@ -50,7 +38,7 @@ static void *real(const char *name)
         typedef lapack_int (*fn)(int, char, lapack_int, lapack_int, T *, lapack_int, T *, T *, lapack_int, T *, \
                                  lapack_int, T *, lapack_int, lapack_int *);                                   \
         static fn f;                                                                                           \
-        if (!f) f = (fn)real("LAPACKE_" #P "gesdd_work");                                                       \
+        if (!f) f = (fn)tu_next_symbol("LAPACKE_" #P "gesdd_work");                                                       \
         const double mark = lwork == -1 ? 0 : (double)a[0];                                                    \
         if (mark == MK_GESDD_FAIL || mark == MK_BOTH_FAIL) {                                                   \
             bump(&n_injected);                                                                                 \
@@ -70,7 +58,7 @@ static void *real(const char *name)
         typedef lapack_int (*fn)(int, char, char, lapack_int, lapack_int, T *, lapack_int, T *, T *, lapack_int, \
                                  T *, lapack_int, T *, lapack_int);                                            \
         static fn f;                                                                                           \
-        if (!f) f = (fn)real("LAPACKE_" #P "gesvd_work");                                                       \
+        if (!f) f = (fn)tu_next_symbol("LAPACKE_" #P "gesvd_work");                                                       \
         const double mark = lwork == -1 ? 0 : (double)a[0];                                                    \
         if (mark == MK_GESDD_FAIL) bump(&n_gesvd_marked);                                                      \
         if (mark == MK_BOTH_FAIL) {                                                                            \
@@ -85,7 +73,7 @@ static void *real(const char *name)
         typedef lapack_int (*fn)(int, char, char, lapack_int, T *, lapack_int, T *, T *, lapack_int, lapack_int *, \
                                  lapack_int);                                                                  \
         static fn f;                                                                                           \
-        if (!f) f = (fn)real("LAPACKE_" #P "syevd_work");                                                       \
+        if (!f) f = (fn)tu_next_symbol("LAPACKE_" #P "syevd_work");                                                       \
         const double mark = lwork == -1 ? 0 : (double)a[0];                                                    \
         if (mark == MK_SYEVD_FAIL) {                                                                           \
             bump(&n_injected);                                                                                 \

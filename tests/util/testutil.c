@@ -1,4 +1,6 @@
+#define _GNU_SOURCE /* RTLD_NEXT */
 #include "testutil.h"
+#include <dlfcn.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdio.h>
@@ -172,4 +174,28 @@ int tu_gpu_available(char *why, size_t len)
     if (n > 0) return 1;
     fprintf(stderr, "GPU test skipped: %s\n", why);
     return 0;
+}
+
+double *tu_sym_batch(int64_t B, int64_t n, uint64_t seed)
+{
+    tu_rng r = tu_seed(seed);
+    double *A = malloc(sizeof(double) * (size_t)(B * n * n)), *w = malloc(sizeof(double) * (size_t)n);
+    if (!A || !w) abort();
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t i = 0; i < n; i++) w[i] = 4 * tu_uniform(&r) - 2;
+        tu_sym_with_spectrum(&r, n, w, A + b * n * n);
+    }
+    free(w);
+    return A;
+}
+
+/* This file is in a static library, so it is part of the executable: RTLD_NEXT searches after it. */
+void *tu_next_symbol(const char *name)
+{
+    void *f = dlsym(RTLD_NEXT, name);
+    if (!f) {
+        fprintf(stderr, "tu_next_symbol: dlsym(RTLD_NEXT, %s) failed: %s\n", name, dlerror());
+        abort();
+    }
+    return f;
 }

@@ -18,6 +18,11 @@ void tu_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const double *A, c
 void tu_orthogonal(tu_rng *r, int64_t n, double *Q);
 /* Symmetric n×n A = Q diag(w) Qᵀ with the given spectrum. */
 void tu_sym_with_spectrum(tu_rng *r, int64_t n, const double *w, double *A);
+/* B symmetric n×n matrices (dense, one after another) with spectra uniform in [-2, 2]; malloc'ed. */
+double *tu_sym_batch(int64_t B, int64_t n, uint64_t seed);
+/* The definition of name that follows this executable's (dlsym RTLD_NEXT): the real function behind a
+   test's interposer (test_lapack_fault, test_gpu_oom, test_gpu_solver_fault). Aborts if there is none. */
+void *tu_next_symbol(const char *name);
 /* m×n A = U diag(s) Vᵀ with k = min(m,n) singular values s (zeros give rank deficiency). */
 void tu_mat_with_singular_values(tu_rng *r, int64_t m, int64_t n, const double *s, double *A);
 
