@@ -30,8 +30,9 @@ static sg_status cuda_destroy_state(sg_cuda_state *st)
 
 /* The context's own pool, not the device's default one: its release threshold (ctx->cache_bytes) must not
    change how long other libraries' stream-ordered allocations stay mapped. Without pool support (or if
-   creation fails) scratch falls back to cudaMalloc/cudaFree. */
-static void pool_init(sg_cuda_state *st)
+   creation fails) scratch falls back to cudaMalloc/cudaFree. The threshold is set here and by
+   sg_set_cache_bytes (cuda_cache_apply), so allocations never need to look at it. */
+static void pool_init(sg_ctx *ctx, sg_cuda_state *st)
 {
     int ok = 0;
     if (cudaDeviceGetAttribute(&ok, cudaDevAttrMemoryPoolsSupported, st->device) != cudaSuccess || !ok) {
@@ -43,12 +44,13 @@ static void pool_init(sg_cuda_state *st)
     p.allocType = cudaMemAllocationTypePinned;
     p.location.type = cudaMemLocationTypeDevice;
     p.location.id = st->device;
-    if (cudaMemPoolCreate(&st->pool, &p) != cudaSuccess) {
+    uint64_t keep = ctx->cache_bytes;
+    if (cudaMemPoolCreate(&st->pool, &p) != cudaSuccess ||
+        cudaMemPoolSetAttribute(st->pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess) {
         (void)cudaGetLastError();
+        if (st->pool) cudaMemPoolDestroy(st->pool);
         st->pool = NULL;
-        return;
     }
-    st->pool_keep = 0; /* a new pool's threshold */
 }
 
 static sg_status cuda_init(sg_ctx *ctx)
@@ -74,7 +76,7 @@ static sg_status cuda_init(sg_ctx *ctx)
         st->blas = NULL;
         s = sg_fail(ctx, SG_ERR_CUBLAS, -1, "CUDA backend: cublasCreate failed");
     }
-    if (s == SG_OK) pool_init(st);
+    if (s == SG_OK) pool_init(ctx, st);
     if (s != SG_OK) {
         cuda_destroy_state(st);
         ctx->cuda = NULL;
@@ -102,19 +104,13 @@ sg_status sg_cuda_bind_stream(sg_ctx *ctx)
 
 cudaError_t sg_cuda_alloc(sg_ctx *ctx, void **p, size_t bytes, cudaStream_t s)
 {
-    sg_cuda_state *st = sg_cu(ctx);
+    const sg_cuda_state *st = sg_cu(ctx);
     *p = NULL;
     if (!bytes) bytes = 1;
     if (!st->pool) {
         cudaError_t e = cudaMalloc(p, bytes);
         if (e != cudaSuccess) *p = NULL;
         return e;
-    }
-    if (st->pool_keep != ctx->cache_bytes) {
-        uint64_t keep = ctx->cache_bytes;
-        cudaError_t e = cudaMemPoolSetAttribute(st->pool, cudaMemPoolAttrReleaseThreshold, &keep);
-        if (e != cudaSuccess) return e;
-        st->pool_keep = ctx->cache_bytes;
     }
     cudaError_t e = cudaMallocFromPoolAsync(p, bytes, st->pool, s);
     if (e == cudaErrorMemoryAllocation) {
@@ -153,11 +149,10 @@ void sg_cuda_trim(sg_ctx *ctx)
 static sg_status cuda_cache_apply(sg_ctx *ctx)
 {
     SG_DEVICE_SCOPE(ctx);
-    sg_cuda_state *st = sg_cu(ctx);
+    const sg_cuda_state *st = sg_cu(ctx);
     if (!st->pool) return SG_OK;
     uint64_t keep = ctx->cache_bytes;
     CU_TRY(ctx, cudaMemPoolSetAttribute(st->pool, cudaMemPoolAttrReleaseThreshold, &keep));
-    st->pool_keep = ctx->cache_bytes;
     CU_TRY(ctx, cudaStreamSynchronize(st->stream));
     CU_TRY(ctx, cudaMemPoolTrimTo(st->pool, ctx->cache_bytes));
     return SG_OK;

@@ -19,7 +19,6 @@ typedef struct {
     void *lane_pinned[2]; /* grow-only pinned staging buffers */
     size_t lane_pinned_bytes[2];
     cudaMemPool_t pool; /* device scratch (NULL where pools are unsupported: plain cudaMalloc) */
-    size_t pool_keep;   /* release threshold last set on pool */
 } sg_cuda_state;
 
 /* cuda/linalg.cu: frees the streaming lanes (safe on a zeroed state). */
