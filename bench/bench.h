@@ -12,7 +12,7 @@
 
 /* ---- ops ------------------------------------------------------------------------------------------ */
 typedef enum {
-    OP_EIGH = 0, OP_SVD, OP_NULLSPACE, OP_PROJECT, OP_LSTSQ, OP_EIGH_BWD, OP_SVD_BWD, OP_MATFUNC_BWD, OP_REG,
+    OP_EIGH = 0, OP_SVD, OP_NULLSPACE, OP_PROJECT, OP_PROJECT_BASIS, OP_LSTSQ, OP_EIGH_BWD, OP_SVD_BWD, OP_MATFUNC_BWD, OP_REG,
     OP_COUNT
 } op_id;
 

@@ -31,7 +31,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: specgrad-bench [options]\n"
             "  --quick            CPU-only small configuration (seconds; for CI)\n"
-            "  --ops LIST         comma list of: eigh,svd,nullspace,project,lstsq,eigh_backward,svd_backward,\n"
+            "  --ops LIST         comma list of: eigh,svd,nullspace,project,project_basis,lstsq,eigh_backward,svd_backward,\n"
             "                     matfunc_backward,regularizer (default: all)\n"
             "  --n LIST           matrix sizes (default 3,8,16,32,64,128,256)\n"
             "  --batch LIST       batch sizes, 1e4 notation ok (default 1e2,1e4,1e5)\n"

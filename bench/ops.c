@@ -12,7 +12,7 @@
 
 /* ---- names, layouts, napkin math ------------------------------------------------------------------ */
 static const char *const OP_NAMES[OP_COUNT] = {"eigh",          "svd",          "nullspace",
-                                                "project",       "lstsq",        "eigh_backward",
+                                                "project",       "project_basis", "lstsq",        "eigh_backward",
                                                 "svd_backward",  "matfunc_backward", "regularizer"};
 
 const char *op_name(op_id op) { return op >= 0 && op < OP_COUNT ? OP_NAMES[op] : "?"; }
@@ -31,6 +31,7 @@ const char *op_detail(op_id op)
     case OP_SVD: return "A n×n → S, U, V (economy)";
     case OP_NULLSPACE: return "A (n/2)×n → N n×n, nullity (default tol)";
     case OP_PROJECT: return "A (n/2)×n, X n×n → Y = (I − V_r V_rᵀ) X (SG_PROJ_NULL)";
+    case OP_PROJECT_BASIS: return "Q n×(n/2) orthonormal, X n×n → Y = X − Q Qᵀ X (complement; no SVD)";
     case OP_LSTSQ: return "A n×n, B n×1 → X = A⁺B, rank";
     case OP_EIGH_BWD: return "W, V, gW, gV → gA (SG_DEGEN_EXACT)";
     case OP_SVD_BWD: return "U, S, V, gU, gS, gV (n×n economy) → gA (SG_DEGEN_EXACT)";
@@ -63,6 +64,7 @@ void op_layout_of(op_id op, int64_t n, op_layout *L)
     case OP_SVD: T(L, "A", n, n, 1); T(L, "S", n, 1, 0); T(L, "U", n, n, 0); T(L, "V", n, n, 0); break;
     case OP_NULLSPACE: T(L, "A", m, n, 1); T(L, "N", n, n, 0); TI(L, "nullity"); break;
     case OP_PROJECT: T(L, "A", m, n, 1); T(L, "X", n, n, 1); T(L, "Y", n, n, 0); break;
+    case OP_PROJECT_BASIS: T(L, "Q", n, m, 1); T(L, "X", n, n, 1); T(L, "Y", n, n, 0); break;
     case OP_LSTSQ: T(L, "A", n, n, 1); T(L, "B", n, 1, 1); T(L, "X", n, 1, 0); TI(L, "rank"); break;
     case OP_EIGH_BWD:
         T(L, "W", n, 1, 1); T(L, "V", n, n, 1); T(L, "gW", n, 1, 1); T(L, "gV", n, n, 1); T(L, "gA", n, n, 0);
@@ -100,6 +102,7 @@ double op_flops(op_id op, int64_t n_)
     case OP_SVD: return svd_full_flops(n, n);                          /* 21 n³ */
     case OP_NULLSPACE: return svd_full_flops(m, n);                    /* full V of a wide matrix */
     case OP_PROJECT: return svd_full_flops(m, n) + 4 * n * m * n;      /* + V_rᵀX and V_r(V_rᵀX) */
+    case OP_PROJECT_BASIS: return 4 * n * m * n;                       /* QᵀX and Q(QᵀX) */
     case OP_LSTSQ: return svd_full_flops(n, n) + 4 * n * n;            /* SVD + two mat-vecs */
     case OP_EIGH_BWD: return 6 * n * n * n;                            /* VᵀgV, V·M, (VM)·Vᵀ */
     case OP_SVD_BWD: return 8 * n * n * n;                             /* UᵀgU, VᵀgV, U·M, (UM)·Vᵀ */
@@ -166,7 +169,7 @@ static double get(const sg_mat *m, int64_t b, int64_t i, int64_t j)
     return m->dtype == SG_F32 ? (double)((const float *)m->data)[k] : ((const double *)m->data)[k];
 }
 
-/* Dense orthogonal Q = (I − 2uuᵀ)(I − 2wwᵀ), O(n²): cheap enough for 1e5 matrices. */
+/* Dense orthogonal Q = (I − 2uuᵀ)(I − 2wwᵀ), O(n²): cheap enough for 1e5 matrices (its first m->cols columns). */
 static void fill_orthogonal(const sg_mat *m, int64_t b, rng *r, double *tmp /* 2n */)
 {
     int64_t n = m->rows;
@@ -174,7 +177,7 @@ static void fill_orthogonal(const sg_mat *m, int64_t b, rng *r, double *tmp /* 2
     for (int64_t i = 0; i < n; i++) { u[i] = rnorm(r); w[i] = rnorm(r); nu += u[i] * u[i]; nw += w[i] * w[i]; }
     nu = sqrt(nu); nw = sqrt(nw);
     for (int64_t i = 0; i < n; i++) { u[i] /= nu; w[i] /= nw; uw += u[i] * w[i]; }
-    for (int64_t j = 0; j < n; j++)
+    for (int64_t j = 0; j < m->cols; j++) /* cols < n: the first columns (an orthonormal basis) */
         for (int64_t i = 0; i < n; i++)
             put(m, b, i, j, (i == j) - 2 * u[i] * u[j] - 2 * w[i] * w[j] + 4 * uw * u[i] * w[j]);
 }
@@ -182,7 +185,7 @@ static void fill_orthogonal(const sg_mat *m, int64_t b, rng *r, double *tmp /* 2
 static void fill_tensor(const sg_mat *m, const char *name, op_id op, uint64_t seed, int ti)
 {
     int64_t n = m->rows;
-    int orth = (!strcmp(name, "V") || !strcmp(name, "U")) && m->cols == m->rows;
+    int orth = ((!strcmp(name, "V") || !strcmp(name, "U")) && m->cols == m->rows) || !strcmp(name, "Q");
     int spectrum = (!strcmp(name, "W") || !strcmp(name, "S")) && m->cols == 1;
     int sym = op == OP_EIGH && !strcmp(name, "A");
 #pragma omp parallel
@@ -259,6 +262,7 @@ sg_status op_run(sg_ctx *ctx, op_id op, buf_set *s)
     case OP_SVD: return sg_svd(ctx, &m[0], 0, &m[1], &m[2], &m[3]);
     case OP_NULLSPACE: return sg_nullspace(ctx, &m[0], 0.0, -1.0, &m[1], (int64_t *)m[2].data);
     case OP_PROJECT: return sg_project(ctx, &m[0], &m[1], SG_PROJ_NULL, 0.0, -1.0, &m[2]);
+    case OP_PROJECT_BASIS: return sg_project_basis(ctx, &m[0], &m[1], 1, &m[2]);
     case OP_LSTSQ: return sg_lstsq(ctx, &m[0], &m[1], 0.0, -1.0, &m[2], (int64_t *)m[3].data);
     case OP_EIGH_BWD: return sg_eigh_backward(ctx, &m[0], &m[1], &m[2], &m[3], SG_DEGEN_EXACT, 0.0, &m[4]);
     case OP_SVD_BWD:
@@ -460,6 +464,20 @@ double op_self_check(op_id op, const buf_set *s, const op_layout *L, int64_t nb,
             free(Vr);
             MAXE(err, fro_diff(X2, R2, n * n) / tiny_guard(fro(X1, n * n)));
             snprintf(msg, len, "‖Y − (I−V_rV_rᵀ)X‖/‖X‖ vs double dgesvd");
+            break;
+        }
+        case OP_PROJECT_BASIS: { /* Y vs X − Q QᵀX in double */
+            int64_t q = L->t[0].cols;
+            A = dmat(&m[0], b); X1 = dmat(&m[1], b); X2 = dmat(&m[2], b);
+            R = malloc(sizeof(double) * (size_t)(q * n)); R2 = malloc(sizeof(double) * (size_t)(n * n));
+            ALLOC_OR_FAIL(A, X1, X2, R, R2);
+            mm(1, 0, q, n, n, A, X1, R);
+            memcpy(R2, X1, sizeof(double) * (size_t)(n * n));
+            cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)q, -1.0, A, (int)n, R, (int)q,
+                        1.0, R2, (int)n);
+            MAXE(err, fro_diff(X2, R2, n * n) / tiny_guard(fro(X1, n * n)));
+            MAXE(err, orth_err(A, n, q));
+            snprintf(msg, len, "‖Y − (X − QQᵀX)‖/‖X‖ in double, ‖QᵀQ−I‖");
             break;
         }
         case OP_LSTSQ: { /* normal-equation residual ‖Aᵀ(AX − B)‖ / (‖A‖²‖X‖ + ‖A‖‖B‖), backward-stable */

@@ -237,6 +237,7 @@ extern "C" const sg_backend_ops sg_cuda_ops = {
     sg_cuda_rank,
     sg_cuda_nullspace,
     sg_cuda_project,
+    sg_cuda_project_basis,
     sg_cuda_lstsq,
     sg_cuda_eigh_backward,
     sg_cuda_svd_backward,

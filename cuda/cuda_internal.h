@@ -129,6 +129,7 @@ sg_status sg_cuda_rank(sg_ctx *, const sg_mat *A, double atol, double rtol, int6
 sg_status sg_cuda_nullspace(sg_ctx *, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
 sg_status sg_cuda_project(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
                           sg_mat *Y);
+sg_status sg_cuda_project_basis(sg_ctx *, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
 sg_status sg_cuda_lstsq(sg_ctx *, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
                         int64_t *rank);
 /* cuda/grad.cu */

@@ -975,6 +975,41 @@ sg_status sg_cuda_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj
     return run_job(J);
 }
 
+/* project_basis: op0 Q, op1 X, op2 Y (no solver: info stays 0) */
+template <class T>
+static sg_status c_project_basis(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &scr, int *dinfo, bool dry)
+{
+    (void)scr;
+    (void)dinfo;
+    int64_t n = J.m, q = J.n, kx = J.op[1].m->cols, g;
+    size_t smem;
+    int tile = project_basis_plan<T>(n, q, kx, &g, &smem);
+    const void *kern = tile ? (const void *)k_project_basis_tile<T> : (const void *)k_project_basis_one<T>;
+    sg_status s = smem_fit(J.ctx, kern, smem, "project_basis");
+    if (s != SG_OK || dry) return s;
+    const T *Q = (const T *)d[0], *X = (const T *)d[1];
+    T *Y = (T *)d[2];
+    if (tile)
+        k_project_basis_tile<T><<<(unsigned)((nb + g - 1) / g), SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, nb, g, J.which);
+    else
+        k_project_basis_one<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, J.which);
+    CU_LAUNCH_CHECK(J.ctx);
+    return SG_OK;
+}
+
+sg_status sg_cuda_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y)
+{
+    SG_DEVICE_SCOPE(ctx);
+    Job J = job(ctx, "project_basis", Q);
+    J.which = complement;
+    add(J, Q, NULL, DIR_IN, 0, -1, "Q");
+    add(J, X, NULL, DIR_IN, 0, -1, "X");
+    add(J, Y, NULL, DIR_OUT, 0, -1, "Y");
+    J.max_nb = (int64_t)1 << 30; /* grid size; memory decides the chunk */
+    J.fn = J.dt == SG_F32 ? c_project_basis<float> : c_project_basis<double>;
+    return run_job(J);
+}
+
 /* lstsq: op0 A, op1 B, op2 X, op3 rank (optional) */
 template <class T>
 static sg_status c_lstsq(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &scr, int *dinfo, bool dry)

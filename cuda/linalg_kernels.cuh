@@ -335,38 +335,108 @@ template <class T> __global__ void k_null_gather(const T *V, const int64_t *rank
 /* Dynamic shared memory of k_project: one column of X and its coefficients (n each). Shared with the test. */
 template <class T> inline size_t project_smem(int64_t n) { return sizeof(T) * (size_t)(2 * n); }
 
-/* One block per matrix: Y = P X, P onto the row space (V_r V_rᵀ) or null space (I − V_r V_rᵀ), V packed
-   n×n orthonormal. Uses whichever of V_r (r columns) or V_null (n−r) is smaller: P_row = I − P_null.
-   Each column of X is read into shared memory before its Y column is written, so Y may be X. */
+/* Block-wide Y = B Bᵀ X (sub: X − B Bᵀ X) for one matrix, B n×nc with column stride n, X/Y n×kx packed.
+   Shared memory xs, h: n each (nc <= n). Each column of X is read into shared memory before its Y column is
+   written, so Y may be X. */
 template <class T>
-__global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int64_t n, int64_t kx, int row)
+__device__ void project_cols(const T *B, int64_t nc, bool sub, const T *Xb, T *Yb, int64_t n, int64_t kx, T *xs, T *h)
 {
-    SG_DYN_SMEM(smem_raw);
-    T *xs = (T *)smem_raw, *h = xs + n;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    int64_t b = blockIdx.x, r = rank[b];
-    const T *Vb = V + b * n * n, *Xb = X + b * n * kx;
-    T *Yb = Y + b * n * kx;
-    bool use_r = r <= n - r;
-    int64_t c0 = use_r ? 0 : r, nc = use_r ? r : n - r;
-    bool sub = (row != 0) != use_r; /* y = x − P_basis x, else y = P_basis x */
     for (int64_t c = 0; c < kx; c++) {
         for (int64_t i = threadIdx.x; i < n; i += blockDim.x) xs[i] = Xb[i + c * n];
         __syncthreads();
         for (int64_t j = warp; j < nc; j += nw) {
             T acc = 0;
-            for (int64_t i = lane; i < n; i += 32) acc += Vb[i + (c0 + j) * n] * xs[i];
+            for (int64_t i = lane; i < n; i += 32) acc += B[i + j * n] * xs[i];
             acc = warp_sum(acc);
             if (lane == 0) h[j] = acc;
         }
         __syncthreads();
         for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
             T acc = 0;
-            for (int64_t j = 0; j < nc; j++) acc += Vb[i + (c0 + j) * n] * h[j];
+            for (int64_t j = 0; j < nc; j++) acc += B[i + j * n] * h[j];
             Yb[i + c * n] = sub ? xs[i] - acc : acc;
         }
         __syncthreads();
     }
+}
+
+/* One block per matrix: Y = P X, P onto the row space (V_r V_rᵀ) or null space (I − V_r V_rᵀ), V packed
+   n×n orthonormal. Uses whichever of V_r (r columns) or V_null (n−r) is smaller: P_row = I − P_null. */
+template <class T>
+__global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int64_t n, int64_t kx, int row)
+{
+    SG_DYN_SMEM(smem_raw);
+    T *xs = (T *)smem_raw;
+    int64_t b = blockIdx.x, r = rank[b];
+    bool use_r = r <= n - r;
+    bool sub = (row != 0) != use_r; /* y = x − P_basis x, else y = P_basis x */
+    project_cols<T>(V + b * n * n + (use_r ? 0 : r) * n, use_r ? r : n - r, sub, X + b * n * kx, Y + b * n * kx, n,
+                    kx, xs, xs + n);
+}
+
+/* sg_project_basis, Y = Q Qᵀ X or X − Q Qᵀ X with Q n×q packed. Two kernels: when a matrix's Q, X and
+   H = QᵀX fit in shared memory, k_project_basis_tile stages g whole matrices per block (contiguous,
+   coalesced loads and stores, each element read and written once: the bandwidth-bound case); else
+   k_project_basis_one runs project_cols, one block per matrix, Q read from global (L2) once per column. */
+#define SG_PB_TILE_SMEM (24 * 1024) /* per block: leaves several blocks per SM */
+#define SG_PB_TILE_OUT 2048         /* outputs per block it aims for (8 per thread at SG_BLOCK = 256) */
+/* Plan shared with linalg.cu and the test: returns 1 for the tile kernel (g matrices per block), 0 for
+   one matrix per block; *smem = dynamic shared memory bytes of the launch. */
+template <class T> inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, int64_t *g, size_t *smem)
+{
+    size_t per = sizeof(T) * (size_t)(n * q + n * kx + q * kx);
+    if (per > SG_PB_TILE_SMEM) {
+        *g = 1;
+        *smem = sizeof(T) * (size_t)(2 * n);
+        return 0;
+    }
+    int64_t by_smem = (int64_t)(SG_PB_TILE_SMEM / per), by_out = (SG_PB_TILE_OUT + n * kx - 1) / (n * kx);
+    *g = by_smem < by_out ? by_smem : by_out;
+    if (*g < 1) *g = 1;
+    *smem = per * (size_t)*g;
+    return 1;
+}
+
+template <class T>
+__global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, int64_t q_, int64_t kx_, int64_t nb,
+                                     int64_t g, int sub)
+{
+    SG_DYN_SMEM(smem_raw);
+    int64_t b0 = blockIdx.x * g;
+    /* a tile fits in SG_PB_TILE_SMEM bytes: 32-bit indices inside it (64-bit division is slow on the GPU) */
+    const int n = (int)n_, q = (int)q_, nq = (int)(n_ * q_), nx = (int)(n_ * kx_), qx = (int)(q_ * kx_);
+    const int gm = (int)(nb - b0 < g ? nb - b0 : g);
+    T *Qs = (T *)smem_raw, *Xs = Qs + g * nq, *Hs = Xs + g * nx;
+    const T *Qg = Q + b0 * nq, *Xg = X + b0 * nx;
+    for (int e = threadIdx.x; e < gm * nq; e += blockDim.x) Qs[e] = Qg[e];
+    for (int e = threadIdx.x; e < gm * nx; e += blockDim.x) Xs[e] = Xg[e];
+    __syncthreads(); /* all of X is in shared memory before any Y is written: Y may be X */
+    for (int e = threadIdx.x; e < gm * qx; e += blockDim.x) { /* H = Qᵀ X, q×kx per matrix */
+        int mt = e / qx, r = e - mt * qx, c = r / q, j = r - c * q;
+        const T *qj = Qs + mt * nq + j * n, *xc = Xs + mt * nx + c * n;
+        T acc = 0;
+        for (int i = 0; i < n; i++) acc += qj[i] * xc[i];
+        Hs[e] = acc;
+    }
+    __syncthreads();
+    T *Yg = Y + b0 * nx;
+    for (int e = threadIdx.x; e < gm * nx; e += blockDim.x) { /* Y = Q H (± X) */
+        int mt = e / nx, r = e - mt * nx, c = r / n, i = r - c * n;
+        const T *qm = Qs + mt * nq + i, *hc = Hs + mt * qx + c * q;
+        T acc = 0;
+        for (int j = 0; j < q; j++) acc += qm[j * n] * hc[j];
+        Yg[e] = sub ? Xs[e] - acc : acc;
+    }
+}
+
+template <class T>
+__global__ void k_project_basis_one(const T *Q, const T *X, T *Y, int64_t n, int64_t q, int64_t kx, int sub)
+{
+    SG_DYN_SMEM(smem_raw);
+    T *xs = (T *)smem_raw;
+    int64_t b = blockIdx.x;
+    project_cols<T>(Q + b * n * q, q, sub != 0, X + b * n * kx, Y + b * n * kx, n, kx, xs, xs + n);
 }
 
 /* One block per matrix: X = V_r Σ_r⁻¹ U_rᵀ B (minimum-norm least squares). U packed m×k, V packed n×k,

@@ -15,6 +15,7 @@ Implementations:
   torch            forward ops (eigh, svd, lstsq = torch.linalg.lstsq: 'gels' on CUDA, full-rank only)
   torch-pinv       lstsq as pinv(A) @ B (minimum-norm, rank-revealing, like sg_lstsq)
   torch-composite  nullspace / project built from torch.linalg.svd + matmuls
+                   (project_basis, Q given: "torch", X - Q @ (Q.mT @ X))
   torch-autograd   backward only: autograd.grad through eigh / svd / V f(W) V^T, graph built untimed
                    (regularizer: nuclear norm forward + backward, like sg_regularizer)
   cupy             cupy.linalg.eigh / svd
@@ -32,7 +33,7 @@ import statistics
 import sys
 import time
 
-OPS = ["eigh", "svd", "nullspace", "project", "lstsq", "eigh_backward", "svd_backward", "matfunc_backward",
+OPS = ["eigh", "svd", "nullspace", "project", "project_basis", "lstsq", "eigh_backward", "svd_backward", "matfunc_backward",
        "regularizer"]
 
 
@@ -49,10 +50,11 @@ def napkin(op, n, dtype):
         a, b = max(a, b), min(a, b)
         return 4 * a * a * b + 8 * a * b * b + 9 * b ** 3
     fl = {"eigh": 9 * n ** 3, "svd": svdf(n, n), "nullspace": svdf(m, n), "project": svdf(m, n) + 4 * n * m * n,
+          "project_basis": 4 * n * m * n,
           "lstsq": svdf(n, n) + 4 * n * n, "eigh_backward": 6 * n ** 3, "svd_backward": 8 * n ** 3,
           "matfunc_backward": 8 * n ** 3, "regularizer": svdf(n, n) + 2 * n ** 3}[op]
     el = {"eigh": n * n + n + n * n, "svd": n * n + n + 2 * n * n, "nullspace": m * n + n * n + 1,
-          "project": m * n + 2 * n * n, "lstsq": n * n + 2 * n + 1, "eigh_backward": 2 * n + 3 * n * n,
+          "project": m * n + 2 * n * n, "project_basis": n * m + 2 * n * n, "lstsq": n * n + 2 * n + 1, "eigh_backward": 2 * n + 3 * n * n,
           "svd_backward": 5 * n * n + 2 * n, "matfunc_backward": n + 3 * n * n, "regularizer": 2 * n * n + 1}[op]
     return float(fl), float(el * es)
 
@@ -132,6 +134,8 @@ def torch_peer(args, emit):
             return {"A": r(b, m, n), "X": r(b, n, n)}
         if op == "lstsq":
             return {"A": r(b, n, n), "B": r(b, n, 1)}
+        if op == "project_basis":
+            return {"A": torch.linalg.qr(r(b, n, n))[0][..., :m].contiguous(), "X": r(b, n, n)}
         return {"A": r(b, n, n), "gU": r(b, n, n), "gS": r(b, n), "gV": r(b, n, n)}
 
     def check(op, s, out, d):
@@ -176,6 +180,8 @@ def torch_peer(args, emit):
                             Vr = Vh.mT * (S > tol).unsqueeze(-2)
                             return s["X"] - Vr @ (Vr.mT @ s["X"])
                         plans.append(("torch-composite", None, pj))
+                    elif op == "project_basis":  # two batched matmuls (cuBLAS), Q given
+                        plans.append(("torch", None, lambda s: s["X"] - s["A"] @ (s["A"].mT @ s["X"])))
                     elif op in ("eigh_backward", "svd_backward", "matfunc_backward"):
                         def prep(s, op=op):
                             A = s["A"].clone().requires_grad_(True)

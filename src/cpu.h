@@ -29,6 +29,7 @@ sg_status sg_cpu_rank(sg_ctx *, const sg_mat *A, double atol, double rtol, int64
 sg_status sg_cpu_nullspace(sg_ctx *, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
 sg_status sg_cpu_project(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
                          sg_mat *Y);
+sg_status sg_cpu_project_basis(sg_ctx *, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
 sg_status sg_cpu_lstsq(sg_ctx *, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
                        int64_t *rank);
 /* src/cpu_grad.c */

@@ -7,6 +7,7 @@ const sg_backend_ops sg_cpu_ops = {
     .rank = sg_cpu_rank,
     .nullspace = sg_cpu_nullspace,
     .project = sg_cpu_project,
+    .project_basis = sg_cpu_project_basis,
     .lstsq = sg_cpu_lstsq,
     .eigh_backward = sg_cpu_eigh_backward,
     .svd_backward = sg_cpu_svd_backward,

@@ -158,6 +158,11 @@ sg_status sg_cpu_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj 
     return A->dtype == SG_F32 ? project_s(ctx, A, X, which, atol, rtol, Y) : project_d(ctx, A, X, which, atol, rtol, Y);
 }
 
+sg_status sg_cpu_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y)
+{
+    return Q->dtype == SG_F32 ? project_basis_s(ctx, Q, X, complement, Y) : project_basis_d(ctx, Q, X, complement, Y);
+}
+
 sg_status sg_cpu_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
                        int64_t *rank)
 {

@@ -290,6 +290,35 @@ static sg_status FN(project)(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_p
     return sg_fail_finish(ctx, &f);
 }
 
+/* ---- project_basis: Y = Q (Qᵀ X) or X − Q (Qᵀ X) for a given basis ------------------------------- */
+static sg_status FN(project_basis)(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y)
+{
+    if (!sg_int_fits(ctx, Q->rows, "Q rows") || !sg_int_fits(ctx, Q->ld, "Q ld") || !sg_int_fits(ctx, X->cols, "X cols") ||
+        !sg_int_fits(ctx, X->ld, "X ld"))
+        return SG_ERR_UNSUPPORTED;
+    size_t n = (size_t)Q->rows, q = (size_t)Q->cols, kx = (size_t)X->cols;
+    sg_par p;
+    sg_status st = sg_par_begin(ctx, Q->batch, sizeof(T) * (q * kx + n * kx), n * q <= 1024, &p);
+    if (st != SG_OK) return st;
+#pragma omp parallel num_threads(p.nt)
+    {
+        T *t = (T *)(p.ws + (size_t)omp_get_thread_num() * p.per), *y = t + q * kx;
+        int nn = (int)n, qq = (int)q, kk = (int)kx, ldq = (int)Q->ld, ldx = (int)X->ld;
+#pragma omp for schedule(dynamic, p.chunk)
+        for (int64_t b = 0; b < Q->batch; b++) {
+            const T *qb = (const T *)Q->data + b * sg_stride_of(Q), *x = (const T *)X->data + b * sg_stride_of(X);
+            /* t = Qᵀx (q×k), then y = ±Q t (+ x); y is a workspace copy, so Y may alias X */
+            CB(gemm)(CblasColMajor, CblasTrans, CblasNoTrans, qq, kk, nn, (T)1, qb, ldq, x, ldx, (T)0, t, qq);
+            if (complement) FN(copy_in)(X, b, y);
+            CB(gemm)(CblasColMajor, CblasNoTrans, CblasNoTrans, nn, kk, qq, complement ? (T)-1 : (T)1, qb, ldq, t, qq,
+                     complement ? (T)1 : (T)0, y, nn);
+            FN(copy_out)(y, nn, Y, b);
+        }
+    }
+    sg_par_end(&p);
+    return SG_OK;
+}
+
 /* ---- lstsq: X = V_r diag(1/σ_r) U_rᵀ B (minimum norm, pinv semantics) ------------------------- */
 static sg_status FN(lstsq)(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
                            int64_t *rank)

@@ -42,6 +42,7 @@ struct sg_backend_ops {
     sg_status (*nullspace)(sg_ctx *, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
     sg_status (*project)(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
                          sg_mat *Y);
+    sg_status (*project_basis)(sg_ctx *, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
     sg_status (*lstsq)(sg_ctx *, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
                        int64_t *rank);
     sg_status (*eigh_backward)(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,

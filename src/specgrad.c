@@ -347,6 +347,20 @@ sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj whic
     return ctx->ops->project(ctx, A, X, which, atol, rtol, Y);
 }
 
+sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y)
+{
+    TRY(head(ctx, Q, "Q"));
+    TRY(sg_check_mat(ctx, Q, "Q", Q->dtype, -1, -1, -1));
+    if (Q->cols > Q->rows)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "project_basis: Q is %lld×%lld; a basis of R^%lld has at most %lld columns",
+                       (long long)Q->rows, (long long)Q->cols, (long long)Q->rows, (long long)Q->rows);
+    TRY(sg_check_mat(ctx, X, "X", Q->dtype, Q->batch, Q->rows, -1));
+    TRY(sg_check_mat(ctx, Y, "Y", Q->dtype, Q->batch, Q->rows, X->cols));
+    TRY(finite_in(ctx, Q, "Q"));
+    TRY(finite_in(ctx, X, "X"));
+    return ctx->ops->project_basis(ctx, Q, X, complement != 0, Y);
+}
+
 sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
                    int64_t *rank)
 {

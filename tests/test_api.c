@@ -122,6 +122,13 @@ Test(api, option_errors)
     cr_expect_eq(sg_rank(ctx, &a, NAN, -1, &r), SG_ERR_ARG);
     cr_expect_eq(sg_rank(ctx, &a, 0, -1, NULL), SG_ERR_ARG);
     cr_expect_eq(sg_project(ctx, &a, &x, (sg_proj)5, 0, -1, &y), SG_ERR_ARG);
+    /* a basis of R² with three columns */
+    double Q3[6] = {1, 0, 0, 1, 0, 0};
+    sg_mat q3 = sg_mat_dense(Q3, SG_F64, 1, 2, 3);
+    Y[0] = Y[1] = 7;
+    cr_expect_eq(sg_project_basis(ctx, &q3, &x, 0, &y), SG_ERR_ARG);
+    cr_expect(strstr(sg_last_error(ctx), "at most 2 columns") != NULL, "%s", sg_last_error(ctx));
+    cr_expect(Y[0] == 7 && Y[1] == 7, "output written on error");
     cr_expect_eq(sg_eigh_backward(ctx, &x, &a, NULL, NULL, (sg_degen)9, 0, &a), SG_ERR_ARG);
     sg_fn fn = {SG_FN_CALLBACK, 0, NULL, NULL, NULL};
     cr_expect_eq(sg_matfunc(ctx, &a, &fn, &a), SG_ERR_ARG);

@@ -278,6 +278,18 @@ Test(cli, nullspace_and_lstsq_vectors)
     cr_assert_eq(run("project A.npy X.npy --row -o pr.npy"), 0, "%s", out);
     double *pn = rd("pn.npy", SG_F64, 3, (int64_t[]){B, N, 2}), *pr = rd("pr.npy", SG_F64, 3, (int64_t[]){B, N, 2});
     for (int i = 0; i < B * N * 2; i++) cr_expect(fabs(pn[i] + pr[i] - X[i]) < 1e-12, "P_null + P_row != I at %d", i);
+    /* the same two projections from the nullspace basis written above, without an SVD */
+    cr_assert_eq(run("project-basis n_N.npy X.npy -o bn.npy"), 0, "%s", out);
+    cr_assert_eq(run("project-basis n_N.npy X.npy --complement -o br.npy"), 0, "%s", out);
+    double *bn = rd("bn.npy", SG_F64, 3, (int64_t[]){B, N, 2}), *br = rd("br.npy", SG_F64, 3, (int64_t[]){B, N, 2});
+    for (int i = 0; i < B * N * 2; i++) {
+        cr_expect(fabs(bn[i] - pn[i]) < 1e-12, "project-basis vs project --null at %d: %g vs %g", i, bn[i], pn[i]);
+        cr_expect(fabs(br[i] - pr[i]) < 1e-12, "project-basis --complement vs project --row at %d", i);
+    }
+    cr_expect_neq(run("project-basis n_N.npy y.npy"), 0, "Q (.., 6, 3) and y (.., 4): rows differ");
+    cr_expect(strstr(out, "X: has 4 rows, Q has 6") != NULL, "%s", out);
+    free(bn);
+    free(br);
     free(pn);
     free(pr);
 }
@@ -675,7 +687,7 @@ Test(cli, help_and_info)
 {
     cr_expect_eq(run("--help"), 0);
     cr_expect(strstr(out, "specgrad demo") != NULL, "%s", out);
-    const char *ops[] = {"eigh", "svd", "rank", "nullspace", "project", "lstsq", "eigh-backward", "svd-backward",
+    const char *ops[] = {"eigh", "svd", "rank", "nullspace", "project", "project-basis", "lstsq", "eigh-backward", "svd-backward",
                          "matfunc", "matfunc-backward", "reg", "demo"};
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
         cr_expect_eq(run("%s --help", ops[i]), 0, "%s", ops[i]);

@@ -356,6 +356,75 @@ Test(cpu_linalg, project_null_and_row)
         }
 }
 
+/* project_basis with a known Q (first q columns of a random orthogonal matrix, padded layouts) against
+   Q Qᵀ X formed in double; with sg_nullspace's N (zero columns included) it is sg_project. */
+Test(cpu_linalg, project_basis_known_basis_and_nullspace)
+{
+    const int64_t cases[][3] = {{6, 2, 3}, {5, 5, 1}, {9, 1, 4}, {1, 1, 2}}; /* n, q, kx */
+    const int64_t B = 3;
+    for (int d = 0; d < 2; d++)
+        for (int ci = 0; ci < 4; ci++) {
+            sg_dtype t = DT[d];
+            int64_t n = cases[ci][0], q = cases[ci][1], kx = cases[ci][2];
+            tu_rng r = tu_seed(560 + ci);
+            double *O = dalloc(n * n), *Qd = dalloc(B * n * q), *X = dalloc(B * n * kx), *T = dalloc(q * kx);
+            double *P = dalloc(B * n * kx), *Y = dalloc(B * n * kx), *Yc = dalloc(B * n * kx);
+            for (int64_t b = 0; b < B; b++) {
+                tu_orthogonal(&r, n, O);
+                memcpy(Qd + b * n * q, O, sizeof(double) * (size_t)(n * q));
+            }
+            tu_fill_normal(&r, X, B * n * kx);
+            sg_mat qm = mk(t, B, n, q, 1), x = mk(t, B, n, kx, 1), y = mk(t, B, n, kx, 1), yc = mk(t, B, n, kx, 0);
+            tu_to_mat(Qd, &qm), tu_to_mat(X, &x);
+            tu_from_mat(&qm, Qd), tu_from_mat(&x, X); /* the values as the dtype holds them */
+            cr_assert_eq(sg_project_basis(ctx, &qm, &x, 0, &y), SG_OK, "%s", sg_last_error(ctx));
+            cr_assert_eq(sg_project_basis(ctx, &qm, &x, 1, &yc), SG_OK, "%s", sg_last_error(ctx));
+            check_pad(&y, "Y");
+            tu_from_mat(&y, Y), tu_from_mat(&yc, Yc);
+            for (int64_t b = 0; b < B; b++) {
+                int64_t o = b * n * kx;
+                tu_gemm(1, 0, q, kx, n, Qd + b * n * q, X + o, T);
+                tu_gemm(0, 0, n, kx, q, Qd + b * n * q, T, P + o);
+                double c = 10 * n * eps_of(t) * tu_norm(X + o, n * kx);
+                cr_expect_leq(tu_diff_norm(Y + o, P + o, n * kx), c, "%s n=%lld q=%lld: Y ≠ Q Qᵀ X (%g)", dn(t),
+                              (long long)n, (long long)q, tu_diff_norm(Y + o, P + o, n * kx));
+                for (int64_t i = 0; i < n * kx; i++) P[o + i] = X[o + i] - P[o + i];
+                cr_expect_leq(tu_diff_norm(Yc + o, P + o, n * kx), c, "%s n=%lld q=%lld: complement ≠ X − Q Qᵀ X",
+                              dn(t), (long long)n, (long long)q);
+            }
+            /* in place: Y is X itself */
+            cr_assert_eq(sg_project_basis(ctx, &qm, &x, 1, &x), SG_OK, "%s", sg_last_error(ctx));
+            check_pad(&x, "X in place");
+            tu_from_mat(&x, Y);
+            cr_expect_leq(tu_diff_norm(Y, Yc, B * n * kx), 4 * eps_of(t) * tu_norm(Yc, B * n * kx) + 1e-300,
+                          "in-place result differs");
+            free(O), free(Qd), free(X), free(T), free(P), free(Y), free(Yc);
+            tu_free_mat(&qm), tu_free_mat(&x), tu_free_mat(&y), tu_free_mat(&yc);
+        }
+    /* N from sg_nullspace (nullity columns, the rest zero): the same projections as sg_project */
+    for (int d = 0; d < 2; d++) {
+        sg_dtype t = DT[d];
+        int64_t m = 3, n = 7, kx = 2;
+        tu_rng r = tu_seed(570);
+        double *A = dalloc(B * m * n), *X = dalloc(B * n * kx), *Y1 = dalloc(B * n * kx), *Y2 = dalloc(B * n * kx);
+        tu_fill_normal(&r, A, B * m * n);
+        tu_fill_normal(&r, X, B * n * kx);
+        sg_mat a = mk(t, B, m, n, 0), x = mk(t, B, n, kx, 0), N = mk(t, B, n, n, 1), y1 = mk(t, B, n, kx, 0),
+               y2 = mk(t, B, n, kx, 0);
+        tu_to_mat(A, &a), tu_to_mat(X, &x);
+        cr_assert_eq(sg_nullspace(ctx, &a, 0, -1, &N, NULL), SG_OK, "%s", sg_last_error(ctx));
+        for (int c = 0; c < 2; c++) {
+            cr_assert_eq(sg_project(ctx, &a, &x, c ? SG_PROJ_ROW : SG_PROJ_NULL, 0, -1, &y1), SG_OK);
+            cr_assert_eq(sg_project_basis(ctx, &N, &x, c, &y2), SG_OK, "%s", sg_last_error(ctx));
+            tu_from_mat(&y1, Y1), tu_from_mat(&y2, Y2);
+            cr_expect_leq(tu_diff_norm(Y1, Y2, B * n * kx), 50 * n * eps_of(t) * tu_norm(X, B * n * kx),
+                          "%s complement=%d: basis projection ≠ sg_project", dn(t), c);
+        }
+        free(A), free(X), free(Y1), free(Y2);
+        tu_free_mat(&a), tu_free_mat(&x), tu_free_mat(&N), tu_free_mat(&y1), tu_free_mat(&y2);
+    }
+}
+
 /* ---- lstsq ----------------------------------------------------------------------------------- */
 /* X for one matrix via the library (batch 1, padded layout). */
 static void lstsq1(sg_dtype t, int64_t m, int64_t n, int64_t kb, const double *A, const double *Bv, double atol,

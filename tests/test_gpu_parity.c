@@ -1,4 +1,4 @@
-/* CPU vs CUDA parity for the forward ops (eigh, svd, rank, nullspace, project, lstsq): both dtypes,
+/* CPU vs CUDA parity for the forward ops (eigh, svd, rank, nullspace, project, project_basis, lstsq): both dtypes,
    sizes 1..256 across the solver switch at 32, rectangular shapes, host and device memory, a host batch
    streamed in many chunks, ld/stride padding, and NaN on the device. Comparisons are gauge invariant
    (values, reconstructions, orthonormality, projectors, subspace distances), never raw vectors.
@@ -227,6 +227,32 @@ static void check_rect(const cfg *c, uint64_t seed)
         tu_free_mat(&yc);
     }
 
+    /* project_basis with the CPU's nullspace basis N (n×n, zero columns past the nullity): GPU vs CPU,
+       the complement one in place */
+    for (int comp = 0; comp <= 1; comp++) {
+        sg_mat xc = tu_alloc_mat(c->t, B, n, kx), yc = tu_alloc_mat(c->t, B, n, kx);
+        tu_to_mat(X, &xc);
+        cr_assert_eq(sg_project_basis(cpu, &nc, &xc, comp, &yc), SG_OK, "%s", sg_last_error(cpu));
+        tu_from_mat(&yc, Yr);
+        buf q = bnew(c->t, B, n, n, c->pad, c->dev), x = bnew(c->t, B, n, kx, c->pad, c->dev),
+            y = bnew(c->t, B, n, kx, c->pad, c->dev);
+        bset(&q, Nr);
+        bset(&x, X);
+        buf *out = comp ? &x : &y;
+        cr_assert_eq(sg_project_basis(gpu, bm(&q), bm(&x), comp, bm(out)), SG_OK, "project_basis: %s",
+                     sg_last_error(gpu));
+        bget(out, Yg);
+        for (int64_t b = 0; b < B; b++)
+            cr_expect_leq(tu_diff_norm(Yg + b * n * kx, Yr + b * n * kx, n * kx),
+                          tol * fmax(1, tu_norm(X + b * n * kx, n * kx)), "project_basis %d of matrix %lld", comp,
+                          (long long)b);
+        bfree(&q);
+        bfree(&x);
+        bfree(&y);
+        tu_free_mat(&xc);
+        tu_free_mat(&yc);
+    }
+
     /* lstsq (rank deficient on odd matrices) */
     double *Bm = malloc(sizeof(double) * (size_t)(B * m * kx)), *Xr = malloc(sizeof(double) * (size_t)(B * n * kx)),
            *Xg = malloc(sizeof(double) * (size_t)(B * n * kx));
@@ -397,6 +423,50 @@ Test(gpu_parity, host_batch_streams_in_many_chunks)
             if (shp[i][0] == shp[i][1]) check_eigh(&c2, 660 + i);
         }
     cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
+}
+
+/* project_basis over large batches (many blocks of the tile kernel, a partial last tile; the one-block-per-
+   matrix kernel at n = 128), host-streamed and device-resident: GPU vs CPU. */
+Test(gpu_parity, project_basis_large_batch)
+{
+    NEED_GPU();
+    static const int64_t shp[][4] = {{8, 4, 8, 10007}, {3, 1, 1, 4099}, {32, 16, 5, 1001}, {128, 64, 16, 37}};
+    for (int dev = 0; dev <= 1; dev++)
+        for (int t = SG_F32; t <= SG_F64; t++)
+            for (int i = 0; i < 4; i++) {
+                int64_t n = shp[i][0], q = shp[i][1], kx = shp[i][2], B = shp[i][3];
+                cfg c = {(sg_dtype)t, n, n, B, dev, 0, 0};
+                set_mem(&c);
+                tu_rng r = tu_seed(800 + i);
+                double *Q = malloc(sizeof(double) * (size_t)(B * n * q)), *O = malloc(sizeof(double) * (size_t)(n * n));
+                double *X = malloc(sizeof(double) * (size_t)(B * n * kx)), *Yr = malloc(sizeof(double) * (size_t)(B * n * kx)),
+                       *Yg = malloc(sizeof(double) * (size_t)(B * n * kx));
+                cr_assert(Q && O && X && Yr && Yg);
+                for (int64_t b = 0; b < B; b++) {
+                    tu_orthogonal(&r, n, O);
+                    memcpy(Q + b * n * q, O, sizeof(double) * (size_t)(n * q));
+                }
+                tu_fill_normal(&r, X, B * n * kx);
+                sg_mat qc = tu_alloc_mat(c.t, B, n, q), xc = tu_alloc_mat(c.t, B, n, kx), yc = tu_alloc_mat(c.t, B, n, kx);
+                tu_to_mat(Q, &qc);
+                tu_to_mat(X, &xc);
+                buf qg = bnew(c.t, B, n, q, 0, dev), xg = bnew(c.t, B, n, kx, 0, dev), yg = bnew(c.t, B, n, kx, 0, dev);
+                bset(&qg, Q);
+                bset(&xg, X);
+                for (int comp = 0; comp <= 1; comp++) {
+                    cr_assert_eq(sg_project_basis(cpu, &qc, &xc, comp, &yc), SG_OK);
+                    cr_assert_eq(sg_project_basis(gpu, bm(&qg), bm(&xg), comp, bm(&yg)), SG_OK, "%s", sg_last_error(gpu));
+                    tu_from_mat(&yc, Yr);
+                    bget(&yg, Yg);
+                    double e = tu_diff_norm(Yg, Yr, B * n * kx), ref = tu_norm(X, B * n * kx);
+                    cr_expect_leq(e, tol_of(c.t) * ref, "project_basis %s n=%lld q=%lld kx=%lld batch=%lld dev=%d comp=%d: "
+                                  "‖Δ‖ %g of ‖X‖ %g", dn(c.t), (long long)n, (long long)q, (long long)kx, (long long)B, dev,
+                                  comp, e, ref);
+                }
+                bfree(&qg); bfree(&xg); bfree(&yg);
+                tu_free_mat(&qc); tu_free_mat(&xc); tu_free_mat(&yc);
+                free(Q); free(O); free(X); free(Yr); free(Yg);
+            }
 }
 
 /* Device scratch comes from the context's pool. Results stay right while its blocks are reused across

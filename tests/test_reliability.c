@@ -85,6 +85,7 @@ static sg_status c_svd(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o)
 static sg_status c_rank(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { return sg_rank(c, p[0], o->atol, o->rtol, r); }
 static sg_status c_null(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { return sg_nullspace(c, p[0], o->atol, o->rtol, p[1], r); }
 static sg_status c_proj(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_project(c, p[0], p[1], o->which, o->atol, o->rtol, p[2]); }
+static sg_status c_projb(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_project_basis(c, p[0], p[1], o->which == SG_PROJ_ROW, p[2]); }
 static sg_status c_lstsq(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { return sg_lstsq(c, p[0], p[1], o->atol, o->rtol, p[2], r); }
 static sg_status c_eighb(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_eigh_backward(c, p[0], p[1], p[2], p[3], o->mode, o->param, p[4]); }
 static sg_status c_svdb(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_svd_backward(c, p[0], p[1], p[2], p[3], p[4], p[5], o->mode, o->param, p[6]); }
@@ -106,6 +107,7 @@ static const op_t OPS[] = {
     {"rank", c_rank, 0, IO_REQ, O_TOL, NULL, {{"A", 'm', 'n', IN, F_RAND, FREE_ROWS | FREE_COLS | FREE_BATCH}}, 1},
     {"nullspace", c_null, 0, IO_OPT, O_TOL, NULL, {{"A", 'm', 'n', IN, F_RAND, FREE_ROWS}, {"N", 'n', 'n', OUT, 0, 0}}, 2},
     {"project", c_proj, 0, IO_NONE, O_TOL | O_PROJ, NULL, {{"A", 'm', 'n', IN, F_RAND, FREE_ROWS}, {"X", 'n', 'q', IN, F_RAND, 0}, {"Y", 'n', 'q', OUT, 0, 0}}, 3},
+    {"project_basis", c_projb, 0, IO_NONE, 0, NULL, {{"Q", 'n', 'q', IN, F_ORTH, FREE_COLS}, {"X", 'n', 'q', IN, F_RAND, 0}, {"Y", 'n', 'q', OUT, 0, 0}}, 3},
     {"lstsq", c_lstsq, 0, IO_OPT, O_TOL, NULL, {{"A", 'm', 'n', IN, F_RAND, 0}, {"B", 'm', 'q', IN, F_RAND, 0}, {"X", 'n', 'q', OUT, 0, 0}}, 3},
     {"eigh_backward", c_eighb, 1, IO_NONE, O_DEGEN, NULL,
      {{"W", 'n', '1', IN, F_ASC, 0}, {"V", 'n', 'n', IN, F_ORTH, 0}, {"gW", 'n', '1', OPT_IN, F_RAND, 0}, {"gV", 'n', 'n', OPT_IN, F_RAND, 0}, {"gA", 'n', 'n', OUT, 0, 0}}, 5},
@@ -440,6 +442,7 @@ Test(reliability, svd_full) { run_op("svd_full"); }
 Test(reliability, rank) { run_op("rank"); }
 Test(reliability, nullspace) { run_op("nullspace"); }
 Test(reliability, project) { run_op("project"); }
+Test(reliability, project_basis) { run_op("project_basis"); }
 Test(reliability, lstsq) { run_op("lstsq"); }
 Test(reliability, eigh_backward) { run_op("eigh_backward"); }
 Test(reliability, svd_backward) { run_op("svd_backward"); }

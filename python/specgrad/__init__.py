@@ -12,7 +12,7 @@ from ._core import Context, get_context, trim_null_space, _ctx_for
 __all__ = [
     "Context", "get_context", "cuda_devices", "SpecgradError", "SpecgradArgumentError", "NonFiniteError",
     "DomainError", "DegenerateError", "NoDeviceError", "NotConvergedError", "eigh", "eigvalsh", "svd",
-    "svdvals", "matrix_rank", "null_space", "trim_null_space", "project", "lstsq", "pinv", "eigh_backward",
+    "svdvals", "matrix_rank", "null_space", "trim_null_space", "project", "project_basis", "lstsq", "pinv", "eigh_backward",
     "svd_backward", "matfunc", "matfunc_backward", "regularizer",
 ]
 
@@ -47,6 +47,10 @@ def project(A, X, which="null", atol=0.0, rtol=None, *, ctx=None):
     return _ctx_for(ctx, A, X).project(A, X, which, atol, rtol)
 
 
+def project_basis(Q, X, complement=False, *, ctx=None):
+    return _ctx_for(ctx, Q, X).project_basis(Q, X, complement)
+
+
 def lstsq(A, B, atol=0.0, rtol=None, *, return_rank=False, ctx=None):
     return _ctx_for(ctx, A, B).lstsq(A, B, atol, rtol, return_rank=return_rank)
 
@@ -75,7 +79,7 @@ def regularizer(A, kind, fn=None, p=None, *, grad=True, uplo="L", ctx=None):
     return _ctx_for(ctx, A).regularizer(A, kind, fn, p, grad=grad, uplo=uplo)
 
 
-for _f in (eigh, eigvalsh, svd, svdvals, matrix_rank, null_space, project, lstsq, pinv, eigh_backward,
+for _f in (eigh, eigvalsh, svd, svdvals, matrix_rank, null_space, project, project_basis, lstsq, pinv, eigh_backward,
            svd_backward, matfunc, matfunc_backward, regularizer):
     _f.__doc__ = getattr(Context, _f.__name__).__doc__
 del _f

@@ -678,6 +678,17 @@ class Context:
             nul[...] = n
         return self._wrap((N, _scalarize(nul, bs)), tc)
 
+    def _proj_rhs(self, op, ad, X, nd, bs, n, code, keep):
+        """X (..., n, k) or (..., n) (one dimension fewer than the nd of the first operand) for project /
+        project_basis: (descriptor of X, k, Y shaped like X, descriptor of Y)."""
+        vec = len(ad.shape(X)) == nd - 1
+        Xl = _vec_in(ad, X) if vec else X
+        self._same_batch(bs, self._bshape(ad, Xl, 2, "X"), "X")
+        _expect(op, "X", ad.shape(X)[-1:] if vec else ad.shape(X)[-2:], (n,) if vec else (n, None))
+        k = ad.shape(Xl)[-1]
+        Y = ad.empty(bs + (n,), code) if vec else _out(ad, bs, n, k, code)
+        return _desc(ad, Xl, keep), k, Y, _desc(ad, _vec_in(ad, Y) if vec else Y, keep)
+
     def project(self, A, X, which="null", atol=0.0, rtol=None):
         """Y = P X with P the orthogonal projector onto the nullspace ('null') or row space ('row') of A
         (..., m, n). X: (..., n, k) or (..., n). Copies C-contiguous A and matrix X."""
@@ -688,20 +699,34 @@ class Context:
         (A, X), code = self._common(ad, [A, X], ["A", "X"])
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
-        vec = len(ad.shape(X)) == len(ad.shape(A)) - 1
-        Xl = _vec_in(ad, X) if vec else X
-        self._same_batch(bs, self._bshape(ad, Xl, 2, "X"), "X")
-        _expect("project", "X", ad.shape(X)[-1:] if vec else ad.shape(X)[-2:], (n,) if vec else (n, None))
         keep = []
-        mA, mX = _desc(ad, A, keep), _desc(ad, Xl, keep)
-        k = ad.shape(Xl)[-1]
-        Y = ad.empty(bs + (n,), code) if vec else _out(ad, bs, n, k, code)
-        mY = _desc(ad, _vec_in(ad, Y) if vec else Y, keep)
+        mX, k, Y, mY = self._proj_rhs("project", ad, X, len(ad.shape(A)), bs, n, code, keep)
+        mA = _desc(ad, A, keep)
         if _work(bs, m, n, k):
             self._run("project", ad, self._lib.sg_project,
                       (C.byref(mA), C.byref(mX), L.PROJ[which], atol, rtol, C.byref(mY)), bs)
         elif m == 0:  # A = 0 (no rows): the nullspace is everything
             Y[...] = X if which == "null" else 0
+        return self._wrap(Y, tc)
+
+    def project_basis(self, Q, X, complement=False):
+        """Y = Q Qᵀ X, or X − Q Qᵀ X with complement=True, for a given basis Q (..., n, q), q <= n, with
+        orthonormal or zero columns (not checked; e.g. null_space's output: then it is project(A, X, 'null')
+        without the SVD). X: (..., n, k) or (..., n). For a basis computed once and applied every step."""
+        ad, (Q, X), tc = self._adapter([Q, X])
+        (Q, X), code = self._common(ad, [Q, X], ["Q", "X"])
+        bs = self._bshape(ad, Q, 2, "Q")
+        n, q = ad.shape(Q)[-2:]
+        if q > n:
+            raise _arg_error("project_basis", f"Q: shape {n}×{q}; a basis of R^{n} has at most {n} columns")
+        keep = []
+        mX, k, Y, mY = self._proj_rhs("project_basis", ad, X, len(ad.shape(Q)), bs, n, code, keep)
+        mQ = _desc(ad, Q, keep)
+        if _work(bs, n, q, k):
+            self._run("project_basis", ad, self._lib.sg_project_basis,
+                      (C.byref(mQ), C.byref(mX), 1 if complement else 0, C.byref(mY)), bs)
+        elif q == 0:  # an empty basis: projects to 0, its complement is the identity
+            Y[...] = X if complement else 0
         return self._wrap(Y, tc)
 
     def lstsq(self, A, B, atol=0.0, rtol=None, *, return_rank=False):

@@ -136,6 +136,7 @@ def _declare(lib):
         "sg_rank": (st, [C.c_void_p, M, C.c_double, C.c_double, I64P]),
         "sg_nullspace": (st, [C.c_void_p, M, C.c_double, C.c_double, M, I64P]),
         "sg_project": (st, [C.c_void_p, M, M, C.c_int, C.c_double, C.c_double, M]),
+        "sg_project_basis": (st, [C.c_void_p, M, M, C.c_int, M]),
         "sg_lstsq": (st, [C.c_void_p, M, M, C.c_double, C.c_double, M, I64P]),
         "sg_eigh_backward": (st, [C.c_void_p, M, M, M, M, C.c_int, C.c_double, M]),
         "sg_svd_backward": (st, [C.c_void_p, M, M, M, M, M, M, C.c_int, C.c_double, M]),

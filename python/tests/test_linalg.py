@@ -359,6 +359,44 @@ def test_project_matches_scipy_projectors(rng, bshape, dtype, vector):
 
 @pytest.mark.parametrize("bshape", BATCH_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("vector", [False, True])
+def test_project_basis_matches_numpy_and_project(rng, bshape, dtype, vector):
+    n, q, k = 6, 2, 3
+    Q = np.linalg.qr(rng.standard_normal(bshape + (n, n)))[0][..., :q].astype(dtype)
+    X = rng.standard_normal(bshape + ((n,) if vector else (n, k))).astype(dtype)
+    Y = sg.project_basis(Q, X)
+    Yc = sg.project_basis(Q, X, complement=True)
+    assert Y.shape == X.shape and Y.dtype == dtype and Yc.shape == X.shape
+    Qd, Xm = Q.astype(np.float64), (X[..., None] if vector else X).astype(np.float64)
+    ref = Qd @ (np.swapaxes(Qd, -1, -2) @ Xm)
+    if vector:
+        ref = ref[..., 0]
+    t = tol(dtype)
+    np.testing.assert_allclose(Y, ref, atol=t * 50)
+    np.testing.assert_allclose(Yc, X.astype(np.float64) - ref, atol=t * 50)
+    # with null_space's padded basis it is project() without the SVD
+    A = low_rank(rng, 4, n, 2, bshape).astype(dtype)
+    N, _ = sg.null_space(A)
+    np.testing.assert_allclose(sg.project_basis(N, X), sg.project(A, X, "null"), atol=t * 50)
+    np.testing.assert_allclose(sg.project_basis(N, X, True), sg.project(A, X, "row"), atol=t * 50)
+
+
+def test_project_basis_rejects_bad_shapes(rng):
+    X = rng.standard_normal((4, 2))
+    with pytest.raises(sg.SpecgradArgumentError, match="at most 4 columns"):
+        sg.project_basis(rng.standard_normal((4, 5)), X)
+    with pytest.raises(sg.SpecgradArgumentError, match="X"):
+        sg.project_basis(rng.standard_normal((3, 2)), X)
+    with pytest.raises(ValueError, match="batch"):
+        sg.project_basis(rng.standard_normal((2, 4, 2)), rng.standard_normal((3, 4, 2)))
+    # an empty basis: projection 0, complement the identity
+    E = np.zeros((4, 0))
+    np.testing.assert_array_equal(sg.project_basis(E, X), 0.0)
+    np.testing.assert_array_equal(sg.project_basis(E, X, complement=True), X)
+
+
+@pytest.mark.parametrize("bshape", BATCH_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", ["tall", "wide", "rank_deficient", "vector"])
 def test_lstsq_matches_numpy(rng, bshape, dtype, case):
     m, n, k = {"tall": (7, 4, 2), "wide": (3, 6, 2), "rank_deficient": (6, 5, 3), "vector": (6, 4, 1)}[case]
@@ -433,6 +471,9 @@ def test_cuda_context_on_host_arrays_matches_cpu(rng):
     np.testing.assert_array_equal(gpu.matrix_rank(L), cpu.matrix_rank(L))
     G = rng.standard_normal(A.shape)
     np.testing.assert_allclose(gpu.eigh_backward(wc, Vc, gV=G), cpu.eigh_backward(wc, Vc, gV=G), atol=1e-8)
+    Q = np.linalg.qr(rng.standard_normal((500, 8, 8)))[0][..., :3]
+    X = rng.standard_normal((500, 8, 5))
+    np.testing.assert_allclose(gpu.project_basis(Q, X, True), cpu.project_basis(Q, X, True), atol=1e-12)
     gpu.set_cache_bytes(0)  # scratch mapped and unmapped per call: same results, nothing held after
     np.testing.assert_allclose(gpu.eigh(A)[0], wc, atol=1e-9)
     assert gpu.cache_held == 0

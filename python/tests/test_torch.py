@@ -209,3 +209,8 @@ def test_cuda_tensors_zero_copy_and_autograd(rng):
     torch.testing.assert_close(X.grad.cpu(), Xc.grad, atol=1e-9, rtol=1e-7)
     Xg = torch.tensor(random_spd(rng, 4, (2,)), device="cuda", requires_grad=True)
     assert torch.autograd.gradcheck(lambda X: sga.matfunc(_sym(X), "sqrt"), (Xg,))
+    Q = torch.linalg.qr(torch.randn(16, 6, 6, dtype=torch.float64, device="cuda"))[0][..., :2]
+    Xp = torch.randn(16, 6, 3, dtype=torch.float64, device="cuda")
+    Yp = sg.project_basis(Q, Xp, complement=True)
+    assert Yp.is_cuda
+    torch.testing.assert_close(Yp, Xp - Q @ (Q.mT @ Xp))

@@ -154,30 +154,45 @@ done:
     return rc;
 }
 
+/* project / project-basis: loads (first, X), X (..., n, k) or (..., n) with n = the rows (by_rows) or the
+   columns of the first, and allocates Y like X. Nonzero on error (printed). */
+static int load_proj(cli_opts *o, run_buf *r, const char *an, int by_rows, cli_kind *xk)
+{
+    if (!has(o, 0) || !has(o, 1)) return cli_err(o, "%s and X are both required", an);
+    if (cli_read(o, 2, o->pos, r->a)) return 1;
+    *xk = rhs_kind(r, 1);
+    if (cli_to_mat(o, an, &r->a[0], K_MAT, &r->in[0]) || cli_to_mat(o, "X", &r->a[1], *xk, &r->in[1]) ||
+        cli_same_batch(o, an, &r->in[0], "X", &r->in[1]))
+        return 1;
+    int64_t n = by_rows ? r->in[0].m.rows : r->in[0].m.cols;
+    if (r->in[1].m.rows != n)
+        return cli_err(o, "X: has %lld rows, %s has %lld %s (X must be (..., n, k) or (..., n))",
+                       (long long)r->in[1].m.rows, an, (long long)n, by_rows ? "rows" : "columns");
+    return cli_alloc(o, &r->in[1], n, r->in[1].m.cols, &r->out[0]);
+}
+
 static int op_project(cli_opts *o)
 {
     run_buf r = {0};
-    int rc = 1;
-    if (!has(o, 0) || !has(o, 1)) return cli_err(o, "A and X are both required");
-    if (cli_read(o, 2, o->pos, r.a)) goto done;
-    cli_kind xk = rhs_kind(&r, 1);
-    if (cli_to_mat(o, "A", &r.a[0], K_MAT, &r.in[0]) || cli_to_mat(o, "X", &r.a[1], xk, &r.in[1]) ||
-        cli_same_batch(o, "A", &r.in[0], "X", &r.in[1]))
-        goto done;
-    int64_t n = r.in[0].m.cols;
-    if (r.in[1].m.rows != n) {
-        rc = cli_err(o, "X: has %lld rows, A has %lld columns (X must be (..., n, k) or (..., n))",
-                     (long long)r.in[1].m.rows, (long long)n);
-        goto done;
+    cli_kind xk;
+    int rc = load_proj(o, &r, "A", 0, &xk);
+    if (!rc) {
+        sg_status s = sg_project(o->ctx, &r.in[0].m, &r.in[1].m, (sg_proj)o->which, o->atol, o->rtol, &r.out[0].m);
+        rc = s != SG_OK ? cli_lib_err(o, s) : cli_save(o, "Y", 1, &r.out[0], xk);
     }
-    if (cli_alloc(o, &r.in[1], n, r.in[1].m.cols, &r.out[0])) goto done;
-    sg_status s = sg_project(o->ctx, &r.in[0].m, &r.in[1].m, (sg_proj)o->which, o->atol, o->rtol, &r.out[0].m);
-    if (s != SG_OK) {
-        rc = cli_lib_err(o, s);
-        goto done;
+    run_free(&r);
+    return rc;
+}
+
+static int op_project_basis(cli_opts *o)
+{
+    run_buf r = {0};
+    cli_kind xk;
+    int rc = load_proj(o, &r, "Q", 1, &xk);
+    if (!rc) {
+        sg_status s = sg_project_basis(o->ctx, &r.in[0].m, &r.in[1].m, o->complement, &r.out[0].m);
+        rc = s != SG_OK ? cli_lib_err(o, s) : cli_save(o, "Y", 1, &r.out[0], xk);
     }
-    rc = cli_save(o, "Y", 1, &r.out[0], xk);
-done:
     run_free(&r);
     return rc;
 }
@@ -365,6 +380,10 @@ static const op_def ops[] = {
     {"project", 2, 2, op_project, "project A.npy X.npy [--null | --row] [--atol T] [--rtol R] [-o PREFIX]",
      "Projects X (..., n, k) or (..., n) onto the nullspace (default) or the row space of A (..., m, n).\n"
      "Writes Y with the shape of X."},
+    {"project-basis", 2, 2, op_project_basis, "project-basis Q.npy X.npy [--complement] [-o PREFIX]",
+     "Y = Q Qᵀ X (or X − Q Qᵀ X with --complement) for a given basis Q (..., n, q), q <= n, with orthonormal\n"
+     "columns (e.g. N from `specgrad nullspace`: then it is `project --null` without the SVD). X (..., n, k) or\n"
+     "(..., n); writes Y with the shape of X."},
     {"lstsq", 2, 2, op_lstsq, "lstsq A.npy B.npy [--atol T] [--rtol R] [-o PREFIX]",
      "Minimum-norm least squares X = pinv(A) B for A (..., m, n), B (..., m, k) or (..., m), also when A is\n"
      "rank-deficient (numpy.linalg.lstsq). Prints the ranks; writes X (..., n, k) or (..., n)."},
