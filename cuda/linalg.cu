@@ -981,16 +981,17 @@ static sg_status c_project_basis(Job &J, const Lane &L, int64_t nb, void *const 
 {
     (void)scr;
     (void)dinfo;
-    int64_t n = J.m, q = J.n, kx = J.op[1].m->cols, g;
+    int64_t n = J.m, q = J.n, kx = J.op[1].m->cols, g, kc;
     size_t smem;
-    int tile = project_basis_plan<T>(n, q, kx, &g, &smem);
+    int tile = project_basis_plan<T>(n, q, kx, sg_cu(J.ctx)->prop.sharedMemPerBlockOptin, &g, &kc, &smem);
     const void *kern = tile ? (const void *)k_project_basis_tile<T> : (const void *)k_project_basis_one<T>;
     sg_status s = smem_fit(J.ctx, kern, smem, "project_basis");
     if (s != SG_OK || dry) return s;
     const T *Q = (const T *)d[0], *X = (const T *)d[1];
     T *Y = (T *)d[2];
     if (tile)
-        k_project_basis_tile<T><<<(unsigned)((nb + g - 1) / g), SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, nb, g, J.which);
+        k_project_basis_tile<T><<<(unsigned)((nb + g - 1) / g), SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, nb, g, kc,
+                                                                                         J.which);
     else
         k_project_basis_one<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, J.which);
     CU_LAUNCH_CHECK(J.ctx);

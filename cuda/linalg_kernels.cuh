@@ -375,58 +375,82 @@ __global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int
                     kx, xs, xs + n);
 }
 
-/* sg_project_basis, Y = Q Qᵀ X or X − Q Qᵀ X with Q n×q packed. Two kernels: when a matrix's Q, X and
-   H = QᵀX fit in shared memory, k_project_basis_tile stages g whole matrices per block (contiguous,
-   coalesced loads and stores, each element read and written once: the bandwidth-bound case); else
-   k_project_basis_one runs project_cols, one block per matrix, Q read from global (L2) once per column. */
-#define SG_PB_TILE_SMEM (24 * 1024) /* per block: leaves several blocks per SM */
-#define SG_PB_TILE_OUT 2048         /* outputs per block it aims for (8 per thread at SG_BLOCK = 256) */
-/* Plan shared with linalg.cu and the test: returns 1 for the tile kernel (g matrices per block), 0 for
-   one matrix per block; *smem = dynamic shared memory bytes of the launch. */
-template <class T> inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, int64_t *g, size_t *smem)
+/* sg_project_basis, Y = Q Qᵀ X or X − Q Qᵀ X with Q n×q packed. k_project_basis_tile stages whole matrices
+   in shared memory, so every element of Q, X and Y moves once between HBM and the SM (the bandwidth-bound
+   case): g matrices per block when one matrix's Q, X and H = QᵀX fit in SG_PB_TILE_SMEM; else one matrix
+   per block with Q staged once and X, H in chunks of kc columns (contiguous in the packed layout), while Q
+   and one column fit in SG_PB_BIG_SMEM (and the device's limit). Beyond that k_project_basis_one runs
+   project_cols, one block per matrix, Q read from global (L2) once per column of X. */
+#define SG_PB_TILE_SMEM (24 * 1024) /* g > 1: several blocks per SM */
+#define SG_PB_BIG_SMEM (96 * 1024)  /* g = 1: two blocks per SM on H100/H200 (227 KB) */
+#define SG_PB_TILE_OUT 2048         /* outputs per block g aims for (8 per thread at SG_BLOCK = 256) */
+/* Plan shared with linalg.cu and the test: returns 1 for the tile kernel (g matrices per block, kc columns
+   of X per step; g > 1 only with kc = kx), 0 for one matrix per block; *smem = dynamic shared memory bytes
+   of the launch; max_smem = the device's per-block opt-in limit. */
+template <class T>
+inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, size_t max_smem, int64_t *g, int64_t *kc, size_t *smem)
 {
-    size_t per = sizeof(T) * (size_t)(n * q + n * kx + q * kx);
-    if (per > SG_PB_TILE_SMEM) {
-        *g = 1;
-        *smem = sizeof(T) * (size_t)(2 * n);
-        return 0;
+    const size_t s = sizeof(T), per = s * (size_t)(n * q + n * kx + q * kx);
+    *g = 1;
+    *kc = kx;
+    if (per <= SG_PB_TILE_SMEM && per <= max_smem) {
+        int64_t by_smem = (int64_t)(SG_PB_TILE_SMEM / per), by_out = (SG_PB_TILE_OUT + n * kx - 1) / (n * kx);
+        *g = by_smem < by_out ? by_smem : by_out;
+        if (*g < 1) *g = 1;
+        *smem = per * (size_t)*g;
+        return 1;
     }
-    int64_t by_smem = (int64_t)(SG_PB_TILE_SMEM / per), by_out = (SG_PB_TILE_OUT + n * kx - 1) / (n * kx);
-    *g = by_smem < by_out ? by_smem : by_out;
-    if (*g < 1) *g = 1;
-    *smem = per * (size_t)*g;
-    return 1;
+    const size_t cap = max_smem < SG_PB_BIG_SMEM ? max_smem : SG_PB_BIG_SMEM, qb = s * (size_t)(n * q),
+                 col = s * (size_t)(n + q);
+    if (qb + col <= cap) {
+        int64_t c = (int64_t)((cap - qb) / col);
+        *kc = c < kx ? c : kx;
+        *smem = qb + col * (size_t)*kc;
+        return 1;
+    }
+    *smem = s * (size_t)(2 * n);
+    return 0;
 }
 
 template <class T>
-__global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, int64_t q_, int64_t kx_, int64_t nb,
-                                     int64_t g, int sub)
+__global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, int64_t q_, int64_t kx, int64_t nb,
+                                     int64_t g, int64_t kc_, int sub)
 {
     SG_DYN_SMEM(smem_raw);
-    int64_t b0 = blockIdx.x * g;
-    /* a tile fits in SG_PB_TILE_SMEM bytes: 32-bit indices inside it (64-bit division is slow on the GPU) */
-    const int n = (int)n_, q = (int)q_, nq = (int)(n_ * q_), nx = (int)(n_ * kx_), qx = (int)(q_ * kx_);
+    /* what a block stages fits in its shared memory: 32-bit indices inside it (64-bit division is slow on
+       the GPU); offsets into the batch stay 64-bit */
+    const int64_t b0 = blockIdx.x * g, nx = n_ * kx;
+    const int n = (int)n_, q = (int)q_, kc = (int)kc_, nq = n * q, nkc = n * kc, qkc = q * kc;
     const int gm = (int)(nb - b0 < g ? nb - b0 : g);
-    T *Qs = (T *)smem_raw, *Xs = Qs + g * nq, *Hs = Xs + g * nx;
-    const T *Qg = Q + b0 * nq, *Xg = X + b0 * nx;
+    T *Qs = (T *)smem_raw, *Xs = Qs + g * nq, *Hs = Xs + g * nkc;
+    const T *Qg = Q + b0 * nq;
     for (int e = threadIdx.x; e < gm * nq; e += blockDim.x) Qs[e] = Qg[e];
-    for (int e = threadIdx.x; e < gm * nx; e += blockDim.x) Xs[e] = Xg[e];
-    __syncthreads(); /* all of X is in shared memory before any Y is written: Y may be X */
-    for (int e = threadIdx.x; e < gm * qx; e += blockDim.x) { /* H = Qᵀ X, q×kx per matrix */
-        int mt = e / qx, r = e - mt * qx, c = r / q, j = r - c * q;
-        const T *qj = Qs + mt * nq + j * n, *xc = Xs + mt * nx + c * n;
-        T acc = 0;
-        for (int i = 0; i < n; i++) acc += qj[i] * xc[i];
-        Hs[e] = acc;
-    }
-    __syncthreads();
-    T *Yg = Y + b0 * nx;
-    for (int e = threadIdx.x; e < gm * nx; e += blockDim.x) { /* Y = Q H (± X) */
-        int mt = e / nx, r = e - mt * nx, c = r / n, i = r - c * n;
-        const T *qm = Qs + mt * nq + i, *hc = Hs + mt * qx + c * q;
-        T acc = 0;
-        for (int j = 0; j < q; j++) acc += qm[j * n] * hc[j];
-        Yg[e] = sub ? Xs[e] - acc : acc;
+    for (int64_t c0 = 0; c0 < kx; c0 += kc) {
+        const int w = (int)(kx - c0 < kc ? kx - c0 : kc), nw = n * w, qw = q * w;
+        const T *Xg = X + b0 * nx + c0 * n_;
+        T *Yg = Y + b0 * nx + c0 * n_;
+        for (int e = threadIdx.x; e < gm * nw; e += blockDim.x) {
+            int mt = e / nw, r = e - mt * nw;
+            Xs[mt * nkc + r] = Xg[mt * nx + r];
+        }
+        __syncthreads(); /* this chunk of X is in shared memory before any of its Y is written: Y may be X */
+        for (int e = threadIdx.x; e < gm * qw; e += blockDim.x) { /* H = Qᵀ X, q×w per matrix */
+            int mt = e / qw, r = e - mt * qw, c = r / q, j = r - c * q;
+            const T *qj = Qs + mt * nq + j * n, *xc = Xs + mt * nkc + c * n;
+            T acc = 0;
+            for (int i = 0; i < n; i++) acc += qj[i] * xc[i];
+            Hs[mt * qkc + r] = acc;
+        }
+        __syncthreads();
+        for (int e = threadIdx.x; e < gm * nw; e += blockDim.x) { /* Y = Q H (± X) */
+            int mt = e / nw, r = e - mt * nw, c = r / n, i = r - c * n;
+            const T *qm = Qs + mt * nq + i, *hc = Hs + mt * qkc + c * q;
+            T acc = 0;
+            for (int j = 0; j < q; j++) acc += qm[j * n] * hc[j];
+            Yg[mt * nx + r] = sub ? Xs[mt * nkc + r] - acc : acc;
+        }
+        /* no barrier before the next chunk: a thread reloads only the Xs entries it reads itself here (same
+           e → (mt, r) map; g > 1 means one chunk), and Hs is rewritten only after the next load barrier */
     }
 }
 

@@ -425,15 +425,17 @@ Test(gpu_parity, host_batch_streams_in_many_chunks)
     cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
 }
 
-/* project_basis over large batches (many blocks of the tile kernel, a partial last tile; the one-block-per-
-   matrix kernel at n = 128), host-streamed and device-resident: GPU vs CPU. */
+/* project_basis over large batches, host-streamed and device-resident, GPU vs CPU: many blocks of the tile
+   kernel with a partial last tile (n ≤ 32), one matrix per block in column chunks (n = 128, f64: 21 + 21 + 6
+   columns), and the one-block-per-matrix fallback (n = 200). */
 Test(gpu_parity, project_basis_large_batch)
 {
     NEED_GPU();
-    static const int64_t shp[][4] = {{8, 4, 8, 10007}, {3, 1, 1, 4099}, {32, 16, 5, 1001}, {128, 64, 16, 37}};
+    static const int64_t shp[][4] = {{8, 4, 8, 10007}, {3, 1, 1, 4099}, {32, 16, 5, 1001}, {128, 64, 48, 37},
+                                     {200, 130, 3, 5}};
     for (int dev = 0; dev <= 1; dev++)
         for (int t = SG_F32; t <= SG_F64; t++)
-            for (int i = 0; i < 4; i++) {
+            for (int i = 0; i < 5; i++) {
                 int64_t n = shp[i][0], q = shp[i][1], kx = shp[i][2], B = shp[i][3];
                 cfg c = {(sg_dtype)t, n, n, B, dev, 0, 0};
                 set_mem(&c);

@@ -654,15 +654,17 @@ template <class T> static void project_all()
 Test(emu, k_project_f32) { project_all<float>(); }
 Test(emu, k_project_f64) { project_all<double>(); }
 
-/* sg_project_basis's kernels with the launch c_project_basis makes (project_basis_plan: tile kernel with g
-   matrices per block, or one block per matrix), against the CPU backend; shapes cover both kernels (f32 and
-   f64 switch at different sizes), a partial last tile, q < n, zero basis columns, and Y = X in place. */
+/* sg_project_basis's kernels with the launch c_project_basis makes (project_basis_plan with H100/H200's 227 KB
+   opt-in limit: tile kernel with g matrices per block or one matrix in column chunks, else one block per
+   matrix), against the CPU backend. The shapes cover, per dtype, g > 1 with a partial last tile, chunked
+   columns with a short last chunk, and the fallback; q < n, zero basis columns, and Y = X in place. */
 template <class T> static void project_basis_all()
 {
     tu_rng r = tu_seed(23);
-    const int64_t cases[][4] = {{1, 1, 1, 5},  {3, 2, 1, 7},  {8, 4, 8, 50}, {16, 16, 16, 10},
-                                {64, 32, 32, 3}, {96, 40, 3, 2}, {33, 33, 2, 9}, {128, 64, 16, 2}}; /* n, q, kx, nb */
-    int used[2] = {0, 0};
+    const int64_t cases[][4] = {{1, 1, 1, 5},    {3, 2, 1, 7},     {8, 4, 8, 50},     {16, 16, 16, 10},
+                                {64, 32, 32, 3}, {96, 40, 3, 2},   {33, 33, 2, 9},    {128, 64, 40, 2},
+                                {160, 100, 40, 2}, {200, 130, 2, 2}}; /* n, q, kx, nb */
+    int multi = 0, chunked = 0, fallback = 0;
     for (const auto &cs : cases) {
         const int64_t n = cs[0], q = cs[1], kx = cs[2], nb = cs[3];
         vector<double> q0((size_t)(n * q * nb)), o((size_t)(n * n)), x0((size_t)(n * kx * nb));
@@ -673,10 +675,12 @@ template <class T> static void project_basis_all()
         }
         tu_fill_normal(&r, x0.data(), (int64_t)x0.size());
         vector<T> Q = to<T>(q0), X = to<T>(x0);
-        int64_t g;
+        int64_t g, kc;
         size_t smem;
-        const int tile = project_basis_plan<T>(n, q, kx, &g, &smem);
-        used[tile] = 1;
+        const int tile = project_basis_plan<T>(n, q, kx, emu::MAX_DYN_SMEM, &g, &kc, &smem);
+        multi |= tile && g > 1 && (nb % g) != 0;
+        chunked |= tile && kc < kx && (kx % kc) != 0;
+        fallback |= !tile;
         for (int sub : {0, 1}) {
             vector<T> Y, want((size_t)(n * kx * nb)), qq = Q, x = X;
             sg_mat Qm = mat(qq, nb, n, q), Xm = mat(x, nb, n, kx), Wm = mat(want, nb, n, kx);
@@ -684,7 +688,7 @@ template <class T> static void project_basis_all()
             auto launch = [&](const T *xin, T *yout) {
                 if (tile)
                     emu_launch((unsigned)((nb + g - 1) / g), SG_BLOCK, smem, k_project_basis_tile<T>, Q.data(), xin,
-                               yout, n, q, kx, nb, g, sub);
+                               yout, n, q, kx, nb, g, kc, sub);
                 else
                     emu_launch((unsigned)nb, SG_BLOCK, smem, k_project_basis_one<T>, Q.data(), xin, yout, n, q, kx, sub);
             };
@@ -694,14 +698,16 @@ template <class T> static void project_basis_all()
                 return bytes(Y);
             });
             double e = rel_err(dbl(Y), dbl(want));
-            cr_assert(e <= tol<T>(), "project_basis (%s) n=%lld q=%lld kx=%lld sub=%d: rel err %g",
-                      tile ? "tile" : "one", (long long)n, (long long)q, (long long)kx, sub, e);
+            cr_assert(e <= tol<T>(), "project_basis (%s g=%lld kc=%lld) n=%lld q=%lld kx=%lld sub=%d: rel err %g",
+                      tile ? "tile" : "one", (long long)g, (long long)kc, (long long)n, (long long)q, (long long)kx,
+                      sub, e);
             vector<T> Z = X; /* in place */
             launch(Z.data(), Z.data());
             cr_assert(Z == Y, "project_basis in place n=%lld sub=%d", (long long)n, sub);
         }
     }
-    cr_assert(used[0] && used[1], "both kernels must be exercised (tile %d, one %d)", used[1], used[0]);
+    cr_assert(multi && chunked && fallback, "every plan must be exercised: g > 1 with a partial tile %d, chunked "
+              "columns with a short chunk %d, one block per matrix %d", multi, chunked, fallback);
 }
 Test(emu, k_project_basis_f32) { project_basis_all<float>(); }
 Test(emu, k_project_basis_f64) { project_basis_all<double>(); }
