@@ -4,9 +4,9 @@
    Scratch is dense column-major in the calling thread's slice of one workspace; inputs are never written. */
 
 #define AT(M, b) ((T *)(M)->data + (int64_t)(b) * sg_stride_of(M))
+#include "cpu_gemm_impl.h"
 #define GEMM(ta, tb, m, n, k, al, a, lda, b_, ldb, be, c, ldc)                                          \
-    CB(gemm)(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)(m),  \
-             (int)(n), (int)(k), (T)(al), a, (int)(lda), b_, (int)(ldb), (T)(be), c, (int)(ldc))
+    FN(gemm)(ta, tb, (int)(m), (int)(n), (int)(k), (T)(al), a, (int)(lda), b_, (int)(ldb), (T)(be), c, (int)(ldc))
 
 #ifndef SG_GRAD_LD_FITS
 #define SG_GRAD_LD_FITS

@@ -22,16 +22,79 @@ static void FN(vec_out)(const T *src, sg_mat *M, int64_t b)
 
 /* Non-finite outputs from finite inputs are checked after every LAPACK call that reports success. */
 #include "cpu_finite_impl.h"
+#include "cpu_gemm_impl.h"
 
-/* ---- eigh: ?syevd, lower triangle ------------------------------------------------------------ */
+/* ---- eigh: ?syevd, lower triangle; n <= SG_EIGH_SMALL: ?syevd's own steps, without ?symv -----------
+   OpenBLAS's ?symv (and small ?gemm) take a process-wide lock around their buffer allocation on every call
+   (OpenBLAS issue #5589, open), and ?sytrd is ?sytd2 for n <= 32: one ?symv per column. Measured with
+   OpenBLAS 0.3.21 at n = 8: 56 ns per ?symv on one thread, 292 ns each with two threads calling at once, so
+   the batch threads serialise on that lock (the likely cause of the H200 host's slow CPU eigh at 16
+   threads). For n <= 25, ?syevd is ?sytrd (= ?sytd2) + ?steqr (its ?stedc hands n <= SMLSIZ = 25 to ?steqr)
+   + ?ormtr; below, ?sytd2 has the mat-vec and the level-1/2 updates written out (same reflectors, stored as
+   ?sytrd stores them) and the rest is LAPACK's: ?larfg, ?steqr / ?sterf and the unblocked ?ormtr (?larf:
+   ?gemv, ?ger) take no lock. Above 25 ?syevd divides and conquers (faster there, measured at n = 32). */
+#define SG_EIGH_SMALL 25
+static void FN(sytd2_lower)(lapack_int n, T *a, T *d, T *e, T *tau)
+{
+    for (lapack_int i = 0; i + 1 < n; i++) {
+        const lapack_int m = n - 1 - i; /* reflector length: rows i+1 .. n-1 */
+        T *v = a + (i + 1) + (size_t)i * n, *A22 = a + (i + 1) + (size_t)(i + 1) * n, *x = tau + i, taui;
+        LP(larfg_work)(m, v, m > 1 ? v + 1 : v, 1, &taui);
+        e[i] = v[0];
+        if (taui != 0) {
+            v[0] = 1;
+            for (lapack_int r = 0; r < m; r++) x[r] = 0;
+            for (lapack_int c = 0; c < m; c++) { /* x = taui · A22 v, A22 symmetric from its lower triangle */
+                const T vc = v[c];
+                T acc = A22[c + (size_t)c * n] * vc;
+                for (lapack_int r = c + 1; r < m; r++) {
+                    const T arc = A22[r + (size_t)c * n];
+                    x[r] += arc * vc;
+                    acc += arc * v[r];
+                }
+                x[c] += acc;
+            }
+            T dot = 0;
+            for (lapack_int r = 0; r < m; r++) dot += (x[r] *= taui) * v[r];
+            const T alpha = (T)-0.5 * taui * dot;
+            for (lapack_int r = 0; r < m; r++) x[r] += alpha * v[r];
+            for (lapack_int c = 0; c < m; c++) /* A22 −= v xᵀ + x vᵀ, lower triangle */
+                for (lapack_int r = c; r < m; r++) A22[r + (size_t)c * n] -= v[r] * x[c] + x[r] * v[c];
+            v[0] = e[i];
+        }
+        d[i] = a[i + (size_t)i * n];
+        tau[i] = taui;
+    }
+    d[n - 1] = a[(n - 1) + (size_t)(n - 1) * n];
+}
+
+/* One small eigh (n <= SG_EIGH_SMALL) in a: eigenvalues ascending into w, eigenvectors into z (n×n) when z.
+   work: 4n + max(1, 2n−2) (e, tau, ?ormtr's n). Returns LAPACK's info. */
+static lapack_int FN(eigh_small)(lapack_int n, T *a, T *w, T *z, T *work)
+{
+    T *e = work, *tau = e + n, *ow = tau + n, *sw = ow + n;
+    FN(sytd2_lower)(n, a, w, e, tau);
+    if (!z) return LP(sterf_work)(n, w, e);
+    lapack_int info = LP(steqr_work)(LAPACK_COL_MAJOR, 'I', n, w, e, z, n, sw);
+    if (info != 0) return info;
+    /* lwork = n: ?ormqr's blocked path needs more, so it runs unblocked (?orm2r: ?larf, no lock) */
+    return LP(ormtr_work)(LAPACK_COL_MAJOR, 'L', 'L', 'N', n, n, a, n, tau, z, n, ow, n);
+}
+
 static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
 {
     if (!sg_int_fits(ctx, A->rows, "n")) return SG_ERR_UNSUPPORTED;
-    lapack_int n = (lapack_int)A->rows, liwork, info;
+    lapack_int n = (lapack_int)A->rows, liwork = 1, info;
     char jobz = V ? 'V' : 'N';
-    T q, dummy = 0;
-    info = LP(syevd_work)(LAPACK_COL_MAJOR, jobz, 'L', n, &dummy, n, &dummy, &q, -1, &liwork, -1);
-    if (info != 0) return sg_fail(ctx, SG_ERR_LAPACK, -1, "LAPACKE_" PFX "syevd workspace query: info %d", (int)info);
+    const int small = n <= SG_EIGH_SMALL;
+    const char *solver = !small ? PFX "syevd" : V ? PFX "sytd2/" PFX "steqr" : PFX "sytd2/" PFX "sterf";
+    T q = 0, dummy = 0;
+    if (small) {
+        q = (T)(n * n + 4 * n + (2 * n > 3 ? 2 * n - 2 : 1)); /* z, then eigh_small's work */
+    } else {
+        info = LP(syevd_work)(LAPACK_COL_MAJOR, jobz, 'L', n, &dummy, n, &dummy, &q, -1, &liwork, -1);
+        if (info != 0) return sg_fail(ctx, SG_ERR_LAPACK, -1, "LAPACKE_" PFX "syevd workspace query: info %d", (int)info);
+    }
     lapack_int lwork = sg_lwork((double)q);
     size_t per = sg_al(sizeof(T) * ((size_t)n * (size_t)n + (size_t)n + (size_t)lwork)) +
                  sg_al(sizeof(lapack_int) * (size_t)liwork);
@@ -47,15 +110,22 @@ static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
 #pragma omp for schedule(dynamic, p.chunk)
         for (int64_t b = 0; b < A->batch; b++) {
             FN(copy_in)(A, b, a);
-            lapack_int inf = LP(syevd_work)(LAPACK_COL_MAJOR, jobz, 'L', n, a, n, w, work, lwork, iwork, liwork);
-            if (inf < 0) { sg_rec_fail(&f, b, SG_ERR_LAPACK, PFX "syevd: LAPACKE argument %d illegal (matrix %lld)", (int)-inf, (long long)b); continue; }
-            if (inf > 0) { sg_rec_fail(&f, b, SG_ERR_NOCONV, PFX "syevd did not converge (info %d, matrix %lld)", (int)inf, (long long)b); continue; }
-            if (ctx->check_finite && !(FN(all_finite)(w, n, 1, n) && (!V || FN(all_finite)(a, n, n, n)))) {
-                sg_rec_fail(&f, b, SG_ERR_LAPACK, PFX "syevd returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT, (long long)b);
+            T *vec = a; /* where the eigenvectors end up */
+            lapack_int inf;
+            if (small) {
+                vec = work;
+                inf = FN(eigh_small)(n, a, w, V ? work : NULL, work + (size_t)n * n);
+            } else {
+                inf = LP(syevd_work)(LAPACK_COL_MAJOR, jobz, 'L', n, a, n, w, work, lwork, iwork, liwork);
+            }
+            if (inf < 0) { sg_rec_fail(&f, b, SG_ERR_LAPACK, "%s: LAPACKE argument %d illegal (matrix %lld)", solver, (int)-inf, (long long)b); continue; }
+            if (inf > 0) { sg_rec_fail(&f, b, SG_ERR_NOCONV, "%s did not converge (info %d, matrix %lld)", solver, (int)inf, (long long)b); continue; }
+            if (ctx->check_finite && !(FN(all_finite)(w, n, 1, n) && (!V || FN(all_finite)(vec, n, n, n)))) {
+                sg_rec_fail(&f, b, SG_ERR_LAPACK, "%s returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT, solver, (long long)b);
                 continue;
             }
             FN(vec_out)(w, W, b);
-            if (V) FN(copy_out)(a, n, V, b);
+            if (V) FN(copy_out)(vec, n, V, b);
         }
     }
     sg_par_end(&p);
@@ -279,8 +349,8 @@ static sg_status FN(project)(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_p
             else memset(y, 0, sizeof(T) * n * kx);
             if (r > 0) {
                 /* t = V_rᵀ x (r×kx) with V_rᵀ = first r rows of VT; then y ±= V_r t */
-                CB(gemm)(CblasColMajor, CblasNoTrans, CblasNoTrans, r, kk, nn, (T)1, w.vt, ldvt, x, ldx, (T)0, t, r);
-                CB(gemm)(CblasColMajor, CblasTrans, CblasNoTrans, nn, kk, r, which == SG_PROJ_NULL ? (T)-1 : (T)1,
+                FN(gemm)(0, 0, r, kk, nn, (T)1, w.vt, ldvt, x, ldx, (T)0, t, r);
+                FN(gemm)(1, 0, nn, kk, r, which == SG_PROJ_NULL ? (T)-1 : (T)1,
                          w.vt, ldvt, t, r, (T)1, y, nn);
             }
             FN(copy_out)(y, nn, Y, b);
@@ -308,9 +378,9 @@ static sg_status FN(project_basis)(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X
         for (int64_t b = 0; b < Q->batch; b++) {
             const T *qb = (const T *)Q->data + b * sg_stride_of(Q), *x = (const T *)X->data + b * sg_stride_of(X);
             /* t = Qᵀx (q×k), then y = ±Q t (+ x); y is a workspace copy, so Y may alias X */
-            CB(gemm)(CblasColMajor, CblasTrans, CblasNoTrans, qq, kk, nn, (T)1, qb, ldq, x, ldx, (T)0, t, qq);
+            FN(gemm)(1, 0, qq, kk, nn, (T)1, qb, ldq, x, ldx, (T)0, t, qq);
             if (complement) FN(copy_in)(X, b, y);
-            CB(gemm)(CblasColMajor, CblasNoTrans, CblasNoTrans, nn, kk, qq, complement ? (T)-1 : (T)1, qb, ldq, t, qq,
+            FN(gemm)(0, 0, nn, kk, qq, complement ? (T)-1 : (T)1, qb, ldq, t, qq,
                      complement ? (T)1 : (T)0, y, nn);
             FN(copy_out)(y, nn, Y, b);
         }
@@ -345,10 +415,10 @@ static sg_status FN(lstsq)(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double
             const T *bb = (const T *)B->data + b * sg_stride_of(B);
             memset(x, 0, sizeof(T) * n * kb);
             if (r > 0) {
-                CB(gemm)(CblasColMajor, CblasTrans, CblasNoTrans, r, kk, m, (T)1, w.u, m, bb, ldb, (T)0, t, r);
+                FN(gemm)(1, 0, r, kk, m, (T)1, w.u, m, bb, ldb, (T)0, t, r);
                 for (size_t j = 0; j < kb; j++)
                     for (int i = 0; i < r; i++) t[(size_t)i + j * (size_t)r] /= w.s[i];
-                CB(gemm)(CblasColMajor, CblasTrans, CblasNoTrans, nn, kk, r, (T)1, w.vt, ldvt, t, r, (T)0, x, nn);
+                FN(gemm)(1, 0, nn, kk, r, (T)1, w.vt, ldvt, t, r, (T)0, x, nn);
             }
             FN(copy_out)(x, nn, X, b);
             if (rank) rank[b] = r;

@@ -1,12 +1,12 @@
 /* LAPACK failures the CPU backend must handle, injected: this executable defines the LAPACKE_?gesdd_work,
-   ?gesvd_work and ?syevd_work that libspecgrad calls (an executable's definition comes first in the
+   ?gesvd_work, ?syevd_work, ?steqr_work and ?sterf_work that libspecgrad calls (an executable's definition comes first in the
    dynamic symbol lookup), forwards to the real ones through dlsym(RTLD_NEXT) and fails on a marker value
    in A(0,0) of the matrix LAPACK is handed:
      MK_GESDD_FAIL   gesdd reports non-convergence (info 1); the gesvd fallback runs and must give a valid SVD
      MK_BOTH_FAIL    gesdd and gesvd both report non-convergence: SG_ERR_NOCONV naming that matrix
      MK_GESDD_NAN    gesdd "succeeds" with a NaN singular value: SG_ERR_LAPACK naming that matrix
-     MK_SYEVD_FAIL   syevd reports non-convergence: SG_ERR_NOCONV naming that matrix
-     MK_SYEVD_NAN    syevd "succeeds" with a NaN eigenvector entry (what Debian's OpenBLAS 0.3.21 ssyevd
+     MK_SYEVD_FAIL   syevd (n > 32) / sterf (n <= 32) reports non-convergence: SG_ERR_NOCONV naming that matrix
+     MK_SYEVD_NAN    syevd / steqr "succeeds" with a NaN eigenvector entry (what Debian's OpenBLAS 0.3.21 ssyevd
                      did on the H200 host): SG_ERR_LAPACK naming that matrix
    Counters prove that each injected path was taken (else the assertions would pass vacuously). */
 #include <criterion/criterion.h>
@@ -85,6 +85,35 @@ static int get(int *c) { return __atomic_load_n(c, __ATOMIC_RELAXED); }
             a[n > 1 ? 1 : 0] = (T)NAN; /* an eigenvector entry (jobz V) */                                     \
         }                                                                                                      \
         return info;                                                                                           \
+    }                                                                                                          \
+    /* n <= 32: ?sytd2 (ours), then ?steqr (vectors) or ?sterf (values); A(0,0) is d[0] there */               \
+    lapack_int LAPACKE_##P##steqr_work(int lay, char compz, lapack_int n, T *d, T *e, T *z, lapack_int ldz, T *work) \
+    {                                                                                                          \
+        typedef lapack_int (*fn)(int, char, lapack_int, T *, T *, T *, lapack_int, T *);                       \
+        static fn f;                                                                                           \
+        if (!f) f = (fn)tu_next_symbol("LAPACKE_" #P "steqr_work");                                           \
+        const double mark = (double)d[0];                                                                      \
+        if (mark == MK_SYEVD_FAIL) {                                                                           \
+            bump(&n_injected);                                                                                 \
+            return 2;                                                                                          \
+        }                                                                                                      \
+        lapack_int info = f(lay, compz, n, d, e, z, ldz, work);                                                \
+        if (mark == MK_SYEVD_NAN && info == 0) {                                                               \
+            bump(&n_injected);                                                                                 \
+            z[n > 1 ? 1 : 0] = (T)NAN;                                                                         \
+        }                                                                                                      \
+        return info;                                                                                           \
+    }                                                                                                          \
+    lapack_int LAPACKE_##P##sterf_work(lapack_int n, T *d, T *e)                                               \
+    {                                                                                                          \
+        typedef lapack_int (*fn)(lapack_int, T *, T *);                                                        \
+        static fn f;                                                                                           \
+        if (!f) f = (fn)tu_next_symbol("LAPACKE_" #P "sterf_work");                                           \
+        if ((double)d[0] == MK_SYEVD_FAIL) {                                                                   \
+            bump(&n_injected);                                                                                 \
+            return 2;                                                                                          \
+        }                                                                                                      \
+        return f(n, d, e);                                                                                     \
     }
 
 INTERPOSE(float, s)
@@ -203,32 +232,45 @@ Test(lapack_fault, nan_output_of_a_successful_call_is_reported)
         cr_expect(strstr(sg_last_error(ctx), "NaN/Inf") && strstr(sg_last_error(ctx), "matrix 2"), "%s", sg_last_error(ctx));
         cr_expect_geq(get(&n_injected) - before, 2);
 
-        /* eigh: symmetric inputs, marked on the diagonal */
-        tu_rng r = tu_seed(40 + d);
-        const double w[4] = {-1, 0.5, 2, 3};
-        for (int64_t b = 0; b < B; b++) tu_sym_with_spectrum(&r, n, w, A + b * n * n);
-        A[1 * n * n] = MK_SYEVD_NAN;
-        A[3 * n * n] = MK_SYEVD_NAN;
-        tu_to_mat(A, &a);
-        before = get(&n_injected);
-        cr_expect_eq(sg_eigh(ctx, &a, &S, &V), SG_ERR_LAPACK, "%s", sg_last_error(ctx));
-        cr_expect_eq(sg_failed_index(ctx), 1, "%s", sg_last_error(ctx));
-        cr_expect(strstr(sg_last_error(ctx), "syevd") && strstr(sg_last_error(ctx), "matrix 1"), "%s", sg_last_error(ctx));
-        cr_expect_geq(get(&n_injected) - before, 2);
-        cr_assert_eq(sg_set_check_finite(ctx, 0), SG_OK);
-        cr_expect_eq(sg_eigh(ctx, &a, &S, &V), SG_OK, "unchecked: the NaN propagates (%s)", sg_last_error(ctx));
-        cr_assert_eq(sg_set_check_finite(ctx, 1), SG_OK);
         free(A);
         tu_free_mat(&a), tu_free_mat(&S), tu_free_mat(&V);
+
+        /* eigh: symmetric inputs, marked on the diagonal; n = 4 runs ?sytd2 + ?steqr, n = 40 ?syevd */
+        for (int64_t ne = 4; ne <= 40; ne += 36) {
+            tu_rng r = tu_seed(40 + d);
+            double *w = malloc(sizeof(double) * (size_t)ne), *E = malloc(sizeof(double) * (size_t)(B * ne * ne));
+            for (int64_t i = 0; i < ne; i++) w[i] = -1 + 0.5 * (double)i;
+            for (int64_t b = 0; b < B; b++) tu_sym_with_spectrum(&r, ne, w, E + b * ne * ne);
+            E[1 * ne * ne] = MK_SYEVD_NAN;
+            E[3 * ne * ne] = MK_SYEVD_NAN;
+            sg_mat e = tu_alloc_mat(DT[d], B, ne, ne), W = tu_alloc_mat(DT[d], B, ne, 1), Ve = tu_alloc_mat(DT[d], B, ne, ne);
+            tu_to_mat(E, &e);
+            const char *solver = ne <= 32 ? "steqr" : "syevd";
+            before = get(&n_injected);
+            cr_expect_eq(sg_eigh(ctx, &e, &W, &Ve), SG_ERR_LAPACK, "%s", sg_last_error(ctx));
+            cr_expect_eq(sg_failed_index(ctx), 1, "%s", sg_last_error(ctx));
+            cr_expect(strstr(sg_last_error(ctx), solver) && strstr(sg_last_error(ctx), "matrix 1"), "n = %lld: %s",
+                      (long long)ne, sg_last_error(ctx));
+            cr_expect_geq(get(&n_injected) - before, 2, "n = %lld: the %s interposer was not reached", (long long)ne,
+                          solver);
+            cr_assert_eq(sg_set_check_finite(ctx, 0), SG_OK);
+            cr_expect_eq(sg_eigh(ctx, &e, &W, &Ve), SG_OK, "unchecked: the NaN propagates (%s)", sg_last_error(ctx));
+            cr_assert_eq(sg_set_check_finite(ctx, 1), SG_OK);
+            free(w), free(E);
+            tu_free_mat(&e), tu_free_mat(&W), tu_free_mat(&Ve);
+        }
     }
 }
 
-/* syevd non-convergence: SG_ERR_NOCONV naming the lowest failing matrix; the others are still solved. */
+/* eigh non-convergence (values only: ?sterf at n = 5, ?syevd at n = 40): SG_ERR_NOCONV naming the lowest
+   failing matrix; the others are still solved. */
 Test(lapack_fault, syevd_failure_names_the_lowest_matrix)
 {
-    const int64_t B = 7, n = 5;
-    const double w[5] = {-2, -1, 0, 1, 2};
+    const int64_t B = 7;
+    for (int64_t n = 5; n <= 40; n += 35)
     for (int d = 0; d < 2; d++) {
+        double *w = malloc(sizeof(double) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) w[i] = -2 + (double)i;
         tu_rng r = tu_seed(50 + d);
         double *A = malloc(sizeof(double) * (size_t)(B * n * n));
         for (int64_t b = 0; b < B; b++) tu_sym_with_spectrum(&r, n, w, A + b * n * n);
@@ -245,9 +287,9 @@ Test(lapack_fault, syevd_failure_names_the_lowest_matrix)
         double *Wo = malloc(sizeof(double) * (size_t)(B * n));
         tu_from_mat(&W, Wo);
         for (int64_t i = 0; i < n; i++)
-            cr_expect_leq(fabs(Wo[i] - w[i]), 100 * eps_of(DT[d]) * 2, "healthy matrix 0 not solved: λ%lld = %g",
+            cr_expect_leq(fabs(Wo[i] - w[i]), 100 * eps_of(DT[d]) * fmax(2, (double)n), "healthy matrix 0 not solved: λ%lld = %g",
                           (long long)i, Wo[i]);
-        free(A), free(Wo);
+        free(A), free(Wo), free(w);
         tu_free_mat(&a), tu_free_mat(&W);
     }
 }
