@@ -2,7 +2,8 @@
    and cpu_grad_impl.h with their T, FN, CB. Small products are computed here instead of by ?gemm:
    OpenBLAS's ?gemm takes a process-wide lock around its buffer allocation on every call (OpenBLAS issue
    #5589), and each batch thread calls it once or more per matrix. Measured (OpenBLAS 0.3.21, 2-core VM,
-   f64): 8×8×8 ?gemm 94 ns per call on one thread, 438 ns each with two threads calling at once; the loops
+   f64, bench/probe/blaslock.c): 8×8×8 ?gemm 94 ns per call on one thread, 410–440 ns each with two threads
+   calling at once (?ger, no lock: 34 ns both ways); the loops
    below 80–110 ns either way (3×3×3: 67 vs 37 ns; 10×10×10: 15–30 % slower than ?gemm on one thread).
    eigh_backward n = 8, batch 1e4, two threads: 7.3 → 2.9 ms (n = 3: 7.0 → 1.4 ms; it took 2.5 ms on one
    thread). The choice depends on the sizes only, not on the thread count, so results do not either. */

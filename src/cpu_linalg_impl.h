@@ -27,9 +27,9 @@ static void FN(vec_out)(const T *src, sg_mat *M, int64_t b)
 /* ---- eigh: ?syevd, lower triangle; n <= SG_EIGH_SMALL: ?syevd's own steps, without ?symv -----------
    OpenBLAS's ?symv (and small ?gemm) take a process-wide lock around their buffer allocation on every call
    (OpenBLAS issue #5589, open), and ?sytrd is ?sytd2 for n <= 32: one ?symv per column. Measured with
-   OpenBLAS 0.3.21 at n = 8: 56 ns per ?symv on one thread, 292 ns each with two threads calling at once, so
-   the batch threads serialise on that lock (the likely cause of the H200 host's slow CPU eigh at 16
-   threads). For n <= 25, ?syevd is ?sytrd (= ?sytd2) + ?steqr (its ?stedc hands n <= SMLSIZ = 25 to ?steqr)
+   OpenBLAS 0.3.21 at n = 8 (bench/probe/blaslock.c): 56 ns per ?symv on one thread, 240–420 ns each with two
+   threads calling at once, while ?ger (no lock) stays at 34 ns; the batch threads serialise on that lock
+   (the likely cause of the H200 host's slow CPU eigh at 16 threads). For n <= 25, ?syevd is ?sytrd (= ?sytd2) + ?steqr (its ?stedc hands n <= SMLSIZ = 25 to ?steqr)
    + ?ormtr; below, ?sytd2 has the mat-vec and the level-1/2 updates written out (same reflectors, stored as
    ?sytrd stores them) and the rest is LAPACK's: ?larfg, ?steqr / ?sterf and the unblocked ?ormtr (?larf:
    ?gemv, ?ger) take no lock. Above 25 ?syevd divides and conquers (faster there, measured at n = 32). */
