@@ -387,10 +387,14 @@ __global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int
 /* Plan shared with linalg.cu and the test: returns 1 for the tile kernel (g matrices per block, kc columns
    of X per step; g > 1 only with kc = kx), 0 for one matrix per block; *smem = dynamic shared memory bytes
    of the launch; max_smem = the device's per-block opt-in limit. */
+/* Leading dimension of Q and X in shared memory: odd, so the threads of a warp that read different columns
+   at the same row (the H = QᵀX loop) hit different banks (a stride of n = 8, 16, 32 would serialise them). */
+__host__ __device__ inline int64_t project_basis_ld(int64_t n) { return n | 1; }
 template <class T>
 inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, size_t max_smem, int64_t *g, int64_t *kc, size_t *smem)
 {
-    const size_t s = sizeof(T), per = s * (size_t)(n * q + n * kx + q * kx);
+    const int64_t ld = project_basis_ld(n);
+    const size_t s = sizeof(T), per = s * (size_t)(ld * q + ld * kx + q * kx);
     *g = 1;
     *kc = kx;
     if (per <= SG_PB_TILE_SMEM && per <= max_smem) {
@@ -400,8 +404,8 @@ inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, size_t max_smem,
         *smem = per * (size_t)*g;
         return 1;
     }
-    const size_t cap = max_smem < SG_PB_BIG_SMEM ? max_smem : SG_PB_BIG_SMEM, qb = s * (size_t)(n * q),
-                 col = s * (size_t)(n + q);
+    const size_t cap = max_smem < SG_PB_BIG_SMEM ? max_smem : SG_PB_BIG_SMEM, qb = s * (size_t)(ld * q),
+                 col = s * (size_t)(ld + q);
     if (qb + col <= cap) {
         int64_t c = (int64_t)((cap - qb) / col);
         *kc = c < kx ? c : kx;
@@ -418,39 +422,43 @@ __global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, i
 {
     SG_DYN_SMEM(smem_raw);
     /* what a block stages fits in its shared memory: 32-bit indices inside it (64-bit division is slow on
-       the GPU); offsets into the batch stay 64-bit */
+       the GPU); offsets into the batch stay 64-bit. Shared Q and X have leading dimension ld (odd). */
     const int64_t b0 = blockIdx.x * g, nx = n_ * kx;
-    const int n = (int)n_, q = (int)q_, kc = (int)kc_, nq = n * q, nkc = n * kc, qkc = q * kc;
+    const int n = (int)n_, q = (int)q_, kc = (int)kc_, ld = (int)project_basis_ld(n_), nq = n * q;
+    const int sq = ld * q, sx = ld * kc, sh = q * kc; /* per-matrix strides of Qs, Xs, Hs */
     const int gm = (int)(nb - b0 < g ? nb - b0 : g);
-    T *Qs = (T *)smem_raw, *Xs = Qs + g * nq, *Hs = Xs + g * nkc;
+    T *Qs = (T *)smem_raw, *Xs = Qs + g * sq, *Hs = Xs + g * sx;
     const T *Qg = Q + b0 * nq;
-    for (int e = threadIdx.x; e < gm * nq; e += blockDim.x) Qs[e] = Qg[e];
+    for (int e = threadIdx.x; e < gm * nq; e += blockDim.x) { /* coalesced read, padded store */
+        int mt = e / nq, r = e - mt * nq, j = r / n, i = r - j * n;
+        Qs[mt * sq + j * ld + i] = Qg[e];
+    }
     for (int64_t c0 = 0; c0 < kx; c0 += kc) {
         const int w = (int)(kx - c0 < kc ? kx - c0 : kc), nw = n * w, qw = q * w;
         const T *Xg = X + b0 * nx + c0 * n_;
         T *Yg = Y + b0 * nx + c0 * n_;
         for (int e = threadIdx.x; e < gm * nw; e += blockDim.x) {
-            int mt = e / nw, r = e - mt * nw;
-            Xs[mt * nkc + r] = Xg[mt * nx + r];
+            int mt = e / nw, r = e - mt * nw, c = r / n, i = r - c * n;
+            Xs[mt * sx + c * ld + i] = Xg[mt * nx + r];
         }
         __syncthreads(); /* this chunk of X is in shared memory before any of its Y is written: Y may be X */
         for (int e = threadIdx.x; e < gm * qw; e += blockDim.x) { /* H = Qᵀ X, q×w per matrix */
             int mt = e / qw, r = e - mt * qw, c = r / q, j = r - c * q;
-            const T *qj = Qs + mt * nq + j * n, *xc = Xs + mt * nkc + c * n;
+            const T *qj = Qs + mt * sq + j * ld, *xc = Xs + mt * sx + c * ld;
             T acc = 0;
             for (int i = 0; i < n; i++) acc += qj[i] * xc[i];
-            Hs[mt * qkc + r] = acc;
+            Hs[mt * sh + r] = acc;
         }
         __syncthreads();
         for (int e = threadIdx.x; e < gm * nw; e += blockDim.x) { /* Y = Q H (± X) */
             int mt = e / nw, r = e - mt * nw, c = r / n, i = r - c * n;
-            const T *qm = Qs + mt * nq + i, *hc = Hs + mt * qkc + c * q;
+            const T *qm = Qs + mt * sq + i, *hc = Hs + mt * sh + c * q;
             T acc = 0;
-            for (int j = 0; j < q; j++) acc += qm[j * n] * hc[j];
-            Yg[mt * nx + r] = sub ? Xs[mt * nkc + r] - acc : acc;
+            for (int j = 0; j < q; j++) acc += qm[j * ld] * hc[j];
+            Yg[mt * nx + r] = sub ? Xs[mt * sx + c * ld + i] - acc : acc;
         }
         /* no barrier before the next chunk: a thread reloads only the Xs entries it reads itself here (same
-           e → (mt, r) map; g > 1 means one chunk), and Hs is rewritten only after the next load barrier */
+           e → (mt, c, i) map; g > 1 means one chunk), and Hs is rewritten only after the next load barrier */
     }
 }
 

@@ -142,7 +142,8 @@ sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj whic
 /* Y = Q Qᵀ X (complement = 0) or X − Q Qᵀ X (complement != 0) for a given basis Q: n×q, q <= n, whose columns
    are orthonormal or zero (not checked), e.g. sg_nullspace's N: then Y = N Nᵀ X is the nullspace projection
    and the complement the row-space one. For a basis computed once and applied every step (GPM /
-   Adam-NSCL-style projected updates): reads Q and X once, writes Y once. X, Y: n×k; Y may be X. */
+   Adam-NSCL-style projected updates): reads Q and X once, writes Y once. X, Y: n×k; Y may be X, and must
+   not overlap Q (SG_ERR_ARG). */
 sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
 
 /* Minimum-norm least squares X = A⁺B with the rank cutoff above (also rank-deficient).

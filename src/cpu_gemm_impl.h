@@ -17,8 +17,13 @@ static void FN(gemm)(int ta, int tb, int m, int n, int k, T al, const T *A, int 
         return;
     }
     if (m <= 0 || n <= 0) return;
+    if (al == 0 || k <= 0) { /* BLAS: A and B are not read (an Inf there must not turn C into NaN) */
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) C[i + (size_t)j * ldc] = be == 0 ? (T)0 : be * C[i + (size_t)j * ldc];
+        return;
+    }
     T At[SG_GEMM_SMALL]; /* op(A) = Aᵀ, m×k (m·k <= m·n·k): the loops below want op(A)'s columns contiguous */
-    if (ta && k > 0) {
+    if (ta) {
         for (int l = 0; l < k; l++)
             for (int i = 0; i < m; i++) At[i + l * m] = A[l + (size_t)i * lda];
         A = At;

@@ -69,16 +69,31 @@ static void FN(sytd2_lower)(lapack_int n, T *a, T *d, T *e, T *tau)
 }
 
 /* One small eigh (n <= SG_EIGH_SMALL) in a: eigenvalues ascending into w, eigenvectors into z (n×n) when z.
-   work: 4n + max(1, 2n−2) (e, tau, ?ormtr's n). Returns LAPACK's info. */
+   work: 3n + max(1, 2n−2) (e, tau, ?ormtr's n, ?steqr's). Returns LAPACK's info. Like ?syevd, a matrix whose
+   largest entry is outside [√(safmin/eps), √(eps/safmin)] is scaled into it first (else ?larfg overflows
+   near 1e308 and loses accuracy near the underflow threshold), and the eigenvalues are scaled back. */
 static lapack_int FN(eigh_small)(lapack_int n, T *a, T *w, T *z, T *work)
 {
     T *e = work, *tau = e + n, *ow = tau + n, *sw = ow + n;
+    const T rmin = (T)sqrt((double)LP(lamch)('S') / (double)LP(lamch)('P')), rmax = (T)1 / rmin;
+    T anrm = 0, sigma = 1;
+    for (lapack_int j = 0; j < n; j++)
+        for (lapack_int i = j; i < n; i++) {
+            const T v = (T)fabs((double)a[i + (size_t)j * n]);
+            if (v > anrm) anrm = v;
+        }
+    if (anrm > 0 && anrm < rmin) sigma = rmin / anrm;
+    else if (anrm > rmax) sigma = rmax / anrm;
+    if (sigma != 1)
+        for (lapack_int j = 0; j < n; j++)
+            for (lapack_int i = j; i < n; i++) a[i + (size_t)j * n] *= sigma;
     FN(sytd2_lower)(n, a, w, e, tau);
-    if (!z) return LP(sterf_work)(n, w, e);
-    lapack_int info = LP(steqr_work)(LAPACK_COL_MAJOR, 'I', n, w, e, z, n, sw);
-    if (info != 0) return info;
+    lapack_int info = z ? LP(steqr_work)(LAPACK_COL_MAJOR, 'I', n, w, e, z, n, sw) : LP(sterf_work)(n, w, e);
     /* lwork = n: ?ormqr's blocked path needs more, so it runs unblocked (?orm2r: ?larf, no lock) */
-    return LP(ormtr_work)(LAPACK_COL_MAJOR, 'L', 'L', 'N', n, n, a, n, tau, z, n, ow, n);
+    if (info == 0 && z) info = LP(ormtr_work)(LAPACK_COL_MAJOR, 'L', 'L', 'N', n, n, a, n, tau, z, n, ow, n);
+    if (info == 0 && sigma != 1)
+        for (lapack_int i = 0; i < n; i++) w[i] /= sigma;
+    return info;
 }
 
 static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
@@ -90,7 +105,7 @@ static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
     const char *solver = !small ? PFX "syevd" : V ? PFX "sytd2/" PFX "steqr" : PFX "sytd2/" PFX "sterf";
     T q = 0, dummy = 0;
     if (small) {
-        q = (T)(n * n + 4 * n + (2 * n > 3 ? 2 * n - 2 : 1)); /* z, then eigh_small's work */
+        q = (T)(n * n + 3 * n + (2 * n > 3 ? 2 * n - 2 : 1)); /* z, then eigh_small's work */
     } else {
         info = LP(syevd_work)(LAPACK_COL_MAJOR, jobz, 'L', n, &dummy, n, &dummy, &q, -1, &liwork, -1);
         if (info != 0) return sg_fail(ctx, SG_ERR_LAPACK, -1, "LAPACKE_" PFX "syevd workspace query: info %d", (int)info);

@@ -347,6 +347,15 @@ sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj whic
     return ctx->ops->project(ctx, A, X, which, atol, rtol, Y);
 }
 
+/* The address ranges two validated batches span intersect. */
+static int spans_overlap(const sg_mat *a, const sg_mat *b)
+{
+    uintptr_t a0 = (uintptr_t)a->data, b0 = (uintptr_t)b->data;
+    uintptr_t a1 = a0 + sg_dtype_size(a->dtype) * (size_t)((a->batch - 1) * sg_stride_of(a) + (a->cols - 1) * a->ld + a->rows);
+    uintptr_t b1 = b0 + sg_dtype_size(b->dtype) * (size_t)((b->batch - 1) * sg_stride_of(b) + (b->cols - 1) * b->ld + b->rows);
+    return a0 < b1 && b0 < a1;
+}
+
 sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y)
 {
     TRY(head(ctx, Q, "Q"));
@@ -356,6 +365,8 @@ sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int co
                        (long long)Q->rows, (long long)Q->cols, (long long)Q->rows, (long long)Q->rows);
     TRY(sg_check_mat(ctx, X, "X", Q->dtype, Q->batch, Q->rows, -1));
     TRY(sg_check_mat(ctx, Y, "Y", Q->dtype, Q->batch, Q->rows, X->cols));
+    /* the GPU reads Q while writing Y (one kernel re-reads it per column of X) */
+    if (spans_overlap(Y, Q)) return sg_fail(ctx, SG_ERR_ARG, -1, "project_basis: Y overlaps Q (Y may be X, not Q)");
     TRY(finite_in(ctx, Q, "Q"));
     TRY(finite_in(ctx, X, "X"));
     return ctx->ops->project_basis(ctx, Q, X, complement != 0, Y);

@@ -129,6 +129,13 @@ Test(api, option_errors)
     cr_expect_eq(sg_project_basis(ctx, &q3, &x, 0, &y), SG_ERR_ARG);
     cr_expect(strstr(sg_last_error(ctx), "at most 2 columns") != NULL, "%s", sg_last_error(ctx));
     cr_expect(Y[0] == 7 && Y[1] == 7, "output written on error");
+    /* Y may be X but not Q: Q 2×1 is the first column of a, Y 2×1 its second (disjoint) or its first */
+    sg_mat q1 = sg_mat_dense(A, SG_F64, 1, 2, 1), y2 = sg_mat_dense(A + 2, SG_F64, 1, 2, 1);
+    cr_expect_eq(sg_project_basis(ctx, &q1, &x, 0, &y2), SG_OK, "%s", sg_last_error(ctx));
+    A[2] = 0, A[3] = 1;
+    cr_expect_eq(sg_project_basis(ctx, &q1, &x, 0, &q1), SG_ERR_ARG);
+    cr_expect(strstr(sg_last_error(ctx), "overlaps Q") != NULL, "%s", sg_last_error(ctx));
+    cr_expect(A[0] == 1 && A[1] == 0, "Q written on error");
     cr_expect_eq(sg_eigh_backward(ctx, &x, &a, NULL, NULL, (sg_degen)9, 0, &a), SG_ERR_ARG);
     sg_fn fn = {SG_FN_CALLBACK, 0, NULL, NULL, NULL};
     cr_expect_eq(sg_matfunc(ctx, &a, &fn, &a), SG_ERR_ARG);

@@ -425,6 +425,72 @@ Test(cpu_linalg, project_basis_known_basis_and_nullspace)
     }
 }
 
+/* ---- eigh at extreme scales ------------------------------------------------------------------ */
+/* Entries near overflow or underflow: the small path (n <= 25) scales like ?syevd does (without it ?larfg
+   overflowed at 1e308 and lost accuracy near 1e-310). Eigenvalues against LAPACKE ?syevd on the same stored
+   matrix (n = 30 runs ?syevd itself: the control). */
+Test(cpu_linalg, eigh_extreme_scales_match_syevd)
+{
+    static const double scales[2][3] = {{1e36, 1e-36, 1e-40}, {1e300, 1e-300, 1e-310}};
+    static const int64_t ns[3] = {3, 8, 30};
+    for (int d = 0; d < 2; d++)
+        for (int si = 0; si < 3; si++)
+            for (int ni = 0; ni < 3; ni++) {
+                sg_dtype t = DT[d];
+                const int64_t n = ns[ni], B = 2;
+                const double sc = scales[d][si];
+                tu_rng r = tu_seed(900 + ni);
+                double *A = dalloc(B * n * n), *w = dalloc(n), *Wg = dalloc(B * n), *Wr = dalloc(n);
+                for (int64_t i = 0; i < n; i++) w[i] = -1 + 3.0 * (double)i / (double)n;
+                for (int64_t b = 0; b < B; b++) tu_sym_with_spectrum(&r, n, w, A + b * n * n);
+                for (int64_t i = 0; i < B * n * n; i++) A[i] *= sc;
+                sg_mat a = mk(t, B, n, n, 0), W = mk(t, B, n, 1, 0), V = mk(t, B, n, n, 0);
+                tu_to_mat(A, &a);
+                cr_assert_eq(sg_eigh(ctx, &a, &W, &V), SG_OK, "%s n=%lld scale %g: %s", dn(t), (long long)n, sc,
+                             sg_last_error(ctx));
+                tu_from_mat(&W, Wg);
+                for (int64_t b = 0; b < B; b++) {
+                    double wmax = 0, err = 0;
+                    if (t == SG_F64) {
+                        double *c = dalloc(n * n);
+                        memcpy(c, (double *)a.data + b * n * n, sizeof(double) * (size_t)(n * n));
+                        cr_assert_eq(LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'N', 'L', (lapack_int)n, c, (lapack_int)n, Wr), 0);
+                        free(c);
+                    } else {
+                        float *c = malloc(sizeof(float) * (size_t)(n * n)), *wf = malloc(sizeof(float) * (size_t)n);
+                        cr_assert(c && wf);
+                        memcpy(c, (float *)a.data + b * n * n, sizeof(float) * (size_t)(n * n));
+                        cr_assert_eq(LAPACKE_ssyevd(LAPACK_COL_MAJOR, 'N', 'L', (lapack_int)n, c, (lapack_int)n, wf), 0);
+                        for (int64_t i = 0; i < n; i++) Wr[i] = wf[i];
+                        free(c), free(wf);
+                    }
+                    for (int64_t i = 0; i < n; i++) {
+                        wmax = fmax(wmax, fabs(Wr[i]));
+                        err = fmax(err, fabs(Wg[b * n + i] - Wr[i]));
+                    }
+                    cr_expect(wmax > 0 && err <= 100 * (double)n * eps_of(t) * wmax,
+                              "%s n=%lld scale %g matrix %lld: max |Δλ| %g of max |λ| %g", dn(t), (long long)n, sc,
+                              (long long)b, err, wmax);
+                }
+                free(A), free(w), free(Wg), free(Wr);
+                tu_free_mat(&a), tu_free_mat(&W), tu_free_mat(&V);
+            }
+    /* entries at 1e308 (f64) and 2e38 (f32): eigenvalues ±√2·x and 0, as ?syevd gives */
+    for (int d = 0; d < 2; d++) {
+        const double x = d ? 1e308 : 2e38, A[9] = {0, x, x, x, 0, 0, x, 0, 0};
+        sg_mat a = mk(DT[d], 1, 3, 3, 0), W = mk(DT[d], 1, 3, 1, 0), V = mk(DT[d], 1, 3, 3, 0);
+        double Wo[3];
+        tu_to_mat(A, &a);
+        cr_assert_eq(sg_eigh(ctx, &a, &W, &V), SG_OK, "%s at %g: %s", dn(DT[d]), x, sg_last_error(ctx));
+        tu_from_mat(&W, Wo);
+        cr_expect(fabs(Wo[0] + sqrt(2.0) * x) <= 1e-5 * x && fabs(Wo[1]) <= 1e-5 * x &&
+                      fabs(Wo[2] - sqrt(2.0) * x) <= 1e-5 * x,
+                  "%s: %g %g %g", dn(DT[d]), Wo[0], Wo[1], Wo[2]);
+        cr_assert_eq(sg_eigh(ctx, &a, &W, NULL), SG_OK, "values only: %s", sg_last_error(ctx));
+        tu_free_mat(&a), tu_free_mat(&W), tu_free_mat(&V);
+    }
+}
+
 /* ---- lstsq ----------------------------------------------------------------------------------- */
 /* X for one matrix via the library (batch 1, padded layout). */
 static void lstsq1(sg_dtype t, int64_t m, int64_t n, int64_t kb, const double *A, const double *Bv, double atol,

@@ -426,7 +426,7 @@ Test(gpu_parity, host_batch_streams_in_many_chunks)
 }
 
 /* project_basis over large batches, host-streamed and device-resident, GPU vs CPU: many blocks of the tile
-   kernel with a partial last tile (n ≤ 32), one matrix per block in column chunks (n = 128, f64: 21 + 21 + 6
+   kernel with a partial last tile (n ≤ 32), one matrix per block in column chunks (n = 128, f64: 20 + 20 + 8
    columns), and the one-block-per-matrix fallback (n = 200). */
 Test(gpu_parity, project_basis_large_batch)
 {

@@ -662,7 +662,7 @@ template <class T> static void project_basis_all()
 {
     tu_rng r = tu_seed(23);
     const int64_t cases[][4] = {{1, 1, 1, 5},    {3, 2, 1, 7},     {8, 4, 8, 50},     {16, 16, 16, 10},
-                                {64, 32, 32, 3}, {96, 40, 3, 2},   {33, 33, 2, 9},    {128, 64, 40, 2},
+                                {64, 32, 32, 3}, {96, 40, 3, 2},   {33, 33, 2, 9},    {128, 64, 41, 2},
                                 {160, 100, 40, 2}, {200, 130, 2, 2}}; /* n, q, kx, nb */
     int multi = 0, chunked = 0, fallback = 0;
     for (const auto &cs : cases) {
