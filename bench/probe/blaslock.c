@@ -3,7 +3,7 @@
    which is why the CPU backend does small products and small eigh reductions without them
    (src/cpu_gemm_impl.h, src/cpu_linalg_impl.h). Prints ns per call per thread for dsymv (n = 7, what ?sytd2
    calls at n = 8), dgemm 8×8×8, and dger (no lock, the control), at 1, 2, 4, ... threads up to the cores.
-     usage: sg-blaslock [max_threads]      (a few seconds) */
+     usage: sg-blaslock [max_threads]      (seconds; ~30 s at 16 threads if each locked call takes ~5 µs) */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +45,7 @@ int main(int argc, char **argv)
                 if (y[0] + C[0] + A[0] == 12345.678) printf("!"); /* keep the results live */
             }
             printf(" | %18.1f", (omp_get_wtime() - t0) * 1e9 / reps);
+            fflush(stdout); /* a run cut by a deadline keeps what it measured */
         }
         printf("\n");
         if (nt >= maxt) break;
