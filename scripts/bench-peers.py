@@ -93,6 +93,7 @@ def torch_peer(args, emit):
     flush = torch.empty(2 * l2, dtype=torch.uint8, device=dev)
     info = {"name": props.name, "sms": props.multi_processor_count, "mem_bytes": props.total_memory,
             "l2_bytes": l2, "torch": torch.__version__, "cuda": torch.version.cuda}
+    emit.meta["device"] = info  # in the JSON from the first record on (a run cut short keeps it)
 
     def tdt(d):
         return torch.float32 if d == "f32" else torch.float64
@@ -374,6 +375,21 @@ def main():
     peers = parse_list(args.peers, str)
 
     rows = []
+    meta = {"device": None}
+
+    def write_json():
+        """The whole file, rewritten after every record: a run cut by gpu-check's deadline keeps what it
+        measured (written to a temporary name first, so a kill mid-write leaves the previous version)."""
+        out = {
+            "schema": "specgrad-bench/1", "tool": "bench-peers",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "command": " ".join(sys.argv), "quick": False, "budget_ms": args.budget_ms,
+            "host": {"cpu": platform.processor() or platform.machine(), "threads": os.cpu_count()},
+            "device": meta["device"], "roofline": None, "rows": rows,
+        }
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(args.json + ".tmp", args.json)
 
     def emit(rec):
         rec.setdefault("note", "")
@@ -386,23 +402,16 @@ def main():
         print(f"{rec['impl']:16s} {rec['op']:16s} {rec['dtype']} n={rec['n']:<4d} batch={rec['batch']:<7d} "
               f"{rec['status']:8s} {rec.get('ms_median', float('nan')):10.3f} ms  {rec['note']}", flush=True)
         rows.append(rec)
+        write_json()
 
-    device = None
+    emit.meta = meta
     if "torch" in peers:
-        device = torch_peer(args, emit)
+        torch_peer(args, emit)
     if "cupy" in peers:
         cupy_peer(args, emit)
     if "jax" in peers:
         jax_peer(args, emit)
-    out = {
-        "schema": "specgrad-bench/1", "tool": "bench-peers",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(sys.argv), "quick": False, "budget_ms": args.budget_ms,
-        "host": {"cpu": platform.processor() or platform.machine(), "threads": os.cpu_count()},
-        "device": device, "roofline": None, "rows": rows,
-    }
-    with open(args.json, "w") as f:
-        json.dump(out, f, indent=1)
+    write_json()
     print(f"[peers] wrote {len(rows)} records to {args.json}", file=sys.stderr)
 
 
