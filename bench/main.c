@@ -525,6 +525,16 @@ out:
     if (have_h) set_free_host(&H);
 }
 
+/* The JSON with the rows so far, through a temporary file and rename: rewritten after every row, so a run
+   cut short (gpu-check's deadline) keeps what it timed, and a kill mid-write leaves the previous version. */
+static int json_checkpoint(const char *path, const run_info *ri, const device_info *d, const bench_row *rows, int n)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return 0;
+    if (!report_json(tmp, ri, d, rows, n)) return 0;
+    return rename(tmp, path) == 0;
+}
+
 int main(int argc, char **argv)
 {
     options o;
@@ -616,10 +626,11 @@ int main(int argc, char **argv)
                     run_config(&o, &E, row);
                     report_table_row(stdout, row, &dev);
                     fflush(stdout);
+                    if (o.json) json_checkpoint(o.json, &ri, &dev, rows, nr);
                 }
     report_summary(stdout, rows, nr, &dev);
     int rc = 0;
-    if (o.json && !report_json(o.json, &ri, &dev, rows, nr)) { fprintf(stderr, "cannot write %s\n", o.json); rc = 1; }
+    if (o.json && !json_checkpoint(o.json, &ri, &dev, rows, nr)) { fprintf(stderr, "cannot write %s\n", o.json); rc = 1; }
     if (o.csv && !report_csv(o.csv, &ri, &dev, rows, nr)) { fprintf(stderr, "cannot write %s\n", o.csv); rc = 1; }
 
     gpu_timer_destroy(E.timer);
