@@ -138,6 +138,13 @@ void sg_cuda_free(sg_ctx *ctx, void *p, cudaStream_t s)
     if (e != cudaSuccess) (void)cudaGetLastError();
 }
 
+void sg_cuda_free_wait(sg_ctx *ctx, void *p, cudaStream_t s)
+{
+    if (!p) return;
+    sg_cuda_free(ctx, p, s);
+    if (cudaStreamSynchronize(s) != cudaSuccess) (void)cudaGetLastError();
+}
+
 void sg_cuda_trim(sg_ctx *ctx)
 {
     const sg_cuda_state *st = sg_cu(ctx);

@@ -114,6 +114,8 @@ sg_status sg_cuda_check_ptr(sg_ctx *ctx, const sg_mat *m, const char *name);
 cudaError_t sg_cuda_alloc(sg_ctx *ctx, void **p, size_t bytes, cudaStream_t s);
 /* Frees scratch from sg_cuda_alloc, ordered after the work queued on s (NULL p: nothing). */
 void sg_cuda_free(sg_ctx *ctx, void *p, cudaStream_t s);
+/* sg_cuda_free, then wait for s (errors cleared), so the memory is settled in the pool (NULL p: nothing). */
+void sg_cuda_free_wait(sg_ctx *ctx, void *p, cudaStream_t s);
 /* End of an op, once the streams that freed scratch are synchronised: the pool keeps at most
    ctx->cache_bytes idle (the release threshold alone would wait for some later synchronisation). */
 void sg_cuda_trim(sg_ctx *ctx);

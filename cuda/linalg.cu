@@ -583,8 +583,7 @@ template <class T> static sg_status run_device_t(Job &J)
     }
 out:
     if (buf) {
-        sg_cuda_free(ctx, buf, L.s);
-        cudaStreamSynchronize(L.s); /* error paths too: nothing of this call is left running */
+        sg_cuda_free_wait(ctx, buf, L.s); /* error paths too: nothing of this call is left running */
         sg_cuda_trim(ctx);
     }
     free(hinfo);
@@ -718,8 +717,7 @@ static sg_status run_host(Job &J)
         if (e == cudaSuccess) break;
         cudaGetLastError();
         for (int l = 0; l < 2; l++) { /* freed and settled, so the retry's OOM trim can hand them back */
-            sg_cuda_free(ctx, dbuf[l], lane[l].s);
-            if (dbuf[l] && cudaStreamSynchronize(lane[l].s) != cudaSuccess) (void)cudaGetLastError();
+            sg_cuda_free_wait(ctx, dbuf[l], lane[l].s);
             dbuf[l] = NULL;
         }
         if (e != cudaErrorMemoryAllocation || nb == 1)
@@ -785,10 +783,7 @@ out:
             if (r != SG_OK) sr = r;
         }
     }
-    for (int l = 0; l < 2; l++) {
-        sg_cuda_free(ctx, dbuf[l], lane[l].s);
-        if (dbuf[l] && cudaStreamSynchronize(lane[l].s) != cudaSuccess) (void)cudaGetLastError();
-    }
+    for (int l = 0; l < 2; l++) sg_cuda_free_wait(ctx, dbuf[l], lane[l].s);
     sg_cuda_trim(ctx);
     if (sr != SG_OK) return sr;
     if (s != SG_OK && sg_last_error(ctx)[0] == 0) return sg_fail(ctx, s, -1, "%s failed", J.name);

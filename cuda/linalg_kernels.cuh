@@ -384,12 +384,12 @@ __global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int
 #define SG_PB_TILE_SMEM (24 * 1024) /* g > 1: several blocks per SM */
 #define SG_PB_BIG_SMEM (96 * 1024)  /* g = 1: two blocks per SM on H100/H200 (227 KB) */
 #define SG_PB_TILE_OUT 2048         /* outputs per block g aims for (8 per thread at SG_BLOCK = 256) */
-/* Plan shared with linalg.cu and the test: returns 1 for the tile kernel (g matrices per block, kc columns
-   of X per step; g > 1 only with kc = kx), 0 for one matrix per block; *smem = dynamic shared memory bytes
-   of the launch; max_smem = the device's per-block opt-in limit. */
 /* Leading dimension of Q and X in shared memory: odd, so the threads of a warp that read different columns
    at the same row (the H = QᵀX loop) hit different banks (a stride of n = 8, 16, 32 would serialise them). */
 __host__ __device__ inline int64_t project_basis_ld(int64_t n) { return n | 1; }
+/* Plan shared with linalg.cu and the test: returns 1 for the tile kernel (g matrices per block, kc columns
+   of X per step; g > 1 only with kc = kx), 0 for one matrix per block; *smem = dynamic shared memory bytes
+   of the launch; max_smem = the device's per-block opt-in limit. */
 template <class T>
 inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, size_t max_smem, int64_t *g, int64_t *kc, size_t *smem)
 {

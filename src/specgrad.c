@@ -347,13 +347,17 @@ sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj whic
     return ctx->ops->project(ctx, A, X, which, atol, rtol, Y);
 }
 
+/* One past the last byte a validated batch touches. */
+static uintptr_t span_end(const sg_mat *m)
+{
+    return (uintptr_t)m->data +
+           sg_dtype_size(m->dtype) * (size_t)((m->batch - 1) * sg_stride_of(m) + (m->cols - 1) * m->ld + m->rows);
+}
+
 /* The address ranges two validated batches span intersect. */
 static int spans_overlap(const sg_mat *a, const sg_mat *b)
 {
-    uintptr_t a0 = (uintptr_t)a->data, b0 = (uintptr_t)b->data;
-    uintptr_t a1 = a0 + sg_dtype_size(a->dtype) * (size_t)((a->batch - 1) * sg_stride_of(a) + (a->cols - 1) * a->ld + a->rows);
-    uintptr_t b1 = b0 + sg_dtype_size(b->dtype) * (size_t)((b->batch - 1) * sg_stride_of(b) + (b->cols - 1) * b->ld + b->rows);
-    return a0 < b1 && b0 < a1;
+    return (uintptr_t)a->data < span_end(b) && (uintptr_t)b->data < span_end(a);
 }
 
 sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y)
