@@ -90,10 +90,12 @@ __asm__(".text\n"
 #define __shared__ static
 /* __restrict__ is a GCC keyword already. */
 
+#ifndef SG_EMU_TOOLKIT_DIM3 /* device_emu.h: the toolkit's vector_types.h has defined it */
 struct dim3 {
     unsigned int x, y, z;
     constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
 };
+#endif
 
 inline thread_local dim3 threadIdx{0, 0, 0};
 inline thread_local dim3 blockIdx{0, 0, 0};
@@ -132,10 +134,26 @@ inline Settings &settings()
 inline void set_mode(Mode m) { settings().mode = m; }
 inline void set_seed(uint64_t s) { settings().seed = s; }
 
+/* The launch's lock. Ordered modes run every emulated thread as a fiber on one OS thread: there it is
+   switched off (bypass), since locking it was a fifth of a barrier's cost and nothing can contend. */
+struct Mutex {
+    std::mutex m;
+    bool bypass = false;
+    void lock()
+    {
+        if (!bypass) m.lock();
+    }
+    void unlock()
+    {
+        if (!bypass) m.unlock();
+    }
+};
+typedef std::unique_lock<Mutex> Lk;
+
 /* State of one launch: the block in flight and its threads. All fields under mu. */
 struct Launch {
     enum St { RUNNABLE = 0, WAIT_BAR = 1, WAIT_WARP = 2, DONE = 3 };
-    std::mutex mu;
+    Mutex mu;
     Mode mode;
     std::mt19937_64 rng;
     unsigned nt = 0, nblocks = 0;
@@ -149,8 +167,19 @@ struct Launch {
     std::vector<int> ret_int;
     std::vector<uint64_t> slot, ret_val;
     std::vector<unsigned> delta;
-    std::unique_ptr<std::condition_variable[]> cv;
+    std::unique_ptr<std::condition_variable_any[]> cv;
     int current = -1; /* ordered modes: the thread that may run */
+    /* FORWARD / REVERSE: no thread below lo (above hi) is runnable. A thread stops being runnable only while
+       it runs, and in these modes the running one is the lowest (highest) runnable, so pick() resumes its
+       scan there instead of rescanning every thread per switch (O(threads²) per barrier phase otherwise). */
+    unsigned lo = 0;
+    int hi = -1;
+    void all_runnable()
+    {
+        for (unsigned t = 0; t < nt; t++) state[t] = RUNNABLE;
+        lo = 0;
+        hi = (int)nt - 1;
+    }
     /* ordered modes: fibers on the launching thread */
     bool fibers = false;
 #ifdef SG_EMU_ASM_SWITCH
@@ -178,11 +207,13 @@ struct Launch {
     {
         int n = (int)nt, r = -1;
         if (mode == FORWARD) {
-            for (int t = 0; t < n && r < 0; t++)
+            for (int t = (int)lo; t < n && r < 0; t++)
                 if (state[t] == RUNNABLE) r = t;
+            lo = r < 0 ? nt : (unsigned)r;
         } else if (mode == REVERSE) {
-            for (int t = n - 1; t >= 0 && r < 0; t--)
+            for (int t = hi < n ? hi : n - 1; t >= 0 && r < 0; t--)
                 if (state[t] == RUNNABLE) r = t;
+            hi = r;
         } else {
             int cnt = 0;
             for (int t = 0; t < n; t++) cnt += state[t] == RUNNABLE;
@@ -198,6 +229,8 @@ struct Launch {
     void release(int t)
     {
         state[t] = RUNNABLE;
+        if ((unsigned)t < lo) lo = (unsigned)t;
+        if (t > hi) hi = t;
         waiting--;
         if (mode == FREE) cv[t].notify_one();
     }
@@ -244,7 +277,7 @@ struct Launch {
     /* Called by thread t with mu held after it changed its own state: hand on the token (ordered modes)
        and wait until t may run again. */
     void to_scheduler(int t, bool final);
-    void yield_and_wait(std::unique_lock<std::mutex> &lk, int t)
+    void yield_and_wait(Lk &lk, int t)
     {
         if (fibers) { /* one OS thread: never switch with the mutex held */
             lk.unlock();
@@ -292,7 +325,7 @@ inline int sync_impl(int pred)
 {
     Launch &L = *cur_launch();
     const int t = (int)threadIdx.x;
-    std::unique_lock<std::mutex> lk(L.mu);
+    Lk lk(L.mu);
     L.state[t] = Launch::WAIT_BAR;
     L.waiting++;
     L.bar_arrived++;
@@ -307,7 +340,7 @@ inline uint64_t shfl_impl(unsigned mask, uint64_t v, unsigned delta)
     if (mask != 0xffffffffu) die("__shfl_down_sync: only the full mask is emulated");
     Launch &L = *cur_launch();
     const int t = (int)threadIdx.x;
-    std::unique_lock<std::mutex> lk(L.mu);
+    Lk lk(L.mu);
     L.slot[t] = v;
     L.delta[t] = delta;
     L.state[t] = Launch::WAIT_WARP;
@@ -328,12 +361,12 @@ template <class F> void thread_main(Launch *Lp, unsigned tid, dim3 grid, dim3 bl
     gridDim = grid;
     for (unsigned b = 0; b < L.nblocks; b++) {
         {
-            std::unique_lock<std::mutex> lk(L.mu);
+            Lk lk(L.mu);
             L.cv[tid].wait(lk, [&] { return L.block == b && (L.mode == FREE || L.current == (int)tid); });
         }
         blockIdx = dim3(b, 0, 0);
         body();
-        std::unique_lock<std::mutex> lk(L.mu);
+        Lk lk(L.mu);
         L.state[tid] = Launch::DONE;
         L.live--;
         if (L.live == 0) { /* block complete: set up the next one */
@@ -343,7 +376,7 @@ template <class F> void thread_main(Launch *Lp, unsigned tid, dim3 grid, dim3 bl
             L.waiting = 0;
             L.bar_arrived = 0;
             L.bar_or = 0;
-            for (unsigned t = 0; t < L.nt; t++) L.state[t] = Launch::RUNNABLE;
+            L.all_runnable();
             L.current = L.mode == FREE ? -1 : L.pick();
             for (unsigned t = 0; t < L.nt; t++) L.cv[t].notify_one();
         } else {
@@ -385,7 +418,7 @@ inline void fiber_entry(unsigned lo, unsigned hi)
 #endif
     fs->run(fs->body);
     {
-        std::unique_lock<std::mutex> lk(L.mu); /* uncontended: keeps settle()'s contract */
+        Lk lk(L.mu); /* uncontended: keeps settle()'s contract */
         L.state[t] = Launch::DONE;
         L.live--;
         if (L.live > 0) L.settle();
@@ -398,6 +431,7 @@ template <class F> void run_fibers(Launch &L, dim3 grid, dim3 block, F &body)
 {
     const unsigned nt = block.x;
     L.fibers = true;
+    L.mu.bypass = true;
 #ifdef SG_EMU_ASM_SWITCH
     L.fsp.assign(nt, nullptr);
 #else
@@ -405,10 +439,33 @@ template <class F> void run_fibers(Launch &L, dim3 grid, dim3 block, F &body)
 #endif
     L.fake.assign(nt, nullptr);
     L.stack_bytes = 256 * 1024; /* untouched pages cost nothing (mmap) */
-    void *mem = mmap(nullptr, L.stack_bytes * nt, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                     -1, 0);
-    if (mem == MAP_FAILED) die("mmap of fiber stacks failed");
-    L.stacks = (char *)mem;
+    /* one mapping per launching thread, kept for later launches (mapping and touching fresh stacks for every
+       launch dominated short kernels); a nested launch gets its own */
+    struct Stacks {
+        char *p = nullptr;
+        size_t bytes = 0;
+        bool busy = false;
+        ~Stacks()
+        {
+            if (p) munmap(p, bytes);
+        }
+    };
+    static thread_local Stacks cache;
+    const size_t need = L.stack_bytes * nt;
+    const bool own = cache.busy;
+    char *mem = cache.p;
+    if (own || cache.bytes < need) {
+        void *m = mmap(nullptr, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) die("mmap of fiber stacks failed");
+        mem = (char *)m;
+        if (!own) {
+            if (cache.p) munmap(cache.p, cache.bytes);
+            cache.p = mem;
+            cache.bytes = need;
+        }
+    }
+    if (!own) cache.busy = true;
+    L.stacks = mem;
     std::vector<FiberStart> fs(nt);
     auto run = [](void *b) { (*(F *)b)(); };
     cur_launch() = &L;
@@ -448,6 +505,8 @@ template <class F> void run_fibers(Launch &L, dim3 grid, dim3 block, F &body)
             makecontext(&L.fctx[t], (void (*)())fiber_entry, 2, (unsigned)(p & 0xffffffffu), (unsigned)(p >> 32));
 #endif
         }
+        L.lo = 0;
+        L.hi = (int)nt - 1;
         if (b > 0) L.fill_smem();
         for (;;) {
             const int t = L.pick();
@@ -470,7 +529,8 @@ template <class F> void run_fibers(Launch &L, dim3 grid, dim3 block, F &body)
         }
         if (L.live != 0) die("block ended with live threads and none runnable (internal)");
     }
-    munmap(mem, L.stack_bytes * nt);
+    if (own) munmap(mem, need);
+    else cache.busy = false;
 }
 
 } // namespace emu
@@ -551,11 +611,12 @@ void emu_launch(dim3 grid, dim3 block, size_t smem_bytes, void (*kernel)(P...), 
     L.live = block.x;
     L.warp_arrived.assign((block.x + 31) / 32, 0);
     L.state.assign(block.x, emu::Launch::RUNNABLE);
+    L.hi = (int)block.x - 1;
     L.ret_int.assign(block.x, 0);
     L.slot.assign(block.x, 0);
     L.ret_val.assign(block.x, 0);
     L.delta.assign(block.x, 0);
-    L.cv.reset(new std::condition_variable[block.x]);
+    L.cv.reset(new std::condition_variable_any[block.x]);
     L.smem_bytes = smem_bytes;
     L.smem = (unsigned char *)malloc(smem_bytes ? smem_bytes : 1);
     if (!L.smem) emu::die("out of memory (shared memory buffer)");

@@ -1,0 +1,70 @@
+/* The emulated device itself (tests/emu/fake_cuda.cpp), and the backend paths only it can drive on purpose.
+   1. The model: queued work runs when its stream is synchronised, not before. The *_emu suites count on
+      this to expose a missing synchronisation (a result read from a buffer the queue has not written yet).
+   2. The scratch pool's OOM path (cuda/context.cu, sg_cuda_alloc): when the pool's idle cache holds memory
+      in blocks too small for a request and the device has no room for a new one, the cache is handed back
+      and the allocation retried. Setting that up needs a device of known capacity: the emulated one. */
+#include <criterion/criterion.h>
+#include <cuda_runtime_api.h>
+#include <string.h>
+
+#include "specgrad.h"
+#include "testutil.h"
+
+void sg_emu_set_capacity(size_t bytes);
+unsigned long sg_emu_oom_refusals(void);
+
+Test(emu_device, work_waits_for_its_stream)
+{
+    cudaStream_t s;
+    int *d, *pinned, pageable[4];
+    cr_assert_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    cr_assert_eq(cudaMalloc((void **)&d, sizeof pageable), cudaSuccess);
+    cr_assert_eq(cudaHostAlloc((void **)&pinned, sizeof pageable, cudaHostAllocDefault), cudaSuccess);
+    memset(pinned, 7, sizeof pageable);
+    cr_assert_eq(cudaMemsetAsync(d, 0, sizeof pageable, s), cudaSuccess);
+    cr_assert_eq(cudaMemcpyAsync(pinned, d, sizeof pageable, cudaMemcpyDeviceToHost, s), cudaSuccess);
+    cr_expect_eq(pinned[0], 0x07070707, "queued copy into pinned memory ran before its stream was synchronised");
+    cr_assert_eq(cudaStreamSynchronize(s), cudaSuccess);
+    cr_expect_eq(pinned[0], 0, "synchronised stream: the copy has run");
+    /* into pageable memory the copy returns once done (cudart's rule), after the work queued before it */
+    cr_assert_eq(cudaMemsetAsync(d, 0x11, sizeof pageable, s), cudaSuccess);
+    cr_assert_eq(cudaMemcpyAsync(pageable, d, sizeof pageable, cudaMemcpyDeviceToHost, s), cudaSuccess);
+    cr_expect_eq(pageable[3], 0x11111111);
+    cr_assert_eq(cudaFreeHost(pinned), cudaSuccess);
+    cr_assert_eq(cudaFree(d), cudaSuccess);
+    cr_assert_eq(cudaStreamDestroy(s), cudaSuccess);
+}
+
+/* eigh of B random symmetric n×n matrices in host memory: staged through the context's device scratch */
+static void eigh_host(sg_ctx *ctx, int64_t B, int64_t n, uint64_t seed)
+{
+    double *A = tu_sym_batch(B, n, seed);
+    sg_mat a = sg_mat_dense(A, SG_F64, B, n, n), w = tu_alloc_mat(SG_F64, B, n, 1), v = tu_alloc_mat(SG_F64, B, n, n);
+    cr_expect_eq(sg_eigh(ctx, &a, &w, &v), SG_OK, "eigh %lld × %lld: %s", (long long)B, (long long)n, sg_last_error(ctx));
+    free(A), free(w.data), free(v.data);
+}
+
+Test(emu_device, idle_cache_is_handed_back_when_a_request_does_not_fit)
+{
+    sg_ctx *ctx;
+    cr_assert_eq(sg_create(&ctx, SG_BACKEND_CUDA), SG_OK);
+    cr_assert_eq(sg_set_cache_bytes(ctx, (size_t)1 << 30), SG_OK);
+    size_t big = 0, small = 0, fr = 0, tot = 0;
+    eigh_host(ctx, 1, 96, 1); /* one matrix: a chunk that cannot be halved */
+    cr_assert_eq(sg_cache_held(ctx, &big), SG_OK);
+    cr_assert_eq(sg_set_cache_bytes(ctx, 0), SG_OK);
+    cr_assert_eq(sg_set_cache_bytes(ctx, (size_t)1 << 30), SG_OK);
+    eigh_host(ctx, 16, 8, 2);
+    cr_assert_eq(sg_cache_held(ctx, &small), SG_OK);
+    cr_assert(small > 0 && 4 * small < big, "idle cache %zu bytes, the large call's scratch %zu", small, big);
+
+    /* room for the large call's scratch less half the idle cache: it fits only once the cache (in blocks
+       too small for it) is handed back */
+    cr_assert_eq(cudaMemGetInfo(&fr, &tot), cudaSuccess);
+    sg_emu_set_capacity(tot - fr + big - small / 2);
+    const unsigned long before = sg_emu_oom_refusals();
+    eigh_host(ctx, 1, 96, 3);
+    cr_expect_gt(sg_emu_oom_refusals(), before, "no allocation was refused: the test did not reach the OOM path");
+    sg_destroy(ctx);
+}
