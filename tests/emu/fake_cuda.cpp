@@ -441,7 +441,11 @@ cudaError_t cudaFree(void *p)
     STICKY();
     if (!p) return cudaSuccess;
     auto it = S().allocs.find((uintptr_t)p);
-    if (it == S().allocs.end() || it->second.kind != DEVICE || it->second.pool) return ret(cudaErrorInvalidValue);
+    if (it == S().allocs.end() || it->second.kind != DEVICE) return ret(cudaErrorInvalidValue);
+    if (it->second.pool) { /* stream-ordered memory may be freed this way too: the queues have run */
+        cudaFreeAsync(p, nullptr);
+        return ret(drain(&S().legacy));
+    }
     S().malloc_bytes -= it->second.size;
     S().allocs.erase(it);
     free(p);
