@@ -12,19 +12,20 @@
      - copies from pageable memory are staged at the call (as cudart does), copies to pageable memory wait
        for their stream; pinned memory is read and written when the copy runs.
      - device memory is malloc'ed exactly (ASan sees overruns), filled with 0xFF bytes (NaN) on allocation,
-       freed in stream order by cudaFreeAsync; a kernel argument or solver operand that is not device-,
-       managed- or pinned memory (alive) raises cudaErrorIllegalAddress, sticky, as on a GPU.
+       freed in stream order by cudaFreeAsync; a kernel argument or solver operand that is not (live) device
+       or pinned memory raises cudaErrorIllegalAddress, sticky, as on a GPU.
      - a capacity (SG_EMU_DEVICE_MB, default 2048 MB): cudaMalloc / pool growth beyond it fail with
        cudaErrorMemoryAllocation; memory pools keep freed blocks idle (reused only by requests that fit one
        block), release above the threshold at synchronisation, and cudaMemPoolTrimTo.
      - launches: block size, 1-D only, dynamic shared memory above 48 KB only after cudaFuncSetAttribute.
      - solvers: syevjBatched by cyclic Jacobi with its tolerance / max-sweeps rule (info n + 1 when not
        converged), XsyevBatched through LAPACK ?syevd, gesvdjBatched through ?gesvd (m, n ≤ 32 enforced;
-       V returned, not Vᵀ; its tolerance and sweeps are not modelled); workspace sizes checked against the bufferSize queries; A destroyed
-       (NaN) where cuSOLVER documents it as destroyed; XsyevBatched's n·lda·batch ≤ INT32_MAX enforced and
-       its host workspace touched when the work runs (freed too early: ASan reports it).
+       V returned, not Vᵀ; its tolerance and sweeps are not modelled). Workspace sizes are checked against
+       the bufferSize answers; A is NaN where cuSOLVER documents it as destroyed; XsyevBatched's
+       n·lda·batch ≤ INT32_MAX is enforced and its host workspace written when the work runs (freed too
+       early: ASan reports it).
    Not modelled: timing, concurrency between streams (queues run one at a time on the calling thread), the
-   memory model, peer devices (one device), Jacobi's own accuracy (LAPACK is more accurate). */
+   memory model, managed memory, peer devices (one device), the real solvers' accuracy and failures. */
 #include "fake_cuda.h"
 
 #include <cublas_v2.h>
@@ -71,14 +72,12 @@ struct CUevent_st {
 struct cusolverDnContext {
     cudaStream_t s = nullptr;
 };
-struct syevjInfo {
+struct JacobiParams { /* syevjInfo_t / gesvdjInfo_t: the Jacobi solvers' settings */
     double tol = 0;
     int sweeps = 100, sort = 1;
 };
-struct gesvdjInfo {
-    double tol = 0;
-    int sweeps = 100, sort = 1;
-};
+struct syevjInfo : JacobiParams {};
+struct gesvdjInfo : JacobiParams {};
 struct cusolverDnParams {
     int unused = 0;
 };
@@ -641,15 +640,13 @@ static cudaError_t copy2d(void *dst, size_t dp, const void *src, size_t sp, size
     auto run = [=](const void *from) {
         for (size_t r = 0; r < rows; r++) memcpy((char *)dst + r * dp, (const char *)from + r * (src == from ? sp : width), width);
     };
-    if (!dd) { /* to pageable (or pinned) host memory: pageable waits for the stream, then copies */
-        if (!find(dst, nullptr)) {
-            cudaError_t e = drain(q_of(s));
-            if (e != cudaSuccess) return ret(e);
-            run(src);
-            return cudaSuccess;
-        }
+    if (!dd) { /* to pageable memory: after the work queued before it, and done when the call returns */
+        cudaError_t e = drain(q_of(s));
+        if (e != cudaSuccess) return ret(e);
+        run(src);
+        return cudaSuccess;
     }
-    if (!sd && !find(src, nullptr)) { /* from pageable memory: staged at the call */
+    if (!sd) { /* from pageable memory: staged at the call */
         std::shared_ptr<std::vector<char>> stage = std::make_shared<std::vector<char>>(width * rows);
         for (size_t r = 0; r < rows; r++) memcpy(stage->data() + r * width, (const char *)src + r * sp, width);
         sgemu::enqueue(s, what, [=]() {
@@ -905,6 +902,35 @@ cusolverStatus_t gesvdj_batched(cusolverDnHandle_t h, cusolverEigMode_t jobz, in
     });
     return CUSOLVER_STATUS_SUCCESS;
 }
+template <class I> cusolverStatus_t jacobi_create(I **p)
+{
+    if (!p) return CUSOLVER_STATUS_INVALID_VALUE;
+    *p = new I();
+    return CUSOLVER_STATUS_SUCCESS;
+}
+template <class I> cusolverStatus_t jacobi_destroy(I *p)
+{
+    delete p;
+    return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t jacobi_tol(JacobiParams *p, double t)
+{
+    if (!p || !(t >= 0)) return CUSOLVER_STATUS_INVALID_VALUE;
+    p->tol = t;
+    return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t jacobi_sweeps(JacobiParams *p, int s)
+{
+    if (!p || s <= 0) return CUSOLVER_STATUS_INVALID_VALUE;
+    p->sweeps = s;
+    return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t jacobi_sort(JacobiParams *p, int s)
+{
+    if (!p) return CUSOLVER_STATUS_INVALID_VALUE;
+    p->sort = s;
+    return CUSOLVER_STATUS_SUCCESS;
+}
 } // namespace
 
 extern "C" {
@@ -932,64 +958,16 @@ cusolverStatus_t cusolverDnGetStream(cusolverDnHandle_t h, cudaStream_t *s)
     *s = h->s;
     return CUSOLVER_STATUS_SUCCESS;
 }
-cusolverStatus_t cusolverDnCreateSyevjInfo(syevjInfo_t *p)
-{
-    if (!p) return CUSOLVER_STATUS_INVALID_VALUE;
-    *p = new syevjInfo();
-    return CUSOLVER_STATUS_SUCCESS;
-}
-cusolverStatus_t cusolverDnDestroySyevjInfo(syevjInfo_t p)
-{
-    delete p;
-    return CUSOLVER_STATUS_SUCCESS;
-}
-cusolverStatus_t cusolverDnXsyevjSetTolerance(syevjInfo_t p, double t)
-{
-    if (!p || !(t >= 0)) return CUSOLVER_STATUS_INVALID_VALUE;
-    p->tol = t;
-    return CUSOLVER_STATUS_SUCCESS;
-}
-cusolverStatus_t cusolverDnXsyevjSetMaxSweeps(syevjInfo_t p, int s)
-{
-    if (!p || s <= 0) return CUSOLVER_STATUS_INVALID_VALUE;
-    p->sweeps = s;
-    return CUSOLVER_STATUS_SUCCESS;
-}
-cusolverStatus_t cusolverDnXsyevjSetSortEig(syevjInfo_t p, int s)
-{
-    if (!p) return CUSOLVER_STATUS_INVALID_VALUE;
-    p->sort = s;
-    return CUSOLVER_STATUS_SUCCESS;
-}
-cusolverStatus_t cusolverDnCreateGesvdjInfo(gesvdjInfo_t *p)
-{
-    if (!p) return CUSOLVER_STATUS_INVALID_VALUE;
-    *p = new gesvdjInfo();
-    return CUSOLVER_STATUS_SUCCESS;
-}
-cusolverStatus_t cusolverDnDestroyGesvdjInfo(gesvdjInfo_t p)
-{
-    delete p;
-    return CUSOLVER_STATUS_SUCCESS;
-}
-cusolverStatus_t cusolverDnXgesvdjSetTolerance(gesvdjInfo_t p, double t)
-{
-    if (!p || !(t >= 0)) return CUSOLVER_STATUS_INVALID_VALUE;
-    p->tol = t;
-    return CUSOLVER_STATUS_SUCCESS;
-}
-cusolverStatus_t cusolverDnXgesvdjSetMaxSweeps(gesvdjInfo_t p, int s)
-{
-    if (!p || s <= 0) return CUSOLVER_STATUS_INVALID_VALUE;
-    p->sweeps = s;
-    return CUSOLVER_STATUS_SUCCESS;
-}
-cusolverStatus_t cusolverDnXgesvdjSetSortEig(gesvdjInfo_t p, int s)
-{
-    if (!p) return CUSOLVER_STATUS_INVALID_VALUE;
-    p->sort = s;
-    return CUSOLVER_STATUS_SUCCESS;
-}
+cusolverStatus_t cusolverDnCreateSyevjInfo(syevjInfo_t *p) { return jacobi_create(p); }
+cusolverStatus_t cusolverDnDestroySyevjInfo(syevjInfo_t p) { return jacobi_destroy(p); }
+cusolverStatus_t cusolverDnXsyevjSetTolerance(syevjInfo_t p, double t) { return jacobi_tol(p, t); }
+cusolverStatus_t cusolverDnXsyevjSetMaxSweeps(syevjInfo_t p, int s) { return jacobi_sweeps(p, s); }
+cusolverStatus_t cusolverDnXsyevjSetSortEig(syevjInfo_t p, int s) { return jacobi_sort(p, s); }
+cusolverStatus_t cusolverDnCreateGesvdjInfo(gesvdjInfo_t *p) { return jacobi_create(p); }
+cusolverStatus_t cusolverDnDestroyGesvdjInfo(gesvdjInfo_t p) { return jacobi_destroy(p); }
+cusolverStatus_t cusolverDnXgesvdjSetTolerance(gesvdjInfo_t p, double t) { return jacobi_tol(p, t); }
+cusolverStatus_t cusolverDnXgesvdjSetMaxSweeps(gesvdjInfo_t p, int s) { return jacobi_sweeps(p, s); }
+cusolverStatus_t cusolverDnXgesvdjSetSortEig(gesvdjInfo_t p, int s) { return jacobi_sort(p, s); }
 cusolverStatus_t cusolverDnCreateParams(cusolverDnParams_t *p)
 {
     if (!p) return CUSOLVER_STATUS_INVALID_VALUE;
