@@ -106,13 +106,13 @@ __host__ __device__ inline int fused_pitch(int np) { return np | 1; } /* odd pit
 template <typename T, int TM> inline size_t fused_smem(int n)
 {
     const int np = TM * fused_tn<TM>(n), P = fused_pitch(np);
-    return (3 * (size_t)np * P + 2 * (size_t)np) * sizeof(T);
+    return sg_smem_round((3 * (size_t)np * P + 2 * (size_t)np) * sizeof(T));
 }
 /* fused_vdvt: one Np×P tile and one length-Np vector. */
 template <typename T, int TM> inline size_t fused_vdvt_smem(int n)
 {
     const int np = TM * fused_tn<TM>(n), P = fused_pitch(np);
-    return ((size_t)np * P + np) * sizeof(T);
+    return sg_smem_round(((size_t)np * P + np) * sizeof(T));
 }
 /* Block size of both fused kernels: Tn² threads (one per micro-tile), rounded up to whole warps. */
 template <int TM> inline int fused_threads(int n)
@@ -453,7 +453,7 @@ template <typename T> struct FusedSvdArgs {
 template <typename T, int TM> inline size_t fused_svd_smem(int m, int n)
 {
     const int np = TM * fused_tn<TM>(m > n ? m : n), P = fused_pitch(np);
-    return (6 * (size_t)np * P + 2 * (size_t)np) * sizeof(T);
+    return sg_smem_round((6 * (size_t)np * P + 2 * (size_t)np) * sizeof(T));
 }
 
 template <typename T, int TM>

@@ -12,6 +12,13 @@
 #define SG_DYN_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
 
+/* Every dynamic shared-memory size is rounded up to 16 bytes. ptxas may merge an array's last scalar loads
+   into one 16-byte LDS that reads past the last element used: in k_lstsq at k = 33 floats, an LDS.128 at
+   h[32] read 12 bytes past the allocation, and compute-sanitizer memcheck aborted the launch (H200, CUDA
+   13.0, 2026-11-30). Harmless on the hardware, but the sizes must make it legal. (The emulator refuses
+   other sizes.) */
+__host__ __device__ constexpr size_t sg_smem_round(size_t bytes) { return (bytes + 15) & ~(size_t)15; }
+
 /* Grid for a grid-stride loop over `work` items: ceil(work / threads) blocks, at least 1, at most
    max_blocks (a multiple of the SM count; the host code and the emulator test both size launches here). */
 inline unsigned sg_grid_capped(int64_t work, int threads, int64_t max_blocks)

@@ -153,7 +153,7 @@ __device__ int64_t jw_basis(const T *Z, int64_t N, int64_t off, int64_t d, int64
    wanted. Shared with the emulator test. */
 template <class T> inline size_t jw_extract_smem(int64_t m, int64_t n, bool basis)
 {
-    return basis ? sizeof(T) * (size_t)(2 * (m > n ? m : n) + 32) : 0;
+    return basis ? sg_smem_round(sizeof(T) * (size_t)(2 * (m > n ? m : n) + 32)) : 0;
 }
 
 /* One block per matrix: S (descending, clamped at 0) from the top k eigenvalues of H, U (m×tU) and V (n×tV)
@@ -185,8 +185,8 @@ __global__ void k_jw_extract(const T *Z, const T *Wv, int64_t m, int64_t n, T *S
 #define SG_QR_MAXK 32 /* most columns k_qr handles (w[] below) */
 #define SG_QR_TILE 32 /* output columns per pass of k_qr_apply */
 inline unsigned qr_threads() { return SG_BLOCK; }
-template <class T> inline size_t qr_smem() { return sizeof(T) * (size_t)(32 + SG_QR_MAXK); } /* red, w */
-template <class T> inline size_t qr_apply_smem() { return sizeof(T) * (size_t)SG_QR_TILE; } /* w */
+template <class T> inline size_t qr_smem() { return sg_smem_round(sizeof(T) * (size_t)(32 + SG_QR_MAXK)); } /* red, w */
+template <class T> inline size_t qr_apply_smem() { return sg_smem_round(sizeof(T) * (size_t)SG_QR_TILE); } /* w */
 
 /* Y[j:, 0:nc] −= tau·v (vᵀ Y[j:, 0:nc]) for nc columns of Y (ld d), v = [1; x[j+1:d]] (LAPACK dlarf, the
    1 implied). Dots one warp per column into w[0:nc], then the update one thread per row. Ends with a
@@ -333,7 +333,7 @@ template <class T> __global__ void k_null_gather(const T *V, const int64_t *rank
 }
 
 /* Dynamic shared memory of k_project: one column of X and its coefficients (n each). Shared with the test. */
-template <class T> inline size_t project_smem(int64_t n) { return sizeof(T) * (size_t)(2 * n); }
+template <class T> inline size_t project_smem(int64_t n) { return sg_smem_round(sizeof(T) * (size_t)(2 * n)); }
 
 /* Block-wide Y = B Bᵀ X (sub: X − B Bᵀ X) for one matrix, B n×nc with column stride n, X/Y n×kx packed.
    Shared memory xs, h: n each (nc <= n). Each column of X is read into shared memory before its Y column is
@@ -394,9 +394,10 @@ template <class T>
 inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, size_t max_smem, int64_t *g, int64_t *kc, size_t *smem)
 {
     const int64_t ld = project_basis_ld(n);
-    const size_t s = sizeof(T), per = s * (size_t)(ld * q + ld * kx + q * kx);
+    const size_t s = sizeof(T), per = sg_smem_round(s * (size_t)(ld * q + ld * kx + q * kx));
     *g = 1;
     *kc = kx;
+    max_smem &= ~(size_t)15; /* sizes are multiples of 16 (sg_smem_round) */
     if (per <= SG_PB_TILE_SMEM && per <= max_smem) {
         int64_t by_smem = (int64_t)(SG_PB_TILE_SMEM / per), by_out = (SG_PB_TILE_OUT + n * kx - 1) / (n * kx);
         *g = by_smem < by_out ? by_smem : by_out;
@@ -409,10 +410,10 @@ inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, size_t max_smem,
     if (qb + col <= cap) {
         int64_t c = (int64_t)((cap - qb) / col);
         *kc = c < kx ? c : kx;
-        *smem = qb + col * (size_t)*kc;
+        *smem = sg_smem_round(qb + col * (size_t)*kc); /* ≤ cap: cap is a multiple of 16 */
         return 1;
     }
-    *smem = s * (size_t)(2 * n);
+    *smem = sg_smem_round(s * (size_t)(2 * n));
     return 0;
 }
 
@@ -475,7 +476,7 @@ __global__ void k_project_basis_one(const T *Q, const T *X, T *Y, int64_t n, int
    S k, B m×kb, X n×kb. Shared memory: h (k elements) only, so m is not limited by it. X may alias B when
    m == n: column c of X is column c of B, read completely (h = U_rᵀ b_c) before the barrier that precedes
    its writes, and later columns of B are other memory. */
-template <class T> inline size_t lstsq_smem(int64_t k) { return sizeof(T) * (size_t)k; } /* shared with the test */
+template <class T> inline size_t lstsq_smem(int64_t k) { return sg_smem_round(sizeof(T) * (size_t)k); } /* shared with the test */
 template <class T>
 __global__ void k_lstsq(const T *U, const T *S, const T *V, const int64_t *rank, const T *B, T *X, int64_t m,
                         int64_t n, int64_t k, int64_t kb)

@@ -712,7 +712,7 @@ template <class T> static void project_basis_all()
 Test(emu, k_project_basis_f32) { project_basis_all<float>(); }
 Test(emu, k_project_basis_f64) { project_basis_all<double>(); }
 
-/* k_lstsq (c_lstsq: nb blocks × SG_BLOCK, smem sizeof(T)·(m + k)) on the economy CPU SVD, against sg_lstsq;
+/* k_lstsq (c_lstsq: nb blocks × SG_BLOCK, smem lstsq_smem(k)) on the economy CPU SVD, against sg_lstsq;
    in place (X = B) when m == n. */
 template <class T> static void lstsq_all()
 {

@@ -10,7 +10,8 @@
      - __shared__ arrays declared inside a kernel become function-static (one per kernel instantiation):
        shared by the block's threads; blocks run one at a time, so one copy suffices. They are NOT cleared
        between blocks or launches (on the GPU their contents are undefined anyway).
-     - dynamic shared memory (SG_DYN_SMEM in the .cuh files): malloc of exactly the launch's byte count,
+     - dynamic shared memory (SG_DYN_SMEM in the .cuh files): malloc of exactly the launch's byte count
+       (which must be a multiple of 16: sg_smem_round in cuda/kernel_common.cuh),
        filled with 0xFF bytes (a NaN for float and double) before every block, so reading uninitialised
        shared memory propagates NaN, and reading or writing past the end is caught by ASan / valgrind.
      - atomicMin / atomicOr / atomicAdd on the types the kernels use (GCC __atomic builtins).
@@ -601,6 +602,8 @@ void emu_launch(dim3 grid, dim3 block, size_t smem_bytes, void (*kernel)(P...), 
     if (grid.x == 0 || block.x == 0 || block.x > emu::MAX_THREADS)
         emu::die("invalid launch configuration (grid or block size)");
     if (smem_bytes > emu::MAX_DYN_SMEM) emu::die("dynamic shared memory above the device limit (227 KB)");
+    /* stricter than the hardware: ptxas may read up to 12 bytes past an array's end (sg_smem_round) */
+    if (smem_bytes % 16) emu::die("dynamic shared memory not a multiple of 16 bytes (size it with sg_smem_round)");
     std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...); /* converted as the launch would */
     emu::Settings &S = emu::settings();
     emu::Launch L;
