@@ -102,7 +102,9 @@ sg_status sg_cuda_bind_stream(sg_ctx *ctx);
    device pointers used in place). Internal callers holding device buffers may set ctx->mem =
    SG_MEM_DEVICE around a call and restore it afterwards. Device inputs are scanned for NaN/Inf on the
    device when ctx->check_finite is on (host inputs were scanned by the front-end). */
-sg_status sg_cuda_check_finite(sg_ctx *ctx, const sg_mat *m, const char *name); /* m->data on device */
+/* All count operands (data on device) in one pass: one flag each, one synchronisation. The first operand in
+   argument order with a NaN/Inf is reported (SG_ERR_NONFINITE, its first element). */
+sg_status sg_cuda_check_finite_all(sg_ctx *ctx, const sg_mat *const *m, const char *const *names, int count);
 /* Device-memory mode: m->data must be memory this context's device can use in place (its own device or
    managed memory, pinned host memory whose device address is the pointer itself, pageable memory only
    with HMM/ATS; memory of another GPU is refused even with peer access); else SG_ERR_ARG naming the

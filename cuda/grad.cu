@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <utility>
+#include <vector>
 
 using namespace sggrad;
 
@@ -146,9 +147,11 @@ sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out)
         for (auto &p : l)
             if (p.first) SGTRY(sg_cuda_check_ptr(ctx, p.first, p.second));
     if (!ctx->check_finite) return SG_OK;
+    std::vector<const sg_mat *> ms;
+    std::vector<const char *> names;
     for (auto &p : in)
-        if (p.first) SGTRY(sg_cuda_check_finite(ctx, p.first, p.second));
-    return SG_OK;
+        if (p.first) ms.push_back(p.first), names.push_back(p.second);
+    return sg_cuda_check_finite_all(ctx, ms.data(), names.data(), (int)ms.size());
 }
 
 /* Runs body(b0, cnt, scratch) over chunks of the batch. Host mode: inputs are copied into dense device

@@ -80,9 +80,14 @@ __global__ void k_nonfinite(const T *x, int64_t ld, int64_t st, int64_t rows, in
                             unsigned long long *first)
 {
     int64_t per = rows * cols, total = per * nb;
+    const bool packed = ld == rows && st == per; /* the usual case: no 64-bit divisions per element */
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t b = e / per, r = e - b * per, j = r / rows, i = r - j * rows;
-        if (!isfinite(x[b * st + i + j * ld])) atomicMin(first, (unsigned long long)e);
+        int64_t off = e;
+        if (!packed) {
+            int64_t b = e / per, r = e - b * per, j = r / rows, i = r - j * rows;
+            off = b * st + i + j * ld;
+        }
+        if (!isfinite(x[off])) atomicMin(first, (unsigned long long)e);
     }
 }
 

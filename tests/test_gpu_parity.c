@@ -564,6 +564,27 @@ Test(gpu_parity, nan_on_device_is_reported_with_index)
         sg_status s = sg_rank(gpu, bm(&a), 0, -1, IG(&rk));
         cr_expect(s == SG_OK || s == SG_ERR_NOCONV || s == SG_ERR_CUSOLVER, "status %d", (int)s);
         cr_assert_eq(sg_set_check_finite(gpu, 1), SG_OK);
+        /* several inputs scanned together: the first operand in argument order is named, at its first
+           bad element */
+        double *Bv = malloc(sizeof(double) * (size_t)(B * n)), *A2 = malloc(sizeof(double) * (size_t)(B * n * n));
+        for (int64_t e = 0; e < B * n; e++) Bv[e] = 1;
+        Bv[1 * n + 2] = INFINITY; /* matrix 1, element (2,0) */
+        Bv[4 * n + 0] = NAN;
+        for (int64_t e = 0; e < B * n * n; e++) A2[e] = isfinite(A[e]) ? A[e] : 0;
+        buf a2 = bnew(c.t, B, n, n, 0, 1), bb = bnew(c.t, B, n, 1, 0, 1), xx = bnew(c.t, B, n, 1, 0, 1);
+        bset(&a2, A2);
+        bset(&bb, Bv);
+        cr_expect_eq(sg_lstsq(gpu, bm(&a2), bm(&bb), 0, -1, bm(&xx), NULL), SG_ERR_NONFINITE, "%s", sg_last_error(gpu));
+        cr_expect_eq(sg_failed_index(gpu), 1, "failed index %lld", (long long)sg_failed_index(gpu));
+        cr_expect(strstr(sg_last_error(gpu), "B: Inf at element (2,0)") != NULL, "%s", sg_last_error(gpu));
+        cr_expect_eq(sg_lstsq(gpu, bm(&a), bm(&bb), 0, -1, bm(&xx), NULL), SG_ERR_NONFINITE, "%s", sg_last_error(gpu));
+        cr_expect_eq(sg_failed_index(gpu), 3, "failed index %lld", (long long)sg_failed_index(gpu));
+        cr_expect(strstr(sg_last_error(gpu), "A: NaN at element (2,1)") != NULL, "%s", sg_last_error(gpu));
+        bfree(&a2);
+        bfree(&bb);
+        bfree(&xx);
+        free(Bv);
+        free(A2);
         ifree(&rk);
         bfree(&a);
         bfree(&w);

@@ -183,39 +183,41 @@ template <class T> static void copy_all()
 Test(emu, k_copy_f32) { copy_all<float>(); }
 Test(emu, k_copy_f64) { copy_all<double>(); }
 
-/* k_nonfinite (sg_cuda_check_finite: grid_for(total) × SG_BLOCK, *first preset to ~0). */
+/* k_nonfinite (sg_cuda_check_finite_all: grid_for(total) × SG_BLOCK, *first preset to ~0). */
 template <class T> static void nonfinite_all()
 {
     tu_rng r = tu_seed(12);
     for (int64_t rows : {1, 7, 33})
         for (int64_t cols : {1, 31, 64})
-            for (int64_t nb : {1, 4}) {
-                const int64_t ld = rows + 1, st = ld * cols, per = rows * cols, total = per * nb;
-                vector<double> x0((size_t)(st * nb));
-                tu_fill_normal(&r, x0.data(), (int64_t)x0.size());
-                vector<T> x = to<T>(x0);
-                for (int64_t b = 0; b < nb; b++) x[b * st + rows] = NAN; /* padding: must be ignored */
-                unsigned long long want = ~0ull; /* bad elements accumulate over the trials */
-                for (int trial = 0; trial < 3; trial++) {
-                    if (trial > 0) { /* 1: one bad element; 2: several, the first must win */
-                        for (int q = 0; q < trial * 3; q++) {
-                            int64_t e = (int64_t)(tu_uniform(&r) * (double)total);
-                            int64_t b = e / per, rr = e % per, j = rr / rows, i = rr % rows;
-                            x[b * st + i + j * ld] = q % 2 ? (T)INFINITY : (T)NAN;
-                            want = std::min(want, (unsigned long long)e);
+            for (int64_t nb : {1, 4})
+                for (int64_t pad : {0, 1}) { /* packed (no index arithmetic) and padded layouts */
+                    const int64_t ld = rows + pad, st = ld * cols, per = rows * cols, total = per * nb;
+                    vector<double> x0((size_t)(st * nb));
+                    tu_fill_normal(&r, x0.data(), (int64_t)x0.size());
+                    vector<T> x = to<T>(x0);
+                    if (pad)
+                        for (int64_t b = 0; b < nb; b++) x[b * st + rows] = NAN; /* padding: must be ignored */
+                    unsigned long long want = ~0ull; /* bad elements accumulate over the trials */
+                    for (int trial = 0; trial < 3; trial++) {
+                        if (trial > 0) { /* 1: one bad element; 2: several, the first must win */
+                            for (int q = 0; q < trial * 3; q++) {
+                                int64_t e = (int64_t)(tu_uniform(&r) * (double)total);
+                                int64_t b = e / per, rr = e % per, j = rr / rows, i = rr % rows;
+                                x[b * st + i + j * ld] = q % 2 ? (T)INFINITY : (T)NAN;
+                                want = std::min(want, (unsigned long long)e);
+                            }
                         }
+                        unsigned long long first = 0;
+                        all_modes("k_nonfinite", [&] {
+                            first = ~0ull;
+                            emu_launch(grid_for(total), SG_BLOCK, 0, k_nonfinite<T>, x.data(), ld, st, rows, cols, nb,
+                                       &first);
+                            return bytes(vector<unsigned long long>{first});
+                        });
+                        cr_assert_eq(first, want, "k_nonfinite %lldx%lld nb=%lld pad %lld trial %d", (long long)rows,
+                                     (long long)cols, (long long)nb, (long long)pad, trial);
                     }
-                    unsigned long long first = 0;
-                    all_modes("k_nonfinite", [&] {
-                        first = ~0ull;
-                        emu_launch(grid_for(total), SG_BLOCK, 0, k_nonfinite<T>, x.data(), ld, st, rows, cols, nb,
-                                   &first);
-                        return bytes(vector<unsigned long long>{first});
-                    });
-                    cr_assert_eq(first, want, "k_nonfinite %lldx%lld nb=%lld trial %d", (long long)rows,
-                                 (long long)cols, (long long)nb, trial);
                 }
-            }
 }
 Test(emu, k_nonfinite_f32) { nonfinite_all<float>(); }
 Test(emu, k_nonfinite_f64) { nonfinite_all<double>(); }
