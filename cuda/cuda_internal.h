@@ -19,9 +19,13 @@ typedef struct {
     void *lane_pinned[2]; /* grow-only pinned staging buffers */
     size_t lane_pinned_bytes[2];
     cudaMemPool_t pool; /* device scratch (NULL where pools are unsupported: plain cudaMalloc) */
+    /* XsyevBatched's host workspace, grow-only, one per lane (0: the ctx stream, 1-2: the streaming lanes):
+       kept between calls instead of malloc/free (and a synchronisation before the free) on every call */
+    void *xsyev_hwork[3];
+    size_t xsyev_hbytes[3];
 } sg_cuda_state;
 
-/* cuda/linalg.cu: frees the streaming lanes (safe on a zeroed state). */
+/* cuda/linalg.cu: frees the streaming lanes and the per-lane host workspaces (safe on a zeroed state). */
 void sg_cuda_lanes_free(sg_cuda_state *st);
 /* cuda/linalg.cu: cudaSuccess when this build holds machine code or PTX the current device can run. */
 cudaError_t sg_cuda_probe_kernels(void);

@@ -26,6 +26,7 @@
 struct Lane {
     cudaStream_t s;
     cusolverDnHandle_t h;
+    int slot; /* 0: the ctx stream, 1-2: streaming lane 0-1 (per-lane host buffers in sg_cuda_state) */
 };
 
 /* Bump allocator over one device buffer; base == NULL counts bytes only (dry run = workspace sizing). */
@@ -120,6 +121,25 @@ static sg_status lwork_overflow(sg_ctx *ctx, const char *solver, int64_t nb)
                    solver, (long long)nb);
 }
 
+/* XsyevBatched's host workspace for lane L, at least `bytes`. Reused across calls: the lane's previous solver
+   call has finished by the time its next chunk starts (every chunk ends with a synchronisation of its lane),
+   so nothing still reads the old buffer when it is replaced (the lane is synchronised first all the same). */
+static sg_status host_workspace(sg_ctx *ctx, const Lane &L, size_t bytes, void **p)
+{
+    sg_cuda_state *st = sg_cu(ctx);
+    const int k = L.slot;
+    if (st->xsyev_hbytes[k] < bytes) {
+        CU_TRY(ctx, cudaStreamSynchronize(L.s));
+        free(st->xsyev_hwork[k]);
+        st->xsyev_hbytes[k] = 0;
+        if (!(st->xsyev_hwork[k] = malloc(bytes)))
+            return sg_fail(ctx, SG_ERR_ALLOC, -1, "eigh: %zu bytes of host workspace", bytes);
+        st->xsyev_hbytes[k] = bytes;
+    }
+    *p = st->xsyev_hwork[k];
+    return SG_OK;
+}
+
 /* Symmetric eigendecomposition of nb packed n×n matrices in place (A becomes V when jobz = VECTOR),
    W packed n per matrix, info[nb] per-matrix status. n ≤ 32: Jacobi syevjBatched (ctx tolerance/sweeps,
    sorted ascending); n > 32: cusolverDnXsyevBatched (ascending). Caller keeps n·n·nb ≤ INT32_MAX. */
@@ -131,7 +151,6 @@ static sg_status eigh_run(sg_ctx *ctx, const Lane &L, int64_t n, int64_t nb, cus
     const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
     syevjInfo_t pj = NULL;
     cusolverDnParams_t px = NULL;
-    void *hwork = NULL;
     if (n <= 32) {
         int lwork = 0;
         SOLV(cusolverDnCreateSyevjInfo(&pj));
@@ -154,20 +173,15 @@ static sg_status eigh_run(sg_ctx *ctx, const Lane &L, int64_t n, int64_t nb, cus
                                                dry_ptr(W, dry), Sv<T>::dt, &dbytes, &hbytes, nb));
         void *dwork = scr.take(dbytes ? dbytes : 1);
         if (!dry) {
-            if (hbytes && !(hwork = malloc(hbytes))) {
-                s = sg_fail(ctx, SG_ERR_ALLOC, -1, "eigh: %zu bytes of host workspace", hbytes);
-                goto out;
-            }
+            void *hwork = NULL;
+            if (hbytes && (s = host_workspace(ctx, L, hbytes, &hwork)) != SG_OK) goto out;
             SOLV(cusolverDnXsyevBatched(L.h, px, jobz, lo, n, Sv<T>::dt, A, n, Sv<T>::dt, W, Sv<T>::dt, dwork, dbytes,
                                         hwork, hbytes, info, nb));
-            /* the host workspace must outlive the call's use of it: wait before freeing */
-            if (hwork) CUDA(cudaStreamSynchronize(L.s));
         }
     }
 out:
     if (pj) cusolverDnDestroySyevjInfo(pj);
     if (px) cusolverDnDestroyParams(px);
-    free(hwork);
     return s;
 }
 
@@ -500,7 +514,7 @@ template <class T> static sg_status run_device_t(Job &J)
     sg_cuda_state *st = sg_cu(ctx);
     sg_status s = sg_cuda_bind_stream(ctx);
     if (s != SG_OK) return s;
-    Lane L = {st->stream, st->solver};
+    Lane L = {st->stream, st->solver, 0};
     for (int i = 0; i < J.nop; i++)
         if (J.op[i].m && (s = sg_cuda_check_ptr(ctx, J.op[i].m, J.op[i].name)) != SG_OK) return s;
     if (ctx->check_finite) {
@@ -597,6 +611,11 @@ out:
 /* ---- host memory: streamed through pinned buffers on two lanes ---------------------------------- */
 void sg_cuda_lanes_free(sg_cuda_state *st)
 {
+    for (int k = 0; k < 3; k++) { /* every op has synchronised its streams before returning */
+        free(st->xsyev_hwork[k]);
+        st->xsyev_hwork[k] = NULL;
+        st->xsyev_hbytes[k] = 0;
+    }
     for (int l = 0; l < 2; l++) {
         if (st->lane_pinned[l]) cudaFreeHost(st->lane_pinned[l]);
         if (st->lane_solver[l]) cusolverDnDestroy(st->lane_solver[l]);
@@ -690,7 +709,7 @@ static sg_status run_host(Job &J)
     sg_cuda_state *st = sg_cu(ctx);
     sg_status s = lanes_ready(ctx), sr = SG_OK;
     if (s != SG_OK) return s;
-    Lane lane[2] = {{st->lane_stream[0], st->lane_solver[0]}, {st->lane_stream[1], st->lane_solver[1]}};
+    Lane lane[2] = {{st->lane_stream[0], st->lane_solver[0], 1}, {st->lane_stream[1], st->lane_solver[1], 2}};
     size_t fr = 0;
     if ((s = sg_cuda_free_bytes(ctx, &fr)) != SG_OK) return s;
     /* automatic chunk: 40% of free memory per lane, capped at 256 MiB so pinned host memory stays modest */
