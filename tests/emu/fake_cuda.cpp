@@ -1025,7 +1025,9 @@ static bool xsyev_args(cusolverDnHandle_t h, cusolverDnParams_t p, int64_t n, cu
            (ta == CUDA_R_32F || ta == CUDA_R_64F) && (double)n * (double)lda * (double)nb <= (double)INT32_MAX;
 }
 static size_t xsyev_dbytes(int64_t n, cudaDataType t, int64_t nb) { return (size_t)((2 * n + 3) * nb) * (t == CUDA_R_32F ? 4 : 8) + 64; }
-static const size_t XSYEV_HBYTES = 96; /* non-zero: callers must keep the host workspace alive until the work ran */
+/* non-zero and growing with the batch: callers must keep the host workspace alive until the work ran, also
+   when a larger chunk needs a larger one */
+static size_t xsyev_hbytes(int64_t nb) { return 96 + 8 * (size_t)nb; }
 
 cusolverStatus_t cusolverDnXsyevBatched_bufferSize(cusolverDnHandle_t h, cusolverDnParams_t p, cusolverEigMode_t jobz,
                                                    cublasFillMode_t uplo, int64_t n, cudaDataType ta, const void *A,
@@ -1035,7 +1037,7 @@ cusolverStatus_t cusolverDnXsyevBatched_bufferSize(cusolverDnHandle_t h, cusolve
     (void)jobz, (void)uplo, (void)A, (void)W;
     if (!dbytes || !hbytes || !xsyev_args(h, p, n, ta, lda, tw, tc, nb)) return CUSOLVER_STATUS_INVALID_VALUE;
     *dbytes = xsyev_dbytes(n, ta, nb);
-    *hbytes = XSYEV_HBYTES;
+    *hbytes = xsyev_hbytes(nb);
     return CUSOLVER_STATUS_SUCCESS;
 }
 cusolverStatus_t cusolverDnXsyevBatched(cusolverDnHandle_t h, cusolverDnParams_t p, cusolverEigMode_t jobz,
@@ -1043,7 +1045,7 @@ cusolverStatus_t cusolverDnXsyevBatched(cusolverDnHandle_t h, cusolverDnParams_t
                                         cudaDataType tw, void *W, cudaDataType tc, void *dwork, size_t dbytes,
                                         void *hwork, size_t hbytes, int *info, int64_t nb)
 {
-    if (!xsyev_args(h, p, n, ta, lda, tw, tc, nb) || dbytes < xsyev_dbytes(n, ta, nb) || hbytes < XSYEV_HBYTES ||
+    if (!xsyev_args(h, p, n, ta, lda, tw, tc, nb) || dbytes < xsyev_dbytes(n, ta, nb) || hbytes < xsyev_hbytes(nb) ||
         !hwork || (n && nb && (!A || !W || !info || !dwork)))
         return CUSOLVER_STATUS_INVALID_VALUE;
     Lock l(S().mu);
