@@ -871,29 +871,12 @@ static void expect_chain_gA(const char *what, const vector<T> &gA, const vector<
                  what);
 }
 
-/* eigh inputs: W (ascending, exact ties written in for kind 1), V (ld n+1) from the CPU eigh in float64,
-   rounded to T: float32 ssyevd (Debian's OpenBLAS 0.3.21) returned NaN for these tied spectra on an H200
-   host's Xeon (2026-11-30), and the kernel under test is not LAPACK. */
+/* eigh inputs (emu_test.h's eig_inputs: W ascending, exact ties for kinds 1 and 3) with V padded to ld, st. */
 template <class T> static void eig_inputs(tu_rng *r, int64_t n, int64_t nb, int kind, int64_t ld, int64_t st,
                                           vector<T> &W, vector<T> &V)
 {
-    vector<double> A((size_t)(n * n * nb)), w((size_t)n);
-    for (int64_t b = 0; b < nb; b++) {
-        for (int64_t i = 0; i < n; i++) {
-            const double x = (double)i / (double)(n - 1), h = (double)(i / 2) / (double)(n / 2);
-            w[(size_t)i] = (kind == 0 ? -1.0 + 2.5 * x : kind == 1 ? -1.0 + 2.0 * h : kind == 2 ? 0.5 + 1.5 * x : 0.5 + h) *
-                           (1.0 + 0.1 * (double)b);
-        }
-        tu_sym_with_spectrum(r, n, w.data(), A.data() + b * n * n);
-    }
-    vector<double> Wd((size_t)(n * nb)), Vdd((size_t)(n * n * nb));
-    sg_mat Am = mat(A, nb, n, n), Wm = mat(Wd, nb, n, 1), Vm = mat(Vdd, nb, n, n);
-    cr_assert_eq(sg_eigh(cpu, &Am, &Wm, &Vm), SG_OK, "%s", sg_last_error(cpu));
-    vector<T> Vd = to<T>(Vdd);
-    W = to<T>(Wd);
-    if (kind == 1 || kind == 3)
-        for (int64_t b = 0; b < nb; b++)
-            for (int64_t i = 1; i < n; i += 2) W[b * n + i] = W[b * n + i - 1];
+    vector<T> Vd;
+    eig_inputs<T>(r, n, nb, kind, W, Vd);
     V = pad(Vd, nb, n, n, ld, st, (T)QNAN);
 }
 
