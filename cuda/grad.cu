@@ -7,6 +7,8 @@
 
 #include <initializer_list>
 #include <limits.h>
+#include <map>
+#include <mutex>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,12 +148,15 @@ sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out)
     for (MatList l : {in, out})
         for (auto &p : l)
             if (p.first) SGTRY(sg_cuda_check_ptr(ctx, p.first, p.second));
+    sg_prof_mark("args");
     if (!ctx->check_finite) return SG_OK;
     std::vector<const sg_mat *> ms;
     std::vector<const char *> names;
     for (auto &p : in)
         if (p.first) ms.push_back(p.first), names.push_back(p.second);
-    return sg_cuda_check_finite_all(ctx, ms.data(), names.data(), (int)ms.size());
+    SGTRY(sg_cuda_check_finite_all(ctx, ms.data(), names.data(), (int)ms.size()));
+    sg_prof_mark("finite");
+    return SG_OK;
 }
 
 /* Runs body(b0, cnt, scratch) over chunks of the batch. Host mode: inputs are copied into dense device
@@ -171,6 +176,7 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
         size_t fr = 0;
         SGTRY(sg_cuda_free_bytes(ctx, &fr));
         budget = fr / 2;
+        sg_prof_mark("meminfo");
     }
     int64_t nb = per ? (int64_t)(budget / per) : batch;
     if (nb > batch) nb = batch;
@@ -194,6 +200,7 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
         retried = true;
     }
     if (retried) sg_clear_error(ctx); /* the OOM that a smaller chunk got past is not this call's error */
+    sg_prof_mark("alloc");
     /* On every exit (the normal one also checks the sync below): free the buffers in stream order, wait for
        the stream, trim the pool to the cache size. Declared after scr, so it runs first. */
     struct Release {
@@ -207,6 +214,7 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
             scr.reset();
             if (cudaStreamSynchronize(stream_of(ctx)) != cudaSuccess) (void)cudaGetLastError();
             sg_cuda_trim(ctx);
+            sg_prof_mark("release");
         }
     } release{ctx, args, na, scr};
 
@@ -234,6 +242,7 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
             }
         }
         const sg_status s = body(b0, cnt, scr.p);
+        sg_prof_mark("body");
         if (s != SG_OK && s != SG_ERR_DEGENERATE) return s;
         if (s == SG_ERR_DEGENERATE && deg == SG_OK) {
             deg = s;
@@ -254,6 +263,7 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
     }
     /* Device mode: the call is complete on return, like host mode (and errors surface here). */
     if (!host) CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
+    sg_prof_mark("wait");
     if (deg != SG_OK) {
         memcpy(ctx->err, deg_msg, sizeof deg_msg);
         ctx->failed_index = deg_idx;
@@ -271,6 +281,7 @@ sg_status first_flagged(sg_ctx *ctx, const int *dflags, int64_t cnt, int64_t *fi
     if (!h.p) return sg_fail(ctx, SG_ERR_ALLOC, -1, "host allocation of %lld flags failed", (long long)cnt);
     CU_TRY(ctx, cudaMemcpyAsync(h.p, dflags, (size_t)cnt * sizeof(int), cudaMemcpyDeviceToHost, stream_of(ctx)));
     CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
+    sg_prof_mark("flags");
     const int *f = (const int *)h.p;
     for (int64_t i = 0; i < cnt; i++)
         if (f[i]) {
@@ -336,20 +347,56 @@ bool no_fused()
     return v;
 }
 
+/* Blocks per SM for a persistent launch, with the kernel's dynamic shared-memory limit raised first. Both
+   are driver calls that gave the same answer on every call: they are made once per (kernel, device,
+   threads, smem) and kept for the process (a cudaDeviceReset by the application would lose the raised
+   limit; launches would then fail with a reported error). The limit is a per-function setting shared by
+   every host thread: it is always raised to limit, the most any launch of this instantiation needs, so
+   concurrent launches never lower it under each other. */
+static sg_status blocks_per_sm(sg_ctx *ctx, const void *kern, int threads, size_t smem, size_t limit, int *per_sm)
+{
+    struct Key {
+        const void *k;
+        int dev, threads;
+        size_t smem;
+        bool operator<(const Key &o) const
+        {
+            return k != o.k ? std::less<const void *>()(k, o.k)
+                   : dev != o.dev ? dev < o.dev
+                   : threads != o.threads ? threads < o.threads
+                                          : smem < o.smem;
+        }
+    };
+    static std::mutex mu;
+    static std::map<Key, int> known;
+    const Key key{kern, sg_cu(ctx)->device, threads, smem};
+    {
+        std::lock_guard<std::mutex> l(mu);
+        auto it = known.find(key);
+        if (it != known.end()) {
+            *per_sm = it->second;
+            return SG_OK;
+        }
+    }
+    CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)limit));
+    CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, threads, smem));
+    std::lock_guard<std::mutex> l(mu);
+    known[key] = *per_sm;
+    return SG_OK;
+}
+
 /* Persistent launch: occupancy × SMs blocks for smem bytes, at most one per matrix (each block loops over
-   matrices). The kernel's dynamic shared-memory limit is a per-function setting shared by every host
-   thread: it is always raised to smem_cap, the most any launch of this instantiation needs (capped at the
-   device's opt-in maximum; callers keep smem <= that), so concurrent launches never lower it under each
-   other. */
+   matrices). smem_cap: the most any launch of this instantiation needs (capped at the device's opt-in
+   maximum; callers keep smem <= that). */
 template <class... P, class... A>
 static sg_status launch_persistent(sg_ctx *ctx, void (*kern)(P...), int threads, size_t smem, size_t smem_cap,
                                    int64_t cnt, A &&...args)
 {
     const size_t optin = sg_cu(ctx)->prop.sharedMemPerBlockOptin, cap = smem_cap < optin ? smem_cap : optin;
-    CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(cap > smem ? cap : smem)));
     int per_sm = 0;
-    CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem));
+    SGTRY(blocks_per_sm(ctx, (const void *)kern, threads, smem, cap > smem ? cap : smem, &per_sm));
     const int64_t g = (int64_t)(per_sm > 0 ? per_sm : 1) * sg_cu(ctx)->prop.multiProcessorCount;
+    sg_prof_mark("attr");
     kern<<<(unsigned)(g < cnt ? g : cnt), threads, smem, stream_of(ctx)>>>(std::forward<A>(args)...);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;

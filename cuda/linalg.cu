@@ -517,6 +517,7 @@ template <class T> static sg_status run_device_t(Job &J)
     Lane L = {st->stream, st->solver, 0};
     for (int i = 0; i < J.nop; i++)
         if (J.op[i].m && (s = sg_cuda_check_ptr(ctx, J.op[i].m, J.op[i].name)) != SG_OK) return s;
+    sg_prof_mark("args");
     if (ctx->check_finite) {
         const sg_mat *ins[sizeof J.op / sizeof J.op[0]];
         const char *names[sizeof J.op / sizeof J.op[0]];
@@ -524,14 +525,17 @@ template <class T> static sg_status run_device_t(Job &J)
         for (int i = 0; i < J.nop; i++)
             if (J.op[i].dir == DIR_IN && J.op[i].m) ins[nin] = J.op[i].m, names[nin++] = J.op[i].name;
         if ((s = sg_cuda_check_finite_all(ctx, ins, names, nin)) != SG_OK) return s;
+        sg_prof_mark("finite");
     }
     size_t fr = 0;
     if ((s = sg_cuda_free_bytes(ctx, &fr)) != SG_OK) return s;
+    sg_prof_mark("meminfo");
     int64_t nb = 0;
     size_t need = 0;
     char *buf = NULL;
     int *hinfo = NULL;
     if ((s = plan_chunks(J, L, false, fr / 10 * 9, &nb, &need)) != SG_OK) return s;
+    sg_prof_mark("plan");
     for (;;) { /* on OOM halve the chunk and retry */
         cudaError_t e = sg_cuda_alloc(ctx, (void **)&buf, need, L.s);
         if (e == cudaSuccess) break;
@@ -545,6 +549,7 @@ template <class T> static sg_status run_device_t(Job &J)
         J.max_nb = half;
         if ((s = plan_chunks(J, L, false, (size_t)-1, &nb, &need)) != SG_OK) return s;
     }
+    sg_prof_mark("alloc");
     if (!(hinfo = (int *)malloc(sizeof(int) * (size_t)nb))) {
         s = sg_fail(ctx, SG_ERR_ALLOC, -1, "%s: info array", J.name);
         goto out;
@@ -595,14 +600,17 @@ template <class T> static sg_status run_device_t(Job &J)
                                  r, c, cur)) != SG_OK)
                 goto out;
         }
+        sg_prof_mark("queue");
         CUDA(cudaMemcpyAsync(hinfo, dinfo, sizeof(int) * (size_t)cur, cudaMemcpyDeviceToHost, L.s));
         CUDA(cudaStreamSynchronize(L.s));
+        sg_prof_mark("wait");
         if ((s = info_fail(J, hinfo, b0, cur)) != SG_OK) goto out;
     }
 out:
     if (buf) {
         sg_cuda_free_wait(ctx, buf, L.s); /* error paths too: nothing of this call is left running */
         sg_cuda_trim(ctx);
+        sg_prof_mark("release");
     }
     free(hinfo);
     return s;
@@ -712,6 +720,7 @@ static sg_status run_host(Job &J)
     Lane lane[2] = {{st->lane_stream[0], st->lane_solver[0], 1}, {st->lane_stream[1], st->lane_solver[1], 2}};
     size_t fr = 0;
     if ((s = sg_cuda_free_bytes(ctx, &fr)) != SG_OK) return s;
+    sg_prof_mark("meminfo");
     /* automatic chunk: 40% of free memory per lane, capped at 256 MiB so pinned host memory stays modest */
     size_t budget = ctx->chunk_bytes ? ctx->chunk_bytes : (fr / 5 * 2 < ((size_t)256 << 20) ? fr / 5 * 2 : (size_t)256 << 20);
     int64_t nb = 0;
@@ -720,6 +729,7 @@ static sg_status run_host(Job &J)
     int nl = 1;
     Flight fl[2] = {{false, 0, 0}, {false, 0, 0}};
     if ((s = plan_chunks(J, lane[0], true, budget, &nb, &need)) != SG_OK) return s;
+    sg_prof_mark("plan");
     for (;;) { /* allocate both lanes; on OOM (device or pinned) halve the chunk and retry */
         nl = J.batch > nb ? 2 : 1;
         cudaError_t e = cudaSuccess;
@@ -751,6 +761,7 @@ static sg_status run_host(Job &J)
         J.max_nb = (nb + 1) / 2;
         if ((s = plan_chunks(J, lane[0], true, (size_t)-1, &nb, &need)) != SG_OK) return s;
     }
+    sg_prof_mark("alloc");
 
     for (int64_t c = 0, b0 = 0; b0 < J.batch; c++, b0 += nb) {
         int l = (int)(c & 1);
@@ -792,6 +803,7 @@ static sg_status run_host(Job &J)
         fl[l].nb = cur;
     }
 out:
+    sg_prof_mark("stream"); /* every chunk but the last two retired */
     /* drain: oldest chunk first, so the lowest failing matrix is the one reported */
     {
         int order[2] = {0, 1};
@@ -806,8 +818,10 @@ out:
             if (r != SG_OK) sr = r;
         }
     }
+    sg_prof_mark("drain");
     for (int l = 0; l < 2; l++) sg_cuda_free_wait(ctx, dbuf[l], lane[l].s);
     sg_cuda_trim(ctx);
+    sg_prof_mark("release");
     if (sr != SG_OK) return sr;
     if (s != SG_OK && sg_last_error(ctx)[0] == 0) return sg_fail(ctx, s, -1, "%s failed", J.name);
     return s;
@@ -1089,8 +1103,10 @@ static sg_status check_finite_group(sg_ctx *ctx, const sg_mat *const *m, const c
                                                                                     x->batch, dfirst + k);
         CUDA(cudaGetLastError());
     }
+    sg_prof_mark("finite_queue");
     CUDA(cudaMemcpyAsync(first, dfirst, sizeof *dfirst * (size_t)count, cudaMemcpyDeviceToHost, st));
     CUDA(cudaStreamSynchronize(st));
+    sg_prof_mark("finite_wait");
     for (int k = 0; k < count; k++) {
         if (first[k] == ~0ull) continue;
         const sg_mat *x = m[k];

@@ -86,6 +86,20 @@ sg_status sg_check_mat(sg_ctx *ctx, const sg_mat *m, const char *name, sg_dtype 
 /* NaN/Inf scan of a host batch; reports the first offending matrix. */
 sg_status sg_check_finite_host(sg_ctx *ctx, const sg_mat *m, const char *name);
 
+/* SG_PROFILE=1 (src/prof.c): per-op stderr line of host µs between phases. The front-end brackets each
+   dispatch with begin/end; backends call sg_prof_mark("phase") at phase ends (a no-op when off). */
+typedef struct sg_prof {
+    int on;
+    double t0, t;
+    struct sg_prof *outer;
+    size_t len;
+    char line[768];
+} sg_prof;
+int sg_prof_enabled(void);
+void sg_prof_begin(sg_prof *p, const sg_ctx *ctx, const char *op, const sg_mat *A);
+void sg_prof_mark(const char *phase);
+sg_status sg_prof_end(sg_prof *p, sg_status s);
+
 #ifdef __cplusplus
 }
 #endif

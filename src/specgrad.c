@@ -286,6 +286,14 @@ static sg_status check_fn(sg_ctx *ctx, const sg_fn *fn)
 }
 
 /* ---- ops ------------------------------------------------------------------------------------- */
+/* The backend call, timed by phase under SG_PROFILE=1 (src/prof.c). */
+#define DISPATCH(op, M, call)                                                                           \
+    do {                                                                                                \
+        sg_prof prof_;                                                                                  \
+        sg_prof_begin(&prof_, ctx, op, M);                                                              \
+        return sg_prof_end(&prof_, call);                                                               \
+    } while (0)
+
 sg_status sg_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
 {
     TRY(head(ctx, A, "A"));
@@ -294,7 +302,7 @@ sg_status sg_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
     TRY(sg_check_mat(ctx, W, "W", A->dtype, b, n, 1));
     if (V) TRY(sg_check_mat(ctx, V, "V", A->dtype, b, n, n));
     TRY(finite_in(ctx, A, "A"));
-    return ctx->ops->eigh(ctx, A, W, V);
+    DISPATCH("eigh", A, ctx->ops->eigh(ctx, A, W, V));
 }
 
 sg_status sg_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V)
@@ -309,7 +317,7 @@ sg_status sg_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, s
         TRY(sg_check_mat(ctx, V, "V", A->dtype, b, n, full ? n : k));
     }
     TRY(finite_in(ctx, A, "A"));
-    return ctx->ops->svd(ctx, A, full != 0, S, U, V);
+    DISPATCH("svd", A, ctx->ops->svd(ctx, A, full != 0, S, U, V));
 }
 
 sg_status sg_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
@@ -319,7 +327,7 @@ sg_status sg_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_
     TRY(check_tol(ctx, atol, rtol));
     if (!rank) return sg_fail(ctx, SG_ERR_ARG, -1, "rank: null output pointer");
     TRY(finite_in(ctx, A, "A"));
-    return ctx->ops->rank(ctx, A, atol, rtol, rank);
+    DISPATCH("rank", A, ctx->ops->rank(ctx, A, atol, rtol, rank));
 }
 
 sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
@@ -329,7 +337,7 @@ sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, s
     TRY(check_tol(ctx, atol, rtol));
     TRY(sg_check_mat(ctx, N, "N", A->dtype, A->batch, A->cols, A->cols));
     TRY(finite_in(ctx, A, "A"));
-    return ctx->ops->nullspace(ctx, A, atol, rtol, N, nullity);
+    DISPATCH("nullspace", A, ctx->ops->nullspace(ctx, A, atol, rtol, N, nullity));
 }
 
 sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
@@ -344,7 +352,7 @@ sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj whic
     TRY(sg_check_mat(ctx, Y, "Y", A->dtype, A->batch, A->cols, X->cols));
     TRY(finite_in(ctx, A, "A"));
     TRY(finite_in(ctx, X, "X"));
-    return ctx->ops->project(ctx, A, X, which, atol, rtol, Y);
+    DISPATCH("project", A, ctx->ops->project(ctx, A, X, which, atol, rtol, Y));
 }
 
 /* One past the last byte a validated batch touches. */
@@ -373,7 +381,7 @@ sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int co
     if (spans_overlap(Y, Q)) return sg_fail(ctx, SG_ERR_ARG, -1, "project_basis: Y overlaps Q (Y may be X, not Q)");
     TRY(finite_in(ctx, Q, "Q"));
     TRY(finite_in(ctx, X, "X"));
-    return ctx->ops->project_basis(ctx, Q, X, complement != 0, Y);
+    DISPATCH("project_basis", Q, ctx->ops->project_basis(ctx, Q, X, complement != 0, Y));
 }
 
 sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
@@ -386,7 +394,7 @@ sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, d
     TRY(sg_check_mat(ctx, X, "X", A->dtype, A->batch, A->cols, B->cols));
     TRY(finite_in(ctx, A, "A"));
     TRY(finite_in(ctx, B, "B"));
-    return ctx->ops->lstsq(ctx, A, B, atol, rtol, X, rank);
+    DISPATCH("lstsq", A, ctx->ops->lstsq(ctx, A, B, atol, rtol, X, rank));
 }
 
 sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,
@@ -404,7 +412,7 @@ sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const 
     TRY(finite_in(ctx, W, "W"));
     TRY(finite_in(ctx, gW, "gW"));
     TRY(finite_in(ctx, gV, "gV"));
-    return ctx->ops->eigh_backward(ctx, W, V, gW, gV, mode, param, gA);
+    DISPATCH("eigh_backward", V, ctx->ops->eigh_backward(ctx, W, V, gW, gV, mode, param, gA));
 }
 
 sg_status sg_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
@@ -433,7 +441,7 @@ sg_status sg_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const s
     TRY(finite_in(ctx, gU, "gU"));
     TRY(finite_in(ctx, gS, "gS"));
     TRY(finite_in(ctx, gV, "gV"));
-    return ctx->ops->svd_backward(ctx, U, S, V, gU, gS, gV, mode, param, gA);
+    DISPATCH("svd_backward", U, ctx->ops->svd_backward(ctx, U, S, V, gU, gS, gV, mode, param, gA));
 }
 
 sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
@@ -443,7 +451,7 @@ sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
     TRY(check_fn(ctx, fn));
     TRY(sg_check_mat(ctx, F, "F", A->dtype, A->batch, A->rows, A->rows));
     TRY(finite_in(ctx, A, "A"));
-    return ctx->ops->matfunc(ctx, A, fn, F);
+    DISPATCH("matfunc", A, ctx->ops->matfunc(ctx, A, fn, F));
 }
 
 sg_status sg_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,
@@ -459,7 +467,7 @@ sg_status sg_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
     TRY(finite_in(ctx, V, "V"));
     TRY(finite_in(ctx, W, "W"));
     TRY(finite_in(ctx, gF, "gF"));
-    return ctx->ops->matfunc_backward(ctx, W, V, fn, gF, gA);
+    DISPATCH("matfunc_backward", V, ctx->ops->matfunc_backward(ctx, W, V, fn, gF, gA));
 }
 
 sg_status sg_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA)
@@ -473,5 +481,5 @@ sg_status sg_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn 
     TRY(sg_check_mat(ctx, loss, "loss", A->dtype, A->batch, 1, 1));
     if (gA) TRY(sg_check_mat(ctx, gA, "gA", A->dtype, A->batch, A->rows, A->cols));
     TRY(finite_in(ctx, A, "A"));
-    return ctx->ops->regularizer(ctx, kind, A, fn, loss, gA);
+    DISPATCH("regularizer", A, ctx->ops->regularizer(ctx, kind, A, fn, loss, gA));
 }

@@ -46,6 +46,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 /* ---- state -------------------------------------------------------------------------------------------- */
@@ -104,6 +105,7 @@ struct State {
     size_t capacity = 0, malloc_bytes = 0; /* cudaMalloc'ed, outside pools */
     size_t pool_reserved = 0;             /* used + idle over all pools */
     unsigned long refusals = 0;           /* allocations refused for lack of capacity */
+    std::map<std::string, unsigned long> calls; /* per entry point, for sg_emu_calls */
     cudaError_t last = cudaSuccess;       /* cudaGetLastError */
     cudaError_t sticky = cudaSuccess;     /* an asynchronous fault: every later call fails */
     int device = 0;
@@ -237,6 +239,12 @@ void sg_emu_set_capacity(size_t bytes)
     S().capacity = bytes;
 }
 unsigned long sg_emu_oom_refusals(void) { return S().refusals; }
+unsigned long sg_emu_calls(const char *api)
+{
+    Lock l(S().mu);
+    auto it = S().calls.find(api);
+    return it == S().calls.end() ? 0 : it->second;
+}
 
 const char *cudaGetErrorString(cudaError_t e)
 {
@@ -348,6 +356,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
     Lock l(S().mu);
+    S().calls["cudaStreamSynchronize"]++;
     if (s && s != cudaStreamLegacy && s != cudaStreamPerThread &&
         std::find(S().streams.begin(), S().streams.end(), s) == S().streams.end())
         return ret(cudaErrorInvalidResourceHandle);
@@ -477,6 +486,7 @@ cudaError_t cudaFreeHost(void *p)
 cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot)
 {
     Lock l(S().mu);
+    S().calls["cudaMemGetInfo"]++;
     STICKY();
     State &st = S();
     if (fr) *fr = avail();
@@ -704,6 +714,7 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s)
 cudaError_t cudaFuncSetAttribute(const void *f, cudaFuncAttribute a, int v)
 {
     Lock l(S().mu);
+    S().calls["cudaFuncSetAttribute"]++;
     if (!f) return ret(cudaErrorInvalidDeviceFunction);
     if (a == cudaFuncAttributeMaxDynamicSharedMemorySize) {
         if (v < 0 || v > 232448) return ret(cudaErrorInvalidValue);
@@ -724,6 +735,10 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, const
                                                                    unsigned int flags)
 {
     (void)flags;
+    {
+        Lock l(S().mu);
+        S().calls["cudaOccupancyMaxActiveBlocksPerMultiprocessor"]++;
+    }
     if (!n || !f || threads <= 0 || threads > 1024) return ret(cudaErrorInvalidValue);
     int by_threads = 2048 / threads, by_smem = (int)(233472 / (smem + 1024));
     *n = std::max(0, std::min(std::min(by_threads, by_smem), 32));

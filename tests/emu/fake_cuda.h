@@ -11,6 +11,8 @@
 extern "C" {
 void sg_emu_set_capacity(size_t bytes);   /* device memory capacity from now on */
 unsigned long sg_emu_oom_refusals(void); /* allocations refused for lack of capacity so far */
+unsigned long sg_emu_calls(const char *api); /* calls so far of cudaStreamSynchronize, cudaMemGetInfo,
+                                                cudaFuncSetAttribute, cudaOccupancyMaxActiveBlocksPerMultiprocessor */
 }
 
 namespace sgemu {

@@ -3,7 +3,8 @@
       this to expose a missing synchronisation (a result read from a buffer the queue has not written yet).
    2. The scratch pool's OOM path (cuda/context.cu, sg_cuda_alloc): when the pool's idle cache holds memory
       in blocks too small for a request and the device has no room for a new one, the cache is handed back
-      and the allocation retried. Setting that up needs a device of known capacity: the emulated one. */
+      and the allocation retried. Setting that up needs a device of known capacity: the emulated one.
+   3. What a repeated device-resident call costs in host API calls: synchronisations, launch settings. */
 #include <criterion/criterion.h>
 #include <cuda_runtime_api.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 
 void sg_emu_set_capacity(size_t bytes);
 unsigned long sg_emu_oom_refusals(void);
+unsigned long sg_emu_calls(const char *api);
 
 Test(emu_device, work_waits_for_its_stream)
 {
@@ -66,5 +68,58 @@ Test(emu_device, idle_cache_is_handed_back_when_a_request_does_not_fit)
     const unsigned long before = sg_emu_oom_refusals();
     eigh_host(ctx, 1, 96, 3);
     cr_expect_gt(sg_emu_oom_refusals(), before, "no allocation was refused: the test did not reach the OOM path");
+    sg_destroy(ctx);
+}
+
+/* 3. The fixed per-call cost of device-resident ops: each synchronisation is a GPU round trip, and the
+      launch settings of the fused kernels are driver calls (issue 5's n = 8 rows are mostly this cost).
+      A second call with the same shapes makes no cudaFuncSetAttribute or occupancy query (kept per kernel,
+      device, threads and shared memory), and eigh synchronises three times: after the NaN/Inf scan, for
+      the info array, and to settle its scratch's release. */
+static void *to_device(const sg_mat *h)
+{
+    size_t bytes = sizeof(double) * (size_t)(h->rows * h->cols * h->batch);
+    void *d = NULL;
+    cr_assert_eq(cudaMalloc(&d, bytes), cudaSuccess);
+    cr_assert_eq(cudaMemcpy(d, h->data, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+}
+
+Test(emu_device, repeated_device_calls_reuse_launch_settings)
+{
+    enum { B = 4, N = 8 };
+    sg_ctx *ctx;
+    cr_assert_eq(sg_create(&ctx, SG_BACKEND_CUDA), SG_OK);
+    cr_assert_eq(sg_set_memspace(ctx, SG_MEM_DEVICE), SG_OK);
+    double *A = tu_sym_batch(B, N, 11), *G = tu_sym_batch(B, N, 12);
+    sg_mat ha = sg_mat_dense(A, SG_F64, B, N, N), hg = sg_mat_dense(G, SG_F64, B, N, N);
+    sg_mat a = ha, gv = hg, w = ha, v = ha, ga = ha;
+    a.data = to_device(&ha);
+    gv.data = to_device(&hg);
+    v.data = to_device(&ha);
+    ga.data = to_device(&ha);
+    w = sg_mat_dense(NULL, SG_F64, B, N, 1);
+    cr_assert_eq(cudaMalloc(&w.data, sizeof(double) * B * N), cudaSuccess);
+
+    cr_assert_eq(sg_eigh(ctx, &a, &w, &v), SG_OK, "%s", sg_last_error(ctx));
+    unsigned long s0 = sg_emu_calls("cudaStreamSynchronize");
+    cr_assert_eq(sg_eigh(ctx, &a, &w, &v), SG_OK, "%s", sg_last_error(ctx));
+    unsigned long syncs = sg_emu_calls("cudaStreamSynchronize") - s0;
+    cr_expect_leq(syncs, 3, "device eigh synchronised %lu times (NaN scan, info, release: 3)", syncs);
+
+    const char *q[2] = {"cudaFuncSetAttribute", "cudaOccupancyMaxActiveBlocksPerMultiprocessor"};
+    unsigned long c0[2], c1[2], c2[2];
+    for (int k = 0; k < 2; k++) c0[k] = sg_emu_calls(q[k]);
+    cr_assert_eq(sg_eigh_backward(ctx, &w, &v, NULL, &gv, SG_DEGEN_LORENTZ, 1e-12, &ga), SG_OK, "%s", sg_last_error(ctx));
+    for (int k = 0; k < 2; k++) c1[k] = sg_emu_calls(q[k]);
+    cr_assert_eq(sg_eigh_backward(ctx, &w, &v, NULL, &gv, SG_DEGEN_LORENTZ, 1e-12, &ga), SG_OK, "%s", sg_last_error(ctx));
+    for (int k = 0; k < 2; k++) {
+        c2[k] = sg_emu_calls(q[k]);
+        cr_expect_gt(c1[k], c0[k], "the first fused launch made no %s call: not the path under test", q[k]);
+        cr_expect_eq(c2[k], c1[k], "a repeated eigh_backward called %s again (%lu times)", q[k], c2[k] - c1[k]);
+    }
+    void *dev[5] = {a.data, gv.data, v.data, ga.data, w.data};
+    for (int k = 0; k < 5; k++) cudaFree(dev[k]);
+    free(A), free(G);
     sg_destroy(ctx);
 }
