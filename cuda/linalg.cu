@@ -173,6 +173,8 @@ static sg_status eigh_run(sg_ctx *ctx, const Lane &L, int64_t n, int64_t nb, cus
                                                dry_ptr(W, dry), Sv<T>::dt, &dbytes, &hbytes, nb));
         void *dwork = scr.take(dbytes ? dbytes : 1);
         if (!dry) {
+            sg_prof_note("xsyev_dbytes", (long long)dbytes);
+            sg_prof_note("xsyev_hbytes", (long long)hbytes);
             void *hwork = NULL;
             if (hbytes && (s = host_workspace(ctx, L, hbytes, &hwork)) != SG_OK) goto out;
             SOLV(cusolverDnXsyevBatched(L.h, px, jobz, lo, n, Sv<T>::dt, A, n, Sv<T>::dt, W, Sv<T>::dt, dwork, dbytes,

@@ -98,6 +98,7 @@ typedef struct sg_prof {
 int sg_prof_enabled(void);
 void sg_prof_begin(sg_prof *p, const sg_ctx *ctx, const char *op, const sg_mat *A);
 void sg_prof_mark(const char *phase);
+void sg_prof_note(const char *key, long long value); /* a size worth seeing next to the times */
 sg_status sg_prof_end(sg_prof *p, sg_status s);
 
 #ifdef __cplusplus

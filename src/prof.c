@@ -62,6 +62,11 @@ void sg_prof_mark(const char *phase)
     p->t = t;
 }
 
+void sg_prof_note(const char *key, long long value)
+{
+    if (cur) put(cur, " #%s=%lld", key, value);
+}
+
 sg_status sg_prof_end(sg_prof *p, sg_status s)
 {
     if (!p->on) return s;
