@@ -145,7 +145,7 @@ sg_status sg_cuda_eigh_backward(sg_ctx *, const sg_mat *W, const sg_mat *V, cons
                                 sg_degen mode, double param, sg_mat *gA);
 sg_status sg_cuda_svd_backward(sg_ctx *, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
                                const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA);
-sg_status sg_cuda_matfunc(sg_ctx *, const sg_mat *A, const sg_fn *fn, sg_mat *F);
+sg_status sg_cuda_matfunc(sg_ctx *, const sg_mat *A, const sg_fn *fn, sg_mat *F, sg_mat *W, sg_mat *V);
 sg_status sg_cuda_matfunc_backward(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,
                                    sg_mat *gA);
 sg_status sg_cuda_regularizer(sg_ctx *, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA);

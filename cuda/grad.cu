@@ -694,10 +694,11 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
 /* ---- eigh-based forward ops: matfunc, Σ f(λ) (log det = Σ log λ) ------------------------------- */
 /* what = SPF_FVAL: F = V f(Λ) Vᵀ into out.  SPF_FDER: loss Σ f(λ), gradient V f'(Λ) Vᵀ into out if given.
    Domain (and finiteness of f, f' in T) is checked before out is written → SG_ERR_DOMAIN; a non-finite
-   loss or output is SG_ERR_DOMAIN too (as on the CPU). */
+   loss or output is SG_ERR_DOMAIN too (as on the CPU). Wout, Vout (optional; need out): the chunk's
+   eigendecomposition, copied once its out is known to be good. */
 template <typename T>
 sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, sg_mat *loss, sg_mat *out,
-                       const char *op)
+                       const char *op, sg_mat *Wout = nullptr, sg_mat *Vout = nullptr)
 {
     const int64_t n = A->rows, batch = A->batch, nn = n * n;
     SGTRY(size_ok(ctx, n, op));
@@ -706,10 +707,12 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
     const double fp = fn->p;
     const sg_dtype dt = dtype_of<T>();
 
-    Arg args[3];
+    Arg args[5];
     args[0].set(A, n, true, false, "A staging");
     args[1].set(loss, 1, false, true, "loss staging");
     args[2].set(out, n, false, true, what == SPF_FVAL ? "F staging" : "gA staging");
+    args[3].set(Wout, 1, false, true, "W staging");
+    args[4].set(Vout, n, false, true, "V staging");
 
     auto carve = [&](Bump &bp, int64_t cnt, T **W, T **V, T **d, int **flags, T **Y, T **Z) {
         *W = bp.take<T>(cnt * n);
@@ -763,9 +766,16 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
         if (first >= 0)
             return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first, "%s: %s overflows in matrix %lld", op,
                            what == SPF_FVAL ? "f(A)" : "the gradient", (long long)(b0 + first));
+        const size_t es = sizeof(T);
+        if (args[3].present())
+            SGTRY(copy2d(ctx, (char *)args[3].dev.data, args[3].dev.ld, args[3].dev.stride, (const char *)W, n, n, n,
+                         1, cnt, es, cudaMemcpyDeviceToDevice));
+        if (args[4].present())
+            SGTRY(copy2d(ctx, (char *)args[4].dev.data, args[4].dev.ld, args[4].dev.stride, (const char *)V, n, nn, n,
+                         n, cnt, es, cudaMemcpyDeviceToDevice));
         return SG_OK;
     };
-    return chunked(ctx, args, 3, batch, scratch, body);
+    return chunked(ctx, args, 5, batch, scratch, body);
 }
 
 /* ---- SVD- and Gram-based regularizers ----------------------------------------------------------- */
@@ -898,14 +908,15 @@ sg_status sg_cuda_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, co
                               : svd_backward<double>(ctx, U, S, V, gU, gS, gV, mode, param, gA);
 }
 
-sg_status sg_cuda_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
+sg_status sg_cuda_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F, sg_mat *W, sg_mat *V)
 {
     SG_DEVICE_SCOPE(ctx);
     SGTRY(no_callback(ctx, fn, "matfunc"));
     SGTRY(enter(ctx));
-    SGTRY(check_device_args(ctx, {{A, "A"}}, {{F, "F"}})); /* the whole batch before any chunk of F is written */
-    return A->dtype == SG_F32 ? eig_spectral<float>(ctx, A, SPF_FVAL, fn, nullptr, F, "matfunc")
-                              : eig_spectral<double>(ctx, A, SPF_FVAL, fn, nullptr, F, "matfunc");
+    /* the whole batch before any chunk of F is written */
+    SGTRY(check_device_args(ctx, {{A, "A"}}, {{F, "F"}, {W, "W"}, {V, "V"}}));
+    return A->dtype == SG_F32 ? eig_spectral<float>(ctx, A, SPF_FVAL, fn, nullptr, F, "matfunc", W, V)
+                              : eig_spectral<double>(ctx, A, SPF_FVAL, fn, nullptr, F, "matfunc", W, V);
 }
 
 sg_status sg_cuda_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA)

@@ -189,8 +189,10 @@ typedef struct {
     void *user;
 } sg_fn;
 
-/* F = f(A). A, F: n×n. Domain errors (sqrt/log/pow of negative eigenvalues) give SG_ERR_DOMAIN. */
-sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F);
+/* F = f(A). A, F: n×n. Domain errors (sqrt/log/pow of negative eigenvalues) give SG_ERR_DOMAIN.
+   W (n×1) and V (n×n), each optional (NULL), receive the eigendecomposition F was built from: the inputs
+   of sg_matfunc_backward, without a second sg_eigh. Written with F; F, W, V must not overlap (F may be A). */
+sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F, sg_mat *W, sg_mat *V);
 
 /* Backward of F = f(A) (Daleckii–Krein): gA = V (L ∘ (Vᵀ sym(gF) V)) Vᵀ with
    L_ij = (f(λi) − f(λj))/(λi − λj), L_ii = f'(λi); at (near-)ties L_ij = f'((λi+λj)/2): finite. */

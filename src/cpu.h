@@ -37,7 +37,7 @@ sg_status sg_cpu_eigh_backward(sg_ctx *, const sg_mat *W, const sg_mat *V, const
                                sg_degen mode, double param, sg_mat *gA);
 sg_status sg_cpu_svd_backward(sg_ctx *, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
                               const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA);
-sg_status sg_cpu_matfunc(sg_ctx *, const sg_mat *A, const sg_fn *fn, sg_mat *F);
+sg_status sg_cpu_matfunc(sg_ctx *, const sg_mat *A, const sg_fn *fn, sg_mat *F, sg_mat *W, sg_mat *V);
 sg_status sg_cpu_matfunc_backward(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,
                                   sg_mat *gA);
 sg_status sg_cpu_regularizer(sg_ctx *, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA);

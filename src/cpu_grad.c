@@ -140,9 +140,9 @@ sg_status sg_cpu_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, con
                                   : svd_bwd_d(ctx, U, S, V, gU, gS, gV, mode, param, gA));
 }
 
-sg_status sg_cpu_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
+sg_status sg_cpu_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F, sg_mat *W, sg_mat *V)
 {
-    WITH_BLAS1(A->batch, A->rows, A->dtype == SG_F32 ? matfunc_s(ctx, A, fn, F) : matfunc_d(ctx, A, fn, F));
+    WITH_BLAS1(A->batch, A->rows, A->dtype == SG_F32 ? matfunc_s(ctx, A, fn, F, W, V) : matfunc_d(ctx, A, fn, F, W, V));
 }
 
 sg_status sg_cpu_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,

@@ -233,8 +233,9 @@ static sg_status FN(eig_tmp)(sg_ctx *ctx, const sg_mat *A, int want_v, T **Wt, T
     return sg_cpu_eigh(ctx, A, wm, want_v ? vm : NULL);
 }
 
-/* F = V f(Λ) Vᵀ. The domain is checked for the whole batch before F is written. */
-static sg_status FN(matfunc)(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
+/* F = V f(Λ) Vᵀ. The domain is checked for the whole batch before F is written; W, V (optional) get the
+   decomposition once every F is. */
+static sg_status FN(matfunc)(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F, sg_mat *W, sg_mat *V)
 {
     const int64_t n = A->rows, nb = A->batch;
     if (n > INT32_MAX) return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "matfunc: n exceeds BLAS int");
@@ -261,7 +262,14 @@ static sg_status FN(matfunc)(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_m
                 gfail_rec(&f, b, SG_ERR_DOMAIN, "matfunc: %s(A) overflows in matrix %lld", fn_name(fn), (long long)b);
         }
     }
-    free(ws), free(Wt), free(Vt);
+    free(ws);
+    if (f.st == SG_OK)
+        for (int64_t b = 0; b < nb; b++) {
+            if (W) memcpy(AT(W, b), Wt + b * n, sizeof(T) * (size_t)n);
+            for (int64_t j = 0; V && j < n; j++)
+                memcpy(AT(V, b) + j * V->ld, Vt + (b * n + j) * n, sizeof(T) * (size_t)n);
+        }
+    free(Wt), free(Vt);
     return gfail_finish(ctx, &f);
 }
 

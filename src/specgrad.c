@@ -444,14 +444,19 @@ sg_status sg_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const s
     DISPATCH("svd_backward", U, ctx->ops->svd_backward(ctx, U, S, V, gU, gS, gV, mode, param, gA));
 }
 
-sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F)
+sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F, sg_mat *W, sg_mat *V)
 {
     TRY(head(ctx, A, "A"));
     TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, A->rows, A->rows));
     TRY(check_fn(ctx, fn));
     TRY(sg_check_mat(ctx, F, "F", A->dtype, A->batch, A->rows, A->rows));
+    if (W) TRY(sg_check_mat(ctx, W, "W", A->dtype, A->batch, A->rows, 1));
+    if (V) TRY(sg_check_mat(ctx, V, "V", A->dtype, A->batch, A->rows, A->rows));
+    /* all three are written at the end, from the same temporaries (A is read before any of them) */
+    if ((W && spans_overlap(W, F)) || (V && spans_overlap(V, F)) || (W && V && spans_overlap(W, V)))
+        return sg_fail(ctx, SG_ERR_ARG, -1, "matfunc: the outputs F, W, V overlap");
     TRY(finite_in(ctx, A, "A"));
-    DISPATCH("matfunc", A, ctx->ops->matfunc(ctx, A, fn, F));
+    DISPATCH("matfunc", A, ctx->ops->matfunc(ctx, A, fn, F, W, V));
 }
 
 sg_status sg_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,

@@ -138,7 +138,7 @@ Test(api, option_errors)
     cr_expect(A[0] == 1 && A[1] == 0, "Q written on error");
     cr_expect_eq(sg_eigh_backward(ctx, &x, &a, NULL, NULL, (sg_degen)9, 0, &a), SG_ERR_ARG);
     sg_fn fn = {SG_FN_CALLBACK, 0, NULL, NULL, NULL};
-    cr_expect_eq(sg_matfunc(ctx, &a, &fn, &a), SG_ERR_ARG);
+    cr_expect_eq(sg_matfunc(ctx, &a, &fn, &a, NULL, NULL), SG_ERR_ARG);
     cr_expect(strstr(sg_last_error(ctx), "callback") != NULL, "%s", sg_last_error(ctx));
     cr_expect_eq(sg_regularizer(ctx, (sg_reg)99, &a, NULL, &x, NULL), SG_ERR_ARG);
     sg_mat rect = sg_mat_dense(A, SG_F64, 1, 2, 1);

@@ -347,17 +347,22 @@ static void make_sym(tu_rng *r, int64_t batch, int64_t n, int64_t neg_b, double 
     free(w);
 }
 
+/* wout, vout (optional): also ask for the decomposition; read back whatever the call left there
+   (NaN-poisoned when unwritten). */
 static sg_status run_matfunc(sg_ctx *c, int dev, int pad, sg_dtype t, int64_t batch, int64_t n, const double *A,
-                             const sg_fn *fn, double *out, int64_t *failed)
+                             const sg_fn *fn, double *out, int64_t *failed, double *wout, double *vout)
 {
     if (c == gpu) cr_assert_eq(sg_set_memspace(c, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
     int d = c == gpu && dev;
-    buf a = bnew(t, batch, n, n, pad, d), f = bnew(t, batch, n, n, pad, d);
+    buf a = bnew(t, batch, n, n, pad, d), f = bnew(t, batch, n, n, pad, d), w = bnew(t, batch, n, 1, pad, d),
+        v = bnew(t, batch, n, n, pad, d);
     bset(&a, A);
-    sg_status s = sg_matfunc(c, bm(&a), fn, bm(&f));
+    sg_status s = sg_matfunc(c, bm(&a), fn, bm(&f), wout ? bm(&w) : NULL, vout ? bm(&v) : NULL);
     *failed = sg_failed_index(c);
     if (s == SG_OK) bget(&f, out);
-    bfree(&a), bfree(&f);
+    if (wout) bget(&w, wout);
+    if (vout) bget(&v, vout);
+    bfree(&a), bfree(&f), bfree(&w), bfree(&v);
     if (c == gpu) sg_set_memspace(c, SG_MEM_HOST);
     return s;
 }
@@ -372,22 +377,43 @@ Test(gpu_grad, matfunc_parity_and_domain)
             sg_dtype t = DTYPES[ti];
             int64_t n = SIZES[si], nn = n * n, f;
             double *A = dalloc(batch * nn), *ref = dalloc(batch * nn), *out = dalloc(batch * nn);
+            double *wc = dalloc(batch * n), *wg = dalloc(batch * n), *vg = dalloc(batch * nn), *rec = dalloc(batch * nn);
             make_sym(&r, batch, n, -1, A);
             for (int k = 0; k < 4; k++) {
                 int dev = (k + si) % 2, pad = k % 2;
-                cr_assert_eq(run_matfunc(cpu, 0, pad, t, batch, n, A, &FNS[k], ref, &f), SG_OK, "%s", sg_last_error(cpu));
-                cr_assert_eq(run_matfunc(gpu, dev, pad, t, batch, n, A, &FNS[k], out, &f), SG_OK, "gpu %s n=%lld fn %d: %s",
-                             dn(t), (long long)n, k, sg_last_error(gpu));
+                cr_assert_eq(run_matfunc(cpu, 0, pad, t, batch, n, A, &FNS[k], ref, &f, wc, NULL), SG_OK, "%s",
+                             sg_last_error(cpu));
+                cr_assert_eq(run_matfunc(gpu, dev, pad, t, batch, n, A, &FNS[k], out, &f, wg, vg), SG_OK,
+                             "gpu %s n=%lld fn %d: %s", dn(t), (long long)n, k, sg_last_error(gpu));
                 /* the forward goes through two different eigensolvers: eigenvector accuracy bounds this */
                 double e = rel_err(out, ref, batch * nn);
                 cr_expect_leq(e, t == SG_F32 ? 1e-3 : 1e-8, "matfunc %s n=%lld fn %d: %.3g", dn(t), (long long)n, k, e);
+                /* the decomposition it returns: the CPU's eigenvalues, and V diag(W) Vᵀ = A (gauge-free) */
+                e = rel_err(wg, wc, batch * n);
+                cr_expect_leq(e, t == SG_F32 ? 1e-4 : 1e-11, "matfunc W %s n=%lld fn %d: %.3g", dn(t), (long long)n, k, e);
+                for (int64_t b = 0; b < batch; b++)
+                    for (int64_t j = 0; j < n; j++)
+                        for (int64_t i = 0; i < n; i++) {
+                            double x = 0;
+                            for (int64_t l = 0; l < n; l++)
+                                x += vg[b * nn + l * n + i] * wg[b * n + l] * vg[b * nn + l * n + j];
+                            rec[b * nn + j * n + i] = x;
+                        }
+                e = rel_err(rec, A, batch * nn);
+                cr_expect_leq(e, t == SG_F32 ? 1e-4 : 1e-11, "matfunc V diag(W) Vᵀ vs A %s n=%lld fn %d: %.3g", dn(t),
+                              (long long)n, k, e);
             }
             make_sym(&r, batch, n, 1, A); /* log of a negative eigenvalue in matrix 1 */
-            cr_expect_eq(run_matfunc(cpu, 0, 0, t, batch, n, A, &FNS[1], ref, &f), SG_ERR_DOMAIN);
+            cr_expect_eq(run_matfunc(cpu, 0, 0, t, batch, n, A, &FNS[1], ref, &f, NULL, NULL), SG_ERR_DOMAIN);
             cr_expect_eq(f, 1);
-            cr_expect_eq(run_matfunc(gpu, 1, 0, t, batch, n, A, &FNS[1], out, &f), SG_ERR_DOMAIN, "%s", sg_last_error(gpu));
+            cr_expect_eq(run_matfunc(gpu, 1, 0, t, batch, n, A, &FNS[1], out, &f, wg, vg), SG_ERR_DOMAIN, "%s",
+                         sg_last_error(gpu));
             cr_expect_eq(f, 1);
-            free(A), free(ref), free(out);
+            int written = 0;
+            for (int64_t i = 0; i < batch * n; i++) written += !isnan(wg[i]);
+            for (int64_t i = 0; i < batch * nn; i++) written += !isnan(vg[i]);
+            cr_expect_eq(written, 0, "matfunc %s n=%lld: W/V written on a domain error", dn(t), (long long)n);
+            free(A), free(ref), free(out), free(wc), free(wg), free(vg), free(rec);
         }
 }
 
@@ -401,7 +427,7 @@ Test(gpu_grad, callbacks_are_cpu_only)
     sg_fn cb = {SG_FN_CALLBACK, 0, cb_f, cb_df, NULL};
     sg_mat a = sg_mat_dense(A, SG_F64, 1, 2, 2), f = sg_mat_dense(F, SG_F64, 1, 2, 2), w = sg_mat_dense(W, SG_F64, 1, 2, 1),
            v = sg_mat_dense(V, SG_F64, 1, 2, 2), g = sg_mat_dense(G, SG_F64, 1, 2, 2), l = sg_mat_dense(L, SG_F64, 1, 1, 1);
-    cr_expect_eq(sg_matfunc(gpu, &a, &cb, &f), SG_ERR_UNSUPPORTED);
+    cr_expect_eq(sg_matfunc(gpu, &a, &cb, &f, NULL, NULL), SG_ERR_UNSUPPORTED);
     cr_expect(strstr(sg_last_error(gpu), "CPU") != NULL, "%s", sg_last_error(gpu));
     cr_expect_eq(sg_matfunc_backward(gpu, &w, &v, &cb, &g, &f), SG_ERR_UNSUPPORTED);
     cr_expect_eq(sg_regularizer(gpu, SG_REG_EIGSUM, &a, &cb, &l, &f), SG_ERR_UNSUPPORTED);

@@ -803,7 +803,7 @@ Test(grad, matfunc_forward_vs_construction)
         const double *w = positive_only(&fns[f]) ? wp : wm;
         for (int b = 0; b < nb; b++) sym_from(&r, n, w, A + b * n * n, Q + b * n * n);
         sg_mat Am = mk(SG_F64, nb, n, n, A), Fm = mk(SG_F64, nb, n, n, NULL);
-        cr_assert_eq(sg_matfunc(ctx, &Am, &fns[f], &Fm), SG_OK, "fn %d: %s", f, sg_last_error(ctx));
+        cr_assert_eq(sg_matfunc(ctx, &Am, &fns[f], &Fm, NULL, NULL), SG_OK, "fn %d: %s", f, sg_last_error(ctx));
         tu_from_mat(&Fm, F);
         for (int b = 0; b < nb; b++) {
             fA_ref(n, &fns[f], w, Q + b * n * n, Fr);
@@ -903,16 +903,16 @@ Test(grad, matfunc_domain_errors_name_the_matrix)
     for (int i = 0; i < 27; i++) F[i] = 7;
     sg_fn bad[] = {{SG_FN_SQRT, 0, 0, 0, 0}, {SG_FN_LOG, 0, 0, 0, 0}, {SG_FN_POW, -0.5, 0, 0, 0}, {SG_FN_POW, 0.5, 0, 0, 0}};
     for (int f = 0; f < 4; f++) {
-        cr_expect_eq(sg_matfunc(ctx, &Am, &bad[f], &Fm), SG_ERR_DOMAIN, "fn %d", f);
+        cr_expect_eq(sg_matfunc(ctx, &Am, &bad[f], &Fm, NULL, NULL), SG_ERR_DOMAIN, "fn %d", f);
         cr_expect_eq(sg_failed_index(ctx), 1);
         cr_expect(strstr(sg_last_error(ctx), "domain") != NULL, "%s", sg_last_error(ctx));
     }
     for (int i = 0; i < 27; i++) cr_expect_eq(F[i], 7, "F must not be written on a domain error");
     sg_fn cube = {SG_FN_POW, 3, 0, 0, 0}, ex = {SG_FN_EXP, 0, 0, 0, 0};
-    cr_expect_eq(sg_matfunc(ctx, &Am, &cube, &Fm), SG_OK, "integer powers of negative eigenvalues are fine");
+    cr_expect_eq(sg_matfunc(ctx, &Am, &cube, &Fm, NULL, NULL), SG_OK, "integer powers of negative eigenvalues are fine");
     sym_from(&r, n, big, A + 9 * 2, Q);
     tu_to_mat(A, &Am);
-    cr_expect_eq(sg_matfunc(ctx, &Am, &ex, &Fm), SG_ERR_DOMAIN, "exp(1000) overflows");
+    cr_expect_eq(sg_matfunc(ctx, &Am, &ex, &Fm, NULL, NULL), SG_ERR_DOMAIN, "exp(1000) overflows");
     cr_expect_eq(sg_failed_index(ctx), 2);
     /* backward: W outside the domain, and sqrt'(0) = inf */
     double w[] = {1, 2, 3, -1, 2, 3}, V[18] = {0}, g[18] = {0}, ga[18];
@@ -1117,8 +1117,8 @@ Test(grad, float32_matches_float64)
         double F64[NN], F32[NN];
         sg_mat a64 = mk(SG_F64, 1, n, n, A), a32 = mk(SG_F32, 1, n, n, A), f64 = mk(SG_F64, 1, n, n, NULL),
                f32 = mk(SG_F32, 1, n, n, NULL);
-        cr_assert_eq(sg_matfunc(ctx, &a64, &fns[f], &f64), SG_OK);
-        cr_assert_eq(sg_matfunc(ctx, &a32, &fns[f], &f32), SG_OK, "%s", sg_last_error(ctx));
+        cr_assert_eq(sg_matfunc(ctx, &a64, &fns[f], &f64, NULL, NULL), SG_OK);
+        cr_assert_eq(sg_matfunc(ctx, &a32, &fns[f], &f32, NULL, NULL), SG_OK, "%s", sg_last_error(ctx));
         tu_from_mat(&f64, F64), tu_from_mat(&f32, F32);
         cr_expect_lt(rel(F32, F64, n * n), 1e-5, "matfunc fn %d: %g", f, rel(F32, F64, n * n));
         tu_free_mat(&a64), tu_free_mat(&a32), tu_free_mat(&f64), tu_free_mat(&f32);
@@ -1186,6 +1186,43 @@ static int padding_intact(const sg_mat *m)
     return 1;
 }
 
+/* sg_matfunc's optional W, V: the decomposition F was built from, the same as sg_eigh's, in padded
+   layouts; untouched on a domain error; refused when they overlap F. */
+Test(grad, matfunc_returns_its_eigendecomposition)
+{
+    tu_rng r = tu_seed(62);
+    enum { B = 3, n = 5 };
+    double A[B * NN], Q[NN], w0[] = {0.2, 0.7, 1.1, 2.5, 3.0}, neg[] = {-0.5, 0.7, 1.1, 2.5, 3.0};
+    double we[B * NMAX], Ve[B * NN], wg[B * NMAX], Vg[B * NN];
+    for (int b = 0; b < B; b++) sym_from(&r, n, b == 2 ? neg : w0, A + b * n * n, Q);
+    sg_fn sq = {SG_FN_SQRT, 0, 0, 0, 0}, ex = {SG_FN_EXP, 0, 0, 0, 0};
+    for (int t = 0; t < 2; t++) {
+        sg_dtype dt = t ? SG_F32 : SG_F64;
+        sg_mat Am = mk_pad(dt, B, n, n, A), Fm = mk_pad(dt, B, n, n, NULL), W = mk_pad(dt, B, n, 1, NULL),
+               V = mk_pad(dt, B, n, n, NULL), We = mk(dt, B, n, 1, NULL), Vm = mk(dt, B, n, n, NULL);
+        cr_expect_eq(sg_matfunc(ctx, &Am, &sq, &Fm, &W, &V), SG_ERR_DOMAIN, "sqrt of matrix 2's -0.5");
+        cr_expect(padding_intact(&W) && padding_intact(&V), "padding");
+        tu_from_mat(&W, wg);
+        for (int i = 0; i < B * n; i++) cr_expect_eq(wg[i], 7, "W written on a domain error (element %d)", i);
+        cr_assert_eq(sg_matfunc(ctx, &Am, &ex, &Fm, &W, &V), SG_OK, "%s", sg_last_error(ctx));
+        cr_assert_eq(sg_eigh(ctx, &Am, &We, &Vm), SG_OK, "%s", sg_last_error(ctx));
+        cr_expect(padding_intact(&W) && padding_intact(&V) && padding_intact(&Fm), "padding");
+        tu_from_mat(&W, wg), tu_from_mat(&V, Vg), tu_from_mat(&We, we), tu_from_mat(&Vm, Ve);
+        cr_expect_eq(tu_diff_norm(wg, we, B * n), 0, "W differs from sg_eigh's (dtype %d)", t);
+        cr_expect_eq(tu_diff_norm(Vg, Ve, B * n * n), 0, "V differs from sg_eigh's (dtype %d)", t);
+        /* F overlapping V (V = F), and W inside F */
+        cr_expect_eq(sg_matfunc(ctx, &Am, &ex, &Fm, NULL, &Fm), SG_ERR_ARG);
+        sg_mat Win = sg_mat_dense(Fm.data, dt, B, n, 1);
+        Win.stride = Fm.stride;
+        cr_expect_eq(sg_matfunc(ctx, &Am, &ex, &Fm, &Win, NULL), SG_ERR_ARG);
+        cr_expect(strstr(sg_last_error(ctx), "overlap") != NULL, "%s", sg_last_error(ctx));
+        /* shapes: W must be n×1, V n×n, both the batch of A */
+        cr_expect_eq(sg_matfunc(ctx, &Am, &ex, &Fm, &Vm, NULL), SG_ERR_ARG, "an n×n W");
+        cr_expect_eq(sg_matfunc(ctx, &Am, &ex, &Fm, NULL, &We), SG_ERR_ARG, "an n×1 V");
+        tu_free_mat(&Am), tu_free_mat(&Fm), tu_free_mat(&W), tu_free_mat(&V), tu_free_mat(&We), tu_free_mat(&Vm);
+    }
+}
+
 Test(grad, strided_batches_match_dense)
 {
     tu_rng r = tu_seed(61);
@@ -1221,7 +1258,7 @@ Test(grad, strided_batches_match_dense)
         cr_expect_lt(rel(gp, gd, B * n * n), tol, "matfunc_backward dtype %d", t);
         cr_expect(padding_intact(&GA));
         sg_mat Am = mk_pad(dt, B, n, n, A);
-        cr_assert_eq(sg_matfunc(ctx, &Am, &ex, &GA), SG_OK, "%s", sg_last_error(ctx));
+        cr_assert_eq(sg_matfunc(ctx, &Am, &ex, &GA, NULL, NULL), SG_OK, "%s", sg_last_error(ctx));
         cr_expect(padding_intact(&GA));
         /* regularizer with padded loss and gradient */
         sg_mat L = mk_pad(dt, B, 1, 1, NULL);

@@ -89,7 +89,7 @@ static sg_status c_projb(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *
 static sg_status c_lstsq(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { return sg_lstsq(c, p[0], p[1], o->atol, o->rtol, p[2], r); }
 static sg_status c_eighb(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_eigh_backward(c, p[0], p[1], p[2], p[3], o->mode, o->param, p[4]); }
 static sg_status c_svdb(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_svd_backward(c, p[0], p[1], p[2], p[3], p[4], p[5], o->mode, o->param, p[6]); }
-static sg_status c_mf(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_matfunc(c, p[0], FN(o), p[1]); }
+static sg_status c_mf(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_matfunc(c, p[0], FN(o), p[1], NULL, NULL); }
 static sg_status c_mfb(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_matfunc_backward(c, p[0], p[1], FN(o), p[2], p[3]); }
 static sg_status c_reg(sg_ctx *c, sg_mat *const *p, int64_t *r, const opts_t *o) { (void)r; return sg_regularizer(c, o->reg, p[0], FN(o), p[1], p[2]); }
 
@@ -695,7 +695,7 @@ Test(reliability, matfunc_domain_error_names_the_batch_item)
             sg_mat a = tu_alloc_mat((sg_dtype)t, nb, n, n), F = tu_alloc_mat((sg_dtype)t, nb, n, n);
             tu_to_mat(Ad, &a);
             sg_fn fn = {fns[c].kind, fns[c].p, NULL, NULL, NULL};
-            sg_status st = sg_matfunc(ctx, &a, &fn, &F);
+            sg_status st = sg_matfunc(ctx, &a, &fn, &F, NULL, NULL);
             SKIP_IF_MISSING(st, "sg_matfunc");
             cr_expect_eq(st, SG_ERR_DOMAIN, "fn %d (eigenvalue %g) dtype %d: %s (%s)", (int)fns[c].kind, fns[c].neg, t,
                          sg_status_string(st), sg_last_error(ctx));

@@ -67,8 +67,8 @@ def svd_backward(U, S, Vh, gU=None, gS=None, gVh=None, mode="mask", param=0.0, *
     return _ctx_for(ctx, U).svd_backward(U, S, Vh, gU, gS, gVh, mode, param)
 
 
-def matfunc(A, fn="sqrt", p=None, uplo="L", *, ctx=None):
-    return _ctx_for(ctx, A).matfunc(A, fn, p, uplo)
+def matfunc(A, fn="sqrt", p=None, uplo="L", *, return_eig=False, ctx=None):
+    return _ctx_for(ctx, A).matfunc(A, fn, p, uplo, return_eig=return_eig)
 
 
 def matfunc_backward(w, V, gF, fn="sqrt", p=None, *, ctx=None):

@@ -856,11 +856,12 @@ class Context:
                        C.byref(mgA)), bs, result=self._wrap(gA, tc))
         return self._wrap(gA, tc)
 
-    def matfunc(self, A, fn="sqrt", p=None, uplo="L"):
+    def matfunc(self, A, fn="sqrt", p=None, uplo="L", *, return_eig=False):
         """F = f(A) = V f(Λ) Vᵀ for symmetric A (..., n, n); fn 'sqrt', 'log', 'exp', 'pow' (exponent p) or a
         pair (f, df) of Python callables (CPU backend only; an exception they raise is re-raised here).
         Domain errors raise DomainError. The `uplo` triangle is read ('U' zero-copy for C-contiguous A,
-        'L' copies it)."""
+        'L' copies it). return_eig=True gives (F, w, V): the decomposition F was built from, as eigh
+        returns it, for matfunc_backward without a second eigh."""
         f = _Fn(fn, p)
         ad, (A,), tc = self._adapter([A])
         bs = self._bshape(ad, A, 2, "A")
@@ -874,9 +875,22 @@ class Context:
         else:  # library computes f(Aᵀ) = f(A)ᵀ
             F = ad.empty(bs + (n, n), ad.dtype_code(A))
             mF = _desc(ad, ad.T(F), keep)
+        w = V = None
+        mW = mV = None
+        if return_eig:
+            w = ad.empty(bs + (n,), ad.dtype_code(A))
+            mW = _desc(ad, _vec_in(ad, w), keep)
+            V = _out(ad, bs, n, n, ad.dtype_code(A))
+            mV = _desc(ad, V, keep)
         if _work(bs, n):
-            self._run("matfunc", ad, self._lib.sg_matfunc, (C.byref(mA), C.byref(f.s), C.byref(mF)), bs, fn=f)
-        return self._wrap(F, tc)
+            self._run("matfunc", ad, self._lib.sg_matfunc,
+                      (C.byref(mA), C.byref(f.s), C.byref(mF), C.byref(mW) if mW is not None else None,
+                       C.byref(mV) if mV is not None else None), bs, fn=f)
+        if not return_eig:
+            return self._wrap(F, tc)
+        if ad is _NP:
+            V = np.ascontiguousarray(V)
+        return self._wrap((F, w, V), tc)
 
     def matfunc_backward(self, w, V, gF, fn="sqrt", p=None):
         """Gradient w.r.t. symmetric A of a loss of F = f(A), given (w, V) = eigh(A) and gF = dL/dF:

@@ -140,7 +140,7 @@ def _declare(lib):
         "sg_lstsq": (st, [C.c_void_p, M, M, C.c_double, C.c_double, M, I64P]),
         "sg_eigh_backward": (st, [C.c_void_p, M, M, M, M, C.c_int, C.c_double, M]),
         "sg_svd_backward": (st, [C.c_void_p, M, M, M, M, M, M, C.c_int, C.c_double, M]),
-        "sg_matfunc": (st, [C.c_void_p, M, P(sg_fn), M]),
+        "sg_matfunc": (st, [C.c_void_p, M, P(sg_fn), M, M, M]),
         "sg_matfunc_backward": (st, [C.c_void_p, M, M, P(sg_fn), M, M]),
         "sg_regularizer": (st, [C.c_void_p, C.c_int, M, P(sg_fn), M, M]),
     }

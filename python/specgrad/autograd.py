@@ -70,16 +70,13 @@ class Svd(torch.autograd.Function):
 
 
 class MatFunc(torch.autograd.Function):
-    """F = f(A); forward runs our matfunc (domain checks) and our eigh (saved for the backward). The two
-    eigendecompositions are not merged: the C API has no "V f(Λ) Vᵀ from (w, V)" entry point, and
-    assembling F here would duplicate the library's domain checks."""
+    """F = f(A); forward is one matfunc call (domain checks, one eigendecomposition), which also returns
+    the (w, V) it used: saved for the backward."""
 
     @staticmethod
     def forward(ctx, A, fn="sqrt", p=None, sgctx=None):
         c = _ctx(sgctx, A)
-        Ad = A.detach()
-        F = c.matfunc(Ad, fn, p)
-        w, V = c.eigh(Ad)
+        F, w, V = c.matfunc(A.detach(), fn, p, return_eig=True)
         ctx.save_for_backward(w, V)
         ctx.opts = (fn, p, c)
         return F

@@ -212,6 +212,26 @@ def test_matfunc_and_backward_match_references(rng, bshape, dtype, fn, p, f):
                                        rtol=tol(dtype, 1e-9, 2e-3), atol=tol(dtype, 1e-9, 2e-3))
 
 
+@pytest.mark.parametrize("uplo", ["L", "U"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matfunc_return_eig_is_eigh(rng, dtype, uplo):
+    """return_eig=True: the (w, V) F was built from are eigh's (same triangle, same layout), so the
+    backward needs no second eigendecomposition; a domain error raises before anything is returned."""
+    A = random_spd(rng, 5, (2, 3)).astype(dtype)
+    junk = A.copy()
+    tri = np.triu_indices(5, 1) if uplo == "L" else np.tril_indices(5, -1)
+    junk[..., tri[0], tri[1]] = 1e3  # the triangle not read
+    F, w, V = sg.matfunc(junk, "log", uplo=uplo, return_eig=True)
+    we, Ve = sg.eigh(junk, uplo=uplo)
+    np.testing.assert_array_equal(F, sg.matfunc(junk, "log", uplo=uplo))
+    np.testing.assert_array_equal(w, we)
+    np.testing.assert_array_equal(V, Ve)
+    assert V.flags.c_contiguous == Ve.flags.c_contiguous
+    A[1, 2] -= 10 * np.eye(5, dtype=dtype)  # an eigenvalue below 0 in matrix (1, 2)
+    with pytest.raises(sg.DomainError):
+        sg.matfunc(A, "log", return_eig=True)
+
+
 @pytest.mark.parametrize("fn,p,f", FNS)
 def test_matfunc_backward_at_exact_ties_is_finite_where_jax_is_nan(rng, fn, p, f):
     """A = diag(1, 1, 4, 4): eigenvalue ties. Divided differences L_ij → f'(λ) keep the gradient finite;

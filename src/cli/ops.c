@@ -297,7 +297,7 @@ static int op_matfunc(cli_opts *o)
     if (need_fn(o) || load(o, &r, 1, (cli_kind[]){K_MAT}, (const char *[]){"A"})) goto done;
     sg_mat *A = &r.in[0].m;
     if (need(o, "A", A, A->rows, A->rows) || cli_alloc(o, &r.in[0], A->rows, A->rows, &r.out[0])) goto done;
-    sg_status s = sg_matfunc(o->ctx, A, &o->fn, &r.out[0].m);
+    sg_status s = sg_matfunc(o->ctx, A, &o->fn, &r.out[0].m, NULL, NULL);
     if (s != SG_OK) {
         rc = cli_lib_err(o, s);
         goto done;
