@@ -5,6 +5,7 @@
     U, S, Vh = sga.svd(A)                   # economy by default (full_matrices=False)
     F = sga.matfunc(A, "sqrt")              # f(A) = V f(Λ) Vᵀ
     loss = sga.regularizer(W, "spectral")   # per-matrix loss, batch shape
+    Y = sga.project_basis(Q, X)             # Q Qᵀ X (complement=True: X − Q Qᵀ X); gradients to Q and X
     loss.sum().backward()
 
 CUDA tensors run on the shared CUDA context of their device (zero-copy, current stream); CPU tensors on
@@ -112,6 +113,39 @@ class Regularizer(torch.autograd.Function):
             raise RuntimeError("specgrad.autograd.Regularizer: the gradient was not computed in forward "
                                "(need_grad=False / torch.no_grad)")
         return ctx.gA * gloss[..., None, None], None, None, None, None, None
+
+
+class ProjectBasis(torch.autograd.Function):
+    """Y = Q Qᵀ X (or X − Q Qᵀ X). gX is the same projection of gY (P = Q Qᵀ is symmetric), by the
+    library; gQ = ±(gY Xᵀ + X gYᵀ) Q, the derivative of the formula in Q as a free matrix (no
+    orthonormality constraint), in torch. X may be a batch of vectors (..., n)."""
+
+    @staticmethod
+    def forward(ctx, Q, X, complement=False, sgctx=None):
+        c = _ctx(sgctx, Q)
+        Y = c.project_basis(Q.detach(), X.detach(), complement)
+        ctx.save_for_backward(Q, X)
+        ctx.opts = (complement, c)
+        return Y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gY):
+        Q, X = ctx.saved_tensors
+        complement, c = ctx.opts
+        gQ = gX = None
+        if ctx.needs_input_grad[1]:
+            gX = c.project_basis(Q, gY, complement)
+        if ctx.needs_input_grad[0]:
+            G, Xm = (gY[..., None], X[..., None]) if X.dim() == Q.dim() - 1 else (gY, X)
+            gQ = G @ (Xm.mT @ Q) + Xm @ (G.mT @ Q)
+            if complement:
+                gQ = -gQ
+        return gQ, gX, None, None
+
+
+def project_basis(Q, X, complement=False, ctx=None):
+    return ProjectBasis.apply(Q, X, complement, ctx)
 
 
 def eigh(A, mode="mask", param=0.0, ctx=None):

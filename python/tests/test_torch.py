@@ -66,6 +66,24 @@ def test_gradcheck_symmetric_regularizers(rng, kind, fn, p):
     assert torch.autograd.gradcheck(lambda X: sga.regularizer(_sym(X), kind, fn, p), (X,))
 
 
+@pytest.mark.parametrize("complement", [False, True])
+@pytest.mark.parametrize("vec", [False, True])
+def test_gradcheck_project_basis(rng, complement, vec):
+    """Both inputs: Q (not orthonormalised: the formula's derivative in Q as a free matrix) and X, a batch
+    of matrices or of vectors; against torch's own autograd of the same formula too."""
+    Q = torch.tensor(rng.standard_normal((3, 6, 2)), requires_grad=True)
+    X = torch.tensor(rng.standard_normal((3, 6) if vec else (3, 6, 4)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda Q, X: sga.project_basis(Q, X, complement), (Q, X))
+    Xm = X[..., None] if vec else X
+    ref = Q @ (Q.mT @ Xm)
+    ref = (Xm - ref if complement else ref).reshape(X.shape)
+    G = torch.randn_like(ref)
+    g_ours = torch.autograd.grad((sga.project_basis(Q, X, complement) * G).sum(), (Q, X))
+    g_ref = torch.autograd.grad((ref * G).sum(), (Q, X))
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
 def _double_backward_cases(rng):
     S = torch.tensor(sym_with_spectrum(rng, [0.5, 1.0, 2.0], (2,)), requires_grad=True)
     R = torch.tensor(rng.standard_normal((2, 4, 3)), requires_grad=True)
@@ -74,6 +92,7 @@ def _double_backward_cases(rng):
         ("svd", R, lambda X: (sga.svd(X)[1] ** 2).sum()),
         ("matfunc", S, lambda X: (sga.matfunc(X, "sqrt") ** 2).sum()),
         ("regularizer", R, lambda X: (sga.regularizer(X, "spectral") ** 2).sum()),
+        ("project_basis", R, lambda X: (sga.project_basis(X, X[..., :1].detach()) ** 2).sum()),
     ]
 
 
@@ -214,3 +233,5 @@ def test_cuda_tensors_zero_copy_and_autograd(rng):
     Yp = sg.project_basis(Q, Xp, complement=True)
     assert Yp.is_cuda
     torch.testing.assert_close(Yp, Xp - Q @ (Q.mT @ Xp))
+    Qg, Xg = Q.clone().requires_grad_(True), Xp.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda Q, X: sga.project_basis(Q, X, True), (Qg[:2], Xg[:2]))
