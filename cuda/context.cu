@@ -21,6 +21,8 @@ static sg_status cuda_destroy_state(sg_cuda_state *st)
 {
     if (!st) return SG_OK;
     sg_cuda_lanes_free(st);
+    if (st->fin_d) cudaFree(st->fin_d);
+    if (st->fin_h) cudaFreeHost(st->fin_h);
     if (st->pool) cudaMemPoolDestroy(st->pool); /* returns at once; released when nothing is outstanding */
     if (st->blas) cublasDestroy(st->blas);
     if (st->solver) cusolverDnDestroy(st->solver);
@@ -152,7 +154,7 @@ void sg_cuda_trim(sg_ctx *ctx)
 }
 
 /* sg_set_cache_bytes: the new threshold now, and what is idle above it released now, not at the next
-   op's allocation (between ops nothing of ours is queued, except a NaN-scan flag: hence the sync). */
+   op's allocation (the sync: frees still in stream order are released too). */
 static sg_status cuda_cache_apply(sg_ctx *ctx)
 {
     SG_DEVICE_SCOPE(ctx);

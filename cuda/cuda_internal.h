@@ -23,6 +23,13 @@ typedef struct {
        kept between calls instead of malloc/free (and a synchronisation before the free) on every call */
     void *xsyev_hwork[3];
     size_t xsyev_hbytes[3];
+    /* NaN/Inf scan of device inputs: one flag per input (its first non-finite element, ~0 = none) on the
+       device and a pinned host copy, allocated once. A queued scan is pending until settled (copied back,
+       reported) at the call's first read-back; fin_m/fin_names are the call's operands. */
+    unsigned long long *fin_d, *fin_h;
+    int fin_pending, fin_count;
+    const sg_mat *fin_m[8];
+    const char *fin_names[8];
 } sg_cuda_state;
 
 /* cuda/linalg.cu: frees the streaming lanes and the per-lane host workspaces (safe on a zeroed state). */
@@ -109,6 +116,17 @@ sg_status sg_cuda_bind_stream(sg_ctx *ctx);
 /* All count operands (data on device) in one pass: one flag each, one synchronisation. The first operand in
    argument order with a NaN/Inf is reported (SG_ERR_NONFINITE, its first element). */
 sg_status sg_cuda_check_finite_all(sg_ctx *ctx, const sg_mat *const *m, const char *const *names, int count);
+/* The same scan in halves, for a caller whose kernels can skip their writes when a flag is set
+   (FusedArgs::skip): queue (count <= 8; nothing waits), then settle at the first read-back (one
+   synchronisation; SG_ERR_NONFINITE for the first operand with a NaN/Inf; a no-op when nothing is
+   pending). A read-back of its own can share the synchronisation: fetch (queue the copy), its own copy,
+   synchronise, report. sg_cuda_finite_drop forgets a scan whose call ended before settling it.
+   fin_pending: 0 none, 1 queued, 2 copy queued. */
+sg_status sg_cuda_finite_queue(sg_ctx *ctx, const sg_mat *const *m, const char *const *names, int count);
+sg_status sg_cuda_finite_settle(sg_ctx *ctx);
+sg_status sg_cuda_finite_fetch(sg_ctx *ctx);
+sg_status sg_cuda_finite_report(sg_ctx *ctx); /* after the stream was synchronised */
+static inline void sg_cuda_finite_drop(sg_ctx *ctx) { ((sg_cuda_state *)ctx->cuda)->fin_pending = 0; }
 /* Device-memory mode: m->data must be memory this context's device can use in place (its own device or
    managed memory, pinned host memory whose device address is the pointer itself, pageable memory only
    with HMM/ATS; memory of another GPU is refused even with peer access); else SG_ERR_ARG naming the

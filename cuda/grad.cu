@@ -140,9 +140,11 @@ sg_status copy2d(sg_ctx *ctx, char *dst, int64_t dld, int64_t dstride, const cha
 }
 
 /* Device mode: every pointer usable on this device (inputs and outputs), then the inputs scanned for
-   NaN/Inf (host inputs were scanned by the front-end). NULL entries are absent arguments. */
+   NaN/Inf (host inputs were scanned by the front-end). NULL entries are absent arguments. defer: the scan
+   is only queued; the caller's kernels skip their writes while it is pending (FusedArgs::skip) and the
+   first read-back settles it (first_flagged, chunked), so the host does not wait for it first. */
 using MatList = std::initializer_list<std::pair<const sg_mat *, const char *>>;
-sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out)
+sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out, bool defer = false)
 {
     if (ctx->mem != SG_MEM_DEVICE) return SG_OK;
     for (MatList l : {in, out})
@@ -154,6 +156,7 @@ sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out)
     std::vector<const char *> names;
     for (auto &p : in)
         if (p.first) ms.push_back(p.first), names.push_back(p.second);
+    if (defer && ms.size() <= 8) return sg_cuda_finite_queue(ctx, ms.data(), names.data(), (int)ms.size());
     SGTRY(sg_cuda_check_finite_all(ctx, ms.data(), names.data(), (int)ms.size()));
     sg_prof_mark("finite");
     return SG_OK;
@@ -241,7 +244,11 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
                 a.dev.data = (char *)a.user.data + b0 * a.user.stride * es;
             }
         }
-        const sg_status s = body(b0, cnt, scr.p);
+        sg_status s = body(b0, cnt, scr.p);
+        if (s == SG_OK || s == SG_ERR_DEGENERATE) { /* a deferred NaN/Inf scan outranks what the chunk found */
+            const sg_status f = sg_cuda_finite_settle(ctx);
+            if (f != SG_OK) s = f;
+        }
         sg_prof_mark("body");
         if (s != SG_OK && s != SG_ERR_DEGENERATE) return s;
         if (s == SG_ERR_DEGENERATE && deg == SG_OK) {
@@ -271,7 +278,8 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
     return deg;
 }
 
-/* First matrix of the chunk whose flag is set, or -1. Synchronises the stream. */
+/* First matrix of the chunk whose flag is set, or -1. Synchronises the stream. A pending NaN/Inf scan is
+   settled first: with it set the kernels wrote neither outputs nor flags. */
 sg_status first_flagged(sg_ctx *ctx, const int *dflags, int64_t cnt, int64_t *first, int *bits)
 {
     *first = -1;
@@ -279,9 +287,11 @@ sg_status first_flagged(sg_ctx *ctx, const int *dflags, int64_t cnt, int64_t *fi
     HostBuf h;
     h.p = malloc((size_t)cnt * sizeof(int));
     if (!h.p) return sg_fail(ctx, SG_ERR_ALLOC, -1, "host allocation of %lld flags failed", (long long)cnt);
+    SGTRY(sg_cuda_finite_fetch(ctx)); /* one synchronisation for both copies */
     CU_TRY(ctx, cudaMemcpyAsync(h.p, dflags, (size_t)cnt * sizeof(int), cudaMemcpyDeviceToHost, stream_of(ctx)));
     CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
     sg_prof_mark("flags");
+    SGTRY(sg_cuda_finite_report(ctx));
     const int *f = (const int *)h.p;
     for (int64_t i = 0; i < cnt; i++)
         if (f[i]) {
@@ -475,8 +485,9 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
     const char *op = eigh ? "eigh_backward" : "matfunc_backward";
     const int64_t n = V->rows, batch = V->batch, nn = n * n;
     SGTRY(size_ok(ctx, n, op));
-    SGTRY(check_device_args(ctx, {{W, "W"}, {V, "V"}, {gW, "gW"}, {G, eigh ? "gV" : "gF"}}, {{gA, "gA"}}));
     const bool f32 = sizeof(T) == 4, fused = n <= FUSED_MAX_N && !no_fused();
+    /* the fused kernel skips its writes while a deferred scan is pending; the cuBLAS path cannot */
+    SGTRY(check_device_args(ctx, {{W, "W"}, {V, "V"}, {gW, "gW"}, {G, eigh ? "gV" : "gF"}}, {{gA, "gA"}}, fused));
     const T p = (T)sg_degen_param(mode, param, f32);
     const int fk = fn ? (int)fn->kind : 0;
     const double fp = fn ? fn->p : 0;
@@ -534,6 +545,7 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
             a.mode = (int)mode; a.param = p;
             a.fkind = fk; a.fp = fp; a.rel = SG_DIVDIFF_REL;
             a.flags = flags;
+            if (sg_cu(ctx)->fin_pending) a.skip = sg_cu(ctx)->fin_d, a.nskip = sg_cu(ctx)->fin_count;
             SGTRY(launch_fused<T, KIND>(ctx, a));
         } else {
             cublasHandle_t h = sg_cu(ctx)->blas;
@@ -581,7 +593,6 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
 {
     const int64_t m = U->rows, n = V->rows, k = m < n ? m : n, batch = U->batch, kk = k * k;
     SGTRY(size_ok(ctx, m > n ? m : n, "svd_backward"));
-    SGTRY(check_device_args(ctx, {{U, "U"}, {S, "S"}, {V, "V"}, {gU, "gU"}, {gS, "gS"}, {gV, "gV"}}, {{gA, "gA"}}));
     const T p = (T)sg_degen_param(mode, param, sizeof(T) == 4);
     const int rect = m > n && gU ? RECT_TALL : m < n && gV ? RECT_WIDE : RECT_NONE;
     const int64_t ysize = rect == RECT_TALL ? m * k : k * n; /* Y (m×k) or H (k×n) */
@@ -592,6 +603,9 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
     const int64_t fused_max = sizeof(T) == 8 ? 32 : FUSED_MAX_N;
     const bool fused = (m > n ? m : n) <= fused_max && !no_fused() &&
                        fused_svd_smem_for<T>((int)m, (int)n) <= (size_t)sg_cu(ctx)->prop.sharedMemPerBlockOptin;
+    /* the fused kernel skips its writes while a deferred scan is pending; the cuBLAS path cannot */
+    SGTRY(check_device_args(ctx, {{U, "U"}, {S, "S"}, {V, "V"}, {gU, "gU"}, {gS, "gS"}, {gV, "gV"}}, {{gA, "gA"}},
+                            fused));
 
     /* full_matrices: only the first k columns of U, V, gU, gV take part (PyTorch narrows them). */
     Arg args[7];
@@ -642,6 +656,7 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
             a.m = (int)m; a.n = (int)n; a.batch = cnt;
             a.mode = (int)mode; a.param = p;
             a.flags = flags;
+            if (sg_cu(ctx)->fin_pending) a.skip = sg_cu(ctx)->fin_d, a.nskip = sg_cu(ctx)->fin_count;
             SGTRY(launch_fused_svd<T>(ctx, a));
         } else {
         if (gud) CUBLAS_TRY(ctx, gemm(h, TR, NT, k, k, m, T(1), ud, u.ld, u.stride, gud, gu.ld, gu.stride, T(0), P, k, kk, cnt));
@@ -868,9 +883,11 @@ template <typename T> sg_status reg_ortho(sg_ctx *ctx, const sg_mat *A, sg_mat *
     return chunked(ctx, args, 3, batch, scratch, body);
 }
 
-/* Common entry: bind the stream, host pointer mode for the α/β scalars. */
+/* Common entry: bind the stream, host pointer mode for the α/β scalars; no scan of an earlier call that
+   ended early is pending. */
 sg_status enter(sg_ctx *ctx)
 {
+    sg_cuda_finite_drop(ctx);
     SGTRY(sg_cuda_bind_stream(ctx));
     CUBLAS_TRY(ctx, cublasSetPointerMode(sg_cu(ctx)->blas, CUBLAS_POINTER_MODE_HOST));
     return SG_OK;

@@ -1080,39 +1080,82 @@ sg_status sg_cuda_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double at
 /* ---- NaN/Inf scan of device batches ------------------------------------------------------------ */
 /* One flag per operand, one copy back and one synchronisation for all of them (the scans, one
    synchronisation each, were 62 % of eigh_backward at n = 8 on an H200). The first operand, in argument
-   order, with a non-finite element is reported, at its first element. */
+   order, with a non-finite element is reported, at its first element. The flags live in the context
+   (device and pinned host, 8 each, allocated at the first scan), so a scan allocates nothing. */
 enum { FINITE_GROUP = 8 };
-static sg_status check_finite_group(sg_ctx *ctx, const sg_mat *const *m, const char *const *names, int count)
+sg_status sg_cuda_finite_queue(sg_ctx *ctx, const sg_mat *const *m, const char *const *names, int count)
 {
-    enum { MAXN = FINITE_GROUP };
+    sg_cuda_state *cs = sg_cu(ctx);
     sg_status s = sg_cuda_bind_stream(ctx);
     if (s != SG_OK) return s;
-    cudaStream_t st = sg_cu(ctx)->stream;
-    unsigned long long *dfirst = NULL, first[MAXN];
-    if ((s = sg_cuda_malloc(ctx, (void **)&dfirst, sizeof *dfirst * (size_t)count, "finite check")) != SG_OK) return s;
-    CUDA(cudaMemsetAsync(dfirst, 0xff, sizeof *dfirst * (size_t)count, st));
+    if (count > FINITE_GROUP)
+        return sg_fail(ctx, SG_ERR_ARG, -1, "finite check: %d operands (at most %d per scan)", count, FINITE_GROUP);
+    if (!cs->fin_d) {
+        CU_TRY(ctx, cudaMalloc((void **)&cs->fin_d, sizeof *cs->fin_d * FINITE_GROUP));
+        if (cudaHostAlloc((void **)&cs->fin_h, sizeof *cs->fin_h * FINITE_GROUP, cudaHostAllocDefault) != cudaSuccess) {
+            (void)cudaGetLastError();
+            cudaFree(cs->fin_d);
+            cs->fin_d = NULL, cs->fin_h = NULL;
+            return sg_fail(ctx, SG_ERR_ALLOC, -1, "finite check: %zu bytes of pinned host memory",
+                           sizeof *cs->fin_h * FINITE_GROUP);
+        }
+    }
+    cudaStream_t st = cs->stream;
+    CU_TRY(ctx, cudaMemsetAsync(cs->fin_d, 0xff, sizeof *cs->fin_d * (size_t)count, st));
     for (int k = 0; k < count; k++) {
         const sg_mat *x = m[k];
         int64_t total = x->rows * x->cols * x->batch;
+        cs->fin_m[k] = x, cs->fin_names[k] = names[k];
         if (total == 0) continue;
         if (x->dtype == SG_F32)
             k_nonfinite<float><<<(unsigned)grid_for(ctx, total), SG_BLOCK, 0, st>>>((const float *)x->data, x->ld,
                                                                                    sg_stride_of(x), x->rows, x->cols,
-                                                                                   x->batch, dfirst + k);
+                                                                                   x->batch, cs->fin_d + k);
         else
             k_nonfinite<double><<<(unsigned)grid_for(ctx, total), SG_BLOCK, 0, st>>>((const double *)x->data, x->ld,
                                                                                     sg_stride_of(x), x->rows, x->cols,
-                                                                                    x->batch, dfirst + k);
-        CUDA(cudaGetLastError());
+                                                                                    x->batch, cs->fin_d + k);
+        CU_LAUNCH_CHECK(ctx);
     }
+    cs->fin_count = count;
+    cs->fin_pending = 1;
     sg_prof_mark("finite_queue");
-    CUDA(cudaMemcpyAsync(first, dfirst, sizeof *dfirst * (size_t)count, cudaMemcpyDeviceToHost, st));
-    CUDA(cudaStreamSynchronize(st));
+    return SG_OK;
+}
+
+sg_status sg_cuda_finite_fetch(sg_ctx *ctx)
+{
+    sg_cuda_state *cs = sg_cu(ctx);
+    if (cs->fin_pending == 1) {
+        CU_TRY(ctx, cudaMemcpyAsync(cs->fin_h, cs->fin_d, sizeof *cs->fin_d * (size_t)cs->fin_count,
+                                    cudaMemcpyDeviceToHost, cs->stream));
+        cs->fin_pending = 2;
+    }
+    return SG_OK;
+}
+
+sg_status sg_cuda_finite_settle(sg_ctx *ctx)
+{
+    sg_cuda_state *cs = sg_cu(ctx);
+    if (!cs->fin_pending) return SG_OK;
+    sg_status s = sg_cuda_finite_fetch(ctx);
+    if (s != SG_OK) return s;
+    CU_TRY(ctx, cudaStreamSynchronize(cs->stream));
     sg_prof_mark("finite_wait");
+    return sg_cuda_finite_report(ctx);
+}
+
+sg_status sg_cuda_finite_report(sg_ctx *ctx)
+{
+    sg_cuda_state *cs = sg_cu(ctx);
+    if (cs->fin_pending != 2) return SG_OK;
+    cs->fin_pending = 0;
+    sg_status s = SG_OK;
+    const int count = cs->fin_count;
     for (int k = 0; k < count; k++) {
-        if (first[k] == ~0ull) continue;
-        const sg_mat *x = m[k];
-        int64_t per = x->rows * x->cols, e = (int64_t)first[k], b = e / per, j = (e % per) / x->rows, i = e % x->rows;
+        if (cs->fin_h[k] == ~0ull) continue;
+        const sg_mat *x = cs->fin_m[k];
+        int64_t per = x->rows * x->cols, e = (int64_t)cs->fin_h[k], b = e / per, j = (e % per) / x->rows, i = e % x->rows;
         size_t es = sg_dtype_size(x->dtype);
         double v = 0;
         unsigned char raw[8];
@@ -1126,16 +1169,10 @@ static sg_status check_finite_group(sg_ctx *ctx, const sg_mat *const *m, const c
         } else {
             memcpy(&v, raw, 8);
         }
-        s = sg_fail(ctx, SG_ERR_NONFINITE, b, "%s: %s at element (%lld,%lld) (matrix %lld)", names[k],
-                    isnan(v) ? "NaN" : "Inf", (long long)i, (long long)j, (long long)b); /* the front-end's wording */
-        break;
+        return sg_fail(ctx, SG_ERR_NONFINITE, b, "%s: %s at element (%lld,%lld) (matrix %lld)", cs->fin_names[k],
+                       isnan(v) ? "NaN" : "Inf", (long long)i, (long long)j, (long long)b); /* the front-end's wording */
     }
 out:
-    sg_cuda_free(ctx, dfirst, st);
-    if (s != SG_OK) { /* the op ends here: settle the free and trim, as its normal end would */
-        if (cudaStreamSynchronize(st) != cudaSuccess) (void)cudaGetLastError();
-        sg_cuda_trim(ctx);
-    }
     return s;
 }
 
@@ -1143,8 +1180,12 @@ sg_status sg_cuda_check_finite_all(sg_ctx *ctx, const sg_mat *const *m, const ch
 {
     SG_DEVICE_SCOPE(ctx);
     for (int g = 0; g < count; g += FINITE_GROUP) {
-        sg_status s = check_finite_group(ctx, m + g, names + g, count - g < FINITE_GROUP ? count - g : FINITE_GROUP);
-        if (s != SG_OK) return s;
+        sg_status s = sg_cuda_finite_queue(ctx, m + g, names + g, count - g < FINITE_GROUP ? count - g : FINITE_GROUP);
+        if (s == SG_OK) s = sg_cuda_finite_settle(ctx);
+        if (s != SG_OK) {
+            sg_cuda_finite_drop(ctx);
+            return s;
+        }
     }
     return SG_OK;
 }

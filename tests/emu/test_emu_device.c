@@ -74,8 +74,10 @@ Test(emu_device, idle_cache_is_handed_back_when_a_request_does_not_fit)
 /* 3. The fixed per-call cost of device-resident ops: each synchronisation is a GPU round trip, and the
       launch settings of the fused kernels are driver calls (issue 5's n = 8 rows are mostly this cost).
       A second call with the same shapes makes no cudaFuncSetAttribute or occupancy query (kept per kernel,
-      device, threads and shared memory), and eigh synchronises three times: after the NaN/Inf scan, for
-      the info array, and to settle its scratch's release. */
+      device, threads and shared memory); eigh synchronises three times: after the NaN/Inf scan, for the
+      info array, and to settle its scratch's release; the fused eigh_backward three: its NaN/Inf scan is
+      settled with its flags (the kernel skips its writes while the scan is pending), then the end and the
+      release. */
 static void *to_device(const sg_mat *h)
 {
     size_t bytes = sizeof(double) * (size_t)(h->rows * h->cols * h->batch);
@@ -112,7 +114,11 @@ Test(emu_device, repeated_device_calls_reuse_launch_settings)
     for (int k = 0; k < 2; k++) c0[k] = sg_emu_calls(q[k]);
     cr_assert_eq(sg_eigh_backward(ctx, &w, &v, NULL, &gv, SG_DEGEN_LORENTZ, 1e-12, &ga), SG_OK, "%s", sg_last_error(ctx));
     for (int k = 0; k < 2; k++) c1[k] = sg_emu_calls(q[k]);
+    s0 = sg_emu_calls("cudaStreamSynchronize");
     cr_assert_eq(sg_eigh_backward(ctx, &w, &v, NULL, &gv, SG_DEGEN_LORENTZ, 1e-12, &ga), SG_OK, "%s", sg_last_error(ctx));
+    syncs = sg_emu_calls("cudaStreamSynchronize") - s0;
+    cr_expect_leq(syncs, 3, "device eigh_backward synchronised %lu times (scan and flags together, end, release: 3)",
+                  syncs);
     for (int k = 0; k < 2; k++) {
         c2[k] = sg_emu_calls(q[k]);
         cr_expect_gt(c1[k], c0[k], "the first fused launch made no %s call: not the path under test", q[k]);
