@@ -330,9 +330,10 @@ Test(gpu_grad, svd_backward_exact_ties_degenerate_mask_finite)
 }
 
 /* ---- NaN/Inf in device-resident inputs ---------------------------------------------------------- */
-/* Operand k of eigh_backward (W, V, gW, gV) or svd_backward (U, S, V, gU, gS, gV; square n×n) gets a NaN
-   or -Inf at the last element of matrix 2: SG_ERR_NONFINITE, index 2, the message names the operand and
-   the kind, and gA (filled with 7) is untouched, on the fused (n = 8) and cuBLAS (n = 65) paths. */
+/* Operand k of eigh_backward (W, V, gW, gV), svd_backward (U, S, V, gU, gS, gV; square n×n) or
+   matfunc_backward (W, V, gF) gets a NaN or -Inf at the last element of matrix 2: SG_ERR_NONFINITE (before
+   matfunc's domain check), index 2, the message names the operand and the kind, and gA (filled with 7) is
+   untouched, on the fused (n = 8) and cuBLAS (n = 65) paths. */
 Test(gpu_grad, nonfinite_device_inputs_name_the_operand_and_leave_gA)
 {
     NEED_GPU();
@@ -351,17 +352,20 @@ Test(gpu_grad, nonfinite_device_inputs_name_the_operand_and_leave_gA)
             tu_fill_normal(&r, gS, batch * n), tu_fill_normal(&r, gVs, batch * nn);
             for (int64_t i = 0; i < batch * nn; i++) seven[i] = 7;
             cr_assert_eq(sg_set_memspace(gpu, SG_MEM_DEVICE), SG_OK);
-            for (int op = 0; op < 2; op++) {
-                const int nop = op ? 6 : 4;
-                double *x[6] = {W, V, gW, gV}, *sv[6] = {U, S, Vs, gU, gS, gVs};
-                static const char *en[6] = {"W", "V", "gW", "gV"}, *sn[6] = {"U", "S", "V", "gU", "gS", "gV"};
-                const int64_t ecols[6] = {1, n, 1, n}, scols[6] = {n, 1, n, n, 1, n};
+            static const char *opn[3] = {"eigh", "svd", "matfunc"};
+            const sg_fn sq = {SG_FN_SQRT, 0, NULL, NULL, NULL};
+            for (int op = 0; op < 3; op++) {
+                const int nop = op == 1 ? 6 : op ? 3 : 4;
+                double *x[6] = {W, V, gW, gV}, *sv[6] = {U, S, Vs, gU, gS, gVs}, *mv[6] = {W, V, gV};
+                static const char *en[6] = {"W", "V", "gW", "gV"}, *sn[6] = {"U", "S", "V", "gU", "gS", "gV"},
+                                  *mn[6] = {"W", "V", "gF"};
+                const int64_t ecols[6] = {1, n, 1, n}, scols[6] = {n, 1, n, n, 1, n}, mcols[6] = {1, n, n};
                 for (int k = 0; k < nop; k++)
                     for (int inf = 0; inf < 2; inf++) {
                         buf b[6], ga = bnew(t, batch, n, n, 0, 1);
-                        double **src = op ? sv : x;
-                        const int64_t *cols = op ? scols : ecols, at = (2 + 1) * n * cols[k] - 1;
-                        const char *name = (op ? sn : en)[k], *kind = inf ? "Inf" : "NaN";
+                        double **src = op == 1 ? sv : op ? mv : x;
+                        const int64_t *cols = op == 1 ? scols : op ? mcols : ecols, at = (2 + 1) * n * cols[k] - 1;
+                        const char *name = (op == 1 ? sn : op ? mn : en)[k], *kind = inf ? "Inf" : "NaN";
                         const double keep = src[k][at];
                         src[k][at] = inf ? -INFINITY : NAN;
                         for (int i = 0; i < nop; i++) {
@@ -370,14 +374,16 @@ Test(gpu_grad, nonfinite_device_inputs_name_the_operand_and_leave_gA)
                         }
                         src[k][at] = keep;
                         bset(&ga, seven);
-                        sg_status st = op ? sg_svd_backward(gpu, bm(&b[0]), bm(&b[1]), bm(&b[2]), bm(&b[3]), bm(&b[4]),
-                                                            bm(&b[5]), SG_DEGEN_MASK, 0, bm(&ga))
-                                          : sg_eigh_backward(gpu, bm(&b[0]), bm(&b[1]), bm(&b[2]), bm(&b[3]),
-                                                             SG_DEGEN_MASK, 0, bm(&ga));
+                        sg_status st =
+                            op == 1 ? sg_svd_backward(gpu, bm(&b[0]), bm(&b[1]), bm(&b[2]), bm(&b[3]), bm(&b[4]),
+                                                      bm(&b[5]), SG_DEGEN_MASK, 0, bm(&ga))
+                            : op ? sg_matfunc_backward(gpu, bm(&b[0]), bm(&b[1]), &sq, bm(&b[2]), bm(&ga))
+                                 : sg_eigh_backward(gpu, bm(&b[0]), bm(&b[1]), bm(&b[2]), bm(&b[3]), SG_DEGEN_MASK, 0,
+                                                    bm(&ga));
                         const char *err = sg_last_error(gpu);
                         size_t ln = strlen(name);
-                        cr_expect_eq(st, SG_ERR_NONFINITE, "%s_backward %s n=%lld, %s in %s: status %d (%s)",
-                                     op ? "svd" : "eigh", dn(t), (long long)n, kind, name, (int)st, err);
+                        cr_expect_eq(st, SG_ERR_NONFINITE, "%s_backward %s n=%lld, %s in %s: status %d (%s)", opn[op],
+                                     dn(t), (long long)n, kind, name, (int)st, err);
                         cr_expect_eq(sg_failed_index(gpu), 2, "%s in %s: index", kind, name);
                         cr_expect(strncmp(err, name, ln) == 0 && err[ln] == ':' && strstr(err, kind) != NULL,
                                   "%s in %s: message \"%s\"", kind, name, err);
@@ -385,7 +391,7 @@ Test(gpu_grad, nonfinite_device_inputs_name_the_operand_and_leave_gA)
                         int64_t touched = 0;
                         for (int64_t i = 0; i < batch * nn; i++) touched += out[i] != 7;
                         cr_expect_eq(touched, 0, "%s_backward %s n=%lld, %s in %s: %lld elements of gA written",
-                                     op ? "svd" : "eigh", dn(t), (long long)n, kind, name, (long long)touched);
+                                     opn[op], dn(t), (long long)n, kind, name, (long long)touched);
                         for (int i = 0; i < nop; i++) bfree(&b[i]);
                         bfree(&ga);
                     }
