@@ -85,6 +85,10 @@ class _NumpyAdapter:
         return x.reshape(shape)
 
     @staticmethod
+    def broadcast_to(x, shape):
+        return np.broadcast_to(x, shape)
+
+    @staticmethod
     def stream_ptr():
         return None
 
@@ -159,6 +163,10 @@ class _TorchCudaAdapter:
     @staticmethod
     def reshape(x, shape):
         return x.reshape(shape)
+
+    @staticmethod
+    def broadcast_to(x, shape):
+        return x.expand(shape)
 
     def stream_ptr(self):
         return self.torch.cuda.current_stream(self.device).cuda_stream
@@ -678,6 +686,24 @@ class Context:
             nul[...] = n
         return self._wrap((N, _scalarize(nul, bs)), tc)
 
+    @staticmethod
+    def _broadcast(op, ad, A, an, X, xn):
+        """numpy broadcasting of the batch dimensions of A (..., r, c) and X (..., n, k), or (..., n) when X
+        has one dimension fewer than A (vectors) → (A, X, batch shape). A broadcast operand is copied
+        (_desc cannot describe a zero batch stride), and each batch item is computed on its own."""
+        sa, sx = ad.shape(A), ad.shape(X)
+        if len(sa) < 2 or len(sx) < 1:
+            return A, X, sa[:-2]  # the shape checks that follow say what is wrong
+        core = 1 if len(sx) == len(sa) - 1 else 2
+        ba, bx = sa[:-2], sx[: len(sx) - core]
+        if ba == bx:
+            return A, X, ba
+        try:
+            bs = tuple(np.broadcast_shapes(ba, bx))
+        except ValueError:
+            raise ValueError(f"specgrad: {op}: batch shapes {ba} of {an} and {bx} of {xn} do not broadcast") from None
+        return ad.broadcast_to(A, bs + sa[-2:]), ad.broadcast_to(X, bs + sx[len(sx) - core:]), bs
+
     def _proj_rhs(self, op, ad, X, nd, bs, n, code, keep):
         """X (..., n, k) or (..., n) (one dimension fewer than the nd of the first operand) for project /
         project_basis: (descriptor of X, k, Y shaped like X, descriptor of Y)."""
@@ -691,12 +717,15 @@ class Context:
 
     def project(self, A, X, which="null", atol=0.0, rtol=None):
         """Y = P X with P the orthogonal projector onto the nullspace ('null') or row space ('row') of A
-        (..., m, n). X: (..., n, k) or (..., n). Copies C-contiguous A and matrix X."""
+        (..., m, n). X: (..., n, k) or (..., n). Copies C-contiguous A and matrix X. Batch dimensions
+        broadcast like numpy's, but a shared A is decomposed once per batch item: for a fixed A, null_space
+        once and project_basis every step."""
         if which not in L.PROJ:
             raise ValueError(f"specgrad: which must be 'null' or 'row', got {which!r}")
         atol, rtol = _tols("project", atol, rtol)
         ad, (A, X), tc = self._adapter([A, X])
         (A, X), code = self._common(ad, [A, X], ["A", "X"])
+        A, X, _ = self._broadcast("project", ad, A, "A", X, "X")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
         keep = []
@@ -712,9 +741,13 @@ class Context:
     def project_basis(self, Q, X, complement=False):
         """Y = Q Qᵀ X, or X − Q Qᵀ X with complement=True, for a given basis Q (..., n, q), q <= n, with
         orthonormal or zero columns (not checked; e.g. null_space's output: then it is project(A, X, 'null')
-        without the SVD). X: (..., n, k) or (..., n). For a basis computed once and applied every step."""
+        without the SVD). X: (..., n, k) or (..., n). For a basis computed once and applied every step.
+        Batch dimensions broadcast like numpy's (a shared Q (n, q) over X (B, n, k)); X with exactly one
+        dimension fewer than Q is a batch of vectors (with a shared basis: Q (1, n, q), X (B, n)). A
+        broadcast operand is copied per batch item."""
         ad, (Q, X), tc = self._adapter([Q, X])
         (Q, X), code = self._common(ad, [Q, X], ["Q", "X"])
+        Q, X, _ = self._broadcast("project_basis", ad, Q, "Q", X, "X")
         bs = self._bshape(ad, Q, 2, "Q")
         n, q = ad.shape(Q)[-2:]
         if q > n:

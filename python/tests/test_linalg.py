@@ -381,6 +381,42 @@ def test_project_basis_matches_numpy_and_project(rng, bshape, dtype, vector):
     np.testing.assert_allclose(sg.project_basis(N, X, True), sg.project(A, X, "row"), atol=t * 50)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_project_and_project_basis_broadcast_batches(rng, dtype):
+    """numpy broadcasting of the batch dimensions: against the per-item result (np.matmul broadcasts)."""
+    n, q, k = 5, 2, 3
+    t = tol(dtype)
+    # batch of Q, batch of X (X with exactly one dimension fewer than Q is a batch of vectors, so a
+    # matrix X broadcast against a Q with more batch dimensions spells out the leading 1s)
+    cases = [((), (2, 3)), ((2, 1), (1, 3)), ((1, 4), (2, 1)), ((2, 3), (2, 1, 1, 1))]
+    for bq, bx in cases:
+        Q = np.linalg.qr(rng.standard_normal(bq + (n, n)))[0][..., :q].astype(dtype)
+        X = rng.standard_normal(bx + (n, k)).astype(dtype)
+        Y = sg.project_basis(Q, X)
+        bs = np.broadcast_shapes(bq, bx)
+        assert Y.shape == bs + (n, k)
+        Qd = Q.astype(np.float64)
+        ref = Qd @ (np.swapaxes(Qd, -1, -2) @ X.astype(np.float64))
+        np.testing.assert_allclose(Y, ref, atol=t * 50)
+        np.testing.assert_allclose(sg.project_basis(Q, X, complement=True), X - ref, atol=t * 50)
+    # vectors with a shared basis: Q (1, n, q), X (B, n)
+    Q = np.linalg.qr(rng.standard_normal((1, n, n)))[0][..., :q].astype(dtype)
+    X = rng.standard_normal((4, n)).astype(dtype)
+    Y = sg.project_basis(Q, X)
+    assert Y.shape == (4, n)
+    np.testing.assert_allclose(Y, (Q[0] @ (Q[0].T @ X.T)).T, atol=t * 50)
+    # project with one A for a batch of X, and its agreement with project_basis on null_space's basis
+    A = low_rank(rng, 4, n, 2, ()).astype(dtype)
+    X = rng.standard_normal((3, n, k)).astype(dtype)
+    N, _ = sg.null_space(A)
+    P = sg.project(A, X, "null")
+    assert P.shape == X.shape
+    np.testing.assert_allclose(P, sg.project_basis(N, X), atol=t * 50)
+    np.testing.assert_allclose(P, np.stack([sg.project(A, x, "null") for x in X]), atol=t * 50)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        sg.project_basis(np.zeros((2, n, q), dtype), np.zeros((3, n, k), dtype))
+
+
 def test_project_basis_rejects_bad_shapes(rng):
     X = rng.standard_normal((4, 2))
     with pytest.raises(sg.SpecgradArgumentError, match="at most 4 columns"):

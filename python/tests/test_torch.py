@@ -84,6 +84,15 @@ def test_gradcheck_project_basis(rng, complement, vec):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
+def test_gradcheck_project_basis_broadcast(rng):
+    """A shared basis Q (n, q) over a batch of X: Q's gradient is summed over the batch (torch reduces a
+    gradient of the broadcast shape to the input's)."""
+    Q = torch.tensor(rng.standard_normal((6, 2)), requires_grad=True)
+    X = torch.tensor(rng.standard_normal((3, 6, 4)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda Q, X: sga.project_basis(Q, X), (Q, X))
+    assert torch.autograd.gradcheck(lambda Q, X: sga.project_basis(Q, X, True), (Q, X))
+
+
 def _double_backward_cases(rng):
     S = torch.tensor(sym_with_spectrum(rng, [0.5, 1.0, 2.0], (2,)), requires_grad=True)
     R = torch.tensor(rng.standard_normal((2, 4, 3)), requires_grad=True)
