@@ -765,10 +765,13 @@ class Context:
     def lstsq(self, A, B, atol=0.0, rtol=None, *, return_rank=False):
         """Minimum-norm least squares x = A⁺B (also rank-deficient), A (..., m, n), B (..., m, k) or
         (..., m). Returns x (and the rank with return_rank=True). Copies C-contiguous A and matrix B.
-        Zero-sized A: x = 0 and rank 0, like numpy."""
+        Zero-sized A: x = 0 and rank 0, like numpy. Batch dimensions broadcast like torch.linalg.lstsq's
+        (B with exactly one dimension fewer than A is a batch of vectors); a shared A is factored once per
+        batch item (the rank is per batch item too)."""
         atol, rtol = _tols("lstsq", atol, rtol)
         ad, (A, B), tc = self._adapter([A, B])
         (A, B), code = self._common(ad, [A, B], ["A", "B"])
+        A, B, _ = self._broadcast("lstsq", ad, A, "A", B, "B")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
         vec = len(ad.shape(B)) == len(ad.shape(A)) - 1

@@ -415,6 +415,12 @@ def test_project_and_project_basis_broadcast_batches(rng, dtype):
     np.testing.assert_allclose(P, np.stack([sg.project(A, x, "null") for x in X]), atol=t * 50)
     with pytest.raises(ValueError, match="do not broadcast"):
         sg.project_basis(np.zeros((2, n, q), dtype), np.zeros((3, n, k), dtype))
+    # lstsq: one A for a batch of right-hand sides, like torch.linalg.lstsq
+    A = low_rank(rng, 6, 4, 2, ()).astype(dtype)
+    Bm = rng.standard_normal((3, 6, 2)).astype(dtype)
+    x, r = sg.lstsq(A, Bm, return_rank=True)
+    assert x.shape == (3, 4, 2) and r.shape == (3,) and np.all(r == 2)
+    np.testing.assert_allclose(x, np.linalg.pinv(A.astype(np.float64)) @ Bm, atol=t * 100)
 
 
 def test_project_basis_rejects_bad_shapes(rng):
