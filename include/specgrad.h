@@ -191,7 +191,8 @@ typedef struct {
 
 /* F = f(A). A, F: n×n. Domain errors (sqrt/log/pow of negative eigenvalues) give SG_ERR_DOMAIN.
    W (n×1) and V (n×n), each optional (NULL), receive the eigendecomposition F was built from: the inputs
-   of sg_matfunc_backward, without a second sg_eigh. Written with F; F, W, V must not overlap (F may be A). */
+   of sg_matfunc_backward, without a second sg_eigh. Written with F. F, W, V must not overlap each other;
+   F or V may be A itself (in place). */
 sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F, sg_mat *W, sg_mat *V);
 
 /* Backward of F = f(A) (Daleckii–Krein): gA = V (L ∘ (Vᵀ sym(gF) V)) Vᵀ with

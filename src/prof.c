@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +14,14 @@ static _Thread_local sg_prof *cur; /* the op this thread is in (nested internal 
 
 int sg_prof_enabled(void)
 {
-    static int on = -1; /* read once: a benign race, every thread computes the same value */
-    if (on < 0) {
+    static atomic_int on = -1; /* read once (threads that race compute the same value) */
+    int v = atomic_load_explicit(&on, memory_order_relaxed);
+    if (v < 0) {
         const char *e = getenv("SG_PROFILE");
-        on = e && atoi(e) != 0;
+        v = e && atoi(e) != 0;
+        atomic_store_explicit(&on, v, memory_order_relaxed);
     }
-    return on;
+    return v;
 }
 
 static double now_us(void)

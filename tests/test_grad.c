@@ -1216,7 +1216,12 @@ Test(grad, matfunc_returns_its_eigendecomposition)
         Win.stride = Fm.stride;
         cr_expect_eq(sg_matfunc(ctx, &Am, &ex, &Fm, &Win, NULL), SG_ERR_ARG);
         cr_expect(strstr(sg_last_error(ctx), "overlap") != NULL, "%s", sg_last_error(ctx));
-        /* shapes: W must be n×1, V n×n, both the batch of A */
+        /* in place: V may be A itself */
+        cr_assert_eq(sg_matfunc(ctx, &Am, &ex, &Fm, NULL, &Am), SG_OK, "%s", sg_last_error(ctx));
+        tu_from_mat(&Am, Vg);
+        cr_expect_eq(tu_diff_norm(Vg, Ve, B * n * n), 0, "V written over A differs from sg_eigh's (dtype %d)", t);
+        tu_to_mat(A, &Am);
+                /* shapes: W must be n×1, V n×n, both the batch of A */
         cr_expect_eq(sg_matfunc(ctx, &Am, &ex, &Fm, &Vm, NULL), SG_ERR_ARG, "an n×n W");
         cr_expect_eq(sg_matfunc(ctx, &Am, &ex, &Fm, NULL, &We), SG_ERR_ARG, "an n×1 V");
         tu_free_mat(&Am), tu_free_mat(&Fm), tu_free_mat(&W), tu_free_mat(&V), tu_free_mat(&We), tu_free_mat(&Vm);
