@@ -673,3 +673,81 @@ Test(gpu_parity, jacobi_nonconvergence_names_the_matrix)
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
     free(A);
 }
+
+/* Every forward op with a NaN or -Inf in one device-resident input (last element of matrix 2):
+   SG_ERR_NONFINITE at index 2, the operand named, and every output untouched (matrices filled with 7, int64
+   outputs -7). The scan runs before anything is written (issue 6: outputs untouched on error). */
+enum { NF_EIGH, NF_SVD, NF_RANK, NF_NULL, NF_PROJ, NF_PBASIS, NF_LSTSQ, NF_MATFUNC, NF_REG, NF_OPS };
+Test(gpu_parity, nonfinite_device_inputs_leave_outputs_untouched)
+{
+    NEED_GPU();
+    const int64_t n = 5, B = 3, k = 2, nn = n * n;
+    static const char *opn[NF_OPS] = {"eigh", "svd", "rank", "nullspace", "project", "project_basis", "lstsq",
+                                      "matfunc", "regularizer"};
+    double *A = tu_sym_batch(B, n, 5), *X = malloc(sizeof(double) * (size_t)(B * n * k)),
+           *seven = malloc(sizeof(double) * (size_t)(B * nn)), *out = malloc(sizeof(double) * (size_t)(B * nn));
+    tu_rng r = tu_seed(6);
+    tu_fill_normal(&r, X, B * n * k);
+    for (int64_t i = 0; i < B * nn; i++) seven[i] = 7;
+    const sg_fn ex = {SG_FN_EXP, 0, NULL, NULL, NULL};
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_DEVICE), SG_OK);
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int op = 0; op < NF_OPS; op++) {
+            const int two = op == NF_PROJ || op == NF_PBASIS || op == NF_LSTSQ; /* a second input X / B */
+            for (int in = 0; in <= two; in++)
+                for (int inf = 0; inf < 2; inf++) {
+                    double *src = in ? X : A;
+                    const int64_t at = in ? 3 * n * k - 1 : 3 * nn - 1;
+                    const double keep = src[at];
+                    src[at] = inf ? -INFINITY : NAN;
+                    buf a = bnew((sg_dtype)t, B, n, n, 0, 1), x = bnew((sg_dtype)t, B, n, k, 0, 1);
+                    bset(&a, A), bset(&x, X);
+                    src[at] = keep;
+                    /* outputs: up to three matrices (n×n, n×n or n×k, n×1) and one int64 per matrix */
+                    const int64_t oc[NF_OPS][3] = {{1, n, 0}, {1, n, n}, {0, 0, 0}, {n, 0, 0}, {k, 0, 0},
+                                                   {k, 0, 0},  {k, 0, 0}, {n, 1, n}, {1, n, 0}};
+                    buf o[3];
+                    for (int j = 0; j < 3; j++) {
+                        o[j] = bnew((sg_dtype)t, B, op == NF_REG && j == 0 ? 1 : n, oc[op][j] ? oc[op][j] : 1, 0, 1);
+                        bset(&o[j], seven);
+                    }
+                    ibuf iv = inew(B, 1);
+                    sg_mat *m0 = bm(&o[0]), *m1 = bm(&o[1]), *m2 = bm(&o[2]);
+                    sg_status s = SG_OK;
+                    switch (op) {
+                    case NF_EIGH: s = sg_eigh(gpu, bm(&a), m0, m1); break;
+                    case NF_SVD: s = sg_svd(gpu, bm(&a), 0, m0, m1, m2); break;
+                    case NF_RANK: s = sg_rank(gpu, bm(&a), 0, -1, IG(&iv)); break;
+                    case NF_NULL: s = sg_nullspace(gpu, bm(&a), 0, -1, m0, IG(&iv)); break;
+                    case NF_PROJ: s = sg_project(gpu, bm(&a), bm(&x), SG_PROJ_NULL, 0, -1, m0); break;
+                    case NF_PBASIS: s = sg_project_basis(gpu, bm(&a), bm(&x), 0, m0); break;
+                    case NF_LSTSQ: s = sg_lstsq(gpu, bm(&a), bm(&x), 0, -1, m0, IG(&iv)); break;
+                    case NF_MATFUNC: s = sg_matfunc(gpu, bm(&a), &ex, m0, m1, m2); break;
+                    case NF_REG: s = sg_regularizer(gpu, SG_REG_SPECTRAL, bm(&a), NULL, m0, m1); break;
+                    }
+                    const char *err = sg_last_error(gpu);
+                    const char *name = in ? (op == NF_LSTSQ ? "B" : "X") : op == NF_PBASIS ? "Q" : "A";
+                    const size_t ln = strlen(name);
+                    cr_expect_eq(s, SG_ERR_NONFINITE, "%s f%d, %s in %s: status %d (%s)", opn[op], t ? 64 : 32,
+                                 inf ? "Inf" : "NaN", name, (int)s, err);
+                    cr_expect_eq(sg_failed_index(gpu), 2, "%s: index %lld", opn[op], (long long)sg_failed_index(gpu));
+                    cr_expect(strncmp(err, name, ln) == 0 && err[ln] == ':', "%s: message \"%s\"", opn[op], err);
+                    int64_t touched = 0;
+                    for (int j = 0; j < 3; j++) {
+                        if (!oc[op][j]) continue;
+                        bget(&o[j], out);
+                        const int64_t cnt = B * (op == NF_REG && j == 0 ? 1 : n) * oc[op][j];
+                        for (int64_t e = 0; e < cnt; e++) touched += out[e] != 7;
+                    }
+                    iget(&iv);
+                    for (int64_t e = 0; e < B; e++) touched += iv.h[e] != -7;
+                    cr_expect_eq(touched, 0, "%s f%d, %s in %s: %lld output elements written", opn[op],
+                                 t ? 64 : 32, inf ? "Inf" : "NaN", name, (long long)touched);
+                    for (int j = 0; j < 3; j++) bfree(&o[j]);
+                    ifree(&iv);
+                    bfree(&a), bfree(&x);
+                }
+        }
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+    free(A), free(X), free(seven), free(out);
+}
