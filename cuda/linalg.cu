@@ -223,6 +223,18 @@ static sg_status launch_copy(sg_ctx *ctx, const Lane &L, const T *src, int64_t s
     return SG_OK;
 }
 
+/* launch_copy behind the pending NaN/Inf scan (k_copy_guarded): zero = 1 for a staged input, 0 for an output. */
+template <class T>
+static sg_status launch_copy_guarded(sg_ctx *ctx, const Lane &L, const T *src, int64_t sld, int64_t sst, T *dst,
+                                     int64_t dld, int64_t dst_st, int64_t rows, int64_t cols, int64_t nb, int zero)
+{
+    const sg_cuda_state *cs = sg_cu(ctx);
+    k_copy_guarded<T><<<(unsigned)grid_for(ctx, rows * cols * nb), SG_BLOCK, 0, L.s>>>(
+        src, sld, sst, dst, dld, dst_st, rows, cols, nb, cs->fin_d, cs->fin_count, zero);
+    CU_LAUNCH_CHECK(ctx);
+    return SG_OK;
+}
+
 /* Raise a kernel's dynamic shared-memory limit when it needs more than the default 48 KB. */
 static sg_status smem_fit(sg_ctx *ctx, const void *kernel, size_t bytes, const char *what)
 {
@@ -395,6 +407,9 @@ struct Job {
     int64_t m, n;
     int full, which;
     double atol, rtol;
+    /* device mode: the NaN/Inf scan is queued, not waited for (run_device_t). User memory is then written
+       only by guarded copies, and the solvers work on guarded (zeroed when flagged) staged inputs. */
+    bool defer;
 };
 
 static bool present(const Opnd &o) { return o.m || o.iv; }
@@ -411,6 +426,7 @@ static char *user_at(const Job &J, const Opnd &o, int64_t b0)
    dense V, which the solver then overwrites with the eigenvectors). Returns the partner index or −1. */
 static int direct_partner(const Job &J, int i)
 {
+    if (J.defer) return -1;
     for (int k = 0; k < J.nop; k++)
         if (J.op[k].dir == DIR_OUT && J.op[k].share == i && J.op[k].m && dense(J.op[k].m)) return k;
     return -1;
@@ -423,6 +439,7 @@ static bool needs_region(const Job &J, int i, bool host)
     if (!present(o)) return false;
     if (o.dir == DIR_OUT && o.share >= 0) return false;
     if (host) return true;
+    if (J.defer && (o.dir == DIR_OUT || o.clobber)) return true; /* see Job::defer */
     if (o.iv) return false; /* device int64 outputs are written in place */
     if (o.dir == DIR_IN) return o.clobber ? direct_partner(J, i) < 0 : !dense(o.m);
     return !dense(o.m);
@@ -520,14 +537,15 @@ template <class T> static sg_status run_device_t(Job &J)
     for (int i = 0; i < J.nop; i++)
         if (J.op[i].m && (s = sg_cuda_check_ptr(ctx, J.op[i].m, J.op[i].name)) != SG_OK) return s;
     sg_prof_mark("args");
-    if (ctx->check_finite) {
+    J.defer = false;
+    if (ctx->check_finite) { /* queued; settled with the first chunk's info array (Job::defer) */
         const sg_mat *ins[sizeof J.op / sizeof J.op[0]];
         const char *names[sizeof J.op / sizeof J.op[0]];
         int nin = 0;
         for (int i = 0; i < J.nop; i++)
             if (J.op[i].dir == DIR_IN && J.op[i].m) ins[nin] = J.op[i].m, names[nin++] = J.op[i].name;
-        if ((s = sg_cuda_check_finite_all(ctx, ins, names, nin)) != SG_OK) return s;
-        sg_prof_mark("finite");
+        if ((s = sg_cuda_finite_queue(ctx, ins, names, nin)) != SG_OK) return s;
+        J.defer = true;
     }
     size_t fr = 0;
     if ((s = sg_cuda_free_bytes(ctx, &fr)) != SG_OK) return s;
@@ -570,9 +588,10 @@ template <class T> static sg_status run_device_t(Job &J)
             T *dst = reg[i] ? (T *)reg[i] : p >= 0 ? (T *)user_at(J, J.op[p], b0) : NULL;
             if (dst) {
                 int64_t r = o.m->rows, c = o.m->cols;
-                if ((s = launch_copy(ctx, L, (const T *)user_at(J, o, b0), o.m->ld, sg_stride_of(o.m), dst, r, r * c, r,
-                                     c, cur)) != SG_OK)
-                    goto out;
+                const T *src = (const T *)user_at(J, o, b0);
+                s = J.defer ? launch_copy_guarded(ctx, L, src, o.m->ld, sg_stride_of(o.m), dst, r, r * c, r, c, cur, 1)
+                            : launch_copy(ctx, L, src, o.m->ld, sg_stride_of(o.m), dst, r, r * c, r, c, cur);
+                if (s != SG_OK) goto out;
                 d[i] = dst;
             } else {
                 d[i] = user_at(J, o, b0);
@@ -596,16 +615,26 @@ template <class T> static sg_status run_device_t(Job &J)
         }
         for (int i = 0; i < J.nop; i++) { /* unpack outputs that were computed in scratch */
             const Opnd &o = J.op[i];
-            if (o.dir != DIR_OUT || !o.m || mine[i]) continue;
-            int64_t r = o.m->rows, c = o.m->cols;
-            if ((s = launch_copy(ctx, L, (const T *)d[i], r, r * c, (T *)user_at(J, o, b0), o.m->ld, sg_stride_of(o.m),
-                                 r, c, cur)) != SG_OK)
-                goto out;
+            if (o.dir != DIR_OUT || mine[i] || !present(o)) continue;
+            if (!o.m) { /* int64 outputs: in a region only with the deferred scan */
+                if (!J.defer) continue;
+                s = launch_copy_guarded(ctx, L, (const long long *)d[i], 1, 1, (long long *)user_at(J, o, b0), 1, 1, 1,
+                                        1, cur, 0);
+            } else {
+                int64_t r = o.m->rows, c = o.m->cols;
+                T *dst = (T *)user_at(J, o, b0);
+                s = J.defer ? launch_copy_guarded(ctx, L, (const T *)d[i], r, r * c, dst, o.m->ld, sg_stride_of(o.m), r,
+                                                  c, cur, 0)
+                            : launch_copy(ctx, L, (const T *)d[i], r, r * c, dst, o.m->ld, sg_stride_of(o.m), r, c, cur);
+            }
+            if (s != SG_OK) goto out;
         }
         sg_prof_mark("queue");
+        if (J.defer && (s = sg_cuda_finite_fetch(ctx)) != SG_OK) goto out; /* one synchronisation for both */
         CUDA(cudaMemcpyAsync(hinfo, dinfo, sizeof(int) * (size_t)cur, cudaMemcpyDeviceToHost, L.s));
         CUDA(cudaStreamSynchronize(L.s));
         sg_prof_mark("wait");
+        if ((s = sg_cuda_finite_report(ctx)) != SG_OK) goto out; /* a NaN/Inf outranks what the solver said */
         if ((s = info_fail(J, hinfo, b0, cur)) != SG_OK) goto out;
     }
 out:
@@ -614,6 +643,7 @@ out:
         sg_cuda_trim(ctx);
         sg_prof_mark("release");
     }
+    sg_cuda_finite_drop(ctx); /* a scan left pending by an early error */
     free(hinfo);
     return s;
 }

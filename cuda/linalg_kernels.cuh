@@ -73,6 +73,24 @@ __global__ void k_copy(const T *src, int64_t sld, int64_t sst, T *dst, int64_t d
     }
 }
 
+/* k_copy behind a deferred NaN/Inf scan (sg_cuda_finite_queue): when one of its nskip flags is set (not ~0)
+   the destination gets zeros (zero = 1: a solver's staged input, kept finite) or nothing (zero = 0: a user
+   output, left untouched). The scan's kernels precede this one on the stream. */
+template <class T>
+__global__ void k_copy_guarded(const T *src, int64_t sld, int64_t sst, T *dst, int64_t dld, int64_t dst_st,
+                               int64_t rows, int64_t cols, int64_t nb, const unsigned long long *skip, int nskip,
+                               int zero)
+{
+    bool bad = false;
+    for (int k = 0; k < nskip; k++) bad |= skip[k] != ~0ull;
+    if (bad && !zero) return;
+    int64_t per = rows * cols, total = per * nb;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t b = e / per, r = e - b * per, j = r / rows, i = r - j * rows;
+        dst[b * dst_st + i + j * dld] = bad ? T(0) : src[b * sst + i + j * sld];
+    }
+}
+
 /* NaN/Inf scan: *first = smallest packed index b*rows*cols + j*rows + i of a non-finite element
    (CPU: sg_check_finite_host, which reports the first offending matrix). */
 template <class T>
