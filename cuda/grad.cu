@@ -169,6 +169,17 @@ sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out, bool defer = f
 template <class Scratch, class Body>
 sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch, Body body)
 {
+    /* a deferred scan still pending at any exit (an early error): wait for it, so that nothing of this call
+       runs on after it returns, and forget it */
+    struct ScanDrain {
+        sg_ctx *c;
+        ~ScanDrain()
+        {
+            if (!sg_cu(c)->fin_pending) return;
+            if (cudaStreamSynchronize(stream_of(c)) != cudaSuccess) (void)cudaGetLastError();
+            sg_cuda_finite_drop(c);
+        }
+    } drain{ctx};
     const bool host = ctx->mem == SG_MEM_HOST;
     size_t per = (scratch((int64_t)1024) + 1023) / 1024;
     if (host)

@@ -537,16 +537,7 @@ template <class T> static sg_status run_device_t(Job &J)
     for (int i = 0; i < J.nop; i++)
         if (J.op[i].m && (s = sg_cuda_check_ptr(ctx, J.op[i].m, J.op[i].name)) != SG_OK) return s;
     sg_prof_mark("args");
-    J.defer = false;
-    if (ctx->check_finite) { /* queued; settled with the first chunk's info array (Job::defer) */
-        const sg_mat *ins[sizeof J.op / sizeof J.op[0]];
-        const char *names[sizeof J.op / sizeof J.op[0]];
-        int nin = 0;
-        for (int i = 0; i < J.nop; i++)
-            if (J.op[i].dir == DIR_IN && J.op[i].m) ins[nin] = J.op[i].m, names[nin++] = J.op[i].name;
-        if ((s = sg_cuda_finite_queue(ctx, ins, names, nin)) != SG_OK) return s;
-        J.defer = true;
-    }
+    J.defer = ctx->check_finite != 0; /* the scan is queued once the buffers exist (Job::defer) */
     size_t fr = 0;
     if ((s = sg_cuda_free_bytes(ctx, &fr)) != SG_OK) return s;
     sg_prof_mark("meminfo");
@@ -573,6 +564,14 @@ template <class T> static sg_status run_device_t(Job &J)
     if (!(hinfo = (int *)malloc(sizeof(int) * (size_t)nb))) {
         s = sg_fail(ctx, SG_ERR_ALLOC, -1, "%s: info array", J.name);
         goto out;
+    }
+    if (J.defer) { /* queued after every early return: nothing of this call runs on once it has returned */
+        const sg_mat *ins[sizeof J.op / sizeof J.op[0]];
+        const char *names[sizeof J.op / sizeof J.op[0]];
+        int nin = 0;
+        for (int i = 0; i < J.nop; i++)
+            if (J.op[i].dir == DIR_IN && J.op[i].m) ins[nin] = J.op[i].m, names[nin++] = J.op[i].name;
+        if ((s = sg_cuda_finite_queue(ctx, ins, names, nin)) != SG_OK) goto out;
     }
     for (int64_t b0 = 0; b0 < J.batch; b0 += nb) {
         int64_t cur = J.batch - b0 < nb ? J.batch - b0 : nb;
