@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
 
+enum { SG_FINITE_MAX = 8 }; /* operands per NaN/Inf scan (sg_cuda_finite_queue) */
 typedef struct {
     int device;
     cudaDeviceProp prop;
@@ -28,8 +29,8 @@ typedef struct {
        reported) at the call's first read-back; fin_m/fin_names are the call's operands. */
     unsigned long long *fin_d, *fin_h;
     int fin_pending, fin_count;
-    const sg_mat *fin_m[8];
-    const char *fin_names[8];
+    const sg_mat *fin_m[SG_FINITE_MAX];
+    const char *fin_names[SG_FINITE_MAX];
 } sg_cuda_state;
 
 /* cuda/linalg.cu: frees the streaming lanes and the per-lane host workspaces (safe on a zeroed state). */
@@ -117,7 +118,7 @@ sg_status sg_cuda_bind_stream(sg_ctx *ctx);
    argument order with a NaN/Inf is reported (SG_ERR_NONFINITE, its first element). */
 sg_status sg_cuda_check_finite_all(sg_ctx *ctx, const sg_mat *const *m, const char *const *names, int count);
 /* The same scan in halves, for a caller whose kernels can skip their writes when a flag is set
-   (FusedArgs::skip): queue (count <= 8; nothing waits), then settle at the first read-back (one
+   (FusedArgs::skip, k_copy): queue (count <= SG_FINITE_MAX; nothing waits), then settle at the first read-back (one
    synchronisation; SG_ERR_NONFINITE for the first operand with a NaN/Inf; a no-op when nothing is
    pending). A read-back of its own can share the synchronisation: fetch (queue the copy), its own copy,
    synchronise, report. sg_cuda_finite_drop forgets a scan whose call ended before settling it.
@@ -127,6 +128,14 @@ sg_status sg_cuda_finite_settle(sg_ctx *ctx);
 sg_status sg_cuda_finite_fetch(sg_ctx *ctx);
 sg_status sg_cuda_finite_report(sg_ctx *ctx); /* after the stream was synchronised */
 static inline void sg_cuda_finite_drop(sg_ctx *ctx) { ((sg_cuda_state *)ctx->cuda)->fin_pending = 0; }
+/* The pending scan's flags for a guarded kernel: *flags and their count, or NULL and 0 when none is pending
+   (after the first read-back of a call, or with the check off: the kernel then runs unguarded). */
+static inline int sg_cuda_finite_guard(sg_ctx *ctx, const unsigned long long **flags)
+{
+    const sg_cuda_state *cs = (const sg_cuda_state *)ctx->cuda;
+    *flags = cs->fin_pending ? cs->fin_d : NULL;
+    return cs->fin_pending ? cs->fin_count : 0;
+}
 /* Device-memory mode: m->data must be memory this context's device can use in place (its own device or
    managed memory, pinned host memory whose device address is the pointer itself, pageable memory only
    with HMM/ATS; memory of another GPU is refused even with peer access); else SG_ERR_ARG naming the

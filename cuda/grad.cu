@@ -156,7 +156,7 @@ sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out, bool defer = f
     std::vector<const char *> names;
     for (auto &p : in)
         if (p.first) ms.push_back(p.first), names.push_back(p.second);
-    if (defer && ms.size() <= 8) return sg_cuda_finite_queue(ctx, ms.data(), names.data(), (int)ms.size());
+    if (defer && ms.size() <= SG_FINITE_MAX) return sg_cuda_finite_queue(ctx, ms.data(), names.data(), (int)ms.size());
     SGTRY(sg_cuda_check_finite_all(ctx, ms.data(), names.data(), (int)ms.size()));
     sg_prof_mark("finite");
     return SG_OK;
@@ -556,7 +556,7 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
             a.mode = (int)mode; a.param = p;
             a.fkind = fk; a.fp = fp; a.rel = SG_DIVDIFF_REL;
             a.flags = flags;
-            if (sg_cu(ctx)->fin_pending) a.skip = sg_cu(ctx)->fin_d, a.nskip = sg_cu(ctx)->fin_count;
+            a.nskip = sg_cuda_finite_guard(ctx, &a.skip);
             SGTRY(launch_fused<T, KIND>(ctx, a));
         } else {
             cublasHandle_t h = sg_cu(ctx)->blas;
@@ -667,7 +667,7 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
             a.m = (int)m; a.n = (int)n; a.batch = cnt;
             a.mode = (int)mode; a.param = p;
             a.flags = flags;
-            if (sg_cu(ctx)->fin_pending) a.skip = sg_cu(ctx)->fin_d, a.nskip = sg_cu(ctx)->fin_count;
+            a.nskip = sg_cuda_finite_guard(ctx, &a.skip);
             SGTRY(launch_fused_svd<T>(ctx, a));
         } else {
         if (gud) CUBLAS_TRY(ctx, gemm(h, TR, NT, k, k, m, T(1), ud, u.ld, u.stride, gud, gu.ld, gu.stride, T(0), P, k, kk, cnt));
@@ -894,11 +894,9 @@ template <typename T> sg_status reg_ortho(sg_ctx *ctx, const sg_mat *A, sg_mat *
     return chunked(ctx, args, 3, batch, scratch, body);
 }
 
-/* Common entry: bind the stream, host pointer mode for the α/β scalars; no scan of an earlier call that
-   ended early is pending. */
+/* Common entry: bind the stream, host pointer mode for the α/β scalars. */
 sg_status enter(sg_ctx *ctx)
 {
-    sg_cuda_finite_drop(ctx);
     SGTRY(sg_cuda_bind_stream(ctx));
     CUBLAS_TRY(ctx, cublasSetPointerMode(sg_cu(ctx)->blas, CUBLAS_POINTER_MODE_HOST));
     return SG_OK;

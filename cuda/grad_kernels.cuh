@@ -56,19 +56,10 @@ template <typename T> struct FusedArgs {
     int fkind; double fp, rel;          /* matfunc: function, exponent, divided-difference threshold
                                            (its domain was checked by k_spectral_fn beforehand) */
     int *flags;                         /* per matrix (always written), or NULL */
-    const unsigned long long *skip = nullptr; /* a deferred NaN/Inf scan's flags, or NULL (scan_failed) */
+    const unsigned long long *skip = nullptr; /* a pending NaN/Inf scan's flags (sg_scan_failed: the kernel
+                                                 writes neither outputs nor flags), or NULL */
     int nskip = 0;
 };
-
-/* A deferred NaN/Inf scan (check_device_args in grad.cu) queued before the launch found a non-finite
-   input (a flag other than ~0): the kernel writes nothing, neither outputs nor flags, so outputs stay
-   untouched on SG_ERR_NONFINITE. Uniform over the block; read before any barrier. */
-__device__ __forceinline__ bool scan_failed(const unsigned long long *skip, int nskip)
-{
-    for (int i = 0; i < nskip; i++)
-        if (skip[i] != ~0ull) return true;
-    return false;
-}
 
 /* C = op(A)·op(B) on P-strided shared tiles (element (i,k) of a stored matrix at X[i + k*P]).
    Thread t owns the TM×TM outputs (ti + r*Tn, tj + c*Tn), r,c < TM, with ti = t % Tn, tj = t / Tn:
@@ -141,7 +132,7 @@ template <typename T, int TM, int KIND>
 __global__ void __launch_bounds__(256) fused_backward(const FusedArgs<T> a)
 {
     SG_DYN_SMEM(smem_raw);
-    if (a.skip && scan_failed(a.skip, a.nskip)) return;
+    if (sg_scan_failed(a.skip, a.nskip)) return; /* uniform over the block, before any barrier */
     const int n = a.n, Tn = fused_tn<TM>(n), np = TM * Tn, P = fused_pitch(np), nn = n * n;
     const int tid = threadIdx.x, nt = blockDim.x;
     T *sV = reinterpret_cast<T *>(smem_raw), *sG = sV + np * P, *sT = sG + np * P;
@@ -475,7 +466,7 @@ template <typename T, int TM>
 __global__ void __launch_bounds__(256) fused_svd_backward(const FusedSvdArgs<T> a)
 {
     SG_DYN_SMEM(smem_raw);
-    if (a.skip && scan_failed(a.skip, a.nskip)) return;
+    if (sg_scan_failed(a.skip, a.nskip)) return; /* uniform over the block, before any barrier */
     const int m = a.m, n = a.n, k = m < n ? m : n, N = m > n ? m : n;
     const int Tn = fused_tn<TM>(N), np = TM * Tn, P = fused_pitch(np), NN = N * N;
     const int tid = threadIdx.x, nt = blockDim.x;

@@ -19,6 +19,16 @@
    other sizes.) */
 __host__ __device__ constexpr size_t sg_smem_round(size_t bytes) { return (bytes + 15) & ~(size_t)15; }
 
+/* A deferred NaN/Inf scan (sg_cuda_finite_queue) queued before the launch found a non-finite input (one of
+   its nskip flags is not ~0): guarded kernels write nothing to user memory (k_copy: zeros into a solver's
+   staged input, nothing into an output; the fused backward kernels: nothing at all). */
+__host__ __device__ inline bool sg_scan_failed(const unsigned long long *skip, int nskip)
+{
+    for (int i = 0; i < nskip; i++)
+        if (skip[i] != ~0ull) return true;
+    return false;
+}
+
 /* Grid for a grid-stride loop over `work` items: ceil(work / threads) blocks, at least 1, at most
    max_blocks (a multiple of the SM count; the host code and the emulator test both size launches here). */
 inline unsigned sg_grid_capped(int64_t work, int threads, int64_t max_blocks)

@@ -213,24 +213,16 @@ static int64_t solver_max_nb(int64_t n_solver)
     return lim < cap ? lim : cap;
 }
 
+/* k_copy behind the pending NaN/Inf scan, if any (sg_cuda_finite_guard): zero = 1 for a solver's staged
+   input, 0 for an output into user memory. */
 template <class T>
 static sg_status launch_copy(sg_ctx *ctx, const Lane &L, const T *src, int64_t sld, int64_t sst, T *dst, int64_t dld,
-                             int64_t dst_st, int64_t rows, int64_t cols, int64_t nb)
+                             int64_t dst_st, int64_t rows, int64_t cols, int64_t nb, int zero = 0)
 {
+    const unsigned long long *skip;
+    const int nskip = sg_cuda_finite_guard(ctx, &skip);
     k_copy<T><<<(unsigned)grid_for(ctx, rows * cols * nb), SG_BLOCK, 0, L.s>>>(src, sld, sst, dst, dld, dst_st, rows,
-                                                                              cols, nb);
-    CU_LAUNCH_CHECK(ctx);
-    return SG_OK;
-}
-
-/* launch_copy behind the pending NaN/Inf scan (k_copy_guarded): zero = 1 for a staged input, 0 for an output. */
-template <class T>
-static sg_status launch_copy_guarded(sg_ctx *ctx, const Lane &L, const T *src, int64_t sld, int64_t sst, T *dst,
-                                     int64_t dld, int64_t dst_st, int64_t rows, int64_t cols, int64_t nb, int zero)
-{
-    const sg_cuda_state *cs = sg_cu(ctx);
-    k_copy_guarded<T><<<(unsigned)grid_for(ctx, rows * cols * nb), SG_BLOCK, 0, L.s>>>(
-        src, sld, sst, dst, dld, dst_st, rows, cols, nb, cs->fin_d, cs->fin_count, zero);
+                                                                              cols, nb, skip, nskip, zero);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
 }
@@ -587,10 +579,9 @@ template <class T> static sg_status run_device_t(Job &J)
             T *dst = reg[i] ? (T *)reg[i] : p >= 0 ? (T *)user_at(J, J.op[p], b0) : NULL;
             if (dst) {
                 int64_t r = o.m->rows, c = o.m->cols;
-                const T *src = (const T *)user_at(J, o, b0);
-                s = J.defer ? launch_copy_guarded(ctx, L, src, o.m->ld, sg_stride_of(o.m), dst, r, r * c, r, c, cur, 1)
-                            : launch_copy(ctx, L, src, o.m->ld, sg_stride_of(o.m), dst, r, r * c, r, c, cur);
-                if (s != SG_OK) goto out;
+                if ((s = launch_copy(ctx, L, (const T *)user_at(J, o, b0), o.m->ld, sg_stride_of(o.m), dst, r, r * c, r,
+                                     c, cur, 1)) != SG_OK)
+                    goto out;
                 d[i] = dst;
             } else {
                 d[i] = user_at(J, o, b0);
@@ -615,17 +606,11 @@ template <class T> static sg_status run_device_t(Job &J)
         for (int i = 0; i < J.nop; i++) { /* unpack outputs that were computed in scratch */
             const Opnd &o = J.op[i];
             if (o.dir != DIR_OUT || mine[i] || !present(o)) continue;
-            if (!o.m) { /* int64 outputs: in a region only with the deferred scan */
-                if (!J.defer) continue;
-                s = launch_copy_guarded(ctx, L, (const long long *)d[i], 1, 1, (long long *)user_at(J, o, b0), 1, 1, 1,
-                                        1, cur, 0);
-            } else {
-                int64_t r = o.m->rows, c = o.m->cols;
-                T *dst = (T *)user_at(J, o, b0);
-                s = J.defer ? launch_copy_guarded(ctx, L, (const T *)d[i], r, r * c, dst, o.m->ld, sg_stride_of(o.m), r,
-                                                  c, cur, 0)
-                            : launch_copy(ctx, L, (const T *)d[i], r, r * c, dst, o.m->ld, sg_stride_of(o.m), r, c, cur);
-            }
+            if (!o.m) /* int64 outputs (in a region only with the deferred scan) */
+                s = launch_copy(ctx, L, (const long long *)d[i], 1, 1, (long long *)user_at(J, o, b0), 1, 1, 1, 1, cur);
+            else
+                s = launch_copy(ctx, L, (const T *)d[i], o.m->rows, o.m->rows * o.m->cols, (T *)user_at(J, o, b0),
+                                o.m->ld, sg_stride_of(o.m), o.m->rows, o.m->cols, cur);
             if (s != SG_OK) goto out;
         }
         sg_prof_mark("queue");
@@ -1111,7 +1096,7 @@ sg_status sg_cuda_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double at
    synchronisation each, were 62 % of eigh_backward at n = 8 on an H200). The first operand, in argument
    order, with a non-finite element is reported, at its first element. The flags live in the context
    (device and pinned host, 8 each, allocated at the first scan), so a scan allocates nothing. */
-enum { FINITE_GROUP = 8 };
+enum { FINITE_GROUP = SG_FINITE_MAX };
 sg_status sg_cuda_finite_queue(sg_ctx *ctx, const sg_mat *const *m, const char *const *names, int count)
 {
     sg_cuda_state *cs = sg_cu(ctx);

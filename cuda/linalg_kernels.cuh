@@ -61,28 +61,14 @@ template <class T> __device__ T block_max(T v, T *red)
 
 /* Copy a batch of rows×cols matrices between two strided column-major layouts (pack / unpack).
    CPU equivalent: for b, j, i: dst[b*dst_st + i + j*dld] = src[b*sst + i + j*sld]. src may equal dst
-   with the same layout (each thread reads its element before writing it), hence no __restrict__. */
+   with the same layout (each thread reads its element before writing it), hence no __restrict__.
+   Behind a pending NaN/Inf scan (skip, nskip; sg_scan_failed) a failed scan makes the destination zeros
+   (zero = 1: a solver's staged input, kept finite) or leaves it alone (zero = 0: a user output). */
 template <class T>
 __global__ void k_copy(const T *src, int64_t sld, int64_t sst, T *dst, int64_t dld, int64_t dst_st, int64_t rows,
-                       int64_t cols, int64_t nb)
+                       int64_t cols, int64_t nb, const unsigned long long *skip, int nskip, int zero)
 {
-    int64_t per = rows * cols, total = per * nb;
-    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t b = e / per, r = e - b * per, j = r / rows, i = r - j * rows;
-        dst[b * dst_st + i + j * dld] = src[b * sst + i + j * sld];
-    }
-}
-
-/* k_copy behind a deferred NaN/Inf scan (sg_cuda_finite_queue): when one of its nskip flags is set (not ~0)
-   the destination gets zeros (zero = 1: a solver's staged input, kept finite) or nothing (zero = 0: a user
-   output, left untouched). The scan's kernels precede this one on the stream. */
-template <class T>
-__global__ void k_copy_guarded(const T *src, int64_t sld, int64_t sst, T *dst, int64_t dld, int64_t dst_st,
-                               int64_t rows, int64_t cols, int64_t nb, const unsigned long long *skip, int nskip,
-                               int zero)
-{
-    bool bad = false;
-    for (int k = 0; k < nskip; k++) bad |= skip[k] != ~0ull;
+    const bool bad = sg_scan_failed(skip, nskip);
     if (bad && !zero) return;
     int64_t per = rows * cols, total = per * nb;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {

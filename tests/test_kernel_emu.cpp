@@ -156,7 +156,7 @@ template <class T> static void copy_case(tu_rng *r, int64_t rows, int64_t cols, 
     all_modes("k_copy", [&] {
         dst.assign(ref.size(), T(-7));
         emu_launch(grid_for(rows * cols * nb), SG_BLOCK, 0, k_copy<T>, src.data(), sld, sst, dst.data(), rows,
-                   rows * cols, rows, cols, nb);
+                   rows * cols, rows, cols, nb, nullptr, 0, 0);
         return bytes(dst);
     });
     cr_assert(dst == ref, "k_copy %lldx%lld nb=%lld", (long long)rows, (long long)cols, (long long)nb);
@@ -166,7 +166,7 @@ template <class T> static void copy_case(tu_rng *r, int64_t rows, int64_t cols, 
         for (int64_t j = 0; j < cols; j++)
             for (int64_t i = 0; i < rows; i++) want[b * sst + i + j * sld] = ref[b * rows * cols + i + j * rows];
     emu_launch(grid_for(rows * cols * nb), SG_BLOCK, 0, k_copy<T>, dst.data(), rows, rows * cols, back.data(), sld, sst,
-               rows, cols, nb);
+               rows, cols, nb, nullptr, 0, 0);
     cr_assert(back == want, "k_copy back %lldx%lld", (long long)rows, (long long)cols);
 }
 
