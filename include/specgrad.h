@@ -37,6 +37,13 @@ extern "C" {
 #define SG_VERSION_MAJOR 0
 #define SG_VERSION_MINOR 1
 
+/* Only the functions declared here are exported; the build hides everything else (-fvisibility=hidden). */
+#if defined(__GNUC__)
+#define SG_API __attribute__((visibility("default")))
+#else
+#define SG_API
+#endif
+
 typedef enum {
     SG_OK = 0,
     SG_ERR_ARG,         /* null pointer, bad size, ld < rows, size overflow, bad option */
@@ -85,58 +92,58 @@ typedef struct sg_ctx sg_ctx;
    for its architecture in this build), else CPU. CUDA without a usable GPU fails with SG_ERR_NODEVICE.
    A CUDA context belongs to the device current at sg_create: each call makes it current for its duration
    and gives the caller's current device back (device pointers must live on that device). */
-sg_status sg_create(sg_ctx **ctx, sg_backend backend);
-void sg_destroy(sg_ctx *ctx);
-sg_backend sg_get_backend(const sg_ctx *ctx);
-const char *sg_last_error(const sg_ctx *ctx); /* "" after a successful call */
-int64_t sg_failed_index(const sg_ctx *ctx);   /* batch index of the failing matrix, -1 if none */
-const char *sg_status_string(sg_status s);
-const char *sg_backend_name(sg_backend b);    /* "auto", "cpu", "cuda"; "unknown" for any other value */
+SG_API sg_status sg_create(sg_ctx **ctx, sg_backend backend);
+SG_API void sg_destroy(sg_ctx *ctx);
+SG_API sg_backend sg_get_backend(const sg_ctx *ctx);
+SG_API const char *sg_last_error(const sg_ctx *ctx); /* "" after a successful call */
+SG_API int64_t sg_failed_index(const sg_ctx *ctx);   /* batch index of the failing matrix, -1 if none */
+SG_API const char *sg_status_string(sg_status s);
+SG_API const char *sg_backend_name(sg_backend b);    /* "auto", "cpu", "cuda"; "unknown" for any other value */
 
 /* Number of usable CUDA devices; 0 with the reason written to why (may be NULL). Never fails hard. */
-int sg_cuda_devices(char *why, size_t why_len);
+SG_API int sg_cuda_devices(char *why, size_t why_len);
 
-sg_status sg_set_memspace(sg_ctx *ctx, sg_memspace mem); /* SG_MEM_DEVICE needs the CUDA backend */
-sg_status sg_set_stream(sg_ctx *ctx, void *cuda_stream); /* cudaStream_t; NULL = default stream */
+SG_API sg_status sg_set_memspace(sg_ctx *ctx, sg_memspace mem); /* SG_MEM_DEVICE needs the CUDA backend */
+SG_API sg_status sg_set_stream(sg_ctx *ctx, void *cuda_stream); /* cudaStream_t; NULL = default stream */
 /* Jacobi solver controls (CUDA syevj/gesvdj): tol <= 0 → machine eps, max_sweeps <= 0 → 100; a tol
    below the dtype's eps is raised to it (f32 cannot meet 1e-14). NaN or ±Inf tol: SG_ERR_ARG. */
-sg_status sg_set_jacobi(sg_ctx *ctx, double tol, int max_sweeps);
-sg_status sg_set_threads(sg_ctx *ctx, int nthreads);     /* CPU threads over the batch; <= 0 = all */
-sg_status sg_set_check_finite(sg_ctx *ctx, int on);      /* NaN/Inf input check (default on) */
+SG_API sg_status sg_set_jacobi(sg_ctx *ctx, double tol, int max_sweeps);
+SG_API sg_status sg_set_threads(sg_ctx *ctx, int nthreads);     /* CPU threads over the batch; <= 0 = all */
+SG_API sg_status sg_set_check_finite(sg_ctx *ctx, int on);      /* NaN/Inf input check (default on) */
 /* Host batches on the CUDA backend are streamed in chunks of at most this many bytes of device memory
    per lane, two lanes (so up to twice this, plus as much pinned host memory, kept until sg_destroy);
    0 = automatic, from free device memory. */
-sg_status sg_set_chunk_bytes(sg_ctx *ctx, size_t bytes);
+SG_API sg_status sg_set_chunk_bytes(sg_ctx *ctx, size_t bytes);
 /* CUDA backend: device scratch (workspaces, staging) comes from the context's own stream-ordered pool,
    which keeps up to this many idle bytes mapped between calls, so a loop calling the same op does not map
    and unmap device memory every step. Default 1 GiB; 0 returns everything at the end of each call. Takes
    effect at once (idle memory above it is released now). What the pool holds counts as used for
    cudaMemGetInfo, other contexts and other libraries, until released or sg_destroy. CPU backend: no-op. */
-sg_status sg_set_cache_bytes(sg_ctx *ctx, size_t bytes);
+SG_API sg_status sg_set_cache_bytes(sg_ctx *ctx, size_t bytes);
 /* Device bytes the context's scratch pool holds now (idle cache; between calls nothing is in use).
    0 on the CPU backend and on devices without memory pools. */
-sg_status sg_cache_held(sg_ctx *ctx, size_t *bytes);
+SG_API sg_status sg_cache_held(sg_ctx *ctx, size_t *bytes);
 
 /* ---- decompositions --------------------------------------------------------------------------- */
 /* Symmetric eigendecomposition. A: n×n (lower triangle read). W: n×1, ascending. V: n×n orthonormal
    eigenvectors in columns (NULL: values only). */
-sg_status sg_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V);
+SG_API sg_status sg_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V);
 
 /* SVD A = U diag(S) Vᵀ. A: m×n, k = min(m,n). S: k×1, descending. full_matrices: U m×m, V n×n;
    else U m×k, V n×k. Returns V, not Vᵀ (cuSOLVER convention). U and V may both be NULL. */
-sg_status sg_svd(sg_ctx *ctx, const sg_mat *A, int full_matrices, sg_mat *S, sg_mat *U, sg_mat *V);
+SG_API sg_status sg_svd(sg_ctx *ctx, const sg_mat *A, int full_matrices, sg_mat *S, sg_mat *U, sg_mat *V);
 
 /* ---- rank, subspaces, least squares (tolerance rule in the header comment) ------------------- */
-sg_status sg_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank);
+SG_API sg_status sg_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank);
 
 /* Orthonormal basis of the nullspace of A (m×n). N: n×n; columns [0, nullity) hold the basis,
    the remaining columns are zero. nullity may be NULL. */
-sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
+SG_API sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
 
 typedef enum { SG_PROJ_NULL = 0, SG_PROJ_ROW = 1 } sg_proj;
 /* Y = P X with P the orthogonal projector onto the nullspace (I − V_r V_rᵀ) or the row space (V_r V_rᵀ)
    of A (m×n). X, Y: n×k. Y may be X itself (same data and layout) for an in-place update. */
-sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which,
+SG_API sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which,
                      double atol, double rtol, sg_mat *Y);
 
 /* Y = Q Qᵀ X (complement = 0) or X − Q Qᵀ X (complement != 0) for a given basis Q: n×q, q <= n, whose columns
@@ -144,11 +151,11 @@ sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj whic
    and the complement the row-space one. For a basis computed once and applied every step (GPM /
    Adam-NSCL-style projected updates): reads Q and X once, writes Y once. X, Y: n×k; Y may be X, and must
    not overlap Q (SG_ERR_ARG). */
-sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
+SG_API sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
 
 /* Minimum-norm least squares X = A⁺B with the rank cutoff above (also rank-deficient).
    A: m×n, B: m×k, X: n×k. rank may be NULL. */
-sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol,
+SG_API sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol,
                    sg_mat *X, int64_t *rank);
 
 /* ---- gradients -------------------------------------------------------------------------------- */
@@ -169,13 +176,13 @@ typedef enum {
 /* eigh backward (symmetric adjoint, PyTorch's convention):
    gA = V (diag(gW) + skew(VᵀgV) ⊘ E) Vᵀ, skew(M) = (M − Mᵀ)/2, E_ij = λj − λi.
    W: n×1, V: n×n (from sg_eigh), gW: n×1 or NULL, gV: n×n or NULL (NULL = zero). gA: n×n, symmetric. */
-sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW,
+SG_API sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW,
                            const sg_mat *gV, sg_degen mode, double param, sg_mat *gA);
 
 /* SVD backward (PyTorch's svd_backward). U, S, V as returned by sg_svd (economy or full_matrices);
    A is m×n with m = U->rows, n = V->rows. gU, gS, gV may be NULL. With full_matrices the columns of U/V
    beyond k get no gradient. Ties between σ's use mode/param on E_jk = σk² − σj². gA: m×n. */
-sg_status sg_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V,
+SG_API sg_status sg_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V,
                           const sg_mat *gU, const sg_mat *gS, const sg_mat *gV,
                           sg_degen mode, double param, sg_mat *gA);
 
@@ -193,11 +200,11 @@ typedef struct {
    W (n×1) and V (n×n), each optional (NULL), receive the eigendecomposition F was built from: the inputs
    of sg_matfunc_backward, without a second sg_eigh. Written with F. F, W, V must not overlap each other;
    F or V may be A itself (in place). */
-sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F, sg_mat *W, sg_mat *V);
+SG_API sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F, sg_mat *W, sg_mat *V);
 
 /* Backward of F = f(A) (Daleckii–Krein): gA = V (L ∘ (Vᵀ sym(gF) V)) Vᵀ with
    L_ij = (f(λi) − f(λj))/(λi − λj), L_ii = f'(λi); at (near-)ties L_ij = f'((λi+λj)/2): finite. */
-sg_status sg_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_fn *fn,
+SG_API sg_status sg_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_fn *fn,
                               const sg_mat *gF, sg_mat *gA);
 
 typedef enum {
@@ -210,7 +217,7 @@ typedef enum {
 } sg_reg;
 
 /* Per-matrix loss (1×1 per batch item) and, when gA is not NULL, its gradient (shape of A). */
-sg_status sg_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss,
+SG_API sg_status sg_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss,
                          sg_mat *gA);
 
 /* ---- .npy I/O (host memory) ------------------------------------------------------------------- */
@@ -222,11 +229,11 @@ typedef struct {
     void *data;
 } sg_array;
 
-sg_status sg_npy_read(const char *path, sg_array *out, char *err, size_t err_len);
+SG_API sg_status sg_npy_read(const char *path, sg_array *out, char *err, size_t err_len);
 /* Parses an in-memory .npy image (used by the reader and the fuzzer). */
-sg_status sg_npy_parse(const void *buf, size_t len, sg_array *out, char *err, size_t err_len);
-sg_status sg_npy_write(const char *path, const sg_array *a, char *err, size_t err_len);
-void sg_array_free(sg_array *a);
+SG_API sg_status sg_npy_parse(const void *buf, size_t len, sg_array *out, char *err, size_t err_len);
+SG_API sg_status sg_npy_write(const char *path, const sg_array *a, char *err, size_t err_len);
+SG_API void sg_array_free(sg_array *a);
 
 #ifdef __cplusplus
 }
