@@ -690,7 +690,8 @@ class Context:
     def _broadcast(op, ad, A, an, X, xn):
         """numpy broadcasting of the batch dimensions of A (..., r, c) and X (..., n, k), or (..., n) when X
         has one dimension fewer than A (vectors) → (A, X, batch shape). A broadcast operand is copied
-        (_desc cannot describe a zero batch stride), and each batch item is computed on its own."""
+        (_desc cannot describe a zero batch stride), and each batch item is computed on its own (one shared
+        A on the CPU backend takes _folded instead)."""
         sa, sx = ad.shape(A), ad.shape(X)
         if len(sa) < 2 or len(sx) < 1:
             return A, X, sa[:-2]  # the shape checks that follow say what is wrong
@@ -715,16 +716,76 @@ class Context:
         Y = ad.empty(bs + (n,), code) if vec else _out(ad, bs, n, k, code)
         return _desc(ad, Xl, keep), k, Y, _desc(ad, _vec_in(ad, Y) if vec else Y, keep)
 
+    def _shared(self, ad, A, X):
+        """(batch shape, vectors?) when A is one matrix shared by a batch of X on the CPU backend, else None.
+        project, project_basis and lstsq act on X column by column, so that batch is folded into the
+        columns of a single call (_folded): A is decomposed once instead of once per batch item. Not on
+        CUDA, whose kernels give each matrix of a batch its own thread block."""
+        if self.backend != "cpu" or ad.memspace != L.SG_MEM_HOST:
+            return None
+        sa, sx = ad.shape(A), ad.shape(X)
+        if len(sa) < 2 or math.prod(sa[:-2]) != 1:
+            return None
+        core = 1 if len(sx) == len(sa) - 1 else 2
+        if len(sx) < core:
+            return None
+        try:
+            bs = tuple(np.broadcast_shapes(sa[:-2], sx[: len(sx) - core]))
+        except ValueError:
+            return None
+        if math.prod(bs) < 2 or 0 in sa[-2:] + sx[len(sx) - core:]:
+            return None
+        return bs, core == 1
+
+    def _folded(self, op, ad, A, X, sh, rin, rout, code, cfn, args):
+        """One call on A (batch 1) with the batch of X folded into columns: X (..., rin, k) becomes the
+        rin × (B·k) matrix whose column b·k+j is X[b][:, j] (vectors: rin × B, no copy when contiguous);
+        the rout × (B·k) result is unfolded the same way. Returns (Y, rank array of length 1), or None when
+        X has the wrong rows or the call fails: the caller then runs per batch item, which reports the
+        failing item (and the shape error) as for any batch."""
+        bs, vec = sh
+        B = math.prod(bs)
+        sx = ad.shape(X)
+        if (sx[-1] if vec else sx[-2]) != rin:
+            return None
+        k = 1 if vec else sx[-1]
+        if vec:
+            Xf = ad.T(ad.reshape(X, (B, rin)))
+            Ybuf = ad.empty((B, rout), code)
+            Y = ad.reshape(Ybuf, bs + (rout,))
+        else:  # (B, k, rin) C-contiguous = column-major rin × (B·k)
+            Xt = ad.copy_c(ad.T(ad.reshape(X, (B, rin, k))))
+            Xf = ad.T(ad.reshape(Xt, (B * k, rin)))
+            Ybuf = ad.empty((B * k, rout), code)
+            Y = ad.T(ad.reshape(Ybuf, bs + (k, rout)))
+        keep = []
+        mA = _desc(ad, ad.reshape(A, ad.shape(A)[-2:]), keep)
+        mX, mY = _desc(ad, Xf, keep), _desc(ad, ad.T(Ybuf), keep)
+        r = ad.empty_i64((1,))
+        try:
+            self._run(op, ad, cfn, args(mA, mX, mY, r), ())
+        except L.SpecgradError:
+            return None
+        return Y, r
+
     def project(self, A, X, which="null", atol=0.0, rtol=None):
         """Y = P X with P the orthogonal projector onto the nullspace ('null') or row space ('row') of A
         (..., m, n). X: (..., n, k) or (..., n). Copies C-contiguous A and matrix X. Batch dimensions
-        broadcast like numpy's, but a shared A is decomposed once per batch item: for a fixed A, null_space
-        once and project_basis every step."""
+        broadcast like numpy's. One A shared by a batch of X is decomposed once on the CPU backend (the
+        batch becomes columns of one call), but once per batch item on CUDA: there, for a fixed A,
+        null_space once and project_basis every step."""
         if which not in L.PROJ:
             raise ValueError(f"specgrad: which must be 'null' or 'row', got {which!r}")
         atol, rtol = _tols("project", atol, rtol)
         ad, (A, X), tc = self._adapter([A, X])
         (A, X), code = self._common(ad, [A, X], ["A", "X"])
+        sh = self._shared(ad, A, X)
+        if sh is not None:
+            n = ad.shape(A)[-1]
+            f = self._folded("project", ad, A, X, sh, n, n, code, self._lib.sg_project,
+                             lambda mA, mX, mY, r: (C.byref(mA), C.byref(mX), L.PROJ[which], atol, rtol, C.byref(mY)))
+            if f is not None:
+                return self._wrap(f[0], tc)
         A, X, _ = self._broadcast("project", ad, A, "A", X, "X")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
@@ -743,15 +804,24 @@ class Context:
         orthonormal or zero columns (not checked; e.g. null_space's output: then it is project(A, X, 'null')
         without the SVD). X: (..., n, k) or (..., n). For a basis computed once and applied every step.
         Batch dimensions broadcast like numpy's (a shared Q (n, q) over X (B, n, k)); X with exactly one
-        dimension fewer than Q is a batch of vectors (with a shared basis: Q (1, n, q), X (B, n)). A
-        broadcast operand is copied per batch item."""
+        dimension fewer than Q is a batch of vectors (with a shared basis: Q (1, n, q), X (B, n)). On the
+        CPU backend one Q shared by a batch of X is one product over all its columns; otherwise a broadcast
+        operand is copied per batch item."""
         ad, (Q, X), tc = self._adapter([Q, X])
         (Q, X), code = self._common(ad, [Q, X], ["Q", "X"])
+        if len(ad.shape(Q)) >= 2 and ad.shape(Q)[-1] > ad.shape(Q)[-2]:
+            n, q = ad.shape(Q)[-2:]
+            raise _arg_error("project_basis", f"Q: shape {n}×{q}; a basis of R^{n} has at most {n} columns")
+        sh = self._shared(ad, Q, X)
+        if sh is not None:
+            n = ad.shape(Q)[-2]
+            f = self._folded("project_basis", ad, Q, X, sh, n, n, code, self._lib.sg_project_basis,
+                             lambda mQ, mX, mY, r: (C.byref(mQ), C.byref(mX), 1 if complement else 0, C.byref(mY)))
+            if f is not None:
+                return self._wrap(f[0], tc)
         Q, X, _ = self._broadcast("project_basis", ad, Q, "Q", X, "X")
         bs = self._bshape(ad, Q, 2, "Q")
         n, q = ad.shape(Q)[-2:]
-        if q > n:
-            raise _arg_error("project_basis", f"Q: shape {n}×{q}; a basis of R^{n} has at most {n} columns")
         keep = []
         mX, k, Y, mY = self._proj_rhs("project_basis", ad, X, len(ad.shape(Q)), bs, n, code, keep)
         mQ = _desc(ad, Q, keep)
@@ -766,11 +836,24 @@ class Context:
         """Minimum-norm least squares x = A⁺B (also rank-deficient), A (..., m, n), B (..., m, k) or
         (..., m). Returns x (and the rank with return_rank=True). Copies C-contiguous A and matrix B.
         Zero-sized A: x = 0 and rank 0, like numpy. Batch dimensions broadcast like torch.linalg.lstsq's
-        (B with exactly one dimension fewer than A is a batch of vectors); a shared A is factored once per
-        batch item (the rank is per batch item too)."""
+        (B with exactly one dimension fewer than A is a batch of vectors). One A shared by a batch of B is
+        factored once on the CPU backend (its rank repeated over the batch shape), once per batch item on
+        CUDA."""
         atol, rtol = _tols("lstsq", atol, rtol)
         ad, (A, B), tc = self._adapter([A, B])
         (A, B), code = self._common(ad, [A, B], ["A", "B"])
+        sh = self._shared(ad, A, B)
+        if sh is not None:
+            m, n = ad.shape(A)[-2:]
+            f = self._folded("lstsq", ad, A, B, sh, m, n, code, self._lib.sg_lstsq,
+                             lambda mA, mB, mX, r: (C.byref(mA), C.byref(mB), atol, rtol, C.byref(mX),
+                                                    C.c_void_p(ad.ptr(r))))
+            if f is not None:
+                X, r1 = f
+                r = ad.empty_i64(sh[0])
+                r[...] = r1[0]
+                X = self._wrap(X, tc)
+                return (X, self._wrap(r, tc)) if return_rank else X
         A, B, _ = self._broadcast("lstsq", ad, A, "A", B, "B")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]

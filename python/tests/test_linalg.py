@@ -423,6 +423,59 @@ def test_project_and_project_basis_broadcast_batches(rng, dtype):
     np.testing.assert_allclose(x, np.linalg.pinv(A.astype(np.float64)) @ Bm, atol=t * 100)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_operand_is_folded_into_one_call(rng, dtype, monkeypatch):
+    """CPU backend: one A (or Q) for a batch of X is one library call with the batch folded into columns,
+    never the per-item broadcast (which decomposed A once per item). Results match the per-item ones in
+    every layout of X; a failing item is still reported with its batch index."""
+    ctx = sg.Context("cpu")
+    calls = []
+    real = _core.Context._broadcast
+    monkeypatch.setattr(_core.Context, "_broadcast",
+                        staticmethod(lambda *a: calls.append(a[0]) or real(*a)))
+    m, n, k = 4, 6, 3
+    t = tol(dtype)
+    A = low_rank(rng, m, n, 2, ()).astype(dtype)
+    N, nul = ctx.null_space(A)
+    Q = np.ascontiguousarray(N[:, :nul])
+    Ad, Qd = A.astype(np.float64), Q.astype(np.float64)
+    Pd = Qd @ Qd.T  # projector onto null(A)
+    base = rng.standard_normal((2, 3, n, 2 * k)).astype(dtype)
+    layouts = {"C": np.ascontiguousarray(base[..., :k]), "F per matrix": np.asfortranarray(base[..., :k]),
+               "strided": base[..., ::2], "transposed": np.ascontiguousarray(base[..., :k].swapaxes(-1, -2)).swapaxes(-1, -2)}
+    for name, X in layouts.items():
+        Xd = X.astype(np.float64)
+        for lead in [(), (1, 1)]:  # A (m, n) and A (1, 1, m, n): the same shared matrix
+            Al, Ql = A.reshape(lead + A.shape), Q.reshape(lead + Q.shape)
+            np.testing.assert_allclose(ctx.project(Al, X), Pd @ Xd, atol=t * 50, err_msg=name)
+            np.testing.assert_allclose(ctx.project(Al, X, "row"), Xd - Pd @ Xd, atol=t * 50, err_msg=name)
+            np.testing.assert_allclose(ctx.project_basis(Ql, X), Pd @ Xd, atol=t * 50, err_msg=name)
+            np.testing.assert_allclose(ctx.project_basis(Ql, X, True), Xd - Pd @ Xd, atol=t * 50, err_msg=name)
+        Bm = np.ascontiguousarray(np.moveaxis(np.moveaxis(X, -2, 0)[:m], 0, -2))  # (2, 3, m, k)
+        x, r = ctx.lstsq(A, Bm, return_rank=True)
+        assert x.shape == (2, 3, n, k) and r.shape == (2, 3) and r.dtype == np.int64 and np.all(r == 2)
+        np.testing.assert_allclose(x, np.linalg.pinv(Ad) @ Bm.astype(np.float64), atol=t * 100, err_msg=name)
+    # vectors: X with one dimension fewer than A (1, m, n)
+    v = rng.standard_normal((5, n)).astype(dtype)
+    np.testing.assert_allclose(ctx.project(A[None], v), v.astype(np.float64) @ Pd, atol=t * 50)
+    np.testing.assert_allclose(ctx.project_basis(Q[None], v), v.astype(np.float64) @ Pd, atol=t * 50)
+    b = rng.standard_normal((5, m)).astype(dtype)
+    x, r = ctx.lstsq(A[None], b, return_rank=True)
+    assert x.shape == (5, n) and r.shape == (5,)
+    np.testing.assert_allclose(x, b.astype(np.float64) @ np.linalg.pinv(Ad).T, atol=t * 100)
+    assert calls == [], f"per-item broadcast used for a shared operand: {calls}"
+    # a NaN in item (1, 2): the folded call fails, the per-item rerun names the item
+    X = np.ascontiguousarray(base[..., :k])
+    X[1, 2, 0, 0] = np.nan
+    for f in (lambda: ctx.project(A, X), lambda: ctx.project_basis(Q, X), lambda: ctx.lstsq(A, X[..., :m, :])):
+        with pytest.raises(sg.NonFiniteError) as e:
+            f()
+        assert e.value.batch_index == (1, 2)
+    # rows of X that do not match A: the usual shape error
+    with pytest.raises(sg.SpecgradArgumentError, match="X"):
+        ctx.project(A, np.zeros((3, n + 1, k), dtype))
+
+
 def test_project_basis_rejects_bad_shapes(rng):
     X = rng.standard_normal((4, 2))
     with pytest.raises(sg.SpecgradArgumentError, match="at most 4 columns"):
