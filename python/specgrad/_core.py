@@ -716,13 +716,13 @@ class Context:
         Y = ad.empty(bs + (n,), code) if vec else _out(ad, bs, n, k, code)
         return _desc(ad, Xl, keep), k, Y, _desc(ad, _vec_in(ad, Y) if vec else Y, keep)
 
-    def _shared(self, ad, A, X):
-        """(batch shape, vectors?) when A is one matrix shared by a batch of X on the CPU backend, else None.
-        project, project_basis and lstsq act on X column by column, so that batch is folded into the
-        columns of a single call (_folded): A is decomposed once instead of once per batch item. Not on
-        CUDA, whose kernels give each matrix of a batch its own thread block."""
-        if self.backend != "cpu" or ad.memspace != L.SG_MEM_HOST:
-            return None
+    @staticmethod
+    def _shared(ad, A, X):
+        """(batch shape, vectors?) when A is one matrix shared by a batch of X, else None. project,
+        project_basis and lstsq act on X column by column. On the CPU backend that batch is therefore
+        folded into the columns of a single call (_folded), so A is decomposed once instead of once per
+        batch item. CUDA kernels give each matrix of a batch its own thread block, so there project goes
+        through A's nullspace basis instead (_via_basis)."""
         sa, sx = ad.shape(A), ad.shape(X)
         if len(sa) < 2 or math.prod(sa[:-2]) != 1:
             return None
@@ -768,19 +768,43 @@ class Context:
             return None
         return Y, r
 
+    def _via_basis(self, ad, A, X, sh, which, atol, rtol):
+        """project on CUDA with one A shared by a batch of X: null_space(A) once, then project_basis over
+        the batch. Its kernels run the batch in parallel, and only the n×q basis is copied per item, where
+        the per-item path decomposes A for every item. Returns None, and the caller takes the per-item
+        path, when X has the wrong rows, the nullspace is {0} (nothing to project, but X must still be
+        scanned for NaN), or a call fails: that path then reports as for any batch, op and index included."""
+        bs, vec = sh
+        m, n = ad.shape(A)[-2:]
+        if ad.shape(X)[-1 if vec else -2] != n:
+            return None
+        try:
+            N, nul = self.null_space(ad.reshape(A, (m, n)), atol, rtol)
+            q = int(nul)
+            if q == 0:
+                return None
+            Q = ad.reshape(N[:, :q], ad.shape(A)[:-2] + (n, q))
+            return self.project_basis(Q, X, complement=which == "row")
+        except L.SpecgradError:
+            return None
+
     def project(self, A, X, which="null", atol=0.0, rtol=None):
         """Y = P X with P the orthogonal projector onto the nullspace ('null') or row space ('row') of A
         (..., m, n). X: (..., n, k) or (..., n). Copies C-contiguous A and matrix X. Batch dimensions
-        broadcast like numpy's. One A shared by a batch of X is decomposed once on the CPU backend (the
-        batch becomes columns of one call), but once per batch item on CUDA: there, for a fixed A,
-        null_space once and project_basis every step."""
+        broadcast like numpy's. One A shared by a batch of X is decomposed once: on the CPU backend the
+        batch becomes columns of one call; on CUDA it is null_space(A) once and project_basis over the
+        batch (for a fixed A across calls, keep that basis and call project_basis yourself)."""
         if which not in L.PROJ:
             raise ValueError(f"specgrad: which must be 'null' or 'row', got {which!r}")
         atol, rtol = _tols("project", atol, rtol)
         ad, (A, X), tc = self._adapter([A, X])
         (A, X), code = self._common(ad, [A, X], ["A", "X"])
         sh = self._shared(ad, A, X)
-        if sh is not None:
+        if sh is not None and self.backend != "cpu":
+            Y = self._via_basis(ad, A, X, sh, which, atol, rtol)
+            if Y is not None:
+                return self._wrap(Y, tc)
+        elif sh is not None:
             n = ad.shape(A)[-1]
             f = self._folded("project", ad, A, X, sh, n, n, code, self._lib.sg_project,
                              lambda mA, mX, mY, r: (C.byref(mA), C.byref(mX), L.PROJ[which], atol, rtol, C.byref(mY)))
@@ -812,7 +836,7 @@ class Context:
         if len(ad.shape(Q)) >= 2 and ad.shape(Q)[-1] > ad.shape(Q)[-2]:
             n, q = ad.shape(Q)[-2:]
             raise _arg_error("project_basis", f"Q: shape {n}×{q}; a basis of R^{n} has at most {n} columns")
-        sh = self._shared(ad, Q, X)
+        sh = self._shared(ad, Q, X) if self.backend == "cpu" else None
         if sh is not None:
             n = ad.shape(Q)[-2]
             f = self._folded("project_basis", ad, Q, X, sh, n, n, code, self._lib.sg_project_basis,
@@ -842,7 +866,7 @@ class Context:
         atol, rtol = _tols("lstsq", atol, rtol)
         ad, (A, B), tc = self._adapter([A, B])
         (A, B), code = self._common(ad, [A, B], ["A", "B"])
-        sh = self._shared(ad, A, B)
+        sh = self._shared(ad, A, B) if self.backend == "cpu" else None
         if sh is not None:
             m, n = ad.shape(A)[-2:]
             f = self._folded("lstsq", ad, A, B, sh, m, n, code, self._lib.sg_lstsq,

@@ -476,6 +476,48 @@ def test_shared_operand_is_folded_into_one_call(rng, dtype, monkeypatch):
         ctx.project(A, np.zeros((3, n + 1, k), dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_project_with_shared_A_on_cuda_uses_its_basis(rng, dtype, monkeypatch):
+    """CUDA backend: project with one A for a batch of X is null_space(A) once and project_basis over the
+    batch, never the per-item project (which decomposed A for every item). Runs on a GPU and, in CI, on
+    the emulated device (scripts/test-python's second pass)."""
+    try:
+        ctx = sg.Context("cuda")
+    except sg.SpecgradError as e:
+        pytest.skip(f"no CUDA backend here: {e}")
+    calls = []
+    real = _core.Context._broadcast
+    monkeypatch.setattr(_core.Context, "_broadcast",
+                        staticmethod(lambda *a: calls.append(a[0]) or real(*a)))
+    m, n, k = 4, 6, 3
+    t = tol(dtype)
+    A = low_rank(rng, m, n, 2, ()).astype(dtype)
+    Ad = A.astype(np.float64)
+    _, s, Vh = np.linalg.svd(Ad)
+    Pd = Vh[2:].T @ Vh[2:]  # projector onto null(A) (rank 2)
+    X = rng.standard_normal((2, 3, n, k)).astype(dtype)
+    Xd = X.astype(np.float64)
+    for lead in [(), (1, 1)]:
+        Al = A.reshape(lead + A.shape)
+        np.testing.assert_allclose(ctx.project(Al, X), Pd @ Xd, atol=t * 50)
+        np.testing.assert_allclose(ctx.project(Al, X, "row"), Xd - Pd @ Xd, atol=t * 50)
+    v = rng.standard_normal((5, n)).astype(dtype)
+    np.testing.assert_allclose(ctx.project(A[None], v), v.astype(np.float64) @ Pd, atol=t * 50)
+    assert "project" not in calls and "project_basis" in calls, calls
+    # a NaN in item (1, 2): reported by project, with that item's index (the per-item path)
+    Xn = X.copy()
+    Xn[1, 2, 0, 0] = np.nan
+    with pytest.raises(sg.NonFiniteError) as e:
+        ctx.project(A, Xn)
+    assert e.value.op == "project" and e.value.batch_index == (1, 2)
+    # nullity 0: nothing to project, but X is still checked (the per-item path)
+    calls.clear()
+    F = rng.standard_normal((n + 1, n)).astype(dtype)
+    np.testing.assert_allclose(ctx.project(F, X), 0, atol=t * 50)
+    np.testing.assert_allclose(ctx.project(F, X, "row"), X, atol=t * 50)
+    assert "project" in calls
+
+
 def test_project_basis_rejects_bad_shapes(rng):
     X = rng.standard_normal((4, 2))
     with pytest.raises(sg.SpecgradArgumentError, match="at most 4 columns"):
