@@ -459,6 +459,50 @@ Test(cli, matfunc_backward_known_answers)
     free(g2), free(ge), free(gl);
 }
 
+/* matfunc --eig writes W, V next to F: exactly eigh's output, F = V f(W) Vᵀ, and `matfunc-backward W V gF`
+   on them equals the form that recomputes eigh from A. -o with one file name is refused (three outputs). */
+Test(cli, matfunc_eig_writes_the_decomposition_used)
+{
+    enum { B = 2, N = 4 };
+    double A[B * N * N], G[B * N * N];
+    tu_rng r = tu_seed(23);
+    for (int b = 0; b < B; b++) {
+        double w[N] = {0.2, 0.7 + 0.1 * b, 1.4, 3.0};
+        tu_sym_with_spectrum(&r, N, w, A + b * N * N);
+    }
+    tu_fill_normal(&r, G, B * N * N);
+    int64_t sh[3] = {B, N, N}, shw[2] = {B, N};
+    wr("A.npy", SG_F64, 3, sh, A);
+    wr("G.npy", SG_F64, 3, sh, G);
+    cr_assert_eq(run("matfunc A.npy --fn sqrt --eig -o m_ --backend cpu"), 0, "%s", out);
+    cr_assert_eq(run("eigh A.npy -o e_ --backend cpu"), 0, "%s", out);
+    double *F = rd("m_F.npy", SG_F64, 3, sh), *W = rd("m_W.npy", SG_F64, 2, shw), *V = rd("m_V.npy", SG_F64, 3, sh),
+           *We = rd("e_W.npy", SG_F64, 2, shw), *Ve = rd("e_V.npy", SG_F64, 3, sh);
+    cr_expect_eq(maxdiff(W, We, B * N), 0.0, "W differs from eigh's");
+    cr_expect_eq(maxdiff(V, Ve, B * N * N), 0.0, "V differs from eigh's");
+    for (int b = 0; b < B; b++) { /* F (C order) = V diag(√w) Vᵀ, V C order: V[i*N + k] = v_ik */
+        double want[N * N];
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++) {
+                double acc = 0;
+                for (int k = 0; k < N; k++) acc += V[b * N * N + i * N + k] * sqrt(W[b * N + k]) * V[b * N * N + j * N + k];
+                want[i * N + j] = acc;
+            }
+        double d = maxdiff(F + b * N * N, want, N * N);
+        cr_expect_lt(d, 1e-12, "matrix %d: max |F − V √W Vᵀ| = %g", b, d);
+    }
+    cr_assert_eq(run("matfunc-backward m_W.npy m_V.npy G.npy --fn sqrt -o g1.npy --backend cpu"), 0, "%s", out);
+    cr_assert_eq(run("matfunc-backward A.npy G.npy --fn sqrt -o g2.npy --backend cpu"), 0, "%s", out);
+    double *g1 = rd("g1.npy", SG_F64, 3, sh), *g2 = rd("g2.npy", SG_F64, 3, sh);
+    cr_expect_eq(maxdiff(g1, g2, B * N * N), 0.0, "backward from --eig's W, V differs from the one from A");
+    cr_expect_neq(run("matfunc A.npy --fn sqrt --eig -o one.npy --backend cpu"), 0, "%s", out);
+    cr_expect(strstr(out, "writes 3 outputs") != NULL, "%s", out);
+    char p1[512];
+    path(p1, "one.npy");
+    cr_expect_neq(access(p1, F_OK), 0, "one.npy written although -o names one file for three outputs");
+    free(F), free(W), free(V), free(We), free(Ve), free(g1), free(g2);
+}
+
 /* `--fn pow` has no default exponent: without --p it is a usage error (it used to run with p = 0). */
 Test(cli, pow_requires_p)
 {

@@ -14,7 +14,7 @@ typedef struct {
     int dtype; /* -1: from the inputs (float64 if any input is float64) */
     const char *out;
     double atol, rtol;
-    int full, which, nograd, threads, complement;
+    int full, which, nograd, threads, complement, eig;
     sg_degen mode;
     double param;
     int has_fn;

@@ -83,6 +83,7 @@ static int parse(cli_opts *o, int argc, char **argv, int *help, int *has_p)
         else if (!strcmp(name, "--null")) o->which = SG_PROJ_NULL;
         else if (!strcmp(name, "--no-grad")) o->nograd = 1;
         else if (!strcmp(name, "--complement")) o->complement = 1;
+        else if (!strcmp(name, "--eig")) o->eig = 1;
         else flag = 0;
         if (flag) {
             if (val) return cli_err(o, "%s takes no value", name);

@@ -296,13 +296,18 @@ static int op_matfunc(cli_opts *o)
     int rc = 1;
     if (need_fn(o) || load(o, &r, 1, (cli_kind[]){K_MAT}, (const char *[]){"A"})) goto done;
     sg_mat *A = &r.in[0].m;
-    if (need(o, "A", A, A->rows, A->rows) || cli_alloc(o, &r.in[0], A->rows, A->rows, &r.out[0])) goto done;
-    sg_status s = sg_matfunc(o->ctx, A, &o->fn, &r.out[0].m, NULL, NULL);
+    const int64_t n = A->rows;
+    if (need(o, "A", A, n, n) || cli_alloc(o, &r.in[0], n, n, &r.out[0])) goto done;
+    /* --eig: also the eigendecomposition F was built from, for `matfunc-backward W.npy V.npy gF.npy` */
+    if (o->eig && (cli_alloc(o, &r.in[0], n, 1, &r.out[1]) || cli_alloc(o, &r.in[0], n, n, &r.out[2]))) goto done;
+    sg_status s = sg_matfunc(o->ctx, A, &o->fn, &r.out[0].m, o->eig ? &r.out[1].m : NULL, o->eig ? &r.out[2].m : NULL);
     if (s != SG_OK) {
         rc = cli_lib_err(o, s);
         goto done;
     }
-    rc = cli_save(o, "F", 1, &r.out[0], K_MAT);
+    const int nout = o->eig ? 3 : 1;
+    rc = cli_save(o, "F", nout, &r.out[0], K_MAT) ||
+         (o->eig && (cli_save(o, "W", nout, &r.out[1], K_VEC) || cli_save(o, "V", nout, &r.out[2], K_MAT)));
 done:
     run_free(&r);
     return rc;
@@ -396,8 +401,9 @@ static const op_def ops[] = {
      "svd-backward U.npy S.npy Vh.npy [gU|-] [gS|-] [gVh|-] [--mode M] [--param P] [-o PREFIX]",
      "Gradient gA (..., m, n) of a loss through svd, from U, S, Vh (as written by `specgrad svd`, economy\n"
      "or --full) and the loss's gradients with respect to U, S and Vh; '-' or omitted = zero."},
-    {"matfunc", 1, 1, op_matfunc, "matfunc A.npy --fn sqrt|log|exp|pow [--p P] [-o PREFIX]",
-     "Matrix function F = V f(Λ) Vᵀ of symmetric A (..., n, n); pow needs --p (F = A^p). Writes F."},
+    {"matfunc", 1, 1, op_matfunc, "matfunc A.npy --fn sqrt|log|exp|pow [--p P] [--eig] [-o PREFIX]",
+     "Matrix function F = V f(Λ) Vᵀ of symmetric A (..., n, n); pow needs --p (F = A^p). Writes F; with\n"
+     "--eig also W, V (the eigendecomposition used: `matfunc-backward W.npy V.npy gF.npy` reuses it)."},
     {"matfunc-backward", 2, 3, op_matfunc_backward,
      "matfunc-backward (A.npy | W.npy V.npy) gF.npy --fn sqrt|log|exp|pow [--p P] [-o PREFIX]",
      "Gradient gA of a loss through F = f(A) given gF = dLoss/dF (Daleckii–Krein, finite at ties).\n"
