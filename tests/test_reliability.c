@@ -683,6 +683,44 @@ static void batch_with_bad_item(double *A, int64_t n, int64_t batch, int64_t bad
     }
 }
 
+/* Input check off and a NaN/Inf in matrix 1 of 2: every decomposition reports that matrix as not attempted
+   (SG_ERR_NOCONV, index 1) instead of handing it to LAPACK, whose ?bdsqr (in ?gesdd/?gesvd) can loop
+   forever on it: sgesdd never returned on a 3×3 with one Inf (found by tests/fuzz/fuzz_api.c). */
+Test(reliability, check_finite_off_nonfinite_matrix_is_not_decomposed, .timeout = 30) /* a hang is the failure */
+{
+    enum { B = 2, N = 3, NN = N * N };
+    cr_assert_eq(sg_set_check_finite(ctx, 0), SG_OK);
+    const double bad[2] = {INFINITY, NAN};
+    for (int t = 0; t < 4; t++) {
+        const double v = bad[t & 1];
+        const int big = t >> 1; /* n = 40: ?syevd's divide and conquer instead of the n <= 25 path */
+        const int n = big ? 40 : N, nn = n * n;
+        double *A = calloc((size_t)B * nn, sizeof *A), *X = calloc((size_t)B * n, sizeof *X),
+               *O = malloc(sizeof *O * (size_t)B * nn), *W = malloc(sizeof *W * (size_t)B * n);
+        int64_t r[B];
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < n; i++) A[b * nn + i + i * n] = 1 + i, X[b * n + i] = 1;
+        A[nn + 1] = v; /* matrix 1, lower triangle (eigh reads it) */
+        sg_mat a = sg_mat_dense(A, SG_F64, B, n, n), x = sg_mat_dense(X, SG_F64, B, n, 1),
+               y = sg_mat_dense(O, SG_F64, B, n, 1), s = sg_mat_dense(W, SG_F64, B, n, 1),
+               u = sg_mat_dense(O, SG_F64, B, n, n);
+        static const char *names[] = {"svd", "rank", "nullspace", "project", "lstsq", "eigh"};
+        for (int k = 0; k < 6; k++) {
+            sg_status st = k == 0 ? sg_svd(ctx, &a, 0, &s, NULL, NULL)
+                         : k == 1 ? sg_rank(ctx, &a, 0, -1, r)
+                         : k == 2 ? sg_nullspace(ctx, &a, 0, -1, &u, r)
+                         : k == 3 ? sg_project(ctx, &a, &x, SG_PROJ_NULL, 0, -1, &y)
+                         : k == 4 ? sg_lstsq(ctx, &a, &x, 0, -1, &y, r)
+                                  : sg_eigh(ctx, &a, &s, &u);
+            cr_expect_eq(st, SG_ERR_NOCONV, "%s (n=%d, %g): %s", names[k], n, v, sg_status_string(st));
+            cr_expect_eq(sg_failed_index(ctx), 1, "%s", names[k]);
+            cr_expect(strstr(sg_last_error(ctx), "not attempted") != NULL, "%s: %s", names[k], sg_last_error(ctx));
+        }
+        free(A), free(X), free(O), free(W);
+    }
+    cr_assert_eq(sg_set_check_finite(ctx, 1), SG_OK);
+}
+
 Test(reliability, matfunc_domain_error_names_the_batch_item)
 {
     enum { n = 3, nb = 4 };
