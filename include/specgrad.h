@@ -109,7 +109,10 @@ SG_API sg_status sg_set_stream(sg_ctx *ctx, void *cuda_stream); /* cudaStream_t;
    below the dtype's eps is raised to it (f32 cannot meet 1e-14). NaN or ±Inf tol: SG_ERR_ARG. */
 SG_API sg_status sg_set_jacobi(sg_ctx *ctx, double tol, int max_sweeps);
 SG_API sg_status sg_set_threads(sg_ctx *ctx, int nthreads);     /* CPU threads over the batch; <= 0 = all */
-SG_API sg_status sg_set_check_finite(sg_ctx *ctx, int on);      /* NaN/Inf input check (default on) */
+/* NaN/Inf input check (default on). Off: inputs are not scanned. On the CPU a decomposition (eigh, SVD and
+   the ops built on them) still reports a matrix holding NaN/Inf, as SG_ERR_NOCONV with its index, instead
+   of giving it to LAPACK (whose ?bdsqr can loop forever on one); gradients propagate NaN/Inf. */
+SG_API sg_status sg_set_check_finite(sg_ctx *ctx, int on);
 /* Host batches on the CUDA backend are streamed in chunks of at most this many bytes of device memory
    per lane, two lanes (so up to twice this, plus as much pinned host memory, kept until sg_destroy);
    0 = automatic, from free device memory. */
