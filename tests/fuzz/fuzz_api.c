@@ -20,15 +20,31 @@
 
 #include "specgrad.h"
 
+#ifndef FZ_FAIL
+#define FZ_FAIL() abort() /* libFuzzer: a crash with the input saved */
+#endif
 #define CHECK(c, ...)                                                                                   \
     do {                                                                                                \
         if (!(c)) {                                                                                     \
             fprintf(stderr, "fuzz_api: contract violated: %s (%s:%d): ", #c, __FILE__, __LINE__);       \
             fprintf(stderr, __VA_ARGS__);                                                               \
             fputc('\n', stderr);                                                                        \
-            abort();                                                                                    \
+            FZ_FAIL();                                                                                  \
         }                                                                                               \
     } while (0)
+
+/* Where the call's buffers live: host malloc (libFuzzer), or device memory through these callbacks
+   (tests/test_api_random.c: cudaMalloc + cudaMemcpy). Comparisons read buffers back with get. */
+typedef struct {
+    void *(*alloc)(size_t bytes);
+    void (*release)(void *p);
+    void (*put)(void *dst, const void *src, size_t bytes); /* host → buffer */
+    void (*get)(void *dst, const void *src, size_t bytes); /* buffer → host */
+    int always_check; /* keep the input check on (the emulated cuSOLVER runs LAPACK, which may hang on NaN) */
+} fz_mem;
+static void *fz_host_alloc(size_t n) { return malloc(n); }
+static void fz_host_copy(void *d, const void *s, size_t n) { memcpy(d, s, n); }
+static const fz_mem FZ_HOST = {fz_host_alloc, free, fz_host_copy, fz_host_copy, 0};
 
 /* ---- input bytes ---- */
 typedef struct { const uint8_t *p; size_t n, i; } rd_t;
@@ -90,7 +106,7 @@ enum { NOPS = sizeof OPS / sizeof OPS[0] };
 typedef struct {
     sg_mat m;
     int present, null_desc;
-    unsigned char *buf, *orig; /* buffer and its initial bytes */
+    unsigned char *buf, *orig, *now; /* the call's buffer (host or device), its initial bytes, a readback */
     size_t bytes;
     int valid; /* the descriptor obeys the API's rules */
 } arg_t;
@@ -102,7 +118,7 @@ enum { CAP = 1 << 15 }; /* elements: larger (valid) extents are skipped, not all
 static double dbl_bits(unsigned v) { return ((int)v - 128) / 37.0; }
 
 /* Allocate the exact extent and fill: inputs with values from the input bytes, outputs with a pattern. */
-static int alloc_arg(arg_t *a, int is_out, rd_t *r)
+static int alloc_arg(arg_t *a, int is_out, rd_t *r, const fz_mem *mem)
 {
     /* the byte extent of a valid descriptor must fit in int64 too (else the library must refuse it) */
     const sg_mat *m = &a->m;
@@ -120,17 +136,18 @@ static int alloc_arg(arg_t *a, int is_out, rd_t *r)
         else if (ext > CAP) return 0;                                                 /* valid but too big to test */
         else a->bytes = (size_t)ext * isz;
     }
-    a->buf = malloc(a->bytes);
+    a->buf = mem->alloc(a->bytes);
     a->orig = malloc(a->bytes);
-    if (!a->buf || !a->orig) return 0;
+    a->now = malloc(a->bytes);
+    if (!a->buf || !a->orig || !a->now) return 0;
     if (is_out) {
-        memset(a->buf, 0xA5, a->bytes);
+        memset(a->orig, 0xA5, a->bytes);
     } else if (m->dtype == SG_F32) {
-        for (size_t i = 0; i < a->bytes / 4; i++) ((float *)a->buf)[i] = (float)dbl_bits(get(r));
+        for (size_t i = 0; i < a->bytes / 4; i++) ((float *)a->orig)[i] = (float)dbl_bits(get(r));
     } else {
-        for (size_t i = 0; i < a->bytes / 8; i++) ((double *)a->buf)[i] = dbl_bits(get(r));
+        for (size_t i = 0; i < a->bytes / 8; i++) ((double *)a->orig)[i] = dbl_bits(get(r));
     }
-    memcpy(a->orig, a->buf, a->bytes);
+    mem->put(a->buf, a->orig, a->bytes);
     if (!a->null_desc && a->m.data != NULL) a->m.data = a->buf;
     return 1;
 }
@@ -145,13 +162,10 @@ static int addressed(const sg_mat *m, int64_t e)
     return j < m->cols && i < m->rows;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static long fz_stats[16], fz_ok_by_op[NOPS]; /* calls per status, successful calls per op */
+/* One call from the input bytes on ctx (its backend and memory space as set), checked against the contract. */
+static void fz_call(sg_ctx *ctx, const fz_mem *mem, const uint8_t *data, size_t size)
 {
-    static sg_ctx *ctx;
-    if (!ctx) {
-        if (sg_create(&ctx, SG_BACKEND_CPU) != SG_OK) abort();
-        sg_set_threads(ctx, 1);
-    }
     rd_t r = {data, size, 0};
     const op_t *op = &OPS[get(&r) % NOPS];
     unsigned g = get(&r);
@@ -176,7 +190,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.fn.kind = (sg_fn_kind)((ob >> 3) % 6); /* 5: invalid; CALLBACK has no callbacks (must be refused) */
     o.fn.p = (double[]){0.5, 2, -1, NAN}[(ob >> 6) & 3];
     o.fn_null = get(&r) % 7 == 0;
-    sg_set_check_finite(ctx, get(&r) % 5 != 0);
+    sg_set_check_finite(ctx, get(&r) % 5 != 0 || mem->always_check);
     int64_t R = (o.reg == SG_REG_LOGDET || o.reg == SG_REG_EIGSUM) ? n : m, Cc = n;
 
     arg_t a[7] = {0};
@@ -222,7 +236,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                    (d->batch == 1 || d->stride == 0 || (__int128)d->stride >= (__int128)d->ld * d->cols) &&
                    (d->dtype == SG_F32 || d->dtype == SG_F64);
         int is_out = sl->role == OUT || sl->role == OPT_OUT;
-        if (!alloc_arg(x, is_out, &r)) ok = 0;
+        if (!alloc_arg(x, is_out, &r, mem)) ok = 0;
         p[s] = x->null_desc ? NULL : &x->m;
     }
     /* NaN/Inf in an input */
@@ -232,17 +246,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int role = op->s[x - a].role;
         if (x->present && (role == IN || role == OPT_IN) && x->bytes >= 8) {
             size_t e = (get(&r) * 31u) % (x->bytes / (x->m.dtype == SG_F32 ? 4 : 8));
-            if (x->m.dtype == SG_F32) ((float *)x->buf)[e] = (nb & 0x80) ? NAN : INFINITY;
-            else ((double *)x->buf)[e] = (nb & 0x80) ? NAN : -INFINITY;
-            memcpy(x->orig, x->buf, x->bytes);
+            if (x->m.dtype == SG_F32) ((float *)x->orig)[e] = (nb & 0x80) ? NAN : INFINITY;
+            else ((double *)x->orig)[e] = (nb & 0x80) ? NAN : -INFINITY;
+            mem->put(x->buf, x->orig, x->bytes);
         }
     }
     int64_t *iout = NULL, ni = 0; /* int64 output: one per matrix of the first argument (rank, nullity) */
-    unsigned char iorig[8 * 8];
+    unsigned char iorig[8 * 8], inow[8 * 8];
     if (ok && (op->iout == IO_REQ || (op->iout == IO_OPT && get(&r) % 3))) {
         ni = a[0].present && !a[0].null_desc && a[0].m.batch >= 1 && a[0].m.batch <= 8 ? a[0].m.batch : B;
-        iout = malloc(sizeof(int64_t) * (size_t)ni);
-        if (iout) memset(iout, 0x5A, sizeof(int64_t) * (size_t)ni), memcpy(iorig, iout, sizeof(int64_t) * (size_t)ni);
+        iout = mem->alloc(sizeof(int64_t) * (size_t)ni);
+        memset(iorig, 0x5A, sizeof iorig);
+        if (iout) mem->put(iout, iorig, sizeof(int64_t) * (size_t)ni);
         else ok = 0;
     }
 
@@ -259,7 +274,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     (long long)x->m.batch, (long long)x->m.ld, (long long)x->m.stride, (int)x->m.dtype,
                     x->m.data ? "set" : "NULL", x->bytes);
             for (size_t e = 0; e < x->bytes / 4 && e < 16; e++)
-                fprintf(stderr, " %g", x->m.dtype == SG_F32 ? ((float *)x->buf)[e] : e < x->bytes / 8 ? ((double *)x->buf)[e] : 0.0);
+                fprintf(stderr, " %g", x->m.dtype == SG_F32 ? ((float *)x->orig)[e] : e < x->bytes / 8 ? ((double *)x->orig)[e] : 0.0);
             fputc('\n', stderr);
         }
     }
@@ -268,6 +283,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *msg = sg_last_error(ctx);
         int64_t fi = sg_failed_index(ctx);
         if (getenv("FUZZ_API_VERBOSE")) fprintf(stderr, "fuzz_api: -> %s %s\n", sg_status_string(st), msg ? msg : "");
+        fz_stats[st < 16 ? st : 15]++;
+        if (st == SG_OK) fz_ok_by_op[op - OPS]++;
         CHECK(st >= SG_OK && st <= SG_ERR_FORMAT, "%s: status %d", op->name, (int)st);
         CHECK(st == SG_OK || (msg && msg[0]), "%s: %s without a message", op->name, sg_status_string(st));
         int64_t bmax = B; /* the call's batch is its arguments' (mutated ones included) */
@@ -278,6 +295,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int s = 0; s < op->ns; s++) {
             arg_t *x = &a[s];
             if (!x->present) continue;
+            mem->get(x->now, x->buf, x->bytes);
             int is_out = op->s[s].role == OUT || op->s[s].role == OPT_OUT;
             int optional = op->s[s].role == OPT_IN || op->s[s].role == OPT_OUT;
             if (st == SG_OK && !(optional && x->null_desc)) /* a NULL optional argument is an absent one */
@@ -285,22 +303,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                       "dtype %d data %p)", op->name, s, (long long)x->m.rows, (long long)x->m.cols, (long long)x->m.batch,
                       (long long)x->m.ld, (long long)x->m.stride, (int)x->m.dtype, x->m.data);
             if (!is_out || untouched || !x->valid) {
-                CHECK(memcmp(x->buf, x->orig, x->bytes) == 0, "%s: %s %s (%s) written", op->name,
+                CHECK(memcmp(x->now, x->orig, x->bytes) == 0, "%s: %s %s (%s) written", op->name,
                       is_out ? "output" : "input", is_out ? "" : "", sg_status_string(st));
                 continue;
             }
             size_t isz = x->m.dtype == SG_F32 ? 4 : 8;
             for (int64_t e = 0; e < (int64_t)(x->bytes / isz); e++)
                 if (!addressed(&x->m, e))
-                    CHECK(memcmp(x->buf + e * isz, x->orig + e * isz, isz) == 0,
+                    CHECK(memcmp(x->now + e * isz, x->orig + e * isz, isz) == 0,
                           "%s: output %d written at padding element %lld (ld %lld stride %lld)", op->name, s,
                           (long long)e, (long long)x->m.ld, (long long)x->m.stride);
         }
-        if (iout && untouched)
-            CHECK(memcmp(iout, iorig, sizeof(int64_t) * (size_t)ni) == 0, "%s: int64 output written (%s)", op->name,
+        if (iout && untouched) {
+            mem->get(inow, iout, sizeof(int64_t) * (size_t)ni);
+            CHECK(memcmp(inow, iorig, sizeof(int64_t) * (size_t)ni) == 0, "%s: int64 output written (%s)", op->name,
                   sg_status_string(st));
+        }
     }
-    for (int s = 0; s < op->ns; s++) free(a[s].buf), free(a[s].orig);
-    free(iout);
+    for (int s = 0; s < op->ns; s++) {
+        if (a[s].buf) mem->release(a[s].buf);
+        free(a[s].orig), free(a[s].now);
+    }
+    if (iout) mem->release(iout);
+}
+
+#ifndef FZ_NO_MAIN
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static sg_ctx *ctx;
+    if (!ctx) {
+        if (sg_create(&ctx, SG_BACKEND_CPU) != SG_OK) abort();
+        sg_set_threads(ctx, 1);
+    }
+    fz_call(ctx, &FZ_HOST, data, size);
     return 0;
 }
+#endif
