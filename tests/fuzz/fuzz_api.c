@@ -34,7 +34,7 @@
     } while (0)
 
 /* Where the call's buffers live: host malloc (libFuzzer), or device memory through these callbacks
-   (tests/test_api_random.c: cudaMalloc + cudaMemcpy). Comparisons read buffers back with get. */
+   (tests/test_gpu_api_random.c: cudaMalloc + cudaMemcpy). Comparisons read buffers back with get. */
 typedef struct {
     void *(*alloc)(size_t bytes);
     void (*release)(void *p);

@@ -2,7 +2,7 @@
  * the committed seeds of tests/fuzz/corpus-api/, each mutated at a few random bytes (sizes, options,
  * descriptors, NaN/Inf), thousands of calls per case. CPU; CUDA with host memory (chunked streaming through
  * pinned buffers); CUDA with device memory (buffers from cudaMalloc, read back with cudaMemcpy). Built
- * against the real backend and, as test_api_random_emu, against the emulated device, so the CUDA backend's
+ * against the real backend and, as test_gpu_api_random_emu, against the emulated device, so the CUDA backend's
  * argument checks, NaN/Inf scan and output guards run in CI (ASan stage included); on a GPU machine
  * (scripts/gpu-check) the device cases run on the GPU. The GPU cases skip with the reason when no
  * device is usable. The input check stays on for CUDA here: off, the emulated cuSOLVER hands NaN to LAPACK. */
@@ -62,6 +62,8 @@ static seeds_t load_seeds(void)
    four, one byte anywhere replaced; every seed also runs unmodified. */
 static void run(sg_ctx *ctx, const fz_mem *mem, int iters, uint64_t seed)
 {
+    const char *sc = getenv("SG_API_RANDOM_SCALE"); /* fewer calls under compute-sanitizer (scripts/gpu-check) */
+    if (sc && atof(sc) > 0) iters = (int)(iters * atof(sc));
     seeds_t s = load_seeds();
     tu_rng r = tu_seed(seed);
     uint8_t *buf = malloc(65536);
@@ -82,7 +84,7 @@ static void run(sg_ctx *ctx, const fz_mem *mem, int iters, uint64_t seed)
        checks were tested) */
     long total = 0;
     for (int k = 0; k < 16; k++) total += fz_stats[k];
-    fprintf(stderr, "api_random: %ld calls:", total);
+    fprintf(stderr, "gpu_api_random: %ld calls:", total);
     for (int k = 0; k < 16; k++)
         if (fz_stats[k]) fprintf(stderr, " %s %ld", sg_status_string((sg_status)k), fz_stats[k]);
     fputc('\n', stderr);
@@ -90,7 +92,7 @@ static void run(sg_ctx *ctx, const fz_mem *mem, int iters, uint64_t seed)
     cr_expect_gt(fz_stats[SG_OK], total / 10, "only %ld of %ld calls succeeded", fz_stats[SG_OK], total);
 }
 
-Test(api_random, cpu, .timeout = 300) /* a hang (LAPACK on NaN) is a failure, not a stuck CI */
+Test(gpu_api_random, cpu, .timeout = 300) /* a hang (LAPACK on NaN) is a failure, not a stuck CI */
 {
     sg_ctx *ctx;
     cr_assert_eq(sg_create(&ctx, SG_BACKEND_CPU), SG_OK);
@@ -126,7 +128,7 @@ static sg_ctx *cuda_ctx(void)
     return NULL;
 }
 
-Test(api_random, cuda_host_memory, .timeout = 300)
+Test(gpu_api_random, cuda_host_memory, .timeout = 300)
 {
     sg_ctx *ctx = cuda_ctx();
 #ifdef SG_HAVE_CUDA
@@ -135,7 +137,7 @@ Test(api_random, cuda_host_memory, .timeout = 300)
     sg_destroy(ctx);
 }
 
-Test(api_random, cuda_device_memory, .timeout = 300)
+Test(gpu_api_random, cuda_device_memory, .timeout = 300)
 {
     sg_ctx *ctx = cuda_ctx();
 #ifdef SG_HAVE_CUDA
