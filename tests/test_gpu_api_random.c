@@ -87,7 +87,8 @@ static void run(sg_ctx *ctx, const fz_mem *mem, int iters, uint64_t seed)
     fprintf(stderr, "gpu_api_random: %ld calls:", total);
     for (int k = 0; k < 16; k++)
         if (fz_stats[k]) fprintf(stderr, " %s %ld", sg_status_string((sg_status)k), fz_stats[k]);
-    fputc('\n', stderr);
+    fprintf(stderr, "; %ld in-place reruns\n", fz_inplace_runs);
+    cr_expect_gt(fz_inplace_runs, 0, "no in-place call ran");
     for (int o = 0; o < NOPS; o++) cr_expect_gt(fz_ok_by_op[o], 0, "no successful %s call", OPS[o].name);
     cr_expect_gt(fz_stats[SG_OK], total / 10, "only %ld of %ld calls succeeded", fz_stats[SG_OK], total);
 }

@@ -162,7 +162,72 @@ static int addressed(const sg_mat *m, int64_t e)
     return j < m->cols && i < m->rows;
 }
 
-static long fz_stats[16], fz_ok_by_op[NOPS]; /* calls per status, successful calls per op */
+static long fz_stats[16], fz_ok_by_op[NOPS], fz_inplace_runs; /* calls per status, successes per op */
+
+/* In place, as the API allows: project / project_basis with Y = X, matfunc with F = A (sel bit 1 clear) or
+   V = A. The call again on a copy of the input, written over it (other outputs fresh), must give the same
+   bytes as the out-of-place call that just succeeded, and leave the input's padding alone. */
+static void fz_inplace(sg_ctx *ctx, const fz_mem *mem, const op_t *op, arg_t *a, sg_mat **p, const opts_t *o,
+                       unsigned sel)
+{
+    int src, dst;
+    if (op->call == c_proj || op->call == c_projb) src = 1, dst = 2;
+    else if (op->call == c_mf) src = 0, dst = (sel & 2) ? 3 : 1;
+    else return;
+    arg_t *in = &a[src], *out = &a[dst];
+    if (!in->present || in->null_desc || !in->valid || !out->present || out->null_desc || !out->valid) return;
+    if (in->m.rows != out->m.rows || in->m.cols != out->m.cols || in->m.batch != out->m.batch ||
+        in->m.dtype != out->m.dtype)
+        return;
+    size_t isz = in->m.dtype == SG_F32 ? 4 : 8;
+    sg_mat io = in->m, other[7];
+    sg_mat *q[7];
+    unsigned char *fresh[7] = {0}, *now = malloc(in->bytes);
+    io.data = mem->alloc(in->bytes);
+    CHECK(io.data && now, "out of memory");
+    mem->put(io.data, in->orig, in->bytes);
+    for (int s = 0; s < op->ns; s++) {
+        q[s] = p[s];
+        int is_out = op->s[s].role == OUT || op->s[s].role == OPT_OUT;
+        if (s == src || s == dst) q[s] = &io;
+        else if (is_out && p[s]) { /* a fresh buffer like the first call's */
+            other[s] = a[s].m;
+            other[s].data = fresh[s] = mem->alloc(a[s].bytes);
+            CHECK(fresh[s] != NULL, "out of memory");
+            mem->put(fresh[s], a[s].orig, a[s].bytes);
+            q[s] = &other[s];
+        }
+    }
+    sg_status st = op->call(ctx, q, NULL, o);
+    CHECK(st == SG_OK, "%s in place (argument %d over %d): %s: %s", op->name, dst, src, sg_status_string(st),
+          sg_last_error(ctx));
+    fz_inplace_runs++;
+    mem->get(now, io.data, in->bytes);
+    for (int64_t e = 0; e < (int64_t)(in->bytes / isz); e++) {
+        if (!addressed(&io, e)) { /* the input's padding */
+            CHECK(memcmp(now + e * isz, in->orig + e * isz, isz) == 0, "%s in place: padding element %lld written",
+                  op->name, (long long)e);
+            continue;
+        }
+        int64_t st_in = io.stride ? io.stride : io.ld * io.cols, b = io.batch > 1 ? e / st_in : 0,
+                j = (e - b * st_in) / io.ld, i = e - b * st_in - j * io.ld,
+                st_out = out->m.stride ? out->m.stride : out->m.ld * out->m.cols, f = b * st_out + i + j * out->m.ld;
+        CHECK(memcmp(now + e * isz, out->now + f * isz, isz) == 0,
+              "%s in place: element (%lld, %lld) of matrix %lld differs from the out-of-place result", op->name,
+              (long long)i, (long long)j, (long long)b);
+    }
+    for (int s = 0; s < op->ns; s++) {
+        if (!fresh[s]) continue;
+        unsigned char *t = malloc(a[s].bytes);
+        CHECK(t != NULL, "out of memory");
+        mem->get(t, fresh[s], a[s].bytes);
+        CHECK(memcmp(t, a[s].now, a[s].bytes) == 0, "%s in place: output %d differs from the out-of-place call", op->name, s);
+        free(t);
+        mem->release(fresh[s]);
+    }
+    mem->release(io.data);
+    free(now);
+}
 /* One call from the input bytes on ctx (its backend and memory space as set), checked against the contract. */
 static void fz_call(sg_ctx *ctx, const fz_mem *mem, const uint8_t *data, size_t size)
 {
@@ -319,6 +384,8 @@ static void fz_call(sg_ctx *ctx, const fz_mem *mem, const uint8_t *data, size_t 
             CHECK(memcmp(inow, iorig, sizeof(int64_t) * (size_t)ni) == 0, "%s: int64 output written (%s)", op->name,
                   sg_status_string(st));
         }
+        unsigned sel = get(&r); /* last byte: in-place variant (absent in most inputs: 0 = none) */
+        if (st == SG_OK && (sel & 1)) fz_inplace(ctx, mem, op, a, p, &o, sel);
     }
     for (int s = 0; s < op->ns; s++) {
         if (a[s].buf) mem->release(a[s].buf);

@@ -5,7 +5,8 @@ One valid call per op and dtype (the fuzzer mutates from calls that succeed), la
 decompositions, and regression inputs for fixed findings. The byte layout is fuzz_api.c's reading order:
   op, flags (bit 0 f64, bit 1 sizes up to 40), m, n, q, batch, tolerances, options, fn, fn_null, check_finite,
   then per argument: mutation byte (bit 7 mutates; low bits 0 = absent if optional), layout, mutation value,
-  one byte per element of an input; then the NaN/Inf byte, its element, and the int64-output byte.
+  one byte per element of an input; then the NaN/Inf byte, its element, the optional int64 output's byte
+  (nullspace, lstsq), and the in-place byte.
 Re-run after changing fuzz_api.c's reading order: python3 tests/fuzz/make_api_corpus.py
 """
 import os
@@ -30,7 +31,7 @@ OPS = [
 ]
 
 
-def call(op, f64, m, n, q, batch, big=False, check_finite=True, nonfinite=None, fill=None):
+def call(op, f64, m, n, q, batch, big=False, check_finite=True, nonfinite=None, fill=None, inplace=0):
     """Bytes for one valid call; nonfinite=(arg, element) puts an Inf there; fill(i) gives element bytes."""
     name, slots = OPS[op]
     dims = {"m": m, "n": n, "q": q, "k": min(m, n), "1": 1}
@@ -52,7 +53,9 @@ def call(op, f64, m, n, q, batch, big=False, check_finite=True, nonfinite=None, 
         b += [arg << 2, e]  # low bits 0: inject; bit 7 clear: Inf (f32) / -Inf (f64)
     else:
         b += [1, 0]
-    b.append(1)  # int64 output present (rank, nullity)
+    if name in ("nullspace", "lstsq"):
+        b.append(1)  # the optional int64 output present (rank's is required: no byte)
+    b.append(inplace)  # in-place variant: 1 = Y over X / F over A, 3 = V over A (matfunc)
     return bytes(b)
 
 
@@ -62,6 +65,10 @@ def main():
     for op, (name, _) in enumerate(OPS):
         for f64 in (0, 1):
             seeds[f"{name}_{'f64' if f64 else 'f32'}"] = call(op, f64, 3, 4 if name != "eigh" else 3, 2, 2)
+    for op, sel in ((4, 1), (5, 1), (9, 1), (9, 3)):  # in place: Y = X, F = A, V = A
+        for f64 in (0, 1):
+            seeds[f"{OPS[op][0]}_inplace{sel}_{'f64' if f64 else 'f32'}"] = call(op, f64, 3, 4 if op != 9 else 3, 2, 2,
+                                                                               inplace=sel)
     for op in (0, 1, 3):  # eigh (?syevd above 25), svd, nullspace at 30
         seeds[f"{OPS[op][0]}_n30"] = call(op, 1, 30, 30, 1, 1, big=True)
     # regression: project, f32 3×3, constant -3.46 with one Inf, input check off: sgesdd never returned
