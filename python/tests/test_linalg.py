@@ -423,16 +423,21 @@ def test_project_and_project_basis_broadcast_batches(rng, dtype):
     np.testing.assert_allclose(x, np.linalg.pinv(A.astype(np.float64)) @ Bm, atol=t * 100)
 
 
+def _record_broadcasts(monkeypatch):
+    """The ops that take the per-item broadcast path (Context._broadcast), in call order."""
+    calls = []
+    real = _core.Context._broadcast
+    monkeypatch.setattr(_core.Context, "_broadcast", staticmethod(lambda *a: calls.append(a[0]) or real(*a)))
+    return calls
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_shared_operand_is_folded_into_one_call(rng, dtype, monkeypatch):
     """CPU backend: one A (or Q) for a batch of X is one library call with the batch folded into columns,
     never the per-item broadcast (which decomposed A once per item). Results match the per-item ones in
     every layout of X; a failing item is still reported with its batch index."""
     ctx = sg.Context("cpu")
-    calls = []
-    real = _core.Context._broadcast
-    monkeypatch.setattr(_core.Context, "_broadcast",
-                        staticmethod(lambda *a: calls.append(a[0]) or real(*a)))
+    calls = _record_broadcasts(monkeypatch)
     m, n, k = 4, 6, 3
     t = tol(dtype)
     A = low_rank(rng, m, n, 2, ()).astype(dtype)
@@ -485,10 +490,7 @@ def test_project_with_shared_A_on_cuda_uses_its_basis(rng, dtype, monkeypatch):
         ctx = sg.Context("cuda")
     except sg.SpecgradError as e:
         pytest.skip(f"no CUDA backend here: {e}")
-    calls = []
-    real = _core.Context._broadcast
-    monkeypatch.setattr(_core.Context, "_broadcast",
-                        staticmethod(lambda *a: calls.append(a[0]) or real(*a)))
+    calls = _record_broadcasts(monkeypatch)
     m, n, k = 4, 6, 3
     t = tol(dtype)
     A = low_rank(rng, m, n, 2, ()).astype(dtype)
