@@ -503,6 +503,30 @@ Test(cli, matfunc_eig_writes_the_decomposition_used)
     free(F), free(W), free(V), free(We), free(Ve), free(g1), free(g2);
 }
 
+/* An option a command does not take is a usage error naming it, not silently ignored (--full on eigh used to
+   run eigh). Each command's usage line is the list; "--p" must not match "--param". */
+Test(cli, option_that_does_not_apply_is_a_usage_error)
+{
+    double A[9] = {2, 1, 0, 1, 2, 0, 0, 0, 3};
+    wr("A.npy", SG_F64, 2, (int64_t[]){3, 3}, A);
+    const char *bad[][2] = {{"eigh A.npy --full -o x_", "--full"},    {"rank A.npy --eig -o x_", "--eig"},
+                            {"lstsq A.npy A.npy --row -o x_", "--row"}, {"matfunc A.npy --fn exp --mode mask -o x_", "--mode"},
+                            {"svd A.npy --p 2 -o x_", "--p"},          {"demo --complement", "--complement"},
+                            {"eigh-backward A.npy A.npy --p=1 -o x_", "--p"}};
+    for (size_t c = 0; c < sizeof bad / sizeof *bad; c++) {
+        cr_expect_eq(run("%s", bad[c][0]), 2, "%s: %s", bad[c][0], out);
+        char want[64];
+        snprintf(want, sizeof want, "%s does not apply to", bad[c][1]);
+        cr_expect(strstr(out, want) != NULL, "%s: %s", bad[c][0], out);
+    }
+    char p[512];
+    path(p, "x_W.npy");
+    cr_expect_neq(access(p, F_OK), 0, "nothing may be written on a usage error");
+    const char *ok[] = {"svd A.npy --full -o s_ --backend cpu --threads 1", "nullspace A.npy --atol=0 --rtol 1e-3 -o n_",
+                        "matfunc A.npy --fn exp --eig -o m_ --dtype f32"};
+    for (size_t c = 0; c < sizeof ok / sizeof *ok; c++) cr_expect_eq(run("%s", ok[c]), 0, "%s: %s", ok[c], out);
+}
+
 /* `--fn pow` has no default exponent: without --p it is a usage error (it used to run with p = 0). */
 Test(cli, pow_requires_p)
 {

@@ -63,6 +63,9 @@ void cli_print_ints(const char *label, const int64_t *v, int64_t n);
 int cli_demo(cli_opts *o, int argc, char **argv);
 int cli_run_op(cli_opts *o);     /* dispatch the matrix ops (ops.c) */
 int cli_op_known(const char *op);
+/* Whether option `name` (e.g. "--full") belongs to command op: its usage line names it, or it is common
+   (--backend, --dtype, --threads, -o/--out). The usage line is the one list of each command's options. */
+int cli_option_applies(const char *op, const char *name);
 void cli_op_help(FILE *f, const char *op);
 void cli_ops_list(FILE *f);
 

@@ -77,23 +77,25 @@ static int parse(cli_opts *o, int argc, char **argv, int *help, int *has_p)
             *help = 1;
             continue;
         }
-        int flag = 1;
-        if (!strcmp(name, "--full")) o->full = 1;
-        else if (!strcmp(name, "--row")) o->which = SG_PROJ_ROW;
-        else if (!strcmp(name, "--null")) o->which = SG_PROJ_NULL;
-        else if (!strcmp(name, "--no-grad")) o->nograd = 1;
-        else if (!strcmp(name, "--complement")) o->complement = 1;
-        else if (!strcmp(name, "--eig")) o->eig = 1;
-        else flag = 0;
-        if (flag) {
+        static const char *flags[] = {"--full", "--row", "--null", "--no-grad", "--complement", "--eig"},
+                          *valued[] = {"--backend", "--dtype", "-o", "--out", "--atol", "--rtol", "--mode",
+                                       "--param", "--fn", "--p", "--kind", "--threads"};
+        int isflag = 0, known = 0;
+        for (size_t q = 0; q < sizeof flags / sizeof *flags; q++) isflag |= !strcmp(name, flags[q]);
+        for (size_t q = 0; q < sizeof valued / sizeof *valued; q++) known |= !strcmp(name, valued[q]);
+        if (!isflag && !known) return cli_err(o, "unknown option '%s' (see specgrad %s --help)", name, o->op);
+        if (!cli_option_applies(o->op, name)) /* silently ignoring it would hide a mistake */
+            return cli_err(o, "%s does not apply to %s (see specgrad %s --help)", name, o->op, o->op);
+        if (isflag) {
             if (val) return cli_err(o, "%s takes no value", name);
+            if (!strcmp(name, "--full")) o->full = 1;
+            else if (!strcmp(name, "--row")) o->which = SG_PROJ_ROW;
+            else if (!strcmp(name, "--null")) o->which = SG_PROJ_NULL;
+            else if (!strcmp(name, "--no-grad")) o->nograd = 1;
+            else if (!strcmp(name, "--complement")) o->complement = 1;
+            else o->eig = 1; /* --eig */
             continue;
         }
-        static const char *valued[] = {"--backend", "--dtype", "-o", "--out", "--atol", "--rtol", "--mode",
-                                       "--param", "--fn", "--p", "--kind", "--threads"};
-        int known = 0;
-        for (size_t q = 0; q < sizeof valued / sizeof *valued; q++) known |= !strcmp(name, valued[q]);
-        if (!known) return cli_err(o, "unknown option '%s' (see specgrad %s --help)", name, o->op);
         if (!val) {
             if (i + 1 >= argc) return cli_err(o, "%s needs a value", name);
             val = argv[++i];

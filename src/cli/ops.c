@@ -423,6 +423,23 @@ static const op_def *find(const char *name)
 
 int cli_op_known(const char *op) { return find(op) != NULL; }
 
+int cli_option_applies(const char *op, const char *name)
+{
+    static const char *common[] = {"--backend", "--dtype", "--threads", "-o", "--out"};
+    for (size_t i = 0; i < sizeof common / sizeof *common; i++)
+        if (!strcmp(name, common[i])) return 1;
+    const op_def *d = find(op);
+    if (!d) return 0; /* demo: the common options only (unknown commands fail before) */
+    size_t n = strlen(name);
+    for (const char *u = strstr(d->usage, name); u; u = strstr(u + 1, name)) {
+        char before = u == d->usage ? ' ' : u[-1], after = u[n]; /* a whole word: "--p" is not "--param" */
+        if ((before == ' ' || before == '[' || before == '|' || before == '(') &&
+            (after == 0 || after == ' ' || after == ']' || after == '|' || after == ')'))
+            return 1;
+    }
+    return 0;
+}
+
 void cli_op_help(FILE *f, const char *op)
 {
     const op_def *d = find(op);
