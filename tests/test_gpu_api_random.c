@@ -14,10 +14,7 @@
 #define FZ_NO_MAIN
 #define FZ_FAIL() cr_assert_fail("fuzz_api contract violated (message above, on stderr)")
 #include "../tests/fuzz/fuzz_api.c"
-#include "testutil.h"
-#ifdef SG_HAVE_CUDA
-#include <cuda_runtime.h>
-#endif
+#include "gpu_suite.h" /* cpu and gpu contexts per test; NEED_GPU skips with the reason */
 
 #ifndef SG_SOURCE_DIR
 #define SG_SOURCE_DIR "."
@@ -93,13 +90,12 @@ static void run(sg_ctx *ctx, const fz_mem *mem, int iters, uint64_t seed)
     cr_expect_gt(fz_stats[SG_OK], total / 10, "only %ld of %ld calls succeeded", fz_stats[SG_OK], total);
 }
 
+TestSuite(gpu_api_random, .init = gpu_suite_setup, .fini = gpu_suite_teardown);
+
 Test(gpu_api_random, cpu, .timeout = 300) /* a hang (LAPACK on NaN) is a failure, not a stuck CI */
 {
-    sg_ctx *ctx;
-    cr_assert_eq(sg_create(&ctx, SG_BACKEND_CPU), SG_OK);
-    sg_set_threads(ctx, 1);
-    run(ctx, &FZ_HOST, 100000, 1);
-    sg_destroy(ctx);
+    sg_set_threads(cpu, 1);
+    run(cpu, &FZ_HOST, 100000, 1);
 }
 
 #ifdef SG_HAVE_CUDA
@@ -115,35 +111,19 @@ static const fz_mem FZ_HOST_CHECKED = {fz_host_alloc, free, fz_host_copy, fz_hos
 static const fz_mem FZ_DEVICE = {dev_alloc, dev_free, dev_put, dev_get, 1};
 #endif
 
-static sg_ctx *cuda_ctx(void)
-{
-    char why[256] = "specgrad built without CUDA";
-#ifdef SG_HAVE_CUDA
-    if (tu_gpu_available(why, sizeof why)) {
-        sg_ctx *ctx;
-        cr_assert_eq(sg_create(&ctx, SG_BACKEND_CUDA), SG_OK, "CUDA context");
-        return ctx;
-    }
-#endif
-    cr_skip_test("GPU test skipped: %s", why);
-    return NULL;
-}
-
 Test(gpu_api_random, cuda_host_memory, .timeout = 300)
 {
-    sg_ctx *ctx = cuda_ctx();
+    NEED_GPU();
 #ifdef SG_HAVE_CUDA
-    run(ctx, &FZ_HOST_CHECKED, 20000, 2);
+    run(gpu, &FZ_HOST_CHECKED, 20000, 2);
 #endif
-    sg_destroy(ctx);
 }
 
 Test(gpu_api_random, cuda_device_memory, .timeout = 300)
 {
-    sg_ctx *ctx = cuda_ctx();
+    NEED_GPU();
 #ifdef SG_HAVE_CUDA
-    cr_assert_eq(sg_set_memspace(ctx, SG_MEM_DEVICE), SG_OK);
-    run(ctx, &FZ_DEVICE, 20000, 3);
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_DEVICE), SG_OK);
+    run(gpu, &FZ_DEVICE, 20000, 3);
 #endif
-    sg_destroy(ctx);
 }

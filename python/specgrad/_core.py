@@ -774,7 +774,7 @@ class Context:
         the per-item path decomposes A for every item. Returns None, and the caller takes the per-item
         path, when X has the wrong rows, the nullspace is {0} (nothing to project, but X must still be
         scanned for NaN), or a call fails: that path then reports as for any batch, op and index included."""
-        bs, vec = sh
+        vec = sh[1]
         m, n = ad.shape(A)[-2:]
         if ad.shape(X)[-1 if vec else -2] != n:
             return None

@@ -77,23 +77,21 @@ static int parse(cli_opts *o, int argc, char **argv, int *help, int *has_p)
             *help = 1;
             continue;
         }
-        static const char *flags[] = {"--full", "--row", "--null", "--no-grad", "--complement", "--eig"},
-                          *valued[] = {"--backend", "--dtype", "-o", "--out", "--atol", "--rtol", "--mode",
+        const struct { const char *name; int *field, value; } flags[] = {
+            {"--full", &o->full, 1},         {"--row", &o->which, SG_PROJ_ROW},      {"--null", &o->which, SG_PROJ_NULL},
+            {"--no-grad", &o->nograd, 1},    {"--complement", &o->complement, 1},  {"--eig", &o->eig, 1}};
+        static const char *valued[] = {"--backend", "--dtype", "-o", "--out", "--atol", "--rtol", "--mode",
                                        "--param", "--fn", "--p", "--kind", "--threads"};
-        int isflag = 0, known = 0;
-        for (size_t q = 0; q < sizeof flags / sizeof *flags; q++) isflag |= !strcmp(name, flags[q]);
+        int flag = -1, known = 0;
+        for (int q = 0; q < (int)(sizeof flags / sizeof *flags); q++)
+            if (!strcmp(name, flags[q].name)) flag = q;
         for (size_t q = 0; q < sizeof valued / sizeof *valued; q++) known |= !strcmp(name, valued[q]);
-        if (!isflag && !known) return cli_err(o, "unknown option '%s' (see specgrad %s --help)", name, o->op);
+        if (flag < 0 && !known) return cli_err(o, "unknown option '%s' (see specgrad %s --help)", name, o->op);
         if (!cli_option_applies(o->op, name)) /* silently ignoring it would hide a mistake */
             return cli_err(o, "%s does not apply to %s (see specgrad %s --help)", name, o->op, o->op);
-        if (isflag) {
+        if (flag >= 0) {
             if (val) return cli_err(o, "%s takes no value", name);
-            if (!strcmp(name, "--full")) o->full = 1;
-            else if (!strcmp(name, "--row")) o->which = SG_PROJ_ROW;
-            else if (!strcmp(name, "--null")) o->which = SG_PROJ_NULL;
-            else if (!strcmp(name, "--no-grad")) o->nograd = 1;
-            else if (!strcmp(name, "--complement")) o->complement = 1;
-            else o->eig = 1; /* --eig */
+            *flags[flag].field = flags[flag].value;
             continue;
         }
         if (!val) {

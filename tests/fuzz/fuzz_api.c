@@ -120,16 +120,15 @@ static double dbl_bits(unsigned v) { return ((int)v - 128) / 37.0; }
 /* Allocate the exact extent and fill: inputs with values from the input bytes, outputs with a pattern. */
 static int alloc_arg(arg_t *a, int is_out, rd_t *r, const fz_mem *mem)
 {
-    /* the byte extent of a valid descriptor must fit in int64 too (else the library must refuse it) */
     const sg_mat *m = &a->m;
-    size_t isz = m->dtype == SG_F32 ? 4 : m->dtype == SG_F64 ? 8 : 8;
+    size_t isz = m->dtype == SG_F32 ? 4 : 8; /* an unknown dtype is sized like f64 */
     if (m->batch < 1 || m->rows < 1 || m->cols < 1 || m->ld < 1) {
         a->bytes = 64;
     } else {
         __int128 st = m->stride ? (__int128)m->stride : (__int128)m->ld * m->cols;
         if (m->stride < 0) st = 0;
         __int128 ext = (__int128)(m->batch - 1) * st + (__int128)(m->cols - 1) * m->ld + m->rows;
-        if (m->stride < 0 || ext * (__int128)isz > (__int128)INT64_MAX) { /* must be refused */
+        if (m->stride < 0 || ext * (__int128)isz > (__int128)INT64_MAX) { /* extent past int64 bytes: must be refused */
             a->bytes = 64;
             a->valid = 0;
         }
