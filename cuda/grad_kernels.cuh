@@ -301,9 +301,11 @@ __global__ void k_middle(T *M, int n, int64_t batch, const T *W, int64_t sW, con
                          int mode, T param, const T *scale, int fkind, double fp, double rel, int *flags)
 {
     const int64_t nn = (int64_t)n * n, total = nn * batch;
+    const bool narrow = SG_NARROW(total);
     for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t b = g / nn;
-        const int r = (int)(g - b * nn), j = r / n, i = r - j * n;
+        int64_t b, j_, i_;
+        sg_split3(g, n, nn, narrow, &b, &j_, &i_);
+        const int j = (int)j_, i = (int)i_;
         if (i > j) continue;
         T *Mb = M + b * nn;
         const T li = W[b * sW + i], lj = W[b * sW + j];
@@ -338,9 +340,11 @@ template <typename T>
 __global__ void k_sym_store(const T *X, int n, int64_t batch, T *out, int64_t ld, int64_t so, int *flags)
 {
     const int64_t nn = (int64_t)n * n, total = nn * batch;
+    const bool narrow = SG_NARROW(total);
     for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t b = g / nn;
-        const int r = (int)(g - b * nn), j = r / n, i = r - j * n;
+        int64_t b, j_, i_;
+        sg_split3(g, n, nn, narrow, &b, &j_, &i_);
+        const int j = (int)j_, i = (int)i_;
         const T *Xb = X + b * nn;
         const T x = (Xb[i + (int64_t)j * n] + Xb[j + (int64_t)i * n]) * T(0.5);
         out[b * so + i + (int64_t)j * ld] = x;
@@ -353,8 +357,10 @@ template <typename T>
 __global__ void k_flag_nonfinite(const T *X, int64_t ld, int64_t sX, int rows, int cols, int64_t batch, int *flags)
 {
     const int64_t rc = (int64_t)rows * cols, total = rc * batch;
+    const bool narrow = SG_NARROW(total);
     for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t b = g / rc, r = g - b * rc, j = r / rows, i = r - j * rows;
+        int64_t b, j, i;
+        sg_split3(g, rows, rc, narrow, &b, &j, &i);
         if (!isfinite(X[b * sX + i + j * ld])) atomicOr(flags + b, FLAG_NONFINITE);
     }
 }
@@ -411,9 +417,11 @@ __global__ void k_svd_inner(const T *P, const T *Q, const T *S, int64_t sS, cons
                             int64_t batch, int mode, T param, const T *scale, int rect, int *flags)
 {
     const int64_t kk = (int64_t)k * k, total = kk * batch;
+    const bool narrow = SG_NARROW(total);
     for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t b = g / kk;
-        const int r = (int)(g - b * kk), l = r / k, j = r - l * k;
+        int64_t b, l_, j_;
+        sg_split3(g, k, kk, narrow, &b, &l_, &j_);
+        const int l = (int)l_, j = (int)j_;
         const T *Pb = P ? P + b * kk : nullptr, *Qb = Q ? Q + b * kk : nullptr;
         const T sj = S[b * sS + j], sl = S[b * sS + l];
         T v = T(0);
@@ -569,10 +577,10 @@ __global__ void k_div_sigma(const T *X, int64_t ldX, int64_t sX, const T *S, int
                             int64_t batch, int trans)
 {
     const int64_t rc = (int64_t)rows * cols, total = rc * batch;
+    const bool narrow = SG_NARROW(total);
     for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t b = g / rc;
-        const int64_t r = g - b * rc;
-        const int c = (int)(r / rows), i = (int)(r - (int64_t)c * rows);
+        int64_t b, c, i;
+        sg_split3(g, rows, rc, narrow, &b, &c, &i);
         const T x = trans ? X[b * sX + c + (int64_t)i * ldX] : X[b * sX + i + (int64_t)c * ldX];
         Y[g] = x / S[b * sS + (trans ? i : c)];
     }
@@ -584,10 +592,11 @@ __global__ void k_spectral_grad(const T *S, int64_t sS, const T *U, int64_t ldU,
                                 int64_t ldV, int64_t sV, T *gA, int64_t ldA, int64_t sA, int m, int n, int64_t batch)
 {
     const int64_t mn = (int64_t)m * n, total = mn * batch;
+    const bool narrow = SG_NARROW(total);
     for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t b = g / mn;
-        const int64_t r = g - b * mn;
-        const int j = (int)(r / m), i = (int)(r - (int64_t)j * m);
+        int64_t b, j_, i_;
+        sg_split3(g, m, mn, narrow, &b, &j_, &i_);
+        const int j = (int)j_, i = (int)i_;
         gA[b * sA + i + (int64_t)j * ldA] = T(2) * S[b * sS] * U[b * sU + i] * V[b * sV + j];
     }
 }
@@ -639,10 +648,11 @@ template <typename T>
 __global__ void k_scale_cols(const T *V, int64_t ldV, int64_t sV, const T *d, T *Y, int n, int64_t batch)
 {
     const int64_t nn = (int64_t)n * n, total = nn * batch;
+    const bool narrow = SG_NARROW(total);
     for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < total; g += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t b = g / nn;
-        const int64_t r = g - b * nn;
-        const int j = (int)(r / n), i = (int)(r - (int64_t)j * n);
+        int64_t b, j_, i_;
+        sg_split3(g, n, nn, narrow, &b, &j_, &i_);
+        const int j = (int)j_, i = (int)i_;
         Y[g] = V[b * sV + i + (int64_t)j * ldV] * d[b * (int64_t)n + j];
     }
 }

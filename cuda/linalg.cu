@@ -381,6 +381,8 @@ struct Opnd {
     int dir;
     int clobber;      /* IN: compute overwrites its device copy, so it is always staged */
     int share;        /* OUT: this output lives in the device buffer of IN operand `share` (same shape); −1: own */
+    int guarded;      /* OUT: written only by a kernel that reads the pending scan's flags and then writes nothing
+                         (sg_scan_failed), so the deferred scan needs no staged copy of it */
     const char *name;
 };
 
@@ -400,7 +402,8 @@ struct Job {
     int full, which;
     double atol, rtol;
     /* device mode: the NaN/Inf scan is queued, not waited for (run_device_t). User memory is then written
-       only by guarded copies, and the solvers work on guarded (zeroed when flagged) staged inputs. */
+       only by guarded copies or guarded kernels (Opnd::guarded), and the solvers work on guarded (zeroed when
+       flagged) staged inputs. */
     bool defer;
 };
 
@@ -431,7 +434,7 @@ static bool needs_region(const Job &J, int i, bool host)
     if (!present(o)) return false;
     if (o.dir == DIR_OUT && o.share >= 0) return false;
     if (host) return true;
-    if (J.defer && (o.dir == DIR_OUT || o.clobber)) return true; /* see Job::defer */
+    if (J.defer && ((o.dir == DIR_OUT && !o.guarded) || o.clobber)) return true; /* see Job::defer */
     if (o.iv) return false; /* device int64 outputs are written in place */
     if (o.dir == DIR_IN) return o.clobber ? direct_partner(J, i) < 0 : !dense(o.m);
     return !dense(o.m);
@@ -874,6 +877,7 @@ static void add(Job &J, const sg_mat *m, int64_t *iv, int dir, int clobber, int 
     o.dir = dir;
     o.clobber = clobber;
     o.share = share;
+    o.guarded = 0;
     o.name = name;
 }
 
@@ -1037,11 +1041,13 @@ static sg_status c_project_basis(Job &J, const Lane &L, int64_t nb, void *const 
     if (s != SG_OK || dry) return s;
     const T *Q = (const T *)d[0], *X = (const T *)d[1];
     T *Y = (T *)d[2];
+    const unsigned long long *skip;
+    const int nskip = sg_cuda_finite_guard(J.ctx, &skip); /* Y may be user memory (Opnd::guarded) */
     if (tile)
         k_project_basis_tile<T><<<(unsigned)((nb + g - 1) / g), SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, nb, g, kc,
-                                                                                         J.which);
+                                                                                         J.which, skip, nskip);
     else
-        k_project_basis_one<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, J.which);
+        k_project_basis_one<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, J.which, skip, nskip);
     CU_LAUNCH_CHECK(J.ctx);
     return SG_OK;
 }
@@ -1054,6 +1060,7 @@ sg_status sg_cuda_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, i
     add(J, Q, NULL, DIR_IN, 0, -1, "Q");
     add(J, X, NULL, DIR_IN, 0, -1, "X");
     add(J, Y, NULL, DIR_OUT, 0, -1, "Y");
+    J.op[2].guarded = 1; /* a dense Y is written in place: one pass over HBM less than staging it */
     J.max_nb = (int64_t)1 << 30; /* grid size; memory decides the chunk */
     J.fn = J.dt == SG_F32 ? c_project_basis<float> : c_project_basis<double>;
     return run_job(J);

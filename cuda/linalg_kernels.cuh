@@ -70,10 +70,16 @@ __global__ void k_copy(const T *src, int64_t sld, int64_t sst, T *dst, int64_t d
 {
     const bool bad = sg_scan_failed(skip, nskip);
     if (bad && !zero) return;
-    int64_t per = rows * cols, total = per * nb;
+    const int64_t per = rows * cols, total = per * nb;
+    const bool flat = sld == rows && sst == per && dld == rows && dst_st == per, narrow = SG_NARROW(total);
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t b = e / per, r = e - b * per, j = r / rows, i = r - j * rows;
-        dst[b * dst_st + i + j * dld] = bad ? T(0) : src[b * sst + i + j * sld];
+        int64_t so = e, de = e; /* both packed (staging into / out of the chunk buffer): no index arithmetic */
+        if (!flat) {
+            int64_t b, j, i;
+            sg_split3(e, rows, per, narrow, &b, &j, &i);
+            so = b * sst + i + j * sld, de = b * dst_st + i + j * dld;
+        }
+        dst[de] = bad ? T(0) : src[so];
     }
 }
 
@@ -84,11 +90,12 @@ __global__ void k_nonfinite(const T *x, int64_t ld, int64_t st, int64_t rows, in
                             unsigned long long *first)
 {
     int64_t per = rows * cols, total = per * nb;
-    const bool packed = ld == rows && st == per; /* the usual case: no 64-bit divisions per element */
+    const bool packed = ld == rows && st == per, narrow = SG_NARROW(total); /* packed: no index arithmetic */
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
         int64_t off = e;
         if (!packed) {
-            int64_t b = e / per, r = e - b * per, j = r / rows, i = r - j * rows;
+            int64_t b, j, i;
+            sg_split3(e, rows, per, narrow, &b, &j, &i);
             off = b * st + i + j * ld;
         }
         if (!isfinite(x[off])) atomicMin(first, (unsigned long long)e);
@@ -99,9 +106,11 @@ __global__ void k_nonfinite(const T *x, int64_t ld, int64_t st, int64_t rows, in
    Eigenpairs of H: ±σ_i with [u_i; ±v_i]/√2, plus |m−n| zeros. Both triangles are filled. */
 template <class T> __global__ void k_jw_build(const T *A, int64_t m, int64_t n, T *H, int64_t nb)
 {
-    int64_t N = m + n, per = N * N, total = per * nb;
+    const int64_t N = m + n, per = N * N, total = per * nb;
+    const bool narrow = SG_NARROW(total);
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t b = e / per, r = e - b * per, j = r / N, i = r - j * N;
+        int64_t b, j, i;
+        sg_split3(e, N, per, narrow, &b, &j, &i);
         const T *a = A + b * m * n;
         T v = 0;
         if (i < m && j >= m) v = a[i + (j - m) * m];       /* top right: A(i, j−m) */
@@ -334,9 +343,12 @@ __global__ void k_rank(const T *S, int64_t k, int64_t nb, double atol, double rt
 /* N[:, 0:n−r] = V[:, r:n], remaining columns 0 (CPU: nullspace). V, N packed n×n. */
 template <class T> __global__ void k_null_gather(const T *V, const int64_t *rank, T *Nout, int64_t n, int64_t nb)
 {
-    int64_t per = n * n, total = per * nb;
+    const int64_t per = n * n, total = per * nb;
+    const bool narrow = SG_NARROW(total);
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t b = e / per, rr = e - b * per, j = rr / n, i = rr - j * n, r = rank[b];
+        int64_t b, j, i;
+        sg_split3(e, n, per, narrow, &b, &j, &i);
+        const int64_t r = rank[b];
         Nout[e] = j < n - r ? V[b * per + i + (r + j) * n] : (T)0;
     }
 }
@@ -389,21 +401,30 @@ __global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int
    case): g matrices per block when one matrix's Q, X and H = QᵀX fit in SG_PB_TILE_SMEM; else one matrix
    per block with Q staged once and X, H in chunks of kc columns (contiguous in the packed layout), while Q
    and one column fit in SG_PB_BIG_SMEM (and the device's limit). Beyond that k_project_basis_one runs
-   project_cols, one block per matrix, Q read from global (L2) once per column of X. */
+   project_cols, one block per matrix, Q read from global (L2) once per column of X.
+   Both kernels write Y (user memory) only when no pending NaN/Inf scan flag is set (skip, nskip), so the
+   device path needs no staged copy of Y (sg_scan_failed). */
 #define SG_PB_TILE_SMEM (24 * 1024) /* g > 1: several blocks per SM */
 #define SG_PB_BIG_SMEM (96 * 1024)  /* g = 1: two blocks per SM on H100/H200 (227 KB) */
 #define SG_PB_TILE_OUT 2048         /* outputs per block g aims for (8 per thread at SG_BLOCK = 256) */
-/* Leading dimension of Q and X in shared memory: odd, so the threads of a warp that read different columns
-   at the same row (the H = QᵀX loop) hit different banks (a stride of n = 8, 16, 32 would serialise them). */
-__host__ __device__ inline int64_t project_basis_ld(int64_t n) { return n | 1; }
+/* Each thread of the tile kernel accumulates SG_PB_TR × SG_PB_TC outputs of a product, reading TR + TC
+   shared values per TR·TC multiply-adds. One output per thread read 2 per multiply-add and was bound by
+   shared-memory bandwidth at 1/8 of the FMA rate (5.2 TFLOP/s f32 at n = 64 on an H200, 10 % of the
+   bandwidth floor). A tile's rows are strided (row t + u·tiles), so a warp's lanes take consecutive rows:
+   conflict-free shared reads with the odd leading dimensions below, coalesced stores of Y. */
+#define SG_PB_TR 4
+#define SG_PB_TC 2
+/* Leading dimension of Q, X (n rows) and H (q rows) in shared memory: odd, so the threads of a warp that read
+   different columns at the same row hit different banks (a stride of 8, 16, 32 would serialise them). */
+__host__ __device__ inline int64_t project_basis_ld(int64_t rows) { return rows | 1; }
 /* Plan shared with linalg.cu and the test: returns 1 for the tile kernel (g matrices per block, kc columns
    of X per step; g > 1 only with kc = kx), 0 for one matrix per block; *smem = dynamic shared memory bytes
    of the launch; max_smem = the device's per-block opt-in limit. */
 template <class T>
 inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, size_t max_smem, int64_t *g, int64_t *kc, size_t *smem)
 {
-    const int64_t ld = project_basis_ld(n);
-    const size_t s = sizeof(T), per = sg_smem_round(s * (size_t)(ld * q + ld * kx + q * kx));
+    const int64_t ld = project_basis_ld(n), lh = project_basis_ld(q);
+    const size_t s = sizeof(T), per = sg_smem_round(s * (size_t)(ld * q + ld * kx + lh * kx));
     *g = 1;
     *kc = kx;
     max_smem &= ~(size_t)15; /* sizes are multiples of 16 (sg_smem_round) */
@@ -415,7 +436,7 @@ inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, size_t max_smem,
         return 1;
     }
     const size_t cap = max_smem < SG_PB_BIG_SMEM ? max_smem : SG_PB_BIG_SMEM, qb = s * (size_t)(ld * q),
-                 col = s * (size_t)(ld + q);
+                 col = s * (size_t)(ld + lh);
     if (qb + col <= cap) {
         int64_t c = (int64_t)((cap - qb) / col);
         *kc = c < kx ? c : kx;
@@ -428,53 +449,81 @@ inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, size_t max_smem,
 
 template <class T>
 __global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, int64_t q_, int64_t kx, int64_t nb,
-                                     int64_t g, int64_t kc_, int sub)
+                                     int64_t g, int64_t kc_, int sub, const unsigned long long *skip, int nskip)
 {
+    if (sg_scan_failed(skip, nskip)) return;
     SG_DYN_SMEM(smem_raw);
-    /* what a block stages fits in its shared memory: 32-bit indices inside it (64-bit division is slow on
-       the GPU); offsets into the batch stay 64-bit. Shared Q and X have leading dimension ld (odd). */
+    /* what a block stages fits in its shared memory: 32-bit indices inside it, and no divisions per element
+       (SgWalk); offsets into the batch stay 64-bit. */
     const int64_t b0 = blockIdx.x * g, nx = n_ * kx;
-    const int n = (int)n_, q = (int)q_, kc = (int)kc_, ld = (int)project_basis_ld(n_), nq = n * q;
-    const int sq = ld * q, sx = ld * kc, sh = q * kc; /* per-matrix strides of Qs, Xs, Hs */
-    const int gm = (int)(nb - b0 < g ? nb - b0 : g);
+    const int n = (int)n_, q = (int)q_, kc = (int)kc_, ld = (int)project_basis_ld(n_), lh = (int)project_basis_ld(q_);
+    const int nq = n * q, sq = ld * q, sx = ld * kc, sh = lh * kc; /* per-matrix strides of Qs, Xs, Hs */
+    const int gm = (int)(nb - b0 < g ? nb - b0 : g), tq = (q + SG_PB_TR - 1) / SG_PB_TR, tn = (n + SG_PB_TR - 1) / SG_PB_TR;
     T *Qs = (T *)smem_raw, *Xs = Qs + g * sq, *Hs = Xs + g * sx;
     const T *Qg = Q + b0 * nq;
-    for (int e = threadIdx.x; e < gm * nq; e += blockDim.x) { /* coalesced read, padded store */
-        int mt = e / nq, r = e - mt * nq, j = r / n, i = r - j * n;
-        Qs[mt * sq + j * ld + i] = Qg[e];
-    }
+    SgWalk lq(threadIdx.x, blockDim.x, n, q); /* coalesced read, padded store */
+    for (int e = threadIdx.x; e < gm * nq; e += blockDim.x, lq.next()) Qs[lq.mt * sq + lq.c * ld + lq.i] = Qg[e];
     for (int64_t c0 = 0; c0 < kx; c0 += kc) {
-        const int w = (int)(kx - c0 < kc ? kx - c0 : kc), nw = n * w, qw = q * w;
+        const int w = (int)(kx - c0 < kc ? kx - c0 : kc), tw = (w + SG_PB_TC - 1) / SG_PB_TC;
         const T *Xg = X + b0 * nx + c0 * n_;
         T *Yg = Y + b0 * nx + c0 * n_;
-        for (int e = threadIdx.x; e < gm * nw; e += blockDim.x) {
-            int mt = e / nw, r = e - mt * nw, c = r / n, i = r - c * n;
-            Xs[mt * sx + c * ld + i] = Xg[mt * nx + r];
-        }
+        SgWalk lx(threadIdx.x, blockDim.x, n, w);
+        for (int e = threadIdx.x; e < gm * n * w; e += blockDim.x, lx.next())
+            Xs[lx.mt * sx + lx.c * ld + lx.i] = Xg[lx.mt * nx + lx.c * n + lx.i];
         __syncthreads(); /* this chunk of X is in shared memory before any of its Y is written: Y may be X */
-        for (int e = threadIdx.x; e < gm * qw; e += blockDim.x) { /* H = Qᵀ X, q×w per matrix */
-            int mt = e / qw, r = e - mt * qw, c = r / q, j = r - c * q;
-            const T *qj = Qs + mt * sq + j * ld, *xc = Xs + mt * sx + c * ld;
-            T acc = 0;
-            for (int i = 0; i < n; i++) acc += qj[i] * xc[i];
-            Hs[mt * sh + r] = acc;
+        SgWalk th(threadIdx.x, blockDim.x, tq, tw); /* H = Qᵀ X, q×w per matrix: rows j, columns c */
+        for (int e = threadIdx.x; e < gm * tq * tw; e += blockDim.x, th.next()) {
+            const T *qs = Qs + th.mt * sq, *xs = Xs + th.mt * sx;
+            int jo[SG_PB_TR], co[SG_PB_TC]; /* offsets of the tile's rows of Qᵀ, columns of X (clamped: reads stay
+                                               inside the matrix; out-of-range results are not stored) */
+            for (int u = 0; u < SG_PB_TR; u++) jo[u] = sg_imin(th.i + u * tq, q - 1) * ld;
+            for (int v = 0; v < SG_PB_TC; v++) co[v] = sg_imin(th.c + v * tw, w - 1) * ld;
+            T acc[SG_PB_TR][SG_PB_TC] = {};
+            for (int i = 0; i < n; i++) {
+                T a[SG_PB_TR], x[SG_PB_TC];
+                for (int u = 0; u < SG_PB_TR; u++) a[u] = qs[jo[u] + i];
+                for (int v = 0; v < SG_PB_TC; v++) x[v] = xs[co[v] + i];
+                for (int u = 0; u < SG_PB_TR; u++)
+                    for (int v = 0; v < SG_PB_TC; v++) acc[u][v] += a[u] * x[v];
+            }
+            T *hs = Hs + th.mt * sh;
+            for (int u = 0; u < SG_PB_TR; u++)
+                for (int v = 0; v < SG_PB_TC; v++) {
+                    const int j = th.i + u * tq, c = th.c + v * tw;
+                    if (j < q && c < w) hs[c * lh + j] = acc[u][v];
+                }
         }
         __syncthreads();
-        for (int e = threadIdx.x; e < gm * nw; e += blockDim.x) { /* Y = Q H (± X) */
-            int mt = e / nw, r = e - mt * nw, c = r / n, i = r - c * n;
-            const T *qm = Qs + mt * sq + i, *hc = Hs + mt * sh + c * q;
-            T acc = 0;
-            for (int j = 0; j < q; j++) acc += qm[j * ld] * hc[j];
-            Yg[mt * nx + r] = sub ? Xs[mt * sx + c * ld + i] - acc : acc;
+        SgWalk ty(threadIdx.x, blockDim.x, tn, tw); /* Y = Q H (± X), n×w per matrix: rows i, columns c */
+        for (int e = threadIdx.x; e < gm * tn * tw; e += blockDim.x, ty.next()) {
+            const T *qs = Qs + ty.mt * sq, *hs = Hs + ty.mt * sh, *xs = Xs + ty.mt * sx;
+            int io[SG_PB_TR], ho[SG_PB_TC];
+            for (int u = 0; u < SG_PB_TR; u++) io[u] = sg_imin(ty.i + u * tn, n - 1);
+            for (int v = 0; v < SG_PB_TC; v++) ho[v] = sg_imin(ty.c + v * tw, w - 1) * lh;
+            T acc[SG_PB_TR][SG_PB_TC] = {};
+            for (int j = 0; j < q; j++) {
+                T a[SG_PB_TR], h[SG_PB_TC];
+                for (int u = 0; u < SG_PB_TR; u++) a[u] = qs[j * ld + io[u]];
+                for (int v = 0; v < SG_PB_TC; v++) h[v] = hs[ho[v] + j];
+                for (int u = 0; u < SG_PB_TR; u++)
+                    for (int v = 0; v < SG_PB_TC; v++) acc[u][v] += a[u] * h[v];
+            }
+            T *yg = Yg + ty.mt * nx;
+            for (int v = 0; v < SG_PB_TC; v++)
+                for (int u = 0; u < SG_PB_TR; u++) {
+                    const int i = ty.i + u * tn, c = ty.c + v * tw;
+                    if (i < n && c < w) yg[c * n + i] = sub ? xs[c * ld + i] - acc[u][v] : acc[u][v];
+                }
         }
-        /* no barrier before the next chunk: a thread reloads only the Xs entries it reads itself here (same
-           e → (mt, c, i) map; g > 1 means one chunk), and Hs is rewritten only after the next load barrier */
+        __syncthreads(); /* the next chunk rewrites Xs and Hs */
     }
 }
 
 template <class T>
-__global__ void k_project_basis_one(const T *Q, const T *X, T *Y, int64_t n, int64_t q, int64_t kx, int sub)
+__global__ void k_project_basis_one(const T *Q, const T *X, T *Y, int64_t n, int64_t q, int64_t kx, int sub,
+                                    const unsigned long long *skip, int nskip)
 {
+    if (sg_scan_failed(skip, nskip)) return;
     SG_DYN_SMEM(smem_raw);
     T *xs = (T *)smem_raw;
     int64_t b = blockIdx.x;

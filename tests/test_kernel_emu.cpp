@@ -168,6 +168,31 @@ template <class T> static void copy_case(tu_rng *r, int64_t rows, int64_t cols, 
     emu_launch(grid_for(rows * cols * nb), SG_BLOCK, 0, k_copy<T>, dst.data(), rows, rows * cols, back.data(), sld, sst,
                rows, cols, nb, nullptr, 0, 0);
     cr_assert(back == want, "k_copy back %lldx%lld", (long long)rows, (long long)cols);
+    /* packed → packed (the flat path: no index arithmetic), and the guards: a set scan flag makes the
+       destination zeros (zero = 1) or leaves it alone (zero = 0) */
+    vector<T> flat(ref.size(), T(-7));
+    emu_launch(grid_for(rows * cols * nb), SG_BLOCK, 0, k_copy<T>, ref.data(), rows, rows * cols, flat.data(), rows,
+               rows * cols, rows, cols, nb, nullptr, 0, 0);
+    cr_assert(flat == ref, "k_copy packed %lldx%lld", (long long)rows, (long long)cols);
+    /* padding between matrices only (ld = rows): not flat */
+    vector<T> gap((size_t)((rows * cols + 5) * nb), T(-3)), fromgap(ref.size(), T(-7));
+    for (int64_t b = 0; b < nb; b++)
+        std::copy(ref.begin() + b * rows * cols, ref.begin() + (b + 1) * rows * cols, gap.begin() + b * (rows * cols + 5));
+    emu_launch(grid_for(rows * cols * nb), SG_BLOCK, 0, k_copy<T>, gap.data(), rows, rows * cols + 5, fromgap.data(),
+               rows, rows * cols, rows, cols, nb, nullptr, 0, 0);
+    cr_assert(fromgap == ref, "k_copy from stride-padded %lldx%lld nb=%lld", (long long)rows, (long long)cols,
+              (long long)nb);
+    const unsigned long long flags[2] = {~0ull, 5};
+    for (int zero : {0, 1}) {
+        vector<T> d2(ref.size(), T(-7));
+        emu_launch(grid_for(rows * cols * nb), SG_BLOCK, 0, k_copy<T>, ref.data(), rows, rows * cols, d2.data(), rows,
+                   rows * cols, rows, cols, nb, flags, 2, zero);
+        cr_assert(std::all_of(d2.begin(), d2.end(), [&](T v) { return v == (zero ? T(0) : T(-7)); }), "k_copy behind a failed scan, zero = %d", zero);
+        vector<T> d3(ref.size(), T(-7));
+        emu_launch(grid_for(rows * cols * nb), SG_BLOCK, 0, k_copy<T>, ref.data(), rows, rows * cols, d3.data(), rows,
+                   rows * cols, rows, cols, nb, flags, 1, zero); /* only the clean flag */
+        cr_assert(d3 == ref, "k_copy behind a clean scan, zero = %d", zero);
+    }
 }
 
 template <class T> static void copy_all()
@@ -180,6 +205,39 @@ template <class T> static void copy_all()
     copy_case<T>(&r, 100, 33, 3);
     cap_sms = SMS;
 }
+/* sg_split3 (the element kernels' index split) with 32-bit and 64-bit divisions, and SgWalk (the tile
+   kernel's division-free walk) against division, for the step sizes and shapes the kernels use. */
+Test(emu, index_split_and_walk)
+{
+    tu_rng r = tu_seed(10);
+    for (int t = 0; t < 20000; t++) {
+        const int64_t rows = 1 + (int64_t)(tu_uniform(&r) * 300), cols = 1 + (int64_t)(tu_uniform(&r) * 300),
+                      per = rows * cols, nb = 1 + (int64_t)(tu_uniform(&r) * 1e6), total = per * nb;
+        const int64_t e = (int64_t)(tu_uniform(&r) * (double)total);
+        int64_t b[2], j[2], i[2];
+        for (int narrow : {0, 1}) {
+            if (narrow && !SG_NARROW(total)) continue;
+            sg_split3(e, rows, per, narrow, &b[narrow], &j[narrow], &i[narrow]);
+            cr_assert(b[narrow] == e / per && j[narrow] == e % per / rows && i[narrow] == e % rows,
+                      "sg_split3(%lld, %lld, %lld, narrow %d)", (long long)e, (long long)rows, (long long)per, narrow);
+        }
+    }
+    int64_t b, j, i; /* beyond 2³²: only the 64-bit path is right (what SG_NARROW decides) */
+    const int64_t big = ((int64_t)1 << 33) + 12345;
+    cr_assert(!SG_NARROW(big) && SG_NARROW((int64_t)UINT32_MAX));
+    sg_split3(big, 1000, 1000 * 1000, false, &b, &j, &i);
+    cr_assert(b == big / 1000000 && j == big % 1000000 / 1000 && i == big % 1000);
+    for (int rows : {1, 2, 3, 7, 8, 33, 64, 300})
+        for (int cols : {1, 2, 5, 32, 65})
+            for (int step : {1, 32, 128, 256, 1024})
+                for (int start : {0, 1, step - 1}) {
+                    SgWalk w(start, step, rows, cols);
+                    for (int e = start; e < 3 * rows * cols + 2 * step; e += step, w.next())
+                        cr_assert(w.mt == e / (rows * cols) && w.c == e % (rows * cols) / rows && w.i == e % rows,
+                                  "SgWalk rows %d cols %d step %d at %d: (%d, %d, %d)", rows, cols, step, e, w.mt, w.c, w.i);
+                }
+}
+
 Test(emu, k_copy_f32) { copy_all<float>(); }
 Test(emu, k_copy_f64) { copy_all<double>(); }
 
@@ -665,7 +723,7 @@ template <class T> static void project_basis_all()
     tu_rng r = tu_seed(23);
     const int64_t cases[][4] = {{1, 1, 1, 5},    {3, 2, 1, 7},     {8, 4, 8, 50},     {16, 16, 16, 10},
                                 {64, 32, 32, 3}, {96, 40, 3, 2},   {33, 33, 2, 9},    {128, 64, 41, 2},
-                                {160, 100, 40, 2}, {200, 130, 2, 2}}; /* n, q, kx, nb */
+                                {160, 100, 40, 2}, {200, 130, 2, 2}, {5, 3, 7, 41},   {12, 7, 5, 30}}; /* n, q, kx, nb */
     int multi = 0, chunked = 0, fallback = 0;
     for (const auto &cs : cases) {
         const int64_t n = cs[0], q = cs[1], kx = cs[2], nb = cs[3];
@@ -683,6 +741,8 @@ template <class T> static void project_basis_all()
         multi |= tile && g > 1 && (nb % g) != 0;
         chunked |= tile && kc < kx && (kx % kc) != 0;
         fallback |= !tile;
+        const unsigned long long *skip = nullptr;
+        int nskip = 0;
         for (int sub : {0, 1}) {
             vector<T> Y, want((size_t)(n * kx * nb)), qq = Q, x = X;
             sg_mat Qm = mat(qq, nb, n, q), Xm = mat(x, nb, n, kx), Wm = mat(want, nb, n, kx);
@@ -690,9 +750,10 @@ template <class T> static void project_basis_all()
             auto launch = [&](const T *xin, T *yout) {
                 if (tile)
                     emu_launch((unsigned)((nb + g - 1) / g), SG_BLOCK, smem, k_project_basis_tile<T>, Q.data(), xin,
-                               yout, n, q, kx, nb, g, kc, sub);
+                               yout, n, q, kx, nb, g, kc, sub, skip, nskip);
                 else
-                    emu_launch((unsigned)nb, SG_BLOCK, smem, k_project_basis_one<T>, Q.data(), xin, yout, n, q, kx, sub);
+                    emu_launch((unsigned)nb, SG_BLOCK, smem, k_project_basis_one<T>, Q.data(), xin, yout, n, q, kx, sub,
+                               skip, nskip);
             };
             all_modes(tile ? "k_project_basis_tile" : "k_project_basis_one", [&] {
                 Y.assign((size_t)(n * kx * nb), T(-7));
@@ -706,6 +767,15 @@ template <class T> static void project_basis_all()
             vector<T> Z = X; /* in place */
             launch(Z.data(), Z.data());
             cr_assert(Z == Y, "project_basis in place n=%lld sub=%d", (long long)n, sub);
+            const unsigned long long bad[2] = {~0ull, 3}; /* a failed scan flag: Y (user memory) untouched */
+            skip = bad, nskip = 2;
+            vector<T> U((size_t)(n * kx * nb), T(-7));
+            launch(X.data(), U.data());
+            cr_assert(std::all_of(U.begin(), U.end(), [](T v) { return v == T(-7); }), "project_basis wrote Y behind a failed scan n=%lld", (long long)n);
+            skip = bad, nskip = 1; /* only the clean flag */
+            launch(X.data(), U.data());
+            cr_assert(U == Y, "project_basis behind a clean scan n=%lld sub=%d", (long long)n, sub);
+            skip = nullptr, nskip = 0;
         }
     }
     cr_assert(multi && chunked && fallback, "every plan must be exercised: g > 1 with a partial tile %d, chunked "
