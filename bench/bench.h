@@ -146,12 +146,13 @@ typedef struct {
     int host_threads;
     int quick;
     double budget_ms;
+    int check_finite; /* the GPU contexts scan device inputs for NaN/Inf (off: --no-check-finite) */
 } run_info;
 
 void report_header(FILE *f, const run_info *ri, const device_info *d);
 void report_table_head(FILE *f);
 void report_table_row(FILE *f, const bench_row *row, const device_info *d);
-void report_summary(FILE *f, const bench_row *rows, int nrows, const device_info *d);
+void report_summary(FILE *f, const run_info *ri, const bench_row *rows, int nrows, const device_info *d);
 int report_json(const char *path, const run_info *ri, const device_info *d, const bench_row *rows, int nrows);
 int report_csv(const char *path, const run_info *ri, const device_info *d, const bench_row *rows, int nrows);
 /* Floor time (ms) for a row on the device: max(bytes/bw, flops/gemm); < 0 if unknown. */

@@ -556,7 +556,8 @@ int main(int argc, char **argv)
         if (fgets(load, sizeof load, lf)) load[strcspn(load, "\n")] = 0;
         fclose(lf);
     }
-    run_info ri = {date, cmd, cpu, load, o.threads > 0 ? o.threads : omp_get_max_threads(), o.quick, o.budget_ms};
+    run_info ri = {date, cmd, cpu, load, o.threads > 0 ? o.threads : omp_get_max_threads(), o.quick, o.budget_ms,
+                   !o.no_check_finite};
 
     /* contexts */
     device_info dev;
@@ -628,7 +629,7 @@ int main(int argc, char **argv)
                     fflush(stdout);
                     if (o.json) json_checkpoint(o.json, &ri, &dev, rows, nr);
                 }
-    report_summary(stdout, rows, nr, &dev);
+    report_summary(stdout, &ri, rows, nr, &dev);
     int rc = 0;
     if (o.json && !json_checkpoint(o.json, &ri, &dev, rows, nr)) { fprintf(stderr, "cannot write %s\n", o.json); rc = 1; }
     if (o.csv && !report_csv(o.csv, &ri, &dev, rows, nr)) { fprintf(stderr, "cannot write %s\n", o.csv); rc = 1; }

@@ -47,7 +47,8 @@ void report_header(FILE *f, const run_info *ri, const device_info *d)
     } else {
         fprintf(f, "device: none (%s)\n", d->why);
     }
-    fprintf(f, "budget %.0f ms per timed variant; times are medians (ms per batched call)\n\n", ri->budget_ms);
+    fprintf(f, "budget %.0f ms per timed variant; times are medians (ms per batched call)%s\n\n", ri->budget_ms,
+            d->present ? (ri->check_finite ? "; GPU NaN/Inf input scan on" : "; GPU NaN/Inf input scan off") : "");
 }
 
 void report_table_head(FILE *f)
@@ -89,7 +90,7 @@ void report_table_row(FILE *f, const bench_row *row, const device_info *d)
             c[IMPL_CUSOLVER], x1, x2, fl, pf, g1, g2);
 }
 
-void report_summary(FILE *f, const bench_row *rows, int nrows, const device_info *d)
+void report_summary(FILE *f, const run_info *ri, const bench_row *rows, int nrows, const device_info *d)
 {
     int cnt[IMPL_COUNT][5] = {{0}};
     for (int i = 0; i < nrows; i++)
@@ -150,8 +151,11 @@ void report_summary(FILE *f, const bench_row *rows, int nrows, const device_info
         const char *nm = op_name(PROJ_OPS[p]), *by = p ? "Q + X + Y once" : "A + X + Y once; includes the SVD";
         if (n4)
             fprintf(f, "  projections >= 70%% of measured bandwidth (%s): %d/%d rows meet it; best %.1f%% (%s n=%lld "
-                       "batch=%lld; bytes = %s)\n",
-                    nm, m4, n4, 100 * best, dts(br->dtype), (long long)br->n, (long long)br->batch, by);
+                       "batch=%lld; bytes = %s)%s\n",
+                    nm, m4, n4, 100 * best, dts(br->dtype), (long long)br->n, (long long)br->batch, by,
+                    /* the scan reads every input once more: Q + X is 60 % of project_basis's bytes at q = n/2 */
+                    p && ri->check_finite ? "\n    NaN/Inf scan on: it reads Q and X again, so at most 62% here; "
+                                            "--no-check-finite times the kernel alone" : "");
         else
             fprintf(f, "  projections >= 70%% of measured bandwidth (%s): no row with a device timing and a roofline\n", nm);
     }
@@ -203,8 +207,8 @@ int report_json(const char *path, const run_info *ri, const device_info *d, cons
     jstr(f, ri->date);
     fprintf(f, ",\n  \"command\": ");
     jstr(f, ri->command);
-    fprintf(f, ",\n  \"quick\": %s,\n  \"budget_ms\": %.0f,\n  \"host\": {\"cpu\": ", ri->quick ? "true" : "false",
-            ri->budget_ms);
+    fprintf(f, ",\n  \"quick\": %s,\n  \"budget_ms\": %.0f,\n  \"check_finite\": %s,\n  \"host\": {\"cpu\": ",
+            ri->quick ? "true" : "false", ri->budget_ms, ri->check_finite ? "true" : "false");
     jstr(f, ri->host_cpu);
     fprintf(f, ", \"threads\": %d, \"loadavg_at_start\": ", ri->host_threads);
     jstr(f, ri->loadavg);
