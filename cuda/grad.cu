@@ -186,11 +186,14 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
         for (int i = 0; i < na; i++)
             if (args[i].present()) per += args[i].bytes_per_matrix();
     size_t budget = ctx->chunk_bytes;
-    if (!budget) {
-        size_t fr = 0;
-        SGTRY(sg_cuda_free_bytes(ctx, &fr));
-        budget = fr / 2;
-        sg_prof_mark("meminfo");
+    if (!budget) { /* the whole batch, without asking the driver when it is small (SG_SMALL_CALL_BYTES) */
+        budget = (size_t)-1;
+        if (per && (size_t)batch > SG_SMALL_CALL_BYTES / per) {
+            size_t fr = 0;
+            SGTRY(sg_cuda_free_bytes(ctx, &fr));
+            budget = fr / 2;
+            sg_prof_mark("meminfo");
+        }
     }
     int64_t nb = per ? (int64_t)(budget / per) : batch;
     if (nb > batch) nb = batch;

@@ -104,6 +104,7 @@ Test(emu_device, repeated_device_calls_reuse_launch_settings)
     cr_assert_eq(cudaMalloc(&w.data, sizeof(double) * B * N), cudaSuccess);
 
     cr_assert_eq(sg_eigh(ctx, &a, &w, &v), SG_OK, "%s", sg_last_error(ctx));
+    const unsigned long mi0 = sg_emu_calls("cudaMemGetInfo");
     unsigned long s0 = sg_emu_calls("cudaStreamSynchronize");
     cr_assert_eq(sg_eigh(ctx, &a, &w, &v), SG_OK, "%s", sg_last_error(ctx));
     unsigned long syncs = sg_emu_calls("cudaStreamSynchronize") - s0;
@@ -119,6 +120,8 @@ Test(emu_device, repeated_device_calls_reuse_launch_settings)
     syncs = sg_emu_calls("cudaStreamSynchronize") - s0;
     cr_expect_leq(syncs, 3, "device eigh_backward synchronised %lu times (scan and flags together, end, release: 3)",
                   syncs);
+    cr_expect_eq(sg_emu_calls("cudaMemGetInfo"), mi0, "small device calls (%d of %dx%d) asked the driver for free memory "
+                 "(SG_SMALL_CALL_BYTES)", B, N, N);
     for (int k = 0; k < 2; k++) {
         c2[k] = sg_emu_calls(q[k]);
         cr_expect_gt(c1[k], c0[k], "the first fused launch made no %s call: not the path under test", q[k]);
@@ -128,4 +131,37 @@ Test(emu_device, repeated_device_calls_reuse_launch_settings)
     for (int k = 0; k < 5; k++) cudaFree(dev[k]);
     free(A), free(G);
     sg_destroy(ctx);
+}
+
+/* Free memory is asked for (cudaMemGetInfo) only when a call's device buffer exceeds SG_SMALL_CALL_BYTES
+   (64 MiB): a small host-memory call does not ask, one of about 72 MiB (project_basis f64, n = 64, 1100
+   matrices staged) does, and both give the CPU's result. */
+Test(emu_device, free_memory_is_asked_for_only_by_large_calls)
+{
+    sg_ctx *ctx, *cpu;
+    cr_assert_eq(sg_create(&ctx, SG_BACKEND_CUDA), SG_OK);
+    cr_assert_eq(sg_create(&cpu, SG_BACKEND_CPU), SG_OK);
+    const int64_t n = 64, q = 1, k = 64;
+    const int64_t batches[2] = {3, 1100};
+    for (int t = 0; t < 2; t++) {
+        const int64_t B = batches[t];
+        sg_mat Q = tu_alloc_mat(SG_F64, B, n, q), X = tu_alloc_mat(SG_F64, B, n, k), Y = tu_alloc_mat(SG_F64, B, n, k),
+               R = tu_alloc_mat(SG_F64, B, n, k);
+        double *qd = (double *)Q.data;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < n; i++) qd[b * n + i] = i == b % n ? 1.0 : 0.0;
+        tu_rng r = tu_seed(77);
+        tu_fill_normal(&r, (double *)X.data, B * n * k);
+        const unsigned long m0 = sg_emu_calls("cudaMemGetInfo");
+        cr_assert_eq(sg_project_basis(ctx, &Q, &X, 1, &Y), SG_OK, "%s", sg_last_error(ctx));
+        const unsigned long asked = sg_emu_calls("cudaMemGetInfo") - m0;
+        cr_assert_eq(sg_project_basis(cpu, &Q, &X, 1, &R), SG_OK, "%s", sg_last_error(cpu));
+        cr_assert_eq(memcmp(Y.data, R.data, sizeof(double) * (size_t)(B * n * k)), 0, "batch %lld: GPU != CPU",
+                     (long long)B);
+        if (B == 3) cr_expect_eq(asked, 0, "a %lld-matrix call asked for free memory %lu times", (long long)B, asked);
+        else cr_expect_geq(asked, 1, "a %lld-matrix call (72 MiB) never asked for free memory", (long long)B);
+        tu_free_mat(&Q), tu_free_mat(&X), tu_free_mat(&Y), tu_free_mat(&R);
+    }
+    sg_destroy(ctx);
+    sg_destroy(cpu);
 }
