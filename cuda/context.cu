@@ -153,6 +153,20 @@ void sg_cuda_trim(sg_ctx *ctx)
     if (st->pool && cudaMemPoolTrimTo(st->pool, ctx->cache_bytes) != cudaSuccess) (void)cudaGetLastError();
 }
 
+void sg_cuda_settle(sg_ctx *ctx, cudaStream_t s, bool waited)
+{
+    const sg_cuda_state *st = sg_cu(ctx);
+    uint64_t held = 0;
+    if (waited && st->pool) {
+        if (cudaMemPoolGetAttribute(st->pool, cudaMemPoolAttrReservedMemCurrent, &held) != cudaSuccess)
+            (void)cudaGetLastError();
+        else if (held <= ctx->cache_bytes)
+            return; /* only the frees are left on s, and the pool keeps that memory anyway */
+    }
+    if (cudaStreamSynchronize(s) != cudaSuccess) (void)cudaGetLastError();
+    sg_cuda_trim(ctx);
+}
+
 /* sg_set_cache_bytes: the new threshold now, and what is idle above it released now, not at the next
    op's allocation (the sync: frees still in stream order are released too). */
 static sg_status cuda_cache_apply(sg_ctx *ctx)

@@ -152,6 +152,10 @@ void sg_cuda_free_wait(sg_ctx *ctx, void *p, cudaStream_t s);
 /* End of an op, once the streams that freed scratch are synchronised: the pool keeps at most
    ctx->cache_bytes idle (the release threshold alone would wait for some later synchronisation). */
 void sg_cuda_trim(sg_ctx *ctx);
+/* End of an op whose frees are queued on s: wait for s, then sg_cuda_trim. Skipped when the op already
+   waited for its work (waited: its last synchronisation came after everything but the frees) and the pool
+   holds at most ctx->cache_bytes: a synchronisation less per small call under the default cache. */
+void sg_cuda_settle(sg_ctx *ctx, cudaStream_t s, bool waited);
 /* sg_cuda_alloc on the context's stream with SG_ERR_DEVICE_OOM / SG_ERR_CUDA and a message naming what. */
 sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what);
 /* Device memory available to this context: free memory plus its pool's idle cache. */

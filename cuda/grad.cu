@@ -218,22 +218,23 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
     }
     if (retried) sg_clear_error(ctx); /* the OOM that a smaller chunk got past is not this call's error */
     sg_prof_mark("alloc");
-    /* On every exit (the normal one also checks the sync below): free the buffers in stream order, wait for
-       the stream, trim the pool to the cache size. Declared after scr, so it runs first. */
+    /* On every exit: free the buffers in stream order, then wait for the stream and trim the pool to the
+       cache size (sg_cuda_settle: not needed after the normal exit's own wait when the pool is within the
+       cache). Declared after scr, so it runs first. */
     struct Release {
         sg_ctx *ctx;
         Arg *args;
         int na;
         DevBuf &scr;
+        bool waited;
         ~Release()
         {
             for (int i = 0; i < na; i++) args[i].buf.reset();
             scr.reset();
-            if (cudaStreamSynchronize(stream_of(ctx)) != cudaSuccess) (void)cudaGetLastError();
-            sg_cuda_trim(ctx);
+            sg_cuda_settle(ctx, stream_of(ctx), waited);
             sg_prof_mark("release");
         }
-    } release{ctx, args, na, scr};
+    } release{ctx, args, na, scr, false};
 
     sg_status deg = SG_OK;
     char deg_msg[sizeof ctx->err];
@@ -284,6 +285,7 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
     }
     /* Device mode: the call is complete on return, like host mode (and errors surface here). */
     if (!host) CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
+    release.waited = true; /* host mode: each chunk ended with one */
     sg_prof_mark("wait");
     if (deg != SG_OK) {
         memcpy(ctx->err, deg_msg, sizeof deg_msg);

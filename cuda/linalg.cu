@@ -628,9 +628,9 @@ template <class T> static sg_status run_device_t(Job &J)
         if ((s = info_fail(J, hinfo, b0, cur)) != SG_OK) goto out;
     }
 out:
-    if (buf) {
-        sg_cuda_free_wait(ctx, buf, L.s); /* error paths too: nothing of this call is left running */
-        sg_cuda_trim(ctx);
+    if (buf) { /* an error path waits: nothing of this call is left running */
+        sg_cuda_free(ctx, buf, L.s);
+        sg_cuda_settle(ctx, L.s, s == SG_OK); /* SG_OK: every chunk ended with a synchronisation */
         sg_prof_mark("release");
     }
     sg_cuda_finite_drop(ctx); /* a scan left pending by an early error */
