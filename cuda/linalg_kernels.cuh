@@ -447,6 +447,21 @@ inline int project_basis_plan(int64_t n, int64_t q, int64_t kx, size_t max_smem,
     return 0;
 }
 
+/* acc[u][v] += Σ_k A[ao[u] + k·as] · B[bo[v] + k·bs], k < len: one thread's tile of a product, operands in
+   shared memory. */
+template <class T>
+__device__ inline void pb_tile_mac(const T *A, const int *ao, int as, const T *B, const int *bo, int bs, int len,
+                                   T (&acc)[SG_PB_TR][SG_PB_TC])
+{
+    for (int k = 0; k < len; k++) {
+        T a[SG_PB_TR], b[SG_PB_TC];
+        for (int u = 0; u < SG_PB_TR; u++) a[u] = A[ao[u] + k * as];
+        for (int v = 0; v < SG_PB_TC; v++) b[v] = B[bo[v] + k * bs];
+        for (int u = 0; u < SG_PB_TR; u++)
+            for (int v = 0; v < SG_PB_TC; v++) acc[u][v] += a[u] * b[v];
+    }
+}
+
 template <class T>
 __global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, int64_t q_, int64_t kx, int64_t nb,
                                      int64_t g, int64_t kc_, int sub, const unsigned long long *skip, int nskip)
@@ -479,13 +494,7 @@ __global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, i
             for (int u = 0; u < SG_PB_TR; u++) jo[u] = sg_imin(th.i + u * tq, q - 1) * ld;
             for (int v = 0; v < SG_PB_TC; v++) co[v] = sg_imin(th.c + v * tw, w - 1) * ld;
             T acc[SG_PB_TR][SG_PB_TC] = {};
-            for (int i = 0; i < n; i++) {
-                T a[SG_PB_TR], x[SG_PB_TC];
-                for (int u = 0; u < SG_PB_TR; u++) a[u] = qs[jo[u] + i];
-                for (int v = 0; v < SG_PB_TC; v++) x[v] = xs[co[v] + i];
-                for (int u = 0; u < SG_PB_TR; u++)
-                    for (int v = 0; v < SG_PB_TC; v++) acc[u][v] += a[u] * x[v];
-            }
+            pb_tile_mac(qs, jo, 1, xs, co, 1, n, acc);
             T *hs = Hs + th.mt * sh;
             for (int u = 0; u < SG_PB_TR; u++)
                 for (int v = 0; v < SG_PB_TC; v++) {
@@ -501,13 +510,7 @@ __global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, i
             for (int u = 0; u < SG_PB_TR; u++) io[u] = sg_imin(ty.i + u * tn, n - 1);
             for (int v = 0; v < SG_PB_TC; v++) ho[v] = sg_imin(ty.c + v * tw, w - 1) * lh;
             T acc[SG_PB_TR][SG_PB_TC] = {};
-            for (int j = 0; j < q; j++) {
-                T a[SG_PB_TR], h[SG_PB_TC];
-                for (int u = 0; u < SG_PB_TR; u++) a[u] = qs[j * ld + io[u]];
-                for (int v = 0; v < SG_PB_TC; v++) h[v] = hs[ho[v] + j];
-                for (int u = 0; u < SG_PB_TR; u++)
-                    for (int v = 0; v < SG_PB_TC; v++) acc[u][v] += a[u] * h[v];
-            }
+            pb_tile_mac(qs, io, ld, hs, ho, 1, q, acc);
             T *yg = Yg + ty.mt * nx;
             for (int v = 0; v < SG_PB_TC; v++)
                 for (int u = 0; u < SG_PB_TR; u++) {

@@ -88,21 +88,43 @@ static void *to_device(const sg_mat *h)
     return d;
 }
 
+/* A CUDA context in device-memory mode with device-resident operands of eigh and eigh_backward: B symmetric
+   n×n f64 matrices A, a cotangent gV, and V, gA, W. */
+typedef struct {
+    sg_ctx *ctx;
+    double *A, *G; /* host copies */
+    sg_mat a, gv, v, ga, w;
+} dev_eig;
+static dev_eig dev_eig_make(int64_t B, int64_t n, uint64_t seed)
+{
+    dev_eig e;
+    cr_assert_eq(sg_create(&e.ctx, SG_BACKEND_CUDA), SG_OK);
+    cr_assert_eq(sg_set_memspace(e.ctx, SG_MEM_DEVICE), SG_OK);
+    e.A = tu_sym_batch(B, n, seed), e.G = tu_sym_batch(B, n, seed + 1);
+    sg_mat ha = sg_mat_dense(e.A, SG_F64, B, n, n), hg = sg_mat_dense(e.G, SG_F64, B, n, n);
+    e.a = e.v = e.ga = ha, e.gv = hg;
+    e.a.data = to_device(&ha);
+    e.gv.data = to_device(&hg);
+    e.v.data = to_device(&ha);
+    e.ga.data = to_device(&ha);
+    e.w = sg_mat_dense(NULL, SG_F64, B, n, 1);
+    cr_assert_eq(cudaMalloc(&e.w.data, sizeof(double) * (size_t)(B * n)), cudaSuccess);
+    return e;
+}
+static void dev_eig_free(dev_eig *e)
+{
+    void *dev[5] = {e->a.data, e->gv.data, e->v.data, e->ga.data, e->w.data};
+    for (int k = 0; k < 5; k++) cudaFree(dev[k]);
+    free(e->A), free(e->G);
+    sg_destroy(e->ctx);
+}
+
 Test(emu_device, repeated_device_calls_reuse_launch_settings)
 {
     enum { B = 4, N = 8 };
-    sg_ctx *ctx;
-    cr_assert_eq(sg_create(&ctx, SG_BACKEND_CUDA), SG_OK);
-    cr_assert_eq(sg_set_memspace(ctx, SG_MEM_DEVICE), SG_OK);
-    double *A = tu_sym_batch(B, N, 11), *G = tu_sym_batch(B, N, 12);
-    sg_mat ha = sg_mat_dense(A, SG_F64, B, N, N), hg = sg_mat_dense(G, SG_F64, B, N, N);
-    sg_mat a = ha, gv = hg, w = ha, v = ha, ga = ha;
-    a.data = to_device(&ha);
-    gv.data = to_device(&hg);
-    v.data = to_device(&ha);
-    ga.data = to_device(&ha);
-    w = sg_mat_dense(NULL, SG_F64, B, N, 1);
-    cr_assert_eq(cudaMalloc(&w.data, sizeof(double) * B * N), cudaSuccess);
+    dev_eig e = dev_eig_make(B, N, 11);
+    sg_ctx *ctx = e.ctx;
+    sg_mat a = e.a, gv = e.gv, w = e.w, v = e.v, ga = e.ga;
 
     cr_assert_eq(sg_eigh(ctx, &a, &w, &v), SG_OK, "%s", sg_last_error(ctx));
     const unsigned long mi0 = sg_emu_calls("cudaMemGetInfo");
@@ -128,10 +150,7 @@ Test(emu_device, repeated_device_calls_reuse_launch_settings)
         cr_expect_gt(c1[k], c0[k], "the first fused launch made no %s call: not the path under test", q[k]);
         cr_expect_eq(c2[k], c1[k], "a repeated eigh_backward called %s again (%lu times)", q[k], c2[k] - c1[k]);
     }
-    void *dev[5] = {a.data, gv.data, v.data, ga.data, w.data};
-    for (int k = 0; k < 5; k++) cudaFree(dev[k]);
-    free(A), free(G);
-    sg_destroy(ctx);
+    dev_eig_free(&e);
 }
 
 /* Free memory is asked for (cudaMemGetInfo) only when a call's device buffer exceeds SG_SMALL_CALL_BYTES
@@ -173,17 +192,9 @@ Test(emu_device, free_memory_is_asked_for_only_by_large_calls)
 Test(emu_device, skipped_release_wait_still_honours_the_cache)
 {
     enum { B = 4, N = 8 };
-    sg_ctx *ctx;
-    cr_assert_eq(sg_create(&ctx, SG_BACKEND_CUDA), SG_OK);
-    cr_assert_eq(sg_set_memspace(ctx, SG_MEM_DEVICE), SG_OK);
-    double *A = tu_sym_batch(B, N, 21), *G = tu_sym_batch(B, N, 22);
-    sg_mat ha = sg_mat_dense(A, SG_F64, B, N, N), hg = sg_mat_dense(G, SG_F64, B, N, N);
-    sg_mat a = ha, gv = hg, v = ha, ga = ha, w = sg_mat_dense(NULL, SG_F64, B, N, 1);
-    a.data = to_device(&ha);
-    gv.data = to_device(&hg);
-    v.data = to_device(&ha);
-    ga.data = to_device(&ha);
-    cr_assert_eq(cudaMalloc(&w.data, sizeof(double) * B * N), cudaSuccess);
+    dev_eig e = dev_eig_make(B, N, 21);
+    sg_ctx *ctx = e.ctx;
+    sg_mat a = e.a, gv = e.gv, w = e.w, v = e.v, ga = e.ga;
     for (int k = 0; k < 2; k++) {
         const size_t keep = k ? (size_t)1 << 30 : 0;
         cr_assert_eq(sg_set_cache_bytes(ctx, keep), SG_OK);
@@ -198,8 +209,5 @@ Test(emu_device, skipped_release_wait_still_honours_the_cache)
             else cr_expect_eq(held, 0, "%s, cache 0: %zu bytes still held", op ? "eigh_backward" : "eigh", held);
         }
     }
-    void *dev[5] = {a.data, gv.data, v.data, ga.data, w.data};
-    for (int k = 0; k < 5; k++) cudaFree(dev[k]);
-    free(A), free(G);
-    sg_destroy(ctx);
+    dev_eig_free(&e);
 }
