@@ -430,7 +430,21 @@ static sg_status launch_persistent(sg_ctx *ctx, void (*kern)(P...), int threads,
 
 /* Micro-tile per thread by size: N <= 16 → 1×1, N <= 32 → 2×2, N <= 64 → 4×4 (at most 16×16 = 256
    threads), for fused_backward (N = n), fused_vdvt (N = n) and fused_svd_backward (N = max(m, n)).
-   Each TM serves N up to 16·TM: that N's footprint is the instantiation's smem_cap. */
+   Each TM serves N up to 16·TM: that N's footprint is the instantiation's smem_cap.
+   SG_FUSED_TM=2 or 4 (read once) takes that tile wherever it serves N (TM ≥ N/16): a larger tile reads
+   2/TM shared words per multiply-add instead of 2 at N ≤ 16 or 1 at N ≤ 32, with fewer threads per block.
+   An A/B for the device (scripts/gpu-focus): at n = 32 f64 the kernel is bound by shared-memory reads by
+   this count, and the H200 has not yet said which wins. */
+static int fused_tm(int N)
+{
+    static const int o = [] {
+        const char *e = getenv("SG_FUSED_TM");
+        const int v = e ? atoi(e) : 0;
+        return v == 2 || v == 4 ? v : 0;
+    }();
+    if (o && 16 * o >= N) return o;
+    return N <= 16 ? 1 : N <= 32 ? 2 : 4;
+}
 template <typename T, int TM, int KIND> sg_status launch_fused_tm(sg_ctx *ctx, const FusedArgs<T> &a)
 {
     return launch_persistent(ctx, fused_backward<T, TM, KIND>, fused_threads<TM>(a.n), fused_smem<T, TM>(a.n),
@@ -438,15 +452,16 @@ template <typename T, int TM, int KIND> sg_status launch_fused_tm(sg_ctx *ctx, c
 }
 template <typename T, int KIND> sg_status launch_fused(sg_ctx *ctx, const FusedArgs<T> &a)
 {
-    if (a.n <= 16) return launch_fused_tm<T, 1, KIND>(ctx, a);
-    if (a.n <= 32) return launch_fused_tm<T, 2, KIND>(ctx, a);
+    const int tm = fused_tm(a.n);
+    if (tm == 1) return launch_fused_tm<T, 1, KIND>(ctx, a);
+    if (tm == 2) return launch_fused_tm<T, 2, KIND>(ctx, a);
     return launch_fused_tm<T, 4, KIND>(ctx, a);
 }
 
 template <typename T> size_t fused_svd_smem_for(int m, int n)
 {
-    const int N = m > n ? m : n;
-    return N <= 16 ? fused_svd_smem<T, 1>(m, n) : N <= 32 ? fused_svd_smem<T, 2>(m, n) : fused_svd_smem<T, 4>(m, n);
+    const int tm = fused_tm(m > n ? m : n);
+    return tm == 1 ? fused_svd_smem<T, 1>(m, n) : tm == 2 ? fused_svd_smem<T, 2>(m, n) : fused_svd_smem<T, 4>(m, n);
 }
 template <typename T, int TM> sg_status launch_fused_svd_tm(sg_ctx *ctx, const FusedSvdArgs<T> &a)
 {
@@ -455,9 +470,9 @@ template <typename T, int TM> sg_status launch_fused_svd_tm(sg_ctx *ctx, const F
 }
 template <typename T> sg_status launch_fused_svd(sg_ctx *ctx, const FusedSvdArgs<T> &a)
 {
-    const int N = a.m > a.n ? a.m : a.n;
-    if (N <= 16) return launch_fused_svd_tm<T, 1>(ctx, a);
-    if (N <= 32) return launch_fused_svd_tm<T, 2>(ctx, a);
+    const int tm = fused_tm(a.m > a.n ? a.m : a.n);
+    if (tm == 1) return launch_fused_svd_tm<T, 1>(ctx, a);
+    if (tm == 2) return launch_fused_svd_tm<T, 2>(ctx, a);
     return launch_fused_svd_tm<T, 4>(ctx, a);
 }
 
@@ -478,9 +493,10 @@ sg_status vdvt(sg_ctx *ctx, const sg_mat &V, const T *d, const sg_mat &X, T *Y, 
     const int64_t cnt = V.batch, nn = (int64_t)n * n;
     const T *v = (const T *)V.data;
     T *x = (T *)X.data;
-    if (n <= 16) return launch_vdvt_tm<T, 1>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt, flags);
-    if (n <= 32) return launch_vdvt_tm<T, 2>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt, flags);
-    if (n <= FUSED_MAX_N) return launch_vdvt_tm<T, 4>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt, flags);
+    const int tm = n <= FUSED_MAX_N ? fused_tm(n) : 0;
+    if (tm == 1) return launch_vdvt_tm<T, 1>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt, flags);
+    if (tm == 2) return launch_vdvt_tm<T, 2>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt, flags);
+    if (tm == 4) return launch_vdvt_tm<T, 4>(ctx, v, V.ld, V.stride, d, x, X.ld, X.stride, n, cnt, flags);
     k_scale_cols<T><<<grid_1d(ctx, nn * cnt, 256), 256, 0, stream_of(ctx)>>>(v, V.ld, V.stride, d, Y, n, cnt);
     CU_LAUNCH_CHECK(ctx);
     CUBLAS_TRY(ctx, gemm(sg_cu(ctx)->blas, NT, TR, n, n, n, T(1), Y, n, nn, v, V.ld, V.stride, T(0), Z, n, nn, cnt));

@@ -738,6 +738,7 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, const
     {
         Lock l(S().mu);
         S().calls["cudaOccupancyMaxActiveBlocksPerMultiprocessor"]++;
+        S().calls["occupancy threads=" + std::to_string(threads)]++; /* which block size was asked about */
     }
     if (!n || !f || threads <= 0 || threads > 1024) return ret(cudaErrorInvalidValue);
     int by_threads = 2048 / threads, by_smem = (int)(233472 / (smem + 1024));

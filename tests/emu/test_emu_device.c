@@ -7,6 +7,8 @@
    3. What a repeated device-resident call costs in host API calls: synchronisations, launch settings. */
 #include <criterion/criterion.h>
 #include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "specgrad.h"
@@ -209,5 +211,40 @@ Test(emu_device, skipped_release_wait_still_honours_the_cache)
             else cr_expect_eq(held, 0, "%s, cache 0: %zu bytes still held", op ? "eigh_backward" : "eigh", held);
         }
     }
+    dev_eig_free(&e);
+}
+
+/* SG_FUSED_TM (the device A/B of the fused kernels' micro-tile, read once per process: Criterion runs each
+   test in its own) takes effect: at n = 8 the default 1×1 tile launches 64 threads (8×8), TM = 4 32 (2×2
+   tiles, one warp), and the gradient still equals the CPU's. */
+Test(emu_device, fused_tile_override_is_used_and_exact)
+{
+    enum { B = 3, N = 8 };
+    cr_assert_eq(setenv("SG_FUSED_TM", "4", 1), 0);
+    dev_eig e = dev_eig_make(B, N, 31);
+    sg_ctx *cpu;
+    cr_assert_eq(sg_create(&cpu, SG_BACKEND_CPU), SG_OK);
+    double W[B * N], V[B * N * N], gA[B * N * N], ref[B * N * N];
+    sg_mat hw = sg_mat_dense(W, SG_F64, B, N, 1), hv = sg_mat_dense(V, SG_F64, B, N, N),
+           hgv = sg_mat_dense(e.G, SG_F64, B, N, N), hga = sg_mat_dense(gA, SG_F64, B, N, N),
+           href = sg_mat_dense(ref, SG_F64, B, N, N), ha = sg_mat_dense(e.A, SG_F64, B, N, N);
+    cr_assert_eq(sg_eigh(cpu, &ha, &hw, &hv), SG_OK, "%s", sg_last_error(cpu));
+    cr_assert_eq(cudaMemcpy(e.w.data, W, sizeof W, cudaMemcpyHostToDevice), cudaSuccess);
+    cr_assert_eq(cudaMemcpy(e.v.data, V, sizeof V, cudaMemcpyHostToDevice), cudaSuccess);
+    const unsigned long t32 = sg_emu_calls("occupancy threads=32"), t64 = sg_emu_calls("occupancy threads=64");
+    cr_assert_eq(sg_eigh_backward(e.ctx, &e.w, &e.v, NULL, &e.gv, SG_DEGEN_LORENTZ, 1e-12, &e.ga), SG_OK, "%s",
+                 sg_last_error(e.ctx));
+    cr_expect_gt(sg_emu_calls("occupancy threads=32"), t32, "SG_FUSED_TM=4: no 32-thread fused launch at n = 8");
+    cr_expect_eq(sg_emu_calls("occupancy threads=64"), t64, "SG_FUSED_TM=4: the default 64-thread launch ran");
+    cr_assert_eq(sg_eigh_backward(cpu, &hw, &hv, NULL, &hgv, SG_DEGEN_LORENTZ, 1e-12, &href), SG_OK, "%s",
+                 sg_last_error(cpu));
+    cr_assert_eq(cudaMemcpy(gA, e.ga.data, sizeof gA, cudaMemcpyDeviceToHost), cudaSuccess);
+    double err = 0, mx = 0;
+    for (int i = 0; i < B * N * N; i++) {
+        err = fmax(err, fabs(gA[i] - ref[i]));
+        mx = fmax(mx, fabs(ref[i]));
+    }
+    cr_expect_leq(err, 1e-12 * fmax(1, mx), "SG_FUSED_TM=4: |gA - CPU| = %g", err);
+    sg_destroy(cpu);
     dev_eig_free(&e);
 }
