@@ -433,8 +433,7 @@ static sg_status launch_persistent(sg_ctx *ctx, void (*kern)(P...), int threads,
    Each TM serves N up to 16·TM: that N's footprint is the instantiation's smem_cap.
    SG_FUSED_TM=2 or 4 (read once) takes that tile wherever it serves N (TM ≥ N/16): a larger tile reads
    2/TM shared words per multiply-add instead of 2 at N ≤ 16 or 1 at N ≤ 32, with fewer threads per block.
-   An A/B for the device (scripts/gpu-focus): at n = 32 f64 the kernel is bound by shared-memory reads by
-   this count, and the H200 has not yet said which wins. */
+   An A/B for the device (scripts/gpu-focus): the H200 has not yet said which wins. */
 static int fused_tm(int N)
 {
     static const int o = [] {
