@@ -206,6 +206,18 @@ sg_status sg_cuda_free_bytes(sg_ctx *ctx, size_t *bytes)
     return SG_OK;
 }
 
+sg_status sg_cuda_budget(sg_ctx *ctx, size_t need, size_t num, size_t den, size_t *budget)
+{
+    *budget = need;
+    if (need <= SG_SMALL_CALL_BYTES) return SG_OK;
+    size_t fr = 0;
+    const sg_status s = sg_cuda_free_bytes(ctx, &fr);
+    if (s != SG_OK) return s;
+    *budget = fr / den * num;
+    sg_prof_mark("meminfo");
+    return SG_OK;
+}
+
 sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what)
 {
     cudaError_t e = sg_cuda_alloc(ctx, p, bytes, sg_cu(ctx)->stream);

@@ -160,10 +160,12 @@ void sg_cuda_settle(sg_ctx *ctx, cudaStream_t s, bool waited);
 sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what);
 /* Device memory available to this context: free memory plus its pool's idle cache. */
 sg_status sg_cuda_free_bytes(sg_ctx *ctx, size_t *bytes);
-/* A call whose device buffer is at most this plans without sg_cuda_free_bytes: cudaMemGetInfo is a driver
-   round trip (5-10 µs, more under virtualisation), a large part of a small call's fixed cost next to a
-   batched solve of tens of µs; an allocation that fails takes the OOM fallback (halve the chunk) instead. */
+/* Device bytes a call that needs `need` may plan with: `need` itself when it is at most SG_SMALL_CALL_BYTES,
+   else num/den of sg_cuda_free_bytes. Small calls do not ask: cudaMemGetInfo is a driver round trip (5-10 µs,
+   more under virtualisation), a large part of a small call's fixed cost next to a batched solve of tens of
+   µs; an allocation that fails takes the OOM fallback (halve the chunk) instead. */
 #define SG_SMALL_CALL_BYTES ((size_t)64 << 20)
+sg_status sg_cuda_budget(sg_ctx *ctx, size_t need, size_t num, size_t den, size_t *budget);
 
 /* cuda/linalg.cu */
 sg_status sg_cuda_eigh(sg_ctx *, const sg_mat *A, sg_mat *W, sg_mat *V);

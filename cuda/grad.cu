@@ -186,14 +186,9 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
         for (int i = 0; i < na; i++)
             if (args[i].present()) per += args[i].bytes_per_matrix();
     size_t budget = ctx->chunk_bytes;
-    if (!budget) { /* the whole batch, without asking the driver when it is small (SG_SMALL_CALL_BYTES) */
-        budget = (size_t)-1;
-        if (per && (size_t)batch > SG_SMALL_CALL_BYTES / per) {
-            size_t fr = 0;
-            SGTRY(sg_cuda_free_bytes(ctx, &fr));
-            budget = fr / 2;
-            sg_prof_mark("meminfo");
-        }
+    if (!budget) { /* half of free memory (sg_cuda_budget); the whole batch's bytes saturate */
+        const size_t whole = per && (size_t)batch > SIZE_MAX / per ? SIZE_MAX : per * (size_t)batch;
+        SGTRY(sg_cuda_budget(ctx, whole, 1, 2, &budget));
     }
     int64_t nb = per ? (int64_t)(budget / per) : batch;
     if (nb > batch) nb = batch;

@@ -45,8 +45,8 @@ __host__ __device__ inline void sg_split3(int64_t e, int64_t rows, int64_t per, 
         *b = bb, *j = jj, *i = r - jj * rows;
     }
 }
-__host__ __device__ inline int sg_imin(int a, int b) { return a < b ? a : b; }
 #define SG_NARROW(total) ((total) <= (int64_t)UINT32_MAX)
+__host__ __device__ inline int sg_imin(int a, int b) { return a < b ? a : b; }
 
 /* Walks e = t, t + s, t + 2s, ... over the packed index space of a batch of rows×cols items, keeping
    (i, c, mt) = (row, column, item) of e without a division per step: the step s is split once into

@@ -537,13 +537,10 @@ template <class T> static sg_status run_device_t(Job &J)
     size_t need = 0;
     char *buf = NULL;
     int *hinfo = NULL;
+    size_t budget = 0;
     if ((s = plan_chunks(J, L, false, (size_t)-1, &nb, &need)) != SG_OK) return s;
-    if (need > SG_SMALL_CALL_BYTES) { /* plan again within 90 % of what is free */
-        size_t fr = 0;
-        if ((s = sg_cuda_free_bytes(ctx, &fr)) != SG_OK) return s;
-        sg_prof_mark("meminfo");
-        if ((s = plan_chunks(J, L, false, fr / 10 * 9, &nb, &need)) != SG_OK) return s;
-    }
+    if ((s = sg_cuda_budget(ctx, need, 9, 10, &budget)) != SG_OK) return s; /* 90 % of free memory */
+    if (budget < need && (s = plan_chunks(J, L, false, budget, &nb, &need)) != SG_OK) return s;
     sg_prof_mark("plan");
     for (;;) { /* on OOM halve the chunk and retry */
         cudaError_t e = sg_cuda_alloc(ctx, (void **)&buf, need, L.s);
@@ -740,21 +737,18 @@ static sg_status run_host(Job &J)
     sg_status s = lanes_ready(ctx), sr = SG_OK;
     if (s != SG_OK) return s;
     Lane lane[2] = {{st->lane_stream[0], st->lane_solver[0], 1}, {st->lane_stream[1], st->lane_solver[1], 2}};
-    /* automatic chunk: 40% of free memory per lane, capped at 256 MiB so pinned host memory stays modest
-       (free memory asked for only when the chunk is not small: SG_SMALL_CALL_BYTES) */
-    const size_t cap = (size_t)256 << 20;
+    /* automatic chunk: 40% of free memory per lane (sg_cuda_budget), capped at 256 MiB so pinned host memory
+       stays modest */
     int64_t nb = 0;
-    size_t need = 0;
+    size_t need = 0, budget = 0;
     char *dbuf[2] = {NULL, NULL};
     int nl = 1;
     Flight fl[2] = {{false, 0, 0}, {false, 0, 0}};
-    if ((s = plan_chunks(J, lane[0], true, ctx->chunk_bytes ? ctx->chunk_bytes : cap, &nb, &need)) != SG_OK) return s;
-    if (!ctx->chunk_bytes && need > SG_SMALL_CALL_BYTES) {
-        size_t fr = 0;
-        if ((s = sg_cuda_free_bytes(ctx, &fr)) != SG_OK) return s;
-        sg_prof_mark("meminfo");
-        if (fr / 5 * 2 < cap && (s = plan_chunks(J, lane[0], true, fr / 5 * 2, &nb, &need)) != SG_OK) return s;
-    }
+    if ((s = plan_chunks(J, lane[0], true, ctx->chunk_bytes ? ctx->chunk_bytes : (size_t)256 << 20, &nb, &need)) != SG_OK)
+        return s;
+    if (!ctx->chunk_bytes && (s = sg_cuda_budget(ctx, need, 2, 5, &budget)) == SG_OK && budget < need)
+        s = plan_chunks(J, lane[0], true, budget, &nb, &need);
+    if (s != SG_OK) return s;
     sg_prof_mark("plan");
     for (;;) { /* allocate both lanes; on OOM (device or pinned) halve the chunk and retry */
         nl = J.batch > nb ? 2 : 1;
