@@ -174,8 +174,8 @@ template <class T> inline size_t jw_extract_smem(int64_t m, int64_t n, bool basi
     return basis ? sg_smem_round(sizeof(T) * (size_t)(2 * (m > n ? m : n) + 32)) : 0;
 }
 
-/* One block per matrix: S (descending, clamped at 0) from the top k eigenvalues of H, U (m×tU) and V (n×tV)
-   from its eigenvectors (tU, tV = 0: not wanted). Basis failure → info = N+1 (reported as non-convergence)
+/* One block per matrix: S (descending, clamped at 0, NaN kept) from the top k eigenvalues of H, U (m×tU) and
+   V (n×tV) from its eigenvectors (tU, tV = 0: not wanted). Basis failure → info = N+1 (reported as non-convergence)
    unless the eigensolver already failed on this matrix. */
 template <class T>
 __global__ void k_jw_extract(const T *Z, const T *Wv, int64_t m, int64_t n, T *S, T *U, int64_t tU, T *V,
@@ -187,7 +187,7 @@ __global__ void k_jw_extract(const T *Z, const T *Wv, int64_t m, int64_t n, T *S
     const T *Zb = Z + b * N * N, *Wb = Wv + b * N;
     for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
         T s = Wb[N - 1 - i];
-        S[b * k + i] = s > (T)0 ? s : (T)0;
+        S[b * k + i] = s < (T)0 ? (T)0 : s; /* a NaN stays NaN (input check off) */
     }
     int ok = 1;
     if (tV > 0) ok &= jw_basis(Zb, N, m, n, tV, V + b * n * tV, w, h, red) == tV;
@@ -324,8 +324,8 @@ __global__ void k_qr_apply(const T *Wq, const T *tau, const T *C, T *Out, int64_
     }
 }
 
-/* rank = #{σ > tol}, tol = sg_tol_rule(atol, rtol, σ_0, max(m,n), eps) (S descending: σ_0 = σmax, as the
-   CPU path). Writes rank and/or ncols − rank (nullity). */
+/* rank = #{σ > tol} (sg_sv_counts: a NaN σ counts), tol = sg_tol_rule(atol, rtol, σ_0, max(m,n), eps) (S
+   descending: σ_0 = σmax, as the CPU path). Writes rank and/or ncols − rank (nullity). */
 template <class T>
 __global__ void k_rank(const T *S, int64_t k, int64_t nb, double atol, double rtol, long long maxmn, double eps,
                        int64_t ncols, int64_t *rank, int64_t *nullity)
@@ -335,7 +335,7 @@ __global__ void k_rank(const T *S, int64_t k, int64_t nb, double atol, double rt
     const T *s = S + b * k;
     double tol = sg_tol_rule(atol, rtol, (double)s[0], maxmn, eps);
     int64_t r = 0;
-    while (r < k && (double)s[r] > tol) r++;
+    while (r < k && sg_sv_counts((double)s[r], tol)) r++;
     if (rank) rank[b] = r;
     if (nullity) nullity[b] = ncols - r;
 }

@@ -265,7 +265,7 @@ static lapack_int FN(count)(const T *s, lapack_int k, double atol, double rtol, 
 {
     double tol = sg_tol(atol, rtol, (double)s[0], m, n, SG_T);
     lapack_int r = 0;
-    while (r < k && (double)s[r] > tol) r++; /* s is descending */
+    while (r < k && sg_sv_counts((double)s[r], tol)) r++; /* s is descending */
     return r;
 }
 

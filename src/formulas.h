@@ -19,6 +19,11 @@ SG_HD double sg_tol_rule(double atol, double rtol, double smax, long long maxmn,
     return atol > r ? atol : r;
 }
 
+/* Whether singular value σ counts towards the rank: unless σ <= tol, so a NaN σ (or a NaN tol from a NaN
+   σmax) counts. NaN only gets this far on CUDA with the input check off; counted, it reaches the outputs
+   (projection, solution) instead of passing as rank 0 with finite, plausible results. */
+SG_HD int sg_sv_counts(double s, double tol) { return !(s <= tol); }
+
 /* Degeneracy modes (values of sg_degen). */
 #define SG_DM_EXACT 0
 #define SG_DM_MASK 1

@@ -4,6 +4,7 @@
    (values, reconstructions, orthonormality, projectors, subspace distances), never raw vectors.
    Without a GPU every test is skipped with the reason printed. */
 #include <math.h>
+#include <stdio.h>
 
 #include "gpu_suite.h"
 
@@ -750,4 +751,129 @@ Test(gpu_parity, nonfinite_device_inputs_leave_outputs_untouched)
         }
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
     free(A), free(X), free(seven), free(out);
+}
+
+/* With the input check off, NaN/Inf reach the solvers (specgrad.h, sg_set_check_finite). Contract: a status
+   and no hang; an error names the matrix that holds the NaN/Inf; on success that matrix's floating outputs
+   (λ, σ, projections, solutions) hold NaN/Inf rather than a plausible number, and every other matrix of the
+   batch equals the CPU's result on the same matrices. Sizes on both sides of the solver switch at 32. */
+enum { CO_EIGH, CO_SVD, CO_RANK, CO_NULL, CO_PROJ, CO_LSTSQ, CO_OPS };
+static const char *CO_NAME[CO_OPS] = {"eigh", "svd", "rank", "nullspace", "project", "lstsq"};
+
+/* Runs op on ctx (GPU: memory space as set); floating output (W, S, N, Y, X) into out, int64 (rank,
+   nullity) into iout. Returns the status. */
+static sg_status co_run(sg_ctx *ctx, int op, sg_dtype t, int dev, int64_t B, int64_t m, int64_t n, int64_t kx,
+                        const double *A, const double *X, double *out, int64_t *iout)
+{
+    const int64_t k = m < n ? m : n;
+    const int64_t orows[CO_OPS] = {n, k, 1, n, n, n}, ocols[CO_OPS] = {1, 1, 1, n, kx, kx};
+    const int d = ctx == gpu && dev;
+    buf a = bnew(t, B, m, n, 0, d), x = bnew(t, B, op == CO_LSTSQ ? m : n, kx, 0, d),
+        o = bnew(t, B, orows[op], ocols[op], 0, d);
+    ibuf ib = inew(B, d);
+    bset(&a, A);
+    bset(&x, X);
+    sg_mat *pa = ctx == gpu ? bm(&a) : &a.h, *px = ctx == gpu ? bm(&x) : &x.h, *po = ctx == gpu ? bm(&o) : &o.h;
+    int64_t *pi = ctx == gpu ? IG(&ib) : ib.h;
+    sg_status s = SG_OK;
+    switch (op) {
+    case CO_EIGH: s = sg_eigh(ctx, pa, po, NULL); break;
+    case CO_SVD: s = sg_svd(ctx, pa, 0, po, NULL, NULL); break;
+    case CO_RANK: s = sg_rank(ctx, pa, 0, -1, pi); break;
+    case CO_NULL: s = sg_nullspace(ctx, pa, 0, -1, po, pi); break;
+    case CO_PROJ: s = sg_project(ctx, pa, px, SG_PROJ_NULL, 0, -1, po); break;
+    case CO_LSTSQ: s = sg_lstsq(ctx, pa, px, 0, -1, po, pi); break;
+    }
+    if (ctx == gpu) iget(&ib);
+    bget(&o, out);
+    memcpy(iout, ib.h, sizeof(int64_t) * (size_t)B);
+    bfree(&a), bfree(&x), bfree(&o), ifree(&ib);
+    return s;
+}
+
+Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix, .timeout = 300)
+{
+    NEED_GPU();
+    static const int64_t SH[][2] = {{6, 6}, {7, 4}, {4, 7}, {40, 40}, {45, 36}};
+    const int64_t B = 4, bad = 2, kx = 2;
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int dev = 0; dev < 2; dev++)
+            for (size_t sh = 0; sh < sizeof SH / sizeof SH[0]; sh++) {
+                const int64_t m = SH[sh][0], n = SH[sh][1], mx = m > n ? m : n;
+                tu_rng r = tu_seed(900 + sh);
+                const size_t d = sizeof(double);
+                double *A = malloc(d * (size_t)(B * m * n)), *As = malloc(d * (size_t)(B * n * n)),
+                       *X = malloc(d * (size_t)(B * mx * kx)), *w = malloc(d * (size_t)n),
+                       *og = malloc(d * (size_t)(B * n * n)), *oc = malloc(d * (size_t)(B * n * n));
+                int64_t ig[4], ic[4];
+                gen_rect(&r, B, m, n, A);
+                for (int64_t b = 0; b < B; b++) {
+                    for (int64_t i = 0; i < n; i++) w[i] = 4 * tu_uniform(&r) - 2;
+                    tu_sym_with_spectrum(&r, n, w, As + b * n * n);
+                }
+                tu_fill_normal(&r, X, B * mx * kx);
+                const double nf = (t == SG_F32) == (sh & 1) ? NAN : -INFINITY;
+                cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+                for (int op = 0; op < CO_OPS; op++) {
+                    if (op == CO_EIGH && m != n) continue;
+                    const int64_t rows = op == CO_EIGH ? n : m, k = m < n ? m : n;
+                    double *src = op == CO_EIGH ? As : A;
+                    /* CPU reference on the finite batch (the check on), then the NaN/Inf in the lower
+                       triangle of matrix `bad` (eigh reads that one) */
+                    cr_assert_eq(co_run(cpu, op, (sg_dtype)t, 0, B, rows, n, kx, src, X, oc, ic), SG_OK, "%s",
+                                 sg_last_error(cpu));
+                    const double keep = src[bad * rows * n + rows - 1];
+                    src[bad * rows * n + rows - 1] = nf;
+                    cr_assert_eq(sg_set_check_finite(gpu, 0), SG_OK);
+                    sg_status s = co_run(gpu, op, (sg_dtype)t, dev, B, rows, n, kx, src, X, og, ig);
+                    const int64_t fidx = sg_failed_index(gpu);
+                    char err[512];
+                    snprintf(err, sizeof err, "%s", sg_last_error(gpu));
+                    cr_assert_eq(sg_set_check_finite(gpu, 1), SG_OK);
+                    src[bad * rows * n + rows - 1] = keep;
+                    const char *where = CO_NAME[op];
+                    cr_log_info("check off: %s %s %lld×%lld %s memory, %g in matrix %lld: %s", where, dn((sg_dtype)t),
+                                (long long)rows, (long long)n, dev ? "device" : "host", nf, (long long)bad,
+                                sg_status_string(s));
+                    if (s != SG_OK) {
+                        cr_expect(s == SG_ERR_NOCONV || s == SG_ERR_CUSOLVER, "%s %s %lld×%lld: status %s (%s)", where,
+                                  dn((sg_dtype)t), (long long)rows, (long long)n, sg_status_string(s), err);
+                        cr_expect_eq(fidx, bad, "%s %s %lld×%lld: failed index %lld (%s)", where, dn((sg_dtype)t),
+                                     (long long)rows, (long long)n, (long long)fidx, err);
+                        continue;
+                    }
+                    const int64_t per = op == CO_EIGH  ? n
+                                        : op == CO_SVD  ? k
+                                        : op == CO_NULL ? n * n
+                                        : op == CO_RANK ? 0
+                                                        : n * kx; /* floating outputs per matrix */
+                    if (per && op != CO_NULL) { /* nullspace: a NaN matrix's rank, so its N, is unspecified */
+                        int fin = 1;
+                        for (int64_t i = 0; i < per; i++) fin &= isfinite(og[bad * per + i]) != 0;
+                        cr_expect(!fin, "%s %s %lld×%lld %s memory: SG_OK, and matrix %lld holding %g has finite "
+                                  "outputs (a silent result)", where, dn((sg_dtype)t), (long long)rows, (long long)n,
+                                  dev ? "device" : "host", (long long)bad, nf);
+                    }
+                    for (int64_t b = 0; b < B; b++) {
+                        if (b == bad) continue;
+                        if (op == CO_RANK || op == CO_NULL || op == CO_LSTSQ)
+                            cr_expect_eq(ig[b], ic[b], "%s: rank/nullity of matrix %lld: %lld vs CPU %lld", where,
+                                         (long long)b, (long long)ig[b], (long long)ic[b]);
+                        if (!per) continue;
+                        double e;
+                        if (op == CO_NULL) {
+                            const int64_t q = ic[b];
+                            e = q == ig[b] ? tu_subspace_dist(n, og + b * per, q, oc + b * per, q) : INFINITY;
+                        } else {
+                            e = tu_diff_norm(og + b * per, oc + b * per, per) / fmax(1, tu_norm(oc + b * per, per));
+                        }
+                        cr_expect_leq(e, tol_of((sg_dtype)t), "%s %s %lld×%lld %s memory: matrix %lld differs from "
+                                      "the CPU by %g with a NaN/Inf in matrix %lld", where, dn((sg_dtype)t),
+                                      (long long)rows, (long long)n, dev ? "device" : "host", (long long)b, e,
+                                      (long long)bad);
+                    }
+                }
+                free(A), free(As), free(X), free(w), free(og), free(oc);
+            }
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }

@@ -23,6 +23,7 @@ extern "C" {
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -414,8 +415,20 @@ template <class T> static void jw_extract_all()
         if (!big) jw_extract_case<T>(&r, m, n, 1, 0, 0); /* values only (rank) */
     }
 }
-Test(emu, k_jw_extract_f32) { jw_extract_all<float>(); }
-Test(emu, k_jw_extract_f64) { jw_extract_all<double>(); }
+/* values only: a NaN eigenvalue (CUDA, input check off) stays NaN in S instead of the clamp's 0; a
+   negative one (rounding around σ = 0) is clamped to 0 */
+template <class T> static void jw_extract_nan()
+{
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    const vector<T> Z(18, T(0)), Wv = {-1, 0, nan, /* */ -2, 0, T(-1e-3)};
+    vector<T> S(2, T(-7));
+    vector<int> info(2, 0);
+    emu_launch(2u, SG_BLOCK, 0, k_jw_extract<T>, Z.data(), Wv.data(), (int64_t)2, (int64_t)1, S.data(), (T *)nullptr,
+               (int64_t)0, (T *)nullptr, (int64_t)0, info.data());
+    cr_assert(std::isnan(S[0]) && S[1] == T(0), "k_jw_extract: S = %g %g (want NaN 0)", (double)S[0], (double)S[1]);
+}
+Test(emu, k_jw_extract_f32) { jw_extract_all<float>(); jw_extract_nan<float>(); }
+Test(emu, k_jw_extract_f64) { jw_extract_all<double>(); jw_extract_nan<double>(); }
 
 /* ---- QR first (svd_qr_run): k_qr, k_qr_apply ----------------------------------------------------------
    Launched as svd_qr_run does: nb blocks × qr_threads(), qr_smem / qr_apply_smem (shared functions of
@@ -633,6 +646,15 @@ template <class T> static void rank_all()
                 }
                 cr_assert(rank == want2, "k_rank atol=1.5 %lldx%lld", (long long)m, (long long)n);
             }
+    /* NaN σ (CUDA, input check off): counted (sg_sv_counts), so it reaches the projection or solution
+       instead of passing as rank 0. σmax NaN: tol NaN, every σ counts; a NaN below σmax counts too. */
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    const vector<T> S = {nan, 2, 1e-30f, 0, /* */ 3, nan, 0, 0, /* */ 3, 2, 1, 0};
+    vector<int64_t> rank(3, -1);
+    emu_launch(1u, 128, 0, k_rank<T>, S.data(), (int64_t)4, (int64_t)3, 0.0, -1.0, 4LL, eps<T>(), (int64_t)4,
+               rank.data(), (int64_t *)nullptr);
+    cr_assert(rank == (vector<int64_t>{4, 2, 3}), "k_rank with NaN σ: %lld %lld %lld", (long long)rank[0],
+              (long long)rank[1], (long long)rank[2]);
 }
 Test(emu, k_rank_f32) { rank_all<float>(); }
 Test(emu, k_rank_f64) { rank_all<double>(); }

@@ -23,7 +23,9 @@
        V returned, not Vᵀ; its tolerance and sweeps are not modelled). Workspace sizes are checked against
        the bufferSize answers; A is NaN where cuSOLVER documents it as destroyed; XsyevBatched's
        n·lda·batch ≤ INT32_MAX is enforced and its host workspace written when the work runs (freed too
-       early: ASan reports it).
+       early: ASan reports it). NaN/Inf never reach LAPACK (the backend with the input check off):
+       XsyevBatched answers NaN with info 0, gesvdjBatched non-convergence (k + 1), and the Jacobi
+       syevjBatched does not converge on its own (n + 1), so both answers a real solver might give are met.
    Not modelled: timing, concurrency between streams (queues run one at a time on the calling thread), the
    memory model, managed memory, peer devices (one device), the real solvers' accuracy and failures. */
 #include "fake_cuda.h"
@@ -778,8 +780,20 @@ lapack_int gesvd(char j, lapack_int m, lapack_int n, double *a, double *s, doubl
     return LAPACKE_dgesvd(LAPACK_COL_MAJOR, j, j, m, n, a, m, s, u, m, vt, n, sup.data());
 }
 
+/* Whether the m×n matrix at A (ld lda) is finite: LAPACK must not see NaN/Inf (?bdsqr can loop forever on
+   one), so the fakes answer a non-finite matrix themselves (backend with the input check off). */
+template <class T> bool finite_mat(const T *A, int64_t m, int64_t n, int64_t lda)
+{
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < m; i++)
+            if (!std::isfinite(A[i + j * lda])) return false;
+    return true;
+}
+
 /* Batched eigh on nb matrices at A (ld lda, packed lda·n apart). info: 0, or n + 1 for non-convergence
-   (syevjBatched's code). NOVECTOR leaves A destroyed. */
+   (syevjBatched's code). NOVECTOR leaves A destroyed. A matrix with NaN/Inf in the referenced triangle
+   gets NaN values and vectors with info 0 (propagation; the other fakes report non-convergence, so
+   the backend meets both answers). */
 template <class T>
 cudaError_t eigh_batch(bool vec, cublasFillMode_t uplo, int64_t n, T *A, int64_t lda, T *W, int *info, int64_t nb)
 {
@@ -788,8 +802,18 @@ cudaError_t eigh_batch(bool vec, cublasFillMode_t uplo, int64_t n, T *A, int64_t
     for (int64_t b = 0; b < nb; b++) {
         T *Ab = A + b * lda * n;
         for (int64_t j = 0; j < n; j++) memcpy(&a[(size_t)(j * n)], Ab + j * lda, sizeof(T) * (size_t)n);
-        lapack_int r = syevd(vec ? 'V' : 'N', uplo == CUBLAS_FILL_MODE_LOWER ? 'L' : 'U', (lapack_int)n, a.data(),
-                             (lapack_int)std::max<int64_t>(1, n), W + b * n);
+        bool fin = true;
+        for (int64_t j = 0; j < n && fin; j++) /* the referenced triangle of column j */
+            fin = uplo == CUBLAS_FILL_MODE_LOWER ? finite_mat(&a[(size_t)(j * n + j)], n - j, 1, n)
+                                                 : finite_mat(&a[(size_t)(j * n)], j + 1, 1, n);
+        lapack_int r = 0;
+        if (fin) {
+            r = syevd(vec ? 'V' : 'N', uplo == CUBLAS_FILL_MODE_LOWER ? 'L' : 'U', (lapack_int)n, a.data(),
+                      (lapack_int)std::max<int64_t>(1, n), W + b * n);
+        } else {
+            nan_fill(W + b * n, (size_t)n);
+            nan_fill(a.data(), a.size());
+        }
         info[b] = r == 0 ? 0 : r > 0 ? (int)n + 1 : (int)r;
         for (int64_t j = 0; j < n; j++) {
             if (vec) memcpy(Ab + j * lda, &a[(size_t)(j * n)], sizeof(T) * (size_t)n);
@@ -905,7 +929,16 @@ cusolverStatus_t gesvdj_batched(cusolverDnHandle_t h, cusolverEigMode_t jobz, in
         for (int b = 0; b < nb; b++) {
             T *Ab = A + (int64_t)b * lda * n;
             for (int j = 0; j < n; j++) memcpy(&a[(size_t)j * m], Ab + (int64_t)j * lda, sizeof(T) * (size_t)m);
-            lapack_int r = m && n ? gesvd(vec ? 'A' : 'N', m, n, a.data(), S_ + (int64_t)b * k, u.data(), vt.data()) : 0;
+            /* NaN/Inf: non-convergence, k + 1 (the Jacobi fake's answer too), with NaN outputs */
+            const bool fin = finite_mat(a.data(), m, n, m);
+            if (!fin) {
+                nan_fill(S_ + (int64_t)b * k, (size_t)k);
+                nan_fill(u.data(), u.size());
+                nan_fill(vt.data(), vt.size());
+            }
+            lapack_int r = !fin      ? 1
+                           : m && n ? gesvd(vec ? 'A' : 'N', m, n, a.data(), S_ + (int64_t)b * k, u.data(), vt.data())
+                                    : 0;
             info[b] = r == 0 ? 0 : r > 0 ? k + 1 : (int)r;
             for (int j = 0; j < n; j++) nan_fill(Ab + (int64_t)j * lda, (size_t)m); /* destroyed */
             if (!vec) continue;
