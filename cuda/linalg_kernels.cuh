@@ -36,23 +36,19 @@ template <class T> __device__ T block_sum(T v, T *red)
     return red[0];
 }
 
-/* Maximum over the block of non-negative values, result returned to every thread. red: 32 shared slots. */
+/* Maximum over the block of non-negative values, result returned to every thread; a NaN wins (a NaN
+   column must not pass for a finite one). red: 32 shared slots. */
+template <class T> __device__ __forceinline__ T nan_max(T u, T v) { return u > v || u != u ? u : v; }
 template <class T> __device__ T block_max(T v, T *red)
 {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) {
-        T u = __shfl_down_sync(0xffffffffu, v, o);
-        v = u > v ? u : v;
-    }
+    for (int o = 16; o > 0; o >>= 1) v = nan_max(__shfl_down_sync(0xffffffffu, v, o), v);
     __syncthreads(); /* red may still be read by the previous call */
     if (lane == 0) red[w] = v;
     __syncthreads();
     if (w == 0) {
         v = lane < (int)(blockDim.x >> 5) ? red[lane] : (T)0;
-        for (int o = 16; o > 0; o >>= 1) {
-            T u = __shfl_down_sync(0xffffffffu, v, o);
-            v = u > v ? u : v;
-        }
+        for (int o = 16; o > 0; o >>= 1) v = nan_max(__shfl_down_sync(0xffffffffu, v, o), v);
         if (lane == 0) red[0] = v;
     }
     __syncthreads();
@@ -237,8 +233,9 @@ __device__ void householder_left(const T *x, T tj, int64_t j, int64_t d, T *Y, i
    of the squares, f32 included); x below alpha all zero (zero or exhausted column: rank deficiency) →
    tau = 0, H = I, R_jj = alpha; else beta = −sign(alpha)·‖x‖, tau = (beta − alpha)/beta ∈ [1, 2],
    v = x/(alpha − beta) (|v_i| ≤ 1), R_jj = beta, all computed in units of max|x| (dlarfg rescales tiny
-   columns for the same reason: a denormal beta would leave tau and v inconsistent, H not orthogonal). Column j: two block reductions (max, sum of squares),
-   then householder_left on the trailing columns (w_c = tau·vᵀW[j:, c] one warp per column, the rank-1 update
+   columns for the same reason: a denormal beta would leave tau and v inconsistent, H not orthogonal); a NaN
+   or Inf in x → tau = R_jj = NaN, which the rest of R and Q then carry. Column j: two block reductions (max,
+   sum of squares), then householder_left on the trailing columns (w_c = tau·vᵀW[j:, c] one warp per column, the rank-1 update
    one thread per row). CPU equivalent: LAPACKE_dgeqrf (same R up to rounding, same signs convention). */
 template <class T> __global__ void k_qr(const T *A, int trans, T *Wq, T *tau, T *R, int64_t d, int64_t k)
 {
@@ -258,10 +255,7 @@ template <class T> __global__ void k_qr(const T *A, int trans, T *Wq, T *tau, T 
         T *x = W + j * d;
         const T alpha = x[j]; /* read by every thread before the barriers of block_max; written after them */
         T part = 0;
-        for (int64_t i = j + threadIdx.x; i < d; i += blockDim.x) {
-            T a = fabs(x[i]);
-            part = a > part ? a : part;
-        }
+        for (int64_t i = j + threadIdx.x; i < d; i += blockDim.x) part = nan_max(fabs(x[i]), part);
         const T scale = block_max(part, red);
         T ssq = 0;
         if (scale > (T)0) { /* uniform over the block */
@@ -273,7 +267,11 @@ template <class T> __global__ void k_qr(const T *A, int trans, T *Wq, T *tau, T 
             ssq = block_sum(part, red);
         }
         T tj = 0, beta = alpha;
-        if (ssq > (T)0) {
+        if (!isfinite(scale)) {
+            /* NaN/Inf in the column (CUDA with the input check off): NaN for R_jj and tau, so the trailing
+               columns, R and Q carry it, instead of skipping the column as exhausted (ssq is NaN) */
+            tj = beta = scale - scale;
+        } else if (ssq > (T)0) {
             /* in units of scale (normal range even when x is denormal, as in an exhausted column): beta·scale
                alone may round to a denormal with few bits; tau and v from it would make H non-orthogonal */
             const T a = alpha / scale, nrm = sqrt(a * a + ssq), bs = a >= (T)0 ? -nrm : nrm;
@@ -287,7 +285,7 @@ template <class T> __global__ void k_qr(const T *A, int trans, T *Wq, T *tau, T 
             tau[b * k + j] = tj;
         }
         __syncthreads(); /* v, R_jj visible */
-        if (tj != (T)0) /* the trailing columns: W[j:, j+1:k] (w slots stay indexed by column) */
+        if (tj != (T)0) /* the trailing columns: W[j:, j+1:k] (w slots stay indexed by column); NaN too */
             householder_left(W + j * d, tj, j, d, W + (j + 1) * d, k - j - 1, w + j + 1);
     }
     T *Rb = R + b * k * k;

@@ -794,7 +794,7 @@ static sg_status co_run(sg_ctx *ctx, int op, sg_dtype t, int dev, int64_t B, int
 Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix, .timeout = 300)
 {
     NEED_GPU();
-    static const int64_t SH[][2] = {{6, 6}, {7, 4}, {4, 7}, {40, 40}, {45, 36}};
+    static const int64_t SH[][2] = {{6, 6}, {7, 4}, {4, 7}, {40, 40}, {45, 36}, {40, 5}, {5, 40}}; /* QR first: 40×5 */
     const int64_t B = 4, bad = 2, kx = 2;
     for (int t = SG_F32; t <= SG_F64; t++)
         for (int dev = 0; dev < 2; dev++)

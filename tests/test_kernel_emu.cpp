@@ -609,8 +609,44 @@ template <class T> static void qr_all()
     fprintf(stderr, "QR path %s max errors: |A-QR|/|A| %.2e, |Q'Q-I| %.2e, sigma %.2e, |U'U-I| %.2e, |A-USV'|/|A| %.2e\n",
             sizeof(T) == 4 ? "f32" : "f64", st.qr, st.orthq, st.s, st.orthu, st.rec);
 }
-Test(emu, k_qr_f32) { qr_all<float>(); }
-Test(emu, k_qr_f64) { qr_all<double>(); }
+/* A NaN or Inf in column 2 of matrix 0 (CUDA, input check off): tau and R_22 NaN, so R from column 2 on and
+   every column of Q carry NaN instead of the column being skipped as exhausted; the reflectors before it
+   are finite, and matrix 1 (finite) gets the bytes it gets alone. */
+template <class T> static void qr_nonfinite(T bad)
+{
+    const int64_t d = 40, k = 5;
+    tu_rng r = tu_seed(23);
+    vector<double> a((size_t)(2 * d * k));
+    tu_fill_normal(&r, a.data(), 2 * d * k);
+    vector<T> A = to<T>(a);
+    A[(size_t)(7 + 2 * d)] = bad;
+    auto run = [&](const T *in, int64_t nb, vector<T> &Wq, vector<T> &tau, vector<T> &R, vector<T> &Q) {
+        Wq.assign(in, in + d * k * nb), tau.assign((size_t)(k * nb), T(-7)), R.assign((size_t)(k * k * nb), T(-7));
+        emu_launch((unsigned)nb, qr_threads(), qr_smem<T>(), k_qr<T>, Wq.data(), 0, Wq.data(), tau.data(), R.data(), d, k);
+        vector<T> I((size_t)(k * k * nb), T(0));
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t i = 0; i < k; i++) I[(size_t)(b * k * k + i + i * k)] = T(1);
+        Q.assign((size_t)(d * k * nb), T(-7));
+        emu_launch((unsigned)nb, qr_threads(), qr_apply_smem<T>(), k_qr_apply<T>, Wq.data(), tau.data(), I.data(),
+                   Q.data(), d, k, k);
+    };
+    vector<T> Wq, tau, R, Q, Wq1, tau1, R1, Q1;
+    run(A.data(), 2, Wq, tau, R, Q);
+    run(A.data() + d * k, 1, Wq1, tau1, R1, Q1);
+    const char *what = std::isnan((double)bad) ? "NaN" : "Inf";
+    cr_assert(std::isfinite((double)tau[0]) && std::isfinite((double)tau[1]) && std::isnan((double)tau[2]),
+              "k_qr, %s in column 2: tau %g %g %g", what, (double)tau[0], (double)tau[1], (double)tau[2]);
+    for (int64_t j = 2; j < k; j++)
+        cr_assert(std::isnan((double)R[(size_t)(j + j * k)]), "k_qr, %s in column 2: R[%lld][%lld] = %g", what,
+                  (long long)j, (long long)j, (double)R[(size_t)(j + j * k)]);
+    for (int64_t c = 0; c < k; c++)
+        cr_assert(std::isnan((double)Q[(size_t)(c * d)]), "k_qr_apply, %s in column 2: Q[0][%lld] = %g", what,
+                  (long long)c, (double)Q[(size_t)(c * d)]);
+    cr_assert(std::equal(R1.begin(), R1.end(), R.begin() + k * k) && std::equal(Q1.begin(), Q1.end(), Q.begin() + d * k),
+              "k_qr, %s in matrix 0: matrix 1 differs from its run alone", what);
+}
+Test(emu, k_qr_f32) { qr_all<float>(); qr_nonfinite<float>(NAN); qr_nonfinite<float>(-INFINITY); }
+Test(emu, k_qr_f64) { qr_all<double>(); qr_nonfinite<double>(NAN); qr_nonfinite<double>(INFINITY); }
 
 /* k_rank (spectral: ceil(nb/128) blocks × 128 threads) against sg_rank, nullity = n − rank. */
 template <class T> static void rank_all()
