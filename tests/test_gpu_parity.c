@@ -757,16 +757,21 @@ Test(gpu_parity, nonfinite_device_inputs_leave_outputs_untouched)
    and no hang; an error names the matrix that holds the NaN/Inf; on success that matrix's floating outputs
    (λ, σ, projections, solutions) hold NaN/Inf rather than a plausible number, and every other matrix of the
    batch equals the CPU's result on the same matrices. Sizes on both sides of the solver switch at 32. */
-enum { CO_EIGH, CO_SVD, CO_RANK, CO_NULL, CO_PROJ, CO_LSTSQ, CO_OPS };
-static const char *CO_NAME[CO_OPS] = {"eigh", "svd", "rank", "nullspace", "project", "lstsq"};
+enum { CO_EIGH, CO_SVD, CO_RANK, CO_NULL, CO_PROJ, CO_LSTSQ, CO_MATFUNC, CO_LOGDET, CO_EIGSUM, CO_NUCLEAR,
+       CO_SPECTRAL, CO_OPS };
+static const char *CO_NAME[CO_OPS] = {"eigh",  "svd",           "rank",           "nullspace",         "project",
+                                      "lstsq", "matfunc (exp)", "logdet", "eigsum (exp)", "nuclear norm",
+                                      "spectral norm²"};
+static int co_square(int op) { return op == CO_EIGH || op == CO_MATFUNC || op == CO_LOGDET || op == CO_EIGSUM; }
 
-/* Runs op on ctx (GPU: memory space as set); floating output (W, S, N, Y, X) into out, int64 (rank,
-   nullity) into iout. Returns the status. */
+/* Runs op on ctx (GPU: memory space as set); floating output (W, S, N, Y, X, F, loss) into out, int64
+   (rank, nullity) into iout. Returns the status. */
 static sg_status co_run(sg_ctx *ctx, int op, sg_dtype t, int dev, int64_t B, int64_t m, int64_t n, int64_t kx,
                         const double *A, const double *X, double *out, int64_t *iout)
 {
     const int64_t k = m < n ? m : n;
-    const int64_t orows[CO_OPS] = {n, k, 1, n, n, n}, ocols[CO_OPS] = {1, 1, 1, n, kx, kx};
+    const int64_t orows[CO_OPS] = {n, k, 1, n, n, n, n, 1, 1, 1, 1}, ocols[CO_OPS] = {1, 1, 1, n, kx, kx, n, 1, 1, 1, 1};
+    const sg_fn ex = {SG_FN_EXP, 0, NULL, NULL, NULL};
     const int d = ctx == gpu && dev;
     buf a = bnew(t, B, m, n, 0, d), x = bnew(t, B, op == CO_LSTSQ ? m : n, kx, 0, d),
         o = bnew(t, B, orows[op], ocols[op], 0, d);
@@ -783,6 +788,11 @@ static sg_status co_run(sg_ctx *ctx, int op, sg_dtype t, int dev, int64_t B, int
     case CO_NULL: s = sg_nullspace(ctx, pa, 0, -1, po, pi); break;
     case CO_PROJ: s = sg_project(ctx, pa, px, SG_PROJ_NULL, 0, -1, po); break;
     case CO_LSTSQ: s = sg_lstsq(ctx, pa, px, 0, -1, po, pi); break;
+    case CO_MATFUNC: s = sg_matfunc(ctx, pa, &ex, po, NULL, NULL); break;
+    case CO_LOGDET: s = sg_regularizer(ctx, SG_REG_LOGDET, pa, NULL, po, NULL); break;
+    case CO_EIGSUM: s = sg_regularizer(ctx, SG_REG_EIGSUM, pa, &ex, po, NULL); break;
+    case CO_NUCLEAR: s = sg_regularizer(ctx, SG_REG_NUCLEAR, pa, NULL, po, NULL); break;
+    case CO_SPECTRAL: s = sg_regularizer(ctx, SG_REG_SPECTRAL, pa, NULL, po, NULL); break;
     }
     if (ctx == gpu) iget(&ib);
     bget(&o, out);
@@ -808,16 +818,16 @@ Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix, .timeout = 300)
                 int64_t ig[4], ic[4];
                 gen_rect(&r, B, m, n, A);
                 for (int64_t b = 0; b < B; b++) {
-                    for (int64_t i = 0; i < n; i++) w[i] = 4 * tu_uniform(&r) - 2;
+                    for (int64_t i = 0; i < n; i++) w[i] = 0.5 + 2 * tu_uniform(&r); /* positive: logdet */
                     tu_sym_with_spectrum(&r, n, w, As + b * n * n);
                 }
                 tu_fill_normal(&r, X, B * mx * kx);
                 const double nf = (t == SG_F32) == (sh & 1) ? NAN : -INFINITY;
                 cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
                 for (int op = 0; op < CO_OPS; op++) {
-                    if (op == CO_EIGH && m != n) continue;
-                    const int64_t rows = op == CO_EIGH ? n : m, k = m < n ? m : n;
-                    double *src = op == CO_EIGH ? As : A;
+                    if (co_square(op) && m != n) continue;
+                    const int64_t rows = co_square(op) ? n : m, k = m < n ? m : n;
+                    double *src = co_square(op) ? As : A;
                     /* CPU reference on the finite batch (the check on), then the NaN/Inf in the lower
                        triangle of matrix `bad` (eigh reads that one) */
                     cr_assert_eq(co_run(cpu, op, (sg_dtype)t, 0, B, rows, n, kx, src, X, oc, ic), SG_OK, "%s",
@@ -836,17 +846,20 @@ Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix, .timeout = 300)
                                 (long long)rows, (long long)n, dev ? "device" : "host", nf, (long long)bad,
                                 sg_status_string(s));
                     if (s != SG_OK) {
-                        cr_expect(s == SG_ERR_NOCONV || s == SG_ERR_CUSOLVER, "%s %s %lld×%lld: status %s (%s)", where,
-                                  dn((sg_dtype)t), (long long)rows, (long long)n, sg_status_string(s), err);
+                        const int ok = s == SG_ERR_NOCONV || s == SG_ERR_CUSOLVER ||
+                                       (op >= CO_MATFUNC && s == SG_ERR_DOMAIN); /* f(A), a loss: overflow */
+                        cr_expect(ok, "%s %s %lld×%lld: status %s (%s)", where, dn((sg_dtype)t), (long long)rows,
+                                  (long long)n, sg_status_string(s), err);
                         cr_expect_eq(fidx, bad, "%s %s %lld×%lld: failed index %lld (%s)", where, dn((sg_dtype)t),
                                      (long long)rows, (long long)n, (long long)fidx, err);
                         continue;
                     }
-                    const int64_t per = op == CO_EIGH  ? n
-                                        : op == CO_SVD  ? k
-                                        : op == CO_NULL ? n * n
-                                        : op == CO_RANK ? 0
-                                                        : n * kx; /* floating outputs per matrix */
+                    const int64_t per = op == CO_EIGH                     ? n
+                                        : op == CO_SVD                     ? k
+                                        : op == CO_NULL || op == CO_MATFUNC ? n * n
+                                        : op == CO_RANK                    ? 0
+                                        : op >= CO_LOGDET                  ? 1
+                                                                           : n * kx; /* floating outputs per matrix */
                     if (per && op != CO_NULL) { /* nullspace: a NaN matrix's rank, so its N, is unspecified */
                         int fin = 1;
                         for (int64_t i = 0; i < per; i++) fin &= isfinite(og[bad * per + i]) != 0;
