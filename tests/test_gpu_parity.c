@@ -1,6 +1,7 @@
 /* CPU vs CUDA parity for the forward ops (eigh, svd, rank, nullspace, project, project_basis, lstsq): both dtypes,
    sizes 1..256 across the solver switch at 32, rectangular shapes, host and device memory, a host batch
-   streamed in many chunks, ld/stride padding, and NaN on the device. Comparisons are gauge invariant
+   streamed in many chunks, ld/stride padding, NaN on the device (and with the input check off), and
+   inputs near the ends of the floating-point range. Comparisons are gauge invariant
    (values, reconstructions, orthonormality, projectors, subspace distances), never raw vectors.
    Without a GPU every test is skipped with the reason printed. */
 #include <math.h>
@@ -801,6 +802,53 @@ static sg_status co_run(sg_ctx *ctx, int op, sg_dtype t, int dev, int64_t B, int
     return s;
 }
 
+/* Floating outputs per matrix of op (0: rank only). */
+static int64_t co_per(int op, int64_t n, int64_t k, int64_t kx)
+{
+    switch (op) {
+    case CO_EIGH: return n;
+    case CO_SVD: return k;
+    case CO_RANK: return 0;
+    case CO_NULL:
+    case CO_MATFUNC: return n * n;
+    case CO_PROJ:
+    case CO_LSTSQ: return n * kx;
+    default: return 1; /* a loss */
+    }
+}
+
+/* " (rank r vs CPU c)" for the ops with an int64 output, else "" */
+static const char *co_rank_note(int op, const int64_t *ig, const int64_t *ic, int64_t b, char *buf, size_t len)
+{
+    buf[0] = 0;
+    if (op == CO_RANK || op == CO_NULL || op == CO_LSTSQ)
+        snprintf(buf, len, " (%s %lld vs CPU %lld)", op == CO_NULL ? "nullity" : "rank", (long long)ig[b],
+                 (long long)ic[b]);
+    return buf;
+}
+
+/* Matrix b of a GPU result against the CPU's: INFINITY when the rank / nullity differs; the subspace
+   distance for nullspace; else ‖g − c‖ / max(floor, ‖c‖), the norms taken in units of max|c| so that
+   values near the ends of the range do not overflow or underflow. Projections: floor 1 (Y is relative
+   to X, which is O(1), and a full-rank nullspace projection is 0 up to rounding). */
+static double co_err(int op, int64_t n, int64_t per, const double *og, const double *oc, const int64_t *ig,
+                     const int64_t *ic, int64_t b, double floor)
+{
+    if ((op == CO_RANK || op == CO_NULL || op == CO_LSTSQ) && ig[b] != ic[b]) return INFINITY;
+    if (!per) return 0;
+    const double *g = og + b * per, *c = oc + b * per;
+    if (op == CO_NULL) return tu_subspace_dist(n, g, ic[b], c, ic[b]);
+    if (op == CO_PROJ) floor = fmax(floor, 1);
+    double u = 0, dd = 0, cc = 0;
+    for (int64_t i = 0; i < per; i++) u = fmax(u, fabs(c[i]));
+    if (!(u > 0)) u = 1;
+    for (int64_t i = 0; i < per; i++) {
+        dd += ((g[i] - c[i]) / u) * ((g[i] - c[i]) / u);
+        cc += (c[i] / u) * (c[i] / u);
+    }
+    return sqrt(dd) / fmax(floor / u, sqrt(cc));
+}
+
 Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix, .timeout = 300)
 {
     NEED_GPU();
@@ -854,12 +902,7 @@ Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix, .timeout = 300)
                                      (long long)rows, (long long)n, (long long)fidx, err);
                         continue;
                     }
-                    const int64_t per = op == CO_EIGH                     ? n
-                                        : op == CO_SVD                     ? k
-                                        : op == CO_NULL || op == CO_MATFUNC ? n * n
-                                        : op == CO_RANK                    ? 0
-                                        : op >= CO_LOGDET                  ? 1
-                                                                           : n * kx; /* floating outputs per matrix */
+                    const int64_t per = co_per(op, n, k, kx);
                     if (per && op != CO_NULL) { /* nullspace: a NaN matrix's rank, so its N, is unspecified */
                         int fin = 1;
                         for (int64_t i = 0; i < per; i++) fin &= isfinite(og[bad * per + i]) != 0;
@@ -869,21 +912,68 @@ Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix, .timeout = 300)
                     }
                     for (int64_t b = 0; b < B; b++) {
                         if (b == bad) continue;
-                        if (op == CO_RANK || op == CO_NULL || op == CO_LSTSQ)
-                            cr_expect_eq(ig[b], ic[b], "%s: rank/nullity of matrix %lld: %lld vs CPU %lld", where,
-                                         (long long)b, (long long)ig[b], (long long)ic[b]);
-                        if (!per) continue;
-                        double e;
-                        if (op == CO_NULL) {
-                            const int64_t q = ic[b];
-                            e = q == ig[b] ? tu_subspace_dist(n, og + b * per, q, oc + b * per, q) : INFINITY;
-                        } else {
-                            e = tu_diff_norm(og + b * per, oc + b * per, per) / fmax(1, tu_norm(oc + b * per, per));
-                        }
+                        const double e = co_err(op, n, per, og, oc, ig, ic, b, 1);
+                        char note[64];
                         cr_expect_leq(e, tol_of((sg_dtype)t), "%s %s %lld×%lld %s memory: matrix %lld differs from "
-                                      "the CPU by %g with a NaN/Inf in matrix %lld", where, dn((sg_dtype)t),
+                                      "the CPU by %g%s with a NaN/Inf in matrix %lld", where, dn((sg_dtype)t),
                                       (long long)rows, (long long)n, dev ? "device" : "host", (long long)b, e,
-                                      (long long)bad);
+                                      co_rank_note(op, ig, ic, b, note, sizeof note), (long long)bad);
+                    }
+                }
+                free(A), free(As), free(X), free(w), free(og), free(oc);
+            }
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+}
+
+/* Finite inputs near the ends of the range: A scaled by 1e±30 (f32: squares overflow / underflow) or
+   1e±250 (f64). The CPU reference handles these (cpu_linalg::eigh_extreme_scales_match_syevd); the GPU
+   must give its answer: the solvers, the QR-first path's Householder scaling, the rank cutoff, 1/σ in
+   lstsq (X ~ 1/scale, representable). Every op with a scale-free or scaling result. */
+Test(gpu_parity, extreme_scales_match_cpu, .timeout = 300)
+{
+    NEED_GPU();
+    static const int64_t SH[][2] = {{6, 6}, {40, 40}, {40, 5}, {5, 40}};
+    static const double SC[2][2] = {{1e30, 1e-30}, {1e250, 1e-250}};
+    static const int OPS[] = {CO_EIGH, CO_SVD, CO_RANK, CO_NULL, CO_PROJ, CO_LSTSQ, CO_NUCLEAR};
+    const int64_t B = 3, kx = 2;
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int si = 0; si < 2; si++)
+            for (size_t sh = 0; sh < sizeof SH / sizeof SH[0]; sh++) {
+                const int64_t m = SH[sh][0], n = SH[sh][1], mx = m > n ? m : n, k = m < n ? m : n;
+                const double sc = SC[t][si];
+                tu_rng r = tu_seed(950 + sh);
+                const size_t d = sizeof(double);
+                double *A = malloc(d * (size_t)(B * m * n)), *As = malloc(d * (size_t)(B * n * n)),
+                       *X = malloc(d * (size_t)(B * mx * kx)), *w = malloc(d * (size_t)n),
+                       *og = malloc(d * (size_t)(B * n * n)), *oc = malloc(d * (size_t)(B * n * n));
+                int64_t ig[3], ic[3];
+                gen_rect(&r, B, m, n, A);
+                for (int64_t b = 0; b < B; b++) {
+                    for (int64_t i = 0; i < n; i++) w[i] = 4 * tu_uniform(&r) - 2;
+                    tu_sym_with_spectrum(&r, n, w, As + b * n * n);
+                }
+                for (int64_t i = 0; i < B * m * n; i++) A[i] *= sc;
+                for (int64_t i = 0; i < B * n * n; i++) As[i] *= sc;
+                tu_fill_normal(&r, X, B * mx * kx);
+                cr_assert_eq(sg_set_memspace(gpu, (sh & 1) ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+                for (size_t oi = 0; oi < sizeof OPS / sizeof OPS[0]; oi++) {
+                    const int op = OPS[oi];
+                    if (co_square(op) && m != n) continue;
+                    const int64_t rows = co_square(op) ? n : m, per = co_per(op, n, k, kx);
+                    const double *src = co_square(op) ? As : A;
+                    sg_status sc_ = co_run(cpu, op, (sg_dtype)t, 0, B, rows, n, kx, src, X, oc, ic);
+                    cr_assert_eq(sc_, SG_OK, "CPU %s %s scale %g: %s", CO_NAME[op], dn((sg_dtype)t), sc,
+                                 sg_last_error(cpu));
+                    sg_status sg = co_run(gpu, op, (sg_dtype)t, sh & 1, B, rows, n, kx, src, X, og, ig);
+                    cr_expect_eq(sg, SG_OK, "%s %s %lld×%lld scale %g: %s (%s)", CO_NAME[op], dn((sg_dtype)t),
+                                 (long long)rows, (long long)n, sc, sg_status_string(sg), sg_last_error(gpu));
+                    if (sg != SG_OK) continue;
+                    for (int64_t b = 0; b < B; b++) {
+                        const double e = co_err(op, n, per, og, oc, ig, ic, b, 1e-300);
+                        char note[64];
+                        cr_expect_leq(e, tol_of((sg_dtype)t), "%s %s %lld×%lld scale %g: matrix %lld differs from "
+                                      "the CPU by %g%s", CO_NAME[op], dn((sg_dtype)t), (long long)rows, (long long)n,
+                                      sc, (long long)b, e, co_rank_note(op, ig, ic, b, note, sizeof note));
                     }
                 }
                 free(A), free(As), free(X), free(w), free(og), free(oc);
