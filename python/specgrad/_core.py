@@ -436,7 +436,9 @@ class Context:
         self._set("set_threads", self._lib.sg_set_threads, int(n))
 
     def set_check_finite(self, on):
-        """NaN/Inf input check (on by default)."""
+        """NaN/Inf input check (on by default). Off, inputs are not scanned (sg_set_check_finite): a matrix
+        holding NaN/Inf is reported by index (decompositions on the CPU; the CUDA solvers or the loss) or
+        carries NaN into its own outputs, never into the other matrices of the batch."""
         self._set("set_check_finite", self._lib.sg_set_check_finite, 1 if on else 0)
 
     def set_jacobi(self, tol=0.0, max_sweeps=0):

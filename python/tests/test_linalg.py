@@ -1,4 +1,6 @@
 """Decompositions, rank, subspaces, least squares against numpy.linalg and scipy.linalg."""
+import os
+
 import numpy as np
 import pytest
 import scipy.linalg as sla
@@ -588,6 +590,36 @@ def test_contexts_and_threads(rng):
         pytest.fail("check_finite=False still checked")
     except sg.SpecgradError:
         pass
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_check_finite_off_keeps_nonfinite_in_its_matrix(rng, dtype):
+    """check_finite=False on the suite's backend ($SPECGRAD_BACKEND: the CPU, and the (emulated) CUDA device
+    in scripts/test-python's second pass): the matrix holding NaN/Inf is named by the error, or its own
+    outputs carry NaN; every other matrix gets what it gets in a finite batch."""
+    backend = os.environ.get("SPECGRAD_BACKEND", "cpu")
+    B, bad = 4, 2
+    for n in (6, 40):  # CUDA: Jacobi / XsyevBatched, gesvdj / Jordan–Wielandt
+        A = rng.standard_normal((B, n, n)).astype(dtype)
+        S = ((A + A.swapaxes(-1, -2)) / 2).astype(dtype)
+        X = rng.standard_normal((B, n, 2)).astype(dtype)
+        with sg.Context(backend) as ref, sg.Context(backend, check_finite=False) as c:
+            for name, f, args in (("eigvalsh", "eigvalsh", (S,)), ("svdvals", "svdvals", (A,)),
+                                  ("project", "project", (A, X)), ("lstsq", "lstsq", (A, X))):
+                want = getattr(ref, f)(*args)
+                bad_args = [a.copy() for a in args]
+                bad_args[0][bad, n - 1, 0] = np.nan if n == 6 else np.inf
+                try:
+                    got = getattr(c, f)(*bad_args)
+                except sg.NonFiniteError:  # pragma: no cover
+                    pytest.fail(f"{name}: check_finite=False still checked")
+                except sg.SpecgradError as e:
+                    assert e.index == bad, f"{name} n={n}: {e}"
+                    continue
+                assert not np.isfinite(got[bad]).all(), f"{name} n={n}: matrix {bad} holds NaN/Inf, finite result"
+                keep = [b for b in range(B) if b != bad]
+                np.testing.assert_allclose(got[keep], want[keep], rtol=tol(dtype, 1e-9, 1e-3), atol=tol(dtype, 1e-9, 1e-3),
+                                           err_msg=f"{name} n={n} ({backend})")
 
 
 def _no_gpu_reason():
