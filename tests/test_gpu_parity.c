@@ -760,22 +760,41 @@ Test(gpu_parity, nonfinite_device_inputs_leave_outputs_untouched)
    batch equals the CPU's result on the same matrices. Sizes on both sides of the solver switch at 32. */
 enum { CO_EIGH, CO_SVD, CO_RANK, CO_NULL, CO_PROJ, CO_LSTSQ, CO_MATFUNC, CO_LOGDET, CO_EIGSUM, CO_NUCLEAR,
        CO_SPECTRAL, CO_OPS };
-static const char *CO_NAME[CO_OPS] = {"eigh",  "svd",           "rank",           "nullspace",         "project",
-                                      "lstsq", "matfunc (exp)", "logdet", "eigsum (exp)", "nuclear norm",
-                                      "spectral norm²"};
+static const char *CO_NAME[CO_OPS] = {"eigh",   "svd",          "rank",         "nullspace",
+                                      "project", "lstsq",       "matfunc (exp)", "logdet",
+                                      "eigsum (exp)", "nuclear norm", "spectral norm²"};
 static int co_square(int op) { return op == CO_EIGH || op == CO_MATFUNC || op == CO_LOGDET || op == CO_EIGSUM; }
+
+/* Floating outputs per matrix of op (0: rank only), and their columns: W, S, losses n×1 / k×1 / 1×1;
+   N, F n×n; Y, X n×kx. */
+static int64_t co_cols(int op, int64_t n, int64_t kx)
+{
+    return op == CO_NULL || op == CO_MATFUNC ? n : op == CO_PROJ || op == CO_LSTSQ ? kx : 1;
+}
+static int64_t co_per(int op, int64_t n, int64_t k, int64_t kx)
+{
+    switch (op) {
+    case CO_EIGH: return n;
+    case CO_SVD: return k;
+    case CO_RANK: return 0;
+    case CO_NULL:
+    case CO_MATFUNC: return n * n;
+    case CO_PROJ:
+    case CO_LSTSQ: return n * kx;
+    default: return 1; /* a loss */
+    }
+}
 
 /* Runs op on ctx (GPU: memory space as set); floating output (W, S, N, Y, X, F, loss) into out, int64
    (rank, nullity) into iout. Returns the status. */
 static sg_status co_run(sg_ctx *ctx, int op, sg_dtype t, int dev, int64_t B, int64_t m, int64_t n, int64_t kx,
                         const double *A, const double *X, double *out, int64_t *iout)
 {
-    const int64_t k = m < n ? m : n;
-    const int64_t orows[CO_OPS] = {n, k, 1, n, n, n, n, 1, 1, 1, 1}, ocols[CO_OPS] = {1, 1, 1, n, kx, kx, n, 1, 1, 1, 1};
+    const int64_t k = m < n ? m : n, per = co_per(op, n, k, kx);
     const sg_fn ex = {SG_FN_EXP, 0, NULL, NULL, NULL};
     const int d = ctx == gpu && dev;
     buf a = bnew(t, B, m, n, 0, d), x = bnew(t, B, op == CO_LSTSQ ? m : n, kx, 0, d),
-        o = bnew(t, B, orows[op], ocols[op], 0, d);
+        o = bnew(t, B, per ? per / co_cols(op, n, kx) : 1, co_cols(op, n, kx), 0, d);
     ibuf ib = inew(B, d);
     bset(&a, A);
     bset(&x, X);
@@ -800,21 +819,6 @@ static sg_status co_run(sg_ctx *ctx, int op, sg_dtype t, int dev, int64_t B, int
     memcpy(iout, ib.h, sizeof(int64_t) * (size_t)B);
     bfree(&a), bfree(&x), bfree(&o), ifree(&ib);
     return s;
-}
-
-/* Floating outputs per matrix of op (0: rank only). */
-static int64_t co_per(int op, int64_t n, int64_t k, int64_t kx)
-{
-    switch (op) {
-    case CO_EIGH: return n;
-    case CO_SVD: return k;
-    case CO_RANK: return 0;
-    case CO_NULL:
-    case CO_MATFUNC: return n * n;
-    case CO_PROJ:
-    case CO_LSTSQ: return n * kx;
-    default: return 1; /* a loss */
-    }
 }
 
 /* " (rank r vs CPU c)" for the ops with an int64 output, else "" */
