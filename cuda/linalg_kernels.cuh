@@ -235,8 +235,9 @@ __device__ void householder_left(const T *x, T tj, int64_t j, int64_t d, T *Y, i
    v = x/(alpha − beta) (|v_i| ≤ 1), R_jj = beta, all computed in units of max|x| (dlarfg rescales tiny
    columns for the same reason: a denormal beta would leave tau and v inconsistent, H not orthogonal); a NaN
    or Inf in x → tau = R_jj = NaN, which the rest of R and Q then carry. Column j: two block reductions (max,
-   sum of squares), then householder_left on the trailing columns (w_c = tau·vᵀW[j:, c] one warp per column, the rank-1 update
-   one thread per row). CPU equivalent: LAPACKE_dgeqrf (same R up to rounding, same signs convention). */
+   sum of squares), then householder_left on the trailing columns (w_c = tau·vᵀW[j:, c] one warp per column,
+   the rank-1 update one thread per row). CPU equivalent: LAPACKE_dgeqrf (same R up to rounding, same signs
+   convention). */
 template <class T> __global__ void k_qr(const T *A, int trans, T *Wq, T *tau, T *R, int64_t d, int64_t k)
 {
     SG_DYN_SMEM(smem_raw);
