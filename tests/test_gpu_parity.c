@@ -984,3 +984,73 @@ Test(gpu_parity, extreme_scales_match_cpu, .timeout = 300)
             }
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }
+
+/* Structured inputs where solvers and the custom kernels take their special branches: the zero matrix
+   (σ = 0: rank 0, tol 0), the identity (all σ tied), a diagonal with repeated and zero entries (already
+   converged Jacobi, exhausted Householder columns), rank one (u vᵀ), and a matrix with a zero column and
+   duplicated columns. Every forward op against the CPU, in each solver regime, host and device memory. */
+Test(gpu_parity, structured_inputs_match_cpu, .timeout = 300)
+{
+    NEED_GPU();
+    static const int64_t SH[][2] = {{6, 6}, {7, 4}, {40, 40}, {40, 5}, {5, 40}};
+    static const int OPS[] = {CO_EIGH, CO_SVD, CO_RANK, CO_NULL, CO_PROJ, CO_LSTSQ, CO_NUCLEAR};
+    enum { ZERO, EYE, DIAG, RANK1, COLS, KINDS };
+    static const char *KN[KINDS] = {"zero", "identity", "diagonal with ties", "rank one",
+                                    "zero and duplicate columns"};
+    const int64_t kx = 2;
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (size_t sh = 0; sh < sizeof SH / sizeof SH[0]; sh++) {
+            const int64_t m = SH[sh][0], n = SH[sh][1], mx = m > n ? m : n, k = m < n ? m : n, B = KINDS;
+            tu_rng r = tu_seed(970 + sh);
+            const size_t d = sizeof(double);
+            double *A = calloc((size_t)(B * m * n), d), *As = calloc((size_t)(B * n * n), d),
+                   *X = malloc(d * (size_t)(B * mx * kx)), *og = malloc(d * (size_t)(B * n * n)),
+                   *oc = malloc(d * (size_t)(B * n * n)), *u = malloc(d * (size_t)mx), *v = malloc(d * (size_t)mx);
+            int64_t ig[KINDS], ic[KINDS];
+            for (int kind = 0; kind < KINDS; kind++) { /* matrix `kind`: A (m×n) and As (n×n, symmetric) */
+                double *a = A + kind * m * n, *s = As + kind * n * n;
+                tu_fill_normal(&r, u, mx), tu_fill_normal(&r, v, mx);
+                for (int64_t j = 0; j < n; j++)
+                    for (int64_t i = 0; i < mx; i++) {
+                        /* diagonal: 1 for the identity, 2, 1, 0, 2, 1, 0, ... for DIAG */
+                        const double dg = i != j ? 0 : kind == EYE ? 1 : kind == DIAG ? (double)(2 - (i % 3)) : 0;
+                        if (i < m) a[i + j * m] = kind == RANK1 ? u[i] * v[j] : dg;
+                        if (i < n) s[i + j * n] = kind == RANK1 ? u[i] * u[j] : dg;
+                    }
+                if (kind == COLS) { /* A: random columns, column 1 zero, every third a copy of column 0 */
+                    tu_fill_normal(&r, a, m * n);
+                    for (int64_t j = 0; j < n; j++)
+                        for (int64_t i = 0; i < m; i++) a[i + j * m] = j == 1 ? 0 : j % 3 == 2 ? a[i] : a[i + j * m];
+                    for (int64_t j = 0; j < n; j++) /* As = AᵀA-like symmetric: a Gram matrix of A's columns */
+                        for (int64_t i = 0; i < n; i++) {
+                            double g = 0;
+                            for (int64_t l = 0; l < m; l++) g += a[l + i * m] * a[l + j * m];
+                            s[i + j * n] = g;
+                        }
+                }
+            }
+            tu_fill_normal(&r, X, B * mx * kx);
+            cr_assert_eq(sg_set_memspace(gpu, (sh & 1) ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+            for (size_t oi = 0; oi < sizeof OPS / sizeof OPS[0]; oi++) {
+                const int op = OPS[oi];
+                if (co_square(op) && m != n) continue;
+                const int64_t rows = co_square(op) ? n : m, per = co_per(op, n, k, kx);
+                const double *src = co_square(op) ? As : A;
+                cr_assert_eq(co_run(cpu, op, (sg_dtype)t, 0, B, rows, n, kx, src, X, oc, ic), SG_OK, "CPU %s: %s",
+                             CO_NAME[op], sg_last_error(cpu));
+                sg_status sg = co_run(gpu, op, (sg_dtype)t, sh & 1, B, rows, n, kx, src, X, og, ig);
+                cr_expect_eq(sg, SG_OK, "%s %s %lld×%lld: %s (%s)", CO_NAME[op], dn((sg_dtype)t), (long long)rows,
+                             (long long)n, sg_status_string(sg), sg_last_error(gpu));
+                if (sg != SG_OK) continue;
+                for (int64_t b = 0; b < B; b++) {
+                    const double e = co_err(op, n, per, og, oc, ig, ic, b, 1);
+                    char note[64];
+                    cr_expect_leq(e, tol_of((sg_dtype)t), "%s %s %lld×%lld, %s: differs from the CPU by %g%s",
+                                  CO_NAME[op], dn((sg_dtype)t), (long long)rows, (long long)n, KN[b], e,
+                                  co_rank_note(op, ig, ic, b, note, sizeof note));
+                }
+            }
+            free(A), free(As), free(X), free(og), free(oc), free(u), free(v);
+        }
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+}
