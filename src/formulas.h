@@ -31,7 +31,8 @@ SG_HD int sg_sv_counts(double s, double tol) { return !(s <= tol); }
 #define SG_DM_TAYLOR 3
 
 /* F_ij standing for 1/E_ij, E_ij = lj − li (i ≠ j), antisymmetric in (i,j) in every mode.
-   i_lt_j breaks exact ties for Taylor. scale = max(1, max|λ|) for the mask's relative tolerance.
+   i_lt_j breaks exact ties for Taylor. scale = max(1, max|λ|) for the mask's relative tolerance; an Inf λ
+   makes it Inf, and the mask then gives NaN rather than a tolerance that masks every pair (input check off).
    param has been defaulted by the caller (sg_degen_param). NAME_e takes E already formed.
    NAME_sq (SVD backward) takes σi, σj and a scale sc (σmax) and stands for 1/((σj² − σi²)/sc²), with E
    formed as ((σj − σi)/sc)(σj/sc + σi/sc): the difference of the inputs is exact near a tie, where
@@ -40,7 +41,9 @@ SG_HD int sg_sv_counts(double s, double tol) { return !(s <= tol); }
 #define SG_DEF_INV_GAP(T, NAME)                                                                         \
     SG_HD T NAME##_e(T e, T li, T lj, int i_lt_j, int mode, T param, T scale)                           \
     {                                                                                                   \
-        if (mode == SG_DM_MASK) return fabs((double)e) <= (double)(param * scale) ? (T)0 : (T)1 / e;    \
+        if (mode == SG_DM_MASK)                                                                         \
+            return isinf((double)scale) ? scale - scale /* an Inf λ: NaN */                             \
+                   : fabs((double)e) <= (double)(param * scale) ? (T)0 : (T)1 / e;                      \
         if (mode == SG_DM_LORENTZ) return e / (e * e + param);                                          \
         if (mode == SG_DM_TAYLOR) {                                                                     \
             int up = e > 0 || (e == 0 && i_lt_j); /* lj is the larger one */                            \
