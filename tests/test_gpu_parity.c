@@ -853,7 +853,7 @@ static double co_err(int op, int64_t n, int64_t per, const double *og, const dou
     return sqrt(dd) / fmax(floor / u, sqrt(cc));
 }
 
-Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix, .timeout = 300)
+Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix)
 {
     NEED_GPU();
     static const int64_t SH[][2] = {{6, 6}, {7, 4}, {4, 7}, {40, 40}, {45, 36}, {40, 5}, {5, 40}}; /* QR first: 40×5 */
@@ -933,7 +933,7 @@ Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix, .timeout = 300)
    1e±250 (f64). The CPU reference handles these (cpu_linalg::eigh_extreme_scales_match_syevd); the GPU
    must give its answer: the solvers, the QR-first path's Householder scaling, the rank cutoff, 1/σ in
    lstsq (X ~ 1/scale, representable). Every op with a scale-free or scaling result. */
-Test(gpu_parity, extreme_scales_match_cpu, .timeout = 300)
+Test(gpu_parity, extreme_scales_match_cpu)
 {
     NEED_GPU();
     static const int64_t SH[][2] = {{6, 6}, {40, 40}, {40, 5}, {5, 40}};
@@ -989,7 +989,7 @@ Test(gpu_parity, extreme_scales_match_cpu, .timeout = 300)
    (σ = 0: rank 0, tol 0), the identity (all σ tied), a diagonal with repeated and zero entries (already
    converged Jacobi, exhausted Householder columns), rank one (u vᵀ), and a matrix with a zero column and
    duplicated columns. Every forward op against the CPU, in each solver regime, host and device memory. */
-Test(gpu_parity, structured_inputs_match_cpu, .timeout = 300)
+Test(gpu_parity, structured_inputs_match_cpu)
 {
     NEED_GPU();
     static const int64_t SH[][2] = {{6, 6}, {7, 4}, {40, 40}, {40, 5}, {5, 40}};
