@@ -853,6 +853,56 @@ static double co_err(int op, int64_t n, int64_t per, const double *og, const dou
     return sqrt(dd) / fmax(floor / u, sqrt(cc));
 }
 
+/* Inputs of the co_* tests: B random m×n A (gen_rect: odd ones rank-deficient), B symmetric n×n As with
+   spectrum in [wlo, wlo + wspan), B right-hand sides X (max(m,n)×kx), and n×n output buffers og (GPU), oc (CPU). */
+typedef struct {
+    double *A, *As, *X, *og, *oc;
+} co_in;
+static co_in co_make(tu_rng *r, int64_t B, int64_t m, int64_t n, int64_t kx, double wlo, double wspan)
+{
+    const size_t d = sizeof(double);
+    const int64_t mx = m > n ? m : n;
+    co_in c = {malloc(d * (size_t)(B * m * n)), malloc(d * (size_t)(B * n * n)), malloc(d * (size_t)(B * mx * kx)),
+               malloc(d * (size_t)(B * n * n)), malloc(d * (size_t)(B * n * n))};
+    double *w = malloc(d * (size_t)n);
+    cr_assert(c.A && c.As && c.X && c.og && c.oc && w);
+    gen_rect(r, B, m, n, c.A);
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t i = 0; i < n; i++) w[i] = wlo + wspan * tu_uniform(r);
+        tu_sym_with_spectrum(r, n, w, c.As + b * n * n);
+    }
+    tu_fill_normal(r, c.X, B * mx * kx);
+    free(w);
+    return c;
+}
+static void co_free(co_in *c) { free(c->A), free(c->As), free(c->X), free(c->og), free(c->oc); }
+
+/* op on the CPU and the GPU (memory space as set) for a finite batch: SG_OK on both, every matrix within
+   tol_of(t) (co_err with floor). what: the case, for messages; names (may be NULL): a label per matrix. */
+static void co_parity(int op, sg_dtype t, int dev, int64_t B, int64_t m, int64_t n, int64_t kx, const co_in *c,
+                      double floor, const char *what, const char *const *names)
+{
+    if (co_square(op) && m != n) return;
+    const int64_t rows = co_square(op) ? n : m, per = co_per(op, n, m < n ? m : n, kx);
+    const double *src = co_square(op) ? c->As : c->A;
+    int64_t *ig = malloc(sizeof(int64_t) * (size_t)B), *ic = malloc(sizeof(int64_t) * (size_t)B);
+    cr_assert(ig && ic);
+    cr_assert_eq(co_run(cpu, op, t, 0, B, rows, n, kx, src, c->X, c->oc, ic), SG_OK, "CPU %s %s %s: %s", CO_NAME[op],
+                 dn(t), what, sg_last_error(cpu));
+    const sg_status sg = co_run(gpu, op, t, dev, B, rows, n, kx, src, c->X, c->og, ig);
+    cr_expect_eq(sg, SG_OK, "%s %s %lld×%lld %s: %s (%s)", CO_NAME[op], dn(t), (long long)rows, (long long)n, what,
+                 sg_status_string(sg), sg_last_error(gpu));
+    for (int64_t b = 0; sg == SG_OK && b < B; b++) {
+        const double e = co_err(op, n, per, c->og, c->oc, ig, ic, b, floor);
+        char note[64], idx[32];
+        snprintf(idx, sizeof idx, "matrix %lld", (long long)b);
+        cr_expect_leq(e, tol_of(t), "%s %s %lld×%lld %s, %s: differs from the CPU by %g%s", CO_NAME[op], dn(t),
+                      (long long)rows, (long long)n, what, names ? names[b] : idx, e,
+                      co_rank_note(op, ig, ic, b, note, sizeof note));
+    }
+    free(ig), free(ic);
+}
+
 Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix)
 {
     NEED_GPU();
@@ -861,19 +911,11 @@ Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix)
     for (int t = SG_F32; t <= SG_F64; t++)
         for (int dev = 0; dev < 2; dev++)
             for (size_t sh = 0; sh < sizeof SH / sizeof SH[0]; sh++) {
-                const int64_t m = SH[sh][0], n = SH[sh][1], mx = m > n ? m : n;
+                const int64_t m = SH[sh][0], n = SH[sh][1];
                 tu_rng r = tu_seed(900 + sh);
-                const size_t d = sizeof(double);
-                double *A = malloc(d * (size_t)(B * m * n)), *As = malloc(d * (size_t)(B * n * n)),
-                       *X = malloc(d * (size_t)(B * mx * kx)), *w = malloc(d * (size_t)n),
-                       *og = malloc(d * (size_t)(B * n * n)), *oc = malloc(d * (size_t)(B * n * n));
+                co_in c = co_make(&r, B, m, n, kx, 0.5, 2); /* positive spectra: logdet */
+                double *A = c.A, *As = c.As, *X = c.X, *og = c.og, *oc = c.oc;
                 int64_t ig[4], ic[4];
-                gen_rect(&r, B, m, n, A);
-                for (int64_t b = 0; b < B; b++) {
-                    for (int64_t i = 0; i < n; i++) w[i] = 0.5 + 2 * tu_uniform(&r); /* positive: logdet */
-                    tu_sym_with_spectrum(&r, n, w, As + b * n * n);
-                }
-                tu_fill_normal(&r, X, B * mx * kx);
                 const double nf = (t == SG_F32) == (sh & 1) ? NAN : -INFINITY;
                 cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
                 for (int op = 0; op < CO_OPS; op++) {
@@ -924,7 +966,7 @@ Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix)
                                       co_rank_note(op, ig, ic, b, note, sizeof note), (long long)bad);
                     }
                 }
-                free(A), free(As), free(X), free(w), free(og), free(oc);
+                co_free(&c);
             }
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }
@@ -943,44 +985,18 @@ Test(gpu_parity, extreme_scales_match_cpu)
     for (int t = SG_F32; t <= SG_F64; t++)
         for (int si = 0; si < 2; si++)
             for (size_t sh = 0; sh < sizeof SH / sizeof SH[0]; sh++) {
-                const int64_t m = SH[sh][0], n = SH[sh][1], mx = m > n ? m : n, k = m < n ? m : n;
+                const int64_t m = SH[sh][0], n = SH[sh][1];
                 const double sc = SC[t][si];
                 tu_rng r = tu_seed(950 + sh);
-                const size_t d = sizeof(double);
-                double *A = malloc(d * (size_t)(B * m * n)), *As = malloc(d * (size_t)(B * n * n)),
-                       *X = malloc(d * (size_t)(B * mx * kx)), *w = malloc(d * (size_t)n),
-                       *og = malloc(d * (size_t)(B * n * n)), *oc = malloc(d * (size_t)(B * n * n));
-                int64_t ig[3], ic[3];
-                gen_rect(&r, B, m, n, A);
-                for (int64_t b = 0; b < B; b++) {
-                    for (int64_t i = 0; i < n; i++) w[i] = 4 * tu_uniform(&r) - 2;
-                    tu_sym_with_spectrum(&r, n, w, As + b * n * n);
-                }
-                for (int64_t i = 0; i < B * m * n; i++) A[i] *= sc;
-                for (int64_t i = 0; i < B * n * n; i++) As[i] *= sc;
-                tu_fill_normal(&r, X, B * mx * kx);
+                co_in c = co_make(&r, B, m, n, kx, -2, 4);
+                for (int64_t i = 0; i < B * m * n; i++) c.A[i] *= sc;
+                for (int64_t i = 0; i < B * n * n; i++) c.As[i] *= sc;
+                char what[32];
+                snprintf(what, sizeof what, "scale %g", sc);
                 cr_assert_eq(sg_set_memspace(gpu, (sh & 1) ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
-                for (size_t oi = 0; oi < sizeof OPS / sizeof OPS[0]; oi++) {
-                    const int op = OPS[oi];
-                    if (co_square(op) && m != n) continue;
-                    const int64_t rows = co_square(op) ? n : m, per = co_per(op, n, k, kx);
-                    const double *src = co_square(op) ? As : A;
-                    sg_status sc_ = co_run(cpu, op, (sg_dtype)t, 0, B, rows, n, kx, src, X, oc, ic);
-                    cr_assert_eq(sc_, SG_OK, "CPU %s %s scale %g: %s", CO_NAME[op], dn((sg_dtype)t), sc,
-                                 sg_last_error(cpu));
-                    sg_status sg = co_run(gpu, op, (sg_dtype)t, sh & 1, B, rows, n, kx, src, X, og, ig);
-                    cr_expect_eq(sg, SG_OK, "%s %s %lld×%lld scale %g: %s (%s)", CO_NAME[op], dn((sg_dtype)t),
-                                 (long long)rows, (long long)n, sc, sg_status_string(sg), sg_last_error(gpu));
-                    if (sg != SG_OK) continue;
-                    for (int64_t b = 0; b < B; b++) {
-                        const double e = co_err(op, n, per, og, oc, ig, ic, b, 1e-300);
-                        char note[64];
-                        cr_expect_leq(e, tol_of((sg_dtype)t), "%s %s %lld×%lld scale %g: matrix %lld differs from "
-                                      "the CPU by %g%s", CO_NAME[op], dn((sg_dtype)t), (long long)rows, (long long)n,
-                                      sc, (long long)b, e, co_rank_note(op, ig, ic, b, note, sizeof note));
-                    }
-                }
-                free(A), free(As), free(X), free(w), free(og), free(oc);
+                for (size_t oi = 0; oi < sizeof OPS / sizeof OPS[0]; oi++)
+                    co_parity(OPS[oi], (sg_dtype)t, sh & 1, B, m, n, kx, &c, 1e-300, what, NULL);
+                co_free(&c);
             }
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }
@@ -997,18 +1013,16 @@ Test(gpu_parity, structured_inputs_match_cpu)
     enum { ZERO, EYE, DIAG, RANK1, COLS, KINDS };
     static const char *KN[KINDS] = {"zero", "identity", "diagonal with ties", "rank one",
                                     "zero and duplicate columns"};
-    const int64_t kx = 2;
+    const int64_t kx = 2, B = KINDS;
     for (int t = SG_F32; t <= SG_F64; t++)
         for (size_t sh = 0; sh < sizeof SH / sizeof SH[0]; sh++) {
-            const int64_t m = SH[sh][0], n = SH[sh][1], mx = m > n ? m : n, k = m < n ? m : n, B = KINDS;
+            const int64_t m = SH[sh][0], n = SH[sh][1], mx = m > n ? m : n;
             tu_rng r = tu_seed(970 + sh);
-            const size_t d = sizeof(double);
-            double *A = calloc((size_t)(B * m * n), d), *As = calloc((size_t)(B * n * n), d),
-                   *X = malloc(d * (size_t)(B * mx * kx)), *og = malloc(d * (size_t)(B * n * n)),
-                   *oc = malloc(d * (size_t)(B * n * n)), *u = malloc(d * (size_t)mx), *v = malloc(d * (size_t)mx);
-            int64_t ig[KINDS], ic[KINDS];
+            co_in c = co_make(&r, B, m, n, kx, 0, 1); /* A, As overwritten below; X kept */
+            double *u = malloc(sizeof(double) * (size_t)mx), *v = malloc(sizeof(double) * (size_t)mx);
+            cr_assert(u && v);
             for (int kind = 0; kind < KINDS; kind++) { /* matrix `kind`: A (m×n) and As (n×n, symmetric) */
-                double *a = A + kind * m * n, *s = As + kind * n * n;
+                double *a = c.A + kind * m * n, *s = c.As + kind * n * n;
                 tu_fill_normal(&r, u, mx), tu_fill_normal(&r, v, mx);
                 for (int64_t j = 0; j < n; j++)
                     for (int64_t i = 0; i < mx; i++) {
@@ -1021,7 +1035,7 @@ Test(gpu_parity, structured_inputs_match_cpu)
                     tu_fill_normal(&r, a, m * n);
                     for (int64_t j = 0; j < n; j++)
                         for (int64_t i = 0; i < m; i++) a[i + j * m] = j == 1 ? 0 : j % 3 == 2 ? a[i] : a[i + j * m];
-                    for (int64_t j = 0; j < n; j++) /* As = AᵀA-like symmetric: a Gram matrix of A's columns */
+                    for (int64_t j = 0; j < n; j++) /* As: the Gram matrix of A's columns (same defects) */
                         for (int64_t i = 0; i < n; i++) {
                             double g = 0;
                             for (int64_t l = 0; l < m; l++) g += a[l + i * m] * a[l + j * m];
@@ -1029,28 +1043,11 @@ Test(gpu_parity, structured_inputs_match_cpu)
                         }
                 }
             }
-            tu_fill_normal(&r, X, B * mx * kx);
             cr_assert_eq(sg_set_memspace(gpu, (sh & 1) ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
-            for (size_t oi = 0; oi < sizeof OPS / sizeof OPS[0]; oi++) {
-                const int op = OPS[oi];
-                if (co_square(op) && m != n) continue;
-                const int64_t rows = co_square(op) ? n : m, per = co_per(op, n, k, kx);
-                const double *src = co_square(op) ? As : A;
-                cr_assert_eq(co_run(cpu, op, (sg_dtype)t, 0, B, rows, n, kx, src, X, oc, ic), SG_OK, "CPU %s: %s",
-                             CO_NAME[op], sg_last_error(cpu));
-                sg_status sg = co_run(gpu, op, (sg_dtype)t, sh & 1, B, rows, n, kx, src, X, og, ig);
-                cr_expect_eq(sg, SG_OK, "%s %s %lld×%lld: %s (%s)", CO_NAME[op], dn((sg_dtype)t), (long long)rows,
-                             (long long)n, sg_status_string(sg), sg_last_error(gpu));
-                if (sg != SG_OK) continue;
-                for (int64_t b = 0; b < B; b++) {
-                    const double e = co_err(op, n, per, og, oc, ig, ic, b, 1);
-                    char note[64];
-                    cr_expect_leq(e, tol_of((sg_dtype)t), "%s %s %lld×%lld, %s: differs from the CPU by %g%s",
-                                  CO_NAME[op], dn((sg_dtype)t), (long long)rows, (long long)n, KN[b], e,
-                                  co_rank_note(op, ig, ic, b, note, sizeof note));
-                }
-            }
-            free(A), free(As), free(X), free(og), free(oc), free(u), free(v);
+            for (size_t oi = 0; oi < sizeof OPS / sizeof OPS[0]; oi++)
+                co_parity(OPS[oi], (sg_dtype)t, sh & 1, B, m, n, kx, &c, 1, "structured", KN);
+            co_free(&c);
+            free(u), free(v);
         }
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }
