@@ -89,6 +89,14 @@ class _NumpyAdapter:
         return np.broadcast_to(x, shape)
 
     @staticmethod
+    def matmul(a, b):
+        return np.matmul(a, b)
+
+    @staticmethod
+    def all_finite(x):
+        return bool(np.isfinite(x).all())
+
+    @staticmethod
     def stream_ptr():
         return None
 
@@ -167,6 +175,12 @@ class _TorchCudaAdapter:
     @staticmethod
     def broadcast_to(x, shape):
         return x.expand(shape)
+
+    def matmul(self, a, b):
+        return self.torch.matmul(a, b)
+
+    def all_finite(self, x):
+        return bool(self.torch.isfinite(x).all())
 
     def stream_ptr(self):
         return self.torch.cuda.current_stream(self.device).cuda_stream
@@ -390,6 +404,7 @@ class Context:
             msg = self._lib.sg_status_string(s).decode()
             raise L.error_class(s)("Context", s, f"sg_create({backend}) failed: {msg}" + (f" ({why})" if why else ""))
         self._mem = L.SG_MEM_HOST
+        self._check_finite = True
         self.backend = L.BACKEND_NAMES[self._lib.sg_get_backend(self._h)]
         if self.backend == "cuda":
             self.device = device
@@ -440,6 +455,7 @@ class Context:
         holding NaN/Inf is reported by index (decompositions on the CPU; the CUDA solvers or the loss) or
         carries NaN into its own outputs, never into the other matrices of the batch."""
         self._set("set_check_finite", self._lib.sg_set_check_finite, 1 if on else 0)
+        self._check_finite = bool(on)
 
     def set_jacobi(self, tol=0.0, max_sweeps=0):
         """CUDA Jacobi solver controls (tol <= 0: eps; max_sweeps <= 0: 100)."""
@@ -724,7 +740,7 @@ class Context:
         project_basis and lstsq act on X column by column. On the CPU backend that batch is therefore
         folded into the columns of a single call (_folded), so A is decomposed once instead of once per
         batch item. CUDA kernels give each matrix of a batch its own thread block, so there project goes
-        through A's nullspace basis instead (_via_basis)."""
+        through A's nullspace basis instead (_via_basis), and lstsq through A⁺ (_via_pinv)."""
         sa, sx = ad.shape(A), ad.shape(X)
         if len(sa) < 2 or math.prod(sa[:-2]) != 1:
             return None
@@ -789,6 +805,29 @@ class Context:
             return self.project_basis(Q, X, complement=which == "row")
         except L.SpecgradError:
             return None
+
+    def _via_pinv(self, ad, A, B, sh, atol, rtol, code):
+        """lstsq on CUDA with one A shared by a batch of B: P = A⁺ = lstsq(A, I) once (one SVD, its rank
+        cutoff), then x = P b for every item by the array library's matmul (numpy on the host, torch on the
+        tensor's device), where the per-item path decomposes A for every item. Returns (x, rank over the
+        batch shape), or None, and the caller takes the per-item path, when B has the wrong rows, holds
+        NaN/Inf with the check on (that path names the item), or a call fails (reported as for any batch)."""
+        bs, vec = sh
+        m, n = ad.shape(A)[-2:]
+        if ad.shape(B)[-1 if vec else -2] != m or (self._check_finite and not ad.all_finite(B)):
+            return None
+        keep = []
+        P, r = _out(ad, (), n, m, code), ad.empty_i64((1,))
+        mA, mI, mP = _desc(ad, ad.reshape(A, (m, n)), keep), _desc(ad, ad.eye(m, code), keep), _desc(ad, P, keep)
+        try:
+            self._run("lstsq", ad, self._lib.sg_lstsq,
+                      (C.byref(mA), C.byref(mI), atol, rtol, C.byref(mP), C.c_void_p(ad.ptr(r))), ())
+        except L.SpecgradError:
+            return None
+        X = ad.matmul(B, ad.T(P)) if vec else ad.matmul(P, B)  # (..., m) @ (m, n); (n, m) @ (..., m, k)
+        rank = ad.empty_i64(bs)
+        rank[...] = r[0]
+        return X, rank
 
     def project(self, A, X, which="null", atol=0.0, rtol=None):
         """Y = P X with P the orthogonal projector onto the nullspace ('null') or row space ('row') of A
@@ -863,13 +902,18 @@ class Context:
         (..., m). Returns x (and the rank with return_rank=True). Copies C-contiguous A and matrix B.
         Zero-sized A: x = 0 and rank 0, like numpy. Batch dimensions broadcast like torch.linalg.lstsq's
         (B with exactly one dimension fewer than A is a batch of vectors). One A shared by a batch of B is
-        factored once on the CPU backend (its rank repeated over the batch shape), once per batch item on
-        CUDA."""
+        factored once, its rank repeated over the batch shape: on the CPU backend the batch becomes columns of
+        one call; on CUDA x = A⁺b with A⁺ = lstsq(A, I) computed once and applied by matmul."""
         atol, rtol = _tols("lstsq", atol, rtol)
         ad, (A, B), tc = self._adapter([A, B])
         (A, B), code = self._common(ad, [A, B], ["A", "B"])
-        sh = self._shared(ad, A, B) if self.backend == "cpu" else None
-        if sh is not None:
+        sh = self._shared(ad, A, B)
+        if sh is not None and self.backend != "cpu":
+            f = self._via_pinv(ad, A, B, sh, atol, rtol, code)
+            if f is not None:
+                X, r = self._wrap(f[0], tc), self._wrap(f[1], tc)
+                return (X, r) if return_rank else X
+        elif sh is not None:
             m, n = ad.shape(A)[-2:]
             f = self._folded("lstsq", ad, A, B, sh, m, n, code, self._lib.sg_lstsq,
                              lambda mA, mB, mX, r: (C.byref(mA), C.byref(mB), atol, rtol, C.byref(mX),

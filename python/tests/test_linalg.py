@@ -522,6 +522,44 @@ def test_project_with_shared_A_on_cuda_uses_its_basis(rng, dtype, monkeypatch):
     assert "project" in calls
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lstsq_with_shared_A_on_cuda_factors_it_once(rng, dtype, monkeypatch):
+    """CUDA backend: lstsq with one A for a batch of B is A⁺ = lstsq(A, I) once, applied by matmul, never the
+    per-item call (which decomposed A for every item); the rank is repeated over the batch shape. Runs on a
+    GPU and, in CI, on the emulated device (scripts/test-python's second pass)."""
+    try:
+        ctx = sg.Context("cuda")
+    except sg.SpecgradError as e:
+        pytest.skip(f"no CUDA backend here: {e}")
+    calls = _record_broadcasts(monkeypatch)
+    m, n, k = 6, 4, 3
+    t = tol(dtype)
+    A = low_rank(rng, m, n, 2, ()).astype(dtype)
+    Pd = np.linalg.pinv(A.astype(np.float64))
+    B = rng.standard_normal((2, 3, m, k)).astype(dtype)
+    for lead in [(), (1, 1)]:
+        x, r = ctx.lstsq(A.reshape(lead + A.shape), B, return_rank=True)
+        assert x.shape == (2, 3, n, k) and r.shape == (2, 3) and r.dtype == np.int64 and np.all(r == 2)
+        np.testing.assert_allclose(x, Pd @ B.astype(np.float64), atol=t * 100)
+    b = rng.standard_normal((5, m)).astype(dtype)
+    x, r = ctx.lstsq(A[None], b, return_rank=True)
+    assert x.shape == (5, n) and r.shape == (5,) and np.all(r == 2)
+    np.testing.assert_allclose(x, b.astype(np.float64) @ Pd.T, atol=t * 100)
+    assert calls == [], f"per-item broadcast used for a shared A: {calls}"
+    # a NaN in item (1, 2): the per-item path names it; with the check off it stays in that item
+    Bn = B.copy()
+    Bn[1, 2, 0, 0] = np.nan
+    with pytest.raises(sg.NonFiniteError) as e:
+        ctx.lstsq(A, Bn)
+    assert e.value.op == "lstsq" and e.value.batch_index == (1, 2)
+    ctx.set_check_finite(False)
+    x = ctx.lstsq(A, Bn)
+    assert not np.isfinite(x[1, 2]).all()
+    keep = np.ones((2, 3), bool)
+    keep[1, 2] = False
+    np.testing.assert_allclose(x[keep], (Pd @ B.astype(np.float64))[keep], atol=t * 100)
+
+
 def test_project_basis_rejects_bad_shapes(rng):
     X = rng.standard_normal((4, 2))
     with pytest.raises(sg.SpecgradArgumentError, match="at most 4 columns"):
