@@ -483,19 +483,23 @@ def test_shared_operand_is_folded_into_one_call(rng, dtype, monkeypatch):
         ctx.project(A, np.zeros((3, n + 1, k), dtype))
 
 
+def _cuda_shared_case(rng, dtype, monkeypatch, m, n):
+    """A CUDA context (skip without one), the per-item broadcast recorder, the tolerance, and a rank-2 m×n A
+    to share across a batch."""
+    try:
+        ctx = sg.Context("cuda")
+    except sg.SpecgradError as e:
+        pytest.skip(f"no CUDA backend here: {e}")
+    return ctx, _record_broadcasts(monkeypatch), tol(dtype), low_rank(rng, m, n, 2, ()).astype(dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_project_with_shared_A_on_cuda_uses_its_basis(rng, dtype, monkeypatch):
     """CUDA backend: project with one A for a batch of X is null_space(A) once and project_basis over the
     batch, never the per-item project (which decomposed A for every item). Runs on a GPU and, in CI, on
     the emulated device (scripts/test-python's second pass)."""
-    try:
-        ctx = sg.Context("cuda")
-    except sg.SpecgradError as e:
-        pytest.skip(f"no CUDA backend here: {e}")
-    calls = _record_broadcasts(monkeypatch)
     m, n, k = 4, 6, 3
-    t = tol(dtype)
-    A = low_rank(rng, m, n, 2, ()).astype(dtype)
+    ctx, calls, t, A = _cuda_shared_case(rng, dtype, monkeypatch, m, n)
     Ad = A.astype(np.float64)
     _, s, Vh = np.linalg.svd(Ad)
     Pd = Vh[2:].T @ Vh[2:]  # projector onto null(A) (rank 2)
@@ -527,14 +531,8 @@ def test_lstsq_with_shared_A_on_cuda_factors_it_once(rng, dtype, monkeypatch):
     """CUDA backend: lstsq with one A for a batch of B is A⁺ = lstsq(A, I) once, applied by matmul, never the
     per-item call (which decomposed A for every item); the rank is repeated over the batch shape. Runs on a
     GPU and, in CI, on the emulated device (scripts/test-python's second pass)."""
-    try:
-        ctx = sg.Context("cuda")
-    except sg.SpecgradError as e:
-        pytest.skip(f"no CUDA backend here: {e}")
-    calls = _record_broadcasts(monkeypatch)
     m, n, k = 6, 4, 3
-    t = tol(dtype)
-    A = low_rank(rng, m, n, 2, ()).astype(dtype)
+    ctx, calls, t, A = _cuda_shared_case(rng, dtype, monkeypatch, m, n)
     Pd = np.linalg.pinv(A.astype(np.float64))
     B = rng.standard_normal((2, 3, m, k)).astype(dtype)
     for lead in [(), (1, 1)]:
