@@ -471,6 +471,15 @@ template <class T> static double orth_err_cols(const T *Q, int64_t d, int64_t t,
     return e;
 }
 
+/* nb packed k×k identity matrices: k_qr_apply's C when Q itself is wanted */
+template <class T> static vector<T> eye_batch(int64_t k, int64_t nb)
+{
+    vector<T> I((size_t)(k * k * nb), T(0));
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t i = 0; i < k; i++) I[(size_t)(b * k * k + i + i * k)] = T(1);
+    return I;
+}
+
 /* kind: 0 mixed ranks (sv_mixed), 1 duplicate columns of Aₜ (odd columns = column 0), 2 a zero column of Aₜ
    (k = 1: A = 0), 3 column scales 1e±30 (f32) / 1e±200 (f64): squares that overflow or underflow unscaled. */
 template <class T> static void qr_case(tu_rng *r, int64_t m, int64_t n, int64_t nb, int kind, QrStats &st)
@@ -525,10 +534,7 @@ template <class T> static void qr_case(tu_rng *r, int64_t m, int64_t n, int64_t 
         }, free_ok);
         return O;
     };
-    vector<T> I((size_t)(k * k * nb), T(0));
-    for (int64_t b = 0; b < nb; b++)
-        for (int64_t i = 0; i < k; i++) I[b * k * k + i + i * k] = T(1);
-    vector<T> Q = apply(I, k, "k_qr_apply(Q)"); /* Q's first k columns; all d: via the full U below */
+    vector<T> Q = apply(eye_batch<T>(k, nb), k, "k_qr_apply(Q)"); /* Q's first k columns; all d: via the full U below */
     vector<T> SR, UR, VR, Sc, Uc, Vc;
     cpu_svd(R, nb, k, k, false, SR, UR, VR);
     cpu_svd(A, nb, m, n, false, Sc, Uc, Vc);
@@ -623,9 +629,7 @@ template <class T> static void qr_nonfinite(T bad)
     auto run = [&](const T *in, int64_t nb, vector<T> &Wq, vector<T> &tau, vector<T> &R, vector<T> &Q) {
         Wq.assign(in, in + d * k * nb), tau.assign((size_t)(k * nb), T(-7)), R.assign((size_t)(k * k * nb), T(-7));
         emu_launch((unsigned)nb, qr_threads(), qr_smem<T>(), k_qr<T>, Wq.data(), 0, Wq.data(), tau.data(), R.data(), d, k);
-        vector<T> I((size_t)(k * k * nb), T(0));
-        for (int64_t b = 0; b < nb; b++)
-            for (int64_t i = 0; i < k; i++) I[(size_t)(b * k * k + i + i * k)] = T(1);
+        const vector<T> I = eye_batch<T>(k, nb);
         Q.assign((size_t)(d * k * nb), T(-7));
         emu_launch((unsigned)nb, qr_threads(), qr_apply_smem<T>(), k_qr_apply<T>, Wq.data(), tau.data(), I.data(),
                    Q.data(), d, k, k);

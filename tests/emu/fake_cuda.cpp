@@ -933,16 +933,15 @@ cusolverStatus_t gesvdj_batched(cusolverDnHandle_t h, cusolverEigMode_t jobz, in
         for (int b = 0; b < nb; b++) {
             T *Ab = A + (int64_t)b * lda * n;
             for (int j = 0; j < n; j++) memcpy(&a[(size_t)j * m], Ab + (int64_t)j * lda, sizeof(T) * (size_t)m);
-            /* NaN/Inf: non-convergence, k + 1 (the Jacobi fake's answer too), with NaN outputs */
-            const bool fin = finite_mat(a.data(), m, n, m);
-            if (!fin) {
+            lapack_int r = 0;
+            if (!finite_mat(a.data(), m, n, m)) { /* NaN/Inf: non-convergence (as the Jacobi fake), NaN outputs */
                 nan_fill(S_ + (int64_t)b * k, (size_t)k);
                 nan_fill(u.data(), u.size());
                 nan_fill(vt.data(), vt.size());
+                r = 1;
+            } else if (m && n) {
+                r = gesvd(vec ? 'A' : 'N', m, n, a.data(), S_ + (int64_t)b * k, u.data(), vt.data());
             }
-            lapack_int r = !fin      ? 1
-                           : m && n ? gesvd(vec ? 'A' : 'N', m, n, a.data(), S_ + (int64_t)b * k, u.data(), vt.data())
-                                    : 0;
             info[b] = r == 0 ? 0 : r > 0 ? k + 1 : (int)r;
             for (int j = 0; j < n; j++) nan_fill(Ab + (int64_t)j * lda, (size_t)m); /* destroyed */
             if (!vec) continue;
