@@ -4,8 +4,8 @@
    Layout of this file (llm.c style: each kernel sits next to the CPU semantics it reproduces):
      1. small kernels (pack/unpack, NaN scan, Jordan–Wielandt build/extract, Householder QR, rank, nullspace,
         project, lstsq)
-     2. solver cores on packed device buffers (eigh_run, svd_run: gesvdj / QR first / Jordan–Wielandt) with a
-        dry mode that only sizes workspace
+     2. solver cores on packed device buffers (eigh_run, svd_run: safe-range scaling around gesvdj / QR first /
+        Jordan–Wielandt) with a dry mode that only sizes workspace
      3. one generic chunk runner (run_job) that every op goes through: device memory in place, or host
         memory streamed through pinned buffers on two lanes (stream + cuSOLVER handle) with double buffering
      4. the sg_cuda_* entry points, each a table of operands plus a per-chunk compute callback. */
@@ -142,10 +142,11 @@ static sg_status host_workspace(sg_ctx *ctx, const Lane &L, size_t bytes, void *
 
 /* Symmetric eigendecomposition of nb packed n×n matrices in place (A becomes V when jobz = VECTOR),
    W packed n per matrix, info[nb] per-matrix status. n ≤ 32: Jacobi syevjBatched (ctx tolerance/sweeps,
-   sorted ascending); n > 32: cusolverDnXsyevBatched (ascending). Caller keeps n·n·nb ≤ INT32_MAX. */
+   sorted ascending); n > 32: cusolverDnXsyevBatched (ascending). Caller keeps n·n·nb ≤ INT32_MAX.
+   A must be in the solvers' safe range: callers go through eigh_run (or build H from a scaled A). */
 template <class T>
-static sg_status eigh_run(sg_ctx *ctx, const Lane &L, int64_t n, int64_t nb, cusolverEigMode_t jobz, T *A, T *W,
-                          Bump &scr, int *info, bool dry)
+static sg_status eigh_core(sg_ctx *ctx, const Lane &L, int64_t n, int64_t nb, cusolverEigMode_t jobz, T *A, T *W,
+                           Bump &scr, int *info, bool dry)
 {
     sg_status s = SG_OK;
     const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
@@ -324,10 +325,11 @@ static sg_status svd_qr_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, in
 /* SVD of nb packed m×n matrices (A is destroyed). S packed k, U packed m×ucols, V packed n×vcols with
    ucols ∈ {0, k, m}, vcols ∈ {0, k, n} (0: not wanted). m, n ≤ 32: gesvdjBatched (full U, V; economy
    copies the first k columns). min(m,n) ≤ 32 < max(m,n): QR first (svd_qr_run). Otherwise (and with
-   SG_SVD_JW=1 for the QR-first shapes) Jordan–Wielandt: XsyevBatched on [[0,A],[Aᵀ,0]] and k_jw_extract. */
+   SG_SVD_JW=1 for the QR-first shapes) Jordan–Wielandt: XsyevBatched on [[0,A],[Aᵀ,0]] and k_jw_extract.
+   Callers go through svd_run (safe-range scaling). */
 template <class T>
-static sg_status svd_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64_t nb, int64_t ucols, int64_t vcols,
-                         T *A, T *S, T *U, T *V, Bump &scr, int *info, bool dry)
+static sg_status svd_core(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64_t nb, int64_t ucols, int64_t vcols,
+                          T *A, T *S, T *U, T *V, Bump &scr, int *info, bool dry)
 {
     sg_status s = SG_OK;
     bool vec = ucols > 0 || vcols > 0;
@@ -353,12 +355,64 @@ static sg_status svd_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64
         k_jw_build<T><<<(unsigned)grid_for(ctx, N * N * nb), SG_BLOCK, 0, L.s>>>(A, m, n, H, nb);
         CU_LAUNCH_CHECK(ctx);
     }
-    if ((s = eigh_run<T>(ctx, L, N, nb, jobz, H, Wv, scr, info, dry)) != SG_OK) return s;
+    if ((s = eigh_core<T>(ctx, L, N, nb, jobz, H, Wv, scr, info, dry)) != SG_OK) return s; /* H in range */
     if (dry) return SG_OK;
     if (vec && (s = smem_fit(ctx, (const void *)k_jw_extract<T>, smem, "svd basis extraction")) != SG_OK) return s;
     k_jw_extract<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(H, Wv, m, n, S, U, ucols, V, vcols, info);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
+}
+
+/* SG_RANGE_SCALE=0 skips the safe-range scaling (A/B of its cost, and of whether a cuSOLVER release needs it,
+   on a device). Read once. */
+static bool range_scale_on(void)
+{
+    static const bool on = !(getenv("SG_RANGE_SCALE") && atoi(getenv("SG_RANGE_SCALE")) == 0);
+    return on;
+}
+/* Scale each of nb packed rows×cols matrices at A into the solvers' safe range (k_range_scale); *ex gets
+   the per-matrix exponents for range_unscale (NULL when the step is off). Same scratch in a dry run. */
+template <class T>
+static sg_status range_scale(sg_ctx *ctx, const Lane &L, T *A, int64_t rows, int64_t cols, int lower, int64_t nb,
+                             Bump &scr, bool dry, int **ex)
+{
+    *ex = NULL;
+    if (!range_scale_on()) return SG_OK;
+    *ex = (int *)scr.take(sizeof(int) * (size_t)nb);
+    if (dry || nb == 0 || rows * cols == 0) return SG_OK;
+    k_range_scale<T><<<(unsigned)nb, SG_RANGE_THREADS, 0, L.s>>>(A, rows, cols, lower, *ex);
+    CU_LAUNCH_CHECK(ctx);
+    return SG_OK;
+}
+template <class T>
+static sg_status range_unscale(sg_ctx *ctx, const Lane &L, T *W, int64_t k, int64_t nb, const int *ex, bool dry)
+{
+    if (!ex || dry || k * nb == 0) return SG_OK;
+    k_range_unscale<T><<<(unsigned)grid_for(ctx, k * nb), SG_BLOCK, 0, L.s>>>(W, k, nb, ex);
+    CU_LAUNCH_CHECK(ctx);
+    return SG_OK;
+}
+
+/* The solver entry points: eigh_core / svd_core between range_scale and range_unscale. */
+template <class T>
+static sg_status eigh_run(sg_ctx *ctx, const Lane &L, int64_t n, int64_t nb, cusolverEigMode_t jobz, T *A, T *W,
+                          Bump &scr, int *info, bool dry)
+{
+    int *ex;
+    sg_status s = range_scale<T>(ctx, L, A, n, n, 1, nb, scr, dry, &ex);
+    if (s == SG_OK) s = eigh_core<T>(ctx, L, n, nb, jobz, A, W, scr, info, dry);
+    if (s == SG_OK) s = range_unscale<T>(ctx, L, W, n, nb, ex, dry);
+    return s;
+}
+template <class T>
+static sg_status svd_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64_t nb, int64_t ucols, int64_t vcols,
+                         T *A, T *S, T *U, T *V, Bump &scr, int *info, bool dry)
+{
+    int *ex;
+    sg_status s = range_scale<T>(ctx, L, A, m, n, 0, nb, scr, dry, &ex);
+    if (s == SG_OK) s = svd_core<T>(ctx, L, m, n, nb, ucols, vcols, A, S, U, V, scr, info, dry);
+    if (s == SG_OK) s = range_unscale<T>(ctx, L, S, m < n ? m : n, nb, ex, dry);
+    return s;
 }
 
 /* Chunk limit of the batched solver each path calls: gesvdj on m×n, gesvdj on the k×k R (QR first), or

@@ -98,6 +98,62 @@ __global__ void k_nonfinite(const T *x, int64_t ld, int64_t st, int64_t rows, in
     }
 }
 
+/* ---- Safe-range scaling around the batched solvers (eigh_run / svd_run in cuda/linalg.cu) -----------------
+   LAPACK's ?syev/?gesdd scale A by max|a| when it lies outside [rmin, 1/rmin], rmin = √(safmin/eps)
+   (≈ 1e−146 f64, 3e−16 f32): beyond it the squares in norms, rotation angles and convergence tests overflow
+   or underflow. cuSOLVER documents no such step for syevj/gesvdj/XsyevBatched, so each matrix whose max|a|
+   has a binary exponent outside ±SG_RANGE_EXP is scaled here by 2^−e, e = ilogb(max|a|) (max|a| lands in
+   [1, 2)): exact except for entries that fall below the underflow threshold, as in LAPACK. k_range_unscale
+   multiplies the values back by 2^e; vectors are scale-free. A matrix inside the range, zero, or holding
+   NaN/Inf keeps ex = 0 and is not touched, so ordinary inputs give bit-identical results with or without
+   this step. CPU equivalent: what LAPACK does inside the call. lower: max over i ≥ j only (eigh reads the
+   lower triangle). One block per matrix of SG_RANGE_THREADS threads. */
+#define SG_RANGE_THREADS 128
+template <class T> struct SgRange;
+template <> struct SgRange<float> { enum { EXP = 50 }; };   /* 2^±50 ≈ 1e±15: rmin 2^−51.5 */
+template <> struct SgRange<double> { enum { EXP = 484 }; }; /* 2^±484 ≈ 1e±146: rmin 2^−485 */
+__device__ inline int sg_ilogb(float x) { return ilogbf(x); }
+__device__ inline int sg_ilogb(double x) { return ilogb(x); }
+__device__ inline float sg_scalbn(float x, int e) { return scalbnf(x, e); }
+__device__ inline double sg_scalbn(double x, int e) { return scalbn(x, e); }
+
+template <class T> __global__ void k_range_scale(T *A, int64_t rows, int64_t cols, int lower, int *ex)
+{
+    __shared__ T red[32];
+    const int64_t per = rows * cols;
+    T *a = A + (int64_t)blockIdx.x * per;
+    const bool narrow = SG_NARROW(per);
+    T mx = 0;
+    for (int64_t e = threadIdx.x; e < per; e += blockDim.x) {
+        bool in = true;
+        if (lower) {
+            const int64_t j = narrow ? (int64_t)((uint32_t)e / (uint32_t)rows) : e / rows;
+            in = e - j * rows >= j;
+        }
+        if (in) mx = nan_max(fabs(a[e]), mx);
+    }
+    mx = block_max(mx, red);
+    int sh = 0;
+    if (mx > 0 && isfinite(mx)) {
+        const int e = sg_ilogb(mx);
+        if (e > (int)SgRange<T>::EXP || e < -(int)SgRange<T>::EXP) sh = e;
+    }
+    if (threadIdx.x == 0) ex[blockIdx.x] = sh;
+    if (sh)
+        for (int64_t e = threadIdx.x; e < per; e += blockDim.x) a[e] = sg_scalbn(a[e], -sh);
+}
+
+/* Values (eigenvalues or σ, k per matrix) of the scaled matrices back to A's scale: x·2^ex[b]. */
+template <class T> __global__ void k_range_unscale(T *W, int64_t k, int64_t nb, const int *ex)
+{
+    const int64_t total = k * nb;
+    const bool narrow = SG_NARROW(total);
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t b = narrow ? (int64_t)((uint32_t)e / (uint32_t)k) : e / k;
+        if (ex[b]) W[e] = sg_scalbn(W[e], ex[b]);
+    }
+}
+
 /* Jordan–Wielandt matrix H = [[0, A], [Aᵀ, 0]] (N = m+n, packed N×N) from packed m×n A.
    Eigenpairs of H: ±σ_i with [u_i; ±v_i]/√2, plus |m−n| zeros. Both triangles are filled. */
 template <class T> __global__ void k_jw_build(const T *A, int64_t m, int64_t n, T *H, int64_t nb)

@@ -281,6 +281,83 @@ template <class T> static void nonfinite_all()
 Test(emu, k_nonfinite_f32) { nonfinite_all<float>(); }
 Test(emu, k_nonfinite_f64) { nonfinite_all<double>(); }
 
+/* ---- safe-range scaling (k_range_scale / k_range_unscale around the solvers) ----------------------------
+   Per matrix kind: in range (untouched, ex 0), huge and tiny (scaled by 2^−e, e = ilogb(max|a|), max in
+   [1, 2)), subnormal max (e below the normal range: scalbn, not a factor 2^−e that would overflow), zero and
+   NaN-holding (untouched), and, in lower mode, a huge upper triangle over an in-range lower one (untouched:
+   eigh never reads it). The unscale puts values back by 2^e; scaled entries round-trip bitwise. */
+template <class T> static void range_scale_all()
+{
+    const double big = sizeof(T) == 4 ? 1e30 : 1e250, tiny = 1 / big, sub = sizeof(T) == 4 ? 1e-40 : 1e-310;
+    const int EXP = SgRange<T>::EXP;
+    enum { NORMAL, BIG, TINY, SUB, ZERO, NANK, UPPER, KINDS };
+    tu_rng r = tu_seed(14);
+    for (auto sh : {std::make_pair<int64_t, int64_t>(1, 1), {5, 5}, {33, 33}, {40, 5}})
+        for (int lower = 0; lower <= (sh.first == sh.second); lower++) {
+            const int64_t rows = sh.first, cols = sh.second, per = rows * cols, nb = KINDS, k = 3;
+            vector<double> a0((size_t)(per * nb));
+            tu_fill_normal(&r, a0.data(), (int64_t)a0.size());
+            for (int64_t b = 0; b < nb; b++)
+                for (int64_t e = 0; e < per; e++) {
+                    double &x = a0[(size_t)(b * per + e)];
+                    const bool upper = e % rows < e / rows;
+                    x = b == BIG ? x * big : b == TINY ? x * tiny : b == SUB ? x * sub : b == ZERO ? 0
+                        : b == UPPER && upper ? x * big : x;
+                }
+            a0[(size_t)(NANK * per + per / 2)] = NAN, a0[(size_t)(NANK * per)] *= big;
+            const vector<T> A0 = to<T>(a0);
+            vector<T> A;
+            vector<int> ex;
+            all_modes("k_range_scale", [&] {
+                A = A0, ex.assign((size_t)nb, -7);
+                emu_launch((unsigned)nb, SG_RANGE_THREADS, 0, k_range_scale<T>, A.data(), rows, cols, lower, ex.data());
+                return bytes2(A, ex);
+            });
+            for (int64_t b = 0; b < nb; b++) {
+                T mx = 0;
+                bool fin = true;
+                for (int64_t e = 0; e < per; e++)
+                    if (!lower || e % rows >= e / rows) {
+                        const T x = A0[(size_t)(b * per + e)];
+                        fin &= std::isfinite(x), mx = std::max(mx, std::fabs(x));
+                    }
+                const int want = fin && mx > 0 && std::abs(std::ilogb(mx)) > EXP ? std::ilogb(mx) : 0;
+                const bool expect_scaled = b == BIG || b == TINY || b == SUB || (b == UPPER && !lower && per > 1);
+                cr_assert_eq(ex[(size_t)b], want, "k_range_scale %lldx%lld lower %d kind %lld: ex %d, want %d",
+                             (long long)rows, (long long)cols, lower, (long long)b, ex[(size_t)b], want);
+                cr_assert_eq(want != 0, expect_scaled, "kind %lld: the test's own input is not what it means",
+                             (long long)b);
+                T amax = 0;
+                for (int64_t e = 0; e < per; e++) {
+                    const T x0 = A0[(size_t)(b * per + e)], x = A[(size_t)(b * per + e)];
+                    const T w = want ? std::scalbn(x0, -want) : x0;
+                    cr_assert(std::memcmp(&x, &w, sizeof(T)) == 0, "k_range_scale kind %lld element %lld: %g, want %g",
+                              (long long)b, (long long)e, (double)x, (double)w);
+                    if (want && (b != SUB)) /* no entry underflowed: the round trip is exact */
+                        cr_assert(std::scalbn(x, want) == x0, "kind %lld element %lld: round trip", (long long)b,
+                                  (long long)e);
+                    if (!lower || e % rows >= e / rows) amax = std::max(amax, std::fabs(x));
+                }
+                if (want) cr_assert(amax >= T(1) && amax < T(2), "kind %lld: scaled max %g not in [1, 2)", (long long)b,
+                                    (double)amax);
+            }
+            vector<double> w0((size_t)(k * nb));
+            tu_fill_normal(&r, w0.data(), (int64_t)w0.size());
+            const vector<T> W0 = to<T>(w0);
+            vector<T> W;
+            all_modes("k_range_unscale", [&] {
+                W = W0;
+                emu_launch(grid_for(k * nb), SG_BLOCK, 0, k_range_unscale<T>, W.data(), k, nb, ex.data());
+                return bytes(W);
+            });
+            for (int64_t i = 0; i < k * nb; i++)
+                cr_assert(W[(size_t)i] == std::scalbn(W0[(size_t)i], ex[(size_t)(i / k)]), "k_range_unscale %lld",
+                          (long long)i);
+        }
+}
+Test(emu, k_range_scale_f32) { range_scale_all<float>(); }
+Test(emu, k_range_scale_f64) { range_scale_all<double>(); }
+
 /* k_jw_build (svd_run: grid_for(N²·nb) × SG_BLOCK). */
 template <class T> static vector<T> jw_ref(const vector<T> &A, int64_t m, int64_t n, int64_t nb)
 {

@@ -26,6 +26,8 @@
        early: ASan reports it). NaN/Inf never reach LAPACK (the backend with the input check off):
        XsyevBatched answers NaN with info 0, gesvdjBatched non-convergence (k + 1), and the Jacobi
        syevjBatched does not converge on its own (n + 1), so both answers a real solver might give are met.
+       The Jacobi fakes do not scale: outside the dtype's safe range (squares overflow or underflow) syevj
+       stops after one sweep with wrong values and gesvdj reports non-convergence, again one answer each.
    Not modelled: timing, concurrency between streams (queues run one at a time on the calling thread), the
    memory model, managed memory, peer devices (one device), the real solvers' accuracy and failures. */
 #include "fake_cuda.h"
@@ -823,9 +825,12 @@ cudaError_t eigh_batch(bool vec, cublasFillMode_t uplo, int64_t n, T *A, int64_t
     return cudaSuccess;
 }
 /* syevjBatched: cyclic Jacobi with cuSOLVER's stopping rule, ‖off(A)‖_F ≤ tol·‖A‖_F checked after each
-   sweep (tol 0: the dtype's eps), at most `sweeps` sweeps, else info = n + 1; eigenvalues ascending. It
-   works in units of max|A| (whether the real one does is what gpu_parity::extreme_scales_match_cpu asks). So the
-   sweep and tolerance settings decide convergence as they do on the GPU. */
+   sweep (tol 0: the dtype's eps), at most `sweeps` sweeps, else info = n + 1; eigenvalues ascending. So the
+   sweep and tolerance settings decide convergence as they do on the GPU. The rotations run in double, but
+   the two norms are sums of squares in the dtype, unscaled: the pessimistic model of a solver that does not
+   scale (cuSOLVER documents none). Past 2^±64 (f32) or 2^±512 (f64) they overflow or underflow, the test
+   passes after one sweep, and the eigenvalues are wrong: the backend's safe-range scaling
+   (k_range_scale) must keep A away from there. */
 template <class T>
 cudaError_t jacobi_batch(bool vec, cublasFillMode_t uplo, int n, T *A, int lda, T *W, int *info, int nb, double tol,
                          int sweeps)
@@ -842,12 +847,9 @@ cudaError_t jacobi_batch(bool vec, cublasFillMode_t uplo, int n, T *A, int lda, 
                 a[(size_t)i + (size_t)j * n] = ref ? (double)Ab[i + (int64_t)j * lda] : (double)Ab[j + (int64_t)i * lda];
                 v[(size_t)i + (size_t)j * n] = i == j;
             }
-        double amax = 0, fro = 0; /* in units of max|a|: squares of 1e±250 stay in range */
-        for (double x : a) amax = std::max(amax, std::fabs(x));
-        const double unit = amax > 0 && std::isfinite(amax) ? amax : 1;
-        for (double &x : a) x /= unit;
-        for (double x : a) fro += x * x;
-        fro = sqrt(fro);
+        T fro2 = 0; /* in the dtype, unscaled (see above) */
+        for (double x : a) fro2 += (T)x * (T)x;
+        const double fro = sqrt((double)fro2);
         bool conv = n <= 1;
         for (int sw = 0; sw < sweeps && !conv; sw++) {
             for (int p = 0; p < n - 1; p++)
@@ -875,16 +877,16 @@ cudaError_t jacobi_batch(bool vec, cublasFillMode_t uplo, int n, T *A, int lda, 
                         v[(size_t)k + (size_t)q * n] = s * x + c * y;
                     }
                 }
-            double off = 0;
+            T off = 0;
             for (int j = 0; j < n; j++)
                 for (int i = 0; i < n; i++)
-                    if (i != j) off += a[(size_t)i + (size_t)j * n] * a[(size_t)i + (size_t)j * n];
-            conv = sqrt(off) <= t * fro;
+                    if (i != j) off += (T)a[(size_t)i + (size_t)j * n] * (T)a[(size_t)i + (size_t)j * n];
+            conv = sqrt((double)off) <= t * fro;
         }
         info[b] = conv ? 0 : n + 1;
         for (int i = 0; i < n; i++) ord[(size_t)i] = i;
         std::stable_sort(ord.begin(), ord.end(), [&](int x, int y) { return a[(size_t)x * (n + 1)] < a[(size_t)y * (n + 1)]; });
-        for (int i = 0; i < n; i++) W[(int64_t)b * n + i] = (T)(a[(size_t)ord[(size_t)i] * (n + 1)] * unit);
+        for (int i = 0; i < n; i++) W[(int64_t)b * n + i] = (T)a[(size_t)ord[(size_t)i] * (n + 1)];
         for (int j = 0; j < n; j++)
             for (int i = 0; i < n; i++)
                 Ab[i + (int64_t)j * lda] = vec ? (T)v[(size_t)i + (size_t)ord[(size_t)j] * n] : (T)__builtin_nan("");
@@ -940,7 +942,11 @@ cusolverStatus_t gesvdj_batched(cusolverDnHandle_t h, cusolverEigMode_t jobz, in
                 nan_fill(vt.data(), vt.size());
                 r = 1;
             } else if (m && n) {
+                T fro2 = 0; /* unscaled sum of squares in the dtype, as the syevj fake's stopping rule */
+                bool nonzero = false;
+                for (T x : a) fro2 += x * x, nonzero |= x != 0;
                 r = gesvd(vec ? 'A' : 'N', m, n, a.data(), S_ + (int64_t)b * k, u.data(), vt.data());
+                if (!std::isfinite(fro2) || (nonzero && fro2 == 0)) r = 1; /* out of range: no convergence */
             }
             info[b] = r == 0 ? 0 : r > 0 ? k + 1 : (int)r;
             for (int j = 0; j < n; j++) nan_fill(Ab + (int64_t)j * lda, (size_t)m); /* destroyed */
