@@ -711,3 +711,87 @@ Test(gpu_grad, regularizers_parity_and_domain)
                 free(A), free(l1), free(l2), free(g1), free(g2), free(s);
             }
 }
+
+/* Spectra near the ends of the range: λ (σ) scaled by sc = 1e±30 (f32) or 1e±250 (f64), gV (gU, gV) by sc
+   as well, so that every term of gA stays O(1): E_ij ~ sc, VᵀgV ~ sc (SVD: 1/(σj² − σi²) ~ sc⁻², formed
+   as ((σj − σi)/σmax)(σj/σmax + σi/σmax) in src/formulas.h, times S·UᵀgU ~ sc²). In exact mode that gA is
+   scale-invariant: the CPU reference at sc must equal the CPU at scale 1 (squares formed naively would
+   overflow or underflow in f32 at 1e±20), and the GPU (fused at n ≤ 64, cuBLAS beyond) must equal the
+   CPU in every mode. MASK and LORENTZ have absolute floors (max(1, |λ|max), param), so at sc < 1 they
+   mask every pair: parity only, on both backends the same. */
+Test(gpu_grad, extreme_scales_match_cpu)
+{
+    NEED_GPU();
+    tu_rng r = tu_seed(41);
+    const int64_t batch = 2, NS[] = {8, 33, 65}, SH[][2] = {{8, 8}, {33, 20}, {20, 33}, {65, 40}};
+    static const double SC[2][2] = {{1e30, 1e-30}, {1e250, 1e-250}};
+    for (int ti = 0; ti < 2; ti++)
+        for (int si = 0; si < 2; si++) {
+            const sg_dtype t = DTYPES[ti];
+            const double sc = SC[ti][si];
+            for (int ni = 0; ni < 3; ni++) { /* eigh_backward */
+                const int64_t n = NS[ni], nn = n * n;
+                double *W = dalloc(batch * n), *V = dalloc(batch * nn), *gW = dalloc(batch * n), *gV = dalloc(batch * nn),
+                       *Ws = dalloc(batch * n), *gVs = dalloc(batch * nn), *ref1 = dalloc(batch * nn),
+                       *ref = dalloc(batch * nn), *out = dalloc(batch * nn);
+                make_eig(&r, batch, n, -1, W, V);
+                tu_fill_normal(&r, gW, batch * n), tu_fill_normal(&r, gV, batch * nn);
+                for (int64_t i = 0; i < batch * n; i++) Ws[i] = W[i] * sc;
+                for (int64_t i = 0; i < batch * nn; i++) gVs[i] = gV[i] * sc;
+                for (int mode = SG_DEGEN_EXACT; mode <= SG_DEGEN_TAYLOR; mode++) {
+                    const int dev = (mode + ni) % 2;
+                    int64_t f;
+                    cr_assert_eq(run_eigh_bw(cpu, 0, 0, t, batch, n, Ws, V, gW, gVs, (sg_degen)mode, ref, &f), SG_OK,
+                                 "cpu eigh_backward %s n=%lld sc %g mode %d: %s", dn(t), (long long)n, sc, mode,
+                                 sg_last_error(cpu));
+                    if (mode == SG_DEGEN_EXACT) {
+                        cr_assert_eq(run_eigh_bw(cpu, 0, 0, t, batch, n, W, V, gW, gV, SG_DEGEN_EXACT, ref1, &f), SG_OK);
+                        const double e1 = rel_err(ref, ref1, batch * nn);
+                        cr_expect_leq(e1, tol_of(t), "cpu eigh_backward %s n=%lld: sc %g against sc 1: %.3g", dn(t),
+                                      (long long)n, sc, e1);
+                    }
+                    cr_assert_eq(run_eigh_bw(gpu, dev, 0, t, batch, n, Ws, V, gW, gVs, (sg_degen)mode, out, &f), SG_OK,
+                                 "gpu eigh_backward %s n=%lld sc %g mode %d dev %d: %s", dn(t), (long long)n, sc, mode,
+                                 dev, sg_last_error(gpu));
+                    const double e = rel_err(out, ref, batch * nn);
+                    cr_expect_leq(e, tol_of(t), "eigh_backward %s n=%lld sc %g mode %d dev %d: %.3g", dn(t),
+                                  (long long)n, sc, mode, dev, e);
+                }
+                free(W), free(V), free(gW), free(gV), free(Ws), free(gVs), free(ref1), free(ref), free(out);
+            }
+            for (int hi = 0; hi < 4; hi++) { /* svd_backward, economy */
+                const int64_t m = SH[hi][0], n = SH[hi][1], k = m < n ? m : n, mn = m * n;
+                double *U = dalloc(batch * m * k), *S = dalloc(batch * k), *V = dalloc(batch * n * k),
+                       *gU = dalloc(batch * m * k), *gS = dalloc(batch * k), *gV = dalloc(batch * n * k),
+                       *Ss = dalloc(batch * k), *gUs = dalloc(batch * m * k), *gVs = dalloc(batch * n * k),
+                       *ref1 = dalloc(batch * mn), *ref = dalloc(batch * mn), *out = dalloc(batch * mn);
+                make_svd(&r, batch, m, n, 0, -1, U, S, V);
+                tu_fill_normal(&r, gU, batch * m * k), tu_fill_normal(&r, gS, batch * k), tu_fill_normal(&r, gV, batch * n * k);
+                for (int64_t i = 0; i < batch * k; i++) Ss[i] = S[i] * sc;
+                for (int64_t i = 0; i < batch * m * k; i++) gUs[i] = gU[i] * sc;
+                for (int64_t i = 0; i < batch * n * k; i++) gVs[i] = gV[i] * sc;
+                for (int mode = SG_DEGEN_EXACT; mode <= SG_DEGEN_TAYLOR; mode++) {
+                    const int dev = (mode + hi) % 2;
+                    int64_t f;
+                    cr_assert_eq(run_svd_bw(cpu, 0, 0, t, batch, m, n, 0, U, Ss, V, gUs, gS, gVs, (sg_degen)mode, ref, &f),
+                                 SG_OK, "cpu svd_backward %s %lldx%lld sc %g mode %d: %s", dn(t), (long long)m,
+                                 (long long)n, sc, mode, sg_last_error(cpu));
+                    if (mode == SG_DEGEN_EXACT) {
+                        cr_assert_eq(run_svd_bw(cpu, 0, 0, t, batch, m, n, 0, U, S, V, gU, gS, gV, SG_DEGEN_EXACT, ref1, &f),
+                                     SG_OK);
+                        const double e1 = rel_err(ref, ref1, batch * mn);
+                        cr_expect_leq(e1, tol_of(t), "cpu svd_backward %s %lldx%lld: sc %g against sc 1: %.3g", dn(t),
+                                      (long long)m, (long long)n, sc, e1);
+                    }
+                    cr_assert_eq(run_svd_bw(gpu, dev, 0, t, batch, m, n, 0, U, Ss, V, gUs, gS, gVs, (sg_degen)mode, out, &f),
+                                 SG_OK, "gpu svd_backward %s %lldx%lld sc %g mode %d dev %d: %s", dn(t), (long long)m,
+                                 (long long)n, sc, mode, dev, sg_last_error(gpu));
+                    const double e = rel_err(out, ref, batch * mn);
+                    cr_expect_leq(e, tol_of(t), "svd_backward %s %lldx%lld sc %g mode %d dev %d: %.3g", dn(t),
+                                  (long long)m, (long long)n, sc, mode, dev, e);
+                }
+                free(U), free(S), free(V), free(gU), free(gS), free(gV), free(Ss), free(gUs), free(gVs), free(ref1),
+                    free(ref), free(out);
+            }
+        }
+}
