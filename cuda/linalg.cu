@@ -363,15 +363,15 @@ static sg_status svd_core(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int6
     return SG_OK;
 }
 
-/* SG_RANGE_SCALE=0 skips the safe-range scaling (A/B of its cost, and of whether a cuSOLVER release needs it,
-   on a device). Read once. */
+/* SG_RANGE_SCALE=0 skips k_range_scale / k_range_unscale (A/B of their cost, and of whether a cuSOLVER
+   release needs the scaling, on a device; NaN/Inf then reach the solvers with the check off). Read once. */
 static bool range_scale_on(void)
 {
     static const bool on = !(getenv("SG_RANGE_SCALE") && atoi(getenv("SG_RANGE_SCALE")) == 0);
     return on;
 }
-/* Scale each of nb packed rows×cols matrices at A into the solvers' safe range (k_range_scale); *ex gets
-   the per-matrix exponents for range_unscale (NULL when the step is off). Same scratch in a dry run. */
+/* k_range_scale on nb packed rows×cols matrices at A; *ex gets the per-matrix codes for range_unscale (NULL
+   when the step is off). Same scratch in a dry run. */
 template <class T>
 static sg_status range_scale(sg_ctx *ctx, const Lane &L, T *A, int64_t rows, int64_t cols, int lower, int64_t nb,
                              Bump &scr, bool dry, int **ex)
@@ -379,16 +379,19 @@ static sg_status range_scale(sg_ctx *ctx, const Lane &L, T *A, int64_t rows, int
     *ex = NULL;
     if (!range_scale_on()) return SG_OK;
     *ex = (int *)scr.take(sizeof(int) * (size_t)nb);
-    if (dry || nb == 0 || rows * cols == 0) return SG_OK;
+    if (dry || nb == 0) return SG_OK;
     k_range_scale<T><<<(unsigned)nb, SG_RANGE_THREADS, 0, L.s>>>(A, rows, cols, lower, *ex);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
 }
+/* k_range_unscale: values W (k per matrix) back to scale; for a matrix that held NaN/Inf, info SG_RANGE_BAD
+   (info_fail: "not attempted") and NaN into W, X1 and X2 (per1, per2 elements per matrix; NULL: none). */
 template <class T>
-static sg_status range_unscale(sg_ctx *ctx, const Lane &L, T *W, int64_t k, int64_t nb, const int *ex, bool dry)
+static sg_status range_unscale(sg_ctx *ctx, const Lane &L, T *W, int64_t k, T *X1, int64_t per1, T *X2, int64_t per2,
+                               int64_t nb, const int *ex, int *info, bool dry)
 {
-    if (!ex || dry || k * nb == 0) return SG_OK;
-    k_range_unscale<T><<<(unsigned)grid_for(ctx, k * nb), SG_BLOCK, 0, L.s>>>(W, k, nb, ex);
+    if (!ex || dry || nb == 0) return SG_OK;
+    k_range_unscale<T><<<(unsigned)nb, SG_RANGE_THREADS, 0, L.s>>>(W, k, X1, per1, X2, per2, ex, info);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
 }
@@ -399,9 +402,10 @@ static sg_status eigh_run(sg_ctx *ctx, const Lane &L, int64_t n, int64_t nb, cus
                           Bump &scr, int *info, bool dry)
 {
     int *ex;
+    const bool vec = jobz == CUSOLVER_EIG_MODE_VECTOR;
     sg_status s = range_scale<T>(ctx, L, A, n, n, 1, nb, scr, dry, &ex);
     if (s == SG_OK) s = eigh_core<T>(ctx, L, n, nb, jobz, A, W, scr, info, dry);
-    if (s == SG_OK) s = range_unscale<T>(ctx, L, W, n, nb, ex, dry);
+    if (s == SG_OK) s = range_unscale<T>(ctx, L, W, n, vec ? A : NULL, n * n, NULL, 0, nb, ex, info, dry);
     return s;
 }
 template <class T>
@@ -411,7 +415,9 @@ static sg_status svd_run(sg_ctx *ctx, const Lane &L, int64_t m, int64_t n, int64
     int *ex;
     sg_status s = range_scale<T>(ctx, L, A, m, n, 0, nb, scr, dry, &ex);
     if (s == SG_OK) s = svd_core<T>(ctx, L, m, n, nb, ucols, vcols, A, S, U, V, scr, info, dry);
-    if (s == SG_OK) s = range_unscale<T>(ctx, L, S, m < n ? m : n, nb, ex, dry);
+    if (s == SG_OK)
+        s = range_unscale<T>(ctx, L, S, m < n ? m : n, ucols ? U : NULL, m * ucols, vcols ? V : NULL, n * vcols, nb,
+                             ex, info, dry);
     return s;
 }
 
@@ -566,6 +572,10 @@ static sg_status info_fail(Job &J, const int *hinfo, int64_t b0, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++) {
         if (hinfo[i] == 0) continue;
+        if (hinfo[i] == SG_RANGE_BAD) /* k_range_scale found NaN/Inf: the solver saw zeros instead */
+            return sg_fail(J.ctx, SG_ERR_NOCONV, b0 + i,
+                           "%s not attempted: matrix %lld has NaN/Inf entries (input check off)", J.name,
+                           (long long)(b0 + i));
         if (hinfo[i] > 0)
             return sg_fail(J.ctx, SG_ERR_NOCONV, b0 + i, "%s: solver did not converge on matrix %lld (info %d)", J.name,
                            (long long)(b0 + i), hinfo[i]);

@@ -98,17 +98,23 @@ __global__ void k_nonfinite(const T *x, int64_t ld, int64_t st, int64_t rows, in
     }
 }
 
-/* ---- Safe-range scaling around the batched solvers (eigh_run / svd_run in cuda/linalg.cu) -----------------
-   LAPACK's ?syev/?gesdd scale A by max|a| when it lies outside [rmin, 1/rmin], rmin = √(safmin/eps)
-   (≈ 1e−146 f64, 3e−16 f32): beyond it the squares in norms, rotation angles and convergence tests overflow
-   or underflow. cuSOLVER documents no such step for syevj/gesvdj/XsyevBatched, so each matrix whose max|a|
-   has a binary exponent outside ±SG_RANGE_EXP is scaled here by 2^−e, e = ilogb(max|a|) (max|a| lands in
-   [1, 2)): exact except for entries that fall below the underflow threshold, as in LAPACK. k_range_unscale
-   multiplies the values back by 2^e; vectors are scale-free. A matrix inside the range, zero, or holding
-   NaN/Inf keeps ex = 0 and is not touched, so ordinary inputs give bit-identical results with or without
-   this step. CPU equivalent: what LAPACK does inside the call. lower: max over i ≥ j only (eigh reads the
-   lower triangle). One block per matrix of SG_RANGE_THREADS threads. */
+/* ---- Safe range and non-finite guard around the batched solvers (eigh_run / svd_run in cuda/linalg.cu) ----
+   k_range_scale reads each matrix once (eigh: the lower triangle it reads, lower = 1) and sets ex[b]:
+   - max|a| with a binary exponent outside ±SG_RANGE_EXP: ex = e = ilogb(max|a|), A scaled by 2^−e (max|a|
+     lands in [1, 2)). LAPACK's ?syev/?gesdd scale by max|a| outside [rmin, 1/rmin], rmin = √(safmin/eps)
+     (≈ 1e−146 f64, 3e−16 f32), because beyond it the squares in norms, rotation angles and convergence
+     tests overflow or underflow; cuSOLVER documents no such step for syevj/gesvdj/XsyevBatched. A power of
+     two is exact except for entries that fall below the underflow threshold, as in LAPACK.
+   - NaN/Inf (only with the input check off): ex = SG_RANGE_BAD, A zeroed, so the solver sees a zero matrix
+     (no solver-specific answer to NaN: an error, NaN, finite garbage or a hang); k_range_unscale then sets
+     that matrix's info to SG_RANGE_BAD (reported as SG_ERR_NOCONV, "not attempted", as the CPU backend
+     does) and fills its values and vectors with NaN rather than leave the zero matrix's.
+   - otherwise (in range, or zero) ex = 0 and A is not touched: ordinary inputs give bit-identical results.
+   k_range_unscale: values ×2^e (vectors are scale-free), or the NaN fill. CPU equivalent: LAPACK's own
+   scaling; the CPU backend reports a non-finite matrix as SG_ERR_NOCONV instead of calling LAPACK.
+   Both: one block per matrix of SG_RANGE_THREADS threads. */
 #define SG_RANGE_THREADS 128
+#define SG_RANGE_BAD 0x40000000
 template <class T> struct SgRange;
 template <> struct SgRange<float> { enum { EXP = 50 }; };   /* 2^±50 ≈ 1e±15: rmin 2^−51.5 */
 template <> struct SgRange<double> { enum { EXP = 484 }; }; /* 2^±484 ≈ 1e±146: rmin 2^−485 */
@@ -116,6 +122,8 @@ __device__ inline int sg_ilogb(float x) { return ilogbf(x); }
 __device__ inline int sg_ilogb(double x) { return ilogb(x); }
 __device__ inline float sg_scalbn(float x, int e) { return scalbnf(x, e); }
 __device__ inline double sg_scalbn(double x, int e) { return scalbn(x, e); }
+__device__ inline float sg_nan(float) { return nanf(""); }
+__device__ inline double sg_nan(double) { return nan(""); }
 
 template <class T> __global__ void k_range_scale(T *A, int64_t rows, int64_t cols, int lower, int *ex)
 {
@@ -134,24 +142,35 @@ template <class T> __global__ void k_range_scale(T *A, int64_t rows, int64_t col
     }
     mx = block_max(mx, red);
     int sh = 0;
-    if (mx > 0 && isfinite(mx)) {
+    if (!isfinite(mx)) {
+        sh = SG_RANGE_BAD;
+    } else if (mx > 0) {
         const int e = sg_ilogb(mx);
         if (e > (int)SgRange<T>::EXP || e < -(int)SgRange<T>::EXP) sh = e;
     }
     if (threadIdx.x == 0) ex[blockIdx.x] = sh;
     if (sh)
-        for (int64_t e = threadIdx.x; e < per; e += blockDim.x) a[e] = sg_scalbn(a[e], -sh);
+        for (int64_t e = threadIdx.x; e < per; e += blockDim.x) a[e] = sh == SG_RANGE_BAD ? T(0) : sg_scalbn(a[e], -sh);
 }
 
-/* Values (eigenvalues or σ, k per matrix) of the scaled matrices back to A's scale: x·2^ex[b]. */
-template <class T> __global__ void k_range_unscale(T *W, int64_t k, int64_t nb, const int *ex)
+/* After the solver, matrix b = blockIdx.x: values W (k per matrix) ×2^ex[b]; for ex[b] = SG_RANGE_BAD,
+   info[b] = SG_RANGE_BAD and NaN into W and into the vectors X1 (per1 elements per matrix) and X2 (per2;
+   either may be NULL). */
+template <class T>
+__global__ void k_range_unscale(T *W, int64_t k, T *X1, int64_t per1, T *X2, int64_t per2, const int *ex, int *info)
 {
-    const int64_t total = k * nb;
-    const bool narrow = SG_NARROW(total);
-    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t b = narrow ? (int64_t)((uint32_t)e / (uint32_t)k) : e / k;
-        if (ex[b]) W[e] = sg_scalbn(W[e], ex[b]);
-    }
+    const int64_t b = blockIdx.x;
+    const int e = ex[b];
+    if (e == 0) return;
+    const bool bad = e == SG_RANGE_BAD;
+    if (bad && threadIdx.x == 0) info[b] = SG_RANGE_BAD;
+    const T nan = sg_nan(T(0));
+    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) W[b * k + i] = bad ? nan : sg_scalbn(W[b * k + i], e);
+    if (!bad) return;
+    if (X1)
+        for (int64_t i = threadIdx.x; i < per1; i += blockDim.x) X1[b * per1 + i] = nan;
+    if (X2)
+        for (int64_t i = threadIdx.x; i < per2; i += blockDim.x) X2[b * per2 + i] = nan;
 }
 
 /* Jordan–Wielandt matrix H = [[0, A], [Aᵀ, 0]] (N = m+n, packed N×N) from packed m×n A.

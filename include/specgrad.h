@@ -109,13 +109,13 @@ SG_API sg_status sg_set_stream(sg_ctx *ctx, void *cuda_stream); /* cudaStream_t;
    below the dtype's eps is raised to it (f32 cannot meet 1e-14). NaN or ±Inf tol: SG_ERR_ARG. */
 SG_API sg_status sg_set_jacobi(sg_ctx *ctx, double tol, int max_sweeps);
 SG_API sg_status sg_set_threads(sg_ctx *ctx, int nthreads);     /* CPU threads over the batch; <= 0 = all */
-/* NaN/Inf input check (default on). Off: inputs are not scanned. On the CPU a decomposition (eigh, SVD and
-   the ops built on them) still reports a matrix holding NaN/Inf, as SG_ERR_NOCONV with its index, instead
-   of giving it to LAPACK (whose ?bdsqr can loop forever on one). On CUDA the solvers get it: that matrix
-   ends in SG_ERR_NOCONV / SG_ERR_CUSOLVER with its index, or in NaN in its values and in the outputs built
-   on them (a NaN σ counts towards the rank, so projections and solutions carry it instead of passing as
-   rank 0); the other matrices of the batch are computed as usual. Gradients propagate NaN/Inf: a
-   non-finite gA is SG_ERR_DEGENERATE (SG_ERR_DOMAIN for matfunc) naming the matrix, as for ties. */
+/* NaN/Inf input check (default on). Off: inputs are not scanned. A decomposition (eigh, SVD and the ops
+   built on them) still reports a matrix holding NaN/Inf in what it reads (eigh: the lower triangle) as
+   SG_ERR_NOCONV ("not attempted") with its index, on both backends, instead of giving it to the solver
+   (LAPACK's ?bdsqr can loop forever on one; cuSOLVER documents no answer): on the CPU before the LAPACK
+   call, on CUDA while the matrix is read for the solvers' range scaling (the solver gets zeros; that matrix's
+   values and vectors are NaN). The other matrices of the batch are computed as usual. Gradients propagate
+   NaN/Inf: a non-finite gA is SG_ERR_DEGENERATE (SG_ERR_DOMAIN for matfunc) naming the matrix, as for ties. */
 SG_API sg_status sg_set_check_finite(sg_ctx *ctx, int on);
 /* Host batches on the CUDA backend are streamed in chunks of at most this many bytes of device memory
    per lane, two lanes (so up to twice this, plus as much pinned host memory, kept until sg_destroy);

@@ -281,16 +281,18 @@ template <class T> static void nonfinite_all()
 Test(emu, k_nonfinite_f32) { nonfinite_all<float>(); }
 Test(emu, k_nonfinite_f64) { nonfinite_all<double>(); }
 
-/* ---- safe-range scaling (k_range_scale / k_range_unscale around the solvers) ----------------------------
+/* ---- safe range and non-finite guard (k_range_scale / k_range_unscale around the solvers) ----------------
    Per matrix kind: in range (untouched, ex 0), huge and tiny (scaled by 2^−e, e = ilogb(max|a|), max in
-   [1, 2)), subnormal max (e below the normal range: scalbn, not a factor 2^−e that would overflow), zero and
-   NaN-holding (untouched), and, in lower mode, a huge upper triangle over an in-range lower one (untouched:
-   eigh never reads it). The unscale puts values back by 2^e; scaled entries round-trip bitwise. */
+   [1, 2)), subnormal max (e below the normal range: scalbn, not a factor 2^−e that would overflow), zero
+   (untouched), NaN and Inf (ex SG_RANGE_BAD, zeroed), and, in lower mode, a huge upper triangle or a NaN in
+   it over an in-range lower one (untouched: eigh never reads it). Scaled entries round-trip bitwise. The
+   unscale puts values back by 2^e, marks a BAD matrix's info and fills its values and both vector sets with
+   NaN, and leaves every other matrix's info and vectors alone. */
 template <class T> static void range_scale_all()
 {
     const double big = sizeof(T) == 4 ? 1e30 : 1e250, tiny = 1 / big, sub = sizeof(T) == 4 ? 1e-40 : 1e-310;
     const int EXP = SgRange<T>::EXP;
-    enum { NORMAL, BIG, TINY, SUB, ZERO, NANK, UPPER, KINDS };
+    enum { NORMAL, BIG, TINY, SUB, ZERO, NANK, INFK, UPPER, UPPER_NAN, KINDS };
     tu_rng r = tu_seed(14);
     for (auto sh : {std::make_pair<int64_t, int64_t>(1, 1), {5, 5}, {33, 33}, {40, 5}})
         for (int lower = 0; lower <= (sh.first == sh.second); lower++) {
@@ -302,9 +304,10 @@ template <class T> static void range_scale_all()
                     double &x = a0[(size_t)(b * per + e)];
                     const bool upper = e % rows < e / rows;
                     x = b == BIG ? x * big : b == TINY ? x * tiny : b == SUB ? x * sub : b == ZERO ? 0
-                        : b == UPPER && upper ? x * big : x;
+                        : b == UPPER && upper ? x * big : b == UPPER_NAN && upper ? NAN : x;
                 }
             a0[(size_t)(NANK * per + per / 2)] = NAN, a0[(size_t)(NANK * per)] *= big;
+            a0[(size_t)(INFK * per + per - 1)] = -INFINITY; /* the last element: on the diagonal or below */
             const vector<T> A0 = to<T>(a0);
             vector<T> A;
             vector<int> ex;
@@ -321,38 +324,60 @@ template <class T> static void range_scale_all()
                         const T x = A0[(size_t)(b * per + e)];
                         fin &= std::isfinite(x), mx = std::max(mx, std::fabs(x));
                     }
-                const int want = fin && mx > 0 && std::abs(std::ilogb(mx)) > EXP ? std::ilogb(mx) : 0;
-                const bool expect_scaled = b == BIG || b == TINY || b == SUB || (b == UPPER && !lower && per > 1);
+                const int want = !fin ? SG_RANGE_BAD : mx > 0 && std::abs(std::ilogb(mx)) > EXP ? std::ilogb(mx) : 0;
+                const bool upper_counts = !lower && per > 1 && rows > 1;
+                const int meant = b == NANK || b == INFK || (b == UPPER_NAN && upper_counts) ? SG_RANGE_BAD
+                                  : b == BIG || b == TINY || b == SUB || (b == UPPER && upper_counts) ? 1 : 0;
                 cr_assert_eq(ex[(size_t)b], want, "k_range_scale %lldx%lld lower %d kind %lld: ex %d, want %d",
                              (long long)rows, (long long)cols, lower, (long long)b, ex[(size_t)b], want);
-                cr_assert_eq(want != 0, expect_scaled, "kind %lld: the test's own input is not what it means",
-                             (long long)b);
+                cr_assert_eq(want == SG_RANGE_BAD ? 2 : want != 0, meant == SG_RANGE_BAD ? 2 : meant,
+                             "kind %lld: the test's own input is not what it means", (long long)b);
                 T amax = 0;
                 for (int64_t e = 0; e < per; e++) {
                     const T x0 = A0[(size_t)(b * per + e)], x = A[(size_t)(b * per + e)];
-                    const T w = want ? std::scalbn(x0, -want) : x0;
+                    const T w = want == SG_RANGE_BAD ? T(0) : want ? std::scalbn(x0, -want) : x0;
                     cr_assert(std::memcmp(&x, &w, sizeof(T)) == 0, "k_range_scale kind %lld element %lld: %g, want %g",
                               (long long)b, (long long)e, (double)x, (double)w);
-                    if (want && (b != SUB)) /* no entry underflowed: the round trip is exact */
+                    if (want && want != SG_RANGE_BAD && b != SUB) /* no entry underflowed: the round trip is exact */
                         cr_assert(std::scalbn(x, want) == x0, "kind %lld element %lld: round trip", (long long)b,
                                   (long long)e);
                     if (!lower || e % rows >= e / rows) amax = std::max(amax, std::fabs(x));
                 }
-                if (want) cr_assert(amax >= T(1) && amax < T(2), "kind %lld: scaled max %g not in [1, 2)", (long long)b,
-                                    (double)amax);
+                if (want && want != SG_RANGE_BAD)
+                    cr_assert(amax >= T(1) && amax < T(2), "kind %lld: scaled max %g not in [1, 2)", (long long)b,
+                              (double)amax);
             }
-            vector<double> w0((size_t)(k * nb));
+            const int64_t p1 = per, p2 = 2;
+            vector<double> w0((size_t)(k * nb)), x10((size_t)(p1 * nb)), x20((size_t)(p2 * nb));
             tu_fill_normal(&r, w0.data(), (int64_t)w0.size());
-            const vector<T> W0 = to<T>(w0);
-            vector<T> W;
-            all_modes("k_range_unscale", [&] {
-                W = W0;
-                emu_launch(grid_for(k * nb), SG_BLOCK, 0, k_range_unscale<T>, W.data(), k, nb, ex.data());
-                return bytes(W);
-            });
-            for (int64_t i = 0; i < k * nb; i++)
-                cr_assert(W[(size_t)i] == std::scalbn(W0[(size_t)i], ex[(size_t)(i / k)]), "k_range_unscale %lld",
-                          (long long)i);
+            tu_fill_normal(&r, x10.data(), (int64_t)x10.size());
+            tu_fill_normal(&r, x20.data(), (int64_t)x20.size());
+            const vector<T> W0 = to<T>(w0), X10 = to<T>(x10), X20 = to<T>(x20);
+            for (int two = 0; two < 2; two++) { /* X2 absent, then present */
+                vector<T> W, X1, X2;
+                vector<int> info;
+                all_modes("k_range_unscale", [&] {
+                    W = W0, X1 = X10, X2 = X20, info.assign((size_t)nb, 5); /* 5: what a solver left */
+                    emu_launch((unsigned)nb, SG_RANGE_THREADS, 0, k_range_unscale<T>, W.data(), k, X1.data(), p1,
+                               two ? X2.data() : (T *)nullptr, p2, (const int *)ex.data(), info.data());
+                    return bytes2(bytes2(W, info), bytes2(X1, X2));
+                });
+                for (int64_t b = 0; b < nb; b++) {
+                    const bool bad = ex[(size_t)b] == SG_RANGE_BAD;
+                    cr_assert_eq(info[(size_t)b], bad ? SG_RANGE_BAD : 5, "k_range_unscale info %lld", (long long)b);
+                    for (int64_t i = 0; i < k; i++) {
+                        const T x = W[(size_t)(b * k + i)], x0 = W0[(size_t)(b * k + i)];
+                        cr_assert(bad ? std::isnan(x) : x == std::scalbn(x0, ex[(size_t)b]), "k_range_unscale W %lld %lld",
+                                  (long long)b, (long long)i);
+                    }
+                    for (int64_t i = 0; i < p1; i++)
+                        cr_assert(bad ? std::isnan(X1[(size_t)(b * p1 + i)]) : X1[(size_t)(b * p1 + i)] == X10[(size_t)(b * p1 + i)],
+                                  "k_range_unscale X1 %lld %lld", (long long)b, (long long)i);
+                    for (int64_t i = 0; i < p2; i++)
+                        cr_assert(bad && two ? std::isnan(X2[(size_t)(b * p2 + i)]) : X2[(size_t)(b * p2 + i)] == X20[(size_t)(b * p2 + i)],
+                                  "k_range_unscale X2 %lld %lld", (long long)b, (long long)i);
+                }
+            }
         }
 }
 Test(emu, k_range_scale_f32) { range_scale_all<float>(); }

@@ -452,8 +452,8 @@ class Context:
 
     def set_check_finite(self, on):
         """NaN/Inf input check (on by default). Off, inputs are not scanned (sg_set_check_finite): a matrix
-        holding NaN/Inf is reported by index (decompositions on the CPU; the CUDA solvers or the loss) or
-        carries NaN into its own outputs, never into the other matrices of the batch."""
+        holding NaN/Inf is reported by index (decompositions, on both backends: "not attempted"; the loss)
+        or carries NaN into its own outputs (gradients), never into the other matrices of the batch."""
         self._set("set_check_finite", self._lib.sg_set_check_finite, 1 if on else 0)
         self._check_finite = bool(on)
 
