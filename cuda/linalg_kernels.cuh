@@ -112,8 +112,10 @@ __global__ void k_nonfinite(const T *x, int64_t ld, int64_t st, int64_t rows, in
    - otherwise (in range, or zero) ex = 0 and A is not touched: ordinary inputs give bit-identical results.
    k_range_unscale: values ×2^e (vectors are scale-free), or the NaN fill. CPU equivalent: LAPACK's own
    scaling; the CPU backend reports a non-finite matrix as SG_ERR_NOCONV instead of calling LAPACK.
-   Both: one block per matrix of SG_RANGE_THREADS threads. */
-#define SG_RANGE_THREADS 128
+   Both: one warp per matrix (a max and a flag per matrix do not need a block; at n = 8 a block per
+   matrix was 10⁴ tiny blocks per call), SG_RANGE_MATS matrices per block of 32·SG_RANGE_MATS threads. */
+#define SG_RANGE_MATS 4
+#define SG_RANGE_THREADS (32 * SG_RANGE_MATS)
 #define SG_RANGE_BAD 0x40000000
 template <class T> struct SgRange;
 template <> struct SgRange<float> { enum { EXP = 50 }; };   /* 2^±50 ≈ 1e±15: rmin 2^−51.5 */
@@ -125,14 +127,15 @@ __device__ inline double sg_scalbn(double x, int e) { return scalbn(x, e); }
 __device__ inline float sg_nan(float) { return nanf(""); }
 __device__ inline double sg_nan(double) { return nan(""); }
 
-template <class T> __global__ void k_range_scale(T *A, int64_t rows, int64_t cols, int lower, int *ex)
+template <class T> __global__ void k_range_scale(T *A, int64_t rows, int64_t cols, int64_t nb, int lower, int *ex)
 {
-    __shared__ T red[32];
-    const int64_t per = rows * cols;
-    T *a = A + (int64_t)blockIdx.x * per;
+    const int lane = threadIdx.x & 31;
+    const int64_t b = (int64_t)blockIdx.x * SG_RANGE_MATS + (threadIdx.x >> 5), per = rows * cols;
+    if (b >= nb) return; /* a whole warp: no block barrier below */
+    T *a = A + b * per;
     const bool narrow = SG_NARROW(per);
     T mx = 0;
-    for (int64_t e = threadIdx.x; e < per; e += blockDim.x) {
+    for (int64_t e = lane; e < per; e += 32) {
         bool in = true;
         if (lower) {
             const int64_t j = narrow ? (int64_t)((uint32_t)e / (uint32_t)rows) : e / rows;
@@ -140,7 +143,8 @@ template <class T> __global__ void k_range_scale(T *A, int64_t rows, int64_t col
         }
         if (in) mx = nan_max(fabs(a[e]), mx);
     }
-    mx = block_max(mx, red);
+    for (int o = 16; o > 0; o >>= 1) mx = nan_max(__shfl_down_sync(0xffffffffu, mx, o), mx);
+    mx = __shfl_sync(0xffffffffu, mx, 0);
     int sh = 0;
     if (!isfinite(mx)) {
         sh = SG_RANGE_BAD;
@@ -148,29 +152,32 @@ template <class T> __global__ void k_range_scale(T *A, int64_t rows, int64_t col
         const int e = sg_ilogb(mx);
         if (e > (int)SgRange<T>::EXP || e < -(int)SgRange<T>::EXP) sh = e;
     }
-    if (threadIdx.x == 0) ex[blockIdx.x] = sh;
+    if (lane == 0) ex[b] = sh;
     if (sh)
-        for (int64_t e = threadIdx.x; e < per; e += blockDim.x) a[e] = sh == SG_RANGE_BAD ? T(0) : sg_scalbn(a[e], -sh);
+        for (int64_t e = lane; e < per; e += 32) a[e] = sh == SG_RANGE_BAD ? T(0) : sg_scalbn(a[e], -sh);
 }
 
-/* After the solver, matrix b = blockIdx.x: values W (k per matrix) ×2^ex[b]; for ex[b] = SG_RANGE_BAD,
+/* After the solver, matrix b (one warp): values W (k per matrix) ×2^ex[b]; for ex[b] = SG_RANGE_BAD,
    info[b] = SG_RANGE_BAD and NaN into W and into the vectors X1 (per1 elements per matrix) and X2 (per2;
    either may be NULL). */
 template <class T>
-__global__ void k_range_unscale(T *W, int64_t k, T *X1, int64_t per1, T *X2, int64_t per2, const int *ex, int *info)
+__global__ void k_range_unscale(T *W, int64_t k, T *X1, int64_t per1, T *X2, int64_t per2, int64_t nb, const int *ex,
+                                int *info)
 {
-    const int64_t b = blockIdx.x;
+    const int lane = threadIdx.x & 31;
+    const int64_t b = (int64_t)blockIdx.x * SG_RANGE_MATS + (threadIdx.x >> 5);
+    if (b >= nb) return;
     const int e = ex[b];
     if (e == 0) return;
     const bool bad = e == SG_RANGE_BAD;
-    if (bad && threadIdx.x == 0) info[b] = SG_RANGE_BAD;
+    if (bad && lane == 0) info[b] = SG_RANGE_BAD;
     const T nan = sg_nan(T(0));
-    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) W[b * k + i] = bad ? nan : sg_scalbn(W[b * k + i], e);
+    for (int64_t i = lane; i < k; i += 32) W[b * k + i] = bad ? nan : sg_scalbn(W[b * k + i], e);
     if (!bad) return;
     if (X1)
-        for (int64_t i = threadIdx.x; i < per1; i += blockDim.x) X1[b * per1 + i] = nan;
+        for (int64_t i = lane; i < per1; i += 32) X1[b * per1 + i] = nan;
     if (X2)
-        for (int64_t i = threadIdx.x; i < per2; i += blockDim.x) X2[b * per2 + i] = nan;
+        for (int64_t i = lane; i < per2; i += 32) X2[b * per2 + i] = nan;
 }
 
 /* Jordan–Wielandt matrix H = [[0, A], [Aᵀ, 0]] (N = m+n, packed N×N) from packed m×n A.

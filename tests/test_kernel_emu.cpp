@@ -311,9 +311,10 @@ template <class T> static void range_scale_all()
             const vector<T> A0 = to<T>(a0);
             vector<T> A;
             vector<int> ex;
+            const unsigned grid = (unsigned)((nb + SG_RANGE_MATS - 1) / SG_RANGE_MATS); /* the last block part idle */
             all_modes("k_range_scale", [&] {
                 A = A0, ex.assign((size_t)nb, -7);
-                emu_launch((unsigned)nb, SG_RANGE_THREADS, 0, k_range_scale<T>, A.data(), rows, cols, lower, ex.data());
+                emu_launch(grid, SG_RANGE_THREADS, 0, k_range_scale<T>, A.data(), rows, cols, nb, lower, ex.data());
                 return bytes2(A, ex);
             });
             for (int64_t b = 0; b < nb; b++) {
@@ -358,8 +359,8 @@ template <class T> static void range_scale_all()
                 vector<int> info;
                 all_modes("k_range_unscale", [&] {
                     W = W0, X1 = X10, X2 = X20, info.assign((size_t)nb, 5); /* 5: what a solver left */
-                    emu_launch((unsigned)nb, SG_RANGE_THREADS, 0, k_range_unscale<T>, W.data(), k, X1.data(), p1,
-                               two ? X2.data() : (T *)nullptr, p2, (const int *)ex.data(), info.data());
+                    emu_launch(grid, SG_RANGE_THREADS, 0, k_range_unscale<T>, W.data(), k, X1.data(), p1,
+                               two ? X2.data() : (T *)nullptr, p2, nb, (const int *)ex.data(), info.data());
                     return bytes2(bytes2(W, info), bytes2(X1, X2));
                 });
                 for (int64_t b = 0; b < nb; b++) {

@@ -6,7 +6,8 @@
      - __syncthreads / __syncthreads_or: a barrier over the block's non-exited threads.
      - __shfl_down_sync: a real warp exchange (each lane deposits its value in a per-warp slot, the warp
        waits until all 32 lanes have arrived, lane l then reads lane l+delta's slot; l+delta > 31 returns
-       the lane's own value, as on the GPU with width 32). Only the full mask is supported.
+       the lane's own value, as on the GPU with width 32). __shfl_sync: lane l reads lane srcLane % 32's
+       slot. Only the full mask is supported.
      - __shared__ arrays declared inside a kernel become function-static (one per kernel instantiation):
        shared by the block's threads; blocks run one at a time, so one copy suffices. They are NOT cleared
        between blocks or launches (on the GPU their contents are undefined anyway).
@@ -106,6 +107,7 @@ inline thread_local dim3 gridDim{1, 1, 1};
 namespace emu {
 
 enum Mode { FREE = 0, FORWARD = 1, REVERSE = 2, RANDOM = 3 };
+const unsigned SHFL_IDX = 1u << 31; /* shfl_impl: delta holds __shfl_sync's source lane */
 inline const char *mode_name(Mode m)
 {
     return m == FREE ? "free" : m == FORWARD ? "forward" : m == REVERSE ? "reverse" : "random";
@@ -253,11 +255,12 @@ struct Launch {
             const unsigned lo = w * 32, lanes = nt - lo < 32 ? nt - lo : 32;
             if (warp_arrived[w] == 0 || warp_arrived[w] < lanes) continue;
             for (unsigned l = 0; l < lanes; l++) {
-                const unsigned src = l + delta[lo + l];
+                const unsigned d = delta[lo + l];
+                const unsigned src = d & SHFL_IDX ? d & 31u : l + d; /* __shfl_sync: lane srcLane % 32 */
                 if (src >= 32) {
                     ret_val[lo + l] = slot[lo + l];
                 } else if (src >= lanes) {
-                    die("__shfl_down_sync reads a lane that does not exist (partial warp): undefined on the GPU");
+                    die("__shfl_down_sync / __shfl_sync reads a lane that does not exist (partial warp): undefined on the GPU");
                 } else {
                     ret_val[lo + l] = slot[lo + src];
                 }
@@ -336,9 +339,10 @@ inline int sync_impl(int pred)
     return L.ret_int[t];
 }
 
+/* delta: __shfl_down_sync's lane offset, or SHFL_IDX | srcLane for __shfl_sync */
 inline uint64_t shfl_impl(unsigned mask, uint64_t v, unsigned delta)
 {
-    if (mask != 0xffffffffu) die("__shfl_down_sync: only the full mask is emulated");
+    if (mask != 0xffffffffu) die("__shfl_down_sync / __shfl_sync: only the full mask is emulated");
     Launch &L = *cur_launch();
     const int t = (int)threadIdx.x;
     Lk lk(L.mu);
@@ -547,6 +551,18 @@ template <class T> inline T __shfl_down_sync(unsigned mask, T v, unsigned delta,
     uint64_t raw = 0;
     memcpy(&raw, &v, sizeof(T));
     raw = emu::shfl_impl(mask, raw, delta);
+    T r;
+    memcpy(&r, &raw, sizeof(T));
+    return r;
+}
+
+template <class T> inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32)
+{
+    static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
+    if (width != 32) emu::die("__shfl_sync: only width 32 is emulated");
+    uint64_t raw = 0;
+    memcpy(&raw, &v, sizeof(T));
+    raw = emu::shfl_impl(mask, raw, emu::SHFL_IDX | ((unsigned)src_lane & 31u));
     T r;
     memcpy(&r, &raw, sizeof(T));
     return r;
