@@ -572,6 +572,34 @@ def test_project_basis_rejects_bad_shapes(rng):
     np.testing.assert_array_equal(sg.project_basis(E, X, complement=True), X)
 
 
+@pytest.mark.parametrize("dtype,scale", [(np.float64, 1e250), (np.float64, 1e-250), (np.float32, 1e30),
+                                         (np.float32, 1e-30)])
+@pytest.mark.parametrize("n", [6, 40])
+def test_extreme_scales_match_numpy(rng, dtype, scale, n):
+    """Entries near the ends of the range (squares overflow or underflow in the dtype): LAPACK scales
+    inside the call, the CUDA backend before its solvers (k_range_scale). Values relative to the scale,
+    vectors, rank and the minimum-norm solution must be those of the unscaled problem."""
+    A0 = sym_with_spectrum(rng, np.linspace(-2.0, 3.0, n) + 0.1 * rng.random(n), (2,))
+    A = (A0 * scale).astype(dtype)
+    w, V = sg.eigh(A)
+    wr, Vr = np.linalg.eigh(A0)
+    t = tol(dtype)
+    np.testing.assert_allclose(w / dtype(scale), wr, atol=t * 10 * np.abs(wr).max(), rtol=0)
+    overlap = np.abs(np.einsum("...ik,...ik->...k", V.astype(np.float64), Vr))
+    np.testing.assert_allclose(overlap, 1.0, atol=t * 100)
+    B0 = rng.standard_normal((2, n + 3, n // 2))  # tall: the QR-first path on CUDA at n = 40
+    for M0 in (B0, B0.swapaxes(-1, -2), A0):
+        M = (M0 * scale).astype(dtype)
+        S = sg.svdvals(M)
+        Sr = np.linalg.svd(M0, compute_uv=False)
+        np.testing.assert_allclose(S / dtype(scale), Sr, atol=t * 10 * Sr.max(), rtol=0)
+        np.testing.assert_array_equal(sg.matrix_rank(M), np.linalg.matrix_rank(M0))
+    b = rng.standard_normal((2, n + 3))
+    x = sg.lstsq((B0 * scale).astype(dtype), b.astype(dtype))
+    xr = np.stack([np.linalg.lstsq(B0[i], b[i], rcond=None)[0] for i in range(2)])
+    np.testing.assert_allclose(x.astype(np.float64) * scale, xr, atol=t * 100 * np.abs(xr).max())
+
+
 @pytest.mark.parametrize("bshape", BATCH_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", ["tall", "wide", "rank_deficient", "vector"])
