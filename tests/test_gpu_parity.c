@@ -979,6 +979,53 @@ Test(gpu_parity, check_off_nonfinite_stays_in_its_matrix)
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }
 
+/* Input check off and a NaN/Inf only in eigh's unread upper triangle: both backends decompose the matrix
+   from its lower triangle (SG_OK, the values of the clean matrix), the CUDA range step included (its max
+   covers what the solver reads). Jacobi (n = 6) and XsyevBatched (n = 40), host and device memory. */
+Test(gpu_parity, check_off_eigh_ignores_the_unread_upper_triangle)
+{
+    NEED_GPU();
+    const int64_t B = 2;
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int big = 0; big < 2; big++)
+            for (int dev = 0; dev < 2; dev++) {
+                const int64_t n = big ? 40 : 6, nn = n * n;
+                tu_rng r = tu_seed(990 + big);
+                double *A = malloc(sizeof(double) * (size_t)(B * nn)), *wc = malloc(sizeof(double) * (size_t)(B * n)),
+                       *wg = malloc(sizeof(double) * (size_t)(B * n));
+                cr_assert(A && wc && wg);
+                tu_fill_normal(&r, A, B * nn);
+                for (int64_t b = 0; b < B; b++) /* symmetric: the mirror of its lower triangle */
+                    for (int64_t j = 0; j < n; j++)
+                        for (int64_t i = 0; i < j; i++) A[b * nn + i + j * n] = A[b * nn + j + i * n];
+                cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+                for (int pass = 0; pass < 2; pass++) { /* clean, then Inf / NaN at (0, n−1) of matrix 1 */
+                    if (pass) A[nn + (n - 1) * n] = t == SG_F32 ? INFINITY : NAN;
+                    buf ac = bnew((sg_dtype)t, B, n, n, 0, 0), wcb = bnew((sg_dtype)t, B, n, 1, 0, 0),
+                        ag = bnew((sg_dtype)t, B, n, n, 0, dev), wgb = bnew((sg_dtype)t, B, n, 1, 0, dev);
+                    bset(&ac, A), bset(&ag, A);
+                    cr_assert_eq(sg_set_check_finite(cpu, !pass), SG_OK);
+                    cr_assert_eq(sg_set_check_finite(gpu, !pass), SG_OK);
+                    const sg_status sc = sg_eigh(cpu, bm(&ac), bm(&wcb), NULL), sgs = sg_eigh(gpu, bm(&ag), bm(&wgb), NULL);
+                    cr_assert_eq(sg_set_check_finite(cpu, 1), SG_OK);
+                    cr_assert_eq(sg_set_check_finite(gpu, 1), SG_OK);
+                    cr_expect_eq(sc, SG_OK, "cpu %s n=%lld pass %d: %s", dn((sg_dtype)t), (long long)n, pass, sg_last_error(cpu));
+                    cr_expect_eq(sgs, SG_OK, "gpu %s n=%lld %s pass %d: %s", dn((sg_dtype)t), (long long)n,
+                                 dev ? "device" : "host", pass, sg_last_error(gpu));
+                    if (sc == SG_OK && sgs == SG_OK) {
+                        bget(&wcb, wc), bget(&wgb, wg);
+                        double e = 0, m = 0;
+                        for (int64_t i = 0; i < B * n; i++) e = fmax(e, fabs(wg[i] - wc[i])), m = fmax(m, fabs(wc[i]));
+                        cr_expect_leq(e, tol_of((sg_dtype)t) * fmax(1, m), "eigh %s n=%lld %s pass %d: %g from the CPU",
+                                      dn((sg_dtype)t), (long long)n, dev ? "device" : "host", pass, e);
+                    }
+                    bfree(&ac), bfree(&wcb), bfree(&ag), bfree(&wgb);
+                }
+                free(A), free(wc), free(wg);
+            }
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+}
+
 /* Finite inputs near the ends of the range: A scaled by 1e±30 (f32: squares overflow / underflow) or
    1e±250 (f64). The CPU reference handles these (cpu_linalg::eigh_extreme_scales_match_syevd); the GPU
    must give its answer: the solvers, the QR-first path's Householder scaling, the rank cutoff, 1/σ in

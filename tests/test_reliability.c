@@ -721,6 +721,32 @@ Test(reliability, check_finite_off_nonfinite_matrix_is_not_decomposed, .timeout 
     cr_assert_eq(sg_set_check_finite(ctx, 1), SG_OK);
 }
 
+/* Input check off and a NaN/Inf only in the upper triangle, which eigh never reads (and the matrix functions
+   built on it): the matrix is decomposed from its lower triangle, as if the upper one were its mirror. */
+Test(reliability, check_finite_off_eigh_ignores_the_unread_upper_triangle, .timeout = 30)
+{
+    for (int big = 0; big < 2; big++) {
+        const int n = big ? 40 : 3, nn = n * n;
+        double *A = calloc((size_t)nn, sizeof *A), *W0 = malloc(sizeof *W0 * (size_t)n),
+               *W1 = malloc(sizeof *W1 * (size_t)n), *F = malloc(sizeof *F * (size_t)nn);
+        for (int i = 0; i < n; i++) A[i + i * n] = 1 + i, A[i + 1 < n ? i + 1 + i * n : 0] += 0.5;
+        sg_mat a = sg_mat_dense(A, SG_F64, 1, n, n), w0 = sg_mat_dense(W0, SG_F64, 1, n, 1),
+               w1 = sg_mat_dense(W1, SG_F64, 1, n, 1), f = sg_mat_dense(F, SG_F64, 1, n, n);
+        cr_assert_eq(sg_eigh(ctx, &a, &w0, NULL), SG_OK, "%s", sg_last_error(ctx));
+        A[(n - 1) * n] = NAN; /* (0, n−1): upper triangle */
+        cr_assert_eq(sg_eigh(ctx, &a, &w1, NULL), SG_ERR_NONFINITE, "the check on covers the whole matrix");
+        cr_assert_eq(sg_set_check_finite(ctx, 0), SG_OK);
+        cr_expect_eq(sg_eigh(ctx, &a, &w1, NULL), SG_OK, "n=%d: %s", n, sg_last_error(ctx));
+        for (int i = 0; i < n; i++) cr_expect_eq(W1[i], W0[i], "n=%d: eigenvalue %d", n, i);
+        sg_fn fn = {SG_FN_SQRT, 0, NULL, NULL, NULL};
+        cr_expect_eq(sg_matfunc(ctx, &a, &fn, &f, NULL, NULL), SG_OK, "matfunc n=%d: %s", n, sg_last_error(ctx));
+        A[n - 1] = NAN; /* (n−1, 0): lower triangle */
+        cr_expect_eq(sg_eigh(ctx, &a, &w1, NULL), SG_ERR_NOCONV, "n=%d, NaN in the lower triangle", n);
+        cr_assert_eq(sg_set_check_finite(ctx, 1), SG_OK);
+        free(A), free(W0), free(W1), free(F);
+    }
+}
+
 Test(reliability, matfunc_domain_error_names_the_batch_item)
 {
     enum { n = 3, nb = 4 };
