@@ -165,9 +165,11 @@ sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out, bool defer = f
 /* Runs body(b0, cnt, scratch) over chunks of the batch. Host mode: inputs are copied into dense device
    buffers before and outputs copied back after each chunk. Device mode: the views are offset in place.
    scratch(cnt) gives the scratch bytes for cnt matrices (measuring Bump). SG_ERR_DEGENERATE from a
-   chunk does not stop the loop (gA is still written); the first one is reported at the end. */
+   chunk does not stop the loop (gA is still written); neither does SG_ERR_DOMAIN when the body set *soft
+   (an overflow found after the chunk's outputs were written, as the CPU reference records and carries on);
+   the first one is reported at the end. */
 template <class Scratch, class Body>
-sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch, Body body)
+sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch, Body body, bool *soft = nullptr)
 {
     /* a deferred scan still pending at any exit (an early error): wait for it, so that nothing of this call
        runs on after it returns, and forget it */
@@ -254,14 +256,16 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
                 a.dev.data = (char *)a.user.data + b0 * a.user.stride * es;
             }
         }
+        if (soft) *soft = false;
         sg_status s = body(b0, cnt, scr.p);
-        if (s == SG_OK || s == SG_ERR_DEGENERATE) { /* a deferred NaN/Inf scan outranks what the chunk found */
+        const bool carry_on = s == SG_ERR_DEGENERATE || (s == SG_ERR_DOMAIN && soft && *soft);
+        if (s == SG_OK || carry_on) { /* a deferred NaN/Inf scan outranks what the chunk found */
             const sg_status f = sg_cuda_finite_settle(ctx);
-            if (f != SG_OK) s = f;
+            if (f != SG_OK) return f;
         }
         sg_prof_mark("body");
-        if (s != SG_OK && s != SG_ERR_DEGENERATE) return s;
-        if (s == SG_ERR_DEGENERATE && deg == SG_OK) {
+        if (s != SG_OK && !carry_on) return s;
+        if (s != SG_OK && deg == SG_OK) {
             deg = s;
             memcpy(deg_msg, ctx->err, sizeof deg_msg);
             deg_idx = ctx->failed_index;
@@ -538,6 +542,7 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
         carve(bp, cnt, &f, &a, &b, &c);
         return bp.off;
     };
+    bool soft = false; /* chunked: this chunk's SG_ERR_DOMAIN came after gA was written */
     auto body = [&](int64_t b0, int64_t cnt, void *scr) -> sg_status {
         Bump bp(scr);
         int *flags;
@@ -598,9 +603,11 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
         SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
         if (first < 0) return SG_OK;
         const long long bi = (long long)(b0 + first);
-        if (!eigh)
+        if (!eigh) {
+            soft = true; /* gA is written: the next chunks are computed too, as on the CPU */
             return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first, "matfunc_backward: non-finite gradient in matrix %lld (%s)", bi,
                            fn_name(fn));
+        }
         if ((bits & FLAG_TIE) && mode == SG_DEGEN_EXACT)
             return sg_fail(ctx, SG_ERR_DEGENERATE, b0 + first,
                            "eigh_backward: tied eigenvalues in matrix %lld give inf/NaN in exact mode "
@@ -609,7 +616,7 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
         return sg_fail(ctx, SG_ERR_DEGENERATE, b0 + first, "eigh_backward: non-finite gradient in matrix %lld (%s mode%s)",
                        bi, names[(int)mode & 3], mode == SG_DEGEN_TAYLOR ? ": Taylor needs a positive spectrum" : "");
     };
-    return chunked(ctx, args, 5, batch, scratch, body);
+    return chunked(ctx, args, 5, batch, scratch, body, &soft);
 }
 
 /* ---- SVD backward (fused for max(m,n) <= 64, cuBLAS strided-batched beyond) ---------------------- */
@@ -734,9 +741,11 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
 
 /* ---- eigh-based forward ops: matfunc, Σ f(λ) (log det = Σ log λ) ------------------------------- */
 /* what = SPF_FVAL: F = V f(Λ) Vᵀ into out.  SPF_FDER: loss Σ f(λ), gradient V f'(Λ) Vᵀ into out if given.
-   Domain (and finiteness of f, f' in T) is checked before out is written → SG_ERR_DOMAIN; a non-finite
-   loss or output is SG_ERR_DOMAIN too (as on the CPU). Wout, Vout (optional; need out): the chunk's
-   eigendecomposition, copied once its out is known to be good. */
+   Domain (and finiteness of f, f' in T) is checked before out is written → SG_ERR_DOMAIN, which stops the
+   call; a non-finite loss or output is SG_ERR_DOMAIN too, found after they are written, and the remaining
+   chunks are computed (as on the CPU, which records the first and carries on). Wout, Vout (optional; need
+   out): the chunk's eigendecomposition, copied once its out is known to be good and no earlier chunk's
+   overflowed (the CPU writes them only when every F is good). */
 template <typename T>
 sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, sg_mat *loss, sg_mat *out,
                        const char *op, sg_mat *Wout = nullptr, sg_mat *Vout = nullptr)
@@ -770,6 +779,7 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
         carve(bp, cnt, &a, &b, &c, &g, &e, &f);
         return bp.off;
     };
+    bool soft = false, spoilt = false; /* soft: see chunked; spoilt: an earlier chunk overflowed */
     auto body = [&](int64_t b0, int64_t cnt, void *scr) -> sg_status {
         Bump bp(scr);
         T *W, *V, *d, *Y, *Z;
@@ -791,22 +801,32 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
         k_spectral_fn<T><<<grid_1d(ctx, cnt, 128), 128, 0, stream_of(ctx)>>>(
             W, n, (int)n, cnt, what, der, fk, fp, d, lm ? (T *)lm->data : nullptr, lm ? lm->stride : 0, flags);
         CU_LAUNCH_CHECK(ctx);
-        int64_t first;
+        int64_t first, lfirst = -1; /* lfirst: the first matrix whose loss overflows */
         int bits;
         SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
         if (first >= 0) {
-            if (bits & FLAG_DOMAIN)
+            if (bits & FLAG_DOMAIN) /* out not written (the loss only for this chunk's matrices in the domain) */
                 return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first,
                                "%s: an eigenvalue of matrix %lld is outside the domain of %s (or %s%s is not finite there)",
                                op, (long long)(b0 + first), fn_name(fn), fn_name(fn), der ? " or its derivative" : "");
-            return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first, "%s: loss overflows in matrix %lld", op, (long long)(b0 + first));
+            lfirst = first; /* the loss is written: carry on to the gradient, as the CPU does */
+            CU_TRY(ctx, cudaMemsetAsync(flags, 0, sizeof(int) * (size_t)cnt, stream_of(ctx)));
         }
-        if (!need_v) return SG_OK;
-        SGTRY(vdvt<T>(ctx, vm, d, args[2].dev, Y, Z, flags));
-        SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
-        if (first >= 0)
+        first = -1;
+        if (need_v) {
+            SGTRY(vdvt<T>(ctx, vm, d, args[2].dev, Y, Z, flags));
+            SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
+        }
+        if (lfirst >= 0 || first >= 0) { /* out is written: the next chunks are computed too (chunked's soft) */
+            soft = true;
+            spoilt = true;
+            if (lfirst >= 0 && (first < 0 || lfirst <= first))
+                return sg_fail(ctx, SG_ERR_DOMAIN, b0 + lfirst, "%s: loss overflows in matrix %lld", op,
+                               (long long)(b0 + lfirst));
             return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first, "%s: %s overflows in matrix %lld", op,
                            what == SPF_FVAL ? "f(A)" : "the gradient", (long long)(b0 + first));
+        }
+        if (!need_v || spoilt) return SG_OK; /* W, V: not once an F has overflowed (the CPU writes none then) */
         const size_t es = sizeof(T);
         if (args[3].present())
             SGTRY(copy2d(ctx, (char *)args[3].dev.data, args[3].dev.ld, args[3].dev.stride, (const char *)W, n, n, n,
@@ -816,7 +836,7 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
                          n, cnt, es, cudaMemcpyDeviceToDevice));
         return SG_OK;
     };
-    return chunked(ctx, args, 5, batch, scratch, body);
+    return chunked(ctx, args, 5, batch, scratch, body, &soft);
 }
 
 /* ---- SVD- and Gram-based regularizers ----------------------------------------------------------- */

@@ -14,7 +14,9 @@
  *    Per-matrix numerical failures are found while computing, so outputs of other matrices (and
  *    of the failing one) may have been written: SG_ERR_NOCONV / SG_ERR_LAPACK / SG_ERR_CUSOLVER,
  *    SG_ERR_DEGENERATE (gA is written, with inf/NaN in the failing matrix), and SG_ERR_DOMAIN when f(A),
- *    a loss or a gradient overflows. SG_ERR_DOMAIN for an eigenvalue outside f's domain (matfunc,
+ *    a loss or a gradient overflows (every matrix's F / loss / gA is written, the failing one's with
+ *    inf/NaN, on both backends; matfunc's W and V are then not written, except, on CUDA, those of chunks
+ *    before the failing matrix's). SG_ERR_DOMAIN for an eigenvalue outside f's domain (matfunc,
  *    matfunc_backward, LOGDET/EIGSUM) is found before F/gA/loss are written: on the CPU for the whole
  *    batch (nothing written); on CUDA per chunk of the batch (host data streamed in chunks: outputs of
  *    earlier chunks may have been written). With device memory, NaN/Inf are found by the backend.

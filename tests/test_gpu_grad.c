@@ -658,7 +658,7 @@ static sg_status run_reg(sg_ctx *c, int dev, int pad, sg_dtype t, sg_reg kind, i
     bset(&a, A);
     sg_status s = sg_regularizer(c, kind, bm(&a), fn, bm(&l), gA ? bm(&g) : NULL);
     *failed = sg_failed_index(c);
-    if (s == SG_OK) {
+    if (s == SG_OK || s == SG_ERR_DOMAIN) { /* DOMAIN: what was written (unwritten reads back as NaN) */
         bget(&l, loss);
         if (gA) bget(&g, gA);
     }
@@ -793,5 +793,75 @@ Test(gpu_grad, extreme_scales_match_cpu)
                 free(U), free(S), free(V), free(gU), free(gS), free(gV), free(Ss), free(gUs), free(gVs), free(ref1),
                     free(ref), free(out);
             }
+        }
+}
+
+/* An overflow found after the outputs are written (the loss of Σ exp(λ) with three λ = 88 in f32; gA of
+   matfunc_backward for log at a tiny λ) is SG_ERR_DOMAIN naming the matrix, and every matrix's outputs are
+   written, as on the CPU, which records the first failure and carries on: with one chunk (device memory)
+   and with one matrix per chunk (host memory, sg_set_chunk_bytes tiny). n = 4 (fused), 65 (cuBLAS). */
+Test(gpu_grad, overflow_is_reported_after_every_matrix_is_written)
+{
+    NEED_GPU();
+    const int64_t B = 4, bad = 1;
+    static const int64_t NS[] = {4, 65};
+    for (int ni = 0; ni < 2; ni++)
+        for (int mode = 0; mode < 2; mode++) { /* 0: device memory, one chunk; 1: host memory, one matrix each */
+            const int64_t n = NS[ni], nn = n * n;
+            tu_rng r = tu_seed(61 + ni);
+            double *A = dalloc(B * nn), *w = dalloc(n), *lc = dalloc(B), *lg = dalloc(B), *gc = dalloc(B * nn),
+                   *gg = dalloc(B * nn), *W = dalloc(B * n), *V = dalloc(B * nn), *gF = dalloc(B * nn);
+            for (int64_t b = 0; b < B; b++) {
+                for (int64_t i = 0; i < n; i++) w[i] = b == bad && i < 3 ? 88.0 : 0.5 + 0.01 * (double)i;
+                tu_sym_with_spectrum(&r, n, w, A + b * nn);
+            }
+            cr_assert_eq(sg_set_chunk_bytes(gpu, mode ? 1 : 0), SG_OK);
+            /* Σ exp(λ), f32: exp(88) ≈ 1.65e38 is finite, three of them are not */
+            const sg_fn ex = {SG_FN_EXP, 0, NULL, NULL, NULL};
+            int64_t fc, fg;
+            const sg_status sc = run_reg(cpu, 0, 0, SG_F32, SG_REG_EIGSUM, B, n, n, A, &ex, lc, gc, &fc);
+            const sg_status sgs = run_reg(gpu, !mode, 0, SG_F32, SG_REG_EIGSUM, B, n, n, A, &ex, lg, gg, &fg);
+            cr_expect_eq(sc, SG_ERR_DOMAIN, "cpu eigsum n=%lld: %s", (long long)n, sg_status_string(sc));
+            cr_expect_eq(sgs, sc, "gpu eigsum n=%lld mode %d: %s (%s)", (long long)n, mode, sg_status_string(sgs),
+                         sg_last_error(gpu));
+            cr_expect_eq(fc, bad);
+            cr_expect_eq(fg, bad, "gpu eigsum n=%lld mode %d: failed index %lld", (long long)n, mode, (long long)fg);
+            for (int64_t b = 0; b < B; b++) {
+                cr_expect(b == bad ? !isfinite(lg[b]) : fabs(lg[b] - lc[b]) <= 1e-4 * fabs(lc[b]),
+                          "eigsum n=%lld mode %d: loss %lld = %g, cpu %g", (long long)n, mode, (long long)b, lg[b], lc[b]);
+                double e = 0, m = 0;
+                for (int64_t i = 0; i < nn; i++)
+                    e = fmax(e, fabs(gg[b * nn + i] - gc[b * nn + i])), m = fmax(m, fabs(gc[b * nn + i]));
+                cr_expect(all_finite(gc + b * nn, nn) && e <= 2e-4 * m, "eigsum n=%lld mode %d: gA of matrix %lld "
+                          "differs from the CPU's by %g of %g (unwritten?)", (long long)n, mode, (long long)b, e, m);
+            }
+            /* matfunc_backward (log): matrix `bad` has λ0 tiny, so log'(λ0) = 1/λ0 is finite (the domain check
+               passes) but 1/λ0 · (VᵀgFV)_00 with gF = 100 I overflows in gA; the others' gA are written */
+            for (int t = SG_F32; t <= SG_F64; t++) {
+                make_eig(&r, B, n, -1, W, V);
+                tu_fill_normal(&r, gF, B * nn);
+                W[bad * n] = t == SG_F32 ? 2e-38 : 2e-307;
+                for (int64_t i = 0; i < nn; i++) gF[bad * nn + i] = i % (n + 1) == 0 ? 100.0 : 0.0;
+                const sg_fn sq = {SG_FN_LOG, 0, NULL, NULL, NULL};
+                const sg_status c2 = run_matfunc_bw(cpu, 0, 0, (sg_dtype)t, B, n, W, V, &sq, gF, gc, &fc);
+                const sg_status g2 = run_matfunc_bw(gpu, !mode, 0, (sg_dtype)t, B, n, W, V, &sq, gF, gg, &fg);
+                cr_expect_eq(c2, SG_ERR_DOMAIN, "cpu matfunc_backward %s n=%lld: %s", dn((sg_dtype)t), (long long)n,
+                             sg_status_string(c2));
+                cr_expect_eq(g2, c2, "gpu matfunc_backward %s n=%lld mode %d: %s (%s)", dn((sg_dtype)t), (long long)n,
+                             mode, sg_status_string(g2), sg_last_error(gpu));
+                cr_expect_eq(fg, fc, "gpu matfunc_backward %s n=%lld mode %d: failed index %lld, cpu %lld",
+                             dn((sg_dtype)t), (long long)n, mode, (long long)fg, (long long)fc);
+                for (int64_t b = 0; b < B; b++) {
+                    if (b == bad) {
+                        cr_expect(!all_finite(gg + b * nn, nn), "matfunc_backward: matrix %lld's gA finite", (long long)b);
+                        continue;
+                    }
+                    const double e = rel_err(gg + b * nn, gc + b * nn, nn);
+                    cr_expect_leq(e, tol_of((sg_dtype)t), "matfunc_backward %s n=%lld mode %d: matrix %lld %g "
+                                  "(unwritten?)", dn((sg_dtype)t), (long long)n, mode, (long long)b, e);
+                }
+            }
+            cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
+            free(A), free(w), free(lc), free(lg), free(gc), free(gg), free(W), free(V), free(gF);
         }
 }
