@@ -380,8 +380,7 @@ static sg_status range_scale(sg_ctx *ctx, const Lane &L, T *A, int64_t rows, int
     if (!range_scale_on()) return SG_OK;
     *ex = (int *)scr.take(sizeof(int) * (size_t)nb);
     if (dry || nb == 0) return SG_OK;
-    k_range_scale<T><<<(unsigned)((nb + SG_RANGE_MATS - 1) / SG_RANGE_MATS), SG_RANGE_THREADS, 0, L.s>>>(A, rows, cols,
-                                                                                                     nb, lower, *ex);
+    k_range_scale<T><<<range_grid(nb), SG_RANGE_THREADS, 0, L.s>>>(A, rows, cols, nb, lower, *ex);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
 }
@@ -392,8 +391,7 @@ static sg_status range_unscale(sg_ctx *ctx, const Lane &L, T *W, int64_t k, T *X
                                int64_t nb, const int *ex, int *info, bool dry)
 {
     if (!ex || dry || nb == 0) return SG_OK;
-    k_range_unscale<T><<<(unsigned)((nb + SG_RANGE_MATS - 1) / SG_RANGE_MATS), SG_RANGE_THREADS, 0, L.s>>>(
-        W, k, X1, per1, X2, per2, nb, ex, info);
+    k_range_unscale<T><<<range_grid(nb), SG_RANGE_THREADS, 0, L.s>>>(W, k, X1, per1, X2, per2, nb, ex, info);
     CU_LAUNCH_CHECK(ctx);
     return SG_OK;
 }

@@ -39,16 +39,21 @@ template <class T> __device__ T block_sum(T v, T *red)
 /* Maximum over the block of non-negative values, result returned to every thread; a NaN wins (a NaN
    column must not pass for a finite one). red: 32 shared slots. */
 template <class T> __device__ __forceinline__ T nan_max(T u, T v) { return u > v || u != u ? u : v; }
+template <class T> __device__ __forceinline__ T warp_max(T v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = nan_max(__shfl_down_sync(0xffffffffu, v, o), v);
+    return v; /* lane 0 holds the maximum (NaN wins) */
+}
 template <class T> __device__ T block_max(T v, T *red)
 {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) v = nan_max(__shfl_down_sync(0xffffffffu, v, o), v);
+    v = warp_max(v);
     __syncthreads(); /* red may still be read by the previous call */
     if (lane == 0) red[w] = v;
     __syncthreads();
     if (w == 0) {
         v = lane < (int)(blockDim.x >> 5) ? red[lane] : (T)0;
-        for (int o = 16; o > 0; o >>= 1) v = nan_max(__shfl_down_sync(0xffffffffu, v, o), v);
+        v = warp_max(v);
         if (lane == 0) red[0] = v;
     }
     __syncthreads();
@@ -116,6 +121,7 @@ __global__ void k_nonfinite(const T *x, int64_t ld, int64_t st, int64_t rows, in
    matrix was 10⁴ tiny blocks per call), SG_RANGE_MATS matrices per block of 32·SG_RANGE_MATS threads. */
 #define SG_RANGE_MATS 4
 #define SG_RANGE_THREADS (32 * SG_RANGE_MATS)
+inline unsigned range_grid(int64_t nb) { return (unsigned)((nb + SG_RANGE_MATS - 1) / SG_RANGE_MATS); } /* + the test */
 #define SG_RANGE_BAD 0x40000000
 template <class T> struct SgRange;
 template <> struct SgRange<float> { enum { EXP = 50 }; };   /* 2^±50 ≈ 1e±15: rmin 2^−51.5 */
@@ -143,8 +149,7 @@ template <class T> __global__ void k_range_scale(T *A, int64_t rows, int64_t col
         }
         if (in) mx = nan_max(fabs(a[e]), mx);
     }
-    for (int o = 16; o > 0; o >>= 1) mx = nan_max(__shfl_down_sync(0xffffffffu, mx, o), mx);
-    mx = __shfl_sync(0xffffffffu, mx, 0);
+    mx = __shfl_sync(0xffffffffu, warp_max(mx), 0);
     int sh = 0;
     if (!isfinite(mx)) {
         sh = SG_RANGE_BAD;

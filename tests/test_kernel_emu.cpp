@@ -311,7 +311,7 @@ template <class T> static void range_scale_all()
             const vector<T> A0 = to<T>(a0);
             vector<T> A;
             vector<int> ex;
-            const unsigned grid = (unsigned)((nb + SG_RANGE_MATS - 1) / SG_RANGE_MATS); /* the last block part idle */
+            const unsigned grid = range_grid(nb); /* nb = 9: the last block part idle */
             all_modes("k_range_scale", [&] {
                 A = A0, ex.assign((size_t)nb, -7);
                 emu_launch(grid, SG_RANGE_THREADS, 0, k_range_scale<T>, A.data(), rows, cols, nb, lower, ex.data());
