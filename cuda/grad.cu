@@ -840,6 +840,19 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
 }
 
 /* ---- SVD- and Gram-based regularizers ----------------------------------------------------------- */
+/* A loss that overflows T (FLAG_LOSS), found after the chunk's outputs are written: SG_ERR_DOMAIN for the
+   first such matrix, the next chunks computed too (chunked's soft), as reg_svd / reg_ortho of
+   src/cpu_grad_impl.h record it. Their gA is finite whenever the loss is (see there): not scanned. */
+sg_status reg_overflow(sg_ctx *ctx, const int *flags, int64_t b0, int64_t cnt, const char *op, bool *soft)
+{
+    int64_t first;
+    int bits;
+    SGTRY(first_flagged(ctx, flags, cnt, &first, &bits));
+    if (first < 0) return SG_OK;
+    *soft = true;
+    return sg_fail(ctx, SG_ERR_DOMAIN, b0 + first, "%s: loss overflows in matrix %lld", op, (long long)(b0 + first));
+}
+
 template <typename T> sg_status reg_svd(sg_ctx *ctx, sg_reg kind, const sg_mat *A, sg_mat *loss, sg_mat *gA)
 {
     const int64_t m = A->rows, n = A->cols, k = m < n ? m : n, batch = A->batch;
@@ -850,21 +863,26 @@ template <typename T> sg_status reg_svd(sg_ctx *ctx, sg_reg kind, const sg_mat *
     args[0].set(A, n, true, false, "A staging");
     args[1].set(loss, 1, false, true, "loss staging");
     args[2].set(gA, n, false, true, "gA staging");
-    auto carve = [&](Bump &bp, int64_t cnt, T **S, T **U, T **V) {
+    auto carve = [&](Bump &bp, int64_t cnt, T **S, T **U, T **V, int **flags) {
         *S = bp.take<T>(cnt * k);
         *U = vecs ? bp.take<T>(cnt * m * k) : nullptr;
         *V = vecs ? bp.take<T>(cnt * n * k) : nullptr;
+        *flags = bp.take<int>(cnt);
     };
     auto scratch = [&](int64_t cnt) {
         Bump bp(nullptr);
         T *a, *b, *c;
-        carve(bp, cnt, &a, &b, &c);
+        int *f;
+        carve(bp, cnt, &a, &b, &c, &f);
         return bp.off;
     };
+    const char *op = kind == SG_REG_SPECTRAL ? "spectral" : "nuclear";
+    bool soft = false;
     auto body = [&](int64_t b0, int64_t cnt, void *scr) -> sg_status {
         Bump bp(scr);
         T *S, *U, *V;
-        carve(bp, cnt, &S, &U, &V);
+        int *flags;
+        carve(bp, cnt, &S, &U, &V, &flags);
         sg_mat sm = dense_view(S, dt, cnt, k, 1), um = dense_view(U, dt, cnt, m, k), vm = dense_view(V, dt, cnt, n, k);
         sg_status s;
         {
@@ -879,22 +897,22 @@ template <typename T> sg_status reg_svd(sg_ctx *ctx, sg_reg kind, const sg_mat *
         const sg_mat &lm = args[1].dev;
         k_vec_loss<T><<<grid_1d(ctx, cnt, 128), 128, 0, st>>>(S, k, (int)k, cnt,
                                                              kind == SG_REG_SPECTRAL ? VL_FIRST_SQ : VL_SUM,
-                                                             (T *)lm.data, lm.stride);
+                                                             (T *)lm.data, lm.stride, flags);
         CU_LAUNCH_CHECK(ctx);
-        if (!vecs) return SG_OK;
-        const sg_mat &ga = args[2].dev;
-        if (kind == SG_REG_SPECTRAL) {
-            k_spectral_grad<T><<<grid_1d(ctx, m * n * cnt, 256), 256, 0, st>>>(S, k, U, m, m * k, V, n, n * k,
-                                                                              (T *)ga.data, ga.ld, ga.stride, (int)m,
-                                                                              (int)n, cnt);
-            CU_LAUNCH_CHECK(ctx);
-        } else { /* NUCLEAR: U Vᵀ */
-            CUBLAS_TRY(ctx, gemm(sg_cu(ctx)->blas, NT, TR, m, n, k, T(1), U, m, m * k, V, n, n * k, T(0), (T *)ga.data,
-                                 ga.ld, ga.stride, cnt));
+        if (vecs) {
+            const sg_mat &ga = args[2].dev;
+            if (kind == SG_REG_SPECTRAL) {
+                k_spectral_grad<T><<<grid_1d(ctx, m * n * cnt, 256), 256, 0, st>>>(
+                    S, k, U, m, m * k, V, n, n * k, (T *)ga.data, ga.ld, ga.stride, (int)m, (int)n, cnt);
+                CU_LAUNCH_CHECK(ctx);
+            } else { /* NUCLEAR: U Vᵀ */
+                CUBLAS_TRY(ctx, gemm(sg_cu(ctx)->blas, NT, TR, m, n, k, T(1), U, m, m * k, V, n, n * k, T(0),
+                                     (T *)ga.data, ga.ld, ga.stride, cnt));
+            }
         }
-        return SG_OK;
+        return reg_overflow(ctx, flags, b0, cnt, op, &soft);
     };
-    return chunked(ctx, args, 3, batch, scratch, body);
+    return chunked(ctx, args, 3, batch, scratch, body, &soft);
 }
 
 template <typename T> sg_status reg_ortho(sg_ctx *ctx, const sg_mat *A, sg_mat *loss, sg_mat *gA)
@@ -908,25 +926,29 @@ template <typename T> sg_status reg_ortho(sg_ctx *ctx, const sg_mat *A, sg_mat *
     auto scratch = [&](int64_t cnt) {
         Bump bp(nullptr);
         bp.take<T>(cnt * nn);
+        bp.take<int>(cnt);
         return bp.off;
     };
-    auto body = [&](int64_t, int64_t cnt, void *scr) -> sg_status {
+    bool soft = false;
+    auto body = [&](int64_t b0, int64_t cnt, void *scr) -> sg_status {
         Bump bp(scr);
         T *G = bp.take<T>(cnt * nn);
+        int *flags = bp.take<int>(cnt);
         const sg_mat &a = args[0].dev, &lm = args[1].dev;
         const T *ad = (const T *)a.data;
+        cudaStream_t st = stream_of(ctx);
         cublasHandle_t h = sg_cu(ctx)->blas;
         CUBLAS_TRY(ctx, gemm(h, TR, NT, n, n, m, T(1), ad, a.ld, a.stride, ad, a.ld, a.stride, T(0), G, n, nn, cnt));
-        k_ortho<T><<<grid_1d(ctx, cnt * 256, 256), 256, 0, stream_of(ctx)>>>(G, (int)n, cnt, (T *)lm.data, lm.stride);
+        k_ortho<T><<<grid_1d(ctx, cnt * 256, 256), 256, 0, st>>>(G, (int)n, cnt, (T *)lm.data, lm.stride, flags);
         CU_LAUNCH_CHECK(ctx);
         if (args[2].present()) { /* 4 A (AᵀA − I) */
             const sg_mat &ga = args[2].dev;
             CUBLAS_TRY(ctx, gemm(h, NT, NT, m, n, n, T(4), ad, a.ld, a.stride, G, n, nn, T(0), (T *)ga.data, ga.ld,
                                  ga.stride, cnt));
         }
-        return SG_OK;
+        return reg_overflow(ctx, flags, b0, cnt, "ortho", &soft);
     };
-    return chunked(ctx, args, 3, batch, scratch, body);
+    return chunked(ctx, args, 3, batch, scratch, body, &soft);
 }
 
 /* Common entry: bind the stream, host pointer mode for the α/β scalars. */

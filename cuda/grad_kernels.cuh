@@ -39,8 +39,8 @@ enum { SPF_CHECK = 0, /* domain only (matfunc backward pre-check, f and f')  */
        SPF_FDER = 2   /* d = f'(λ), loss Σ f(λ)    (Σ f(λ), log det = Σ log λ) */ };
 
 /* Flag bits per matrix: a non-finite gap factor, an eigenvalue outside f's domain (or f, f' not finite
-   in T), a non-finite output. */
-enum { FLAG_TIE = 1, FLAG_DOMAIN = 2, FLAG_NONFINITE = 4 };
+   in T), a non-finite output, a regularizer's loss that overflows T. */
+enum { FLAG_TIE = 1, FLAG_DOMAIN = 2, FLAG_NONFINITE = 4, FLAG_LOSS = 8 };
 
 /* ---- fused eigh / matfunc backward (n <= 64, one block per matrix, persistent grid) --------------- */
 enum { FUSED_EIGH = 0, FUSED_MATFUNC = 1 };
@@ -601,10 +601,11 @@ __global__ void k_spectral_grad(const T *S, int64_t sS, const T *U, int64_t ldU,
     }
 }
 
-/* Per-matrix loss from a vector: Σσ (NUCLEAR), σ_1² (SPECTRAL, from the descending S). One thread per matrix. */
+/* Per-matrix loss from a vector: Σσ (NUCLEAR), σ_1² (SPECTRAL, from the descending S). One thread per matrix.
+   flags (optional): set to FLAG_LOSS where the loss overflows T, else 0. */
 enum { VL_SUM = 0, VL_FIRST_SQ = 1 };
 template <typename T>
-__global__ void k_vec_loss(const T *S, int64_t sS, int k, int64_t batch, int what, T *loss, int64_t sloss)
+__global__ void k_vec_loss(const T *S, int64_t sS, int k, int64_t batch, int what, T *loss, int64_t sloss, int *flags)
 {
     for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < batch; b += (int64_t)gridDim.x * blockDim.x) {
         double acc = 0;
@@ -613,13 +614,16 @@ __global__ void k_vec_loss(const T *S, int64_t sS, int k, int64_t batch, int wha
         } else {
             for (int i = 0; i < k; i++) acc += (double)S[b * sS + i];
         }
-        loss[b * sloss] = (T)acc;
+        const T l = (T)acc;
+        loss[b * sloss] = l;
+        if (flags) flags[b] = isfinite(l) ? 0 : FLAG_LOSS;
     }
 }
 
-/* ORTHO: D = G − I in place on dense n×n G, loss = Σ D_ij² (double accumulation). One block per matrix. */
+/* ORTHO: D = G − I in place on dense n×n G, loss = Σ D_ij² (double accumulation). One block per matrix.
+   flags (optional): set to FLAG_LOSS where the loss overflows T, else 0. */
 template <typename T>
-__global__ void k_ortho(T *G, int n, int64_t batch, T *loss, int64_t sloss)
+__global__ void k_ortho(T *G, int n, int64_t batch, T *loss, int64_t sloss, int *flags)
 {
     __shared__ double red[256];
     const int64_t nn = (int64_t)n * n;
@@ -638,7 +642,11 @@ __global__ void k_ortho(T *G, int n, int64_t batch, T *loss, int64_t sloss)
             if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
             __syncthreads();
         }
-        if (threadIdx.x == 0) loss[b * sloss] = (T)red[0];
+        if (threadIdx.x == 0) {
+            const T l = (T)red[0];
+            loss[b * sloss] = l;
+            if (flags) flags[b] = isfinite(l) ? 0 : FLAG_LOSS;
+        }
         __syncthreads();
     }
 }

@@ -225,7 +225,8 @@ typedef enum {
     SG_REG_EIGSUM        /* Σ f(λ), A symmetric           grad V diag(f'(λ)) Vᵀ  A: n×n, needs fn */
 } sg_reg;
 
-/* Per-matrix loss (1×1 per batch item) and, when gA is not NULL, its gradient (shape of A). */
+/* Per-matrix loss (1×1 per batch item) and, when gA is not NULL, its gradient (shape of A). A loss or gA
+   that overflows the dtype is SG_ERR_DOMAIN for the first such matrix, for every kind (see the top). */
 SG_API sg_status sg_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss,
                          sg_mat *gA);
 

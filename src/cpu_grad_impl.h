@@ -312,7 +312,9 @@ static sg_status FN(matfunc_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, 
 }
 
 /* ---- regularizers ----------------------------------------------------------------------------- */
-/* SPECTRAL σ1² (grad 2σ1 u1 v1ᵀ) and NUCLEAR Σσ (grad U_k V_kᵀ, a subgradient when rank-deficient). */
+/* SPECTRAL σ1² (grad 2σ1 u1 v1ᵀ) and NUCLEAR Σσ (grad U_k V_kᵀ, a subgradient when rank-deficient). A loss
+   that overflows T is SG_ERR_DOMAIN for the first such matrix, every matrix written. gA is finite whenever
+   the loss is (|2σ1 u v| ≤ 2σ1; U_k V_kᵀ within [−1, 1]), so it is not checked. */
 static sg_status FN(reg_svd)(sg_ctx *ctx, sg_reg kind, const sg_mat *A, sg_mat *loss, sg_mat *gA)
 {
     const int64_t m = A->rows, n = A->cols, k = m < n ? m : n, nb = A->batch;
@@ -325,6 +327,8 @@ static sg_status FN(reg_svd)(sg_ctx *ctx, sg_reg kind, const sg_mat *A, sg_mat *
     sg_mat sm = sg_mat_dense(St, SG_T, nb, k, 1), um = sg_mat_dense(Ut, SG_T, nb, m, k),
            vm = sg_mat_dense(Vt, SG_T, nb, n, k);
     sg_status st = sg_cpu_svd(ctx, A, 0, &sm, gA ? &um : NULL, gA ? &vm : NULL);
+    const char *op = kind == SG_REG_SPECTRAL ? "spectral" : "nuclear";
+    gfail f = {-1, SG_OK, ""};
     if (st == SG_OK) {
 #pragma omp parallel for num_threads(gthreads(ctx, nb)) schedule(dynamic)
         for (int64_t b = 0; b < nb; b++) {
@@ -334,6 +338,7 @@ static sg_status FN(reg_svd)(sg_ctx *ctx, sg_reg kind, const sg_mat *A, sg_mat *
             else
                 for (int64_t j = 0; j < k; j++) l += (double)s[j];
             AT(loss, b)[0] = (T)l;
+            if (!isfinite((T)l)) gfail_rec(&f, b, SG_ERR_DOMAIN, "%s: loss overflows in matrix %lld", op, (long long)b);
             if (!gA) continue;
             const T *u = Ut + b * m * k, *v = Vt + b * n * k;
             T *ga = AT(gA, b);
@@ -345,10 +350,11 @@ static sg_status FN(reg_svd)(sg_ctx *ctx, sg_reg kind, const sg_mat *A, sg_mat *
         }
     }
     free(St), free(Ut), free(Vt);
-    return st;
+    return st != SG_OK ? st : gfail_finish(ctx, &f);
 }
 
-/* ORTHO ||AᵀA − I||_F², grad 4A(AᵀA − I). No decomposition. */
+/* ORTHO ||AᵀA − I||_F², grad 4A(AᵀA − I). No decomposition. A loss that overflows: as reg_svd. gA is finite
+   whenever the loss is: ‖D‖ = ‖AᵀA − I‖ ≤ √max bounds ‖A‖² ≤ ‖D‖ + 1, so ‖4AD‖ ≤ 4·max^(3/4). */
 static sg_status FN(reg_ortho)(sg_ctx *ctx, const sg_mat *A, sg_mat *loss, sg_mat *gA)
 {
     const int64_t m = A->rows, n = A->cols, nb = A->batch;
@@ -356,6 +362,7 @@ static sg_status FN(reg_ortho)(sg_ctx *ctx, const sg_mat *A, sg_mat *loss, sg_ma
     const size_t per = (size_t)n * n;
     T *ws = FN(ws_alloc)(ctx, "regularizer", per, nt);
     if (!ws) return SG_ERR_ALLOC;
+    gfail f = {-1, SG_OK, ""};
 #pragma omp parallel num_threads(nt)
     {
         T *C = ws + per * (size_t)omp_get_thread_num();
@@ -367,11 +374,12 @@ static sg_status FN(reg_ortho)(sg_ctx *ctx, const sg_mat *A, sg_mat *loss, sg_ma
             for (int64_t i = 0; i < n; i++) C[i + i * n] -= 1;
             for (int64_t i = 0; i < n * n; i++) l += (double)C[i] * (double)C[i];
             AT(loss, b)[0] = (T)l;
+            if (!isfinite((T)l)) gfail_rec(&f, b, SG_ERR_DOMAIN, "ortho: loss overflows in matrix %lld", (long long)b);
             if (gA) GEMM(0, 0, m, n, n, 4, a, A->ld, C, n, 0, AT(gA, b), gA->ld);
         }
     }
     free(ws);
-    return SG_OK;
+    return gfail_finish(ctx, &f);
 }
 
 /* Σ f(λ), grad V diag(f'(λ)) Vᵀ (LOGDET is f = log: grad A⁻¹). */

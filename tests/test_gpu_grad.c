@@ -4,6 +4,7 @@
    errors, and a float64 central-difference check of the GPU eigh backward with the GPU forward.
    Without a GPU every test is skipped with the reason printed. */
 #include <math.h>
+#include <stdio.h>
 
 #include "gpu_suite.h"
 
@@ -649,6 +650,7 @@ Test(gpu_grad, matfunc_backward_parity_including_exact_ties)
 }
 
 /* ---- regularizers ----------------------------------------------------------------------------- */
+static char reg_msg[512]; /* run_reg's last error message (sg_set_memspace after the call clears it) */
 static sg_status run_reg(sg_ctx *c, int dev, int pad, sg_dtype t, sg_reg kind, int64_t batch, int64_t m, int64_t n,
                          const double *A, const sg_fn *fn, double *loss, double *gA, int64_t *failed)
 {
@@ -658,6 +660,7 @@ static sg_status run_reg(sg_ctx *c, int dev, int pad, sg_dtype t, sg_reg kind, i
     bset(&a, A);
     sg_status s = sg_regularizer(c, kind, bm(&a), fn, bm(&l), gA ? bm(&g) : NULL);
     *failed = sg_failed_index(c);
+    snprintf(reg_msg, sizeof reg_msg, "%s", sg_last_error(c));
     if (s == SG_OK || s == SG_ERR_DOMAIN) { /* DOMAIN: what was written (unwritten reads back as NaN) */
         bget(&l, loss);
         if (gA) bget(&g, gA);
@@ -864,4 +867,53 @@ Test(gpu_grad, overflow_is_reported_after_every_matrix_is_written)
             cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
             free(A), free(w), free(lc), free(lg), free(gc), free(gg), free(W), free(V), free(gF);
         }
+}
+
+/* SPECTRAL, NUCLEAR and ORTHO with a loss that overflows float32 in matrix 1 (σ1 = 1e20, four σ = 1e38,
+   entries 1e10): SG_ERR_DOMAIN "loss overflows" naming it, as on the CPU, with every matrix's loss and gA
+   written (the failing one's gA is finite). One chunk (device memory) and one matrix per chunk (host). */
+Test(gpu_grad, regularizer_loss_overflow_matches_cpu)
+{
+    NEED_GPU();
+    const int64_t B = 4, bad = 1;
+    static const int64_t SH[][2] = {{5, 4}, {40, 33}};
+    static const sg_reg kinds[] = {SG_REG_SPECTRAL, SG_REG_NUCLEAR, SG_REG_ORTHO};
+    for (int si = 0; si < 2; si++)
+        for (int ki = 0; ki < 3; ki++)
+            for (int mode = 0; mode < 2; mode++) { /* 0: device memory, one chunk; 1: host memory, one matrix each */
+                const int64_t m = SH[si][0], n = SH[si][1], mn = m * n;
+                tu_rng r = tu_seed(71 + si);
+                double *A = dalloc(B * mn), *s = dalloc(n), *lc = dalloc(B), *lg = dalloc(B), *gc = dalloc(B * mn),
+                       *gg = dalloc(B * mn);
+                for (int64_t b = 0; b < B; b++) {
+                    for (int64_t i = 0; i < n; i++)
+                        s[i] = b != bad || kinds[ki] == SG_REG_ORTHO ? 2.0 - 1.5 * (double)i / (double)n
+                               : kinds[ki] == SG_REG_SPECTRAL        ? 1e20 / (double)(1 + i)
+                                                                     : 1e38;
+                    tu_mat_with_singular_values(&r, m, n, s, A + b * mn);
+                    if (b == bad && kinds[ki] == SG_REG_ORTHO)
+                        for (int64_t i = 0; i < mn; i++) A[b * mn + i] *= 1e10;
+                }
+                cr_assert_eq(sg_set_chunk_bytes(gpu, mode ? 1 : 0), SG_OK);
+                int64_t fc, fg;
+                const sg_status sc = run_reg(cpu, 0, 0, SG_F32, kinds[ki], B, m, n, A, NULL, lc, gc, &fc);
+                const sg_status sgs = run_reg(gpu, !mode, mode, SG_F32, kinds[ki], B, m, n, A, NULL, lg, gg, &fg);
+                cr_expect_eq(sc, SG_ERR_DOMAIN, "cpu reg %d %lldx%lld: %s", (int)kinds[ki], (long long)m, (long long)n,
+                             sg_status_string(sc));
+                cr_expect_eq(sgs, sc, "gpu reg %d %lldx%lld mode %d: %s (%s)", (int)kinds[ki], (long long)m,
+                             (long long)n, mode, sg_status_string(sgs), reg_msg);
+                cr_expect_eq(fg, fc, "gpu reg %d mode %d: failed index %lld, cpu %lld", (int)kinds[ki], mode,
+                             (long long)fg, (long long)fc);
+                cr_expect(strstr(reg_msg, "loss overflows in matrix 1") != NULL, "%s", reg_msg);
+                for (int64_t b = 0; b < B; b++) {
+                    cr_expect(b == bad ? isinf(lg[b]) : fabs(lg[b] - lc[b]) <= 1e-4 * fabs(lc[b]),
+                              "reg %d mode %d: loss %lld = %g, cpu %g", (int)kinds[ki], mode, (long long)b, lg[b], lc[b]);
+                    const double e = rel_err(gg + b * mn, gc + b * mn, mn);
+                    cr_expect(all_finite(gc + b * mn, mn) && e <= tol_of(SG_F32),
+                              "reg %d %lldx%lld mode %d: gA of matrix %lld differs from the CPU's by %g (unwritten?)",
+                              (int)kinds[ki], (long long)m, (long long)n, mode, (long long)b, e);
+                }
+                cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
+                free(A), free(s), free(lc), free(lg), free(gc), free(gg);
+            }
 }

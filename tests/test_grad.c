@@ -1091,6 +1091,51 @@ Test(grad, regularizer_domain_errors)
     cr_expect_eq(reg_call(SG_F64, SG_REG_EIGSUM, 2, n, n, A, NULL, loss, gA), SG_ERR_ARG, "EIGSUM needs fn");
 }
 
+/* A loss that overflows float32 (σ1² of σ1 = 1e20; Σσ of four 1e38; ‖AᵀA − I‖² of entries 1e10, whose gA
+   4A(AᵀA − I) ~ 1e31 stays finite) is SG_ERR_DOMAIN naming the matrix, like EIGSUM's, and every matrix's
+   loss and gA are written: the others' equal a call on them alone. */
+Test(grad, regularizer_overflow_names_the_matrix)
+{
+    tu_rng r = tu_seed(43);
+    const int B = 3, bad = 1, m = 5, n = 4, mn = m * n;
+    static const sg_reg kinds[] = {SG_REG_SPECTRAL, SG_REG_NUCLEAR, SG_REG_ORTHO};
+    static const char *names[] = {"spectral", "nuclear", "ortho"};
+    for (int ki = 0; ki < 3; ki++)
+        for (int grad = 0; grad < 2; grad++) {
+            double A[3 * 20], s[4], loss[3], gA[3 * 20], l1, g1[20];
+            for (int b = 0; b < B; b++) {
+                for (int i = 0; i < n; i++) s[i] = 2.0 - 0.3 * i;
+                if (b == bad && kinds[ki] != SG_REG_ORTHO)
+                    for (int i = 0; i < n; i++) s[i] = kinds[ki] == SG_REG_SPECTRAL ? 1e20 / (1 + i) : 1e38;
+                tu_mat_with_singular_values(&r, m, n, s, A + b * mn);
+                if (b == bad && kinds[ki] == SG_REG_ORTHO)
+                    for (int i = 0; i < mn; i++) A[b * mn + i] *= 1e10;
+            }
+            for (int i = 0; i < B; i++) loss[i] = 0;
+            const sg_status st = reg_call(SG_F32, kinds[ki], B, m, n, A, NULL, loss, grad ? gA : NULL);
+            cr_expect_eq(st, SG_ERR_DOMAIN, "%s grad %d: %s", names[ki], grad, sg_status_string(st));
+            cr_expect_eq(sg_failed_index(ctx), bad);
+            cr_expect(strstr(sg_last_error(ctx), "loss overflows in matrix 1") && strstr(sg_last_error(ctx), names[ki]),
+                      "%s", sg_last_error(ctx));
+            cr_expect(isinf(loss[bad]), "%s: loss %g", names[ki], loss[bad]);
+            for (int b = 0; b < B; b++) {
+                if (b == bad) continue;
+                cr_assert_eq(reg_call(SG_F32, kinds[ki], 1, m, n, A + b * mn, NULL, &l1, grad ? g1 : NULL), SG_OK);
+                cr_expect_eq(loss[b], l1, "%s: matrix %d's loss %g, alone %g", names[ki], b, loss[b], l1);
+                if (grad) cr_expect_lt(tu_diff_norm(gA + b * mn, g1, mn) / tu_norm(g1, mn), 1e-6, "%s: matrix %d's gA", names[ki], b);
+            }
+            if (grad && kinds[ki] != SG_REG_NUCLEAR) /* finite gA (NUCLEAR's is U Vᵀ): written, not NaN-filled */
+                cr_expect(isfinite(gA[bad * mn]) && isfinite(gA[bad * mn + mn - 1]), "%s: gA of matrix 1", names[ki]);
+        }
+    /* float64: σ1 = 1e160 overflows σ1², 1e150 does not */
+    double A[20], s[4] = {1e160, 1e159, 1, 0.5}, l, g[20];
+    tu_mat_with_singular_values(&r, m, n, s, A);
+    cr_expect_eq(reg_call(SG_F64, SG_REG_SPECTRAL, 1, m, n, A, NULL, &l, g), SG_ERR_DOMAIN);
+    cr_expect(strstr(sg_last_error(ctx), "spectral: loss overflows in matrix 0"), "%s", sg_last_error(ctx));
+    for (int i = 0; i < 20; i++) A[i] *= 1e-10;
+    cr_expect_eq(reg_call(SG_F64, SG_REG_SPECTRAL, 1, m, n, A, NULL, &l, g), SG_OK, "σ1 = 1e150: %s", sg_last_error(ctx));
+}
+
 /* ---- float32 against float64 ------------------------------------------------------------------ */
 static double rel(const double *a, const double *b, int len) { return tu_diff_norm(a, b, len) / tu_norm(b, len); }
 

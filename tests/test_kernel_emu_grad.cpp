@@ -748,6 +748,10 @@ template <class T> static void vec_loss_all()
             for (int what : {VL_SUM, VL_FIRST_SQ}) {
                 const int64_t sS = k + 2, sl = 3;
                 vector<T> S = normal<T>(&r, sS * nb, 10.0);
+                /* matrix 2's loss overflows T (σ1² of √max·2, or a sum of k maxima when k > 1) */
+                for (int64_t j = 0; j < k; j++) S[2 * sS + j] = std::numeric_limits<T>::max();
+                if (what == VL_FIRST_SQ) S[2 * sS] = T(2) * std::sqrt(std::numeric_limits<T>::max());
+                if (what == VL_SUM && k == 1) S[2 * sS] = T(1); /* one σ cannot overflow its own sum */
                 vector<T> want((size_t)(sl * nb), T(-9));
                 for (int64_t b = 0; b < nb; b++) { /* reg_svd's loss */
                     double l = 0;
@@ -757,15 +761,22 @@ template <class T> static void vec_loss_all()
                     want[(size_t)(b * sl)] = (T)l;
                 }
                 vector<T> loss;
+                vector<int> flags;
                 grid_cap = nb == 300 && k == 31 ? 1 : SMS * 32;
                 all_modes("k_vec_loss", [&] {
                     loss.assign((size_t)(sl * nb), T(-9));
+                    flags.assign((size_t)nb, -1);
                     emu_launch(grid_1d(nb, 128), 128, 0, k_vec_loss<T>, (const T *)S.data(), sS, (int)k, nb, what,
-                               loss.data(), sl);
-                    return bytes(loss);
+                               loss.data(), sl, flags.data());
+                    return bytes2(loss, flags);
                 }, k == 2 && nb == 5);
                 grid_cap = SMS * 32;
                 cr_assert(loss == want, "k_vec_loss k=%lld nb=%lld what %d", (long long)k, (long long)nb, what);
+                for (int64_t b = 0; b < nb; b++)
+                    cr_assert_eq(flags[(size_t)b], std::isfinite(want[(size_t)(b * sl)]) ? 0 : FLAG_LOSS,
+                                 "k_vec_loss k=%lld what %d: matrix %lld's flag", (long long)k, what, (long long)b);
+                cr_assert(k == 1 && what == VL_SUM ? std::isfinite(want[2 * sl]) : !std::isfinite(want[2 * sl]),
+                          "the test's overflow case (k=%lld what %d)", (long long)k, what);
             }
 }
 Test(emu_grad, k_vec_loss_f32) { vec_loss_all<float>(); }
@@ -783,7 +794,8 @@ template <class T> static void ortho_all()
         for (int capped : {0, 1}) {
             if (capped && n != 17 && n != 100) continue;
             const int64_t nn = n * n, nb = capped ? 5 : 3, sl = 2;
-            const vector<T> G0 = normal<T>(&r, nn * nb);
+            vector<T> G0 = normal<T>(&r, nn * nb);
+            G0[nn] = std::numeric_limits<T>::max(); /* matrix 1's loss overflows: FLAG_LOSS */
             vector<T> wD = G0, wl((size_t)(sl * nb), T(-9));
             for (int64_t b = 0; b < nb; b++) { /* reg_ortho of src/cpu_grad_impl.h */
                 T *C = wD.data() + b * nn;
@@ -793,12 +805,15 @@ template <class T> static void ortho_all()
                 wl[(size_t)(b * sl)] = (T)l;
             }
             vector<T> G, loss;
+            vector<int> flags;
             grid_cap = capped ? 2 : SMS * 32;
             all_modes("k_ortho", [&] {
                 G = G0;
                 loss.assign((size_t)(sl * nb), T(-9));
-                emu_launch(grid_1d(nb * 256, 256), 256, 0, k_ortho<T>, G.data(), (int)n, nb, loss.data(), sl);
-                return bytes2(G, loss);
+                flags.assign((size_t)nb, -1);
+                emu_launch(grid_1d(nb * 256, 256), 256, 0, k_ortho<T>, G.data(), (int)n, nb, loss.data(), sl,
+                           flags.data());
+                return bytes2(bytes2(G, loss), flags);
             }, cfg++ % 7 == 0);
             grid_cap = SMS * 32;
             char what[64];
@@ -806,6 +821,8 @@ template <class T> static void ortho_all()
             cr_assert(G == wD, "%s: D = G − I", what);
             /* the loss is a tree sum in double, the CPU's a sequential one: equal up to double rounding then T */
             expect_close(loss, wl, sizeof(T) == 4 ? 1e-6 : 1e-13, what);
+            for (int64_t b = 0; b < nb; b++)
+                cr_assert_eq(flags[(size_t)b], b == 1 ? FLAG_LOSS : 0, "%s: matrix %lld's flag", what, (long long)b);
         }
 }
 Test(emu_grad, k_ortho_f32) { ortho_all<float>(); }

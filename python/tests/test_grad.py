@@ -377,6 +377,22 @@ def test_regularizer_bad_input(rng):
             sg.regularizer(A, "eigsum", "log")
 
 
+@pytest.mark.parametrize("kind", ["spectral", "nuclear", "ortho"])
+def test_regularizer_loss_overflow_is_a_domain_error(rng, kind):
+    """A float32 loss that overflows (σ1² of 1e20, Σσ of 1e38's, ‖AᵀA − I‖² of entries 1e10) raises
+    DomainError naming the matrix, like eigsum's, instead of returning inf."""
+    A = rng.standard_normal((3, 5, 4))
+    if kind == "nuclear":  # four σ = 1e38
+        A[1] = 1e38 * np.linalg.qr(A[1])[0]
+    else:
+        A[1] *= {"spectral": 1e20, "ortho": 1e10}[kind] / np.linalg.norm(A[1], 2)
+    with pytest.raises(sg.DomainError, match="loss overflows in matrix 1") as e:
+        sg.regularizer(A.astype(np.float32), kind)
+    assert e.value.batch_index == (1,)
+    loss = sg.regularizer(A, kind, grad=False)  # float64: finite
+    assert np.isfinite(loss).all()
+
+
 def test_gradient_shape_checks_hold_for_empty_batches():
     """Mismatched core shapes raise also when the batch is empty (the library is not called then)."""
     for b in ((2,), (0,)):
