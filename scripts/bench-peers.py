@@ -7,6 +7,9 @@ specgrad-bench, in the same run on the same GPU, and writes JSON in specgrad-ben
                          [--dtype f32,f64] [--peers torch,cupy,jax] [--budget-ms 3000]
 
 Each peer is optional: one that is not importable (or sees no GPU) is skipped with a printed reason.
+--cpu-smoke runs torch and jax on the CPU instead (cupy is skipped) and exits 1 unless every record is ok:
+a check of this script itself, for CI (scripts/test-python), so a broken peer path is found before a GPU
+lease is spent on it. Its timings mean nothing; its JSON says "device": "cpu-smoke".
 Timing: warm-up calls, then a median over repeats; torch/cupy with CUDA events, jax with
 block_until_ready around a jit-compiled function; input sets rotate (total > 2x L2 where memory allows)
 and a 2x-L2 buffer is overwritten before every timed call (as in specgrad-bench). Shapes follow
@@ -95,16 +98,20 @@ def torch_peer(args, emit):
     except Exception as e:  # noqa: BLE001
         print(f"[peers] torch skipped: not importable ({e})", file=sys.stderr)
         return None
-    if not torch.cuda.is_available():
+    gpu = torch.cuda.is_available() and not args.cpu_smoke
+    if not gpu and not args.cpu_smoke:
         print("[peers] torch skipped: torch.cuda.is_available() is False", file=sys.stderr)
         return None
-    dev = torch.device("cuda")
-    props = torch.cuda.get_device_properties(0)
-    l2 = getattr(props, "L2_cache_size", 50 << 20) or (50 << 20)
+    dev = torch.device("cuda" if gpu else "cpu")
+    if gpu:
+        props = torch.cuda.get_device_properties(0)
+        l2 = getattr(props, "L2_cache_size", 50 << 20) or (50 << 20)
+        info = {"name": props.name, "sms": props.multi_processor_count, "mem_bytes": props.total_memory,
+                "l2_bytes": l2, "torch": torch.__version__, "cuda": torch.version.cuda}
+        emit.meta["device"] = info  # in the JSON from the first record on (a run cut short keeps it)
+    else:
+        l2, info = 1 << 20, None
     flush = torch.empty(2 * l2, dtype=torch.uint8, device=dev)
-    info = {"name": props.name, "sms": props.multi_processor_count, "mem_bytes": props.total_memory,
-            "l2_bytes": l2, "torch": torch.__version__, "cuda": torch.version.cuda}
-    emit.meta["device"] = info  # in the JSON from the first record on (a run cut short keeps it)
 
     def tdt(d):
         return torch.float32 if d == "f32" else torch.float64
@@ -114,10 +121,15 @@ def torch_peer(args, emit):
         return [make(i) for i in range(k)]
 
     def time_fn(fn, sets, key):
-        ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        if gpu:
+            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
         def one(i):
             flush.fill_(i & 0x7F)
+            if not gpu:
+                t0 = time.perf_counter()
+                fn(sets[i % len(sets)])
+                return (time.perf_counter() - t0) * 1e3
             ev0.record()
             fn(sets[i % len(sets)])
             ev1.record()
@@ -220,7 +232,7 @@ def torch_peer(args, emit):
                         print(f"[peers] {impl} {op} {d} n={n} batch={b}", file=sys.stderr, flush=True)
                         try:
                             need = 3 * b * (by + 8 * n * n)
-                            if need > 0.6 * torch.cuda.mem_get_info()[0]:
+                            if gpu and need > 0.6 * torch.cuda.mem_get_info()[0]:
                                 raise Skip(f"needs ~{need / 1e9:.1f} GB device memory")
                             one_bytes = b * by
                             sets = sets_for(lambda i: gen(op, n, b, d, 1000 + i), one_bytes)
@@ -242,13 +254,17 @@ def torch_peer(args, emit):
                             rec.update(status="error", note=f"{type(e).__name__}: {str(e)[:200]}")
                         finally:
                             sets = None
-                            torch.cuda.empty_cache()
+                            if gpu:
+                                torch.cuda.empty_cache()
                         emit(rec)
     return info
 
 
 # ---------------------------------------------------------------------------------------------- cupy
 def cupy_peer(args, emit):
+    if args.cpu_smoke:
+        print("[peers] cupy skipped: --cpu-smoke (cupy has no CPU device)", file=sys.stderr)
+        return
     try:
         import cupy as cp
     except Exception as e:  # noqa: BLE001
@@ -305,13 +321,15 @@ def cupy_peer(args, emit):
 
 # ---------------------------------------------------------------------------------------------- jax
 def jax_peer(args, emit):
+    if args.cpu_smoke:
+        os.environ["JAX_PLATFORMS"] = "cpu"  # before the import: the smoke checks the script, not a GPU
     try:
         import jax
         import jax.numpy as jnp
     except Exception as e:  # noqa: BLE001
         print(f"[peers] jax skipped: not importable ({e})", file=sys.stderr)
         return
-    if not any(dv.platform == "gpu" for dv in jax.devices()):
+    if not args.cpu_smoke and not any(dv.platform == "gpu" for dv in jax.devices()):
         print(f"[peers] jax skipped: no GPU device ({jax.devices()})", file=sys.stderr)
         return
     if "f64" in args.dtype:
@@ -382,6 +400,8 @@ def main():
     ap.add_argument("--budget-ms", type=float, default=3000)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=25)
+    ap.add_argument("--cpu-smoke", action="store_true",
+                    help="run torch/jax on the CPU to check this script (CI); exit 1 unless every record is ok")
     args = ap.parse_args()
     args.ops = parse_list(args.ops, str)
     bad = [o for o in args.ops if o not in OPS]
@@ -393,7 +413,7 @@ def main():
     peers = parse_list(args.peers, str)
 
     rows = []
-    meta = {"device": None}
+    meta = {"device": "cpu-smoke" if args.cpu_smoke else None}
 
     def write_json():
         """The whole file, rewritten after every record: a run cut by gpu-check's deadline keeps what it
@@ -431,6 +451,15 @@ def main():
         jax_peer(args, emit)
     write_json()
     print(f"[peers] wrote {len(rows)} records to {args.json}", file=sys.stderr)
+    if args.cpu_smoke:
+        bad = [r for r in rows if r["status"] != "ok"]
+        for r in bad:
+            print(f"[peers] cpu smoke: {r['impl']} {r['op']} {r['dtype']} n={r['n']}: {r['status']} {r['note']}",
+                  file=sys.stderr)
+        if bad or not rows:
+            print(f"[peers] cpu smoke FAILED: {len(bad)} of {len(rows)} records not ok", file=sys.stderr)
+            sys.exit(1)
+        print(f"[peers] cpu smoke: all {len(rows)} records ok", file=sys.stderr)
 
 
 if __name__ == "__main__":
