@@ -9,7 +9,7 @@ specgrad-bench, in the same run on the same GPU, and writes JSON in specgrad-ben
 Each peer is optional: one that is not importable (or sees no GPU) is skipped with a printed reason.
 --cpu-smoke runs torch and jax on the CPU instead (cupy is skipped) and exits 1 unless every record is ok:
 a check of this script itself, for CI (scripts/test-python), so a broken peer path is found before a GPU
-lease is spent on it. Its timings mean nothing; its JSON says "device": "cpu-smoke".
+lease is spent on it. Its timings mean nothing; its JSON names the device "cpu-smoke (timings mean nothing)".
 Timing: warm-up calls, then a median over repeats; torch/cupy with CUDA events, jax with
 block_until_ready around a jit-compiled function; input sets rotate (total > 2x L2 where memory allows)
 and a 2x-L2 buffer is overwritten before every timed call (as in specgrad-bench). Shapes follow
@@ -413,7 +413,7 @@ def main():
     peers = parse_list(args.peers, str)
 
     rows = []
-    meta = {"device": "cpu-smoke" if args.cpu_smoke else None}
+    meta = {"device": {"name": "cpu-smoke (timings mean nothing)"} if args.cpu_smoke else None}
 
     def write_json():
         """The whole file, rewritten after every record: a run cut by gpu-check's deadline keeps what it
