@@ -576,6 +576,11 @@ static sg_status info_fail(Job &J, const int *hinfo, int64_t b0, int64_t nb)
             return sg_fail(J.ctx, SG_ERR_NOCONV, b0 + i,
                            "%s not attempted: matrix %lld has NaN/Inf entries (input check off)", J.name,
                            (long long)(b0 + i));
+        if (hinfo[i] == SG_RANGE_OVER || hinfo[i] == SG_LSTSQ_OVER) /* as the CPU's lapack_overflow / lstsq */
+            return sg_fail(J.ctx, SG_ERR_DOMAIN, b0 + i, "%s: %s of matrix %lld overflow%s %s", J.name,
+                           hinfo[i] == SG_RANGE_OVER ? "the eigen/singular values" : "the solution",
+                           (long long)(b0 + i), hinfo[i] == SG_RANGE_OVER ? "" : "s",
+                           J.dt == SG_F32 ? "float32" : "float64");
         if (hinfo[i] > 0)
             return sg_fail(J.ctx, SG_ERR_NOCONV, b0 + i, "%s: solver did not converge on matrix %lld (info %d)", J.name,
                            (long long)(b0 + i), hinfo[i]);
@@ -1142,7 +1147,7 @@ static sg_status c_lstsq(Job &J, const Lane &L, int64_t nb, void *const *d, Bump
     size_t smem = lstsq_smem<T>(k);
     if ((s = smem_fit(J.ctx, (const void *)k_lstsq<T>, smem, "lstsq")) != SG_OK) return s;
     k_lstsq<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(sp.U, sp.S, sp.V, sp.rank, (const T *)d[1], (T *)d[2], m, n, k,
-                                                      J.op[1].m->cols);
+                                                      J.op[1].m->cols, J.ctx->check_finite != 0, dinfo);
     CU_LAUNCH_CHECK(J.ctx);
     return SG_OK;
 }

@@ -115,14 +115,20 @@ __global__ void k_nonfinite(const T *x, int64_t ld, int64_t st, int64_t rows, in
      that matrix's info to SG_RANGE_BAD (reported as SG_ERR_NOCONV, "not attempted", as the CPU backend
      does) and fills its values and vectors with NaN rather than leave the zero matrix's.
    - otherwise (in range, or zero) ex = 0 and A is not touched: ordinary inputs give bit-identical results.
-   k_range_unscale: values ×2^e (vectors are scale-free), or the NaN fill. CPU equivalent: LAPACK's own
-   scaling; the CPU backend reports a non-finite matrix as SG_ERR_NOCONV instead of calling LAPACK.
+   k_range_unscale: values ×2^e (vectors are scale-free), or the NaN fill. A value that is finite scaled and
+   not after (the norm of A is beyond T's largest value: only a scaled matrix can get there) sets info
+   SG_RANGE_OVER (SG_ERR_DOMAIN, as the CPU backend reports an overflowing eigen/singular value), where the
+   solver left info 0: rank, nullspace, projections and lstsq would otherwise go on from an infinite σmax.
+   CPU equivalent: LAPACK's own scaling; the CPU backend reports a non-finite matrix as SG_ERR_NOCONV
+   instead of calling LAPACK.
    Both: one warp per matrix (a max and a flag per matrix do not need a block; at n = 8 a block per
    matrix was 10⁴ tiny blocks per call), SG_RANGE_MATS matrices per block of 32·SG_RANGE_MATS threads. */
 #define SG_RANGE_MATS 4
 #define SG_RANGE_THREADS (32 * SG_RANGE_MATS)
 inline unsigned range_grid(int64_t nb) { return (unsigned)((nb + SG_RANGE_MATS - 1) / SG_RANGE_MATS); } /* + the test */
 #define SG_RANGE_BAD 0x40000000
+#define SG_RANGE_OVER 0x40000001 /* info: values overflow T once scaled back */
+#define SG_LSTSQ_OVER 0x40000002 /* info: lstsq's solution overflows T (k_lstsq) */
 template <class T> struct SgRange;
 template <> struct SgRange<float> { enum { EXP = 50 }; };   /* 2^±50 ≈ 1e±15: rmin 2^−51.5 */
 template <> struct SgRange<double> { enum { EXP = 484 }; }; /* 2^±484 ≈ 1e±146: rmin 2^−485 */
@@ -164,7 +170,7 @@ template <class T> __global__ void k_range_scale(T *A, int64_t rows, int64_t col
 
 /* After the solver, matrix b (one warp): values W (k per matrix) ×2^ex[b]; for ex[b] = SG_RANGE_BAD,
    info[b] = SG_RANGE_BAD and NaN into W and into the vectors X1 (per1 elements per matrix) and X2 (per2;
-   either may be NULL). */
+   either may be NULL); a value that overflows: info[b] = SG_RANGE_OVER unless the solver set it. */
 template <class T>
 __global__ void k_range_unscale(T *W, int64_t k, T *X1, int64_t per1, T *X2, int64_t per2, int64_t nb, const int *ex,
                                 int *info)
@@ -177,8 +183,17 @@ __global__ void k_range_unscale(T *W, int64_t k, T *X1, int64_t per1, T *X2, int
     const bool bad = e == SG_RANGE_BAD;
     if (bad && lane == 0) info[b] = SG_RANGE_BAD;
     const T nan = sg_nan(T(0));
-    for (int64_t i = lane; i < k; i += 32) W[b * k + i] = bad ? nan : sg_scalbn(W[b * k + i], e);
-    if (!bad) return;
+    T over = 0; /* 1 where a finite value became infinite */
+    for (int64_t i = lane; i < k; i += 32) {
+        const T w = W[b * k + i], u = bad ? nan : sg_scalbn(w, e);
+        W[b * k + i] = u;
+        if (!bad && isfinite(w) && !isfinite(u)) over = 1;
+    }
+    if (!bad) {
+        over = warp_max(over);
+        if (lane == 0 && over > 0 && info[b] == 0) info[b] = SG_RANGE_OVER;
+        return;
+    }
     if (X1)
         for (int64_t i = lane; i < per1; i += 32) X1[b * per1 + i] = nan;
     if (X2)
@@ -622,11 +637,13 @@ __global__ void k_project_basis_one(const T *Q, const T *X, T *Y, int64_t n, int
 /* One block per matrix: X = V_r Σ_r⁻¹ U_rᵀ B (minimum-norm least squares). U packed m×k, V packed n×k,
    S k, B m×kb, X n×kb. Shared memory: h (k elements) only, so m is not limited by it. X may alias B when
    m == n: column c of X is column c of B, read completely (h = U_rᵀ b_c) before the barrier that precedes
-   its writes, and later columns of B are other memory. */
+   its writes, and later columns of B are other memory. chk (inputs known finite): a non-finite X is an
+   overflow (a large B over a small σ above the tolerance), info[b] = SG_LSTSQ_OVER where it is 0; the
+   CPU's lstsq checks the same. */
 template <class T> inline size_t lstsq_smem(int64_t k) { return sg_smem_round(sizeof(T) * (size_t)k); } /* shared with the test */
 template <class T>
 __global__ void k_lstsq(const T *U, const T *S, const T *V, const int64_t *rank, const T *B, T *X, int64_t m,
-                        int64_t n, int64_t k, int64_t kb)
+                        int64_t n, int64_t k, int64_t kb, int chk, int *info)
 {
     SG_DYN_SMEM(smem_raw);
     T *h = (T *)smem_raw;
@@ -634,6 +651,7 @@ __global__ void k_lstsq(const T *U, const T *S, const T *V, const int64_t *rank,
     int64_t b = blockIdx.x, r = rank[b];
     const T *Ub = U + b * m * k, *Vb = V + b * n * k, *Sb = S + b * k, *Bb = B + b * m * kb;
     T *Xb = X + b * n * kb;
+    int over = 0;
     for (int64_t c = 0; c < kb; c++) {
         const T *bc = Bb + c * m;
         for (int64_t j = warp; j < r; j += nw) {
@@ -647,9 +665,11 @@ __global__ void k_lstsq(const T *U, const T *S, const T *V, const int64_t *rank,
             T acc = 0;
             for (int64_t j = 0; j < r; j++) acc += Vb[i + j * n] * h[j];
             Xb[i + c * n] = acc;
+            over |= !isfinite(acc);
         }
         __syncthreads();
     }
+    if (__syncthreads_or(chk && over) && threadIdx.x == 0 && info[b] == 0) info[b] = SG_LSTSQ_OVER;
 }
 
 #endif

@@ -13,7 +13,9 @@
  *    naming it) even when an earlier input holds NaN: no element is read through an unvalidated descriptor.
  *    Per-matrix numerical failures are found while computing, so outputs of other matrices (and
  *    of the failing one) may have been written: SG_ERR_NOCONV / SG_ERR_LAPACK / SG_ERR_CUSOLVER,
- *    SG_ERR_DEGENERATE (gA is written, with inf/NaN in the failing matrix), and SG_ERR_DOMAIN when f(A),
+ *    SG_ERR_DEGENERATE (gA is written, with inf/NaN in the failing matrix), SG_ERR_DOMAIN when the
+ *    eigen/singular values of a finite matrix overflow the dtype (its norm beyond the largest value; every
+ *    op built on eigh or the SVD) or a lstsq solution does (input check on), and SG_ERR_DOMAIN when f(A),
  *    a loss or a gradient overflows (every matrix's F / loss / gA is written, the failing one's with
  *    inf/NaN, on both backends; matfunc's W and V are then not written, except, on CUDA, those of chunks
  *    before the failing matrix's). SG_ERR_DOMAIN for an eigenvalue outside f's domain (matfunc,
@@ -61,7 +63,7 @@ typedef enum {
     SG_ERR_DEVICE_OOM,  /* device memory exhausted even after chunking */
     SG_ERR_UNSUPPORTED, /* option not available on this backend */
     SG_ERR_DEGENERATE,  /* exact gradient mode met tied eigen/singular values: result has inf/NaN */
-    SG_ERR_DOMAIN,      /* input outside the function's domain (log of a non-positive eigenvalue, ...) */
+    SG_ERR_DOMAIN,      /* outside f's domain (log of a non-positive eigenvalue, ...), or a result that overflows */
     SG_ERR_IO,          /* file could not be opened/read/written */
     SG_ERR_FORMAT       /* malformed file (.npy) */
 } sg_status;
@@ -117,7 +119,8 @@ SG_API sg_status sg_set_threads(sg_ctx *ctx, int nthreads);     /* CPU threads o
    (LAPACK's ?bdsqr can loop forever on one; cuSOLVER documents no answer): on the CPU before the LAPACK
    call, on CUDA while the matrix is read for the solvers' range scaling (the solver gets zeros; that matrix's
    values and vectors are NaN). The other matrices of the batch are computed as usual. Gradients propagate
-   NaN/Inf: a non-finite gA is SG_ERR_DEGENERATE (SG_ERR_DOMAIN for matfunc) naming the matrix, as for ties. */
+   NaN/Inf: a non-finite gA is SG_ERR_DEGENERATE (SG_ERR_DOMAIN for matfunc) naming the matrix, as for ties.
+   lstsq's solution is not inspected with the check off (B's NaN/Inf propagate into X). */
 SG_API sg_status sg_set_check_finite(sg_ctx *ctx, int on);
 /* Host batches on the CUDA backend are streamed in chunks of at most this many bytes of device memory
    per lane, two lanes (so up to twice this, plus as much pinned host memory, kept until sg_destroy);
@@ -163,7 +166,8 @@ SG_API sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_pr
 SG_API sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
 
 /* Minimum-norm least squares X = A⁺B with the rank cutoff above (also rank-deficient).
-   A: m×n, B: m×k, X: n×k. rank may be NULL. */
+   A: m×n, B: m×k, X: n×k. rank may be NULL. A solution beyond the dtype's range (a large B over a small σ
+   that the cutoff keeps) is SG_ERR_DOMAIN naming the matrix, with X written as computed (input check on). */
 SG_API sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol,
                    sg_mat *X, int64_t *rank);
 

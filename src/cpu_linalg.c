@@ -5,6 +5,7 @@
 #include "cpu.h"
 
 #include <cblas.h>
+#include <float.h>
 #include <lapacke.h>
 #include <limits.h>
 #include <math.h>
@@ -109,6 +110,7 @@ static sg_status sg_fail_finish(sg_ctx *ctx, const sg_fail_rec *f)
 #define CB(x) cblas_s##x
 #define SG_T SG_F32
 #define PFX "s"
+#define SG_TNAME "float32"
 #include "cpu_linalg_impl.h"
 #undef T
 #undef FN
@@ -116,6 +118,7 @@ static sg_status sg_fail_finish(sg_ctx *ctx, const sg_fail_rec *f)
 #undef CB
 #undef SG_T
 #undef PFX
+#undef SG_TNAME
 
 #define T double
 #define FN(x) x##_d
@@ -123,6 +126,7 @@ static sg_status sg_fail_finish(sg_ctx *ctx, const sg_fail_rec *f)
 #define CB(x) cblas_d##x
 #define SG_T SG_F64
 #define PFX "d"
+#define SG_TNAME "float64"
 #include "cpu_linalg_impl.h"
 #undef T
 #undef FN
@@ -130,6 +134,7 @@ static sg_status sg_fail_finish(sg_ctx *ctx, const sg_fail_rec *f)
 #undef CB
 #undef SG_T
 #undef PFX
+#undef SG_TNAME
 
 /* ---- entry points (arguments validated by the front-end) --------------------------------------- */
 sg_status sg_cpu_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)

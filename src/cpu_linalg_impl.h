@@ -24,6 +24,27 @@ static void FN(vec_out)(const T *src, sg_mat *M, int64_t b)
 #include "cpu_finite_impl.h"
 #include "cpu_gemm_impl.h"
 
+/* Whether matrix b of A (finite) can have an eigen/singular value beyond T's largest: |λ|, σ ≤ ‖A‖₂ ≤ ‖A‖_F,
+   formed as max|a|·√Σ(a/max|a|)² so it does not overflow itself; above half the largest value (rounding
+   near it) a non-finite result is an overflow of the dtype (SG_ERR_DOMAIN), below it a LAPACK/BLAS fault.
+   lower: the symmetric matrix of the lower triangle (eigh). CUDA: k_range_unscale's SG_RANGE_OVER. */
+static int FN(may_overflow)(const sg_mat *A, int64_t b, int lower)
+{
+    const T *a = (const T *)A->data + b * sg_stride_of(A);
+    double mx = 0, s = 0;
+    for (int64_t j = 0; j < A->cols; j++)
+        for (int64_t i = lower ? j : 0; i < A->rows; i++) mx = fmax(mx, fabs((double)a[i + j * A->ld]));
+    if (mx == 0) return 0;
+    for (int64_t j = 0; j < A->cols; j++)
+        for (int64_t i = lower ? j : 0; i < A->rows; i++) {
+            const double t = fabs((double)a[i + j * A->ld]) / mx;
+            s += (lower && i != j ? 2 : 1) * t * t;
+        }
+    const double big = sizeof(T) == sizeof(float) ? (double)FLT_MAX : DBL_MAX;
+    return sqrt(s) > big / 2 / mx;
+}
+#define SG_OVERFLOW_MSG "the %s of matrix %lld overflow " SG_TNAME " (its norm is beyond the dtype's largest value)"
+
 /* ---- eigh: ?syevd, lower triangle; n <= SG_EIGH_SMALL: ?syevd's own steps, without ?symv -----------
    OpenBLAS's ?symv (and small ?gemm) take a process-wide lock around their buffer allocation on every call
    (OpenBLAS issue #5589, open), and ?sytrd is ?sytd2 for n <= 32: one ?symv per column. Measured with
@@ -140,9 +161,16 @@ static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
             }
             if (inf < 0) { sg_rec_fail(&f, b, SG_ERR_LAPACK, "%s: LAPACKE argument %d illegal (matrix %lld)", solver, (int)-inf, (long long)b); continue; }
             if (inf > 0) { sg_rec_fail(&f, b, SG_ERR_NOCONV, "%s did not converge (info %d, matrix %lld)", solver, (int)inf, (long long)b); continue; }
-            if (ctx->check_finite && !(FN(all_finite)(w, n, 1, n) && (!V || FN(all_finite)(vec, n, n, n)))) {
-                sg_rec_fail(&f, b, SG_ERR_LAPACK, "%s returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT, solver, (long long)b);
-                continue;
+            if (!(FN(all_finite)(w, n, 1, n) && (!V || FN(all_finite)(vec, n, n, n)))) { /* A is finite here */
+                if (FN(may_overflow)(A, b, 1)) {
+                    sg_rec_fail(&f, b, SG_ERR_DOMAIN, "eigh: " SG_OVERFLOW_MSG, "eigenvalues", (long long)b);
+                    continue;
+                }
+                if (ctx->check_finite) {
+                    sg_rec_fail(&f, b, SG_ERR_LAPACK, "%s returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT,
+                                solver, (long long)b);
+                    continue;
+                }
             }
             FN(vec_out)(w, W, b);
             if (V) FN(copy_out)(vec, n, V, b);
@@ -213,13 +241,17 @@ static FN(svdws) FN(svd_ws)(const FN(svdplan) *pl, char *ws)
 
 /* A LAPACK call that "succeeded" on finite input must not return NaN/Inf (seen: float32 ssyevd with Debian's
    OpenBLAS 0.3.21 on an Intel Xeon, 2026-11-30): records SG_ERR_LAPACK and returns nonzero if it did. */
-static int FN(svd_out_bad)(const FN(svdplan) *pl, int64_t b, const FN(svdws) *w, sg_fail_rec *f)
+static int FN(svd_out_bad)(const FN(svdplan) *pl, const sg_mat *A, int64_t b, const FN(svdws) *w, sg_fail_rec *f)
 {
-    if (!pl->check_out) return 0;
     int ok = FN(all_finite)(w->s, pl->k, 1, pl->k);
     if (ok && pl->jobz != 'N')
         ok = FN(all_finite)(w->u, pl->m, pl->ucols, pl->m) && FN(all_finite)(w->vt, pl->vtr, pl->n, pl->vtr);
     if (ok) return 0;
+    if (FN(may_overflow)(A, b, 0)) { /* A is finite here (svd_one) */
+        sg_rec_fail(f, b, SG_ERR_DOMAIN, "svd: " SG_OVERFLOW_MSG, "singular values", (long long)b);
+        return 1;
+    }
+    if (!pl->check_out) return 0;
     sg_rec_fail(f, b, SG_ERR_LAPACK, PFX "gesdd/gesvd returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT, (long long)b);
     return 1;
 }
@@ -243,7 +275,7 @@ static int FN(svd_one)(const FN(svdplan) *pl, const sg_mat *A, int64_t b, FN(svd
                     info == -5 ? " (NaN in A?)" : "", (long long)b);
         return 1;
     }
-    if (info == 0) return FN(svd_out_bad)(pl, b, w, f);
+    if (info == 0) return FN(svd_out_bad)(pl, A, b, w, f);
     /* gesdd's divide and conquer failed: the slower QR-iteration gesvd often still converges. */
     FN(copy_in)(A, b, w->a);
     lapack_int i2 = LP(gesvd_work)(LAPACK_COL_MAJOR, pl->jobz, pl->jobz, pl->m, pl->n, w->a, pl->m, w->s, w->u,
@@ -258,7 +290,7 @@ static int FN(svd_one)(const FN(svdplan) *pl, const sg_mat *A, int64_t b, FN(svd
                     (int)info, (int)i2, (long long)b);
         return 1;
     }
-    return FN(svd_out_bad)(pl, b, w, f);
+    return FN(svd_out_bad)(pl, A, b, w, f);
 }
 
 static lapack_int FN(count)(const T *s, lapack_int k, double atol, double rtol, int64_t m, int64_t n)
@@ -449,6 +481,10 @@ static sg_status FN(lstsq)(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double
             }
             FN(copy_out)(x, nn, X, b);
             if (rank) rank[b] = r;
+            /* inputs known finite (check on): a non-finite X is an overflow, a large B over a small σ kept by
+               the tolerance (CUDA: k_lstsq's SG_LSTSQ_OVER); check off: B's NaN/Inf propagate, not reported */
+            if (ctx->check_finite && !FN(all_finite)(x, nn, kk, nn))
+                sg_rec_fail(&f, b, SG_ERR_DOMAIN, "lstsq: the solution of matrix %lld overflows " SG_TNAME, (long long)b);
         }
     }
     sg_par_end(&p);

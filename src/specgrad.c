@@ -25,7 +25,7 @@ const char *sg_status_string(sg_status s)
     case SG_ERR_DEVICE_OOM: return "device out of memory";
     case SG_ERR_UNSUPPORTED: return "unsupported on this backend";
     case SG_ERR_DEGENERATE: return "degenerate spectrum in exact gradient";
-    case SG_ERR_DOMAIN: return "input outside the function's domain";
+    case SG_ERR_DOMAIN: return "input outside the function's domain, or a result beyond the dtype's range";
     case SG_ERR_IO: return "I/O error";
     case SG_ERR_FORMAT: return "malformed file";
     }

@@ -1106,3 +1106,79 @@ Test(gpu_parity, structured_inputs_match_cpu)
         }
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }
+
+/* Finite inputs whose eigen/singular values do not fit the dtype (matrix 1 = c·ones with c = max/2: ‖A‖ =
+   c·√(mn) or c·n), and a lstsq whose solution does not (σ_min 1e-5 / 1e-10 kept by the tolerance, B 1e36 /
+   1e300): SG_ERR_DOMAIN naming matrix 1 and saying "overflow", on the CPU and the GPU alike. Before, the
+   CPU called the first a LAPACK fault and the GPU went on from σmax = inf (rank 0, a full nullspace), and
+   both returned the overflowed solution as NaN with SG_OK. With the input check off the lstsq solution is
+   not inspected (B's NaN/Inf propagate): SG_OK on both. */
+Test(gpu_parity, overflowing_results_are_domain_errors)
+{
+    NEED_GPU();
+    static const int64_t SH[][2] = {{6, 6}, {40, 40}, {40, 5}};
+    static const int OPS[] = {CO_EIGH, CO_SVD, CO_RANK, CO_NULL, CO_PROJ, CO_LSTSQ};
+    const int64_t B = 3, bad = 1, kx = 2;
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (size_t sh = 0; sh < sizeof SH / sizeof SH[0]; sh++) {
+            const int64_t m = SH[sh][0], n = SH[sh][1], k = m < n ? m : n, mx = m > n ? m : n;
+            const double c = (t == SG_F32 ? 3.4028234663852886e38 : 1.7976931348623157e308) / 2;
+            tu_rng r = tu_seed(970 + sh);
+            co_in in = co_make(&r, B, m, n, kx, -2, 4);
+            for (int64_t i = 0; i < m * n; i++) in.A[bad * m * n + i] = c;
+            for (int64_t i = 0; i < n * n; i++) in.As[bad * n * n + i] = c;
+            const int dev = (int)(sh & 1);
+            cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+            int64_t *ig = malloc(sizeof(int64_t) * (size_t)B), *ic = malloc(sizeof(int64_t) * (size_t)B);
+            cr_assert(ig && ic);
+            for (size_t oi = 0; oi < sizeof OPS / sizeof OPS[0]; oi++) {
+                const int op = OPS[oi];
+                if (co_square(op) && m != n) continue;
+                const int64_t rows = co_square(op) ? n : m;
+                const double *src = co_square(op) ? in.As : in.A;
+                const sg_status sc = co_run(cpu, op, (sg_dtype)t, 0, B, rows, n, kx, src, in.X, in.oc, ic);
+                const int64_t fc = sg_failed_index(cpu);
+                cr_expect(sc == SG_ERR_DOMAIN && fc == bad && strstr(sg_last_error(cpu), "overflow"),
+                          "CPU %s %s %lld×%lld: %s, index %lld (%s)", CO_NAME[op], dn((sg_dtype)t), (long long)rows,
+                          (long long)n, sg_status_string(sc), (long long)fc, sg_last_error(cpu));
+                const sg_status sg = co_run(gpu, op, (sg_dtype)t, dev, B, rows, n, kx, src, in.X, in.og, ig);
+                const int64_t fg = sg_failed_index(gpu);
+                cr_expect(sg == SG_ERR_DOMAIN && fg == bad && strstr(sg_last_error(gpu), "overflow"),
+                          "GPU %s %s %lld×%lld dev %d: %s, index %lld (%s)", CO_NAME[op], dn((sg_dtype)t),
+                          (long long)rows, (long long)n, dev, sg_status_string(sg), (long long)fg, sg_last_error(gpu));
+            }
+            /* lstsq: matrix 1 well inside the range, its solution not */
+            double *s = malloc(sizeof(double) * (size_t)k);
+            cr_assert(s);
+            for (int64_t i = 0; i < k; i++) s[i] = i + 1 < k ? 1.0 : t == SG_F32 ? 1e-5 : 1e-10; /* tol ≤ 40·eps */
+            tu_mat_with_singular_values(&r, m, n, s, in.A + bad * m * n);
+            for (int64_t i = 0; i < mx * kx; i++) in.X[bad * mx * kx + i] = t == SG_F32 ? 1e36 : 1e300;
+            for (int chk = 1; chk >= 0; chk--) {
+                cr_assert_eq(sg_set_check_finite(cpu, chk), SG_OK);
+                cr_assert_eq(sg_set_check_finite(gpu, chk), SG_OK);
+                const sg_status sc = co_run(cpu, CO_LSTSQ, (sg_dtype)t, 0, B, m, n, kx, in.A, in.X, in.oc, ic);
+                const int64_t fc = sg_failed_index(cpu);
+                const sg_status sg = co_run(gpu, CO_LSTSQ, (sg_dtype)t, dev, B, m, n, kx, in.A, in.X, in.og, ig);
+                const int64_t fg = sg_failed_index(gpu);
+                const sg_status want = chk ? SG_ERR_DOMAIN : SG_OK;
+                cr_expect(sc == want && (!chk || (fc == bad && strstr(sg_last_error(cpu), "solution"))),
+                          "CPU lstsq %s %lld×%lld check %d: %s, index %lld (%s)", dn((sg_dtype)t), (long long)m,
+                          (long long)n, chk, sg_status_string(sc), (long long)fc, sg_last_error(cpu));
+                cr_expect(sg == want && (!chk || (fg == bad && strstr(sg_last_error(gpu), "solution"))),
+                          "GPU lstsq %s %lld×%lld dev %d check %d: %s, index %lld (%s)", dn((sg_dtype)t),
+                          (long long)m, (long long)n, dev, chk, sg_status_string(sg), (long long)fg, sg_last_error(gpu));
+                cr_expect(ic[bad] == k && ig[bad] == k, "lstsq %s: rank %lld (GPU %lld), want %lld: σ_min is kept",
+                          dn((sg_dtype)t), (long long)ic[bad], (long long)ig[bad], (long long)k);
+                for (int64_t b = 0; b < B; b++) /* the others are solved and written, as on success */
+                    if (b != bad)
+                        cr_expect_leq(co_err(CO_LSTSQ, n, n * kx, in.og, in.oc, ig, ic, b, 1e-300), tol_of((sg_dtype)t),
+                                      "lstsq %s check %d: matrix %lld differs from the CPU", dn((sg_dtype)t), chk,
+                                      (long long)b);
+            }
+            cr_assert_eq(sg_set_check_finite(cpu, 1), SG_OK);
+            cr_assert_eq(sg_set_check_finite(gpu, 1), SG_OK);
+            free(s), free(ig), free(ic);
+            co_free(&in);
+        }
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+}

@@ -287,7 +287,8 @@ Test(emu, k_nonfinite_f64) { nonfinite_all<double>(); }
    (untouched), NaN and Inf (ex SG_RANGE_BAD, zeroed), and, in lower mode, a huge upper triangle or a NaN in
    it over an in-range lower one (untouched: eigh never reads it). Scaled entries round-trip bitwise. The
    unscale puts values back by 2^e, marks a BAD matrix's info and fills its values and both vector sets with
-   NaN, and leaves every other matrix's info and vectors alone. */
+   NaN, and leaves every other matrix's info and vectors alone, except that a value of the BIG matrix set to
+   overflow when scaled back marks it SG_RANGE_OVER where the solver left info 0. */
 template <class T> static void range_scale_all()
 {
     const double big = sizeof(T) == 4 ? 1e30 : 1e250, tiny = 1 / big, sub = sizeof(T) == 4 ? 1e-40 : 1e-310;
@@ -353,19 +354,25 @@ template <class T> static void range_scale_all()
             tu_fill_normal(&r, w0.data(), (int64_t)w0.size());
             tu_fill_normal(&r, x10.data(), (int64_t)x10.size());
             tu_fill_normal(&r, x20.data(), (int64_t)x20.size());
-            const vector<T> W0 = to<T>(w0), X10 = to<T>(x10), X20 = to<T>(x20);
-            for (int two = 0; two < 2; two++) { /* X2 absent, then present */
+            vector<T> W0 = to<T>(w0);
+            const vector<T> X10 = to<T>(x10), X20 = to<T>(x20);
+            /* BIG's last value: 2^(max_exponent − e), which 2^e takes to infinity */
+            W0[(size_t)(BIG * k + k - 1)] = std::scalbn(T(1), std::numeric_limits<T>::max_exponent - ex[BIG]);
+            for (int two = 0; two < 4; two++) { /* X2 absent, then present; info 5 (a solver's), then 0 */
+                const int info0 = two < 2 ? 5 : 0;
                 vector<T> W, X1, X2;
                 vector<int> info;
                 all_modes("k_range_unscale", [&] {
-                    W = W0, X1 = X10, X2 = X20, info.assign((size_t)nb, 5); /* 5: what a solver left */
+                    W = W0, X1 = X10, X2 = X20, info.assign((size_t)nb, info0);
                     emu_launch(grid, SG_RANGE_THREADS, 0, k_range_unscale<T>, W.data(), k, X1.data(), p1,
-                               two ? X2.data() : (T *)nullptr, p2, nb, (const int *)ex.data(), info.data());
+                               two % 2 ? X2.data() : (T *)nullptr, p2, nb, (const int *)ex.data(), info.data());
                     return bytes2(bytes2(W, info), bytes2(X1, X2));
                 });
                 for (int64_t b = 0; b < nb; b++) {
                     const bool bad = ex[(size_t)b] == SG_RANGE_BAD;
-                    cr_assert_eq(info[(size_t)b], bad ? SG_RANGE_BAD : 5, "k_range_unscale info %lld", (long long)b);
+                    const int want = bad ? SG_RANGE_BAD : b == BIG && info0 == 0 ? SG_RANGE_OVER : info0;
+                    cr_assert_eq(info[(size_t)b], want, "k_range_unscale info %lld: %d, want %d", (long long)b,
+                                 info[(size_t)b], want);
                     for (int64_t i = 0; i < k; i++) {
                         const T x = W[(size_t)(b * k + i)], x0 = W0[(size_t)(b * k + i)];
                         cr_assert(bad ? std::isnan(x) : x == std::scalbn(x0, ex[(size_t)b]), "k_range_unscale W %lld %lld",
@@ -375,7 +382,7 @@ template <class T> static void range_scale_all()
                         cr_assert(bad ? std::isnan(X1[(size_t)(b * p1 + i)]) : X1[(size_t)(b * p1 + i)] == X10[(size_t)(b * p1 + i)],
                                   "k_range_unscale X1 %lld %lld", (long long)b, (long long)i);
                     for (int64_t i = 0; i < p2; i++)
-                        cr_assert(bad && two ? std::isnan(X2[(size_t)(b * p2 + i)]) : X2[(size_t)(b * p2 + i)] == X20[(size_t)(b * p2 + i)],
+                        cr_assert(bad && two % 2 ? std::isnan(X2[(size_t)(b * p2 + i)]) : X2[(size_t)(b * p2 + i)] == X20[(size_t)(b * p2 + i)],
                                   "k_range_unscale X2 %lld %lld", (long long)b, (long long)i);
                 }
             }
@@ -950,7 +957,8 @@ Test(emu, k_project_basis_f32) { project_basis_all<float>(); }
 Test(emu, k_project_basis_f64) { project_basis_all<double>(); }
 
 /* k_lstsq (c_lstsq: nb blocks × SG_BLOCK, smem lstsq_smem(k)) on the economy CPU SVD, against sg_lstsq;
-   in place (X = B) when m == n. */
+   in place (X = B) when m == n. Then matrix 1 with σ1 tiny and B huge: X overflows, info SG_LSTSQ_OVER for
+   it alone with chk, where info was 0; none without chk. */
 template <class T> static void lstsq_all()
 {
     tu_rng r = tu_seed(18);
@@ -968,21 +976,39 @@ template <class T> static void lstsq_all()
             sg_mat Am = mat(a, nb, m, n), Bm = mat(bb, nb, m, kb), Xm = mat(want, nb, n, kb);
             cr_assert_eq(sg_lstsq(cpu, &Am, &Bm, 0, -1, &Xm, nullptr), SG_OK, "%s", sg_last_error(cpu));
             const size_t smem = lstsq_smem<T>(k);
+            vector<int> info;
             all_modes("k_lstsq", [&] {
                 X.assign((size_t)(n * kb * nb), T(-7));
+                info.assign((size_t)nb, 0);
                 emu_launch((unsigned)nb, SG_BLOCK, smem, k_lstsq<T>, U.data(), S.data(), V.data(), rk.data(), B.data(),
-                           X.data(), m, n, k, kb);
-                return bytes(X);
+                           X.data(), m, n, k, kb, 1, info.data());
+                return bytes2(X, info);
             });
             double e = rel_err(dbl(X), dbl(want));
             cr_assert(e <= tol<T>() * 10, "k_lstsq m=%lld n=%lld kb=%lld: rel err %g", (long long)m, (long long)n,
                       (long long)kb, e);
+            cr_assert(info == vector<int>((size_t)nb, 0), "k_lstsq m=%lld n=%lld: info set", (long long)m, (long long)n);
             if (m == n) {
                 vector<T> Z = B;
                 emu_launch((unsigned)nb, SG_BLOCK, smem, k_lstsq<T>, U.data(), S.data(), V.data(), rk.data(), Z.data(),
-                           Z.data(), m, n, k, kb);
+                           Z.data(), m, n, k, kb, 1, info.data());
                 cr_assert(Z == X, "k_lstsq in place n=%lld", (long long)n);
             }
+            if (rk[1] == 0) continue;
+            vector<T> S1 = S, B1 = B;
+            const T huge = sizeof(T) == 4 ? T(1e30) : T(1e300);
+            S1[(size_t)k] = 1 / huge;
+            for (int64_t i = 0; i < m * kb; i++) B1[(size_t)(m * kb + i)] *= huge;
+            for (int chk = 0; chk < 2; chk++)
+                for (int info0 : {0, 3}) {
+                    info.assign((size_t)nb, info0);
+                    emu_launch((unsigned)nb, SG_BLOCK, smem, k_lstsq<T>, U.data(), S1.data(), V.data(), rk.data(),
+                               B1.data(), X.data(), m, n, k, kb, chk, info.data());
+                    for (int64_t b = 0; b < nb; b++)
+                        cr_assert_eq(info[(size_t)b], b == 1 && chk && info0 == 0 ? SG_LSTSQ_OVER : info0,
+                                     "k_lstsq overflow m=%lld n=%lld chk %d: matrix %lld info %d", (long long)m,
+                                     (long long)n, chk, (long long)b, info[(size_t)b]);
+                }
         }
 }
 Test(emu, k_lstsq_f32) { lstsq_all<float>(); }

@@ -961,3 +961,43 @@ Test(reliability, npy_bad_inputs)
     cr_expect(err[0]);
 }
 
+
+/* Finite float32 input whose eigen/singular values overflow (3×3 of FLT_MAX/2: λ, σ = 1.5·FLT_MAX): every
+   decomposition-based op reports SG_ERR_DOMAIN "overflow" for that matrix, not a LAPACK fault, and not
+   the rank 0 an infinite σmax would give. A lstsq whose solution overflows (σ = 1e-5 kept, b = 1e36) too,
+   with the input check on; with it off the solution is not inspected (SG_OK, as documented). */
+Test(reliability, overflowing_results_are_domain_errors)
+{
+    float A[2 * 9], W[6], S[6], N[18], X[6], Bv[6], Y[18];
+    int64_t r[2];
+    for (int i = 0; i < 9; i++) A[i] = (float)(i % 4 == 0 ? 1 : 0), A[9 + i] = 1.7e38f;
+    sg_mat Am = sg_mat_dense(A, SG_F32, 2, 3, 3), Wm = sg_mat_dense(W, SG_F32, 2, 3, 1),
+           Sm = sg_mat_dense(S, SG_F32, 2, 3, 1), Nm = sg_mat_dense(N, SG_F32, 2, 3, 3),
+           Xm = sg_mat_dense(X, SG_F32, 2, 3, 1), Bm = sg_mat_dense(Bv, SG_F32, 2, 3, 1),
+           Ym = sg_mat_dense(Y, SG_F32, 2, 3, 3);
+    for (int i = 0; i < 6; i++) Bv[i] = 1;
+    for (int i = 0; i < 18; i++) Y[i] = 1;
+    const char *names[] = {"eigh", "svd", "rank", "nullspace", "project", "lstsq"};
+    for (int op = 0; op < 6; op++) {
+        sg_status s = op == 0   ? sg_eigh(ctx, &Am, &Wm, NULL)
+                      : op == 1 ? sg_svd(ctx, &Am, 0, &Sm, NULL, NULL)
+                      : op == 2 ? sg_rank(ctx, &Am, 0, -1, r)
+                      : op == 3 ? sg_nullspace(ctx, &Am, 0, -1, &Nm, r)
+                      : op == 4 ? sg_project(ctx, &Am, &Ym, SG_PROJ_NULL, 0, -1, &Ym)
+                                : sg_lstsq(ctx, &Am, &Bm, 0, -1, &Xm, r);
+        cr_expect(s == SG_ERR_DOMAIN && sg_failed_index(ctx) == 1 && strstr(sg_last_error(ctx), "overflow"),
+                  "%s: %s, index %lld: %s", names[op], sg_status_string(s), (long long)sg_failed_index(ctx),
+                  sg_last_error(ctx));
+    }
+    /* lstsq: diag(1, 1, 1e-5) is solved with all three σ; b = 1e36 over σ = 1e-5 is beyond FLT_MAX */
+    for (int i = 0; i < 9; i++) A[9 + i] = (float)(i % 4 == 0 ? 1 : 0);
+    A[17] = 1e-5f, Bv[5] = 1e36f;
+    cr_expect_eq(sg_lstsq(ctx, &Am, &Bm, 0, -1, &Xm, r), SG_ERR_DOMAIN, "%s", sg_last_error(ctx));
+    cr_expect(sg_failed_index(ctx) == 1 && strstr(sg_last_error(ctx), "solution of matrix 1 overflows"), "%s",
+              sg_last_error(ctx));
+    cr_expect(r[1] == 3 && isinf(X[5]) && X[0] == 1, "rank %lld, X %g %g: written as computed", (long long)r[1],
+              (double)X[5], (double)X[0]);
+    cr_assert_eq(sg_set_check_finite(ctx, 0), SG_OK);
+    cr_expect_eq(sg_lstsq(ctx, &Am, &Bm, 0, -1, &Xm, r), SG_OK, "check off: %s", sg_last_error(ctx));
+    cr_assert_eq(sg_set_check_finite(ctx, 1), SG_OK);
+}

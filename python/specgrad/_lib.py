@@ -78,7 +78,8 @@ class NonFiniteError(SpecgradError, ValueError):
 
 
 class DomainError(SpecgradError, ValueError):
-    """Input outside a matrix function's domain, e.g. log of a non-positive eigenvalue (SG_ERR_DOMAIN)."""
+    """Input outside a matrix function's domain, e.g. log of a non-positive eigenvalue, or a result that
+    overflows the dtype: f(A), a loss, a gradient, eigen/singular values, a lstsq solution (SG_ERR_DOMAIN)."""
 
 
 class DegenerateError(SpecgradError, ArithmeticError):

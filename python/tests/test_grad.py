@@ -393,6 +393,21 @@ def test_regularizer_loss_overflow_is_a_domain_error(rng, kind):
     assert np.isfinite(loss).all()
 
 
+def test_overflowing_values_and_solutions_are_domain_errors():
+    """float32 values beyond the dtype (3×3 of FLT_MAX/2: λ = σ = 1.5·FLT_MAX) and a lstsq solution beyond
+    it raise DomainError naming the matrix, on both backends, instead of a LAPACK fault, rank 0 or NaN."""
+    A = np.stack([np.eye(3), np.full((3, 3), 1.7e38)]).astype(np.float32)
+    for f in (sg.eigvalsh, sg.svdvals, sg.matrix_rank, sg.null_space):
+        with pytest.raises(sg.DomainError, match="overflow") as e:
+            f(A)
+        assert e.value.batch_index == (1,)
+    A = np.stack([np.eye(3), np.diag([1, 1, 1e-5])]).astype(np.float32)
+    B = np.ones((2, 3, 1), np.float32)
+    B[1, 2] = 1e36
+    with pytest.raises(sg.DomainError, match="solution of matrix 1 overflows"):
+        sg.lstsq(A, B)
+
+
 def test_gradient_shape_checks_hold_for_empty_batches():
     """Mismatched core shapes raise also when the batch is empty (the library is not called then)."""
     for b in ((2,), (0,)):
