@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(256) fused_backward(const FusedArgs<T> a)
         int bad = 0;
         T *Mp, *Other; /* after the middle step: M' and the free tile */
         if (KIND == FUSED_EIGH) {
-            T scale = T(1);
+            T scale = T(0); /* max|λ| (MASK's relative tolerance) */
             for (int k = 0; k < n; k++) scale = fmax(scale, fabs(sW[k]));
             if (hasG) tile_mm<T, TM, true, false>(sV, sG, sT, n, P, Tn); /* sT = Vᵀ gV */
             __syncthreads();
@@ -273,7 +273,7 @@ __global__ void __launch_bounds__(256) fused_vdvt(const T *V, int64_t ldV, int64
 /* ---- elementwise kernels for the cuBLAS path (n > 64) and the regularizers --------------------- */
 
 /* Per-matrix scale, one block per matrix (grid-stride), as the CPU reference forms it:
-   sigma = 0: max(1, max_i |λ_i|) (eigh mask);  sigma = 1: max_i σ_i, or 1 if that is 0 (SVD σ scaling). */
+   sigma = 0: max_i |λ_i| (eigh mask);  sigma = 1: max_i σ_i, or 1 if that is 0 (SVD σ scaling). */
 template <typename T>
 __global__ void k_scale(const T *x, int64_t sx, int n, int64_t batch, int sigma, T *out)
 {
@@ -287,7 +287,7 @@ __global__ void k_scale(const T *x, int64_t sx, int n, int64_t batch, int sigma,
             if (threadIdx.x < s) red[threadIdx.x] = fmax(red[threadIdx.x], red[threadIdx.x + s]);
             __syncthreads();
         }
-        if (threadIdx.x == 0) out[b] = sigma ? (red[0] > T(0) ? red[0] : T(1)) : fmax(T(1), red[0]);
+        if (threadIdx.x == 0) out[b] = sigma ? (red[0] > T(0) ? red[0] : T(1)) : red[0];
         __syncthreads();
     }
 }

@@ -576,7 +576,7 @@ static sg_status info_fail(Job &J, const int *hinfo, int64_t b0, int64_t nb)
             return sg_fail(J.ctx, SG_ERR_NOCONV, b0 + i,
                            "%s not attempted: matrix %lld has NaN/Inf entries (input check off)", J.name,
                            (long long)(b0 + i));
-        if (hinfo[i] == SG_RANGE_OVER || hinfo[i] == SG_LSTSQ_OVER) /* as the CPU's lapack_overflow / lstsq */
+        if (hinfo[i] == SG_RANGE_OVER || hinfo[i] == SG_LSTSQ_OVER) /* as the CPU: may_overflow, lstsq */
             return sg_fail(J.ctx, SG_ERR_DOMAIN, b0 + i, "%s: %s of matrix %lld overflow%s %s", J.name,
                            hinfo[i] == SG_RANGE_OVER ? "the eigen/singular values" : "the solution",
                            (long long)(b0 + i), hinfo[i] == SG_RANGE_OVER ? "" : "s",

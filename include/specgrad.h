@@ -176,7 +176,7 @@ SG_API sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double 
    Every mode acts on each pair (i, j) separately, from E_ij alone. */
 typedef enum {
     SG_DEGEN_EXACT = 0,   /* 1/E; ties give inf/NaN and SG_ERR_DEGENERATE (gA is still written) */
-    SG_DEGEN_MASK = 1,    /* pairwise: 0 for each pair with |E_ij| <= param·max(1, max|λ|) (param <= 0: 1e3·eps;
+    SG_DEGEN_MASK = 1,    /* pairwise: 0 for each pair with |E_ij| <= param·max|λ| (param <= 0: 1e3·eps;
                              SVD: |E_ij| <= param with E in units of σmax²), 1/E_ij otherwise. A relative
                              tolerance per pair, not a clustering: in a chain λ1 ≈ λ2 ≈ λ3 the close pairs are
                              masked one by one, and a pair of the chain farther apart than the tolerance keeps

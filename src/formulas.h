@@ -31,7 +31,7 @@ SG_HD int sg_sv_counts(double s, double tol) { return !(s <= tol); }
 #define SG_DM_TAYLOR 3
 
 /* F_ij standing for 1/E_ij, E_ij = lj − li (i ≠ j), antisymmetric in (i,j) in every mode.
-   i_lt_j breaks exact ties for Taylor. scale = max(1, max|λ|) for the mask's relative tolerance; an Inf λ
+   i_lt_j breaks exact ties for Taylor. scale = max|λ| for the mask's relative tolerance; an Inf λ
    makes it Inf, and the mask then gives NaN rather than a tolerance that masks every pair (input check off).
    param has been defaulted by the caller (sg_degen_param). NAME_e takes E already formed.
    NAME_sq (SVD backward) takes σi, σj and a scale sc (σmax) and stands for 1/((σj² − σi²)/sc²), with E

@@ -1136,6 +1136,34 @@ Test(grad, regularizer_overflow_names_the_matrix)
     cr_expect_eq(reg_call(SG_F64, SG_REG_SPECTRAL, 1, m, n, A, NULL, &l, g), SG_OK, "σ1 = 1e150: %s", sg_last_error(ctx));
 }
 
+/* MASK's tolerance is relative to max|λ|, as the SVD's is to σmax²: a float32 spectrum in [1e-3, 2e-3]
+   (gaps ~6e-5, relative gaps of a few %) is resolved, so MASK equals EXACT there (in float64, to float32
+   rounding), and scaling A by 1e3 scales the eigenvector part of gA by 1e-3 in both. The old absolute floor
+   (param·max(1, max|λ|) = 1.2e-4 here) masked most pairs: gA 97 % off. Exact ties at that scale are still
+   masked (finite) where EXACT reports SG_ERR_DEGENERATE. */
+Test(grad, mask_tolerance_is_relative_to_the_spectrum)
+{
+    tu_rng r = tu_seed(77);
+    const int n = 16;
+    double w[16], A[256], Q[256], W[16], V[256], gV[256], gx[256], gm[256], gm3[256], W3[16];
+    for (int i = 0; i < n; i++) w[i] = 1e-3 * (1 + (double)i / (n - 1));
+    sym_from(&r, n, w, A, Q);
+    ref_eigh(n, A, W, V);
+    tu_fill_normal(&r, gV, n * n);
+    cr_assert_eq(eigh_bwd(SG_F64, 1, n, W, V, NULL, gV, SG_DEGEN_EXACT, 0, gx), SG_OK);
+    cr_assert_eq(eigh_bwd(SG_F32, 1, n, W, V, NULL, gV, SG_DEGEN_MASK, 0, gm), SG_OK, "%s", sg_last_error(ctx));
+    cr_expect_lt(tu_diff_norm(gm, gx, n * n) / tu_norm(gx, n * n), 1e-4, "f32 MASK vs EXACT at max|λ| = 2e-3: %g",
+                 tu_diff_norm(gm, gx, n * n) / tu_norm(gx, n * n));
+    for (int i = 0; i < n; i++) W3[i] = W[i] * 1e3;
+    cr_assert_eq(eigh_bwd(SG_F32, 1, n, W3, V, NULL, gV, SG_DEGEN_MASK, 0, gm3), SG_OK);
+    for (int i = 0; i < n * n; i++) gm3[i] *= 1e3;
+    cr_expect_lt(tu_diff_norm(gm3, gm, n * n) / tu_norm(gm, n * n), 1e-5, "MASK is not scale-invariant");
+    W[1] = W[0]; /* an exact tie */
+    cr_expect_eq(eigh_bwd(SG_F64, 1, n, W, V, NULL, gV, SG_DEGEN_EXACT, 0, gx), SG_ERR_DEGENERATE);
+    cr_expect_eq(eigh_bwd(SG_F32, 1, n, W, V, NULL, gV, SG_DEGEN_MASK, 0, gm), SG_OK, "%s", sg_last_error(ctx));
+    cr_expect(all_finite(gm, n * n), "MASK at an exact tie: finite");
+}
+
 /* ---- float32 against float64 ------------------------------------------------------------------ */
 static double rel(const double *a, const double *b, int len) { return tu_diff_norm(a, b, len) / tu_norm(b, len); }
 

@@ -118,14 +118,14 @@ template <class T> static void scale_all()
                     for (int64_t i = 0; i < n; i++) {
                         T &v = x[b * sx + i];
                         if (sigma) v = std::fabs(v);        /* singular values */
-                        if (b == 1) v = T(0);               /* σ all zero: scale 1 */
-                        if (b == 2) v *= T(0.1);            /* |λ| < 1: max(1, ·) = 1 */
+                        if (b == 1) v = T(0);               /* all zero: σ scale 1, λ scale 0 */
+                        if (b == 2) v *= T(0.1);            /* |λ| < 1: no floor of 1 (relative mask) */
                     }
                     if (b == 3) x[b * sx + n - 1] = sigma ? T(50) : T(-50); /* the maximum in the last slot */
                 }
                 vector<T> want((size_t)nb);
                 for (int64_t b = 0; b < nb; b++) { /* src/cpu_grad_impl.h: eigh_bwd's scale, svd_bwd's sc */
-                    T m = sigma ? T(0) : T(1);
+                    T m = T(0);
                     for (int64_t i = 0; i < n; i++) {
                         const T v = sigma ? x[b * sx + i] : (T)std::fabs(x[b * sx + i]);
                         m = v > m ? v : m;
@@ -153,7 +153,7 @@ Test(emu_grad, k_scale_f64) { scale_all<double>(); }
    ====================================================================================================== */
 /* Eigenvalues per spectrum kind (ascending, as sg_eigh returns them), matrix b:
    0 distinct; 1 exact ties (pairs); 2 near ties: pairs ½·tol·scale apart (tol the mask's param), 2·tol apart
-   (masked only where scale = max(1, max|λ|) > 2: matrices 1 and 2), and one ulp apart; 3 positive distinct;
+   (masked only where scale = max|λ| > 2: matrices 1 and 2), and one ulp apart; 3 positive distinct;
    4 positive with exact ties; 5 non-negative with a tied pair of zeros (Taylor's 0/0); 6 distinct with one
    NaN in the last matrix (FLAG_TIE there, unless n = 1). */
 template <class T> static vector<T> eig_spectrum(int kind, int64_t n, int64_t nb, int64_t sW)
