@@ -314,8 +314,17 @@ def _mode(mode):
 def _tols(op, atol, rtol):
     """(atol, rtol) for the C API, checked like the library does (also when no call is made: empty
     batches, zero-sized matrices). atol=None means 0 (numpy's tol=None), rtol=None the default."""
-    a = 0.0 if atol is None else float(atol)
-    r = -1.0 if rtol is None else float(rtol)
+    def scalar(name, v, default):
+        if v is None:
+            return default
+        try:
+            return float(v)
+        except (TypeError, ValueError):  # an array of per-matrix tolerances (numpy 2 broadcasts those)
+            shape = getattr(v, "shape", None)
+            raise _arg_error(op, f"tolerance: {name} must be one number for the whole batch, got "
+                                 f"{type(v).__name__}{'' if shape is None else ' of shape ' + str(tuple(shape))}") from None
+    a = scalar("atol", atol, 0.0)
+    r = scalar("rtol", rtol, -1.0)
     if math.isnan(a) or math.isnan(r) or a < 0 or math.isinf(a) or (math.isinf(r) and r > 0):
         raise _arg_error(op, f"tolerance: atol must be finite and >= 0, rtol finite or None (got {atol}, {rtol})")
     return a, r

@@ -712,3 +712,14 @@ def test_cuda_context_on_host_arrays_matches_cpu(rng):
     gpu.set_cache_bytes(0)  # scratch mapped and unmapped per call: same results, nothing held after
     np.testing.assert_allclose(gpu.eigh(A)[0], wc, atol=1e-9)
     assert gpu.cache_held == 0
+
+
+def test_tolerance_must_be_one_number():
+    """Per-matrix tolerance arrays (numpy 2 broadcasts them) are refused with a clear argument error, not a
+    bare float() TypeError; 0-d arrays and numpy scalars are numbers."""
+    A = np.eye(3)[None].repeat(2, 0)
+    for kw in ({"atol": np.ones(2)}, {"rtol": [0.1, 0.2]}, {"atol": "x"}):
+        with pytest.raises(sg.SpecgradArgumentError, match="one number for the whole batch"):
+            sg.matrix_rank(A, **kw)
+    assert list(sg.matrix_rank(A, atol=np.float32(0.5))) == [3, 3]
+    assert list(sg.matrix_rank(A, rtol=np.array(0.5))) == [3, 3]
