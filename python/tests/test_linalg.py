@@ -714,6 +714,50 @@ def test_cuda_context_on_host_arrays_matches_cpu(rng):
     assert gpu.cache_held == 0
 
 
+def _outcome(f):
+    """'ok' (every output finite), 'OK-NONFINITE' (a status of success with inf/NaN out) or the error's status."""
+    try:
+        r = f()
+    except sg.SpecgradError as e:
+        return e.status_name
+    rs = r if isinstance(r, tuple) else (r,)
+    return "ok" if all(np.isfinite(np.asarray(x, dtype=np.float64)).all() for x in rs) else "OK-NONFINITE"
+
+
+@pytest.mark.skipif(_no_gpu_reason() is not None, reason=str(_no_gpu_reason()))
+def test_backends_agree_across_the_range(rng):
+    """Every forward op, the regularizers and eigh_backward on finite inputs from 1e-30 to max/4, on both
+    backends: the same outcome (success or the same error status), and never success with inf/NaN in an
+    output. Found three disagreements before 2026-12-01 (an overflowing σmax: a LAPACK fault on the CPU,
+    rank 0 on CUDA; an overflowing lstsq solution or regularizer loss: NaN/inf with SG_OK on both)."""
+    cpu, gpu = sg.Context("cpu"), sg.Context("cuda")
+    for dt in (np.float32, np.float64):
+        big = float(np.finfo(dt).max) / 4
+        for sc in (1e-30, 1.0, 1e30, big):
+            for m, n in ((3, 3), (5, 3), (40, 40)):
+                # |a| <= sc: at max/4 the 40×40 norms (σmax, λmax) pass the largest value; B/A ~ 1e10 (at
+                # scale 1e-30, 1e40: a float32 lstsq solution that overflows)
+                A = (rng.uniform(-1, 1, (2, m, n)) * sc).astype(dt)
+                S = rng.uniform(-1, 1, (2, n, n))
+                S = ((S + np.swapaxes(S, -1, -2)) * (sc / 2)).astype(dt)
+                X = rng.standard_normal((2, n, 2)).astype(dt)
+                B = (rng.uniform(-1, 1, (2, m, 2)) * min(max(1.0, sc) * 1e10, big)).astype(dt)
+                w, V = np.linalg.eigh(rng.standard_normal((2, n, n)) + np.eye(n))
+                w, V = (w * (sc / (4 * n))).astype(dt), V.astype(dt)  # |w| < 2√n + 1: finite
+                G = rng.standard_normal((2, n, n)).astype(dt)
+                ops = {"eigh": lambda c: c.eigh(S), "svd": lambda c: c.svd(A), "rank": lambda c: c.matrix_rank(A),
+                       "nullspace": lambda c: c.null_space(A), "project": lambda c: c.project(A, X),
+                       "lstsq": lambda c: c.lstsq(A, B), "spectral": lambda c: c.regularizer(A, "spectral"),
+                       "nuclear": lambda c: c.regularizer(A, "nuclear"), "ortho": lambda c: c.regularizer(A, "ortho"),
+                       "eigh_backward exact": lambda c: c.eigh_backward(w, V, gV=G, mode="exact"),
+                       "eigh_backward mask": lambda c: c.eigh_backward(w, V, gV=G, mode="mask")}
+                for name, op in ops.items():
+                    oc, og = _outcome(lambda: op(cpu)), _outcome(lambda: op(gpu))
+                    where = f"{name} {np.dtype(dt).name} {m}x{n} scale {sc:g}"
+                    assert "OK-NONFINITE" not in (oc, og), f"{where}: CPU {oc}, CUDA {og}"
+                    assert oc == og, f"{where}: CPU {oc}, CUDA {og}"
+
+
 def test_tolerance_must_be_one_number():
     """Per-matrix tolerance arrays (numpy 2 broadcasts them) are refused with a clear argument error, not a
     bare float() TypeError; 0-d arrays and numpy scalars are numbers."""
