@@ -17,8 +17,9 @@ static inline int sg_int_fits(sg_ctx *ctx, int64_t v, const char *what)
    they cost more than they give even alone (2 cores, 2026-11-30: eigh backward f64 n = 128 ×1e3 536 ms with
    them vs 151 ms without; eigh f64 n = 8 ×1e4 on one thread 69 vs 49 ms). One BLAS thread while several
    matrices run at once (nt > 1), when the user asked for one thread, or for small matrices; else BLAS keeps
-   its threads (one large matrix). Returns the count to restore (-1: untouched). The setting is
-   process-global: concurrent calls from several user threads may race on it. (src/cpu_linalg.c) */
+   its threads (one large matrix). Returns what to pass to sg_blas_single_end (-1: untouched). The setting
+   is process-global: concurrent calls from several user threads share one single-thread section (saved by
+   the first to enter, restored by the last to leave). (src/cpu_linalg.c) */
 int sg_blas_single_begin(const sg_ctx *ctx, int nt, int small);
 void sg_blas_single_end(int saved);
 

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,17 +29,31 @@ static lapack_int sg_lwork(double q)
 }
 
 /* ---- batch parallelism ----------------------------------------------------------------------- */
+/* The setting is process-global, so calls from several user threads share it: the first to enter saves
+   the count and sets 1, the last to leave restores it. A save/restore per call let one call's restore land
+   while another call was still in its batch loop, which then ran OpenBLAS's threads under its own
+   (reliability::blas_thread_count_is_one_inside_concurrent_calls). */
+static pthread_mutex_t sg_blas_mu = PTHREAD_MUTEX_INITIALIZER;
+static int sg_blas_depth, sg_blas_saved;
+
 int sg_blas_single_begin(const sg_ctx *ctx, int nt, int small)
 {
     if (nt <= 1 && !small && ctx->threads != 1) return -1;
-    int saved = openblas_get_num_threads();
-    if (saved != 1) openblas_set_num_threads(1);
-    return saved;
+    pthread_mutex_lock(&sg_blas_mu);
+    if (sg_blas_depth++ == 0) {
+        sg_blas_saved = openblas_get_num_threads();
+        if (sg_blas_saved != 1) openblas_set_num_threads(1);
+    }
+    pthread_mutex_unlock(&sg_blas_mu);
+    return 1;
 }
 
-void sg_blas_single_end(int saved)
+void sg_blas_single_end(int entered)
 {
-    if (saved > 1) openblas_set_num_threads(saved);
+    if (entered < 0) return;
+    pthread_mutex_lock(&sg_blas_mu);
+    if (--sg_blas_depth == 0 && sg_blas_saved > 1) openblas_set_num_threads(sg_blas_saved);
+    pthread_mutex_unlock(&sg_blas_mu);
 }
 
 typedef struct {

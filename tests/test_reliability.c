@@ -11,6 +11,7 @@
  * while an op still reports SG_ERR_UNSUPPORTED. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1000,4 +1001,53 @@ Test(reliability, overflowing_results_are_domain_errors)
     cr_assert_eq(sg_set_check_finite(ctx, 0), SG_OK);
     cr_expect_eq(sg_lstsq(ctx, &Am, &Bm, 0, -1, &Xm, r), SG_OK, "check off: %s", sg_last_error(ctx));
     cr_assert_eq(sg_set_check_finite(ctx, 1), SG_OK);
+}
+
+/* OpenBLAS's thread count is process-global and the CPU backend sets it to 1 around its batch loops (its
+   own threads there oversubscribe the cores). Four user threads, each with its own context, call matfunc at
+   once with a callback that reads the count from inside the loop: it must be 1 every time, and the count
+   from before must be back afterwards. A save/restore per call let one call's restore (3) land while
+   another call was still in its loop. */
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int);
+static int blas_seen_max; /* a count other than 1 that a callback saw (0: none) */
+static double cb_sq(double x, void *u)
+{
+    (void)u;
+    const int t = openblas_get_num_threads();
+    if (t != 1) __atomic_store_n(&blas_seen_max, t, __ATOMIC_RELAXED);
+    return x * x;
+}
+static double cb_dsq(double x, void *u) { (void)u; return 2 * x; }
+static void *blas_caller(void *arg)
+{
+    (void)arg;
+    sg_ctx *c;
+    if (sg_create(&c, SG_BACKEND_CPU) != SG_OK) return (void *)1;
+    double A[4 * 9], F[4 * 9];
+    for (int i = 0; i < 36; i++) A[i] = (double)((i * 7) % 5) - 2;
+    sg_mat Am = sg_mat_dense(A, SG_F64, 4, 3, 3), Fm = sg_mat_dense(F, SG_F64, 4, 3, 3);
+    const sg_fn fn = {SG_FN_CALLBACK, 0, cb_sq, cb_dsq, NULL};
+    intptr_t bad = 0;
+    for (int it = 0; it < 2000; it++) bad |= sg_matfunc(c, &Am, &fn, &Fm, NULL, NULL) != SG_OK;
+    sg_destroy(c);
+    return (void *)bad;
+}
+Test(reliability, blas_thread_count_is_one_inside_concurrent_calls)
+{
+    const int before = openblas_get_num_threads();
+    openblas_set_num_threads(3); /* a count the backend must restore (more than the 1 it sets) */
+    const int want = openblas_get_num_threads();
+    blas_seen_max = 0;
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) cr_assert_eq(pthread_create(&th[i], NULL, blas_caller, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        cr_assert_eq(pthread_join(th[i], &r), 0);
+        cr_expect(r == NULL, "thread %d: a call failed", i);
+    }
+    const int after = openblas_get_num_threads();
+    openblas_set_num_threads(before);
+    cr_expect_eq(blas_seen_max, 0, "a batch loop ran with %d OpenBLAS threads", blas_seen_max);
+    cr_expect_eq(after, want, "OpenBLAS threads %d after concurrent calls, %d before", after, want);
 }
