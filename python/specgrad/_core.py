@@ -25,6 +25,9 @@ from . import _lib as L
 # ---- adapters -------------------------------------------------------------------------------------
 
 
+_AUTOGRAD_OPS = ("eigh", "svd", "matfunc", "regularizer", "project_basis")  # specgrad.autograd has these
+
+
 class _NumpyAdapter:
     memspace = L.SG_MEM_HOST
     device = None
@@ -535,12 +538,22 @@ class Context:
                 st = cfn(self._h, *args)
             self._check(op, st, bshape, result)
 
-    def _adapter(self, xs):
-        """Pick the adapter for the inputs; returns (adapter, converted inputs, torch-cpu flag)."""
+    def _adapter(self, xs, op=None):
+        """Pick the adapter for the inputs; returns (adapter, converted inputs, torch-cpu flag). op: the
+        calling op, for the requires-grad check (None: integer output, nothing to differentiate)."""
         tor = [x for x in xs if x is not None and type(x).__module__.startswith("torch")]
         if not tor:
             return _NP, [None if x is None else _prep_numpy(x, f"argument {i}") for i, x in enumerate(xs)], False
         import torch
+
+        if op is not None and torch.is_grad_enabled() and any(x.requires_grad for x in tor):
+            # the tensors are detached below: say so rather than return a result the gradient cannot reach
+            # (torch refuses .numpy() on such a tensor for the same reason)
+            hint = (f"use specgrad.autograd.{op}" if op in _AUTOGRAD_OPS
+                    else f"specgrad has no autograd rule for {op}")
+            raise RuntimeError(f"specgrad.{op}: an input requires grad, and this function does not record "
+                               f"gradients ({hint}); pass .detach() or call it under torch.no_grad() to drop "
+                               f"the gradient on purpose")
 
         if len(tor) != len([x for x in xs if x is not None]):
             raise TypeError("specgrad: do not mix torch tensors and numpy arrays in one call")
@@ -610,7 +623,7 @@ class Context:
         for C-contiguous A, 'L' copies it (one n² pass)."""
         if uplo not in ("L", "U"):
             raise ValueError(f"specgrad: uplo must be 'L' or 'U', got {uplo!r}")
-        ad, (A,), tc = self._adapter([A])
+        ad, (A,), tc = self._adapter([A], "eigh")
         bs = self._bshape(ad, A, 2, "A")
         n = _square("eigh", ad, A, "A")
         code = ad.dtype_code(A)
@@ -633,7 +646,7 @@ class Context:
         """SVD like numpy.linalg.svd: A (..., m, n) → (U, S, Vh), S descending. For C-contiguous A the
         library factors Aᵀ = V S Uᵀ in place (no copy): Vh comes back C-contiguous, U as a view.
         Zero-sized A (m or n = 0) gives numpy's results (empty S; U, Vh identities with full_matrices)."""
-        ad, (A,), tc = self._adapter([A])
+        ad, (A,), tc = self._adapter([A], "svd")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
         k = min(m, n)
@@ -696,7 +709,7 @@ class Context:
         `trim_null_space(N, nullity)` gives scipy.linalg.null_space-shaped (n, nullity) arrays.
         Copies C-contiguous A (the nullspace of Aᵀ is a different space). A with 0 rows: N = I."""
         atol, rtol = _tols("null_space", atol, rtol)
-        ad, (A,), tc = self._adapter([A])
+        ad, (A,), tc = self._adapter([A], "null_space")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
         code = ad.dtype_code(A)
@@ -847,7 +860,7 @@ class Context:
         if which not in L.PROJ:
             raise ValueError(f"specgrad: which must be 'null' or 'row', got {which!r}")
         atol, rtol = _tols("project", atol, rtol)
-        ad, (A, X), tc = self._adapter([A, X])
+        ad, (A, X), tc = self._adapter([A, X], "project")
         (A, X), code = self._common(ad, [A, X], ["A", "X"])
         sh = self._shared(ad, A, X)
         if sh is not None and self.backend != "cpu":
@@ -881,7 +894,7 @@ class Context:
         dimension fewer than Q is a batch of vectors (with a shared basis: Q (1, n, q), X (B, n)). On the
         CPU backend one Q shared by a batch of X is one product over all its columns; otherwise a broadcast
         operand is copied per batch item."""
-        ad, (Q, X), tc = self._adapter([Q, X])
+        ad, (Q, X), tc = self._adapter([Q, X], "project_basis")
         (Q, X), code = self._common(ad, [Q, X], ["Q", "X"])
         if len(ad.shape(Q)) >= 2 and ad.shape(Q)[-1] > ad.shape(Q)[-2]:
             n, q = ad.shape(Q)[-2:]
@@ -914,7 +927,7 @@ class Context:
         factored once, its rank repeated over the batch shape: on the CPU backend the batch becomes columns of
         one call; on CUDA x = A⁺b with A⁺ = lstsq(A, I) computed once and applied by matmul."""
         atol, rtol = _tols("lstsq", atol, rtol)
-        ad, (A, B), tc = self._adapter([A, B])
+        ad, (A, B), tc = self._adapter([A, B], "lstsq")
         (A, B), code = self._common(ad, [A, B], ["A", "B"])
         sh = self._shared(ad, A, B)
         if sh is not None and self.backend != "cpu":
@@ -961,7 +974,7 @@ class Context:
         """Pseudo-inverse (..., n, m) through lstsq. pinv(A)ᵀ = pinv(Aᵀ), so C-contiguous A is not copied;
         the identity right-hand side is materialized per matrix. Zero-sized A: empty (n, m), like numpy."""
         atol, rtol = _tols("pinv", atol, rtol)
-        ad, (A,), tc = self._adapter([A])
+        ad, (A,), tc = self._adapter([A], "pinv")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
         code = ad.dtype_code(A)
@@ -996,7 +1009,7 @@ class Context:
         Zero-copy for a column-major V (torch eigh's); numpy eigh's C-contiguous V and a C-contiguous gV
         are copied (n² passes)."""
         mcode = _mode(mode)
-        ad, (w, V, gw, gV), tc = self._adapter([w, V, gw, gV])
+        ad, (w, V, gw, gV), tc = self._adapter([w, V, gw, gV], "eigh_backward")
         (w, V, gw, gV), code = self._common(ad, [w, V, gw, gV], ["w", "V", "gw", "gV"])
         bs = self._bshape(ad, V, 2, "V")
         n = _square("eigh_backward", ad, V, "V")
@@ -1024,7 +1037,7 @@ class Context:
         columns get no gradient). numpy convention (Vh, gVh). The library differentiates Aᵀ = V S Uᵀ so
         that svd's outputs and a C-contiguous gVh are used in place; a C-contiguous gU is copied."""
         mcode = _mode(mode)
-        ad, (U, S, Vh, gU, gS, gVh), tc = self._adapter([U, S, Vh, gU, gS, gVh])
+        ad, (U, S, Vh, gU, gS, gVh), tc = self._adapter([U, S, Vh, gU, gS, gVh], "svd_backward")
         (U, S, Vh, gU, gS, gVh), code = self._common(ad, [U, S, Vh, gU, gS, gVh], ["U", "S", "Vh", "gU", "gS", "gVh"])
         bs = self._bshape(ad, U, 2, "U")
         for x, nm, core in ((S, "S", 1), (Vh, "Vh", 2), (gU, "gU", 2), (gS, "gS", 1), (gVh, "gVh", 2)):
@@ -1061,7 +1074,7 @@ class Context:
         'L' copies it). return_eig=True gives (F, w, V): the decomposition F was built from, as eigh
         returns it, for matfunc_backward without a second eigh."""
         f = _Fn(fn, p)
-        ad, (A,), tc = self._adapter([A])
+        ad, (A,), tc = self._adapter([A], "matfunc")
         bs = self._bshape(ad, A, 2, "A")
         n = _square("matfunc", ad, A, "A")
         keep = []
@@ -1095,7 +1108,7 @@ class Context:
         gA = V (L ∘ (Vᵀ sym(gF) V)) Vᵀ with divided differences L (finite at ties: f'). Since only sym(gF)
         enters, gF is passed in whichever orientation needs no copy."""
         f = _Fn(fn, p)
-        ad, (w, V, gF), tc = self._adapter([w, V, gF])
+        ad, (w, V, gF), tc = self._adapter([w, V, gF], "matfunc_backward")
         (w, V, gF), code = self._common(ad, [w, V, gF], ["w", "V", "gF"])
         bs = self._bshape(ad, V, 2, "V")
         n = _square("matfunc_backward", ad, V, "V")
@@ -1124,7 +1137,7 @@ class Context:
         f = _Fn(fn, p) if kind == "eigsum" else None
         if kind != "eigsum" and fn is not None:
             raise ValueError(f"specgrad: fn only applies to kind='eigsum'")
-        ad, (A,), tc = self._adapter([A])
+        ad, (A,), tc = self._adapter([A], "regularizer")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
         if kind in ("logdet", "eigsum"):

@@ -251,3 +251,29 @@ def test_cuda_tensors_zero_copy_and_autograd(rng):
     x, r = sg.lstsq(As, Bs, return_rank=True)
     assert x.is_cuda and r.is_cuda and x.shape == (5, 4, 2) and r.shape == (5,) and bool((r == 4).all())
     torch.testing.assert_close(x, torch.linalg.pinv(As) @ Bs)
+
+
+def test_plain_functions_refuse_inputs_that_require_grad(rng):
+    """specgrad.eigh etc. detach their inputs: on a tensor that requires grad (grad mode on) they raise
+    and name specgrad.autograd (or say there is no autograd rule) instead of returning a result that the
+    gradient silently does not reach, as torch refuses .numpy() there. Under no_grad, on .detach(), for
+    matrix_rank (integer output) and through specgrad.autograd they run."""
+    A = torch.tensor(sym_with_spectrum(rng, [1.0, 2.0, 3.0], (2,)), requires_grad=True)
+    B = torch.ones(2, 3, 1, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="use specgrad.autograd.eigh"):
+        sg.eigh(A)
+    with pytest.raises(RuntimeError, match="use specgrad.autograd.svd"):
+        sg.svdvals(A)
+    with pytest.raises(RuntimeError, match="no autograd rule for lstsq"):
+        sg.lstsq(A, B)
+    with pytest.raises(RuntimeError, match="no autograd rule for lstsq"):
+        sg.lstsq(A.detach(), B.requires_grad_(True))
+    B.requires_grad_(False)
+    with torch.no_grad():
+        w, _ = sg.eigh(A)
+    np.testing.assert_allclose(w.numpy(), [[1, 2, 3]] * 2, atol=1e-12)
+    assert sg.lstsq(A.detach(), B).shape == (2, 3, 1)
+    assert torch.equal(sg.matrix_rank(A), torch.full((2,), 3, dtype=torch.int64))
+    w2, _ = sga.eigh(A)
+    w2.sum().backward()
+    np.testing.assert_allclose(A.grad.numpy(), np.broadcast_to(np.eye(3), (2, 3, 3)), atol=1e-12)
