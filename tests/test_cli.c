@@ -811,4 +811,11 @@ Test(cli, messages_overflow_and_matrix_index)
     cr_expect(strstr(out, "NaN") && strstr(out, "(matrix 1)"), "%s", out);
     const char *first = strstr(out, "matrix 1");
     cr_expect(first && !strstr(first + 1, "matrix 1"), "matrix index repeated: %s", out);
+    /* a float32 matrix whose eigenvalues pass FLT_MAX: SG_ERR_DOMAIN, the op named once */
+    double C[9];
+    for (int i = 0; i < 9; i++) C[i] = 1.7e38;
+    wr("huge.npy", SG_F32, 3, (int64_t[]){1, 3, 3}, C);
+    cr_expect_eq(run("eigh huge.npy --backend cpu"), 1, "%s", out);
+    cr_expect(strstr(out, "specgrad: eigh: the eigenvalues of matrix 0 overflow float32") && !strstr(out, "eigh: eigh"),
+              "%s", out);
 }

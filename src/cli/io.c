@@ -34,6 +34,8 @@ int cli_lib_err(const cli_opts *o, sg_status s)
     const char *msg = o->ctx ? sg_last_error(o->ctx) : "";
     int64_t i = o->ctx ? sg_failed_index(o->ctx) : -1;
     if (!msg[0]) msg = sg_status_string(s);
+    const size_t k = strlen(o->op); /* "specgrad: eigh: …", not "specgrad: eigh: eigh: …" */
+    if (!strncmp(msg, o->op, k) && msg[k] == ':' && msg[k + 1] == ' ') msg += k + 2;
     if (i >= 0 && !names_matrix(msg, i)) return cli_err(o, "%s (matrix %lld)", msg, (long long)i);
     return cli_err(o, "%s", msg);
 }
