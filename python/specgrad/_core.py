@@ -25,7 +25,7 @@ from . import _lib as L
 # ---- adapters -------------------------------------------------------------------------------------
 
 
-_AUTOGRAD_OPS = ("eigh", "svd", "matfunc", "regularizer", "project_basis")  # specgrad.autograd has these
+_AUTOGRAD_OPS = ("eigh", "svd", "matfunc", "regularizer", "project_basis", "lstsq", "pinv")  # in specgrad.autograd
 
 
 class _NumpyAdapter:

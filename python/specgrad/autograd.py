@@ -6,6 +6,7 @@
     F = sga.matfunc(A, "sqrt")              # f(A) = V f(Λ) Vᵀ
     loss = sga.regularizer(W, "spectral")   # per-matrix loss, batch shape
     Y = sga.project_basis(Q, X)             # Q Qᵀ X (complement=True: X − Q Qᵀ X); gradients to Q and X
+    X = sga.lstsq(A, B); P = sga.pinv(A)    # minimum norm, also rank-deficient; gradients at constant rank
     loss.sum().backward()
 
 CUDA tensors run on the shared CUDA context of their device (zero-copy, current stream); CPU tensors on
@@ -142,6 +143,50 @@ class ProjectBasis(torch.autograd.Function):
             if complement:
                 gQ = -gQ
         return gQ, gX, None, None
+
+
+class Lstsq(torch.autograd.Function):
+    """X = A⁺B (minimum norm, the library's rank cutoff). A⁺ is differentiable where the rank is constant
+    (Golub & Pereyra 1973; torch's pinv_backward): with A⁺ from the library (same cutoff, so the same rank),
+    gB = A⁺ᵀ gX and gA = −gB Xᵀ + (B − AX)(A⁺gB)ᵀ + (A⁺ᵀX)(gX − A⁺A gX)ᵀ, in torch matmuls. A and B have
+    equal batch shapes here (lstsq() expands them; autograd sums the expanded gradient back)."""
+
+    @staticmethod
+    def forward(ctx, A, B, atol=0.0, rtol=None, sgctx=None):
+        c = _ctx(sgctx, A)
+        X = c.lstsq(A.detach(), B.detach(), atol, rtol)
+        ctx.save_for_backward(A, B, X)
+        ctx.opts = (atol, rtol, c)
+        return X
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gX):
+        A, B, X = ctx.saved_tensors
+        atol, rtol, c = ctx.opts
+        Ap = c.pinv(A, atol, rtol)  # n×m
+        gB = Ap.mT @ gX
+        gA = None
+        if ctx.needs_input_grad[0]:
+            gA = -gB @ X.mT + (B - A @ X) @ (Ap @ gB).mT + (Ap.mT @ X) @ (gX - Ap @ (A @ gX)).mT
+        return gA, (gB if ctx.needs_input_grad[1] else None), None, None, None
+
+
+def lstsq(A, B, atol=0.0, rtol=None, ctx=None):
+    """Minimum-norm least squares with gradients to A and B (constant rank; see Lstsq). B (..., m, k) or a
+    batch of vectors (..., m); batch dimensions broadcast like torch.linalg.lstsq's."""
+    vec = B.dim() == A.dim() - 1
+    Bm = B[..., None] if vec else B
+    bs = torch.broadcast_shapes(A.shape[:-2], Bm.shape[:-2])
+    X = Lstsq.apply(A.expand(bs + A.shape[-2:]), Bm.expand(bs + Bm.shape[-2:]), atol, rtol, ctx)
+    return X[..., 0] if vec else X
+
+
+def pinv(A, atol=0.0, rtol=None, ctx=None):
+    """Pseudo-inverse (..., n, m) with its gradient: lstsq(A, I)."""
+    m = A.shape[-2]
+    I = torch.eye(m, dtype=A.dtype, device=A.device).expand(A.shape[:-2] + (m, m))  # a matrix, not vectors
+    return lstsq(A, I, atol, rtol, ctx)
 
 
 def project_basis(Q, X, complement=False, ctx=None):

@@ -264,10 +264,12 @@ def test_plain_functions_refuse_inputs_that_require_grad(rng):
         sg.eigh(A)
     with pytest.raises(RuntimeError, match="use specgrad.autograd.svd"):
         sg.svdvals(A)
-    with pytest.raises(RuntimeError, match="no autograd rule for lstsq"):
+    with pytest.raises(RuntimeError, match="use specgrad.autograd.lstsq"):
         sg.lstsq(A, B)
-    with pytest.raises(RuntimeError, match="no autograd rule for lstsq"):
+    with pytest.raises(RuntimeError, match="use specgrad.autograd.lstsq"):
         sg.lstsq(A.detach(), B.requires_grad_(True))
+    with pytest.raises(RuntimeError, match="no autograd rule for null_space"):
+        sg.null_space(A)
     B.requires_grad_(False)
     with torch.no_grad():
         w, _ = sg.eigh(A)
@@ -277,3 +279,40 @@ def test_plain_functions_refuse_inputs_that_require_grad(rng):
     w2, _ = sga.eigh(A)
     w2.sum().backward()
     np.testing.assert_allclose(A.grad.numpy(), np.broadcast_to(np.eye(3), (2, 3, 3)), atol=1e-12)
+
+
+@pytest.mark.parametrize("m,n,vec", [(5, 3, False), (3, 5, False), (4, 4, True), (6, 2, True)])
+def test_gradcheck_lstsq(rng, m, n, vec):
+    """Full rank (tall, wide, square; matrix and vector right-hand sides): gradients to A and B."""
+    A = torch.tensor(rng.standard_normal((2, m, n)), requires_grad=True)
+    B = torch.tensor(rng.standard_normal((2, m) if vec else (2, m, 3)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda A, B: sga.lstsq(A, B), (A, B))
+
+
+def test_gradcheck_lstsq_broadcast_and_pinv(rng):
+    """One A for a batch of B (the expanded A's gradient is summed back) and pinv."""
+    A = torch.tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    B = torch.tensor(rng.standard_normal((2, 4, 2)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda A, B: sga.lstsq(A, B), (A, B))
+    W = torch.tensor(rng.standard_normal((2, 3, 5)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda W: sga.pinv(W), (W,))
+
+
+def test_lstsq_gradient_rank_deficient_matches_torch_pinv(rng):
+    """Rank 2 of 4 (finite differences would cross the cutoff): the constant-rank gradient equals torch's
+    own autograd of pinv(A, rtol) @ B with the same cutoff, for A and B; X is the minimum-norm solution."""
+    U = np.linalg.qr(rng.standard_normal((3, 6, 6)))[0][..., :4]
+    V = np.linalg.qr(rng.standard_normal((3, 4, 4)))[0]
+    s = np.array([3.0, 1.0, 0.0, 0.0])
+    A0 = torch.tensor((U * s) @ V.swapaxes(-1, -2))
+    B0 = torch.tensor(rng.standard_normal((3, 6, 2)))
+    G = torch.tensor(rng.standard_normal((3, 4, 2)))
+    A, B = A0.clone().requires_grad_(True), B0.clone().requires_grad_(True)
+    X = sga.lstsq(A, B, rtol=1e-8)
+    (X * G).sum().backward()
+    A2, B2 = A0.clone().requires_grad_(True), B0.clone().requires_grad_(True)
+    X2 = torch.linalg.pinv(A2, rtol=1e-8) @ B2
+    (X2 * G).sum().backward()
+    np.testing.assert_allclose(X.detach().numpy(), X2.detach().numpy(), atol=1e-10)
+    np.testing.assert_allclose(A.grad.numpy(), A2.grad.numpy(), atol=1e-9)
+    np.testing.assert_allclose(B.grad.numpy(), B2.grad.numpy(), atol=1e-9)
