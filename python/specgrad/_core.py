@@ -25,7 +25,7 @@ from . import _lib as L
 # ---- adapters -------------------------------------------------------------------------------------
 
 
-_AUTOGRAD_OPS = ("eigh", "svd", "matfunc", "regularizer", "project_basis", "lstsq", "pinv")  # in specgrad.autograd
+_AUTOGRAD_OPS = ("eigh", "svd", "matfunc", "regularizer", "project", "project_basis", "lstsq", "pinv")  # autograd.py
 
 
 class _NumpyAdapter:

@@ -7,6 +7,7 @@
     loss = sga.regularizer(W, "spectral")   # per-matrix loss, batch shape
     Y = sga.project_basis(Q, X)             # Q Qᵀ X (complement=True: X − Q Qᵀ X); gradients to Q and X
     X = sga.lstsq(A, B); P = sga.pinv(A)    # minimum norm, also rank-deficient; gradients at constant rank
+    Y = sga.project(A, X, "null")           # nullspace ("row": row-space) projection; gradients to A and X
     loss.sum().backward()
 
 CUDA tensors run on the shared CUDA context of their device (zero-copy, current stream); CPU tensors on
@@ -170,6 +171,46 @@ class Lstsq(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gA = -gB @ X.mT + (B - A @ X) @ (Ap @ gB).mT + (Ap.mT @ X) @ (gX - Ap @ (A @ gX)).mT
         return gA, (gB if ctx.needs_input_grad[1] else None), None, None, None
+
+
+class Project(torch.autograd.Function):
+    """Y = P X (row space) or (I − P) X (nullspace), P = A⁺A. gX is the same projection of gY (P symmetric),
+    by the library. gA from dP = A⁺ dA (I − P) + (I − P) dAᵀ A⁺ᵀ (constant rank; Golub & Pereyra 1973):
+    gA = ±A⁺ᵀ (X gYᵀ + gY Xᵀ)(I − P), + for the row space, with A⁺ from the library (same cutoff)."""
+
+    @staticmethod
+    def forward(ctx, A, X, which="null", atol=0.0, rtol=None, sgctx=None):
+        c = _ctx(sgctx, A)
+        Y = c.project(A.detach(), X.detach(), which, atol, rtol)
+        ctx.save_for_backward(A, X)
+        ctx.opts = (which, atol, rtol, c)
+        return Y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gY):
+        A, X = ctx.saved_tensors
+        which, atol, rtol, c = ctx.opts
+        gA = gX = None
+        if ctx.needs_input_grad[1]:
+            gX = c.project(A, gY, which, atol, rtol)
+        if ctx.needs_input_grad[0]:
+            Ap = c.pinv(A, atol, rtol)  # n×m
+            M = X @ gY.mT + gY @ X.mT   # n×n, symmetric
+            gA = Ap.mT @ (M - (M @ Ap) @ A)
+            if which == "null":
+                gA = -gA
+        return gA, gX, None, None, None, None
+
+
+def project(A, X, which="null", atol=0.0, rtol=None, ctx=None):
+    """Nullspace / row-space projection of X with gradients to A (constant rank) and X. X (..., n, k) or a
+    batch of vectors (..., n); batch dimensions broadcast."""
+    vec = X.dim() == A.dim() - 1
+    Xm = X[..., None] if vec else X
+    bs = torch.broadcast_shapes(A.shape[:-2], Xm.shape[:-2])
+    Y = Project.apply(A.expand(bs + A.shape[-2:]), Xm.expand(bs + Xm.shape[-2:]), which, atol, rtol, ctx)
+    return Y[..., 0] if vec else Y
 
 
 def lstsq(A, B, atol=0.0, rtol=None, ctx=None):

@@ -268,6 +268,8 @@ def test_plain_functions_refuse_inputs_that_require_grad(rng):
         sg.lstsq(A, B)
     with pytest.raises(RuntimeError, match="use specgrad.autograd.lstsq"):
         sg.lstsq(A.detach(), B.requires_grad_(True))
+    with pytest.raises(RuntimeError, match="use specgrad.autograd.project"):
+        sg.project(A, B)
     with pytest.raises(RuntimeError, match="no autograd rule for null_space"):
         sg.null_space(A)
     B.requires_grad_(False)
@@ -316,3 +318,30 @@ def test_lstsq_gradient_rank_deficient_matches_torch_pinv(rng):
     np.testing.assert_allclose(X.detach().numpy(), X2.detach().numpy(), atol=1e-10)
     np.testing.assert_allclose(A.grad.numpy(), A2.grad.numpy(), atol=1e-9)
     np.testing.assert_allclose(B.grad.numpy(), B2.grad.numpy(), atol=1e-9)
+
+
+@pytest.mark.parametrize("which", ["null", "row"])
+@pytest.mark.parametrize("m,n,vec", [(2, 5, False), (3, 4, True), (5, 3, False)])
+def test_gradcheck_project(rng, which, m, n, vec):
+    """Nullspace / row-space projection: gradients to A (full rank, so constant rank under perturbation)
+    and X; wide, square-ish and tall A (a tall full-rank A has an empty nullspace: Y = 0, gradient 0)."""
+    A = torch.tensor(rng.standard_normal((2, m, n)), requires_grad=True)
+    X = torch.tensor(rng.standard_normal((2, n) if vec else (2, n, 3)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda A, X: sga.project(A, X, which), (A, X))
+
+
+def test_project_gradient_rank_deficient_matches_torch(rng):
+    """Rank 2 of a 4×6 A (one A for a batch of X): the constant-rank gradient equals torch's autograd of
+    (I − pinv(A) A) X with the same cutoff."""
+    U = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    V = np.linalg.qr(rng.standard_normal((6, 6)))[0][:, :4]
+    A0 = torch.tensor((U * np.array([2.0, 0.5, 0.0, 0.0])) @ V.T)
+    X0 = torch.tensor(rng.standard_normal((3, 6, 2)))
+    G = torch.tensor(rng.standard_normal((3, 6, 2)))
+    A, X = A0.clone().requires_grad_(True), X0.clone().requires_grad_(True)
+    (sga.project(A, X, "null", rtol=1e-8) * G).sum().backward()
+    A2, X2 = A0.clone().requires_grad_(True), X0.clone().requires_grad_(True)
+    Y2 = X2 - torch.linalg.pinv(A2, rtol=1e-8) @ (A2 @ X2)
+    (Y2 * G).sum().backward()
+    np.testing.assert_allclose(A.grad.numpy(), A2.grad.numpy(), atol=1e-9)
+    np.testing.assert_allclose(X.grad.numpy(), X2.grad.numpy(), atol=1e-9)
