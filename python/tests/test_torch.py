@@ -345,3 +345,9 @@ def test_project_gradient_rank_deficient_matches_torch(rng):
     (Y2 * G).sum().backward()
     np.testing.assert_allclose(A.grad.numpy(), A2.grad.numpy(), atol=1e-9)
     np.testing.assert_allclose(X.grad.numpy(), X2.grad.numpy(), atol=1e-9)
+
+
+def test_every_op_named_in_the_requires_grad_error_exists():
+    """The plain functions' error points to specgrad.autograd.<op> for these: each must exist there."""
+    for op in _core._AUTOGRAD_OPS:
+        assert callable(getattr(sga, op, None)), f"specgrad.autograd.{op} is named but missing"
