@@ -149,8 +149,8 @@ class ProjectBasis(torch.autograd.Function):
 class Lstsq(torch.autograd.Function):
     """X = A⁺B (minimum norm, the library's rank cutoff). A⁺ is differentiable where the rank is constant
     (Golub & Pereyra 1973; torch's pinv_backward): with A⁺ from the library (same cutoff, so the same rank),
-    gB = A⁺ᵀ gX and gA = −gB Xᵀ + (B − AX)(A⁺gB)ᵀ + (A⁺ᵀX)(gX − A⁺A gX)ᵀ, in torch matmuls. A and B have
-    equal batch shapes here (lstsq() expands them; autograd sums the expanded gradient back)."""
+    gB = A⁺ᵀ gX and gA = −gB Xᵀ + (B − AX)(A⁺gB)ᵀ + (A⁺ᵀX)(gX − A⁺A gX)ᵀ, in torch matmuls. Batch dimensions
+    broadcast (the library factors a shared A once); the gradients are summed back to each input's shape."""
 
     @staticmethod
     def forward(ctx, A, B, atol=0.0, rtol=None, sgctx=None):
@@ -170,13 +170,16 @@ class Lstsq(torch.autograd.Function):
         gA = None
         if ctx.needs_input_grad[0]:
             gA = -gB @ X.mT + (B - A @ X) @ (Ap @ gB).mT + (Ap.mT @ X) @ (gX - Ap @ (A @ gX)).mT
-        return gA, (gB if ctx.needs_input_grad[1] else None), None, None, None
+            gA = gA.sum_to_size(A.shape)
+        gB = gB.sum_to_size(B.shape) if ctx.needs_input_grad[1] else None
+        return gA, gB, None, None, None
 
 
 class Project(torch.autograd.Function):
     """Y = P X (row space) or (I − P) X (nullspace), P = A⁺A. gX is the same projection of gY (P symmetric),
     by the library. gA from dP = A⁺ dA (I − P) + (I − P) dAᵀ A⁺ᵀ (constant rank; Golub & Pereyra 1973):
-    gA = ±A⁺ᵀ (X gYᵀ + gY Xᵀ)(I − P), + for the row space, with A⁺ from the library (same cutoff)."""
+    gA = ±A⁺ᵀ (X gYᵀ + gY Xᵀ)(I − P), + for the row space, with A⁺ from the library (same cutoff). Batch
+    dimensions broadcast; the gradients are summed back to each input's shape."""
 
     @staticmethod
     def forward(ctx, A, X, which="null", atol=0.0, rtol=None, sgctx=None):
@@ -193,11 +196,11 @@ class Project(torch.autograd.Function):
         which, atol, rtol, c = ctx.opts
         gA = gX = None
         if ctx.needs_input_grad[1]:
-            gX = c.project(A, gY, which, atol, rtol)
+            gX = c.project(A, gY, which, atol, rtol).sum_to_size(X.shape)
         if ctx.needs_input_grad[0]:
             Ap = c.pinv(A, atol, rtol)  # n×m
             M = X @ gY.mT + gY @ X.mT   # n×n, symmetric
-            gA = Ap.mT @ (M - (M @ Ap) @ A)
+            gA = (Ap.mT @ (M - (M @ Ap) @ A)).sum_to_size(A.shape)
             if which == "null":
                 gA = -gA
         return gA, gX, None, None, None, None
@@ -207,9 +210,7 @@ def project(A, X, which="null", atol=0.0, rtol=None, ctx=None):
     """Nullspace / row-space projection of X with gradients to A (constant rank) and X. X (..., n, k) or a
     batch of vectors (..., n); batch dimensions broadcast."""
     vec = X.dim() == A.dim() - 1
-    Xm = X[..., None] if vec else X
-    bs = torch.broadcast_shapes(A.shape[:-2], Xm.shape[:-2])
-    Y = Project.apply(A.expand(bs + A.shape[-2:]), Xm.expand(bs + Xm.shape[-2:]), which, atol, rtol, ctx)
+    Y = Project.apply(A, X[..., None] if vec else X, which, atol, rtol, ctx)
     return Y[..., 0] if vec else Y
 
 
@@ -217,17 +218,15 @@ def lstsq(A, B, atol=0.0, rtol=None, ctx=None):
     """Minimum-norm least squares with gradients to A and B (constant rank; see Lstsq). B (..., m, k) or a
     batch of vectors (..., m); batch dimensions broadcast like torch.linalg.lstsq's."""
     vec = B.dim() == A.dim() - 1
-    Bm = B[..., None] if vec else B
-    bs = torch.broadcast_shapes(A.shape[:-2], Bm.shape[:-2])
-    X = Lstsq.apply(A.expand(bs + A.shape[-2:]), Bm.expand(bs + Bm.shape[-2:]), atol, rtol, ctx)
+    X = Lstsq.apply(A, B[..., None] if vec else B, atol, rtol, ctx)
     return X[..., 0] if vec else X
 
 
 def pinv(A, atol=0.0, rtol=None, ctx=None):
     """Pseudo-inverse (..., n, m) with its gradient: lstsq(A, I)."""
     m = A.shape[-2]
-    I = torch.eye(m, dtype=A.dtype, device=A.device).expand(A.shape[:-2] + (m, m))  # a matrix, not vectors
-    return lstsq(A, I, atol, rtol, ctx)
+    I = torch.eye(m, dtype=A.dtype, device=A.device).reshape((1,) * (A.dim() - 2) + (m, m))  # a matrix per item
+    return Lstsq.apply(A, I, atol, rtol, ctx)
 
 
 def project_basis(Q, X, complement=False, ctx=None):

@@ -292,10 +292,14 @@ def test_gradcheck_lstsq(rng, m, n, vec):
 
 
 def test_gradcheck_lstsq_broadcast_and_pinv(rng):
-    """One A for a batch of B (the expanded A's gradient is summed back) and pinv."""
+    """One A for a batch of B and one B for a batch of A (the broadcast operand's gradient is summed back),
+    and pinv."""
     A = torch.tensor(rng.standard_normal((4, 3)), requires_grad=True)
     B = torch.tensor(rng.standard_normal((2, 4, 2)), requires_grad=True)
     assert torch.autograd.gradcheck(lambda A, B: sga.lstsq(A, B), (A, B))
+    A3 = torch.tensor(rng.standard_normal((2, 1, 4, 3)), requires_grad=True)
+    B2 = torch.tensor(rng.standard_normal((1, 3, 4, 2)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda A, B: sga.lstsq(A, B), (A3, B2))
     W = torch.tensor(rng.standard_normal((2, 3, 5)), requires_grad=True)
     assert torch.autograd.gradcheck(lambda W: sga.pinv(W), (W,))
 
