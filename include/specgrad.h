@@ -155,7 +155,7 @@ SG_API sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double 
 typedef enum { SG_PROJ_NULL = 0, SG_PROJ_ROW = 1 } sg_proj;
 /* Y = P X with P the orthogonal projector onto the nullspace (I − V_r V_rᵀ) or the row space (V_r V_rᵀ)
    of A (m×n). X, Y: n×k. Y may be X itself (same data and layout) for an in-place update. Y is not
-   checked for overflow (here and in sg_project_basis): columns of X with ‖x‖ below the dtype's largest value
+   checked for overflow (here and in sg_project_basis): columns of X with ‖x‖ below half the largest value
    cannot overflow; entries near it can give inf with SG_OK, on both backends. */
 SG_API sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which,
                      double atol, double rtol, sg_mat *Y);
