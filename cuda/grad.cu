@@ -840,7 +840,7 @@ sg_status eig_spectral(sg_ctx *ctx, const sg_mat *A, int what, const sg_fn *fn, 
 }
 
 /* ---- SVD- and Gram-based regularizers ----------------------------------------------------------- */
-/* A loss that overflows T (FLAG_LOSS), found after the chunk's outputs are written: SG_ERR_DOMAIN for the
+/* A loss that overflows T (FLAG_NONFINITE), found after the chunk's outputs are written: SG_ERR_DOMAIN for the
    first such matrix, the next chunks computed too (chunked's soft), as reg_svd / reg_ortho of
    src/cpu_grad_impl.h record it. Their gA is finite whenever the loss is (see there): not scanned. */
 sg_status reg_overflow(sg_ctx *ctx, const int *flags, int64_t b0, int64_t cnt, const char *op, bool *soft)

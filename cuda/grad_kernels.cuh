@@ -39,8 +39,8 @@ enum { SPF_CHECK = 0, /* domain only (matfunc backward pre-check, f and f')  */
        SPF_FDER = 2   /* d = f'(λ), loss Σ f(λ)    (Σ f(λ), log det = Σ log λ) */ };
 
 /* Flag bits per matrix: a non-finite gap factor, an eigenvalue outside f's domain (or f, f' not finite
-   in T), a non-finite output, a regularizer's loss that overflows T. */
-enum { FLAG_TIE = 1, FLAG_DOMAIN = 2, FLAG_NONFINITE = 4, FLAG_LOSS = 8 };
+   in T), a non-finite output (F, gA, a loss). */
+enum { FLAG_TIE = 1, FLAG_DOMAIN = 2, FLAG_NONFINITE = 4 };
 
 /* ---- fused eigh / matfunc backward (n <= 64, one block per matrix, persistent grid) --------------- */
 enum { FUSED_EIGH = 0, FUSED_MATFUNC = 1 };
@@ -602,7 +602,7 @@ __global__ void k_spectral_grad(const T *S, int64_t sS, const T *U, int64_t ldU,
 }
 
 /* Per-matrix loss from a vector: Σσ (NUCLEAR), σ_1² (SPECTRAL, from the descending S). One thread per matrix.
-   flags (optional): set to FLAG_LOSS where the loss overflows T, else 0. */
+   flags (optional): set to FLAG_NONFINITE where the loss overflows T, else 0. */
 enum { VL_SUM = 0, VL_FIRST_SQ = 1 };
 template <typename T>
 __global__ void k_vec_loss(const T *S, int64_t sS, int k, int64_t batch, int what, T *loss, int64_t sloss, int *flags)
@@ -616,12 +616,12 @@ __global__ void k_vec_loss(const T *S, int64_t sS, int k, int64_t batch, int wha
         }
         const T l = (T)acc;
         loss[b * sloss] = l;
-        if (flags) flags[b] = isfinite(l) ? 0 : FLAG_LOSS;
+        if (flags) flags[b] = isfinite(l) ? 0 : FLAG_NONFINITE;
     }
 }
 
 /* ORTHO: D = G − I in place on dense n×n G, loss = Σ D_ij² (double accumulation). One block per matrix.
-   flags (optional): set to FLAG_LOSS where the loss overflows T, else 0. */
+   flags (optional): set to FLAG_NONFINITE where the loss overflows T, else 0. */
 template <typename T>
 __global__ void k_ortho(T *G, int n, int64_t batch, T *loss, int64_t sloss, int *flags)
 {
@@ -645,7 +645,7 @@ __global__ void k_ortho(T *G, int n, int64_t batch, T *loss, int64_t sloss, int 
         if (threadIdx.x == 0) {
             const T l = (T)red[0];
             loss[b * sloss] = l;
-            if (flags) flags[b] = isfinite(l) ? 0 : FLAG_LOSS;
+            if (flags) flags[b] = isfinite(l) ? 0 : FLAG_NONFINITE;
         }
         __syncthreads();
     }

@@ -576,11 +576,13 @@ static sg_status info_fail(Job &J, const int *hinfo, int64_t b0, int64_t nb)
             return sg_fail(J.ctx, SG_ERR_NOCONV, b0 + i,
                            "%s not attempted: matrix %lld has NaN/Inf entries (input check off)", J.name,
                            (long long)(b0 + i));
-        if (hinfo[i] == SG_RANGE_OVER || hinfo[i] == SG_LSTSQ_OVER) /* as the CPU: may_overflow, lstsq */
-            return sg_fail(J.ctx, SG_ERR_DOMAIN, b0 + i, "%s: %s of matrix %lld overflow%s %s", J.name,
-                           hinfo[i] == SG_RANGE_OVER ? "the eigen/singular values" : "the solution",
-                           (long long)(b0 + i), hinfo[i] == SG_RANGE_OVER ? "" : "s",
-                           J.dt == SG_F32 ? "float32" : "float64");
+        const char *tname = J.dt == SG_F32 ? "float32" : "float64"; /* the overflows, as the CPU reports them */
+        if (hinfo[i] == SG_RANGE_OVER)
+            return sg_fail(J.ctx, SG_ERR_DOMAIN, b0 + i, "%s: the eigen/singular values of matrix %lld overflow %s",
+                           J.name, (long long)(b0 + i), tname);
+        if (hinfo[i] == SG_LSTSQ_OVER)
+            return sg_fail(J.ctx, SG_ERR_DOMAIN, b0 + i, "%s: the solution of matrix %lld overflows %s", J.name,
+                           (long long)(b0 + i), tname);
         if (hinfo[i] > 0)
             return sg_fail(J.ctx, SG_ERR_NOCONV, b0 + i, "%s: solver did not converge on matrix %lld (info %d)", J.name,
                            (long long)(b0 + i), hinfo[i]);

@@ -773,7 +773,7 @@ template <class T> static void vec_loss_all()
                 grid_cap = SMS * 32;
                 cr_assert(loss == want, "k_vec_loss k=%lld nb=%lld what %d", (long long)k, (long long)nb, what);
                 for (int64_t b = 0; b < nb; b++)
-                    cr_assert_eq(flags[(size_t)b], std::isfinite(want[(size_t)(b * sl)]) ? 0 : FLAG_LOSS,
+                    cr_assert_eq(flags[(size_t)b], std::isfinite(want[(size_t)(b * sl)]) ? 0 : FLAG_NONFINITE,
                                  "k_vec_loss k=%lld what %d: matrix %lld's flag", (long long)k, what, (long long)b);
                 cr_assert(k == 1 && what == VL_SUM ? std::isfinite(want[2 * sl]) : !std::isfinite(want[2 * sl]),
                           "the test's overflow case (k=%lld what %d)", (long long)k, what);
@@ -795,7 +795,7 @@ template <class T> static void ortho_all()
             if (capped && n != 17 && n != 100) continue;
             const int64_t nn = n * n, nb = capped ? 5 : 3, sl = 2;
             vector<T> G0 = normal<T>(&r, nn * nb);
-            G0[nn] = std::numeric_limits<T>::max(); /* matrix 1's loss overflows: FLAG_LOSS */
+            G0[nn] = std::numeric_limits<T>::max(); /* matrix 1's loss overflows: FLAG_NONFINITE */
             vector<T> wD = G0, wl((size_t)(sl * nb), T(-9));
             for (int64_t b = 0; b < nb; b++) { /* reg_ortho of src/cpu_grad_impl.h */
                 T *C = wD.data() + b * nn;
@@ -822,7 +822,7 @@ template <class T> static void ortho_all()
             /* the loss is a tree sum in double, the CPU's a sequential one: equal up to double rounding then T */
             expect_close(loss, wl, sizeof(T) == 4 ? 1e-6 : 1e-13, what);
             for (int64_t b = 0; b < nb; b++)
-                cr_assert_eq(flags[(size_t)b], b == 1 ? FLAG_LOSS : 0, "%s: matrix %lld's flag", what, (long long)b);
+                cr_assert_eq(flags[(size_t)b], b == 1 ? FLAG_NONFINITE : 0, "%s: matrix %lld's flag", what, (long long)b);
         }
 }
 Test(emu_grad, k_ortho_f32) { ortho_all<float>(); }
