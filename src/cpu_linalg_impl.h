@@ -43,7 +43,23 @@ static int FN(may_overflow)(const sg_mat *A, int64_t b, int lower)
     const double big = sizeof(T) == sizeof(float) ? (double)FLT_MAX : DBL_MAX;
     return sqrt(s) > big / 2 / mx;
 }
-#define SG_OVERFLOW_MSG "the %s of matrix %lld overflow " SG_TNAME " (its norm is beyond the dtype's largest value)"
+
+/* A LAPACK call that "succeeded" on finite matrix b gave NaN/Inf: an overflow of the dtype when its norm allows
+   one (SG_ERR_DOMAIN, op: what, values: which), else, when the inputs were scanned (check), a LAPACK/BLAS
+   fault (SG_ERR_LAPACK, naming solver; seen: float32 ssyevd with Debian's OpenBLAS 0.3.21 on an Intel Xeon,
+   2026-11-30). Returns 1 when it recorded a failure. */
+static int FN(bad_result)(const sg_mat *A, int64_t b, int lower, int check, const char *op, const char *values,
+                          const char *solver, sg_fail_rec *f)
+{
+    if (FN(may_overflow)(A, b, lower)) {
+        sg_rec_fail(f, b, SG_ERR_DOMAIN, "%s: the %s of matrix %lld overflow " SG_TNAME
+                    " (its norm is beyond the dtype's largest value)", op, values, (long long)b);
+        return 1;
+    }
+    if (!check) return 0;
+    sg_rec_fail(f, b, SG_ERR_LAPACK, "%s returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT, solver, (long long)b);
+    return 1;
+}
 
 /* ---- eigh: ?syevd, lower triangle; n <= SG_EIGH_SMALL: ?syevd's own steps, without ?symv -----------
    OpenBLAS's ?symv (and small ?gemm) take a process-wide lock around their buffer allocation on every call
@@ -161,17 +177,9 @@ static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
             }
             if (inf < 0) { sg_rec_fail(&f, b, SG_ERR_LAPACK, "%s: LAPACKE argument %d illegal (matrix %lld)", solver, (int)-inf, (long long)b); continue; }
             if (inf > 0) { sg_rec_fail(&f, b, SG_ERR_NOCONV, "%s did not converge (info %d, matrix %lld)", solver, (int)inf, (long long)b); continue; }
-            if (!(FN(all_finite)(w, n, 1, n) && (!V || FN(all_finite)(vec, n, n, n)))) { /* A is finite here */
-                if (FN(may_overflow)(A, b, 1)) {
-                    sg_rec_fail(&f, b, SG_ERR_DOMAIN, "eigh: " SG_OVERFLOW_MSG, "eigenvalues", (long long)b);
-                    continue;
-                }
-                if (ctx->check_finite) {
-                    sg_rec_fail(&f, b, SG_ERR_LAPACK, "%s returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT,
-                                solver, (long long)b);
-                    continue;
-                }
-            }
+            if (!(FN(all_finite)(w, n, 1, n) && (!V || FN(all_finite)(vec, n, n, n))) && /* A is finite here */
+                FN(bad_result)(A, b, 1, ctx->check_finite, "eigh", "eigenvalues", solver, &f))
+                continue;
             FN(vec_out)(w, W, b);
             if (V) FN(copy_out)(vec, n, V, b);
         }
@@ -239,21 +247,13 @@ static FN(svdws) FN(svd_ws)(const FN(svdplan) *pl, char *ws)
     return w;
 }
 
-/* A LAPACK call that "succeeded" on finite input must not return NaN/Inf (seen: float32 ssyevd with Debian's
-   OpenBLAS 0.3.21 on an Intel Xeon, 2026-11-30): records SG_ERR_LAPACK and returns nonzero if it did. */
+/* NaN/Inf in a "successful" SVD of finite matrix b (svd_one checked A): bad_result. Nonzero if recorded. */
 static int FN(svd_out_bad)(const FN(svdplan) *pl, const sg_mat *A, int64_t b, const FN(svdws) *w, sg_fail_rec *f)
 {
     int ok = FN(all_finite)(w->s, pl->k, 1, pl->k);
     if (ok && pl->jobz != 'N')
         ok = FN(all_finite)(w->u, pl->m, pl->ucols, pl->m) && FN(all_finite)(w->vt, pl->vtr, pl->n, pl->vtr);
-    if (ok) return 0;
-    if (FN(may_overflow)(A, b, 0)) { /* A is finite here (svd_one) */
-        sg_rec_fail(f, b, SG_ERR_DOMAIN, "svd: " SG_OVERFLOW_MSG, "singular values", (long long)b);
-        return 1;
-    }
-    if (!pl->check_out) return 0;
-    sg_rec_fail(f, b, SG_ERR_LAPACK, PFX "gesdd/gesvd returned NaN/Inf for finite matrix %lld: " SG_BLAS_FAULT, (long long)b);
-    return 1;
+    return !ok && FN(bad_result)(A, b, 0, pl->check_out, "svd", "singular values", PFX "gesdd/gesvd", f);
 }
 
 /* SVD of matrix b of A into w; on failure records it in f and returns nonzero. */
