@@ -355,3 +355,23 @@ def test_every_op_named_in_the_requires_grad_error_exists():
     """The plain functions' error points to specgrad.autograd.<op> for these: each must exist there."""
     for op in _core._AUTOGRAD_OPS:
         assert callable(getattr(sga, op, None)), f"specgrad.autograd.{op} is named but missing"
+
+
+def test_autograd_lstsq_pinv_project_bad_input(rng):
+    """Bad input to the new autograd wrappers gets the library's errors: wrong rows, NaN, an integer tensor,
+    a bad tolerance, an unknown projection."""
+    A = torch.tensor(rng.standard_normal((2, 4, 3)), requires_grad=True)
+    with pytest.raises(sg.SpecgradArgumentError, match="B"):
+        sga.lstsq(A, torch.ones(2, 5, 1, dtype=torch.float64))
+    An = A.detach().clone()
+    An[1, 2, 0] = float("nan")
+    with pytest.raises(sg.NonFiniteError, match="NaN"):
+        sga.lstsq(An.requires_grad_(True), torch.ones(2, 4, 1, dtype=torch.float64))
+    with pytest.raises(TypeError, match="dtype"):
+        sga.pinv(torch.ones(2, 3, 3, dtype=torch.int64))
+    with pytest.raises(sg.SpecgradArgumentError, match="tolerance"):
+        sga.pinv(A, atol=-1.0)
+    with pytest.raises(sg.SpecgradArgumentError, match="X"):
+        sga.project(A, torch.ones(2, 4, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="which"):
+        sga.project(A, torch.ones(2, 3, 1, dtype=torch.float64), "column")
