@@ -232,11 +232,11 @@ sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what)
     return SG_OK;
 }
 
-sg_status sg_cuda_check_ptr(sg_ctx *ctx, const sg_mat *m, const char *name)
+sg_status sg_cuda_check_ptr(sg_ctx *ctx, const void *p, const char *name)
 {
     const sg_cuda_state *st = sg_cu(ctx);
     cudaPointerAttributes a;
-    cudaError_t e = cudaPointerGetAttributes(&a, m->data);
+    cudaError_t e = cudaPointerGetAttributes(&a, p);
     if (e != cudaSuccess) { /* e.g. memory of a GPU whose context was never made current */
         cudaGetLastError();
         return sg_fail(ctx, SG_ERR_ARG, -1, "%s: not memory usable on GPU %d (cudaPointerGetAttributes: %s)", name,
@@ -252,7 +252,7 @@ sg_status sg_cuda_check_ptr(sg_ctx *ctx, const sg_mat *m, const char *name)
                        a.device, st->device);
     case cudaMemoryTypeHost: /* pinned: usable in place only where its device address is the pointer itself
                                 (not for a separate alias, e.g. registered memory without host page tables) */
-        if (a.devicePointer == m->data) return SG_OK;
+        if (a.devicePointer == p) return SG_OK;
         break;
     default: /* unregistered host memory: usable only where the device can read pageable memory (HMM/ATS) */
         if (st->prop.pageableMemoryAccess) return SG_OK;

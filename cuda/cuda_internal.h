@@ -140,7 +140,7 @@ static inline int sg_cuda_finite_guard(sg_ctx *ctx, const unsigned long long **f
    managed memory, pinned host memory whose device address is the pointer itself, pageable memory only
    with HMM/ATS; memory of another GPU is refused even with peer access); else SG_ERR_ARG naming the
    argument, instead of an illegal-address fault that would poison the CUDA context. */
-sg_status sg_cuda_check_ptr(sg_ctx *ctx, const sg_mat *m, const char *name);
+sg_status sg_cuda_check_ptr(sg_ctx *ctx, const void *p, const char *name);
 /* Device scratch, stream-ordered on s from the context's pool (ctx->cache_bytes of it stays mapped between
    calls); plain cudaMalloc where the device has no memory pools. On OOM the pool's idle memory is handed
    back and the allocation tried once more. Returns the CUDA error; *p is NULL on failure. */

@@ -149,7 +149,7 @@ sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out, bool defer = f
     if (ctx->mem != SG_MEM_DEVICE) return SG_OK;
     for (MatList l : {in, out})
         for (auto &p : l)
-            if (p.first) SGTRY(sg_cuda_check_ptr(ctx, p.first, p.second));
+            if (p.first) SGTRY(sg_cuda_check_ptr(ctx, p.first->data, p.second));
     sg_prof_mark("args");
     if (!ctx->check_finite) return SG_OK;
     std::vector<const sg_mat *> ms;

@@ -600,8 +600,10 @@ template <class T> static sg_status run_device_t(Job &J)
     sg_status s = sg_cuda_bind_stream(ctx);
     if (s != SG_OK) return s;
     Lane L = {st->stream, st->solver, 0};
-    for (int i = 0; i < J.nop; i++)
-        if (J.op[i].m && (s = sg_cuda_check_ptr(ctx, J.op[i].m, J.op[i].name)) != SG_OK) return s;
+    for (int i = 0; i < J.nop; i++) /* the int64 outputs (rank, nullity) too: the kernels write them in place */
+        if (present(J.op[i]) &&
+            (s = sg_cuda_check_ptr(ctx, J.op[i].m ? J.op[i].m->data : (const void *)J.op[i].iv, J.op[i].name)) != SG_OK)
+            return s;
     sg_prof_mark("args");
     J.defer = ctx->check_finite != 0; /* the scan is queued once the buffers exist (Job::defer) */
     int64_t nb = 0;

@@ -630,6 +630,22 @@ Test(gpu_parity, host_pointer_in_device_mode_is_an_argument_error)
         cr_expect_eq(sg_eigh_backward(gpu, bm(&w), bm(&v), NULL, bm(&v), SG_DEGEN_EXACT, 0, &hostG), SG_ERR_ARG, "%s",
                      sg_last_error(gpu));
         cr_expect(strstr(sg_last_error(gpu), "gA: host memory") != NULL, "%s", sg_last_error(gpu));
+        /* the int64 outputs too: k_rank writes them in place */
+        int64_t hr[1] = {-7};
+        buf nb = bnew(SG_F64, 1, n, n, 0, 1), b = bnew(SG_F64, 1, n, 1, 0, 1), x = bnew(SG_F64, 1, n, 1, 0, 1);
+        bset(&b, A);
+        const char *what[3] = {"rank", "nullity", "rank"};
+        for (int op = 0; op < 3; op++) {
+            s = op == 0   ? sg_rank(gpu, bm(&a), 0, -1, hr)
+                : op == 1 ? sg_nullspace(gpu, bm(&a), 0, -1, bm(&nb), hr)
+                          : sg_lstsq(gpu, bm(&a), bm(&b), 0, -1, bm(&x), hr);
+            cr_expect_eq(s, SG_ERR_ARG, "op %d: %s", op, sg_last_error(gpu));
+            char want[32];
+            snprintf(want, sizeof want, "%s: host memory", what[op]);
+            cr_expect(strstr(sg_last_error(gpu), want) != NULL, "op %d: %s", op, sg_last_error(gpu));
+            cr_expect_eq(hr[0], -7, "op %d wrote the host array", op);
+        }
+        bfree(&nb), bfree(&b), bfree(&x);
     }
     cr_expect_eq(sg_eigh(gpu, bm(&a), bm(&w), bm(&v)), SG_OK, "the context still works: %s", sg_last_error(gpu));
     bfree(&a), bfree(&w), bfree(&v);
