@@ -7,6 +7,10 @@
  *  - float32 and float64; all sg_mat arguments of one call must share the dtype.
  *  - Integer outputs (ranks, nullities) are int64_t arrays of length batch.
  *  - All pointers of a call live in the context's memory space (host unless sg_set_memspace says device).
+ *  - Outputs must not overlap one another or any input (SG_ERR_ARG naming both), except in place where an
+ *    op allows it: an output that is an input itself, with the same data, ld and stride (eigh's V = A,
+ *    matfunc's F or V = A, project's and project_basis's Y = X). Overlap is per matrix (its first to last
+ *    element), so interleaved records, e.g. matrix b's V followed by its W, are fine.
  *  - Argument errors (SG_ERR_ARG, SG_ERR_DTYPE, SG_ERR_NONFINITE on host inputs): every descriptor and
  *    option of a call is validated first, then host inputs are scanned for NaN/Inf, all before anything
  *    is written, so outputs are left untouched. A bad descriptor is reported as such (SG_ERR_ARG/DTYPE
@@ -138,7 +142,7 @@ SG_API sg_status sg_cache_held(sg_ctx *ctx, size_t *bytes);
 
 /* ---- decompositions --------------------------------------------------------------------------- */
 /* Symmetric eigendecomposition. A: n×n (lower triangle read). W: n×1, ascending. V: n×n orthonormal
-   eigenvectors in columns (NULL: values only). */
+   eigenvectors in columns (NULL: values only); V may be A itself (in place, as LAPACK's ?syev). */
 SG_API sg_status sg_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V);
 
 /* SVD A = U diag(S) Vᵀ. A: m×n, k = min(m,n). S: k×1, descending. full_matrices: U m×m, V n×n;

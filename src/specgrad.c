@@ -285,6 +285,101 @@ static sg_status check_fn(sg_ctx *ctx, const sg_fn *fn)
     return SG_OK;
 }
 
+/* ---- aliasing --------------------------------------------------------------------------------
+   Outputs must not overlap one another or an input: the backends read inputs while writing outputs (the
+   GPU's kernels read user memory in place), so an overlap gives backend- and schedule-dependent results.
+   The exception is an op that works in place, where one output may be one input itself: the same data,
+   ld, stride and shape. Overlap is decided per matrix (the bytes from its first to its last element), so
+   interleaved records (matrix b of V followed by vector b of W) are fine. */
+typedef struct {
+    const char *name;
+    const sg_mat *m;       /* a matrix operand (validated), or */
+    const int64_t *iv;     /* an int64 output of nv elements (rank, nullity) */
+    int64_t nv;
+    int in_place;          /* outputs: index of the input this one may be, −1: none */
+} sg_arg;
+
+typedef struct { uintptr_t base, step, len; int64_t count; } run_t; /* count intervals [base + i·step, +len) */
+
+static run_t run_of(const sg_arg *a)
+{
+    run_t r;
+    if (!a->m) {
+        r.base = (uintptr_t)a->iv, r.step = 0, r.len = sizeof(int64_t) * (size_t)a->nv, r.count = 1;
+        return r;
+    }
+    size_t e = sg_dtype_size(a->m->dtype);
+    r.base = (uintptr_t)a->m->data, r.step = e * (size_t)sg_stride_of(a->m);
+    r.len = e * (size_t)((a->m->cols - 1) * a->m->ld + a->m->rows), r.count = a->m->batch;
+    return r;
+}
+static uintptr_t run_end(const run_t *r) { return r->base + (uintptr_t)(r->count - 1) * r->step + r->len; }
+
+/* First index i ≥ i0 of r whose interval ends after address a. */
+static int64_t past(const run_t *r, int64_t i0, uintptr_t a)
+{
+    if (r->base + (uintptr_t)i0 * r->step + r->len > a) return i0;
+    if (r->count == 1) return 1;
+    int64_t i = (int64_t)((a - r->base - r->len) / r->step) + 1; /* step > 0: count > 1 here */
+    return i > i0 ? i : i0 + 1;
+}
+
+/* Some byte lies in an interval of both runs: sweep the two sorted runs, skipping ahead. */
+static int runs_overlap(run_t x, run_t y)
+{
+    if (!(x.base < run_end(&y) && y.base < run_end(&x))) return 0;
+    int64_t i = 0, j = 0;
+    while (i < x.count && j < y.count) {
+        uintptr_t xl = x.base + (uintptr_t)i * x.step, yl = y.base + (uintptr_t)j * y.step;
+        if (xl < yl + y.len && yl < xl + x.len) return 1;
+        if (xl + x.len <= yl) i = past(&x, i, yl);
+        else j = past(&y, j, xl);
+    }
+    return 0;
+}
+
+static int same_layout(const sg_mat *a, const sg_mat *b)
+{
+    return a->data == b->data && a->dtype == b->dtype && a->batch == b->batch && a->rows == b->rows &&
+           a->cols == b->cols && a->ld == b->ld && sg_stride_of(a) == sg_stride_of(b);
+}
+
+/* The arguments present (m or iv non-NULL) of one call, validated. */
+static sg_status check_alias(sg_ctx *ctx, const char *op, const sg_arg *in, int nin, const sg_arg *out, int nout)
+{
+    for (int o = 0; o < nout; o++) {
+        if (!out[o].m && !out[o].iv) continue;
+        run_t ro = run_of(&out[o]);
+        for (int k = 0; k < o; k++)
+            if ((out[k].m || out[k].iv) && runs_overlap(ro, run_of(&out[k])))
+                return sg_fail(ctx, SG_ERR_ARG, -1, "%s: outputs %s and %s overlap", op, out[k].name, out[o].name);
+        for (int i = 0; i < nin; i++) {
+            if (!in[i].m || !runs_overlap(ro, run_of(&in[i]))) continue;
+            const int may = out[o].in_place;
+            if (may == i && out[o].m && same_layout(out[o].m, in[i].m)) continue;
+            if (may == i)
+                return sg_fail(ctx, SG_ERR_ARG, -1,
+                               "%s: %s overlaps %s without being %s itself (in place needs the same data, ld and stride)",
+                               op, out[o].name, in[i].name, in[i].name);
+            if (may >= 0)
+                return sg_fail(ctx, SG_ERR_ARG, -1, "%s: %s overlaps %s (in place, %s may be %s itself; nothing else)", op,
+                               out[o].name, in[i].name, out[o].name, in[may].name);
+            return sg_fail(ctx, SG_ERR_ARG, -1, "%s: output %s overlaps input %s (outputs must not overlap inputs)", op,
+                           out[o].name, in[i].name);
+        }
+    }
+    return SG_OK;
+}
+#define ARG_M(nm, M) {nm, M, NULL, 0, -1}
+#define ARG_IP(nm, M, i) {nm, M, NULL, 0, i}
+#define ARG_IV(nm, P, N) {nm, NULL, P, N, -1}
+#define ALIAS(op, ins, outs)                                                                            \
+    do {                                                                                                \
+        const sg_arg in_[] = ins, out_[] = outs;                                                        \
+        TRY(check_alias(ctx, op, in_, (int)(sizeof in_ / sizeof in_[0]), out_, (int)(sizeof out_ / sizeof out_[0]))); \
+    } while (0)
+#define ARGS(...) {__VA_ARGS__}
+
 /* ---- ops ------------------------------------------------------------------------------------- */
 /* The backend call, timed by phase under SG_PROFILE=1 (src/prof.c). */
 #define DISPATCH(op, M, call)                                                                           \
@@ -301,6 +396,7 @@ sg_status sg_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
     int64_t n = A->rows, b = A->batch;
     TRY(sg_check_mat(ctx, W, "W", A->dtype, b, n, 1));
     if (V) TRY(sg_check_mat(ctx, V, "V", A->dtype, b, n, n));
+    ALIAS("eigh", ARGS(ARG_M("A", A)), ARGS(ARG_M("W", W), ARG_IP("V", V, 0)));
     TRY(finite_in(ctx, A, "A"));
     DISPATCH("eigh", A, ctx->ops->eigh(ctx, A, W, V));
 }
@@ -316,6 +412,7 @@ sg_status sg_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, s
         TRY(sg_check_mat(ctx, U, "U", A->dtype, b, m, full ? m : k));
         TRY(sg_check_mat(ctx, V, "V", A->dtype, b, n, full ? n : k));
     }
+    ALIAS("svd", ARGS(ARG_M("A", A)), ARGS(ARG_M("S", S), ARG_M("U", U), ARG_M("V", V)));
     TRY(finite_in(ctx, A, "A"));
     DISPATCH("svd", A, ctx->ops->svd(ctx, A, full != 0, S, U, V));
 }
@@ -326,6 +423,7 @@ sg_status sg_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_
     TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
     TRY(check_tol(ctx, atol, rtol));
     if (!rank) return sg_fail(ctx, SG_ERR_ARG, -1, "rank: null output pointer");
+    ALIAS("rank", ARGS(ARG_M("A", A)), ARGS(ARG_IV("rank", rank, A->batch)));
     TRY(finite_in(ctx, A, "A"));
     DISPATCH("rank", A, ctx->ops->rank(ctx, A, atol, rtol, rank));
 }
@@ -336,6 +434,7 @@ sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, s
     TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
     TRY(check_tol(ctx, atol, rtol));
     TRY(sg_check_mat(ctx, N, "N", A->dtype, A->batch, A->cols, A->cols));
+    ALIAS("nullspace", ARGS(ARG_M("A", A)), ARGS(ARG_M("N", N), ARG_IV("nullity", nullity, A->batch)));
     TRY(finite_in(ctx, A, "A"));
     DISPATCH("nullspace", A, ctx->ops->nullspace(ctx, A, atol, rtol, N, nullity));
 }
@@ -350,22 +449,10 @@ sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj whic
         return sg_fail(ctx, SG_ERR_ARG, -1, "project: unknown subspace %d", (int)which);
     TRY(sg_check_mat(ctx, X, "X", A->dtype, A->batch, A->cols, -1));
     TRY(sg_check_mat(ctx, Y, "Y", A->dtype, A->batch, A->cols, X->cols));
+    ALIAS("project", ARGS(ARG_M("A", A), ARG_M("X", X)), ARGS(ARG_IP("Y", Y, 1)));
     TRY(finite_in(ctx, A, "A"));
     TRY(finite_in(ctx, X, "X"));
     DISPATCH("project", A, ctx->ops->project(ctx, A, X, which, atol, rtol, Y));
-}
-
-/* One past the last byte a validated batch touches. */
-static uintptr_t span_end(const sg_mat *m)
-{
-    return (uintptr_t)m->data +
-           sg_dtype_size(m->dtype) * (size_t)((m->batch - 1) * sg_stride_of(m) + (m->cols - 1) * m->ld + m->rows);
-}
-
-/* The address ranges two validated batches span intersect. */
-static int spans_overlap(const sg_mat *a, const sg_mat *b)
-{
-    return (uintptr_t)a->data < span_end(b) && (uintptr_t)b->data < span_end(a);
 }
 
 sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y)
@@ -378,7 +465,7 @@ sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int co
     TRY(sg_check_mat(ctx, X, "X", Q->dtype, Q->batch, Q->rows, -1));
     TRY(sg_check_mat(ctx, Y, "Y", Q->dtype, Q->batch, Q->rows, X->cols));
     /* the GPU reads Q while writing Y (one kernel re-reads it per column of X) */
-    if (spans_overlap(Y, Q)) return sg_fail(ctx, SG_ERR_ARG, -1, "project_basis: Y overlaps Q (Y may be X, not Q)");
+    ALIAS("project_basis", ARGS(ARG_M("Q", Q), ARG_M("X", X)), ARGS(ARG_IP("Y", Y, 1)));
     TRY(finite_in(ctx, Q, "Q"));
     TRY(finite_in(ctx, X, "X"));
     DISPATCH("project_basis", Q, ctx->ops->project_basis(ctx, Q, X, complement != 0, Y));
@@ -392,6 +479,7 @@ sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, d
     TRY(check_tol(ctx, atol, rtol));
     TRY(sg_check_mat(ctx, B, "B", A->dtype, A->batch, A->rows, -1));
     TRY(sg_check_mat(ctx, X, "X", A->dtype, A->batch, A->cols, B->cols));
+    ALIAS("lstsq", ARGS(ARG_M("A", A), ARG_M("B", B)), ARGS(ARG_M("X", X), ARG_IV("rank", rank, A->batch)));
     TRY(finite_in(ctx, A, "A"));
     TRY(finite_in(ctx, B, "B"));
     DISPATCH("lstsq", A, ctx->ops->lstsq(ctx, A, B, atol, rtol, X, rank));
@@ -408,6 +496,7 @@ sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const 
     if (gV) TRY(sg_check_mat(ctx, gV, "gV", V->dtype, b, n, n));
     TRY(check_mode(ctx, mode, param));
     TRY(sg_check_mat(ctx, gA, "gA", V->dtype, b, n, n));
+    ALIAS("eigh_backward", ARGS(ARG_M("W", W), ARG_M("V", V), ARG_M("gW", gW), ARG_M("gV", gV)), ARGS(ARG_M("gA", gA)));
     TRY(finite_in(ctx, V, "V"));
     TRY(finite_in(ctx, W, "W"));
     TRY(finite_in(ctx, gW, "gW"));
@@ -435,6 +524,9 @@ sg_status sg_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const s
     if (gV) TRY(sg_check_mat(ctx, gV, "gV", U->dtype, b, n, V->cols));
     TRY(check_mode(ctx, mode, param));
     TRY(sg_check_mat(ctx, gA, "gA", U->dtype, b, m, n));
+    ALIAS("svd_backward",
+          ARGS(ARG_M("U", U), ARG_M("S", S), ARG_M("V", V), ARG_M("gU", gU), ARG_M("gS", gS), ARG_M("gV", gV)),
+          ARGS(ARG_M("gA", gA)));
     TRY(finite_in(ctx, U, "U"));
     TRY(finite_in(ctx, V, "V"));
     TRY(finite_in(ctx, S, "S"));
@@ -453,8 +545,7 @@ sg_status sg_matfunc(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_mat *F, s
     if (W) TRY(sg_check_mat(ctx, W, "W", A->dtype, A->batch, A->rows, 1));
     if (V) TRY(sg_check_mat(ctx, V, "V", A->dtype, A->batch, A->rows, A->rows));
     /* all three are written at the end, from the same temporaries (A is read before any of them) */
-    if ((W && spans_overlap(W, F)) || (V && spans_overlap(V, F)) || (W && V && spans_overlap(W, V)))
-        return sg_fail(ctx, SG_ERR_ARG, -1, "matfunc: the outputs F, W, V overlap");
+    ALIAS("matfunc", ARGS(ARG_M("A", A)), ARGS(ARG_IP("F", F, 0), ARG_M("W", W), ARG_IP("V", V, 0)));
     TRY(finite_in(ctx, A, "A"));
     DISPATCH("matfunc", A, ctx->ops->matfunc(ctx, A, fn, F, W, V));
 }
@@ -469,6 +560,7 @@ sg_status sg_matfunc_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
     TRY(check_fn(ctx, fn));
     TRY(sg_check_mat(ctx, gF, "gF", V->dtype, b, n, n));
     TRY(sg_check_mat(ctx, gA, "gA", V->dtype, b, n, n));
+    ALIAS("matfunc_backward", ARGS(ARG_M("W", W), ARG_M("V", V), ARG_M("gF", gF)), ARGS(ARG_M("gA", gA)));
     TRY(finite_in(ctx, V, "V"));
     TRY(finite_in(ctx, W, "W"));
     TRY(finite_in(ctx, gF, "gF"));
@@ -485,6 +577,7 @@ sg_status sg_regularizer(sg_ctx *ctx, sg_reg kind, const sg_mat *A, const sg_fn 
     if (kind == SG_REG_EIGSUM) TRY(check_fn(ctx, fn));
     TRY(sg_check_mat(ctx, loss, "loss", A->dtype, A->batch, 1, 1));
     if (gA) TRY(sg_check_mat(ctx, gA, "gA", A->dtype, A->batch, A->rows, A->cols));
+    ALIAS("regularizer", ARGS(ARG_M("A", A)), ARGS(ARG_M("loss", loss), ARG_M("gA", gA)));
     TRY(finite_in(ctx, A, "A"));
     DISPATCH("regularizer", A, ctx->ops->regularizer(ctx, kind, A, fn, loss, gA));
 }

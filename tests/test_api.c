@@ -159,3 +159,83 @@ Test(api, negative_infinite_rtol_selects_default)
     cr_expect_eq(r2, r1);
     cr_expect_eq(sg_rank(ctx, &a, 0, INFINITY, &r2), SG_ERR_ARG);
 }
+
+/* Outputs must not overlap each other or an input: each overlap below is SG_ERR_ARG naming both
+   arguments, with nothing written. In place (an output that is an input itself: same data, ld and stride)
+   is allowed where the op says so (eigh V = A, matfunc F or V = A, project(_basis) Y = X) and gives the
+   out-of-place result; the same data with another layout is refused. Interleaved records (V and W of
+   matrix b next to each other) do not overlap. */
+Test(api, overlapping_arguments)
+{
+    enum { n = 4, B = 3, NN = n * n * B };
+    double *A = tu_sym_batch(B, n, 7), *buf = calloc(4 * NN, sizeof(double)), *ref = calloc(2 * NN, sizeof(double));
+    cr_assert(A && buf && ref);
+    double keep[4 * NN];
+    sg_fn sq = {SG_FN_EXP, 0, NULL, NULL, NULL};
+#define REFUSED(call, want)                                                                             \
+    do {                                                                                                \
+        for (int i_ = 0; i_ < 4 * NN; i_++) buf[i_] = 1234.5 + i_;                                     \
+        memcpy(keep, buf, sizeof keep);                                                                 \
+        cr_expect_eq(call, SG_ERR_ARG, "%s: %s", #call, sg_last_error(ctx));                            \
+        cr_expect(strstr(sg_last_error(ctx), want) != NULL, "%s: '%s' wanted in '%s'", #call, want,    \
+                  sg_last_error(ctx));                                                                  \
+        cr_expect(memcmp(keep, buf, sizeof keep) == 0, "%s wrote on an argument error", #call);          \
+    } while (0)
+    sg_mat a = sg_mat_dense(A, SG_F64, B, n, n);
+    /* out/out: W inside V; N's nullity array inside N; lstsq's rank inside X; loss inside gA */
+    sg_mat V = sg_mat_dense(buf, SG_F64, B, n, n), Win = sg_mat_dense(buf + 5, SG_F64, B, n, 1);
+    REFUSED(sg_eigh(ctx, &a, &Win, &V), "outputs W and V overlap");
+    REFUSED(sg_nullspace(ctx, &a, 0, -1, &V, (int64_t *)(buf + NN - 2)), "outputs N and nullity overlap");
+    sg_mat X = sg_mat_dense(buf + NN, SG_F64, B, n, n), Bm = sg_mat_dense(buf + 2 * NN, SG_F64, B, n, n);
+    REFUSED(sg_lstsq(ctx, &a, &Bm, 0, -1, &X, (int64_t *)(buf + NN + 1)), "outputs X and rank overlap");
+    sg_mat loss = sg_mat_dense(buf + 3, SG_F64, B, 1, 1);
+    REFUSED(sg_regularizer(ctx, SG_REG_NUCLEAR, &Bm, NULL, &loss, &Bm), "output gA overlaps input A");
+    REFUSED(sg_regularizer(ctx, SG_REG_NUCLEAR, &a, NULL, &loss, &V), "outputs loss and gA overlap");
+    /* out/in where the op has no in-place form */
+    sg_mat S = sg_mat_dense(buf + 3 * NN, SG_F64, B, n, 1);
+    REFUSED(sg_svd(ctx, &V, 0, &S, &V, &X), "output U overlaps input A");
+    REFUSED(sg_lstsq(ctx, &a, &Bm, 0, -1, &Bm, NULL), "output X overlaps input B");
+    REFUSED(sg_rank(ctx, &V, 0, -1, (int64_t *)(buf + 2)), "output rank overlaps input A");
+    REFUSED(sg_nullspace(ctx, &V, 0, -1, &V, NULL), "output N overlaps input A");
+    sg_mat w = sg_mat_dense(buf + 3 * NN, SG_F64, B, n, 1);
+    REFUSED(sg_eigh_backward(ctx, &w, &V, NULL, &X, SG_DEGEN_EXACT, 0, &X), "output gA overlaps input gV");
+    REFUSED(sg_matfunc_backward(ctx, &w, &V, &sq, &X, &V), "output gA overlaps input V");
+    sg_mat s2 = sg_mat_dense(buf + 3 * NN, SG_F64, B, n, 1);
+    REFUSED(sg_svd_backward(ctx, &V, &s2, &X, NULL, &s2, NULL, SG_DEGEN_EXACT, 0, &X), "output gA overlaps input V");
+    /* an in-place pair with another input, or with the same data but another layout */
+    REFUSED(sg_project(ctx, &V, &X, SG_PROJ_NULL, 0, -1, &V), "Y overlaps A (in place, Y may be X itself");
+    sg_mat Vpad = V;
+    Vpad.ld = n + 1, Vpad.stride = (n + 1) * n;
+    REFUSED(sg_eigh(ctx, &V, &S, &Vpad), "V overlaps A without being A itself");
+    sg_mat Vshift = sg_mat_dense(buf + n, SG_F64, B, n, n);
+    REFUSED(sg_matfunc(ctx, &V, &sq, &Vshift, NULL, NULL), "F overlaps A without being A itself");
+    REFUSED(sg_matfunc(ctx, &a, &sq, &X, &Win, &V), "outputs W and V overlap");
+
+    /* in place where allowed: the out-of-place bytes */
+    double w0[B * n], w1[B * n];
+    sg_mat W0 = sg_mat_dense(w0, SG_F64, B, n, 1), W1 = sg_mat_dense(w1, SG_F64, B, n, 1),
+           R = sg_mat_dense(ref, SG_F64, B, n, n);
+    memcpy(buf, A, sizeof(double) * NN);
+    cr_assert_eq(sg_eigh(ctx, &a, &W0, &R), SG_OK, "%s", sg_last_error(ctx));
+    cr_assert_eq(sg_eigh(ctx, &V, &W1, &V), SG_OK, "eigh V = A: %s", sg_last_error(ctx));
+    cr_expect(memcmp(w0, w1, sizeof w0) == 0 && memcmp(ref, buf, sizeof(double) * NN) == 0, "eigh in place differs");
+    memcpy(buf, A, sizeof(double) * NN);
+    cr_assert_eq(sg_matfunc(ctx, &a, &sq, &R, NULL, NULL), SG_OK, "%s", sg_last_error(ctx));
+    cr_assert_eq(sg_matfunc(ctx, &V, &sq, &V, NULL, NULL), SG_OK, "matfunc F = A: %s", sg_last_error(ctx));
+    cr_expect(memcmp(ref, buf, sizeof(double) * NN) == 0, "matfunc in place differs");
+
+    /* interleaved records: matrix b's V (n×n) then its W (n), stride n·n + n */
+    sg_mat Vi = sg_mat_dense(buf, SG_F64, B, n, n), Wi = sg_mat_dense(buf + n * n, SG_F64, B, n, 1);
+    Vi.stride = Wi.stride = n * n + n;
+    cr_assert_eq(sg_eigh(ctx, &a, &W0, &R), SG_OK, "%s", sg_last_error(ctx));
+    cr_expect_eq(sg_eigh(ctx, &a, &Wi, &Vi), SG_OK, "interleaved W and V: %s", sg_last_error(ctx));
+    for (int b = 0; b < B; b++) {
+        cr_expect(memcmp(w0 + b * n, buf + b * (n * n + n) + n * n, sizeof(double) * n) == 0, "W of matrix %d", b);
+        cr_expect(memcmp(ref + b * n * n, buf + b * (n * n + n), sizeof(double) * n * n) == 0, "V of matrix %d", b);
+    }
+    /* ... and W one element too far back into V is refused */
+    Wi.data = buf + n * n - 1;
+    REFUSED(sg_eigh(ctx, &a, &Wi, &Vi), "outputs W and V overlap");
+#undef REFUSED
+    free(A), free(buf), free(ref);
+}
