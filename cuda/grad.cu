@@ -152,12 +152,17 @@ sg_status check_device_args(sg_ctx *ctx, MatList in, MatList out, bool defer = f
             if (p.first) SGTRY(sg_cuda_check_ptr(ctx, p.first->data, p.second));
     sg_prof_mark("args");
     if (!ctx->check_finite) return SG_OK;
-    std::vector<const sg_mat *> ms;
-    std::vector<const char *> names;
+    /* fixed arrays, not std::vector: a failed allocation would throw through the C API */
+    const sg_mat *ms[SG_FINITE_MAX];
+    const char *names[SG_FINITE_MAX];
+    int k = 0;
     for (auto &p : in)
-        if (p.first) ms.push_back(p.first), names.push_back(p.second);
-    if (defer && ms.size() <= SG_FINITE_MAX) return sg_cuda_finite_queue(ctx, ms.data(), names.data(), (int)ms.size());
-    SGTRY(sg_cuda_check_finite_all(ctx, ms.data(), names.data(), (int)ms.size()));
+        if (p.first) {
+            if (k == SG_FINITE_MAX) return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "more than %d inputs to scan", (int)SG_FINITE_MAX);
+            ms[k] = p.first, names[k++] = p.second;
+        }
+    if (defer) return sg_cuda_finite_queue(ctx, ms, names, k);
+    SGTRY(sg_cuda_check_finite_all(ctx, ms, names, k));
     sg_prof_mark("finite");
     return SG_OK;
 }
@@ -406,7 +411,10 @@ static sg_status blocks_per_sm(sg_ctx *ctx, const void *kern, int threads, size_
     CU_TRY(ctx, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)limit));
     CU_TRY(ctx, cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, threads, smem));
     std::lock_guard<std::mutex> l(mu);
-    known[key] = *per_sm;
+    try {
+        known[key] = *per_sm;
+    } catch (...) { /* out of host memory: not kept, asked again next time; nothing throws through the C API */
+    }
     return SG_OK;
 }
 
