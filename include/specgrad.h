@@ -9,7 +9,7 @@
  *  - All pointers of a call live in the context's memory space (host unless sg_set_memspace says device).
  *  - Outputs must not overlap one another or any input (SG_ERR_ARG naming both), except in place where an
  *    op allows it: an output that is an input itself, with the same data, ld and stride (eigh's V = A,
- *    matfunc's F or V = A, project's and project_basis's Y = X). Overlap is per matrix (its first to last
+ *    matfunc's F or V = A, project's and project_basis's Y = X, lstsq's X = B). Overlap is per matrix (its first to last
  *    element), so interleaved records, e.g. matrix b's V followed by its W, are fine.
  *  - Argument errors (SG_ERR_ARG, SG_ERR_DTYPE, SG_ERR_NONFINITE on host inputs): every descriptor and
  *    option of a call is validated first, then host inputs are scanned for NaN/Inf, all before anything
@@ -172,7 +172,7 @@ SG_API sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_pr
 SG_API sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
 
 /* Minimum-norm least squares X = A⁺B with the rank cutoff above (also rank-deficient).
-   A: m×n, B: m×k, X: n×k. rank may be NULL. A solution beyond the dtype's range (a large B over a small σ
+   A: m×n, B: m×k, X: n×k; X may be B itself when m = n (in place, as LAPACK's ?gelsd). rank may be NULL. A solution beyond the dtype's range (a large B over a small σ
    that the cutoff keeps) is SG_ERR_DOMAIN naming the matrix, with X written as computed (input check on). */
 SG_API sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol,
                    sg_mat *X, int64_t *rank);

@@ -479,7 +479,7 @@ sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, d
     TRY(check_tol(ctx, atol, rtol));
     TRY(sg_check_mat(ctx, B, "B", A->dtype, A->batch, A->rows, -1));
     TRY(sg_check_mat(ctx, X, "X", A->dtype, A->batch, A->cols, B->cols));
-    ALIAS("lstsq", ARGS(ARG_M("A", A), ARG_M("B", B)), ARGS(ARG_M("X", X), ARG_IV("rank", rank, A->batch)));
+    ALIAS("lstsq", ARGS(ARG_M("A", A), ARG_M("B", B)), ARGS(ARG_IP("X", X, 1), ARG_IV("rank", rank, A->batch)));
     TRY(finite_in(ctx, A, "A"));
     TRY(finite_in(ctx, B, "B"));
     DISPATCH("lstsq", A, ctx->ops->lstsq(ctx, A, B, atol, rtol, X, rank));

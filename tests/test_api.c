@@ -162,8 +162,8 @@ Test(api, negative_infinite_rtol_selects_default)
 
 /* Outputs must not overlap each other or an input: each overlap below is SG_ERR_ARG naming both
    arguments, with nothing written. In place (an output that is an input itself: same data, ld and stride)
-   is allowed where the op says so (eigh V = A, matfunc F or V = A, project(_basis) Y = X) and gives the
-   out-of-place result; the same data with another layout is refused. Interleaved records (V and W of
+   is allowed where the op says so (eigh V = A, matfunc F or V = A, project(_basis) Y = X, lstsq X = B)
+   and gives the out-of-place result; the same data with another layout is refused. Interleaved records (V and W of
    matrix b next to each other) do not overlap. */
 Test(api, overlapping_arguments)
 {
@@ -194,7 +194,9 @@ Test(api, overlapping_arguments)
     /* out/in where the op has no in-place form */
     sg_mat S = sg_mat_dense(buf + 3 * NN, SG_F64, B, n, 1);
     REFUSED(sg_svd(ctx, &V, 0, &S, &V, &X), "output U overlaps input A");
-    REFUSED(sg_lstsq(ctx, &a, &Bm, 0, -1, &Bm, NULL), "output X overlaps input B");
+    sg_mat Bshift = sg_mat_dense(buf + 2 * NN + 1, SG_F64, B, n, n);
+    REFUSED(sg_lstsq(ctx, &a, &Bm, 0, -1, &Bshift, NULL), "X overlaps B without being B itself");
+    REFUSED(sg_lstsq(ctx, &Bm, &X, 0, -1, &Bm, NULL), "X overlaps A (in place, X may be B itself");
     REFUSED(sg_rank(ctx, &V, 0, -1, (int64_t *)(buf + 2)), "output rank overlaps input A");
     REFUSED(sg_nullspace(ctx, &V, 0, -1, &V, NULL), "output N overlaps input A");
     sg_mat w = sg_mat_dense(buf + 3 * NN, SG_F64, B, n, 1);
@@ -223,6 +225,10 @@ Test(api, overlapping_arguments)
     cr_assert_eq(sg_matfunc(ctx, &a, &sq, &R, NULL, NULL), SG_OK, "%s", sg_last_error(ctx));
     cr_assert_eq(sg_matfunc(ctx, &V, &sq, &V, NULL, NULL), SG_OK, "matfunc F = A: %s", sg_last_error(ctx));
     cr_expect(memcmp(ref, buf, sizeof(double) * NN) == 0, "matfunc in place differs");
+    memcpy(buf, A, sizeof(double) * NN); /* lstsq X = B with square A: B's bytes are A's here */
+    cr_assert_eq(sg_lstsq(ctx, &a, &a, 0, -1, &R, NULL), SG_OK, "%s", sg_last_error(ctx));
+    cr_assert_eq(sg_lstsq(ctx, &a, &V, 0, -1, &V, NULL), SG_OK, "lstsq X = B: %s", sg_last_error(ctx));
+    cr_expect(memcmp(ref, buf, sizeof(double) * NN) == 0, "lstsq in place differs");
 
     /* interleaved records: matrix b's V (n×n) then its W (n), stride n·n + n */
     sg_mat Vi = sg_mat_dense(buf, SG_F64, B, n, n), Wi = sg_mat_dense(buf + n * n, SG_F64, B, n, 1);

@@ -1198,3 +1198,68 @@ Test(gpu_parity, overflowing_results_are_domain_errors)
         }
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }
+
+/* In place on the GPU gives the out-of-place bytes: eigh V = A (Jacobi and XsyevBatched sizes), lstsq
+   X = B (k_lstsq reads column c of B before writing column c of X), project and project_basis Y = X; host
+   and device memory, dense and padded, with the input check on (outputs staged behind the deferred scan)
+   and off (kernels write user memory directly). */
+Test(gpu_parity, in_place_matches_out_of_place)
+{
+    NEED_GPU();
+    const int64_t B = 3, kx = 3;
+    for (int dev = 0; dev <= 1; dev++)
+        for (int pad = 0; pad <= 2; pad += 2)
+            for (int chk = 0; chk <= 1; chk++)
+                for (int64_t n = 8; n <= 40; n += 32) {
+                    cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+                    cr_assert_eq(sg_set_check_finite(gpu, chk), SG_OK);
+                    double *a = tu_sym_batch(B, n, 900 + n), *x = malloc(sizeof(double) * (size_t)(B * n * kx)),
+                           *got = malloc(sizeof(double) * (size_t)(B * n * n)),
+                           *want = malloc(sizeof(double) * (size_t)(B * n * n));
+                    tu_rng r = tu_seed(901);
+                    tu_fill_normal(&r, x, B * n * kx);
+                    const char *what = "";
+                    for (int op = 0; op < 4; op++) {
+                        const int64_t cols = op == 0 ? n : kx;
+                        buf A = bnew(SG_F64, B, n, n, pad, dev), io = bnew(SG_F64, B, n, cols, pad, dev),
+                            out = bnew(SG_F64, B, n, cols, pad, dev), w = bnew(SG_F64, B, n, 1, 0, dev),
+                            Q = bnew(SG_F64, B, n, 2, pad, dev);
+                        bset(&A, a);
+                        bset(&io, op == 0 ? a : x);
+                        double *q = malloc(sizeof(double) * (size_t)(B * n * 2));
+                        for (int64_t b = 0; b < B; b++) /* Q: the first two unit vectors */
+                            for (int64_t e = 0; e < n * 2; e++) q[b * n * 2 + e] = e == 0 || e == n + 1;
+                        bset(&Q, q);
+                        sg_status s1, s2;
+                        if (op == 0) {
+                            what = "eigh V = A";
+                            s1 = sg_eigh(gpu, bm(&A), bm(&w), bm(&out));
+                            s2 = sg_eigh(gpu, bm(&io), bm(&w), bm(&io));
+                        } else if (op == 1) {
+                            what = "lstsq X = B";
+                            s1 = sg_lstsq(gpu, bm(&A), bm(&io), 0, -1, bm(&out), NULL);
+                            s2 = sg_lstsq(gpu, bm(&A), bm(&io), 0, -1, bm(&io), NULL);
+                        } else if (op == 2) {
+                            what = "project Y = X";
+                            s1 = sg_project(gpu, bm(&A), bm(&io), SG_PROJ_ROW, 0, 1e-3, bm(&out));
+                            s2 = sg_project(gpu, bm(&A), bm(&io), SG_PROJ_ROW, 0, 1e-3, bm(&io));
+                        } else {
+                            what = "project_basis Y = X";
+                            s1 = sg_project_basis(gpu, bm(&Q), bm(&io), 1, bm(&out));
+                            s2 = sg_project_basis(gpu, bm(&Q), bm(&io), 1, bm(&io));
+                        }
+                        cr_expect_eq(s1, SG_OK, "%s out of place: %s", what, sg_last_error(gpu));
+                        cr_expect_eq(s2, SG_OK, "%s: %s", what, sg_last_error(gpu));
+                        bget(&out, want);
+                        bget(&io, got);
+                        cr_expect(memcmp(got, want, sizeof(double) * (size_t)(B * n * cols)) == 0,
+                                  "%s differs from out of place (n %lld, %s memory, pad %d, check %d)", what,
+                                  (long long)n, dev ? "device" : "host", pad, chk);
+                        free(q);
+                        bfree(&A), bfree(&io), bfree(&out), bfree(&w), bfree(&Q);
+                    }
+                    free(a), free(x), free(got), free(want);
+                }
+    cr_assert_eq(sg_set_check_finite(gpu, 1), SG_OK);
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+}

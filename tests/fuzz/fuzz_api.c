@@ -163,7 +163,7 @@ static int addressed(const sg_mat *m, int64_t e)
 static long fz_stats[16], fz_ok_by_op[NOPS], fz_inplace_runs; /* calls per status, successes per op */
 
 /* In place, as the API allows: project / project_basis with Y = X, matfunc with F = A (sel bit 1 clear) or
-   V = A, eigh with V = A. The call again on a copy of the input, written over it (other outputs fresh), must give the same
+   V = A, eigh with V = A, lstsq with X = B (square A). The call again on a copy of the input, written over it (other outputs fresh), must give the same
    bytes as the out-of-place call that just succeeded, and leave the input's padding alone. */
 static void fz_inplace(sg_ctx *ctx, const fz_mem *mem, const op_t *op, arg_t *a, sg_mat **p, const opts_t *o,
                        unsigned sel)
@@ -172,6 +172,7 @@ static void fz_inplace(sg_ctx *ctx, const fz_mem *mem, const op_t *op, arg_t *a,
     if (op->call == c_proj || op->call == c_projb) src = 1, dst = 2;
     else if (op->call == c_mf) src = 0, dst = (sel & 2) ? 3 : 1;
     else if (op->call == c_eigh) src = 0, dst = 2;
+    else if (op->call == c_lstsq) src = 1, dst = 2; /* square A: X is m×q like B */
     else return;
     arg_t *in = &a[src], *out = &a[dst];
     if (!in->present || in->null_desc || !in->valid || !out->present || out->null_desc || !out->valid) return;
