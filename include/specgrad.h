@@ -7,6 +7,9 @@
  *  - float32 and float64; all sg_mat arguments of one call must share the dtype.
  *  - Integer outputs (ranks, nullities) are int64_t arrays of length batch.
  *  - All pointers of a call live in the context's memory space (host unless sg_set_memspace says device).
+ *  - A context is used by one thread at a time (it holds the last error, settings and, on CUDA, its streams,
+ *    pinned buffers and scratch pool): one context per thread, or calls serialised by the caller (the
+ *    Python binding locks). Distinct contexts may run concurrently, on either backend.
  *  - Outputs must not overlap one another or any input (SG_ERR_ARG naming both), except in place where an
  *    op allows it: an output that is an input itself, with the same data, ld and stride (eigh's V = A,
  *    matfunc's F or V = A, project's and project_basis's Y = X, lstsq's X = B). Overlap is per matrix (its first to last

@@ -5,6 +5,7 @@
    (values, reconstructions, orthonormality, projectors, subspace distances), never raw vectors.
    Without a GPU every test is skipped with the reason printed. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 
 #include "gpu_suite.h"
@@ -1262,4 +1263,86 @@ Test(gpu_parity, in_place_matches_out_of_place)
                 }
     cr_assert_eq(sg_set_check_finite(gpu, 1), SG_OK);
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+}
+
+/* Contexts are independent: four threads, each with its own CUDA context (streams, pinned lanes, scratch
+   pool, cuSOLVER handle), stream host batches through small chunks (both lanes busy) and run on device
+   memory at once; every result matches a context of the same settings run alone (to 1e-12: a shared
+   buffer or handle would mix matrices of different threads, far beyond that). */
+typedef struct {
+    const double *a, *want_w, *want_x;
+    int64_t n, B;
+    int dev, fails;
+    char msg[256];
+} ctx_job;
+static void ctx_job_run(sg_ctx *c, const double *a, int64_t n, int64_t B, int dev, double *w, double *x)
+{
+    buf A = bnew(SG_F64, B, n, n, 0, dev), W = bnew(SG_F64, B, n, 1, 0, dev), X = bnew(SG_F64, B, n, 2, 0, dev),
+        Bm = bnew(SG_F64, B, n, 2, 0, dev);
+    bset(&A, a);
+    bset(&Bm, a); /* the first two columns of each A */
+    sg_set_memspace(c, dev ? SG_MEM_DEVICE : SG_MEM_HOST);
+    if (sg_eigh(c, bm(&A), bm(&W), NULL) != SG_OK || sg_lstsq(c, bm(&A), bm(&Bm), 0, -1, bm(&X), NULL) != SG_OK)
+        fprintf(stderr, "ctx_job: %s\n", sg_last_error(c)), w[0] = x[0] = NAN;
+    else
+        bget(&W, w), bget(&X, x);
+    sg_set_memspace(c, SG_MEM_HOST);
+    bfree(&A), bfree(&W), bfree(&X), bfree(&Bm);
+}
+static void *ctx_thread(void *p)
+{
+    ctx_job *j = p;
+    sg_ctx *c;
+    if (sg_create(&c, SG_BACKEND_CUDA) != SG_OK) {
+        snprintf(j->msg, sizeof j->msg, "sg_create failed");
+        j->fails++;
+        return NULL;
+    }
+    sg_set_chunk_bytes(c, 32 << 10);
+    double *w = malloc(sizeof(double) * (size_t)(j->B * j->n)), *x = malloc(sizeof(double) * (size_t)(j->B * j->n * 2));
+    for (int it = 0; it < 3; it++) {
+        ctx_job_run(c, j->a, j->n, j->B, (it + j->dev) & 1, w, x);
+        double ew = 0, ex = 0;
+        for (int64_t e = 0; e < j->B * j->n; e++) ew = fmax(ew, fabs(w[e] - j->want_w[e]));
+        for (int64_t e = 0; e < j->B * j->n * 2; e++) ex = fmax(ex, fabs(x[e] - j->want_x[e]));
+        if (!(ew <= 1e-12 && ex <= 1e-12)) {
+            snprintf(j->msg, sizeof j->msg, "iteration %d (%s memory): eigenvalues off by %.3g, lstsq by %.3g", it,
+                     ((it + j->dev) & 1) ? "device" : "host", ew, ex);
+            j->fails++;
+        }
+    }
+    free(w), free(x);
+    sg_destroy(c);
+    return NULL;
+}
+Test(gpu_parity, contexts_on_threads_are_independent)
+{
+    NEED_GPU();
+    enum { NT = 4 };
+    const int64_t B = 12;
+    ctx_job jobs[NT];
+    double *mem[NT][3];
+    sg_ctx *ref;
+    cr_assert_eq(sg_create(&ref, SG_BACKEND_CUDA), SG_OK);
+    cr_assert_eq(sg_set_chunk_bytes(ref, 32 << 10), SG_OK);
+    for (int t = 0; t < NT; t++) {
+        const int64_t n = t % 2 ? 40 : 8; /* syevjBatched and XsyevBatched */
+        mem[t][0] = tu_sym_batch(B, n, 1200 + t);
+        for (int64_t b = 0; b < B; b++) /* well conditioned for lstsq: shift the spectrum to [3, 7] */
+            for (int64_t i = 0; i < n; i++) mem[t][0][b * n * n + i * (n + 1)] += 5;
+        mem[t][1] = malloc(sizeof(double) * (size_t)(B * n));
+        mem[t][2] = malloc(sizeof(double) * (size_t)(B * n * 2));
+        ctx_job_run(ref, mem[t][0], n, B, 0, mem[t][1], mem[t][2]);
+        cr_assert(!isnan(mem[t][1][0]), "reference run failed");
+        jobs[t] = (ctx_job){mem[t][0], mem[t][1], mem[t][2], n, B, t & 1, 0, ""};
+    }
+    sg_destroy(ref);
+    pthread_t th[NT];
+    for (int t = 0; t < NT; t++) cr_assert_eq(pthread_create(&th[t], NULL, ctx_thread, &jobs[t]), 0);
+    for (int t = 0; t < NT; t++) cr_assert_eq(pthread_join(th[t], NULL), 0);
+    for (int t = 0; t < NT; t++) {
+        cr_expect_eq(jobs[t].fails, 0, "thread %d (n %lld): %d failures, last: %s", t, (long long)jobs[t].n, jobs[t].fails,
+                     jobs[t].msg);
+        free(mem[t][0]), free(mem[t][1]), free(mem[t][2]);
+    }
 }
