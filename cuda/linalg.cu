@@ -583,6 +583,9 @@ static sg_status info_fail(Job &J, const int *hinfo, int64_t b0, int64_t nb)
         if (hinfo[i] == SG_LSTSQ_OVER)
             return sg_fail(J.ctx, SG_ERR_DOMAIN, b0 + i, "%s: the solution of matrix %lld overflows %s", J.name,
                            (long long)(b0 + i), tname);
+        if (hinfo[i] == SG_PROJ_OVER)
+            return sg_fail(J.ctx, SG_ERR_DOMAIN, b0 + i, "%s: Y of matrix %lld overflows %s", J.name, (long long)(b0 + i),
+                           tname);
         if (hinfo[i] > 0)
             return sg_fail(J.ctx, SG_ERR_NOCONV, b0 + i, "%s: solver did not converge on matrix %lld (info %d)", J.name,
                            (long long)(b0 + i), hinfo[i]);
@@ -1080,7 +1083,8 @@ static sg_status c_project(Job &J, const Lane &L, int64_t nb, void *const *d, Bu
     size_t smem = project_smem<T>(J.n);
     if ((s = smem_fit(J.ctx, (const void *)k_project<T>, smem, "project")) != SG_OK) return s;
     k_project<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(sp.V, sp.rank, (const T *)d[1], (T *)d[2], J.n,
-                                                        J.op[1].m->cols, J.which == SG_PROJ_ROW);
+                                                        J.op[1].m->cols, J.which == SG_PROJ_ROW,
+                                                        J.ctx->check_finite != 0, dinfo);
     CU_LAUNCH_CHECK(J.ctx);
     return SG_OK;
 }
@@ -1101,12 +1105,11 @@ sg_status sg_cuda_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj
     return run_job(J);
 }
 
-/* project_basis: op0 Q, op1 X, op2 Y (no solver: info stays 0) */
+/* project_basis: op0 Q, op1 X, op2 Y (no solver: info is only the kernels' SG_PROJ_OVER) */
 template <class T>
 static sg_status c_project_basis(Job &J, const Lane &L, int64_t nb, void *const *d, Bump &scr, int *dinfo, bool dry)
 {
     (void)scr;
-    (void)dinfo;
     int64_t n = J.m, q = J.n, kx = J.op[1].m->cols, g, kc;
     size_t smem;
     int tile = project_basis_plan<T>(n, q, kx, sg_cu(J.ctx)->prop.sharedMemPerBlockOptin, &g, &kc, &smem);
@@ -1117,11 +1120,13 @@ static sg_status c_project_basis(Job &J, const Lane &L, int64_t nb, void *const 
     T *Y = (T *)d[2];
     const unsigned long long *skip;
     const int nskip = sg_cuda_finite_guard(J.ctx, &skip); /* Y may be user memory (Opnd::guarded) */
+    const int chk = J.ctx->check_finite != 0;
     if (tile)
         k_project_basis_tile<T><<<(unsigned)((nb + g - 1) / g), SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, nb, g, kc,
-                                                                                         J.which, skip, nskip);
+                                                                                         J.which, skip, nskip, chk, dinfo);
     else
-        k_project_basis_one<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, J.which, skip, nskip);
+        k_project_basis_one<T><<<(unsigned)nb, SG_BLOCK, smem, L.s>>>(Q, X, Y, n, q, kx, J.which, skip, nskip, chk,
+                                                                       dinfo);
     CU_LAUNCH_CHECK(J.ctx);
     return SG_OK;
 }

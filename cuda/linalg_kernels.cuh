@@ -129,6 +129,7 @@ inline unsigned range_grid(int64_t nb) { return (unsigned)((nb + SG_RANGE_MATS -
 #define SG_RANGE_BAD 0x40000000
 #define SG_RANGE_OVER 0x40000001 /* info: values overflow T once scaled back */
 #define SG_LSTSQ_OVER 0x40000002 /* info: lstsq's solution overflows T (k_lstsq) */
+#define SG_PROJ_OVER 0x40000003  /* info: a projection's Y overflows T (k_project, k_project_basis_*) */
 template <class T> struct SgRange;
 template <> struct SgRange<float> { enum { EXP = 50 }; };   /* 2^±50 ≈ 1e±15: rmin 2^−51.5 */
 template <> struct SgRange<double> { enum { EXP = 484 }; }; /* 2^±484 ≈ 1e±146: rmin 2^−485 */
@@ -457,11 +458,20 @@ template <class T> __global__ void k_null_gather(const T *V, const int64_t *rank
 /* Dynamic shared memory of k_project: one column of X and its coefficients (n each). Shared with the test. */
 template <class T> inline size_t project_smem(int64_t n) { return sg_smem_round(sizeof(T) * (size_t)(2 * n)); }
 
+/* chk (inputs known finite): a non-finite y is an overflow (X near the largest value; P is orthogonal), so
+   *info = SG_PROJ_OVER where no solver status is there. Every writer stores the same value. */
+template <class T> __device__ inline T proj_out(T y, int chk, int *info)
+{
+    if (chk && !isfinite(y) && *info == 0) *info = SG_PROJ_OVER;
+    return y;
+}
+
 /* Block-wide Y = B Bᵀ X (sub: X − B Bᵀ X) for one matrix, B n×nc with column stride n, X/Y n×kx packed.
    Shared memory xs, h: n each (nc <= n). Each column of X is read into shared memory before its Y column is
-   written, so Y may be X. */
+   written, so Y may be X. chk, info: proj_out. */
 template <class T>
-__device__ void project_cols(const T *B, int64_t nc, bool sub, const T *Xb, T *Yb, int64_t n, int64_t kx, T *xs, T *h)
+__device__ void project_cols(const T *B, int64_t nc, bool sub, const T *Xb, T *Yb, int64_t n, int64_t kx, T *xs, T *h,
+                             int chk, int *info)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     for (int64_t c = 0; c < kx; c++) {
@@ -477,7 +487,7 @@ __device__ void project_cols(const T *B, int64_t nc, bool sub, const T *Xb, T *Y
         for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
             T acc = 0;
             for (int64_t j = 0; j < nc; j++) acc += B[i + j * n] * h[j];
-            Yb[i + c * n] = sub ? xs[i] - acc : acc;
+            Yb[i + c * n] = proj_out(sub ? xs[i] - acc : acc, chk, info);
         }
         __syncthreads();
     }
@@ -486,7 +496,8 @@ __device__ void project_cols(const T *B, int64_t nc, bool sub, const T *Xb, T *Y
 /* One block per matrix: Y = P X, P onto the row space (V_r V_rᵀ) or null space (I − V_r V_rᵀ), V packed
    n×n orthonormal. Uses whichever of V_r (r columns) or V_null (n−r) is smaller: P_row = I − P_null. */
 template <class T>
-__global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int64_t n, int64_t kx, int row)
+__global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int64_t n, int64_t kx, int row, int chk,
+                          int *info)
 {
     SG_DYN_SMEM(smem_raw);
     T *xs = (T *)smem_raw;
@@ -494,7 +505,7 @@ __global__ void k_project(const T *V, const int64_t *rank, const T *X, T *Y, int
     bool use_r = r <= n - r;
     bool sub = (row != 0) != use_r; /* y = x − P_basis x, else y = P_basis x */
     project_cols<T>(V + b * n * n + (use_r ? 0 : r) * n, use_r ? r : n - r, sub, X + b * n * kx, Y + b * n * kx, n,
-                    kx, xs, xs + n);
+                    kx, xs, xs + n, chk, info + b);
 }
 
 /* sg_project_basis, Y = Q Qᵀ X or X − Q Qᵀ X with Q n×q packed. k_project_basis_tile stages whole matrices
@@ -565,7 +576,8 @@ __device__ inline void pb_tile_mac(const T *A, const int *ao, int as, const T *B
 
 template <class T>
 __global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, int64_t q_, int64_t kx, int64_t nb,
-                                     int64_t g, int64_t kc_, int sub, const unsigned long long *skip, int nskip)
+                                     int64_t g, int64_t kc_, int sub, const unsigned long long *skip, int nskip,
+                                     int chk, int *info)
 {
     if (sg_scan_failed(skip, nskip)) return;
     SG_DYN_SMEM(smem_raw);
@@ -616,7 +628,8 @@ __global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, i
             for (int v = 0; v < SG_PB_TC; v++)
                 for (int u = 0; u < SG_PB_TR; u++) {
                     const int i = ty.i + u * tn, c = ty.c + v * tw;
-                    if (i < n && c < w) yg[c * n + i] = sub ? xs[c * ld + i] - acc[u][v] : acc[u][v];
+                    if (i < n && c < w)
+                        yg[c * n + i] = proj_out(sub ? xs[c * ld + i] - acc[u][v] : acc[u][v], chk, info + b0 + ty.mt);
                 }
         }
         __syncthreads(); /* the next chunk rewrites Xs and Hs */
@@ -625,13 +638,13 @@ __global__ void k_project_basis_tile(const T *Q, const T *X, T *Y, int64_t n_, i
 
 template <class T>
 __global__ void k_project_basis_one(const T *Q, const T *X, T *Y, int64_t n, int64_t q, int64_t kx, int sub,
-                                    const unsigned long long *skip, int nskip)
+                                    const unsigned long long *skip, int nskip, int chk, int *info)
 {
     if (sg_scan_failed(skip, nskip)) return;
     SG_DYN_SMEM(smem_raw);
     T *xs = (T *)smem_raw;
     int64_t b = blockIdx.x;
-    project_cols<T>(Q + b * n * q, q, sub != 0, X + b * n * kx, Y + b * n * kx, n, kx, xs, xs + n);
+    project_cols<T>(Q + b * n * q, q, sub != 0, X + b * n * kx, Y + b * n * kx, n, kx, xs, xs + n, chk, info + b);
 }
 
 /* One block per matrix: X = V_r Σ_r⁻¹ U_rᵀ B (minimum-norm least squares). U packed m×k, V packed n×k,

@@ -22,13 +22,14 @@
  *    of the failing one) may have been written: SG_ERR_NOCONV / SG_ERR_LAPACK / SG_ERR_CUSOLVER,
  *    SG_ERR_DEGENERATE (gA is written, with inf/NaN in the failing matrix), SG_ERR_DOMAIN when the
  *    eigen/singular values of a finite matrix overflow the dtype (its norm beyond the largest value; every
- *    op built on eigh or the SVD) or a lstsq solution does (input check on), and SG_ERR_DOMAIN when f(A),
- *    a loss or a gradient overflows (every matrix's F / loss / gA is written, the failing one's with
- *    inf/NaN, on both backends; matfunc's W and V are then not written, except, on CUDA, those of chunks
- *    before the failing matrix's). SG_ERR_DOMAIN for an eigenvalue outside f's domain (matfunc,
- *    matfunc_backward, LOGDET/EIGSUM) is found before F/gA/loss are written: on the CPU for the whole
- *    batch (nothing written); on CUDA per chunk of the batch (host data streamed in chunks: outputs of
- *    earlier chunks may have been written). With device memory, NaN/Inf are found by the backend.
+ *    op built on eigh or the SVD) or a lstsq solution or a projection's Y does (input check on; Y is
+ *    written), and SG_ERR_DOMAIN when f(A), a loss or a gradient overflows (every matrix's F / loss / gA
+ *    is written, the failing one's with inf/NaN, on both backends; matfunc's W and V are then not
+ *    written, except, on CUDA, those of chunks before the failing matrix's). SG_ERR_DOMAIN for an
+ *    eigenvalue outside f's domain (matfunc, matfunc_backward, LOGDET/EIGSUM) is found before
+ *    F/gA/loss are written: on the CPU for the whole batch (nothing written); on CUDA per chunk of the
+ *    batch (host data streamed in chunks: outputs of earlier chunks may have been written). With
+ *    device memory, NaN/Inf are found by the backend.
  *    sg_last_error() says what failed and sg_failed_index() which matrix of the batch (-1 if none).
  *  - Symmetric inputs (eigh, matfunc, LOGDET/EIGSUM regularizers) are read from the lower triangle only;
  *    the NaN/Inf check still covers the whole matrix (a NaN anywhere in an input is reported).
@@ -161,9 +162,9 @@ SG_API sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double 
 
 typedef enum { SG_PROJ_NULL = 0, SG_PROJ_ROW = 1 } sg_proj;
 /* Y = P X with P the orthogonal projector onto the nullspace (I − V_r V_rᵀ) or the row space (V_r V_rᵀ)
-   of A (m×n). X, Y: n×k. Y may be X itself (same data and layout) for an in-place update. Y is not
-   checked for overflow (here and in sg_project_basis): columns of X with ‖x‖ below half the largest value
-   cannot overflow; entries near it can give inf with SG_OK, on both backends. */
+   of A (m×n). X, Y: n×k. Y may be X itself (same data and layout) for an in-place update. A Y that
+   overflows (X's columns with ‖x‖ near the largest value; below half of it they cannot) is SG_ERR_DOMAIN
+   naming the matrix, with Y written as computed (input check on; here and in sg_project_basis). */
 SG_API sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which,
                      double atol, double rtol, sg_mat *Y);
 

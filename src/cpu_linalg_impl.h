@@ -379,6 +379,14 @@ static sg_status FN(nullspace)(sg_ctx *ctx, const sg_mat *A, double atol, double
     return sg_fail_finish(ctx, &f);
 }
 
+/* Inputs known finite (check on): a non-finite Y is an overflow (‖x‖ beyond the largest value; P is
+   orthogonal, so X near it), reported with Y written as computed. CUDA: the kernels' SG_PROJ_OVER. */
+static void FN(proj_over)(sg_ctx *ctx, const char *op, const T *y, int n, int k, int64_t b, sg_fail_rec *f)
+{
+    if (ctx->check_finite && !FN(all_finite)(y, n, k, n))
+        sg_rec_fail(f, b, SG_ERR_DOMAIN, "%s: Y of matrix %lld overflows " SG_TNAME, op, (long long)b);
+}
+
 /* ---- project: Y = V_r (V_rᵀ X) or X − V_r (V_rᵀ X) -------------------------------------------- */
 static sg_status FN(project)(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol,
                              double rtol, sg_mat *Y)
@@ -413,6 +421,7 @@ static sg_status FN(project)(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_p
                          w.vt, ldvt, t, r, (T)1, y, nn);
             }
             FN(copy_out)(y, nn, Y, b);
+            FN(proj_over)(ctx, "project", y, nn, kk, b, &f);
         }
     }
     sg_par_end(&p);
@@ -429,6 +438,7 @@ static sg_status FN(project_basis)(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X
     sg_par p;
     sg_status st = sg_par_begin(ctx, Q->batch, sizeof(T) * (q * kx + n * kx), n * q <= 1024, &p);
     if (st != SG_OK) return st;
+    sg_fail_rec f = {-1, SG_OK, ""};
 #pragma omp parallel num_threads(p.nt)
     {
         T *t = (T *)(p.ws + (size_t)omp_get_thread_num() * p.per), *y = t + q * kx;
@@ -442,10 +452,11 @@ static sg_status FN(project_basis)(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X
             FN(gemm)(0, 0, nn, kk, qq, complement ? (T)-1 : (T)1, qb, ldq, t, qq,
                      complement ? (T)1 : (T)0, y, nn);
             FN(copy_out)(y, nn, Y, b);
+            FN(proj_over)(ctx, "project_basis", y, nn, kk, b, &f);
         }
     }
     sg_par_end(&p);
-    return SG_OK;
+    return sg_fail_finish(ctx, &f);
 }
 
 /* ---- lstsq: X = V_r diag(1/σ_r) U_rᵀ B (minimum norm, pinv semantics) ------------------------- */

@@ -1346,3 +1346,53 @@ Test(gpu_parity, contexts_on_threads_are_independent)
         free(mem[t][0]), free(mem[t][1]), free(mem[t][2]);
     }
 }
+
+/* A projection whose Y overflows (X near the largest value: the coefficient vᵀx = √n·x_i is beyond it) is
+   SG_ERR_DOMAIN naming the matrix on both backends with the input check on (the kernels' SG_PROJ_OVER), and
+   SG_OK with it off; project (A = a row of ones: V_r = (1,…,1)/√n) and project_basis (Q's first column
+   that vector, its second zero) on the tile and the chunked plans, host and device memory. */
+Test(gpu_parity, projection_overflow_is_a_domain_error)
+{
+    NEED_GPU();
+    const int64_t B = 3, bad = 1, kx = 2;
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int64_t n = 6; n <= 40; n += 34)
+            for (int dev = 0; dev <= 1; dev++)
+                for (int chk = 1; chk >= 0; chk--) {
+                    const double c = (t == SG_F32 ? 3.4028234663852886e38 : 1.7976931348623157e308) / 2;
+                    double *a = malloc(sizeof(double) * (size_t)(B * n)), *q = calloc((size_t)(B * n * 2), sizeof(double)),
+                           *x = malloc(sizeof(double) * (size_t)(B * n * kx));
+                    for (int64_t b = 0; b < B; b++)
+                        for (int64_t i = 0; i < n; i++) {
+                            a[b * n + i] = 1, q[b * n * 2 + i] = 1 / sqrt((double)n);
+                            for (int64_t j = 0; j < kx; j++) x[b * n * kx + i + j * n] = b == bad ? c : 0.5 + i - j;
+                        }
+                    for (int p = 0; p < 2; p++) {
+                        sg_status st[2];
+                        int64_t fi[2];
+                        for (int g = 0; g < 2; g++) {
+                            sg_ctx *cx = g ? gpu : cpu;
+                            const int d = g && dev;
+                            cr_assert_eq(sg_set_check_finite(cx, chk), SG_OK);
+                            if (g) cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+                            buf A = bnew((sg_dtype)t, B, 1, n, 0, d), Q = bnew((sg_dtype)t, B, n, 2, 0, d),
+                                X = bnew((sg_dtype)t, B, n, kx, 0, d), Y = bnew((sg_dtype)t, B, n, kx, 0, d);
+                            bset(&A, a), bset(&Q, q), bset(&X, x);
+                            st[g] = p ? sg_project_basis(cx, bm(&Q), bm(&X), 0, bm(&Y))
+                                      : sg_project(cx, bm(&A), bm(&X), SG_PROJ_ROW, 0, -1, bm(&Y));
+                            fi[g] = sg_failed_index(cx);
+                            const char *want = chk ? "Y of matrix 1 overflows" : "";
+                            cr_expect(st[g] == (chk ? SG_ERR_DOMAIN : SG_OK) && (!chk || fi[g] == bad) &&
+                                          strstr(sg_last_error(cx), want),
+                                      "%s %s %s n=%lld dev %d check %d: %s, index %lld (%s)", g ? "GPU" : "CPU",
+                                      p ? "project_basis" : "project", dn((sg_dtype)t), (long long)n, d, chk,
+                                      sg_status_string(st[g]), (long long)fi[g], sg_last_error(cx));
+                            bfree(&A), bfree(&Q), bfree(&X), bfree(&Y);
+                        }
+                    }
+                    free(a), free(q), free(x);
+                }
+    cr_assert_eq(sg_set_check_finite(cpu, 1), SG_OK);
+    cr_assert_eq(sg_set_check_finite(gpu, 1), SG_OK);
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+}

@@ -846,11 +846,33 @@ template <class T> static void null_gather_all()
 Test(emu, k_null_gather_f32) { null_gather_all<float>(); }
 Test(emu, k_null_gather_f64) { null_gather_all<double>(); }
 
+/* Matrix nb−1 of X at 0.9·max(T): with the check (chk) info marks exactly the matrices whose Y came out
+   non-finite (SG_PROJ_OVER), without it nothing; counts the overflows seen (the caller's sweep needs one). */
+static int proj_overflows;
+template <class T, class F>
+static void proj_overflow(const char *what, const vector<T> &X, int64_t n, int64_t kx, int64_t nb, F launch)
+{
+    vector<T> Xb = X, Y((size_t)(n * kx * nb));
+    for (int64_t e = (nb - 1) * n * kx; e < nb * n * kx; e++) Xb[(size_t)e] = T(0.9) * std::numeric_limits<T>::max();
+    for (int chk : {0, 1}) {
+        vector<int> info((size_t)nb, 0);
+        launch(Xb.data(), Y.data(), chk, info.data());
+        for (int64_t b = 0; b < nb; b++) {
+            bool bad = false;
+            for (int64_t e = b * n * kx; e < (b + 1) * n * kx; e++) bad |= !std::isfinite((double)Y[(size_t)e]);
+            proj_overflows += bad && chk;
+            cr_assert_eq(info[(size_t)b], chk && bad ? SG_PROJ_OVER : 0, "%s n=%lld kx=%lld matrix %lld chk %d: info %d, Y %s",
+                         what, (long long)n, (long long)kx, (long long)b, chk, info[(size_t)b], bad ? "not finite" : "finite");
+        }
+    }
+}
+
 /* k_project (c_project: nb blocks × SG_BLOCK, smem project_smem) on V (full, n×n) and rank from the CPU
    SVD, against sg_project (both projectors; once in place, Y = X). */
 template <class T> static void project_all()
 {
     tu_rng r = tu_seed(17);
+    proj_overflows = 0;
     for (int64_t n : SIZES)
         for (int64_t kx : {1, 3}) {
             const int64_t nb = n >= 64 ? 2 : 4, m = n % 2 ? n + 1 : std::max<int64_t>(1, n / 2);
@@ -865,11 +887,18 @@ template <class T> static void project_all()
                 vector<T> Y, want((size_t)(n * kx * nb)), a = A, x = X;
                 sg_mat Am = mat(a, nb, m, n), Xm = mat(x, nb, n, kx), Ym = mat(want, nb, n, kx);
                 cr_assert_eq(sg_project(cpu, &Am, &Xm, row ? SG_PROJ_ROW : SG_PROJ_NULL, 0, -1, &Ym), SG_OK);
+                vector<int> info((size_t)nb);
                 all_modes("k_project", [&] {
                     Y.assign((size_t)(n * kx * nb), T(-7));
+                    info.assign((size_t)nb, 0);
                     emu_launch((unsigned)nb, SG_BLOCK, smem, k_project<T>, V.data(), rk.data(), X.data(), Y.data(), n,
-                               kx, row);
+                               kx, row, 1, info.data());
                     return bytes(Y);
+                });
+                cr_assert(std::all_of(info.begin(), info.end(), [](int v) { return v == 0; }), "k_project flagged a finite Y");
+                proj_overflow<T>("k_project", X, n, kx, nb, [&](const T *xin, T *yout, int chk, int *inf) {
+                    emu_launch((unsigned)nb, SG_BLOCK, smem, k_project<T>, V.data(), rk.data(), xin, yout, n, kx, row,
+                               chk, inf);
                 });
                 double e = rel_err(dbl(Y), dbl(want));
                 cr_assert(e <= tol<T>(), "k_project n=%lld kx=%lld row=%d: rel err %g", (long long)n, (long long)kx,
@@ -877,11 +906,12 @@ template <class T> static void project_all()
                 if (kx == 3) { /* in place */
                     vector<T> Z = X;
                     emu_launch((unsigned)nb, SG_BLOCK, smem, k_project<T>, V.data(), rk.data(), Z.data(), Z.data(), n,
-                               kx, row);
+                               kx, row, 1, info.data());
                     cr_assert(Z == Y, "k_project in place n=%lld row=%d", (long long)n, row);
                 }
             }
         }
+    cr_assert_gt(proj_overflows, 0, "no overflowing projection in the sweep: SG_PROJ_OVER untested");
 }
 Test(emu, k_project_f32) { project_all<float>(); }
 Test(emu, k_project_f64) { project_all<double>(); }
@@ -893,6 +923,7 @@ Test(emu, k_project_f64) { project_all<double>(); }
 template <class T> static void project_basis_all()
 {
     tu_rng r = tu_seed(23);
+    proj_overflows = 0;
     const int64_t cases[][4] = {{1, 1, 1, 5},    {3, 2, 1, 7},     {8, 4, 8, 50},     {16, 16, 16, 10},
                                 {64, 32, 32, 3}, {96, 40, 3, 2},   {33, 33, 2, 9},    {128, 64, 41, 2},
                                 {160, 100, 40, 2}, {200, 130, 2, 2}, {5, 3, 7, 41},   {12, 7, 5, 30}}; /* n, q, kx, nb */
@@ -919,14 +950,16 @@ template <class T> static void project_basis_all()
             vector<T> Y, want((size_t)(n * kx * nb)), qq = Q, x = X;
             sg_mat Qm = mat(qq, nb, n, q), Xm = mat(x, nb, n, kx), Wm = mat(want, nb, n, kx);
             cr_assert_eq(sg_project_basis(cpu, &Qm, &Xm, sub, &Wm), SG_OK, "%s", sg_last_error(cpu));
-            auto launch = [&](const T *xin, T *yout) {
+            vector<int> info((size_t)nb, 0);
+            auto launch_chk = [&](const T *xin, T *yout, int chk, int *inf) {
                 if (tile)
                     emu_launch((unsigned)((nb + g - 1) / g), SG_BLOCK, smem, k_project_basis_tile<T>, Q.data(), xin,
-                               yout, n, q, kx, nb, g, kc, sub, skip, nskip);
+                               yout, n, q, kx, nb, g, kc, sub, skip, nskip, chk, inf);
                 else
                     emu_launch((unsigned)nb, SG_BLOCK, smem, k_project_basis_one<T>, Q.data(), xin, yout, n, q, kx, sub,
-                               skip, nskip);
+                               skip, nskip, chk, inf);
             };
+            auto launch = [&](const T *xin, T *yout) { launch_chk(xin, yout, 1, info.data()); };
             all_modes(tile ? "k_project_basis_tile" : "k_project_basis_one", [&] {
                 Y.assign((size_t)(n * kx * nb), T(-7));
                 launch(X.data(), Y.data());
@@ -948,8 +981,11 @@ template <class T> static void project_basis_all()
             launch(X.data(), U.data());
             cr_assert(U == Y, "project_basis behind a clean scan n=%lld sub=%d", (long long)n, sub);
             skip = nullptr, nskip = 0;
+            cr_assert(std::all_of(info.begin(), info.end(), [](int v) { return v == 0; }), "project_basis flagged a finite Y");
+            proj_overflow<T>(tile ? "k_project_basis_tile" : "k_project_basis_one", X, n, kx, nb, launch_chk);
         }
     }
+    cr_assert_gt(proj_overflows, 0, "no overflowing projection in the sweep: SG_PROJ_OVER untested");
     cr_assert(multi && chunked && fallback, "every plan must be exercised: g > 1 with a partial tile %d, chunked "
               "columns with a short chunk %d, one block per matrix %d", multi, chunked, fallback);
 }

@@ -998,7 +998,25 @@ Test(reliability, overflowing_results_are_domain_errors)
               sg_last_error(ctx));
     cr_expect(r[1] == 3 && isinf(X[5]) && X[0] == 1, "rank %lld, X %g %g: written as computed", (long long)r[1],
               (double)X[5], (double)X[0]);
+    /* project / project_basis onto span{(1,1,1)/√3}: for x = 3e38·(1,1,1), Px = x is finite but the
+       coefficient vᵀx = 5.2e38 is not; matrix 0's X is small. Y is written as computed */
+    float Q[2 * 3], ones[2 * 3];
+    sg_mat Qm = sg_mat_dense(Q, SG_F32, 2, 3, 1), Om = sg_mat_dense(ones, SG_F32, 2, 1, 3),
+           Y1 = sg_mat_dense(Y, SG_F32, 2, 3, 1);
+    for (int i = 0; i < 6; i++) Q[i] = 0.57735027f, ones[i] = 1, Bv[i] = i < 3 ? 1 : 3e38f;
+    for (int proj = 0; proj < 2; proj++) {
+        for (int i = 0; i < 6; i++) Y[i] = 7;
+        sg_status s = proj ? sg_project_basis(ctx, &Qm, &Bm, 0, &Y1) : sg_project(ctx, &Om, &Bm, SG_PROJ_ROW, 0, -1, &Y1);
+        cr_expect_eq(s, SG_ERR_DOMAIN, "%s: %s", proj ? "project_basis" : "project", sg_last_error(ctx));
+        cr_expect(sg_failed_index(ctx) == 1 && strstr(sg_last_error(ctx), "Y of matrix 1 overflows float32"), "%s",
+                  sg_last_error(ctx));
+        cr_expect(fabsf(Y[0] - 1) < 1e-5f && !isfinite(Y[3] + Y[4] + Y[5]), "Y written as computed: %g %g", (double)Y[0],
+                  (double)Y[3]);
+    }
     cr_assert_eq(sg_set_check_finite(ctx, 0), SG_OK);
+    cr_expect_eq(sg_project_basis(ctx, &Qm, &Bm, 0, &Y1), SG_OK, "check off: %s", sg_last_error(ctx));
+    for (int i = 0; i < 6; i++) Bv[i] = 1;
+    Bv[5] = 1e36f;
     cr_expect_eq(sg_lstsq(ctx, &Am, &Bm, 0, -1, &Xm, r), SG_OK, "check off: %s", sg_last_error(ctx));
     cr_assert_eq(sg_set_check_finite(ctx, 1), SG_OK);
 }
