@@ -105,8 +105,11 @@ class _NumpyAdapter:
 
 
 def _prep_numpy(x, name):
-    """numpy input → float32/float64 ndarray (ints → float64, float16 → float32; complex refused)."""
+    """numpy input → float32/float64 ndarray (ints → float64, float16 → float32; complex refused).
+    Non-native byte order (e.g. '>f8' from a file) is converted, as numpy.linalg does."""
     a = np.asarray(x)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype in (np.float32, np.float64):
         return a
     if np.iscomplexobj(a):

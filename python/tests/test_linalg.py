@@ -134,6 +134,20 @@ def test_eigh_nonfinite_reports_matrix_index(rng):
     assert "NaN" in e.value.message and isinstance(e.value, ValueError)
 
 
+@pytest.mark.parametrize("dtype", ["f4", "f8", "f2", "i4"])
+def test_non_native_byte_order_is_accepted(rng, dtype):
+    """Arrays in the other byte order (as np.load gives for a '>f8' file on x86) work as numpy's do."""
+    A = sym_with_spectrum(rng, [1.0, 2.0, 3.0], (2,)).astype(dtype)
+    other = ">" if np.little_endian else "<"
+    Ab = A.astype(other + dtype)
+    assert not Ab.dtype.isnative
+    w, V = sg.eigh(Ab)
+    w0, V0 = sg.eigh(A)
+    assert w.dtype.isnative and w.dtype == w0.dtype and np.array_equal(w, w0) and np.array_equal(V, V0)
+    X = rng.standard_normal((2, 3, 2)).astype(other + "f8")
+    assert np.array_equal(sg.lstsq(Ab, X)[0], sg.lstsq(A, X.astype("f8"))[0])
+
+
 def test_bad_inputs_raise(rng):
     with pytest.raises(sg.SpecgradArgumentError, match="shape"):
         sg.eigh(np.zeros((3, 4)))
