@@ -59,12 +59,17 @@ struct HostBuf {
 };
 
 /* Restores the memory space and the finite check after an internal call on device scratch. */
-struct CtxRestore {
+struct CtxRestore { /* also mutes the nested op's progress: the outer chunk loop reports */
     sg_ctx *c;
     sg_memspace mem;
     int cf;
-    explicit CtxRestore(sg_ctx *ctx) : c(ctx), mem(ctx->mem), cf(ctx->check_finite) {}
-    ~CtxRestore() { c->mem = mem; c->check_finite = cf; }
+    explicit CtxRestore(sg_ctx *ctx) : c(ctx), mem(ctx->mem), cf(ctx->check_finite) { c->prog_mute++; }
+    ~CtxRestore()
+    {
+        c->mem = mem;
+        c->check_finite = cf;
+        c->prog_mute--;
+    }
 };
 
 /* Carves 256-byte aligned pieces out of one scratch allocation; with base == NULL it only measures. */
@@ -285,6 +290,7 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
                              cudaMemcpyDeviceToHost));
             }
             CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
+            sg_progress(ctx, (double)(b0 + cnt) / (double)batch);
         }
     }
     /* Device mode: the call is complete on return, like host mode (and errors surface here). */

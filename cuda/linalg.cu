@@ -699,6 +699,7 @@ template <class T> static sg_status run_device_t(Job &J)
         sg_prof_mark("wait");
         if ((s = sg_cuda_finite_report(ctx)) != SG_OK) goto out; /* a NaN/Inf outranks what the solver said */
         if ((s = info_fail(J, hinfo, b0, cur)) != SG_OK) goto out;
+        sg_progress(ctx, (double)(b0 + cur) / (double)J.batch);
     }
 out:
     if (buf) { /* an error path waits: nothing of this call is left running */
@@ -870,6 +871,7 @@ static sg_status run_host(Job &J)
                 sr = s; /* older than anything still in flight: this error wins */
                 goto out;
             }
+            sg_progress(ctx, (double)(fl[l].b0 + fl[l].nb) / (double)J.batch);
         }
         char *hreg[5];
         int *hinfo, *dinfo;

@@ -144,6 +144,15 @@ SG_API sg_status sg_set_cache_bytes(sg_ctx *ctx, size_t bytes);
    0 on the CPU backend and on devices without memory pools. */
 SG_API sg_status sg_cache_held(sg_ctx *ctx, size_t *bytes);
 
+/* Progress of long calls (a CLI bar, a log line). fn(fraction, user) runs on the calling thread, inside a
+   call of this context, with strictly increasing fractions below 1 as matrices finish (CPU) or chunks do
+   (CUDA; with device memory only per chunk that the call waits for, so often none), at most once per
+   `every` seconds (0: at every step), and once with exactly 1.0 when the call succeeds (never after an
+   error). fn must not call specgrad with this context. fn = NULL turns it off (the default); every < 0
+   or NaN: SG_ERR_ARG. */
+typedef void (*sg_progress_fn)(double fraction, void *user);
+SG_API sg_status sg_set_progress(sg_ctx *ctx, sg_progress_fn fn, double every, void *user);
+
 /* ---- decompositions --------------------------------------------------------------------------- */
 /* Symmetric eigendecomposition. A: n×n (lower triangle read). W: n×1, ascending. V: n×n orthonormal
    eigenvectors in columns (NULL: values only); V may be A itself (in place, as LAPACK's ?syev). */

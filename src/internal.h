@@ -29,6 +29,12 @@ struct sg_ctx {
     char err[512];
     const sg_backend_ops *ops;
     void *cuda;            /* backend state owned by cuda/ (handles, workspaces, pinned buffers) */
+    /* sg_set_progress; per call: the current phase maps [0, 1] onto [lo, hi] of the call, last = the
+       fraction and time of the last report, mute > 0 inside a backend's nested call of another op */
+    sg_progress_fn prog_fn;
+    void *prog_user;
+    double prog_every, prog_lo, prog_hi, prog_last, prog_last_t;
+    int prog_mute;
 };
 
 /* Each backend implements every op; arguments are already validated. */
@@ -85,6 +91,15 @@ sg_status sg_check_mat(sg_ctx *ctx, const sg_mat *m, const char *name, sg_dtype 
                        int64_t rows, int64_t cols);
 /* NaN/Inf scan of a host batch; reports the first offending matrix. */
 sg_status sg_check_finite_host(sg_ctx *ctx, const sg_mat *m, const char *name);
+
+/* Progress (sg_set_progress), calling thread only. A backend reports fraction f of the current phase;
+   an op made of several passes over the batch names each pass's share of the call first. */
+void sg_progress(sg_ctx *ctx, double f);
+static inline void sg_progress_phase(sg_ctx *ctx, double lo, double hi)
+{
+    ctx->prog_lo = lo;
+    ctx->prog_hi = hi;
+}
 
 /* SG_PROFILE=1 (src/prof.c): per-op stderr line of host µs between phases. The front-end brackets each
    dispatch with begin/end; backends call sg_prof_mark("phase") at phase ends (a no-op when off). */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 const char *sg_status_string(sg_status s)
@@ -176,6 +177,35 @@ sg_status sg_set_chunk_bytes(sg_ctx *ctx, size_t bytes)
     CTX_CHECK(ctx);
     ctx->chunk_bytes = bytes;
     return SG_OK;
+}
+
+sg_status sg_set_progress(sg_ctx *ctx, sg_progress_fn fn, double every, void *user)
+{
+    CTX_CHECK(ctx);
+    if (!(every >= 0)) return sg_fail(ctx, SG_ERR_ARG, -1, "sg_set_progress: every must be >= 0 seconds (got %g)", every);
+    ctx->prog_fn = fn;
+    ctx->prog_user = user;
+    ctx->prog_every = every;
+    return SG_OK;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void sg_progress(sg_ctx *ctx, double f)
+{
+    if (!ctx->prog_fn || ctx->prog_mute) return;
+    double x = ctx->prog_lo + (ctx->prog_hi - ctx->prog_lo) * f;
+    if (!(x > ctx->prog_last) || x >= 1) return; /* 1.0 is the front-end's, on success */
+    double t = now_s();
+    if (t - ctx->prog_last_t < ctx->prog_every) return;
+    ctx->prog_last = x;
+    ctx->prog_last_t = t;
+    ctx->prog_fn(x, ctx->prog_user);
 }
 
 /* ---- validation ------------------------------------------------------------------------------ */
@@ -386,8 +416,23 @@ static sg_status check_alias(sg_ctx *ctx, const char *op, const sg_arg *in, int 
     do {                                                                                                \
         sg_prof prof_;                                                                                  \
         sg_prof_begin(&prof_, ctx, op, M);                                                              \
-        return sg_prof_end(&prof_, call);                                                               \
+        prog_begin(ctx);                                                                                \
+        return prog_end(ctx, sg_prof_end(&prof_, call));                                                \
     } while (0)
+
+static void prog_begin(sg_ctx *ctx)
+{
+    sg_progress_phase(ctx, 0, 1);
+    ctx->prog_last = 0;
+    ctx->prog_last_t = ctx->prog_fn ? now_s() : 0; /* the first report waits `every` too */
+    ctx->prog_mute = 0;
+}
+
+static sg_status prog_end(sg_ctx *ctx, sg_status s)
+{
+    if (s == SG_OK && ctx->prog_fn) ctx->prog_fn(1.0, ctx->prog_user);
+    return s;
+}
 
 sg_status sg_eigh(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
 {

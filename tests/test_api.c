@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "specgrad.h"
+#include "opcases.h"
 #include "testutil.h"
 
 static sg_ctx *ctx;
@@ -244,4 +245,60 @@ Test(api, overlapping_arguments)
     REFUSED(sg_eigh(ctx, &a, &Wi, &Vi), "outputs W and V overlap");
 #undef REFUSED
     free(A), free(buf), free(ref);
+}
+
+/* sg_set_progress on every op: one thread and every = 0 gives a report per matrix (all but the first
+   begun), several threads keep the contract, a long `every` leaves only the final 1.0, an error no 1.0. */
+Test(api, progress_reports_every_op)
+{
+    enum { B = 48 };
+    tu_rng r = tu_seed(7);
+    tu_prog p;
+    cr_expect_eq(sg_set_progress(ctx, tu_prog_cb, -1, &p), SG_ERR_ARG);
+    cr_expect_eq(sg_set_progress(ctx, tu_prog_cb, NAN, &p), SG_ERR_ARG);
+    cr_expect(strstr(sg_last_error(ctx), "every"), "%s", sg_last_error(ctx));
+    for (int o = 0; o < tu_nops; o++) {
+        const tu_op *op = &tu_ops[o];
+        tu_op_args a;
+        tu_op_make(op, ctx, B, &r, &a);
+        const int threads[] = {1, 4};
+        for (int t = 0; t < 2; t++) {
+            sg_set_threads(ctx, threads[t]);
+            tu_prog_start(&p);
+            cr_assert_eq(sg_set_progress(ctx, tu_prog_cb, 0, &p), SG_OK);
+            sg_status st = op->call(&a);
+            cr_expect_eq(st, SG_OK, "%s: %s", op->name, sg_last_error(ctx));
+            const char *bad = tu_prog_bad(&p, st == SG_OK);
+            cr_expect_null(bad, "%s, %d thread(s): %s", op->name, threads[t], bad);
+            if (threads[t] == 1)
+                cr_expect_geq(p.steps, B - 1, "%s: %d reports for %d matrices on one thread", op->name, p.steps, B);
+        }
+        tu_prog_start(&p);
+        sg_set_progress(ctx, tu_prog_cb, 3600, &p);
+        cr_expect_eq(op->call(&a), SG_OK, "%s: %s", op->name, sg_last_error(ctx));
+        cr_expect(p.calls == 1 && p.ones == 1, "%s, every = 1 h: %d calls, %d of 1.0", op->name, p.calls, p.ones);
+        tu_op_free(&a);
+    }
+    /* an error after the loop ran: tied eigenvalues, EXACT mode (gA written, SG_ERR_DEGENERATE) */
+    sg_set_threads(ctx, 1);
+    sg_mat W = tu_alloc_mat(SG_F64, B, 3, 1), V = tu_alloc_mat(SG_F64, B, 3, 3), gV = tu_alloc_mat(SG_F64, B, 3, 3),
+           gA = tu_alloc_mat(SG_F64, B, 3, 3);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < 3; i++) {
+            ((double *)W.data)[3 * b + i] = i == 2 ? 2 : 1;
+            ((double *)V.data)[9 * b + 4 * i] = 1;
+            for (int j = 0; j < 3; j++) ((double *)gV.data)[9 * b + 3 * i + j] = i + 2 * j;
+        }
+    tu_prog_start(&p);
+    sg_set_progress(ctx, tu_prog_cb, 0, &p);
+    cr_expect_eq(sg_eigh_backward(ctx, &W, &V, NULL, &gV, SG_DEGEN_EXACT, 0, &gA), SG_ERR_DEGENERATE);
+    const char *bad = tu_prog_bad(&p, 0);
+    cr_expect_null(bad, "failed call: %s", bad);
+    cr_expect_geq(p.steps, B - 1, "failed call: %d reports", p.steps);
+    /* off again: nothing more is recorded */
+    cr_expect_eq(sg_set_progress(ctx, NULL, 0, NULL), SG_OK);
+    int before = p.calls;
+    cr_expect_eq(sg_eigh_backward(ctx, &W, &V, NULL, &gV, SG_DEGEN_MASK, 0, &gA), SG_OK, "%s", sg_last_error(ctx));
+    cr_expect_eq(p.calls, before);
+    tu_free_mat(&W), tu_free_mat(&V), tu_free_mat(&gV), tu_free_mat(&gA);
 }

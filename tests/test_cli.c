@@ -819,3 +819,30 @@ Test(cli, messages_overflow_and_matrix_index)
     cr_expect(strstr(out, "specgrad: eigh: the eigenvalues of matrix 0 overflow float32") && !strstr(out, "eigh: eigh"),
               "%s", out);
 }
+
+/* --progress: a 'done' line per library call on stderr (the redirected stream is not a terminal, so the
+   periodic lines depend on time and are not asserted); none without the flag, none after a failure, and
+   the option is not one of demo's. */
+Test(cli, progress_lines)
+{
+    enum { B = 4, N = 3 };
+    double A[B * N * N];
+    tu_rng r = tu_seed(5);
+    for (int b = 0; b < B; b++) tu_sym_with_spectrum(&r, N, (double[]){1, 2, 3}, A + b * N * N);
+    wr("A.npy", SG_F64, 3, (int64_t[]){B, N, N}, A);
+    cr_assert_eq(run("eigh A.npy --backend cpu"), 0, "%s", out);
+    cr_expect_null(strstr(out, "specgrad eigh:"), "progress without --progress on a pipe:\n%s", out);
+    cr_assert_eq(run("eigh A.npy --backend cpu --progress"), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "specgrad eigh: done, "), "%s", out);
+    /* matfunc-backward from A: two library calls (eigh, then the backward), two 'done' lines */
+    cr_assert_eq(run("matfunc-backward A.npy A.npy --fn exp --progress -o g.npy --backend cpu"), 0, "%s", out);
+    const char *d1 = strstr(out, "specgrad matfunc-backward: done, ");
+    cr_expect(d1 && strstr(d1 + 1, "specgrad matfunc-backward: done, "), "%s", out);
+    A[2 * N * N] = 0, A[2 * N * N + 4] = -1; /* matrix 2 indefinite: logdet fails in the library */
+    wr("A.npy", SG_F64, 3, (int64_t[]){B, N, N}, A);
+    cr_expect_eq(run("reg A.npy --kind logdet --progress --backend cpu"), 1, "%s", out);
+    cr_expect_not_null(strstr(out, "matrix 2"), "%s", out);
+    cr_expect_null(strstr(out, "done"), "'done' after a failed call:\n%s", out);
+    cr_expect_eq(run("demo --progress"), 2, "%s", out);
+    cr_expect_not_null(strstr(out, "--progress does not apply to demo"), "%s", out);
+}

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "specgrad.h"
+#include "opcases.h"
 #include "testutil.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -61,66 +62,7 @@ static int disarm(void) /* how many of libspecgrad's allocations the call made *
     return __atomic_load_n(&seen, __ATOMIC_RELAXED);
 }
 
-enum { n = 6, m = 5, B = 5, NOUT = 4 };
-typedef struct {
-    sg_ctx *ctx;
-    sg_mat in[4], out[NOUT];
-    int64_t iv[B];
-} op_args;
-typedef sg_status (*op_fn)(op_args *a);
-
-static sg_fn fexp = {SG_FN_EXP, 0, NULL, NULL, NULL};
-static sg_status c_eigh(op_args *a) { return sg_eigh(a->ctx, &a->in[0], &a->out[0], &a->out[1]); }
-static sg_status c_svd(op_args *a) { return sg_svd(a->ctx, &a->in[1], 0, &a->out[0], &a->out[1], &a->out[2]); }
-static sg_status c_svd_full(op_args *a) { return sg_svd(a->ctx, &a->in[1], 1, &a->out[0], &a->out[1], &a->out[2]); }
-static sg_status c_rank(op_args *a) { return sg_rank(a->ctx, &a->in[1], 0, -1, a->iv); }
-static sg_status c_null(op_args *a) { return sg_nullspace(a->ctx, &a->in[1], 0, -1, &a->out[0], a->iv); }
-static sg_status c_proj(op_args *a) { return sg_project(a->ctx, &a->in[1], &a->in[2], SG_PROJ_NULL, 0, -1, &a->out[0]); }
-static sg_status c_projb(op_args *a) { return sg_project_basis(a->ctx, &a->in[3], &a->in[2], 1, &a->out[0]); }
-static sg_status c_lstsq(op_args *a) { return sg_lstsq(a->ctx, &a->in[1], &a->in[3], 0, -1, &a->out[0], a->iv); }
-static sg_status c_eighb(op_args *a)
-{
-    return sg_eigh_backward(a->ctx, &a->in[2], &a->in[0], NULL, &a->in[0], SG_DEGEN_MASK, 0, &a->out[0]);
-}
-static sg_status c_svdb(op_args *a)
-{
-    return sg_svd_backward(a->ctx, &a->in[1], &a->in[2], &a->in[3], &a->in[1], NULL, &a->in[3], SG_DEGEN_MASK, 0,
-                           &a->out[0]);
-}
-static sg_status c_mf(op_args *a) { return sg_matfunc(a->ctx, &a->in[0], &fexp, &a->out[0], &a->out[1], &a->out[2]); }
-static sg_status c_mfb(op_args *a) { return sg_matfunc_backward(a->ctx, &a->in[2], &a->in[1], &fexp, &a->in[0], &a->out[0]); }
-static sg_status c_reg_spec(op_args *a) { return sg_regularizer(a->ctx, SG_REG_SPECTRAL, &a->in[1], NULL, &a->out[0], &a->out[1]); }
-static sg_status c_reg_nuc(op_args *a) { return sg_regularizer(a->ctx, SG_REG_NUCLEAR, &a->in[1], NULL, &a->out[0], &a->out[1]); }
-static sg_status c_reg_ld(op_args *a) { return sg_regularizer(a->ctx, SG_REG_LOGDET, &a->in[0], NULL, &a->out[0], &a->out[1]); }
-static sg_status c_reg_es(op_args *a) { return sg_regularizer(a->ctx, SG_REG_EIGSUM, &a->in[0], &fexp, &a->out[0], &a->out[1]); }
-
-typedef struct {
-    const char *name;
-    op_fn call;
-    int in[4][2];   /* rows, cols of each input ({0,0}: unused) */
-    int out[NOUT][2];
-} op_t;
-
-/* Inputs: in[0] n×n symmetric positive definite (eigh, matfunc, log-det), in[1] n×m, in[2] and in[3] as
-   each op needs; a V from eigh or an orthonormal basis is not needed for these calls to run. */
-static const op_t OPS[] = {
-    {"eigh", c_eigh, {{n, n}}, {{n, 1}, {n, n}}},
-    {"svd", c_svd, {{n, n}, {n, m}}, {{m, 1}, {n, m}, {m, m}}},
-    {"svd full", c_svd_full, {{n, n}, {n, m}}, {{m, 1}, {n, n}, {m, m}}},
-    {"rank", c_rank, {{n, n}, {n, m}}, {{0, 0}}},
-    {"nullspace", c_null, {{n, n}, {m, n}}, {{n, n}}},
-    {"project", c_proj, {{n, n}, {m, n}, {n, 3}}, {{n, 3}}},
-    {"project_basis", c_projb, {{n, n}, {n, m}, {n, 3}, {n, 2}}, {{n, 3}}},
-    {"lstsq", c_lstsq, {{n, n}, {n, m}, {n, n}, {n, 2}}, {{m, 2}}},
-    {"eigh_backward", c_eighb, {{n, n}, {n, m}, {n, 1}}, {{n, n}}},
-    {"svd_backward", c_svdb, {{n, n}, {n, m}, {m, 1}, {m, m}}, {{n, m}}},
-    {"matfunc", c_mf, {{n, n}}, {{n, n}, {n, 1}, {n, n}}},
-    {"matfunc_backward", c_mfb, {{n, n}, {n, n}, {n, 1}}, {{n, n}}},
-    {"regularizer spectral", c_reg_spec, {{n, n}, {n, m}}, {{1, 1}, {n, m}}},
-    {"regularizer nuclear", c_reg_nuc, {{n, n}, {n, m}}, {{1, 1}, {n, m}}},
-    {"regularizer logdet", c_reg_ld, {{n, n}}, {{1, 1}, {n, n}}},
-    {"regularizer eigsum", c_reg_es, {{n, n}}, {{1, 1}, {n, n}}},
-};
+enum { B = 5 };
 
 static sg_ctx *ctx;
 static void setup(void)
@@ -134,50 +76,22 @@ static void setup(void)
 static void teardown(void) { sg_destroy(ctx); }
 TestSuite(host_oom, .init = setup, .fini = teardown);
 
-static double *dense(const sg_mat *mm) { return mm->data; }
-
 Test(host_oom, every_allocation_failure_is_a_clean_error)
 {
 #ifdef SG_ASAN
     cr_skip_test("host OOM injection skipped: AddressSanitizer owns malloc in this build");
 #else
     tu_rng r = tu_seed(41);
-    for (size_t o = 0; o < sizeof OPS / sizeof OPS[0]; o++) {
-        const op_t *op = &OPS[o];
-        op_args a, ref;
-        memset(&a, 0, sizeof a);
-        a.ctx = ctx;
-        for (int i = 0; i < 4; i++) {
-            if (!op->in[i][0]) continue;
-            a.in[i] = tu_alloc_mat(SG_F64, B, op->in[i][0], op->in[i][1]);
-            int64_t cnt = B * op->in[i][0] * op->in[i][1];
-            tu_fill_normal(&r, dense(&a.in[i]), cnt);
-        }
-        /* in[0]: symmetric positive definite, so log-det and exp are in their domains */
-        double *s = dense(&a.in[0]);
-        for (int b = 0; b < B; b++) {
-            double *x = s + b * n * n, t[n * n];
-            tu_gemm(1, 0, n, n, n, x, x, t);
-            for (int i = 0; i < n * n; i++) x[i] = t[i] / n + (i % (n + 1) == 0 ? 1 : 0);
-        }
-        if (op->in[2][0] == n && op->in[2][1] == 1) /* eigenvalues for the backwards: distinct */
-            for (int i = 0; i < B * n; i++) dense(&a.in[2])[i] = i % n + 0.5;
-        if (op->in[2][0] == m && op->in[2][1] == 1)
-            for (int i = 0; i < B * m; i++) dense(&a.in[2])[i] = m - i % m + 0.5;
-        for (int i = 0; i < B; i++) a.iv[i] = 777; /* also what an op without int64 output leaves */
-        ref = a;
-        int nout = 0;
-        for (int i = 0; i < NOUT && op->out[i][0]; i++, nout++) {
-            a.out[i] = tu_alloc_mat(SG_F64, B, op->out[i][0], op->out[i][1]);
-            ref.out[i] = tu_alloc_mat(SG_F64, B, op->out[i][0], op->out[i][1]);
-        }
+    for (int o = 0; o < tu_nops; o++) {
+        const tu_op *op = &tu_ops[o];
+        tu_op_args a, ref;
+        tu_op_make(op, ctx, B, &r, &a);
+        tu_op_clone(op, &a, &ref);
         sg_status want = op->call(&ref);
         cr_assert_eq(want, SG_OK, "%s reference: %s", op->name, sg_last_error(ctx));
         int k = 1, made = 0;
         for (; k <= 200; k++) {
-            for (int i = 0; i < nout; i++)
-                for (int64_t e = 0; e < B * a.out[i].rows * a.out[i].cols; e++) dense(&a.out[i])[e] = 777;
-            for (int i = 0; i < B; i++) a.iv[i] = 777;
+            tu_op_fill_outputs(&a, 777);
             arm(k);
             sg_status st = op->call(&a);
             made = disarm();
@@ -189,22 +103,21 @@ Test(host_oom, every_allocation_failure_is_a_clean_error)
                          sg_status_string(st), sg_last_error(ctx));
             cr_expect_gt(strlen(sg_last_error(ctx)), 0, "%s, allocation %d: no message", op->name, k);
             int touched = 0;
-            for (int i = 0; i < nout; i++)
-                for (int64_t e = 0; e < B * a.out[i].rows * a.out[i].cols; e++) touched |= dense(&a.out[i])[e] != 777;
+            for (int i = 0; i < a.nout; i++)
+                for (int64_t e = 0; e < B * a.out[i].rows * a.out[i].cols; e++) touched |= ((double *)a.out[i].data)[e] != 777;
             for (int i = 0; i < B; i++) touched |= a.iv[i] != 777;
             cr_expect(!touched, "%s, allocation %d failed: outputs written (%s)", op->name, k, sg_last_error(ctx));
         }
         cr_expect_gt(k, 1, "%s made no allocation to fail: nothing was tested", op->name);
         cr_expect_lt(k, 200, "%s: still allocating after 200 failures", op->name);
-        for (int i = 0; i < nout; i++)
+        for (int i = 0; i < a.nout; i++)
             cr_expect(memcmp(a.out[i].data, ref.out[i].data, sizeof(double) * (size_t)(B * a.out[i].rows * a.out[i].cols)) == 0,
                       "%s: output %d after the failures differs from the reference", op->name, i);
-        cr_expect(memcmp(a.iv, ref.iv, sizeof a.iv) == 0, "%s: int64 output differs from the reference", op->name);
+        cr_expect(memcmp(a.iv, ref.iv, sizeof(int64_t) * B) == 0, "%s: int64 output differs from the reference", op->name);
         fprintf(stderr, "host_oom: %-22s %d allocation(s), each failed in turn: SG_ERR_ALLOC, nothing written\n",
                 op->name, k - 1);
-        for (int i = 0; i < 4; i++)
-            if (op->in[i][0]) tu_free_mat(&a.in[i]);
-        for (int i = 0; i < nout; i++) tu_free_mat(&a.out[i]), tu_free_mat(&ref.out[i]);
+        tu_op_free_outputs(&ref);
+        tu_op_free(&a);
     }
 #endif
 }

@@ -6,6 +6,13 @@
 
 #define CLI_MAXPOS 8
 
+/* --progress (main.c): mode 0 off, 1 auto (stderr is a terminal: shown once a run passes 1 s), 2 forced
+   (a line per report, and "done" after each library call) */
+typedef struct {
+    int mode, tty, shown;
+    double t0, tref, fref, last; /* fref, tref: first report of the current call (the ETA's base) */
+} cli_prog;
+
 typedef struct {
     const char *op;
     const char *pos[CLI_MAXPOS];
@@ -14,7 +21,7 @@ typedef struct {
     int dtype; /* -1: from the inputs (float64 if any input is float64) */
     const char *out;
     double atol, rtol;
-    int full, which, nograd, threads, complement, eig;
+    int full, which, nograd, threads, complement, eig, progress;
     sg_degen mode;
     double param;
     int has_fn;
@@ -23,6 +30,7 @@ typedef struct {
     sg_reg kind;
     sg_dtype dt;  /* resolved dtype of this run */
     sg_ctx *ctx;
+    cli_prog prog;
 } cli_opts;
 
 /* How an array on disk maps to a column-major batch.

@@ -31,6 +31,7 @@ static int names_matrix(const char *msg, int64_t i)
 
 int cli_lib_err(const cli_opts *o, sg_status s)
 {
+    if (o->prog.shown && o->prog.tty) fputc('\n', stderr); /* end the progress line */
     const char *msg = o->ctx ? sg_last_error(o->ctx) : "";
     int64_t i = o->ctx ? sg_failed_index(o->ctx) : -1;
     if (!msg[0]) msg = sg_status_string(s);

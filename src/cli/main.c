@@ -6,6 +6,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
@@ -79,7 +81,8 @@ static int parse(cli_opts *o, int argc, char **argv, int *help, int *has_p)
         }
         const struct { const char *name; int *field, value; } flags[] = {
             {"--full", &o->full, 1},         {"--row", &o->which, SG_PROJ_ROW},      {"--null", &o->which, SG_PROJ_NULL},
-            {"--no-grad", &o->nograd, 1},    {"--complement", &o->complement, 1},  {"--eig", &o->eig, 1}};
+            {"--no-grad", &o->nograd, 1},    {"--complement", &o->complement, 1},  {"--eig", &o->eig, 1},
+            {"--progress", &o->progress, 1}};
         static const char *valued[] = {"--backend", "--dtype", "-o", "--out", "--atol", "--rtol", "--mode",
                                        "--param", "--fn", "--p", "--kind", "--threads"};
         int flag = -1, known = 0;
@@ -137,6 +140,40 @@ static int parse(cli_opts *o, int argc, char **argv, int *help, int *has_p)
         }
     }
     return 0;
+}
+
+static double mono_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* sg_set_progress callback: "specgrad eigh: 42%, 3.1 s, about 4 s left" on stderr, redrawn in place on a
+   terminal. The ETA extrapolates from the call's first report, so reading and converting inputs does not
+   count; elapsed time is since the start. */
+static void progress(double f, void *user)
+{
+    cli_opts *o = user;
+    cli_prog *p = &o->prog;
+    double t = mono_s();
+    if (f >= 1) {
+        if (p->shown || p->mode == 2)
+            fprintf(stderr, "%sspecgrad %s: done, %.1f s\n", p->tty ? "\r\033[K" : "", o->op, t - p->t0);
+        p->shown = 0;
+        p->fref = -1;
+        p->last = 0;
+        return;
+    }
+    if (p->fref < 0 || f < p->last) p->fref = f, p->tref = t;
+    p->last = f;
+    if (p->mode == 1 && t - p->t0 < 1) return;
+    char eta[64] = "";
+    if (f > p->fref && t > p->tref)
+        snprintf(eta, sizeof eta, ", about %.0f s left", (t - p->tref) / (f - p->fref) * (1 - f));
+    fprintf(stderr, p->tty ? "\r\033[Kspecgrad %s: %.0f%%, %.1f s%s" : "specgrad %s: %.0f%%, %.1f s%s\n", o->op,
+            100 * f, t - p->t0, eta);
+    p->shown = 1;
 }
 
 static int info(void)
@@ -199,6 +236,13 @@ int main(int argc, char **argv)
                        s == SG_ERR_NODEVICE ? " — " : "", s == SG_ERR_NODEVICE ? why : "");
     }
     if (o.threads) sg_set_threads(o.ctx, o.threads);
+    o.prog.tty = isatty(STDERR_FILENO);
+    o.prog.mode = o.progress ? 2 : o.prog.tty && !isdemo ? 1 : 0;
+    if (o.prog.mode) {
+        o.prog.t0 = mono_s();
+        o.prog.fref = -1;
+        sg_set_progress(o.ctx, progress, o.prog.tty ? 0.2 : 2.0, &o);
+    }
     int rc = isdemo ? cli_demo(&o, argc, argv) : cli_run_op(&o);
     sg_destroy(o.ctx);
     return rc;

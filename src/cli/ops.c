@@ -430,6 +430,7 @@ int cli_option_applies(const char *op, const char *name)
         if (!strcmp(name, common[i])) return 1;
     const op_def *d = find(op);
     if (!d) return 0; /* demo: the common options only (unknown commands fail before) */
+    if (!strcmp(name, "--progress")) return 1; /* every matrix command */
     size_t n = strlen(name);
     for (const char *u = strstr(d->usage, name); u; u = strstr(u + 1, name)) {
         char before = u == d->usage ? ' ' : u[-1], after = u[n]; /* a whole word: "--p" is not "--param" */
@@ -449,6 +450,8 @@ void cli_op_help(FILE *f, const char *op)
                "  --backend cpu|cuda|auto  (default auto: CUDA when a GPU is usable, else CPU)\n"
                "  --dtype f32|f64          compute dtype (default: float64 if any input is float64, else float32)\n"
                "  --threads N              CPU threads over the batch (default: all)\n"
+               "  --progress               progress lines on stderr (percent, elapsed, time left) and 'done' after\n"
+               "                           each call; on a terminal shown anyway once a run passes 1 s\n"
                "  -o PREFIX                outputs go to PREFIX<name>.npy (default: <first input>_<name>.npy);\n"
                "                           for a single output, -o FILE.npy names the file itself\n"
                "Arrays are numpy C- or Fortran-order float32/float64 .npy files with batch shape (..., m, n).\n");
