@@ -420,6 +420,7 @@ class Context:
             raise L.error_class(s)("Context", s, f"sg_create({backend}) failed: {msg}" + (f" ({why})" if why else ""))
         self._mem = L.SG_MEM_HOST
         self._check_finite = True
+        self._prog_cb, self._prog_error = None, None
         self.backend = L.BACKEND_NAMES[self._lib.sg_get_backend(self._h)]
         if self.backend == "cuda":
             self.device = device
@@ -484,6 +485,28 @@ class Context:
         """Idle device scratch the CUDA backend keeps mapped between calls (default 1 GiB; 0: none)."""
         self._set("set_cache_bytes", self._lib.sg_set_cache_bytes, _nbytes("cache_bytes", nbytes))
 
+    def set_progress(self, fn, every=0.5):
+        """fn(fraction) during each call of this context (sg_set_progress): strictly increasing fractions
+        below 1 at most every `every` seconds as matrices (CPU) or chunks (CUDA) finish, then 1.0 when the
+        call succeeds; fn=None turns it off. fn runs on the calling thread and must not use this Context.
+        An exception fn raises (KeyboardInterrupt included) cannot stop the library: the call runs to its
+        end, fn is not called again during it, and the exception is raised when it returns."""
+        if fn is not None and not callable(fn):
+            raise TypeError(f"specgrad: set_progress needs a callable or None, got {type(fn).__name__}")
+        if fn is None:
+            cb = L.PROGRESS_CB()
+        else:
+            def cb_py(fraction, _user):
+                if self._prog_error is not None:
+                    return
+                try:
+                    fn(fraction)
+                except BaseException as e:  # raised after the call (ctypes would print and drop it)
+                    self._prog_error = e
+            cb = L.PROGRESS_CB(cb_py)
+        self._set("set_progress", self._lib.sg_set_progress, cb, float(every), None)
+        self._prog_cb = cb  # the C side keeps the pointer: keep the thunk alive
+
     @property
     def cache_held(self):
         """Device bytes this context's scratch pool holds now (0 on the CPU backend)."""
@@ -539,6 +562,9 @@ class Context:
                     st = cfn(self._h, *args)
             else:
                 st = cfn(self._h, *args)
+            err, self._prog_error = self._prog_error, None
+            if err is not None:
+                raise err
             self._check(op, st, bshape, result)
 
     def _adapter(self, xs, op=None):

@@ -37,6 +37,7 @@ class sg_mat(C.Structure):
 
 
 FN_CB = C.CFUNCTYPE(C.c_double, C.c_double, C.c_void_p)
+PROGRESS_CB = C.CFUNCTYPE(None, C.c_double, C.c_void_p)
 
 
 class sg_fn(C.Structure):
@@ -132,6 +133,7 @@ def _declare(lib):
         "sg_set_chunk_bytes": (st, [C.c_void_p, C.c_size_t]),
         "sg_set_cache_bytes": (st, [C.c_void_p, C.c_size_t]),
         "sg_cache_held": (st, [C.c_void_p, C.POINTER(C.c_size_t)]),
+        "sg_set_progress": (st, [C.c_void_p, PROGRESS_CB, C.c_double, C.c_void_p]),
         "sg_eigh": (st, [C.c_void_p, M, M, M]),
         "sg_svd": (st, [C.c_void_p, M, C.c_int, M, M, M]),
         "sg_rank": (st, [C.c_void_p, M, C.c_double, C.c_double, I64P]),

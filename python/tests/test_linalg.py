@@ -781,3 +781,41 @@ def test_tolerance_must_be_one_number():
             sg.matrix_rank(A, **kw)
     assert list(sg.matrix_rank(A, atol=np.float32(0.5))) == [3, 3]
     assert list(sg.matrix_rank(A, rtol=np.array(0.5))) == [3, 3]
+
+
+def test_progress_callback(rng):
+    """Context.set_progress: increasing fractions then 1.0 per call, on the calling thread; an exception in
+    the callback is raised when the call returns and the context stays usable; None turns it off."""
+    import threading
+
+    A = sym_with_spectrum(rng, [1.0, 2.0, 3.0, 4.0, 5.0], (40,))
+    with sg.Context("cpu", threads=1) as ctx:
+        seen, threads = [], set()
+
+        def record(f):
+            seen.append(f)
+            threads.add(threading.get_ident())
+
+        ctx.set_progress(record, every=0)
+        w, V = ctx.eigh(A)
+        assert seen[-1] == 1.0 and seen.count(1.0) == 1 and len(seen) >= 40
+        assert all(0 < a < b for a, b in zip(seen, seen[1:])) and threads == {threading.get_ident()}
+        np.testing.assert_allclose(w, np.linalg.eigvalsh(A), atol=1e-12)  # results as without progress
+
+        calls = []
+
+        def boom(f):
+            calls.append(f)
+            raise KeyError("stop")
+
+        ctx.set_progress(boom, every=0)
+        with pytest.raises(KeyError, match="stop"):
+            ctx.eigh(A)
+        assert len(calls) == 1  # not called again during that call
+        ctx.set_progress(None)
+        w2, _ = ctx.eigh(A)
+        assert np.array_equal(w, w2) and len(calls) == 1
+        with pytest.raises(sg.SpecgradArgumentError, match="every"):
+            ctx.set_progress(record, every=-1)
+        with pytest.raises(TypeError, match="callable"):
+            ctx.set_progress(3)
