@@ -156,13 +156,37 @@ done:
 
 /* project / project-basis: loads (first, X), X (..., n, k) or (..., n) with n = the rows (by_rows) or the
    columns of the first, and allocates Y like X. Nonzero on error (printed). */
+/* One A (or Q) for a batch of right-hand sides: A's batch shape is () or all ones, X (..., rows, k) has its
+   own. X's batch, packed column-major, is the rows × (B·k) matrix of its columns side by side, so one call
+   decomposes A once (as the Python binding does); the outputs unfold the same way. */
+static int folds(const cli_mat *a, cli_kind xk) { return a->m.batch == 1 && xk == K_MAT; }
+static sg_mat folded(const sg_mat *m)
+{
+    sg_mat f = *m;
+    f.cols = m->cols * m->batch;
+    f.batch = 1;
+    f.ld = m->rows;
+    f.stride = 0;
+    return f;
+}
+/* After a failed folded call: which item a column of the one call belongs to. */
+static int fold_err(const cli_opts *o, sg_status s, const char *xn, const cli_mat *x)
+{
+    int rc = cli_lib_err(o, s);
+    if (x->m.batch > 1)
+        fprintf(stderr, "specgrad: %s: (%s's %lld matrices went in as one matrix of their columns: column c is column "
+                        "c %% %lld of item c / %lld)\n", o->op, xn, (long long)x->m.batch, (long long)x->m.cols,
+                (long long)x->m.cols);
+    return rc;
+}
+
 static int load_proj(cli_opts *o, run_buf *r, const char *an, int by_rows, cli_kind *xk)
 {
     if (!has(o, 0) || !has(o, 1)) return cli_err(o, "%s and X are both required", an);
     if (cli_read(o, 2, o->pos, r->a)) return 1;
     *xk = rhs_kind(r, 1);
     if (cli_to_mat(o, an, &r->a[0], K_MAT, &r->in[0]) || cli_to_mat(o, "X", &r->a[1], *xk, &r->in[1]) ||
-        cli_same_batch(o, an, &r->in[0], "X", &r->in[1]))
+        (!folds(&r->in[0], *xk) && cli_same_batch(o, an, &r->in[0], "X", &r->in[1])))
         return 1;
     int64_t n = by_rows ? r->in[0].m.rows : r->in[0].m.cols;
     if (r->in[1].m.rows != n)
@@ -177,8 +201,10 @@ static int op_project(cli_opts *o)
     cli_kind xk;
     int rc = load_proj(o, &r, "A", 0, &xk);
     if (!rc) {
-        sg_status s = sg_project(o->ctx, &r.in[0].m, &r.in[1].m, (sg_proj)o->which, o->atol, o->rtol, &r.out[0].m);
-        rc = s != SG_OK ? cli_lib_err(o, s) : cli_save(o, "Y", 1, &r.out[0], xk);
+        const int f = folds(&r.in[0], xk);
+        sg_mat X = f ? folded(&r.in[1].m) : r.in[1].m, Y = f ? folded(&r.out[0].m) : r.out[0].m;
+        sg_status s = sg_project(o->ctx, &r.in[0].m, &X, (sg_proj)o->which, o->atol, o->rtol, &Y);
+        rc = s != SG_OK ? fold_err(o, s, "X", &r.in[1]) : cli_save(o, "Y", 1, &r.out[0], xk);
     }
     run_free(&r);
     return rc;
@@ -190,8 +216,10 @@ static int op_project_basis(cli_opts *o)
     cli_kind xk;
     int rc = load_proj(o, &r, "Q", 1, &xk);
     if (!rc) {
-        sg_status s = sg_project_basis(o->ctx, &r.in[0].m, &r.in[1].m, o->complement, &r.out[0].m);
-        rc = s != SG_OK ? cli_lib_err(o, s) : cli_save(o, "Y", 1, &r.out[0], xk);
+        const int f = folds(&r.in[0], xk);
+        sg_mat X = f ? folded(&r.in[1].m) : r.in[1].m, Y = f ? folded(&r.out[0].m) : r.out[0].m;
+        sg_status s = sg_project_basis(o->ctx, &r.in[0].m, &X, o->complement, &Y);
+        rc = s != SG_OK ? fold_err(o, s, "X", &r.in[1]) : cli_save(o, "Y", 1, &r.out[0], xk);
     }
     run_free(&r);
     return rc;
@@ -206,8 +234,9 @@ static int op_lstsq(cli_opts *o)
     if (cli_read(o, 2, o->pos, r.a)) goto done;
     cli_kind bk = rhs_kind(&r, 1);
     if (cli_to_mat(o, "A", &r.a[0], K_MAT, &r.in[0]) || cli_to_mat(o, "B", &r.a[1], bk, &r.in[1]) ||
-        cli_same_batch(o, "A", &r.in[0], "B", &r.in[1]))
+        (!folds(&r.in[0], bk) && cli_same_batch(o, "A", &r.in[0], "B", &r.in[1])))
         goto done;
+    const int f = folds(&r.in[0], bk);
     sg_mat *A = &r.in[0].m, *B = &r.in[1].m;
     if (B->rows != A->rows) {
         rc = cli_err(o, "B: has %lld rows, A has %lld (B must be (..., m, k) or (..., m))", (long long)B->rows,
@@ -220,9 +249,10 @@ static int op_lstsq(cli_opts *o)
         goto done;
     }
     if (cli_alloc(o, &r.in[1], A->cols, B->cols, &r.out[0])) goto done;
-    sg_status s = sg_lstsq(o->ctx, A, B, o->atol, o->rtol, &r.out[0].m, rk);
+    sg_mat Bf = f ? folded(B) : *B, X = f ? folded(&r.out[0].m) : r.out[0].m;
+    sg_status s = sg_lstsq(o->ctx, A, &Bf, o->atol, o->rtol, &X, rk);
     if (s != SG_OK) {
-        rc = cli_lib_err(o, s);
+        rc = fold_err(o, s, "B", &r.in[1]);
         goto done;
     }
     cli_print_ints("rank", rk, A->batch);
@@ -384,14 +414,15 @@ static const op_def ops[] = {
      "with the basis in the leading columns and zero columns after each matrix's nullity."},
     {"project", 2, 2, op_project, "project A.npy X.npy [--null | --row] [--atol T] [--rtol R] [-o PREFIX]",
      "Projects X (..., n, k) or (..., n) onto the nullspace (default) or the row space of A (..., m, n).\n"
-     "Writes Y with the shape of X."},
+     "Writes Y with the shape of X. A single A (m, n) applies to every matrix of a batch X (one SVD)."},
     {"project-basis", 2, 2, op_project_basis, "project-basis Q.npy X.npy [--complement] [-o PREFIX]",
      "Y = Q Qᵀ X (or X − Q Qᵀ X with --complement) for a given basis Q (..., n, q), q <= n, with orthonormal\n"
      "columns (e.g. N from `specgrad nullspace`: then it is `project --null` without the SVD). X (..., n, k) or\n"
-     "(..., n); writes Y with the shape of X."},
+     "(..., n); writes Y with the shape of X. A single Q (n, q) applies to every matrix of a batch X."},
     {"lstsq", 2, 2, op_lstsq, "lstsq A.npy B.npy [--atol T] [--rtol R] [-o PREFIX]",
      "Minimum-norm least squares X = pinv(A) B for A (..., m, n), B (..., m, k) or (..., m), also when A is\n"
-     "rank-deficient (numpy.linalg.lstsq). Prints the ranks; writes X (..., n, k) or (..., n)."},
+     "rank-deficient (numpy.linalg.lstsq). Prints the ranks; writes X (..., n, k) or (..., n). A single A\n"
+     "(m, n) applies to every matrix of a batch B (..., m, k) (one SVD, one rank)."},
     {"eigh-backward", 2, 4, op_eigh_backward,
      "eigh-backward W.npy V.npy [gW.npy|-] [gV.npy|-] [--mode exact|mask|lorentz|taylor] [--param P] [-o PREFIX]",
      "Gradient gA (..., n, n) of a loss through eigh, from W, V (as written by `specgrad eigh`) and the loss's\n"
