@@ -1398,6 +1398,7 @@ Test(gpu_parity, projection_overflow_is_a_domain_error)
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }
 
+#ifdef SG_HAVE_CUDA
 /* Device copies of an op's operands (same layout), for the op table in device-memory mode. */
 static void op_to_device(const tu_op_args *h, tu_op_args *d)
 {
@@ -1417,6 +1418,7 @@ static void op_free_device(tu_op_args *d)
     for (int i = 0; i < TU_OP_IO; i++) cudaFree(d->in[i].data), cudaFree(d->out[i].data);
     cudaFree(d->iv);
 }
+#endif
 
 /* sg_set_progress on the CUDA backend, every op: host batches in one-matrix chunks report as chunks
    retire (both lanes, nested solver calls of the gradient ops muted), device memory keeps the contract
@@ -1447,6 +1449,7 @@ Test(gpu_parity, progress_reports_every_op)
             cr_expect(memcmp(a.out[i].data, ref.out[i].data, sizeof(double) * (size_t)(B * a.out[i].rows * a.out[i].cols)) == 0,
                       "%s: output %d with progress differs", op->name, i);
         cr_expect(memcmp(a.iv, ref.iv, sizeof(int64_t) * B) == 0, "%s: int64 output with progress differs", op->name);
+#ifdef SG_HAVE_CUDA
         op_to_device(&a, &d);
         cr_assert_eq(sg_set_memspace(gpu, SG_MEM_DEVICE), SG_OK);
         tu_prog_start(&p);
@@ -1456,6 +1459,9 @@ Test(gpu_parity, progress_reports_every_op)
         cr_expect_null(bad, "%s, device memory: %s", op->name, bad);
         cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
         op_free_device(&d);
+#else
+        (void)d;
+#endif
         tu_op_free_outputs(&ref);
         tu_op_free(&a);
     }
