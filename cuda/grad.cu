@@ -291,6 +291,7 @@ sg_status chunked(sg_ctx *ctx, Arg *args, int na, int64_t batch, Scratch scratch
             }
             CU_TRY(ctx, cudaStreamSynchronize(stream_of(ctx)));
             sg_progress(ctx, (double)(b0 + cnt) / (double)batch);
+            if (sg_cancelled(ctx)) return SG_ERR_CANCELLED; /* the front-end words it */
         }
     }
     /* Device mode: the call is complete on return, like host mode (and errors surface here). */

@@ -700,6 +700,10 @@ template <class T> static sg_status run_device_t(Job &J)
         if ((s = sg_cuda_finite_report(ctx)) != SG_OK) goto out; /* a NaN/Inf outranks what the solver said */
         if ((s = info_fail(J, hinfo, b0, cur)) != SG_OK) goto out;
         sg_progress(ctx, (double)(b0 + cur) / (double)J.batch);
+        if (sg_cancelled(ctx)) {
+            s = SG_ERR_CANCELLED; /* the front-end words it */
+            goto out;
+        }
     }
 out:
     if (buf) { /* an error path waits: nothing of this call is left running */
@@ -872,6 +876,10 @@ static sg_status run_host(Job &J)
                 goto out;
             }
             sg_progress(ctx, (double)(fl[l].b0 + fl[l].nb) / (double)J.batch);
+            if (sg_cancelled(ctx)) { /* start no further chunk; the drain retires the ones in flight */
+                s = SG_ERR_CANCELLED;
+                goto out;
+            }
         }
         char *hreg[5];
         int *hinfo, *dinfo;

@@ -73,7 +73,8 @@ typedef enum {
     SG_ERR_DEGENERATE,  /* exact gradient mode met tied eigen/singular values: result has inf/NaN */
     SG_ERR_DOMAIN,      /* outside f's domain (log of a non-positive eigenvalue, ...), or a result that overflows */
     SG_ERR_IO,          /* file could not be opened/read/written */
-    SG_ERR_FORMAT       /* malformed file (.npy) */
+    SG_ERR_FORMAT,      /* malformed file (.npy) */
+    SG_ERR_CANCELLED    /* the progress callback asked the call to stop (sg_set_progress) */
 } sg_status;
 
 typedef enum { SG_F32 = 0, SG_F64 = 1 } sg_dtype;
@@ -148,9 +149,12 @@ SG_API sg_status sg_cache_held(sg_ctx *ctx, size_t *bytes);
    call of this context, with strictly increasing fractions below 1 as matrices finish (CPU) or chunks do
    (CUDA; with device memory only per chunk that the call waits for, so often none), at most once per
    `every` seconds (0: at every step), and once with exactly 1.0 when the call succeeds (never after an
-   error). fn must not call specgrad with this context. fn = NULL turns it off (the default); every < 0
-   or NaN: SG_ERR_ARG. */
-typedef void (*sg_progress_fn)(double fraction, void *user);
+   error). fn returning nonzero (below 1) stops the call: no further matrix (CPU) or chunk (CUDA) is
+   started, the ones under way finish, and the call returns SG_ERR_CANCELLED; outputs of the finished
+   matrices are written, the others untouched (an op with a second pass, e.g. matfunc, may leave all
+   untouched). fn must not call specgrad with this context. fn = NULL turns it off (the default);
+   every < 0 or NaN: SG_ERR_ARG. */
+typedef int (*sg_progress_fn)(double fraction, void *user);
 SG_API sg_status sg_set_progress(sg_ctx *ctx, sg_progress_fn fn, double every, void *user);
 
 /* ---- decompositions --------------------------------------------------------------------------- */

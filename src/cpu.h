@@ -8,7 +8,8 @@
 
 /* Progress over one parallel batch loop (sg_set_progress): sg_tick first in the loop body counts matrices
    begun; the calling thread (OpenMP's thread 0 of the loop's team) reports those begun before as done
-   (exact on one thread; ahead by the matrices in flight on several). A no-op without a callback. */
+   (exact on one thread; ahead by the matrices in flight on several). Once the callback asks to stop, every
+   thread skips its remaining matrices. A no-op without a callback. */
 typedef struct {
     sg_ctx *ctx;
     int64_t n, begun;
@@ -16,11 +17,12 @@ typedef struct {
 #define SG_TICK_INIT(ctx_, n_) {(ctx_), (n_), 0}
 /* Share of the call given to the decomposition when an op makes a second pass over the batch with it */
 #define SG_DECOMP_SHARE 0.8
-static inline void sg_tick(sg_ticker *t)
+static inline int sg_tick(sg_ticker *t) /* 1: the call was cancelled, skip this matrix */
 {
-    if (!t->ctx->prog_fn) return;
+    if (!t->ctx->prog_fn) return 0;
     int64_t before = __atomic_fetch_add(&t->begun, 1, __ATOMIC_RELAXED);
     if (omp_get_thread_num() == 0) sg_progress(t->ctx, (double)before / (double)t->n);
+    return sg_cancelled(t->ctx);
 }
 
 /* BLAS and LAPACKE take int sizes and leading dimensions: v must fit, else SG_ERR_UNSUPPORTED naming it. */

@@ -92,7 +92,7 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
         T *M = ws + per * (size_t)omp_get_thread_num(), *G = M + n * n;
 #pragma omp for schedule(dynamic)
         for (int64_t b = 0; b < nb; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             const T *w = AT(W, b), *v = AT(V, b);
             if (gV) GEMM(1, 0, n, n, n, 1, v, V->ld, AT(gV, b), gV->ld, 0, M, n); /* M = VᵀgV */
             T scale = 0; /* max|λ|: MASK's tolerance is relative (scale-invariant, like the SVD's) */
@@ -156,7 +156,7 @@ static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, cons
           *Z = Y + n * k;
 #pragma omp for schedule(dynamic)
         for (int64_t b = 0; b < nb; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             const T *u = AT(U, b), *v = AT(V, b), *s = AT(S, b);
             T *ga = AT(gA, b);
             if (gU) GEMM(1, 0, k, k, m, 1, u, U->ld, AT(gU, b), gU->ld, 0, P, k); /* P = U_kᵀ gU_k */
@@ -247,6 +247,7 @@ static sg_status FN(matfunc)(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_m
     sg_mat wm, vm;
     sg_progress_phase(ctx, 0, SG_DECOMP_SHARE);
     sg_status st = FN(eig_tmp)(ctx, A, 1, &Wt, &Vt, &wm, &vm);
+    if (st == SG_OK && sg_cancelled(ctx)) st = SG_ERR_CANCELLED; /* Wt, Vt are partly unset */
     if (st == SG_OK) st = FN(check_dom)(ctx, "matfunc", fn, &wm, 0);
     const int nt = gthreads(ctx, nb);
     const size_t per = 2 * (size_t)n * n + (size_t)n;
@@ -263,7 +264,7 @@ static sg_status FN(matfunc)(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_m
         T *X = ws + per * (size_t)omp_get_thread_num(), *Y = X + n * n, *d = Y + n * n;
 #pragma omp for schedule(dynamic)
         for (int64_t b = 0; b < nb; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             const T *w = Wt + b * n;
             for (int64_t i = 0; i < n; i++) d[i] = (T)fn_val(fn, (double)w[i]);
             if (!FN(vdv)(n, Vt + b * n * n, n, d, X, Y, AT(F, b), F->ld))
@@ -302,7 +303,7 @@ static sg_status FN(matfunc_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, 
         T *S = ws + per * (size_t)omp_get_thread_num(), *X = S + n * n;
 #pragma omp for schedule(dynamic)
         for (int64_t b = 0; b < nb; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             const T *w = AT(W, b), *v = AT(V, b), *g = AT(gF, b);
             for (int64_t j = 0; j < n; j++)
                 for (int64_t i = 0; i < n; i++) S[i + j * n] = (g[i + j * gF->ld] + g[j + i * gF->ld]) * (T)0.5;
@@ -338,6 +339,7 @@ static sg_status FN(reg_svd)(sg_ctx *ctx, sg_reg kind, const sg_mat *A, sg_mat *
            vm = sg_mat_dense(Vt, SG_T, nb, n, k);
     sg_progress_phase(ctx, 0, SG_DECOMP_SHARE);
     sg_status st = sg_cpu_svd(ctx, A, 0, &sm, gA ? &um : NULL, gA ? &vm : NULL);
+    if (st == SG_OK && sg_cancelled(ctx)) st = SG_ERR_CANCELLED; /* St, Ut, Vt are partly unset */
     const char *op = kind == SG_REG_SPECTRAL ? "spectral" : "nuclear";
     gfail f = {-1, SG_OK, ""};
     if (st == SG_OK) {
@@ -345,7 +347,7 @@ static sg_status FN(reg_svd)(sg_ctx *ctx, sg_reg kind, const sg_mat *A, sg_mat *
         sg_ticker tk_ = SG_TICK_INIT(ctx, nb);
 #pragma omp parallel for num_threads(gthreads(ctx, nb)) schedule(dynamic)
         for (int64_t b = 0; b < nb; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             const T *s = St + b * k;
             double l = 0;
             if (kind == SG_REG_SPECTRAL) l = (double)s[0] * (double)s[0];
@@ -383,7 +385,7 @@ static sg_status FN(reg_ortho)(sg_ctx *ctx, const sg_mat *A, sg_mat *loss, sg_ma
         T *C = ws + per * (size_t)omp_get_thread_num();
 #pragma omp for schedule(dynamic)
         for (int64_t b = 0; b < nb; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             const T *a = AT(A, b);
             GEMM(1, 0, n, n, m, 1, a, A->ld, a, A->ld, 0, C, n);
             double l = 0;
@@ -406,6 +408,7 @@ static sg_status FN(reg_eig)(sg_ctx *ctx, const char *op, const sg_mat *A, const
     sg_mat wm, vm;
     sg_progress_phase(ctx, 0, SG_DECOMP_SHARE);
     sg_status st = FN(eig_tmp)(ctx, A, gA != NULL, &Wt, &Vt, &wm, &vm);
+    if (st == SG_OK && sg_cancelled(ctx)) st = SG_ERR_CANCELLED; /* Wt, Vt are partly unset */
     if (st == SG_OK) st = FN(check_dom)(ctx, op, fn, &wm, gA != NULL);
     const int nt = gthreads(ctx, nb);
     const size_t per = 2 * (size_t)n * n + (size_t)n;
@@ -422,7 +425,7 @@ static sg_status FN(reg_eig)(sg_ctx *ctx, const char *op, const sg_mat *A, const
         T *X = ws ? ws + per * (size_t)omp_get_thread_num() : NULL, *Y = X ? X + n * n : NULL, *d = Y ? Y + n * n : NULL;
 #pragma omp for schedule(dynamic)
         for (int64_t b = 0; b < nb; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             const T *w = Wt + b * n;
             double l = 0;
             for (int64_t i = 0; i < n; i++) l += fn_val(fn, (double)w[i]);

@@ -162,7 +162,7 @@ static sg_status FN(eigh)(sg_ctx *ctx, const sg_mat *A, sg_mat *W, sg_mat *V)
         lapack_int *iwork = (lapack_int *)(ws + sg_al(sizeof(T) * ((size_t)n * n + n + (size_t)lwork)));
 #pragma omp for schedule(dynamic, p.chunk)
         for (int64_t b = 0; b < A->batch; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             FN(copy_in)(A, b, a);
             if (!ctx->check_finite && !FN(lower_finite)(a, n)) { /* as in svd_one: not attempted (what LAPACK reads) */
                 sg_rec_fail(&f, b, SG_ERR_NOCONV, "%s not attempted: matrix %lld has NaN/Inf entries (input check off)",
@@ -318,7 +318,7 @@ static sg_status FN(svd)(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_m
         FN(svdws) w = FN(svd_ws)(&pl, p.ws + (size_t)omp_get_thread_num() * p.per);
 #pragma omp for schedule(dynamic, p.chunk)
         for (int64_t b = 0; b < A->batch; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
             FN(vec_out)(w.s, S, b);
             if (!U) continue;
@@ -348,7 +348,7 @@ static sg_status FN(rank)(sg_ctx *ctx, const sg_mat *A, double atol, double rtol
         FN(svdws) w = FN(svd_ws)(&pl, p.ws + (size_t)omp_get_thread_num() * p.per);
 #pragma omp for schedule(dynamic, p.chunk)
         for (int64_t b = 0; b < A->batch; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
             rank[b] = FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
         }
@@ -373,7 +373,7 @@ static sg_status FN(nullspace)(sg_ctx *ctx, const sg_mat *A, double atol, double
         FN(svdws) w = FN(svd_ws)(&pl, p.ws + (size_t)omp_get_thread_num() * p.per);
 #pragma omp for schedule(dynamic, p.chunk)
         for (int64_t b = 0; b < A->batch; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
             int64_t n = pl.n, r = FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
             T *out = (T *)N->data + b * sg_stride_of(N);
@@ -417,7 +417,7 @@ static sg_status FN(project)(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_p
         int ldx = (int)X->ld, nn = (int)n, kk = (int)kx, ldvt = (int)pl.vtr;
 #pragma omp for schedule(dynamic, p.chunk)
         for (int64_t b = 0; b < A->batch; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
             int r = (int)FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
             const T *x = (const T *)X->data + b * sg_stride_of(X);
@@ -456,7 +456,7 @@ static sg_status FN(project_basis)(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X
         int nn = (int)n, qq = (int)q, kk = (int)kx, ldq = (int)Q->ld, ldx = (int)X->ld;
 #pragma omp for schedule(dynamic, p.chunk)
         for (int64_t b = 0; b < Q->batch; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             const T *qb = (const T *)Q->data + b * sg_stride_of(Q), *x = (const T *)X->data + b * sg_stride_of(X);
             /* t = Qᵀx (q×k), then y = ±Q t (+ x); y is a workspace copy, so Y may alias X */
             FN(gemm)(1, 0, qq, kk, nn, (T)1, qb, ldq, x, ldx, (T)0, t, qq);
@@ -493,7 +493,7 @@ static sg_status FN(lstsq)(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double
         int ldb = (int)B->ld, m = (int)pl.m, nn = (int)n, kk = (int)kb, ldvt = (int)pl.vtr;
 #pragma omp for schedule(dynamic, p.chunk)
         for (int64_t b = 0; b < A->batch; b++) {
-            sg_tick(&tk_);
+            if (sg_tick(&tk_)) continue;
             if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
             int r = (int)FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
             const T *bb = (const T *)B->data + b * sg_stride_of(B);

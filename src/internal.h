@@ -34,7 +34,7 @@ struct sg_ctx {
     sg_progress_fn prog_fn;
     void *prog_user;
     double prog_every, prog_lo, prog_hi, prog_last, prog_last_t;
-    int prog_mute;
+    int prog_mute, prog_stop; /* prog_stop: fn asked to stop (read by every batch thread) */
 };
 
 /* Each backend implements every op; arguments are already validated. */
@@ -95,6 +95,8 @@ sg_status sg_check_finite_host(sg_ctx *ctx, const sg_mat *m, const char *name);
 /* Progress (sg_set_progress), calling thread only. A backend reports fraction f of the current phase;
    an op made of several passes over the batch names each pass's share of the call first. */
 void sg_progress(sg_ctx *ctx, double f);
+/* The callback asked this call to stop: start no further matrix or chunk (the front-end reports it). */
+static inline int sg_cancelled(const sg_ctx *ctx) { return __atomic_load_n(&ctx->prog_stop, __ATOMIC_RELAXED); }
 static inline void sg_progress_phase(sg_ctx *ctx, double lo, double hi)
 {
     ctx->prog_lo = lo;

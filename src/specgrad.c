@@ -29,6 +29,7 @@ const char *sg_status_string(sg_status s)
     case SG_ERR_DOMAIN: return "input outside the function's domain, or a result beyond the dtype's range";
     case SG_ERR_IO: return "I/O error";
     case SG_ERR_FORMAT: return "malformed file";
+    case SG_ERR_CANCELLED: return "cancelled by the progress callback";
     }
     return "unknown status";
 }
@@ -198,14 +199,14 @@ static double now_s(void)
 
 void sg_progress(sg_ctx *ctx, double f)
 {
-    if (!ctx->prog_fn || ctx->prog_mute) return;
+    if (!ctx->prog_fn || ctx->prog_mute || ctx->prog_stop) return;
     double x = ctx->prog_lo + (ctx->prog_hi - ctx->prog_lo) * f;
     if (!(x > ctx->prog_last) || x >= 1) return; /* 1.0 is the front-end's, on success */
     double t = now_s();
     if (t - ctx->prog_last_t < ctx->prog_every) return;
     ctx->prog_last = x;
     ctx->prog_last_t = t;
-    ctx->prog_fn(x, ctx->prog_user);
+    if (ctx->prog_fn(x, ctx->prog_user)) __atomic_store_n(&ctx->prog_stop, 1, __ATOMIC_RELAXED);
 }
 
 /* ---- validation ------------------------------------------------------------------------------ */
@@ -417,7 +418,7 @@ static sg_status check_alias(sg_ctx *ctx, const char *op, const sg_arg *in, int 
         sg_prof prof_;                                                                                  \
         sg_prof_begin(&prof_, ctx, op, M);                                                              \
         prog_begin(ctx);                                                                                \
-        return prog_end(ctx, sg_prof_end(&prof_, call));                                                \
+        return prog_end(ctx, op, sg_prof_end(&prof_, call));                                                \
     } while (0)
 
 static void prog_begin(sg_ctx *ctx)
@@ -426,11 +427,16 @@ static void prog_begin(sg_ctx *ctx)
     ctx->prog_last = 0;
     ctx->prog_last_t = ctx->prog_fn ? now_s() : 0; /* the first report waits `every` too */
     ctx->prog_mute = 0;
+    ctx->prog_stop = 0;
 }
 
-static sg_status prog_end(sg_ctx *ctx, sg_status s)
+/* A stop request outranks whatever the backend returned: the skipped matrices were not computed. */
+static sg_status prog_end(sg_ctx *ctx, const char *op, sg_status s)
 {
-    if (s == SG_OK && ctx->prog_fn) ctx->prog_fn(1.0, ctx->prog_user);
+    if (ctx->prog_stop)
+        return sg_fail(ctx, SG_ERR_CANCELLED, -1, "%s: cancelled by the progress callback at %.0f%%", op,
+                       100 * ctx->prog_last);
+    if (s == SG_OK && ctx->prog_fn) (void)ctx->prog_fn(1.0, ctx->prog_user); /* too late to stop */
     return s;
 }
 

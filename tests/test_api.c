@@ -15,8 +15,8 @@ TestSuite(api, .init = setup, .fini = teardown);
 
 Test(api, status_strings_are_distinct)
 {
-    for (int a = SG_OK; a <= SG_ERR_FORMAT; a++)
-        for (int b = a + 1; b <= SG_ERR_FORMAT; b++)
+    for (int a = SG_OK; a <= SG_ERR_CANCELLED; a++)
+        for (int b = a + 1; b <= SG_ERR_CANCELLED; b++)
             cr_expect_str_neq(sg_status_string((sg_status)a), sg_status_string((sg_status)b));
     cr_expect_str_eq(sg_backend_name(sg_get_backend(ctx)), "cpu");
 }
@@ -277,6 +277,34 @@ Test(api, progress_reports_every_op)
         sg_set_progress(ctx, tu_prog_cb, 3600, &p);
         cr_expect_eq(op->call(&a), SG_OK, "%s: %s", op->name, sg_last_error(ctx));
         cr_expect(p.calls == 1 && p.ones == 1, "%s, every = 1 h: %d calls, %d of 1.0", op->name, p.calls, p.ones);
+        /* stop at the first report: on one thread matrix 0 is done and the rest never start */
+        for (int t = 0; t < 2; t++) {
+            sg_set_threads(ctx, threads[t]);
+            tu_op_fill_outputs(&a, 777);
+            tu_prog_start(&p);
+            p.stop_after = 1;
+            sg_set_progress(ctx, tu_prog_cb, 0, &p);
+            sg_status st = op->call(&a);
+            const char *bad = tu_prog_bad(&p, st == SG_OK);
+            cr_expect_null(bad, "%s, stopped: %s", op->name, bad);
+            if (threads[t] > 1 && p.steps == 0) { /* the other threads finished before thread 0 reported */
+                cr_expect_eq(st, SG_OK, "%s, no report: %s", op->name, sg_last_error(ctx));
+                continue;
+            }
+            cr_expect_eq(st, SG_ERR_CANCELLED, "%s, %d thread(s), stopped: %s (%s)", op->name, threads[t],
+                         sg_status_string(st), sg_last_error(ctx));
+            cr_expect(strstr(sg_last_error(ctx), "cancelled by the progress callback"), "%s", sg_last_error(ctx));
+            if (threads[t] > 1) continue;
+            cr_expect_eq(p.calls, 1, "%s: %d reports after the stop request", op->name, p.calls);
+            int touched = a.iv[B - 1] != 777;
+            for (int i = 0; i < a.nout; i++) {
+                const double *last = (const double *)a.out[i].data + (B - 1) * a.out[i].rows * a.out[i].cols;
+                for (int64_t e = 0; e < a.out[i].rows * a.out[i].cols; e++) touched |= last[e] != 777;
+            }
+            cr_expect(!touched, "%s: the last matrix was computed after the stop", op->name);
+        }
+        sg_set_progress(ctx, NULL, 0, NULL);
+        cr_expect_eq(op->call(&a), SG_OK, "%s after a stop: %s", op->name, sg_last_error(ctx));
         tu_op_free(&a);
     }
     /* an error after the loop ran: tied eigenvalues, EXACT mode (gA written, SG_ERR_DEGENERATE) */

@@ -1449,6 +1449,26 @@ Test(gpu_parity, progress_reports_every_op)
             cr_expect(memcmp(a.out[i].data, ref.out[i].data, sizeof(double) * (size_t)(B * a.out[i].rows * a.out[i].cols)) == 0,
                       "%s: output %d with progress differs", op->name, i);
         cr_expect(memcmp(a.iv, ref.iv, sizeof(int64_t) * B) == 0, "%s: int64 output with progress differs", op->name);
+        /* stop at the first report (a chunk has retired): no further chunk starts, those in flight finish */
+        tu_op_fill_outputs(&a, 777);
+        tu_prog_start(&p);
+        p.stop_after = 1;
+        st = op->call(&a);
+        cr_expect_eq(st, SG_ERR_CANCELLED, "%s, stopped: %s (%s)", op->name, sg_status_string(st), sg_last_error(gpu));
+        bad = tu_prog_bad(&p, 0);
+        cr_expect_null(bad, "%s, stopped: %s", op->name, bad);
+        cr_expect_eq(p.calls, 1, "%s: %d reports after the stop request", op->name, p.calls);
+        int touched = a.iv[B - 1] != 777;
+        for (int i = 0; i < a.nout; i++) {
+            const double *last = (const double *)a.out[i].data + (B - 1) * a.out[i].rows * a.out[i].cols;
+            for (int64_t e = 0; e < a.out[i].rows * a.out[i].cols; e++) touched |= last[e] != 777;
+        }
+        cr_expect(!touched, "%s: the last chunk ran after the stop", op->name);
+        tu_prog_start(&p);
+        cr_expect_eq(op->call(&a), SG_OK, "%s after a stop: %s", op->name, sg_last_error(gpu));
+        for (int i = 0; i < a.nout; i++)
+            cr_expect(memcmp(a.out[i].data, ref.out[i].data, sizeof(double) * (size_t)(B * a.out[i].rows * a.out[i].cols)) == 0,
+                      "%s: output %d after a stop differs", op->name, i);
 #ifdef SG_HAVE_CUDA
         op_to_device(&a, &d);
         cr_assert_eq(sg_set_memspace(gpu, SG_MEM_DEVICE), SG_OK);

@@ -489,8 +489,9 @@ class Context:
         """fn(fraction) during each call of this context (sg_set_progress): strictly increasing fractions
         below 1 at most every `every` seconds as matrices (CPU) or chunks (CUDA) finish, then 1.0 when the
         call succeeds; fn=None turns it off. fn runs on the calling thread and must not use this Context.
-        An exception fn raises (KeyboardInterrupt included) cannot stop the library: the call runs to its
-        end, fn is not called again during it, and the exception is raised when it returns."""
+        fn returning True stops the call (SpecgradError SG_ERR_CANCELLED; no result). An exception fn
+        raises stops it too and is raised in its place, so with a progress callback set, Ctrl-C stops a
+        long call at the next report (KeyboardInterrupt) instead of after it."""
         if fn is not None and not callable(fn):
             raise TypeError(f"specgrad: set_progress needs a callable or None, got {type(fn).__name__}")
         if fn is None:
@@ -498,11 +499,12 @@ class Context:
         else:
             def cb_py(fraction, _user):
                 if self._prog_error is not None:
-                    return
+                    return 1
                 try:
-                    fn(fraction)
+                    return 1 if fn(fraction) is True else 0
                 except BaseException as e:  # raised after the call (ctypes would print and drop it)
                     self._prog_error = e
+                    return 1
             cb = L.PROGRESS_CB(cb_py)
         self._set("set_progress", self._lib.sg_set_progress, cb, float(every), None)
         self._prog_cb = cb  # the C side keeps the pointer: keep the thunk alive

@@ -12,7 +12,7 @@ STATUS_NAMES = [
     "SG_OK", "SG_ERR_ARG", "SG_ERR_DTYPE", "SG_ERR_NONFINITE", "SG_ERR_NOCONV", "SG_ERR_LAPACK",
     "SG_ERR_ALLOC", "SG_ERR_NODEVICE", "SG_ERR_CUDA", "SG_ERR_CUSOLVER", "SG_ERR_CUBLAS",
     "SG_ERR_DEVICE_OOM", "SG_ERR_UNSUPPORTED", "SG_ERR_DEGENERATE", "SG_ERR_DOMAIN", "SG_ERR_IO",
-    "SG_ERR_FORMAT",
+    "SG_ERR_FORMAT", "SG_ERR_CANCELLED",
 ]
 SG_F32, SG_F64 = 0, 1
 BACKENDS = {"auto": 0, "cpu": 1, "cuda": 2}
@@ -37,7 +37,7 @@ class sg_mat(C.Structure):
 
 
 FN_CB = C.CFUNCTYPE(C.c_double, C.c_double, C.c_void_p)
-PROGRESS_CB = C.CFUNCTYPE(None, C.c_double, C.c_void_p)
+PROGRESS_CB = C.CFUNCTYPE(C.c_int, C.c_double, C.c_void_p)
 
 
 class sg_fn(C.Structure):

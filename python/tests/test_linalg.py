@@ -784,8 +784,9 @@ def test_tolerance_must_be_one_number():
 
 
 def test_progress_callback(rng):
-    """Context.set_progress: increasing fractions then 1.0 per call, on the calling thread; an exception in
-    the callback is raised when the call returns and the context stays usable; None turns it off."""
+    """Context.set_progress: increasing fractions then 1.0 per call, on the calling thread; True from the
+    callback stops the call (SG_ERR_CANCELLED), an exception stops it and is raised, the context stays
+    usable; None turns it off."""
     import threading
 
     A = sym_with_spectrum(rng, [1.0, 2.0, 3.0, 4.0, 5.0], (40,))
@@ -812,6 +813,11 @@ def test_progress_callback(rng):
         with pytest.raises(KeyError, match="stop"):
             ctx.eigh(A)
         assert len(calls) == 1  # not called again during that call
+        stops = []
+        ctx.set_progress(lambda f: stops.append(f) or True, every=0)  # True: stop the call
+        with pytest.raises(sg.SpecgradError) as e:
+            ctx.eigh(A)
+        assert e.value.status_name == "SG_ERR_CANCELLED" and "cancelled" in e.value.message and len(stops) == 1
         ctx.set_progress(None)
         w2, _ = ctx.eigh(A)
         assert np.array_equal(w, w2) and len(calls) == 1

@@ -152,7 +152,7 @@ static double mono_s(void)
 /* sg_set_progress callback: "specgrad eigh: 42%, 3.1 s, about 4 s left" on stderr, redrawn in place on a
    terminal. The ETA extrapolates from the call's first report, so reading and converting inputs does not
    count; elapsed time is since the start. */
-static void progress(double f, void *user)
+static int progress(double f, void *user)
 {
     cli_opts *o = user;
     cli_prog *p = &o->prog;
@@ -163,17 +163,18 @@ static void progress(double f, void *user)
         p->shown = 0;
         p->fref = -1;
         p->last = 0;
-        return;
+        return 0;
     }
     if (p->fref < 0 || f < p->last) p->fref = f, p->tref = t;
     p->last = f;
-    if (p->mode == 1 && t - p->t0 < 1) return;
+    if (p->mode == 1 && t - p->t0 < 1) return 0;
     char eta[64] = "";
     if (f > p->fref && t > p->tref)
         snprintf(eta, sizeof eta, ", about %.0f s left", (t - p->tref) / (f - p->fref) * (1 - f));
     fprintf(stderr, p->tty ? "\r\033[Kspecgrad %s: %.0f%%, %.1f s%s" : "specgrad %s: %.0f%%, %.1f s%s\n", o->op,
             100 * f, t - p->t0, eta);
     p->shown = 1;
+    return 0;
 }
 
 static int info(void)

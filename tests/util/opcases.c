@@ -120,7 +120,7 @@ void tu_prog_start(tu_prog *p)
     p->caller = (unsigned long)pthread_self();
 }
 
-void tu_prog_cb(double f, void *user)
+int tu_prog_cb(double f, void *user)
 {
     tu_prog *p = user;
     p->calls++;
@@ -134,6 +134,7 @@ void tu_prog_cb(double f, void *user)
         if (!(f > p->last)) p->not_increasing++;
     }
     p->last = f;
+    return p->stop_after > 0 && p->steps >= p->stop_after;
 }
 
 const char *tu_prog_bad(const tu_prog *p, int succeeded)

@@ -37,10 +37,11 @@ void tu_op_free(tu_op_args *a); /* inputs and outputs */
    (0, 1), then exactly one 1.0 as the last call iff the call succeeded, all on the starting thread. */
 typedef struct {
     int calls, steps, ones, after_one, not_increasing, out_of_range, off_thread;
+    int stop_after; /* > 0: ask the call to stop at this report (the callback's return value) */
     double last;
     unsigned long caller; /* pthread_self of the thread that called tu_prog_start */
 } tu_prog;
 void tu_prog_start(tu_prog *p);
-void tu_prog_cb(double fraction, void *user);
+int tu_prog_cb(double fraction, void *user);
 const char *tu_prog_bad(const tu_prog *p, int succeeded);
 #endif
