@@ -99,6 +99,19 @@ void tu_op_fill_outputs(tu_op_args *a, double v)
     for (int64_t i = 0; i < a->B; i++) a->iv[i] = (int64_t)v;
 }
 
+int tu_op_touched(const tu_op_args *a, int64_t b0, int64_t b1, double v)
+{
+    int t = 0;
+    for (int64_t b = b0; b < b1; b++) {
+        t |= a->iv[b] != (int64_t)v;
+        for (int i = 0; i < a->nout; i++) {
+            const int64_t sz = a->out[i].rows * a->out[i].cols;
+            for (int64_t e = 0; e < sz; e++) t |= dense(&a->out[i])[b * sz + e] != v;
+        }
+    }
+    return t;
+}
+
 void tu_op_free_outputs(tu_op_args *a)
 {
     for (int i = 0; i < a->nout; i++) tu_free_mat(&a->out[i]);

@@ -29,6 +29,8 @@ void tu_op_make(const tu_op *op, sg_ctx *ctx, int64_t B, tu_rng *r, tu_op_args *
 /* dst = src's inputs with outputs and iv of its own (777). */
 void tu_op_clone(const tu_op *op, const tu_op_args *src, tu_op_args *dst);
 void tu_op_fill_outputs(tu_op_args *a, double v);
+/* Whether any output (iv included) of matrices [b0, b1) differs from v. */
+int tu_op_touched(const tu_op_args *a, int64_t b0, int64_t b1, double v);
 void tu_op_free_outputs(tu_op_args *a);
 void tu_op_free(tu_op_args *a); /* inputs and outputs */
 
