@@ -269,6 +269,9 @@ typedef struct {
 SG_API sg_status sg_npy_read(const char *path, sg_array *out, char *err, size_t err_len);
 /* Parses an in-memory .npy image (used by the reader and the fuzzer). */
 SG_API sg_status sg_npy_parse(const void *buf, size_t len, sg_array *out, char *err, size_t err_len);
+/* Writes a C-order .npy 1.0 in the host's byte order. A regular file (or a new one) is written to a temporary file
+   beside it and renamed over it when complete, keeping its permission bits: on any failure (SG_ERR_IO) path
+   is as it was. A symlink, FIFO or device path is written in place. */
 SG_API sg_status sg_npy_write(const char *path, const sg_array *a, char *err, size_t err_len);
 SG_API void sg_array_free(sg_array *a);
 

@@ -5,10 +5,13 @@
 #include "specgrad.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define NPY_MAXDIM 8
 
@@ -464,11 +467,44 @@ sg_status sg_npy_write(const char *path, const sg_array *a, char *err, size_t el
     memset(head + pre + k, ' ', hlen - (size_t)k - 1);
     head[pre + hlen - 1] = '\n';
 
-    FILE *f = fopen(path, "wb");
-    if (!f) return fail(err, elen, SG_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    /* Into a new file beside path, renamed over it once complete: a failed or interrupted write (disk full,
+       a size limit, Ctrl-C) leaves path as it was, never a truncated .npy. A symlink, a device or a FIFO
+       (/dev/stdout) is written in place as before; rename would replace it. */
+    struct stat st;
+    const int exists = lstat(path, &st) == 0;
+    char *tmp = NULL;
+    int fd = -1;
+    if (exists ? S_ISREG(st.st_mode) : errno == ENOENT) {
+        size_t tl = strlen(path) + 48;
+        static unsigned seq;
+        if (!(tmp = malloc(tl))) return fail(err, elen, SG_ERR_ALLOC, "%s: out of memory", path);
+        snprintf(tmp, tl, "%s.%ld.%u.tmp", path, (long)getpid(), __atomic_fetch_add(&seq, 1, __ATOMIC_RELAXED));
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666); /* umask applies, as with fopen */
+        if (fd >= 0 && exists && fchmod(fd, st.st_mode & 07777) != 0) { /* keep the old file's mode */
+            close(fd);
+            unlink(tmp);
+            fd = -1;
+        }
+        if (fd < 0) { /* e.g. a writable file in a read-only directory: write it in place */
+            free(tmp);
+            tmp = NULL;
+        }
+    }
+    FILE *f = tmp ? fdopen(fd, "wb") : fopen(path, "wb");
+    if (!f) {
+        int e = errno;
+        if (tmp) close(fd), unlink(tmp), free(tmp);
+        return fail(err, elen, SG_ERR_IO, "%s: cannot create: %s", path, strerror(e));
+    }
     int ok = fwrite(head, 1, pre + hlen, f) == pre + hlen;
     if (ok && bytes) ok = fwrite(a->data, 1, (size_t)bytes, f) == (size_t)bytes;
-    if (fclose(f) != 0) ok = 0;
-    if (!ok) return fail(err, elen, SG_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    int e = errno;
+    if (fclose(f) != 0 && ok) ok = 0, e = errno;
+    if (ok && tmp && rename(tmp, path) != 0) ok = 0, e = errno;
+    const int beside = tmp != NULL;
+    if (beside && !ok) unlink(tmp);
+    free(tmp);
+    if (!ok)
+        return fail(err, elen, SG_ERR_IO, "%s: write failed: %s%s", path, strerror(e), beside ? " (path unchanged)" : "");
     return SG_OK;
 }

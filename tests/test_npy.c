@@ -514,3 +514,91 @@ Test(npy, read_checks_header_and_payload_sizes)
         cr_expect_null(a.data);
     }
 }
+
+/* A write that fails part-way (here RLIMIT_FSIZE; disk full or Ctrl-C in practice) leaves the old file whole
+   and no temporary beside it; the old writer truncated it first. */
+static int files_in(const char *d)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | wc -l", d);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p && fscanf(p, "%d", &n) != 1) n = -1;
+    if (p) pclose(p);
+    return n;
+}
+
+Test(npy, failed_write_leaves_the_old_file)
+{
+    char path[300], err[512];
+    snprintf(path, sizeof path, "%s/x.npy", tmpdir);
+    double small[3] = {1, 2, 3};
+    sg_array a = {.dtype = SG_F64, .ndim = 1, .shape = {3}, .data = small};
+    cr_assert_eq(sg_npy_write(path, &a, err, sizeof err), SG_OK, "%s", err);
+    enum { N = 4096 };
+    double *big = calloc(N, sizeof(double));
+    cr_assert_not_null(big);
+    sg_array b = {.dtype = SG_F64, .ndim = 1, .shape = {N}, .data = big};
+    signal(SIGXFSZ, SIG_IGN); /* the write then fails with EFBIG instead of killing the process */
+    struct rlimit old, lim;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 8192; /* header + half of big */
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    sg_status s = sg_npy_write(path, &b, err, sizeof err);
+    setrlimit(RLIMIT_FSIZE, &old);
+    free(big);
+    cr_assert_eq(s, SG_ERR_IO, "a write past RLIMIT_FSIZE must fail (got %d)", s);
+    cr_expect(strstr(err, path) && strstr(err, "unchanged"), "%s", err);
+    sg_array r;
+    cr_assert_eq(sg_npy_read(path, &r, err, sizeof err), SG_OK, "the old file was damaged: %s", err);
+    cr_expect_eq(r.shape[0], 3);
+    cr_expect(r.shape[0] == 3 && ((double *)r.data)[2] == 3);
+    sg_array_free(&r);
+    cr_expect_eq(files_in(tmpdir), 1, "a temporary file was left beside x.npy");
+}
+
+/* Replacing a file keeps its permission bits; a symlink is written through (the link stays); a FIFO (like
+   /dev/stdout or a device) is written in place, never renamed over. */
+Test(npy, write_keeps_mode_links_and_devices)
+{
+    char path[300], link[300], err[512];
+    snprintf(path, sizeof path, "%s/m.npy", tmpdir);
+    snprintf(link, sizeof link, "%s/l.npy", tmpdir);
+    double x[2] = {5, 6};
+    sg_array a = {.dtype = SG_F64, .ndim = 1, .shape = {2}, .data = x};
+    cr_assert_eq(sg_npy_write(path, &a, err, sizeof err), SG_OK, "%s", err);
+    cr_assert_eq(chmod(path, 0604), 0);
+    x[1] = 7;
+    cr_assert_eq(sg_npy_write(path, &a, err, sizeof err), SG_OK, "%s", err);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    cr_expect_eq(st.st_mode & 07777, 0604, "mode %o", (unsigned)(st.st_mode & 07777));
+    cr_assert_eq(symlink("m.npy", link), 0);
+    x[1] = 8;
+    cr_assert_eq(sg_npy_write(link, &a, err, sizeof err), SG_OK, "%s", err);
+    cr_assert_eq(lstat(link, &st), 0);
+    cr_expect(S_ISLNK(st.st_mode), "the symlink was replaced by a file");
+    sg_array r;
+    cr_assert_eq(sg_npy_read(path, &r, err, sizeof err), SG_OK, "%s", err);
+    cr_expect_eq(((double *)r.data)[1], 8, "not written through the link");
+    sg_array_free(&r);
+    char fifo[300];
+    snprintf(fifo, sizeof fifo, "%s/f.npy", tmpdir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    pid_t rd = fork();
+    cr_assert_neq(rd, -1);
+    if (rd == 0) { /* the reader a FIFO needs before a writer can open it */
+        FILE *f = fopen(fifo, "rb");
+        char buf[256];
+        while (f && fread(buf, 1, sizeof buf, f) > 0) {}
+        _exit(0);
+    }
+    sg_status s = sg_npy_write(fifo, &a, err, sizeof err);
+    kill(rd, SIGKILL);
+    waitpid(rd, NULL, 0);
+    cr_expect_eq(s, SG_OK, "%s", err);
+    cr_assert_eq(lstat(fifo, &st), 0);
+    cr_expect(S_ISFIFO(st.st_mode), "the FIFO was replaced by a file");
+    cr_expect_eq(files_in(tmpdir), 3);
+}
