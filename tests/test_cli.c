@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <libgen.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -900,4 +901,56 @@ Test(cli, single_first_operand_applies_to_a_batch)
     cr_expect_eq(run("project-basis Q.npy X.npy --backend cpu"), 1, "%s", out);
     cr_expect_not_null(strstr(out, "NaN"), "%s", out);
     cr_expect_not_null(strstr(out, "column c is column c % 2 of item c / 2"), "%s", out);
+}
+
+/* Ctrl-C (SIGINT) or SIGTERM during a long call: the call stops at its next progress report, the CLI says
+   where, writes no output and exits 128 + signal. The signal is sent once the first progress line shows the
+   call running; the whole run takes seconds on one thread, so it cannot end first. */
+Test(cli, signal_stops_the_call_and_writes_nothing, .timeout = 120)
+{
+    enum { B = 400, N = 192 }; /* about 1.4 s of eigh on one thread here */
+    double *A = malloc(sizeof(double) * B * N * N);
+    cr_assert_not_null(A);
+    tu_rng r = tu_seed(11);
+    tu_fill_normal(&r, A, (int64_t)B * N * N); /* the lower triangle is read: symmetric enough */
+    wr("A.npy", SG_F64, 3, (int64_t[]){B, N, N}, A);
+    free(A);
+    const int sigs[2] = {SIGINT, SIGTERM};
+    for (int k = 0; k < 2; k++) {
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        pid_t pid = fork();
+        cr_assert_neq(pid, -1);
+        if (pid == 0) {
+            dup2(fds[1], 1), dup2(fds[1], 2), close(fds[0]);
+            if (chdir(dir) != 0) _exit(126);
+            execl(cli, cli, "eigh", "A.npy", "--backend", "cpu", "--threads", "1", "--progress", (char *)NULL);
+            _exit(127);
+        }
+        close(fds[1]);
+        FILE *e = fdopen(fds[0], "r");
+        cr_assert_not_null(e);
+        char line[512];
+        size_t n = 0;
+        int sent = 0;
+        out[0] = 0;
+        while (fgets(line, sizeof line, e)) {
+            n += (size_t)snprintf(out + n, sizeof out - n, "%s", line);
+            if (!sent && strstr(line, "specgrad eigh: ") && strstr(line, "%,")) kill(pid, sigs[k]), sent = 1;
+        }
+        fclose(e);
+        int st;
+        waitpid(pid, &st, 0);
+        cr_assert(sent, "no progress line before the run ended:\n%s", out);
+        cr_assert(WIFEXITED(st), "killed by the signal instead of stopping:\n%s", out);
+        cr_expect_eq(WEXITSTATUS(st), 128 + sigs[k], "%s", out);
+        cr_expect_not_null(strstr(out, k ? "interrupted (SIGTERM) at " : "interrupted (SIGINT) at "), "%s", out);
+        cr_expect_not_null(strstr(out, "no output written"), "%s", out);
+        cr_expect_null(strstr(out, "done"), "%s", out);
+        char p[512];
+        path(p, "A_W.npy");
+        cr_expect_neq(access(p, F_OK), 0, "A_W.npy written after the interrupt:\n%s", out);
+        path(p, "A_V.npy");
+        cr_expect_neq(access(p, F_OK), 0, "A_V.npy written after the interrupt");
+    }
 }

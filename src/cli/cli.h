@@ -2,6 +2,7 @@
 #ifndef SG_CLI_H
 #define SG_CLI_H
 #include "specgrad.h"
+#include <signal.h>
 #include <stdio.h>
 
 #define CLI_MAXPOS 8
@@ -11,7 +12,13 @@
 typedef struct {
     int mode, tty, shown;
     double t0, tref, fref, last; /* fref, tref: first report of the current call (the ETA's base) */
+    double every, tprint;        /* seconds between printed lines; when the last one was printed */
 } cli_prog;
+
+/* SIGINT or SIGTERM received (main.c): the running library call stops at its next progress report
+   (SG_ERR_CANCELLED), no further output file is written, and the exit status is 128 + the signal. A second
+   one kills as usual. */
+extern volatile sig_atomic_t cli_signal;
 
 typedef struct {
     const char *op;
@@ -50,7 +57,7 @@ int cli_err(const cli_opts *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-/* Report a library failure: "specgrad: <op>: <last error> (matrix i)"; returns 1. */
+/* Report a library failure: "specgrad: <op>: <last error> (matrix i)", or where a signal stopped it; returns 1. */
 int cli_lib_err(const cli_opts *o, sg_status s);
 
 /* Read the named inputs (NULL or "-" entries are skipped) and resolve o->dt. Returns 0 or prints and 1. */

@@ -29,9 +29,13 @@ static int names_matrix(const char *msg, int64_t i)
     return 0;
 }
 
+static const char *signame(void) { return cli_signal == SIGINT ? "SIGINT" : cli_signal == SIGTERM ? "SIGTERM" : "a signal"; }
+
 int cli_lib_err(const cli_opts *o, sg_status s)
 {
     if (o->prog.shown && o->prog.tty) fputc('\n', stderr); /* end the progress line */
+    if (s == SG_ERR_CANCELLED && cli_signal) /* outputs are written after the last call: none yet */
+        return cli_err(o, "interrupted (%s) at %.0f%%; no output written", signame(), 100 * o->prog.last);
     const char *msg = o->ctx ? sg_last_error(o->ctx) : "";
     int64_t i = o->ctx ? sg_failed_index(o->ctx) : -1;
     if (!msg[0]) msg = sg_status_string(s);
@@ -198,6 +202,7 @@ int cli_save(const cli_opts *o, const char *name, int nout, const cli_mat *cm, c
 {
     char path[1100], err[600];
     if (out_path(o, name, nout, path, sizeof path)) return 1;
+    if (cli_signal) return cli_err(o, "interrupted (%s) before writing %s", signame(), path); /* files written are whole */
     const sg_mat *m = &cm->m;
     int tail = k == K_SCALAR ? 0 : k == K_VEC ? 1 : 2;
     sg_array a = {.dtype = m->dtype, .ndim = cm->nb + tail};

@@ -17,7 +17,7 @@ static void usage(FILE *f)
                "  specgrad info                    backends and CUDA devices\n",
             SG_VERSION_MAJOR, SG_VERSION_MINOR);
     cli_ops_list(f);
-    fprintf(f, "\n`specgrad <command> --help` describes a command. Exit status: 0 ok, 1 error, 2 usage error.\n");
+    fprintf(f, "\n`specgrad <command> --help` describes a command. Exit status: 0 ok, 1 error, 2 usage error, 130 interrupted (Ctrl-C).\n");
 }
 
 static int parse_num(const cli_opts *o, const char *opt, const char *v, double *out)
@@ -152,10 +152,15 @@ static double mono_s(void)
 /* sg_set_progress callback: "specgrad eigh: 42%, 3.1 s, about 4 s left" on stderr, redrawn in place on a
    terminal. The ETA extrapolates from the call's first report, so reading and converting inputs does not
    count; elapsed time is since the start. */
+volatile sig_atomic_t cli_signal;
+static void on_signal(int sig) { cli_signal = sig; }
+
 static int progress(double f, void *user)
 {
     cli_opts *o = user;
     cli_prog *p = &o->prog;
+    if (cli_signal) return 1; /* stop the call */
+    if (!p->mode) return 0;
     double t = mono_s();
     if (f >= 1) {
         if (p->shown || p->mode == 2)
@@ -167,7 +172,8 @@ static int progress(double f, void *user)
     }
     if (p->fref < 0 || f < p->last) p->fref = f, p->tref = t;
     p->last = f;
-    if (p->mode == 1 && t - p->t0 < 1) return 0;
+    if ((p->mode == 1 && t - p->t0 < 1) || t - p->tprint < p->every) return 0;
+    p->tprint = t;
     char eta[64] = "";
     if (f > p->fref && t > p->tref)
         snprintf(eta, sizeof eta, ", about %.0f s left", (t - p->tref) / (f - p->fref) * (1 - f));
@@ -239,12 +245,18 @@ int main(int argc, char **argv)
     if (o.threads) sg_set_threads(o.ctx, o.threads);
     o.prog.tty = isatty(STDERR_FILENO);
     o.prog.mode = o.progress ? 2 : o.prog.tty && !isdemo ? 1 : 0;
-    if (o.prog.mode) {
+    if (!isdemo) { /* the callback also carries Ctrl-C into the library, so it is set without --progress too */
+        struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESETHAND | SA_RESTART};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
         o.prog.t0 = mono_s();
         o.prog.fref = -1;
-        sg_set_progress(o.ctx, progress, o.prog.tty ? 0.2 : 2.0, &o);
+        o.prog.every = o.prog.tty ? 0.2 : 2.0;
+        sg_set_progress(o.ctx, progress, 0.1, &o); /* reports every 0.1 s: how soon a signal stops a call */
     }
     int rc = isdemo ? cli_demo(&o, argc, argv) : cli_run_op(&o);
     sg_destroy(o.ctx);
+    if (cli_signal && rc != 0) rc = 128 + cli_signal;
     return rc;
 }
