@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes as C
 import math
 import os
+import signal
 import sys
 import threading
 
@@ -303,6 +304,38 @@ class _Fn:
         return cb
 
 
+def _check_signals():
+    """Python's pending signal handlers, now; raises what they raise. A no-op off the main thread."""
+    C.pythonapi.PyErr_CheckSignals()
+
+
+class _Interruptible:
+    """Around one C call on the main thread: while Python's default SIGINT handler is installed, Ctrl-C only
+    sets `hit`, which the progress callback turns into stopping the call (then KeyboardInterrupt). The
+    default handler would raise KeyboardInterrupt at the callback's first line, before any try can catch it,
+    and ctypes drops exceptions that escape a callback: the Ctrl-C would be lost. A custom handler is left
+    in place (it runs after the call, as before)."""
+
+    def __init__(self):
+        self.hit, self.prev = False, None
+
+    def _handler(self, signum, frame):
+        self.hit = True
+
+    def __enter__(self):
+        self.hit, self.prev = False, None
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.prev = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            signal.signal(signal.SIGINT, self.prev)
+            self.prev = None
+        return False
+
+
 def _raise_callback_error(op, fn):
     """Re-raises the exception a Python callback of fn raised during the library call."""
     err, fn.error = fn.error, None
@@ -421,6 +454,8 @@ class Context:
         self._mem = L.SG_MEM_HOST
         self._check_finite = True
         self._prog_cb, self._prog_error = None, None
+        self._sigint = _Interruptible()
+        self.set_progress(None)  # Ctrl-C stops long calls
         self.backend = L.BACKEND_NAMES[self._lib.sg_get_backend(self._h)]
         if self.backend == "cuda":
             self.device = device
@@ -488,25 +523,29 @@ class Context:
     def set_progress(self, fn, every=0.5):
         """fn(fraction) during each call of this context (sg_set_progress): strictly increasing fractions
         below 1 at most every `every` seconds as matrices (CPU) or chunks (CUDA) finish, then 1.0 when the
-        call succeeds; fn=None turns it off. fn runs on the calling thread and must not use this Context.
+        call succeeds; fn=None: no reports. fn runs on the calling thread and must not use this Context.
         fn returning True stops the call (SpecgradError SG_ERR_CANCELLED; no result). An exception fn
-        raises stops it too and is raised in its place, so with a progress callback set, Ctrl-C stops a
-        long call at the next report (KeyboardInterrupt) instead of after it."""
+        raises stops it too and is raised in its place.
+        Ctrl-C stops a long call with or without fn: on the main thread, each report (with fn=None an
+        internal one every 0.25 s) runs Python's pending signal handlers, so KeyboardInterrupt is raised
+        at the next step of the batch instead of after the whole call."""
         if fn is not None and not callable(fn):
             raise TypeError(f"specgrad: set_progress needs a callable or None, got {type(fn).__name__}")
-        if fn is None:
-            cb = L.PROGRESS_CB()
-        else:
-            def cb_py(fraction, _user):
-                if self._prog_error is not None:
-                    return 1
-                try:
-                    return 1 if fn(fraction) is True else 0
-                except BaseException as e:  # raised after the call (ctypes would print and drop it)
-                    self._prog_error = e
-                    return 1
-            cb = L.PROGRESS_CB(cb_py)
-        self._set("set_progress", self._lib.sg_set_progress, cb, float(every), None)
+
+        def cb_py(fraction, _user):
+            if self._prog_error is not None:
+                return 1
+            try:
+                _check_signals()  # runs _Interruptible's SIGINT handler if Ctrl-C is pending
+                if self._sigint.hit:
+                    raise KeyboardInterrupt
+                return 1 if fn is not None and fn(fraction) is True else 0
+            except BaseException as e:  # raised after the call (ctypes would print and drop it)
+                self._prog_error = e
+                return 1
+
+        cb = L.PROGRESS_CB(cb_py)
+        self._set("set_progress", self._lib.sg_set_progress, cb, float(every) if fn is not None else 0.25, None)
         self._prog_cb = cb  # the C side keeps the pointer: keep the thunk alive
 
     @property
@@ -560,13 +599,16 @@ class Context:
                 self._check("set_stream", self._lib.sg_set_stream(self._h, C.c_void_p(ad.stream_ptr())))
                 import torch
 
-                with torch.cuda.device(ad.device):
+                with torch.cuda.device(ad.device), self._sigint:
                     st = cfn(self._h, *args)
             else:
-                st = cfn(self._h, *args)
+                with self._sigint:
+                    st = cfn(self._h, *args)
             err, self._prog_error = self._prog_error, None
             if err is not None:
                 raise err
+            if self._sigint.hit:  # after the last report: raised now, as Python would have
+                raise KeyboardInterrupt
             self._check(op, st, bshape, result)
 
     def _adapter(self, xs, op=None):
