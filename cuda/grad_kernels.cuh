@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(256) fused_backward(const FusedArgs<T> a)
         int bad = 0;
         T *Mp, *Other; /* after the middle step: M' and the free tile */
         if (KIND == FUSED_EIGH) {
-            T scale = T(0); /* max|λ| (MASK's relative tolerance) */
+            T scale = T(0); /* max|λ| (MASK's tolerance, LORENTZ's width) */
             for (int k = 0; k < n; k++) scale = fmax(scale, fabs(sW[k]));
             if (hasG) tile_mm<T, TM, true, false>(sV, sG, sT, n, P, Tn); /* sT = Vᵀ gV */
             __syncthreads();

@@ -204,7 +204,9 @@ typedef enum {
                              tolerance per pair, not a clustering: in a chain λ1 ≈ λ2 ≈ λ3 the close pairs are
                              masked one by one, and a pair of the chain farther apart than the tolerance keeps
                              1/E. Exact for losses invariant to rotations within each group of masked pairs */
-    SG_DEGEN_LORENTZ = 2, /* E/(E² + param), param <= 0: 1e-12 (f64) / 1e-6 (f32) */
+    SG_DEGEN_LORENTZ = 2, /* E/(E² + param·(max|λ|)²) (SVD: E in units of σmax², as for MASK): relative,
+                             so the bias does not depend on the units of A; param <= 0: 1e-12 (f64) /
+                             1e-6 (f32) */
     SG_DEGEN_TAYLOR = 3   /* positive spectra: 1/(λi−λj) ≈ (1/λi)Σ_{k<K}(λj/λi)^k for λi>λj,
                              K = (int)param, param <= 0: 9 */
 } sg_degen;

@@ -95,7 +95,7 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
             if (sg_tick(&tk_)) continue;
             const T *w = AT(W, b), *v = AT(V, b);
             if (gV) GEMM(1, 0, n, n, n, 1, v, V->ld, AT(gV, b), gV->ld, 0, M, n); /* M = VᵀgV */
-            T scale = 0; /* max|λ|: MASK's tolerance is relative (scale-invariant, like the SVD's) */
+            T scale = 0; /* max|λ|: MASK's tolerance and LORENTZ's width are relative (scale-invariant) */
             for (int64_t i = 0; i < n; i++) scale = fabs(w[i]) > scale ? (T)fabs(w[i]) : scale;
             int64_t ti = -1, tj = -1;
             for (int64_t j = 0; j < n; j++)

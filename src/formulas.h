@@ -31,8 +31,9 @@ SG_HD int sg_sv_counts(double s, double tol) { return !(s <= tol); }
 #define SG_DM_TAYLOR 3
 
 /* F_ij standing for 1/E_ij, E_ij = lj − li (i ≠ j), antisymmetric in (i,j) in every mode.
-   i_lt_j breaks exact ties for Taylor. scale = max|λ| for the mask's relative tolerance; an Inf λ
-   makes it Inf, and the mask then gives NaN rather than a tolerance that masks every pair (input check off).
+   i_lt_j breaks exact ties for Taylor. scale = max|λ|: the mask's tolerance and Lorentz's width are relative
+   to it, so every mode is scale-invariant (F(cλ) = F(λ)/c, as 1/E and Taylor are); an Inf λ makes it Inf,
+   and both then give NaN rather than masking or flattening every pair (input check off).
    param has been defaulted by the caller (sg_degen_param). NAME_e takes E already formed.
    NAME_sq (SVD backward) takes σi, σj and a scale sc (σmax) and stands for 1/((σj² − σi²)/sc²), with E
    formed as ((σj − σi)/sc)(σj/sc + σi/sc): the difference of the inputs is exact near a tie, where
@@ -44,7 +45,11 @@ SG_HD int sg_sv_counts(double s, double tol) { return !(s <= tol); }
         if (mode == SG_DM_MASK)                                                                         \
             return isinf((double)scale) ? scale - scale /* an Inf λ: NaN */                             \
                    : fabs((double)e) <= (double)(param * scale) ? (T)0 : (T)1 / e;                      \
-        if (mode == SG_DM_LORENTZ) return e / (e * e + param);                                          \
+        if (mode == SG_DM_LORENTZ) { /* E/(E² + param·scale²), in units of scale: no overflow of E² */  \
+            if (isinf((double)scale)) return scale - scale;                                             \
+            const T s = scale > (T)0 ? scale : (T)1, er = e / s;                                        \
+            return er / (er * er + param) / s;                                                          \
+        }                                                                                               \
         if (mode == SG_DM_TAYLOR) {                                                                     \
             int up = e > 0 || (e == 0 && i_lt_j); /* lj is the larger one */                            \
             T big = up ? lj : li, small = up ? li : lj, r = small / big, term = (T)1, acc = (T)0;       \

@@ -1164,8 +1164,43 @@ Test(grad, mask_tolerance_is_relative_to_the_spectrum)
     cr_expect(all_finite(gm, n * n), "MASK at an exact tie: finite");
 }
 
-/* ---- float32 against float64 ------------------------------------------------------------------ */
 static double rel(const double *a, const double *b, int len) { return tu_diff_norm(a, b, len) / tu_norm(b, len); }
+
+/* Every degeneracy mode is scale-invariant: gA(cλ, V, gW, c·gV) = gA(λ, V, gW, gV) (1/E, MASK's tolerance,
+   LORENTZ's width and TAYLOR's 1/λbig all scale with λ). Until 2026-12-02 LORENTZ's width was absolute
+   (E/(E² + param)): in f32 (param 1e-6) a covariance-like spectrum in [1e-3, 2e-3], gaps ~7e-5, got
+   F ≈ E/1e-6 instead of 1/E, a gA about 100 % off EXACT's; relative, its bias is param/(E/max|λ|)² ~ 1e-3. */
+Test(grad, every_degeneracy_mode_is_scale_invariant)
+{
+    tu_rng r = tu_seed(78);
+    const int n = 16;
+    double w[16], A[256], Q[256], W[16], V[256], gW[16], gV[256], Wc[16], gVc[256], g1[256], gc[256], gx[256];
+    for (int i = 0; i < n; i++) w[i] = 1e-3 * (1 + (double)i / (n - 1));
+    sym_from(&r, n, w, A, Q);
+    ref_eigh(n, A, W, V);
+    tu_fill_normal(&r, gW, n), tu_fill_normal(&r, gV, n * n);
+    for (int ti = 0; ti < 2; ti++) {
+        const sg_dtype t = ti ? SG_F32 : SG_F64;
+        const double tol = ti ? 2e-5 : 1e-12;
+        cr_assert_eq(eigh_bwd(t, 1, n, W, V, gW, gV, SG_DEGEN_EXACT, 0, gx), SG_OK);
+        for (sg_degen m = SG_DEGEN_EXACT; m <= SG_DEGEN_TAYLOR; m++) {
+            const double prm = m == SG_DEGEN_TAYLOR ? 400 : 0;
+            cr_assert_eq(eigh_bwd(t, 1, n, W, V, gW, gV, m, prm, g1), SG_OK, "%s", sg_last_error(ctx));
+            for (double c = 1e-3; c < 1e4; c *= 1e6) { /* c = 1e-3 and 1e3 */
+                for (int i = 0; i < n; i++) Wc[i] = W[i] * c;
+                for (int i = 0; i < n * n; i++) gVc[i] = gV[i] * c;
+                cr_assert_eq(eigh_bwd(t, 1, n, Wc, V, gW, gVc, m, prm, gc), SG_OK, "%s", sg_last_error(ctx));
+                cr_expect_lt(rel(gc, g1, n * n), tol, "%s mode %d: gA at λ·%g differs from gA at λ by %g",
+                             ti ? "f32" : "f64", (int)m, c, rel(gc, g1, n * n));
+            }
+            if (m == SG_DEGEN_LORENTZ) /* default width: a small bias, not a different gradient */
+                cr_expect_lt(rel(g1, gx, n * n), 1e-2, "%s LORENTZ vs EXACT at max|λ| = 2e-3: %g", ti ? "f32" : "f64",
+                             rel(g1, gx, n * n));
+        }
+    }
+}
+
+/* ---- float32 against float64 ------------------------------------------------------------------ */
 
 Test(grad, float32_matches_float64)
 {
@@ -1178,7 +1213,8 @@ Test(grad, float32_matches_float64)
     rand_eloss(&r, n, &p);
     eloss_grad(&p, V, gW, gV);
     for (sg_degen m = SG_DEGEN_EXACT; m <= SG_DEGEN_TAYLOR; m++) {
-        double prm = m == SG_DEGEN_TAYLOR ? 200 : 0;
+        /* one LORENTZ width for both: the defaults differ by dtype (1e-6 in f32 is a 4e-5 bias here) */
+        double prm = m == SG_DEGEN_TAYLOR ? 200 : m == SG_DEGEN_LORENTZ ? 1e-12 : 0;
         cr_assert_eq(eigh_bwd(SG_F64, 1, n, w, V, gW, gV, m, prm, g64), SG_OK);
         cr_assert_eq(eigh_bwd(SG_F32, 1, n, w, V, gW, gV, m, prm, g32), SG_OK, "%s", sg_last_error(ctx));
         cr_expect_lt(rel(g32, g64, n * n), 2e-5, "eigh_backward mode %d: %g", (int)m, rel(g32, g64, n * n));
