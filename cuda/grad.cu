@@ -629,7 +629,7 @@ sg_status sym_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_m
                            "(use SG_DEGEN_MASK for gauge-invariant losses, or LORENTZ)", bi);
         static const char *names[] = {"exact", "mask", "lorentz", "taylor"};
         return sg_fail(ctx, SG_ERR_DEGENERATE, b0 + first, "eigh_backward: non-finite gradient in matrix %lld (%s mode%s)",
-                       bi, names[(int)mode & 3], mode == SG_DEGEN_TAYLOR ? ": Taylor needs a positive spectrum" : "");
+                       bi, names[(int)mode & 3], mode == SG_DEGEN_TAYLOR ? ": Taylor is infinite at a tie at 0 or for |λ| near underflow" : "");
     };
     return chunked(ctx, args, 5, batch, scratch, body, &soft);
 }

@@ -207,8 +207,9 @@ typedef enum {
     SG_DEGEN_LORENTZ = 2, /* E/(E² + param·(max|λ|)²) (SVD: E in units of σmax², as for MASK): relative,
                              so the bias does not depend on the units of A; param <= 0: 1e-12 (f64) /
                              1e-6 (f32) */
-    SG_DEGEN_TAYLOR = 3   /* positive spectra: 1/(λi−λj) ≈ (1/λi)Σ_{k<K}(λj/λi)^k for λi>λj,
-                             K = (int)param, param <= 0: 9 */
+    SG_DEGEN_TAYLOR = 3   /* 1/(λi−λj) ≈ (1/λi)Σ_{k<K}(λj/λi)^k for |λi| > |λj| of one sign (made for
+                             positive spectra: covariances, Gram matrices; negative ones mirror them); a pair
+                             of opposite signs, never near a tie, gets 1/E. K = (int)param, param <= 0: 9 */
 } sg_degen;
 
 /* eigh backward (symmetric adjoint, PyTorch's convention):

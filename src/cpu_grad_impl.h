@@ -120,7 +120,7 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
             else if (ti >= 0 || !ok)
                 gfail_rec(&f, b, SG_ERR_DEGENERATE, "eigh_backward: non-finite gradient in matrix %lld (%s mode%s)",
                           (long long)b, mode_name(mode),
-                          mode == SG_DEGEN_TAYLOR ? ": Taylor needs a positive spectrum" : "");
+                          mode == SG_DEGEN_TAYLOR ? ": Taylor is infinite at a tie at 0 or for |λ| near underflow" : "");
         }
     }
     free(ws);

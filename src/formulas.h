@@ -50,8 +50,11 @@ SG_HD int sg_sv_counts(double s, double tol) { return !(s <= tol); }
             const T s = scale > (T)0 ? scale : (T)1, er = e / s;                                        \
             return er / (er * er + param) / s;                                                          \
         }                                                                                               \
-        if (mode == SG_DM_TAYLOR) {                                                                     \
-            int up = e > 0 || (e == 0 && i_lt_j); /* lj is the larger one */                            \
+        if (mode == SG_DM_TAYLOR) { /* series in λs/λb, λb the larger magnitude (the larger λ if > 0) */ \
+            if ((li < (T)0 && lj > (T)0) || (li > (T)0 && lj < (T)0))                                   \
+                return (T)1 / e; /* opposite signs: |E| >= max(|λi|, |λj|), never near a tie */         \
+            const T d = li > (T)0 || lj > (T)0 ? e : -e; /* sign of |λj| − |λi|, from the exact E */      \
+            int up = d > 0 || (d == 0 && i_lt_j);         /* lj is the larger in magnitude */           \
             T big = up ? lj : li, small = up ? li : lj, r = small / big, term = (T)1, acc = (T)0;       \
             for (int k = 0; k < (int)param; k++) { acc += term; term *= r; }                            \
             return (up ? (T)1 : (T)-1) * acc / big;                                                     \

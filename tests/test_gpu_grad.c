@@ -37,8 +37,8 @@ static double *dalloc(int64_t n)
     return p;
 }
 
-/* A batch of synthetic eigen-pairs: V orthogonal, W ascending in [1, 2+n] with gaps >= 0.5 (Taylor needs
-   positive spectra); tie_b >= 0 makes λ0 = λ1 exactly in that matrix. */
+/* A batch of synthetic eigen-pairs: V orthogonal, W ascending in [1, 2+n] with gaps >= 0.5 (positive: each
+   Taylor pair is a series); tie_b >= 0 makes λ0 = λ1 exactly in that matrix. */
 static void make_eig(tu_rng *r, int64_t batch, int64_t n, int64_t tie_b, double *W, double *V)
 {
     for (int64_t b = 0; b < batch; b++) {

@@ -222,6 +222,26 @@ Test(grad, eigh_taylor_positive_spectra)
     cr_expect_lt(e9, 1e-6, "default K: %g", e9);
 }
 
+/* TAYLOR on spectra that are not positive: a same-sign pair expands in the ratio of the smaller to the larger
+   magnitude (negative-definite spectra mirror positive ones), an opposite-sign pair, never near a tie, takes
+   1/E. Until 2026-12-02 the series ran in (smaller value)/(larger value): for λ = −8, −4 the ratio was 2 and
+   the sum grew like 2^K, for −1, 2 it was −1/2 (slow, and wrong at −1, 1), and a non-positive pair divided
+   by 0 or a negative "big". */
+Test(grad, eigh_taylor_indefinite_and_negative_spectra)
+{
+    tu_rng r = tu_seed(14);
+    int n = 5;
+    double A[NN], Q[NN];
+    const double spectra[3][5] = {{-8, -4, -1, 2, 16}, {-16, -8, -4, -2, -1}, {-3, -1e-3, 0, 1, 4}};
+    eloss p;
+    rand_eloss(&r, n, &p);
+    for (int k = 0; k < 3; k++) {
+        sym_from(&r, n, spectra[k], A, Q);
+        double e = eigh_check(&p, A, SG_DEGEN_TAYLOR, 60, 1e-6, &r, 1, 1); /* same-sign ratios <= 1/2 (or 0) */
+        cr_expect_lt(e, 1e-6, "spectrum %d, K=60: rel err %g", k, e);
+    }
+}
+
 Test(grad, eigh_near_degenerate_gap_1e4_exact)
 {
     tu_rng r = tu_seed(13);

@@ -1078,7 +1078,7 @@ class Context:
         """Gradient w.r.t. symmetric A of a loss of (w, V) = eigh(A), given gw = dL/dw and gV = dL/dV
         (None = zero). gA = V (diag(gw) + skew(VᵀgV) ⊘ E) Vᵀ, E_ij = λj − λi. mode: 'exact' (ties → inf/NaN,
         raises DegenerateError with .result), 'mask' (default: zero inside tied clusters, exact for
-        losses invariant to rotations within a cluster), 'lorentz' E/(E²+param·max|λ|²), 'taylor' (positive spectra).
+        losses invariant to rotations within a cluster), 'lorentz' E/(E²+param·max|λ|²), 'taylor' (series in same-sign λ ratios, K = param; for SPD).
         Zero-copy for a column-major V (torch eigh's); numpy eigh's C-contiguous V and a C-contiguous gV
         are copied (n² passes)."""
         mcode = _mode(mode)
