@@ -309,23 +309,40 @@ def _check_signals():
     C.pythonapi.PyErr_CheckSignals()
 
 
+_MAIN_THREAD = threading.main_thread().ident
+_SIGINT_MIN_WORK = 2e6  # ~ms of work: below it the two sigaction calls (7 µs) are not worth it
+
+
 class _Interruptible:
     """Around one C call on the main thread: while Python's default SIGINT handler is installed, Ctrl-C only
     sets `hit`, which the progress callback turns into stopping the call (then KeyboardInterrupt). The
     default handler would raise KeyboardInterrupt at the callback's first line, before any try can catch it,
     and ctypes drops exceptions that escape a callback: the Ctrl-C would be lost. A custom handler is left
-    in place (it runs after the call, as before)."""
+    in place (it runs after the call, as before), and so is the default one for short calls (`arm`)."""
 
     def __init__(self):
-        self.hit, self.prev = False, None
+        self.hit, self.prev, self.work = False, None, 0
 
     def _handler(self, signum, frame):
         self.hit = True
 
+    def arm(self, args):
+        """Rough size of the coming call: batch·rows·cols·min(rows, cols) of its largest matrix argument."""
+        w = 0
+        for a in args:
+            m = getattr(a, "_obj", None)  # C.byref(sg_mat)
+            if isinstance(m, L.sg_mat):
+                w = max(w, m.batch * m.rows * m.cols * min(m.rows, m.cols))
+        self.work = w
+        return self
+
     def __enter__(self):
         self.hit, self.prev = False, None
-        main = threading.current_thread() is threading.main_thread()
-        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        if (
+            self.work >= _SIGINT_MIN_WORK
+            and threading.get_ident() == _MAIN_THREAD
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
             self.prev = signal.signal(signal.SIGINT, self._handler)
         return self
 
@@ -599,10 +616,10 @@ class Context:
                 self._check("set_stream", self._lib.sg_set_stream(self._h, C.c_void_p(ad.stream_ptr())))
                 import torch
 
-                with torch.cuda.device(ad.device), self._sigint:
+                with torch.cuda.device(ad.device), self._sigint.arm(args):
                     st = cfn(self._h, *args)
             else:
-                with self._sigint:
+                with self._sigint.arm(args):
                     st = cfn(self._h, *args)
             err, self._prog_error = self._prog_error, None
             if err is not None:

@@ -854,5 +854,6 @@ def test_ctrl_c_stops_a_long_call():
             finally:
                 t.cancel()
             assert "cancelled" in ctx.last_error, ctx.last_error
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back after the call
         w = ctx.eigvalsh(A[:2])  # usable afterwards
         np.testing.assert_allclose(w, np.linalg.eigvalsh(A[:2]), atol=1e-10)
