@@ -22,9 +22,15 @@ typedef struct {
     int warmup, max_reps, quick, threads, roofline;
     double host_mem_gb;
     double cache_bytes; /* < 0: the library's default */
-    int no_check_finite;
+    int no_check_finite, progress;
     const char *json, *csv;
 } options;
+
+static int no_report(double fraction, void *user)
+{
+    (void)fraction, (void)user;
+    return 0;
+}
 
 static void usage(FILE *f)
 {
@@ -47,6 +53,8 @@ static void usage(FILE *f)
             "  --cache-bytes B    sg_set_cache_bytes for the GPU contexts (default: the library's, 1 GiB;\n"
             "                     0 maps and unmaps device scratch on every call: an A/B of the cache)\n"
             "  --no-check-finite  sg_set_check_finite(0) on the GPU contexts: what the NaN/Inf input scan costs\n"
+            "  --progress         a no-op sg_set_progress callback (every 0.25 s, as the Python binding sets) on\n"
+            "                     every context: what progress reporting costs (A/B against a run without)\n"
             "  --json FILE        write all rows as JSON (schema specgrad-bench/1)\n"
             "  --csv FILE         write all rows as CSV\n"
             "  --help\n"
@@ -86,6 +94,7 @@ static int parse_args(int argc, char **argv, options *o)
         else if (!strcmp(a, "--quick")) o->quick = 1;
         else if (!strcmp(a, "--no-roofline")) o->roofline = 0;
         else if (!strcmp(a, "--no-check-finite")) o->no_check_finite = 1;
+        else if (!strcmp(a, "--progress")) o->progress = 1;
         else if (!strcmp(a, "--ops")) {
             NEEDV();
             o->nops = 0; set_ops = 1;
@@ -569,6 +578,7 @@ int main(int argc, char **argv)
     else { memset(&dev, 0, sizeof dev); snprintf(dev.why, sizeof dev.why, "GPU variants not requested"); }
     if (sg_create(&E.cpu, SG_BACKEND_CPU) != SG_OK) { fprintf(stderr, "cannot create the CPU context\n"); return 1; }
     sg_set_threads(E.cpu, o.threads);
+    if (o.progress) sg_set_progress(E.cpu, no_report, 0.25, NULL);
     if (dev.present) {
         E.stream = gpu_stream_create();
         char why[256];
@@ -592,6 +602,7 @@ int main(int argc, char **argv)
             if (!c) continue;
             if (o.cache_bytes >= 0) sg_set_cache_bytes(c, (size_t)o.cache_bytes);
             if (o.no_check_finite) sg_set_check_finite(c, 0);
+            if (o.progress) sg_set_progress(c, no_report, 0.25, NULL);
         }
         E.timer = gpu_timer_create(E.stream, dev.l2_bytes, why, sizeof why);
         if (!E.timer || !E.stream) {

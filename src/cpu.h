@@ -6,13 +6,16 @@
 #include <limits.h>
 #include <omp.h>
 
-/* Progress over one parallel batch loop (sg_set_progress): sg_tick first in the loop body counts matrices
-   begun; the calling thread (OpenMP's thread 0 of the loop's team) reports those begun before as done
-   (exact on one thread; ahead by the matrices in flight on several). Once the callback asks to stop, every
-   thread skips its remaining matrices. A no-op without a callback. */
+/* Progress over one parallel batch loop (sg_set_progress): sg_tick first in the loop body. Only the calling
+   thread (OpenMP's thread 0 of the loop's team) counts and reports: its own matrices begun before, times the
+   team size, estimate the batch's (exact on one thread). No shared counter: the other threads would contend
+   on it once per matrix, which costs more than a 3×3 eigh on many cores, and the Python binding sets a
+   callback for every context. Large batches time-check every 16th matrix. Once the callback asks to stop,
+   every thread skips its remaining matrices. A no-op without a callback. */
 typedef struct {
     sg_ctx *ctx;
-    int64_t n, begun;
+    int64_t n;
+    _Alignas(64) int64_t begun0; /* thread 0's, on its own cache line: the others read ctx and n */
 } sg_ticker;
 #define SG_TICK_INIT(ctx_, n_) {(ctx_), (n_), 0}
 /* Share of the call given to the decomposition when an op makes a second pass over the batch with it */
@@ -20,8 +23,13 @@ typedef struct {
 static inline int sg_tick(sg_ticker *t) /* 1: the call was cancelled, skip this matrix */
 {
     if (!t->ctx->prog_fn) return 0;
-    int64_t before = __atomic_fetch_add(&t->begun, 1, __ATOMIC_RELAXED);
-    if (omp_get_thread_num() == 0) sg_progress(t->ctx, (double)before / (double)t->n);
+    if (omp_get_thread_num() == 0) {
+        const int64_t k = t->begun0++;
+        if (t->n <= 4096 || (k & 15) == 0) {
+            const double f = (double)k * omp_get_num_threads() / (double)t->n;
+            sg_progress(t->ctx, f < 1 ? f : 1);
+        }
+    }
     return sg_cancelled(t->ctx);
 }
 
