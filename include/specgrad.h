@@ -146,8 +146,9 @@ SG_API sg_status sg_set_cache_bytes(sg_ctx *ctx, size_t bytes);
 SG_API sg_status sg_cache_held(sg_ctx *ctx, size_t *bytes);
 
 /* Progress of long calls (a CLI bar, a log line). fn(fraction, user) runs on the calling thread, inside a
-   call of this context, with strictly increasing fractions below 1 as matrices finish (CPU) or chunks do
-   (CUDA; with device memory only per chunk that the call waits for, so often none), at most once per
+   call of this context, with strictly increasing fractions below 1 as matrices finish (CPU: with several
+   threads estimated from the calling thread's share; in batches over 4096 at every 16th matrix) or chunks
+   do (CUDA; with device memory only per chunk that the call waits for, so often none), at most once per
    `every` seconds (0: at every step), and once with exactly 1.0 when the call succeeds (never after an
    error). fn returning nonzero (below 1) stops the call: no further matrix (CPU) or chunk (CUDA) is
    started, the ones under way finish, and the call returns SG_ERR_CANCELLED; outputs of the finished
