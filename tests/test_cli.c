@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -953,4 +954,55 @@ Test(cli, signal_stops_the_call_and_writes_nothing, .timeout = 120)
         path(p, "A_V.npy");
         cr_expect_neq(access(p, F_OK), 0, "A_V.npy written after the interrupt");
     }
+}
+
+/* A signal while an input is still being read (a large file, or here a FIFO fed in two halves) stops before
+   the computation: the message says so and nothing is written. The FIFO's writer opens only once the CLI
+   reads it, so the handler is in place when the signal comes. */
+Test(cli, signal_while_reading_stops_before_computing, .timeout = 60)
+{
+    enum { B = 4, N = 8 };
+    double A[B * N * N];
+    tu_rng r = tu_seed(12);
+    tu_fill_normal(&r, A, B * N * N);
+    wr("img.npy", SG_F64, 3, (int64_t[]){B, N, N}, A);
+    char img[512], fifo[512];
+    path(img, "img.npy");
+    path(fifo, "A.npy");
+    FILE *f = fopen(img, "rb");
+    cr_assert_not_null(f);
+    static unsigned char buf[B * N * N * 8 + 256];
+    size_t len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fds[1], 1), dup2(fds[1], 2), close(fds[0]);
+        if (chdir(dir) != 0) _exit(126);
+        execl(cli, cli, "eigh", "A.npy", "--backend", "cpu", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *w = fopen(fifo, "wb"); /* blocks until the CLI opens it */
+    cr_assert_not_null(w);
+    cr_assert_eq(fwrite(buf, 1, len / 2, w), len / 2);
+    fflush(w);
+    kill(pid, SIGINT); /* pending while the CLI waits for the rest: its handler runs before the read ends */
+    cr_assert_eq(fwrite(buf + len / 2, 1, len - len / 2, w), len - len / 2);
+    fclose(w);
+    FILE *e = fdopen(fds[0], "r");
+    size_t n = fread(out, 1, sizeof out - 1, e);
+    out[n] = 0;
+    fclose(e);
+    int st;
+    waitpid(pid, &st, 0);
+    cr_assert(WIFEXITED(st), "killed by the signal:\n%s", out);
+    cr_expect_eq(WEXITSTATUS(st), 130, "%s", out);
+    cr_expect_not_null(strstr(out, "interrupted (SIGINT) while reading the inputs; no output written"), "%s", out);
+    char p[512];
+    path(p, "A_W.npy");
+    cr_expect_neq(access(p, F_OK), 0, "A_W.npy written:\n%s", out);
 }

@@ -53,8 +53,9 @@ int cli_read(cli_opts *o, int n, const char *const *paths, sg_array *arrs)
         if (!paths[i] || !strcmp(paths[i], "-")) continue;
         char err[600];
         sg_status s = sg_npy_read(paths[i], &arrs[i], err, sizeof err);
-        if (s != SG_OK) {
-            for (int j = 0; j < i; j++) sg_array_free(&arrs[j]);
+        if (s != SG_OK || cli_signal) { /* a large input can take seconds: stop before computing */
+            for (int j = 0; j < i + (s == SG_OK); j++) sg_array_free(&arrs[j]);
+            if (s == SG_OK) return cli_err(o, "interrupted (%s) while reading the inputs; no output written", signame());
             return cli_err(o, "%s", err);
         }
         any = 1;
