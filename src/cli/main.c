@@ -246,10 +246,11 @@ int main(int argc, char **argv)
     o.prog.tty = isatty(STDERR_FILENO);
     o.prog.mode = o.progress ? 2 : o.prog.tty && !isdemo ? 1 : 0;
     if (!isdemo) { /* the callback also carries Ctrl-C into the library, so it is set without --progress too */
-        struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESETHAND | SA_RESTART};
+        struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESETHAND | SA_RESTART}, old;
         sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
+        const int sigs[2] = {SIGINT, SIGTERM};
+        for (int k = 0; k < 2; k++) /* one ignored at startup (a background job's SIGINT) stays ignored */
+            if (sigaction(sigs[k], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[k], &sa, NULL);
         o.prog.t0 = mono_s();
         o.prog.fref = -1;
         o.prog.every = o.prog.tty ? 0.2 : 2.0;
