@@ -946,7 +946,9 @@ Test(cli, signal_stops_the_call_and_writes_nothing, .timeout = 120)
         cr_assert(sent, "no progress line before the run ended:\n%s", out);
         cr_assert(WIFEXITED(st), "killed by the signal instead of stopping:\n%s", out);
         cr_expect_eq(WEXITSTATUS(st), 128 + sigs[k], "%s", out);
-        cr_expect_not_null(strstr(out, k ? "interrupted (SIGTERM) at " : "interrupted (SIGINT) at "), "%s", out);
+        const char *m = strstr(out, k ? "interrupted (SIGTERM) at " : "interrupted (SIGINT) at ");
+        cr_expect_not_null(m, "%s", out);
+        cr_expect(m && strncmp(strstr(m, " at ") + 4, "0%", 2) != 0, "stopped at 0%% after a progress line:\n%s", out);
         cr_expect_not_null(strstr(out, "no output written"), "%s", out);
         cr_expect_null(strstr(out, "done"), "%s", out);
         char p[512];

@@ -13,6 +13,7 @@ typedef struct {
     int mode, tty, shown;
     double t0, tref, fref, last; /* fref, tref: first report of the current call (the ETA's base) */
     double every, tprint;        /* seconds between printed lines; when the last one was printed */
+    double frac;                 /* the library's last fraction (even when nothing is printed) */
 } cli_prog;
 
 /* SIGINT or SIGTERM received (main.c): the running library call stops at its next progress report

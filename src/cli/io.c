@@ -35,7 +35,7 @@ int cli_lib_err(const cli_opts *o, sg_status s)
 {
     if (o->prog.shown && o->prog.tty) fputc('\n', stderr); /* end the progress line */
     if (s == SG_ERR_CANCELLED && cli_signal) /* outputs are written after the last call: none yet */
-        return cli_err(o, "interrupted (%s) at %.0f%%; no output written", signame(), 100 * o->prog.last);
+        return cli_err(o, "interrupted (%s) at %.0f%%; no output written", signame(), 100 * o->prog.frac);
     const char *msg = o->ctx ? sg_last_error(o->ctx) : "";
     int64_t i = o->ctx ? sg_failed_index(o->ctx) : -1;
     if (!msg[0]) msg = sg_status_string(s);

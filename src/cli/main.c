@@ -149,17 +149,18 @@ static double mono_s(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* sg_set_progress callback: "specgrad eigh: 42%, 3.1 s, about 4 s left" on stderr, redrawn in place on a
-   terminal. The ETA extrapolates from the call's first report, so reading and converting inputs does not
-   count; elapsed time is since the start. */
 volatile sig_atomic_t cli_signal;
 static void on_signal(int sig) { cli_signal = sig; }
 
+/* sg_set_progress callback: "specgrad eigh: 42%, 3.1 s, about 4 s left" on stderr, redrawn in place on a
+   terminal. The ETA extrapolates from the call's first report, so reading and converting inputs does not
+   count; elapsed time is since the start. After SIGINT/SIGTERM it stops the call. */
 static int progress(double f, void *user)
 {
     cli_opts *o = user;
     cli_prog *p = &o->prog;
-    if (cli_signal) return 1; /* stop the call */
+    if (f < 1) p->frac = f; /* where a signal stopped it */
+    if (cli_signal) return 1;
     if (!p->mode) return 0;
     double t = mono_s();
     if (f >= 1) {
