@@ -3,7 +3,10 @@
    (exit status and message). The CLI is found next to this test executable, or via $SPECGRAD_CLI. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
+#include <poll.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1009,4 +1012,57 @@ Test(cli, signal_while_reading_stops_before_computing, .timeout = 60)
     char p[512];
     path(p, "A_W.npy");
     cr_expect_neq(access(p, F_OK), 0, "A_W.npy written:\n%s", out);
+}
+
+/* A signal that comes while the outputs are being written lets the CLI finish the set (W and V of one run
+   together; stopping between them would leave a fresh W beside an old V). W goes to a FIFO larger than the
+   pipe's buffer, so the CLI is blocked writing W when the signal comes; V must be written after it. */
+Test(cli, signal_during_the_outputs_finishes_the_set, .timeout = 60)
+{
+    enum { B = 20000, N = 2 }; /* W: 320 KB of payload */
+    double *A = malloc(sizeof(double) * B * N * N);
+    cr_assert_not_null(A);
+    for (int b = 0; b < B; b++) A[b * 4] = 1, A[b * 4 + 1] = A[b * 4 + 2] = 0.5, A[b * 4 + 3] = 2;
+    wr("A.npy", SG_F64, 3, (int64_t[]){B, N, N}, A);
+    free(A);
+    char fifo[512], vpath[512];
+    path(fifo, "A_W.npy");
+    path(vpath, "A_V.npy");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    int rd = open(fifo, O_RDONLY | O_NONBLOCK); /* a reader exists: the CLI's open does not wait */
+    cr_assert_geq(rd, 0);
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fds[1], 1), dup2(fds[1], 2), close(fds[0]), close(rd);
+        signal(SIGINT, SIG_DFL);
+        if (chdir(dir) != 0) _exit(126);
+        execl(cli, cli, "eigh", "A.npy", "--backend", "cpu", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    struct pollfd pf = {.fd = rd, .events = POLLIN};
+    cr_assert_eq(poll(&pf, 1, 30000), 1, "the CLI never wrote W"); /* it has begun W */
+    kill(pid, SIGINT);
+    fcntl(rd, F_SETFL, 0);
+    static char sink[1 << 16];
+    size_t got = 0;
+    for (ssize_t k; (k = read(rd, sink, sizeof sink)) != 0;) {
+        if (k < 0 && errno == EINTR) continue;
+        cr_assert_gt(k, 0, "reading the FIFO: %s", strerror(errno));
+        got += (size_t)k;
+    }
+    close(rd);
+    FILE *e = fdopen(fds[0], "r");
+    size_t n = fread(out, 1, sizeof out - 1, e);
+    out[n] = 0;
+    fclose(e);
+    int st;
+    waitpid(pid, &st, 0);
+    cr_assert(WIFEXITED(st), "killed by the signal:\n%s", out);
+    cr_expect_eq(WEXITSTATUS(st), 0, "%s", out);
+    cr_expect_eq(got, (size_t)(128 + B * N * 8), "W through the FIFO: %zu bytes", got);
+    cr_expect_eq(access(vpath, F_OK), 0, "V not written after W:\n%s", out);
 }

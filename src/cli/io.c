@@ -203,7 +203,11 @@ int cli_save(const cli_opts *o, const char *name, int nout, const cli_mat *cm, c
 {
     char path[1100], err[600];
     if (out_path(o, name, nout, path, sizeof path)) return 1;
-    if (cli_signal) return cli_err(o, "interrupted (%s) before writing %s", signame(), path); /* files written are whole */
+    /* Once the first output is being written the set is finished, so that a fresh W never sits beside a V
+       of an earlier run; before it, a signal stops the run here. (A second Ctrl-C kills at once.) */
+    static int writing;
+    if (cli_signal && !writing) return cli_err(o, "interrupted (%s) before writing %s", signame(), path);
+    writing = 1;
     const sg_mat *m = &cm->m;
     int tail = k == K_SCALAR ? 0 : k == K_VEC ? 1 : 2;
     sg_array a = {.dtype = m->dtype, .ndim = cm->nb + tail};
