@@ -911,6 +911,41 @@ Test(cli, single_first_operand_applies_to_a_batch)
    not .timeout: Criterion's runner leaks 48 bytes when two tests with .timeout run at once (-j2), which
    LeakSanitizer reports in CI's sanitizer stage. */
 
+/* Starts `specgrad <argv...>` in the temp dir, stdout and stderr into a pipe returned as *outp, SIGINT and
+   SIGTERM at their defaults as from a terminal (CI may run us with SIGINT ignored), and no other inherited
+   fd (Criterion's IPC, the test's own). */
+static pid_t spawn(FILE **outp, const char *const *argv)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fds[1], 1), dup2(fds[1], 2), closefrom(3);
+        signal(SIGINT, SIG_DFL), signal(SIGTERM, SIG_DFL);
+        if (chdir(dir) != 0) _exit(126);
+        char *args[16] = {cli};
+        for (int i = 0; argv[i] && i < 14; i++) args[i + 1] = (char *)argv[i];
+        execv(cli, args);
+        _exit(127);
+    }
+    close(fds[1]);
+    *outp = fdopen(fds[0], "r");
+    cr_assert_not_null(*outp);
+    return pid;
+}
+
+/* The rest of the spawned CLI's output into out from offset n, then its exit; returns the wait status. */
+static int reap(pid_t pid, FILE *e, size_t n)
+{
+    n += fread(out + n, 1, sizeof out - 1 - n, e);
+    out[n] = 0;
+    fclose(e);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    return st;
+}
+
 /* Ctrl-C (SIGINT) or SIGTERM during a long call: the call stops at its next progress report, the CLI says
    where, writes no output and exits 128 + signal. The signal is sent once the first progress line shows the
    call running; the whole run takes seconds on one thread, so it cannot end first. */
@@ -926,20 +961,8 @@ Test(cli, signal_stops_the_call_and_writes_nothing)
     free(A);
     const int sigs[2] = {SIGINT, SIGTERM};
     for (int k = 0; k < 2; k++) {
-        int fds[2];
-        cr_assert_eq(pipe(fds), 0);
-        pid_t pid = fork();
-        cr_assert_neq(pid, -1);
-        if (pid == 0) {
-            dup2(fds[1], 1), dup2(fds[1], 2), closefrom(3); /* no Criterion IPC or test fds into the CLI */
-            signal(SIGINT, SIG_DFL), signal(SIGTERM, SIG_DFL); /* as from a terminal (CI may run us with SIGINT ignored) */
-            if (chdir(dir) != 0) _exit(126);
-            execl(cli, cli, "eigh", "A.npy", "--backend", "cpu", "--threads", "1", "--progress", (char *)NULL);
-            _exit(127);
-        }
-        close(fds[1]);
-        FILE *e = fdopen(fds[0], "r");
-        cr_assert_not_null(e);
+        FILE *e;
+        pid_t pid = spawn(&e, (const char *[]){"eigh", "A.npy", "--backend", "cpu", "--threads", "1", "--progress", NULL});
         char line[512];
         size_t n = 0;
         int sent = 0;
@@ -948,9 +971,7 @@ Test(cli, signal_stops_the_call_and_writes_nothing)
             n += (size_t)snprintf(out + n, sizeof out - n, "%s", line);
             if (!sent && strstr(line, "specgrad eigh: ") && strstr(line, "%,")) kill(pid, sigs[k]), sent = 1;
         }
-        fclose(e);
-        int st;
-        waitpid(pid, &st, 0);
+        int st = reap(pid, e, n);
         cr_assert(sent, "no progress line before the run ended:\n%s", out);
         cr_assert(WIFEXITED(st), "killed by the signal instead of stopping:\n%s", out);
         cr_expect_eq(WEXITSTATUS(st), 128 + sigs[k], "%s", out);
@@ -989,18 +1010,8 @@ Test(cli, signal_while_reading_stops_before_computing)
     size_t len = fread(buf, 1, sizeof buf, f);
     fclose(f);
     cr_assert_eq(mkfifo(fifo, 0600), 0);
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        dup2(fds[1], 1), dup2(fds[1], 2), closefrom(3); /* no Criterion IPC or test fds into the CLI */
-        signal(SIGINT, SIG_DFL);
-        if (chdir(dir) != 0) _exit(126);
-        execl(cli, cli, "eigh", "A.npy", "--backend", "cpu", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
+    FILE *e;
+    pid_t pid = spawn(&e, (const char *[]){"eigh", "A.npy", "--backend", "cpu", NULL});
     FILE *w = fopen(fifo, "wb"); /* blocks until the CLI opens it */
     cr_assert_not_null(w);
     cr_assert_eq(fwrite(buf, 1, len / 2, w), len / 2);
@@ -1008,12 +1019,7 @@ Test(cli, signal_while_reading_stops_before_computing)
     kill(pid, SIGINT); /* pending while the CLI waits for the rest: its handler runs before the read ends */
     cr_assert_eq(fwrite(buf + len / 2, 1, len - len / 2, w), len - len / 2);
     fclose(w);
-    FILE *e = fdopen(fds[0], "r");
-    size_t n = fread(out, 1, sizeof out - 1, e);
-    out[n] = 0;
-    fclose(e);
-    int st;
-    waitpid(pid, &st, 0);
+    int st = reap(pid, e, 0);
     cr_assert(WIFEXITED(st), "killed by the signal:\n%s", out);
     cr_expect_eq(WEXITSTATUS(st), 130, "%s", out);
     cr_expect_not_null(strstr(out, "interrupted (SIGINT) while reading the inputs; no output written"), "%s", out);
@@ -1040,18 +1046,8 @@ Test(cli, signal_during_the_outputs_finishes_the_set)
     cr_assert_eq(mkfifo(fifo, 0600), 0);
     int rd = open(fifo, O_RDONLY | O_NONBLOCK); /* a reader exists: the CLI's open does not wait */
     cr_assert_geq(rd, 0);
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        dup2(fds[1], 1), dup2(fds[1], 2), closefrom(3); /* no Criterion IPC or test fds into the CLI */
-        signal(SIGINT, SIG_DFL);
-        if (chdir(dir) != 0) _exit(126);
-        execl(cli, cli, "eigh", "A.npy", "--backend", "cpu", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
+    FILE *e;
+    pid_t pid = spawn(&e, (const char *[]){"eigh", "A.npy", "--backend", "cpu", NULL});
     struct pollfd pf = {.fd = rd, .events = POLLIN};
     cr_assert_eq(poll(&pf, 1, 30000), 1, "the CLI never wrote W"); /* it has begun W */
     kill(pid, SIGINT);
@@ -1064,12 +1060,7 @@ Test(cli, signal_during_the_outputs_finishes_the_set)
         got += (size_t)k;
     }
     close(rd);
-    FILE *e = fdopen(fds[0], "r");
-    size_t n = fread(out, 1, sizeof out - 1, e);
-    out[n] = 0;
-    fclose(e);
-    int st;
-    waitpid(pid, &st, 0);
+    int st = reap(pid, e, 0);
     cr_assert(WIFEXITED(st), "killed by the signal:\n%s", out);
     cr_expect_eq(WEXITSTATUS(st), 0, "%s", out);
     cr_expect_eq(got, (size_t)(128 + B * N * 8), "W through the FIFO: %zu bytes", got);

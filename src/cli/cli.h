@@ -17,8 +17,9 @@ typedef struct {
 } cli_prog;
 
 /* SIGINT or SIGTERM received (main.c): the running library call stops at its next progress report
-   (SG_ERR_CANCELLED), no further output file is written, and the exit status is 128 + the signal. A second
-   one kills as usual. */
+   (SG_ERR_CANCELLED), or the run after the input being read or before its first output (cli_save: once
+   writing has begun the set is finished), and the exit status is 128 + the signal. A second one kills as
+   usual. */
 extern volatile sig_atomic_t cli_signal;
 
 typedef struct {
