@@ -655,43 +655,61 @@ sg_status svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_m
     SGTRY(check_device_args(ctx, {{U, "U"}, {S, "S"}, {V, "V"}, {gU, "gU"}, {gS, "gS"}, {gV, "gV"}}, {{gA, "gA"}},
                             fused));
 
-    /* full_matrices: only the first k columns of U, V, gU, gV take part (PyTorch narrows them). */
+    /* full_matrices: the first k columns of U, V, gU, gV take part; a tall A's U⊥ (a wide A's V⊥) with a
+       cotangent is folded into gU_k (gV_k) first, as on the CPU (src/cpu_grad_impl.h): G = gW_k − W⊥(gW⊥ᵀW_k)
+       into scratch, two strided-batched products (PyTorch instead narrows the cotangent to k columns). */
+    const int64_t foldU = m > n && gU && U->cols == m ? m - k : 0, foldV = m < n && gV && V->cols == n ? n - k : 0;
+    const int64_t fold = foldU + foldV, frows = foldU ? m : n; /* at most one is nonzero */
     Arg args[7];
-    args[0].set(U, k, true, false, "U staging");
+    args[0].set(U, foldU ? m : k, true, false, "U staging");
     args[1].set(S, 1, true, false, "S staging");
-    args[2].set(V, k, true, false, "V staging");
-    args[3].set(gU, k, true, false, "gU staging");
+    args[2].set(V, foldV ? n : k, true, false, "V staging");
+    args[3].set(gU, foldU ? m : k, true, false, "gU staging");
     args[4].set(gS, 1, true, false, "gS staging");
-    args[5].set(gV, k, true, false, "gV staging");
+    args[5].set(gV, foldV ? n : k, true, false, "gV staging");
     args[6].set(gA, n, false, true, "gA staging");
 
-    auto carve = [&](Bump &bp, int64_t cnt, T **P, T **Q, T **I, T **Y, T **scale, int **flags) {
+    auto carve = [&](Bump &bp, int64_t cnt, T **P, T **Q, T **I, T **Y, T **scale, T **Gf, T **Ft, int **flags) {
         *P = gU && !fused ? bp.take<T>(cnt * kk) : nullptr;
         *Q = gV && !fused ? bp.take<T>(cnt * kk) : nullptr;
         *I = fused ? nullptr : bp.take<T>(cnt * kk);
         *Y = fused ? nullptr : bp.take<T>(cnt * ysize);
         *scale = fused ? nullptr : bp.take<T>(cnt);
+        *Gf = fold ? bp.take<T>(cnt * frows * k) : nullptr;
+        *Ft = fold ? bp.take<T>(cnt * fold * k) : nullptr;
         *flags = bp.take<int>(cnt);
     };
     auto scratch = [&](int64_t cnt) {
         Bump bp(nullptr);
-        T *a, *b, *c, *d, *e;
+        T *a, *b, *c, *d, *e, *g, *t;
         int *f;
-        carve(bp, cnt, &a, &b, &c, &d, &e, &f);
+        carve(bp, cnt, &a, &b, &c, &d, &e, &g, &t, &f);
         return bp.off;
     };
     auto body = [&](int64_t b0, int64_t cnt, void *scr) -> sg_status {
         Bump bp(scr);
-        T *P, *Q, *I, *Y, *scale;
+        T *P, *Q, *I, *Y, *scale, *Gf, *Ft;
         int *flags;
-        carve(bp, cnt, &P, &Q, &I, &Y, &scale, &flags);
-        const sg_mat &u = args[0].dev, &s = args[1].dev, &v = args[2].dev, &gu = args[3].dev, &gs = args[4].dev,
-                     &gv = args[5].dev, &ga = args[6].dev;
+        carve(bp, cnt, &P, &Q, &I, &Y, &scale, &Gf, &Ft, &flags);
+        const sg_mat &u = args[0].dev, &s = args[1].dev, &v = args[2].dev, &gs = args[4].dev, &ga = args[6].dev;
+        sg_mat gu = args[3].dev, gv = args[5].dev; /* the folded one is replaced by Gf */
         const T *ud = (const T *)u.data, *sd = (const T *)s.data, *vd = (const T *)v.data;
-        const T *gud = gU ? (const T *)gu.data : nullptr, *gvd = gV ? (const T *)gv.data : nullptr;
         const T *gsd = gS ? (const T *)gs.data : nullptr;
         cublasHandle_t h = sg_cu(ctx)->blas;
         cudaStream_t st = stream_of(ctx);
+        if (fold) { /* reads unscanned inputs when the scan is deferred: writes only scratch */
+            const sg_mat &w = foldU ? u : v;
+            sg_mat &g = foldU ? gu : gv;
+            const T *wd = (const T *)w.data, *gd = (const T *)g.data;
+            CUBLAS_TRY(ctx, gemm(h, TR, NT, fold, k, frows, T(1), gd + k * g.ld, g.ld, g.stride, wd, w.ld, w.stride, T(0),
+                                 Ft, fold, fold * k, cnt)); /* Ft = gW⊥ᵀ W_k */
+            SGTRY(copy2d(ctx, (char *)Gf, frows, frows * k, (const char *)gd, g.ld, g.stride, frows, k, cnt, sizeof(T),
+                         cudaMemcpyDeviceToDevice));
+            CUBLAS_TRY(ctx, gemm(h, NT, NT, frows, k, fold, T(-1), wd + k * w.ld, w.ld, w.stride, Ft, fold, fold * k, T(1),
+                                 Gf, frows, frows * k, cnt)); /* Gf = gW_k − W⊥ Ft */
+            g.data = Gf, g.ld = frows, g.stride = frows * k, g.cols = k;
+        }
+        const T *gud = gU ? (const T *)gu.data : nullptr, *gvd = gV ? (const T *)gv.data : nullptr;
         if (fused) {
             FusedSvdArgs<T> a;
             a.U = ud; a.ldU = u.ld; a.sU = u.stride;

@@ -220,8 +220,10 @@ SG_API sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V,
                            const sg_mat *gV, sg_degen mode, double param, sg_mat *gA);
 
 /* SVD backward (PyTorch's svd_backward). U, S, V as returned by sg_svd (economy or full_matrices);
-   A is m×n with m = U->rows, n = V->rows. gU, gS, gV may be NULL. With full_matrices the columns of U/V
-   beyond k get no gradient. Ties between σ's use mode/param on E_jk = σk² − σj². gA: m×n. */
+   A is m×n with m = U->rows, n = V->rows. gU, gS, gV may be NULL. With full_matrices the columns beyond k
+   (a tall A's U⊥, a wide A's V⊥) are one basis of a complement A fixes only as a subspace: their
+   cotangent enters through it (exact for losses that do not depend on the basis; PyTorch drops it).
+   Ties between σ's use mode/param on E_jk = σk² − σj². gA: m×n. */
 SG_API sg_status sg_svd_backward(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V,
                           const sg_mat *gU, const sg_mat *gS, const sg_mat *gV,
                           sg_degen mode, double param, sg_mat *gA);

@@ -128,11 +128,29 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
 }
 
 /* ---- SVD backward (PyTorch's svd_backward, real case, V instead of Vh) -------------------------
-   Thin factors U_k, V_k (full_matrices: the first k columns; the rest get no gradient).
+   Thin factors U_k, V_k. full_matrices: a tall A's extra columns U⊥ (a wide A's V⊥) are any basis of the
+   complement, which A determines only through U⊥U⊥ᵀ = I − U_kU_kᵀ; their cotangent is folded into gU_k as
+   −U⊥ gU⊥ᵀ U_k (Ionescu et al. 2015, prop. 2), the gradient of every loss invariant to that basis's choice
+   (PyTorch drops gU⊥ instead, so a loss of the left nullspace U⊥ gets no gradient from it).
    G_jk = (a σk + σj d) / (σk² − σj²), a = skew(U_kᵀgU)_jk, d = skew(V_kᵀgV)_jk, skew(X) = X − Xᵀ,
    G_jj = gS_j. E = σk² − σj² is formed as ((σk−σj)/σmax)(σk/σmax + σj/σmax): no overflow for huge σ, and no
    cancellation near a tie (INVGAP_SQ). The mode acts on it through the singular part only (see below).
    gA = U_k G V_kᵀ + (I − U_kU_kᵀ) gU Σ⁻¹ V_kᵀ (m > n) or + U_k Σ⁻¹ gVᵀ (I − V_kV_kᵀ) (m < n). */
+/* X (r×k) = g_k Σ⁻¹ for the tall (W = U, r = m) or wide (W = V, r = n) term; with fold extra columns of a
+   full W with cotangent g⊥, g_k − W⊥(g⊥ᵀW_k) first (F: fold×k scratch). */
+static void FN(fold_div)(int64_t r, int64_t k, int64_t fold, const T *w, int64_t ldw, const T *g, int64_t ldg,
+                         const T *s, T *F, T *X)
+{
+    for (int64_t c = 0; c < k; c++)
+        for (int64_t i = 0; i < r; i++) X[i + c * r] = g[i + c * ldg];
+    if (fold) {
+        GEMM(1, 0, fold, k, r, 1, g + k * ldg, ldg, w, ldw, 0, F, fold);
+        GEMM(0, 0, r, k, fold, -1, w + k * ldw, ldw, F, fold, 1, X, r);
+    }
+    for (int64_t c = 0; c < k; c++)
+        for (int64_t i = 0; i < r; i++) X[i + c * r] /= s[c];
+}
+
 static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
                              const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA)
 {
@@ -145,7 +163,9 @@ static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, cons
         return SG_ERR_UNSUPPORTED;
     const T prm = (T)sg_degen_param((int)mode, param, SG_T == SG_F32);
     const int nt = gthreads(ctx, nb);
-    const size_t per = 3 * (size_t)k * k + (size_t)m * k + 2 * (size_t)n * k;
+    /* the fold: the complement's columns of a full U (tall) or V (wide) with a cotangent */
+    const int64_t fold = m > n && gU && U->cols == m ? m - k : m < n && gV && V->cols == n ? n - k : 0;
+    const size_t per = 3 * (size_t)k * k + (size_t)m * k + 2 * (size_t)n * k + (size_t)fold * k;
     T *ws = FN(ws_alloc)(ctx, "svd_backward", per, nt);
     if (!ws) return SG_ERR_ALLOC;
     gfail f = {-1, SG_OK, ""};
@@ -153,7 +173,7 @@ static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, cons
 #pragma omp parallel num_threads(nt)
     {
         T *P = ws + per * (size_t)omp_get_thread_num(), *Q = P + k * k, *G = Q + k * k, *X = G + k * k, *Y = X + m * k,
-          *Z = Y + n * k;
+          *Z = Y + n * k, *F = Z + n * k;
 #pragma omp for schedule(dynamic)
         for (int64_t b = 0; b < nb; b++) {
             if (sg_tick(&tk_)) continue;
@@ -183,15 +203,13 @@ static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, cons
                     G[r + c * k] = g;
                 }
             if (m > n && gU) {
-                for (int64_t c = 0; c < k; c++)
-                    for (int64_t r = 0; r < m; r++) X[r + c * m] = AT(gU, b)[r + c * gU->ld] / s[c]; /* gU Σ⁻¹ */
+                FN(fold_div)(m, k, fold, u, U->ld, AT(gU, b), gU->ld, s, F, X); /* X = gU Σ⁻¹ */
                 GEMM(1, 0, k, k, m, 1, u, U->ld, X, m, 0, P, k);  /* P = U_kᵀ X */
                 GEMM(0, 0, m, k, k, -1, u, U->ld, P, k, 1, X, m); /* X = (I − U_kU_kᵀ) gU Σ⁻¹ */
                 GEMM(0, 0, m, k, k, 1, u, U->ld, G, k, 1, X, m);  /* X += U_k G */
                 GEMM(0, 1, m, n, k, 1, X, m, v, V->ld, 0, ga, gA->ld);
             } else if (m < n && gV) {
-                for (int64_t c = 0; c < k; c++)
-                    for (int64_t r = 0; r < n; r++) Y[r + c * n] = AT(gV, b)[r + c * gV->ld] / s[c]; /* gV Σ⁻¹ */
+                FN(fold_div)(n, k, fold, v, V->ld, AT(gV, b), gV->ld, s, F, Y); /* Y = gV Σ⁻¹ */
                 GEMM(1, 0, k, k, n, 1, v, V->ld, Y, n, 0, Q, k);  /* Q = V_kᵀ Y */
                 GEMM(0, 0, n, k, k, -1, v, V->ld, Q, k, 1, Y, n); /* Y = (I − V_kV_kᵀ) gV Σ⁻¹ */
                 GEMM(0, 1, k, n, k, 1, G, k, v, V->ld, 0, Z, k);  /* Z = G V_kᵀ */

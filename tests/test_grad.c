@@ -405,6 +405,34 @@ static double sloss_A(const double *A, const void *vp)
     return sloss_usv(p, s, U, V);
 }
 
+/* sloss + tr(M W⊥W⊥ᵀ), W⊥ the complement of U_k (m > n) or V_k (m < n), from the projector I − W_kW_kᵀ:
+   the loss a user of full_matrices' extra columns can have (it does not depend on the basis chosen). */
+typedef struct {
+    const sloss *p;
+    double M[NN];
+} closs;
+
+static double closs_A(const double *A, const void *vp)
+{
+    const closs *q = vp;
+    const sloss *p = q->p;
+    int m = p->m, n = p->n, k = p->k, c = m > n ? m : n;
+    double s[NMAX], U[NN], V[NN], L;
+    ref_svd(m, n, A, 0, s, U, V);
+    L = sloss_usv(p, s, U, V);
+    if (m == n) return L;
+    const double *W = m > n ? U : V;
+    for (int a = 0; a < c; a++) { /* tr(M (I − W Wᵀ)) = Σ_a M_aa − Σ_ab M_ab (W Wᵀ)_ba */
+        L += q->M[a + a * c];
+        for (int b = 0; b < c; b++) {
+            double wb = 0;
+            for (int j = 0; j < k; j++) wb += W[b + j * c] * W[a + j * c];
+            L -= q->M[a + b * c] * wb;
+        }
+    }
+    return L;
+}
+
 /* gU: m×k, gV: n×k (ld m, n: the first k columns of full factors). */
 static void sloss_grad(const sloss *p, const double *U, const double *V, double *gS, double *gU, double *gV)
 {
@@ -474,16 +502,38 @@ Test(grad, svd_backward_shapes_economy_full)
         e = fd_err(sloss_A, &p, A, gm, m, n, 0, 1e-6, &r);
         cr_expect_lt(e, 1e-6, "%d×%d economy, taylor 80: rel err %g", m, n, e);
 
-        /* full_matrices: the extra columns get garbage gradients, which must be ignored */
+        /* full_matrices: L + tr(M U⊥U⊥ᵀ) (tall) or + tr(M V⊥V⊥ᵀ) (wide), a loss of the extra columns that
+           does not depend on which basis of the complement they are; the old code (PyTorch's rule) dropped
+           their cotangent (M + Mᵀ)U⊥: rel err 0.3–0.55 here */
         double Uf[NN], Vf[NN], sf[NMAX], gUf[NN], gVf[NN];
         ref_svd(m, n, A, 1, sf, Uf, Vf);
         sloss_grad(&p, Uf, Vf, gS, gUf, gVf); /* fills the first k columns */
-        tu_fill_normal(&r, gUf + m * k, m * (m - k));
-        tu_fill_normal(&r, gVf + n * k, n * (n - k));
+        closs cl = {&p, {0}};
+        int tall = m > n, c = tall ? m : n;
+        tu_fill_normal(&r, cl.M, c * c);
+        const double *W = tall ? Uf : Vf;
+        double *gW = tall ? gUf : gVf;
+        for (int j = k; j < c; j++) /* g(W⊥) = (M + Mᵀ) W⊥ (the other factor is square: no extra columns) */
+            for (int a = 0; a < c; a++) {
+                double acc = 0;
+                for (int b = 0; b < c; b++) acc += (cl.M[a + b * c] + cl.M[b + a * c]) * W[b + j * c];
+                gW[a + j * c] = acc;
+            }
         cr_assert_eq(svd_bwd(SG_F64, m, n, 1, Uf, sf, Vf, gUf, gS, gVf, SG_DEGEN_EXACT, 0, gAf), SG_OK, "%s",
                      sg_last_error(ctx));
-        e = fd_err(sloss_A, &p, A, gAf, m, n, 0, 1e-6, &r);
+        e = fd_err(closs_A, &cl, A, gAf, m, n, 0, 1e-6, &r);
         cr_expect_lt(e, 1e-6, "%d×%d full: rel err %g", m, n, e);
+        if (m != n) { /* and the complement term alone */
+            sloss z = p;
+            memset(z.c, 0, sizeof z.c), memset(z.d, 0, sizeof z.d), memset(z.e, 0, sizeof z.e), memset(z.f, 0, sizeof z.f);
+            closs zl = cl;
+            zl.p = &z;
+            for (int j = 0; j < k; j++) memset(gW + j * c, 0, sizeof(double) * c);
+            cr_assert_eq(svd_bwd(SG_F64, m, n, 1, Uf, sf, Vf, tall ? gUf : NULL, NULL, tall ? NULL : gVf,
+                                 SG_DEGEN_EXACT, 0, gAf), SG_OK, "%s", sg_last_error(ctx));
+            e = fd_err(closs_A, &zl, A, gAf, m, n, 0, 1e-6, &r);
+            cr_expect_lt(e, 1e-6, "%d×%d full, complement only: rel err %g", m, n, e);
+        }
 
         /* one cotangent at a time (each rectangular branch alone) */
         sloss q = p;

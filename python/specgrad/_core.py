@@ -1123,9 +1123,12 @@ class Context:
         return self._wrap(gA, tc)
 
     def svd_backward(self, U, S, Vh, gU=None, gS=None, gVh=None, mode="mask", param=0.0):
-        """Gradient w.r.t. A (..., m, n) of a loss of (U, S, Vh) = svd(A) (economy or full_matrices; extra
-        columns get no gradient). numpy convention (Vh, gVh). The library differentiates Aᵀ = V S Uᵀ so
-        that svd's outputs and a C-contiguous gVh are used in place; a C-contiguous gU is copied."""
+        """Gradient w.r.t. A (..., m, n) of a loss of (U, S, Vh) = svd(A) (economy or full_matrices). With
+        full_matrices the extra columns (a tall A's U[..., k:], a wide A's Vh[..., k:, :]) are one basis of
+        a complement that A determines only as a subspace: their cotangent enters through that subspace,
+        which is exact for losses that do not depend on the basis chosen (torch drops it). numpy convention
+        (Vh, gVh). The library differentiates Aᵀ = V S Uᵀ so that svd's outputs and a C-contiguous gVh are
+        used in place; a C-contiguous gU is copied."""
         mcode = _mode(mode)
         ad, (U, S, Vh, gU, gS, gVh), tc = self._adapter([U, S, Vh, gU, gS, gVh], "svd_backward")
         (U, S, Vh, gU, gS, gVh), code = self._common(ad, [U, S, Vh, gU, gS, gVh], ["U", "S", "Vh", "gU", "gS", "gVh"])

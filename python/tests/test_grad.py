@@ -129,14 +129,40 @@ def test_svd_backward_matches_jax(rng, bshape, dtype, mn):
                                atol=tol(dtype, 1e-10, 1e-4) * 10)
 
 
-def test_svd_backward_full_matrices_extra_columns_get_no_gradient(rng):
-    A = rng.standard_normal((6, 3))
-    c = rng.standard_normal(3)
+@pytest.mark.parametrize("shape", [(6, 3), (3, 6), (5, 1), (1, 4)])
+def test_svd_backward_full_matrices_extra_columns_get_their_gradient(rng, shape):
+    """full_matrices: a loss of the extra columns (a tall A's left nullspace U⊥, a wide A's nullspace V⊥) that
+    does not depend on which basis of the complement they are, here tr(M W⊥W⊥ᵀ), gets its gradient through
+    them (PyTorch drops their cotangent; before 2026-12-02 so did specgrad): central differences."""
+    m, n = shape
+    tall = m > n
+    A = rng.standard_normal(shape)
+    M = rng.standard_normal((max(m, n),) * 2)
+
+    def loss(X):  # W⊥W⊥ᵀ = I − W_kW_kᵀ from the economy factors, plus a loss of S and the first columns
+        U, S, Vh = np.linalg.svd(X, full_matrices=False)
+        W = U if tall else Vh.T
+        return np.trace(M @ (np.eye(len(W)) - W @ W.T)) + S.sum() + (U[:, 0] ** 2 * np.arange(m)).sum()
+
     U, S, Vh = sg.svd(A, full_matrices=True)
+    k = min(m, n)
     gU = np.zeros_like(U)
-    gU[:, 3:] = rng.standard_normal((6, 3))  # gradient on the extra columns only
-    np.testing.assert_allclose(sg.svd_backward(U, S, Vh, gU=gU), 0.0, atol=1e-12)
+    gU[:, 0] = 2 * U[:, 0] * np.arange(m)
+    gVh = np.zeros_like(Vh)
+    if tall:
+        gU[:, k:] = (M + M.T) @ U[:, k:]
+    else:
+        gVh[k:, :] = ((M + M.T) @ Vh[k:, :].T).T
+    gA = sg.svd_backward(U, S, Vh, gU=gU, gS=np.ones(k), gVh=gVh, mode="exact")
+    h, fd = 1e-6, np.zeros_like(A)
+    for i in np.ndindex(*shape):
+        E = np.zeros_like(A)
+        E[i] = h
+        fd[i] = (loss(A + E) - loss(A - E)) / (2 * h)
+    np.testing.assert_allclose(gA, fd, atol=1e-7 * np.abs(fd).max())
+    # without a cotangent on the extra columns, full and economy factors give the same gradient
     Ue, Se, Vhe = sg.svd(A, full_matrices=False)
+    c = rng.standard_normal(k)
     np.testing.assert_allclose(sg.svd_backward(U, S, Vh, gS=c), sg.svd_backward(Ue, Se, Vhe, gS=c), atol=1e-12)
 
 
