@@ -26,7 +26,7 @@ from . import _lib as L
 # ---- adapters -------------------------------------------------------------------------------------
 
 
-_AUTOGRAD_OPS = ("eigh", "svd", "matfunc", "regularizer", "project", "project_basis", "lstsq", "pinv")  # autograd.py
+_AUTOGRAD_OPS = ("eigh", "svd", "matfunc", "regularizer", "project", "project_basis", "lstsq", "pinv", "null_space")  # autograd.py
 
 
 class _NumpyAdapter:

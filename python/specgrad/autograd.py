@@ -2,12 +2,13 @@
 
     import torch, specgrad.autograd as sga
     w, V = sga.eigh(A)                      # A (..., n, n) symmetric; gradient is symmetric
-    U, S, Vh = sga.svd(A)                   # economy by default (full_matrices=False)
+    U, S, Vh = sga.svd(A)                   # economy by default; full_matrices=True: U⊥ gets gradients (torch: none)
     F = sga.matfunc(A, "sqrt")              # f(A) = V f(Λ) Vᵀ
     loss = sga.regularizer(W, "spectral")   # per-matrix loss, batch shape
     Y = sga.project_basis(Q, X)             # Q Qᵀ X (complement=True: X − Q Qᵀ X); gradients to Q and X
     X = sga.lstsq(A, B); P = sga.pinv(A)    # minimum norm, also rank-deficient; gradients at constant rank
     Y = sga.project(A, X, "null")           # nullspace ("row": row-space) projection; gradients to A and X
+    N, nullity = sga.null_space(A)          # padded bases; gradients to A for losses of the subspace
     loss.sum().backward()
 
 CUDA tensors run on the shared CUDA context of their device (zero-copy, current stream); CPU tensors on
@@ -204,6 +205,37 @@ class Project(torch.autograd.Function):
             if which == "null":
                 gA = -gA
         return gA, gX, None, None, None, None
+
+
+class NullSpace(torch.autograd.Function):
+    """(N, nullity) = null_space(A), N padded (..., n, n). A determines null(A) as a subspace, not its basis:
+    for a loss that does not depend on the basis chosen, dN = −A⁺ dA N at constant rank (from N Nᵀ = I − A⁺A
+    and A⁺ᵀN = 0), so gA = −A⁺ᵀ gN Nᵀ, with A⁺ from the library (same cutoff). The zero padding columns of N
+    drop out of gN Nᵀ. For a loss that depends on the basis, the gradient of its basis-free part."""
+
+    @staticmethod
+    def forward(ctx, A, atol=0.0, rtol=None, sgctx=None):
+        c = _ctx(sgctx, A)
+        N, nullity = c.null_space(A.detach(), atol, rtol)
+        ctx.save_for_backward(A, N)
+        ctx.opts = (atol, rtol, c)
+        ctx.mark_non_differentiable(nullity)
+        return N, nullity
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gN, gnullity):
+        A, N = ctx.saved_tensors
+        atol, rtol, c = ctx.opts
+        if gN is None or not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        Ap = c.pinv(A, atol, rtol)  # n×m
+        return -(Ap.mT @ (gN @ N.mT)), None, None, None
+
+
+def null_space(A, atol=0.0, rtol=None, ctx=None):
+    """Padded nullspace bases (N (..., n, n), nullity) with gradients to A at constant rank (see NullSpace)."""
+    return NullSpace.apply(A, atol, rtol, ctx)
 
 
 def project(A, X, which="null", atol=0.0, rtol=None, ctx=None):

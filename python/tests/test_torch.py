@@ -46,6 +46,27 @@ def test_gradcheck_svd(rng):
     assert torch.autograd.gradcheck(f, (X,))
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 3), (2, 3, 6)])
+def test_gradcheck_svd_full_matrices_complement(rng, shape):
+    """full_matrices=True: the left nullspace U⊥ of a tall A (the nullspace V⊥ of a wide one) through its
+    projector W⊥W⊥ᵀ, a loss that does not depend on the basis chosen. gradcheck passes; torch's own
+    svd_backward drops the extra columns' cotangent, so its gradient misses this term."""
+    X = torch.tensor(rng.standard_normal(shape), requires_grad=True)
+    tall = shape[-2] > shape[-1]
+    k = min(shape[-2:])
+
+    def f(X, svd):
+        U, S, Vh = svd(X)
+        W = U[..., :, k:] if tall else Vh[..., k:, :].mT
+        return W @ W.mT, S
+
+    assert torch.autograd.gradcheck(lambda X: f(X, lambda A: sga.svd(A, full_matrices=True)), (X,))
+    g = torch.randn(shape[:-2] + (max(shape[-2:]),) * 2, dtype=X.dtype)
+    ours = torch.autograd.grad((f(X, lambda A: sga.svd(A, full_matrices=True))[0] * g).sum(), X)[0]
+    theirs = torch.autograd.grad((f(X, lambda A: torch.linalg.svd(A, full_matrices=True))[0] * g).sum(), X)[0]
+    assert (ours - theirs).abs().max() > 0.1 * ours.abs().max()  # the term torch leaves out
+
+
 @pytest.mark.parametrize("fn,p", [("sqrt", None), ("log", None), ("exp", None), ("pow", 0.7)])
 def test_gradcheck_matfunc(rng, fn, p):
     X = torch.tensor(random_spd(rng, 4, (2,)), requires_grad=True)
@@ -270,8 +291,10 @@ def test_plain_functions_refuse_inputs_that_require_grad(rng):
         sg.lstsq(A.detach(), B.requires_grad_(True))
     with pytest.raises(RuntimeError, match="use specgrad.autograd.project"):
         sg.project(A, B)
-    with pytest.raises(RuntimeError, match="no autograd rule for null_space"):
+    with pytest.raises(RuntimeError, match="use specgrad.autograd.null_space"):
         sg.null_space(A)
+    with pytest.raises(RuntimeError, match="no autograd rule for eigh_backward"):
+        sg.eigh_backward(A[..., 0], A)
     B.requires_grad_(False)
     with torch.no_grad():
         w, _ = sg.eigh(A)
@@ -349,6 +372,38 @@ def test_project_gradient_rank_deficient_matches_torch(rng):
     (Y2 * G).sum().backward()
     np.testing.assert_allclose(A.grad.numpy(), A2.grad.numpy(), atol=1e-9)
     np.testing.assert_allclose(X.grad.numpy(), X2.grad.numpy(), atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (2, 4, 4), (2, 5, 3)])
+def test_gradcheck_null_space(rng, shape):
+    """Losses of the nullspace as a subspace (N Nᵀ, and ‖Nᵀx‖² through the padded N): gradcheck at full
+    rank (wide: nullity 2; square: 0 so N = 0 and the gradient is 0; tall: 0), and at rank 2 of a 4×4
+    whose zero σ's stay under atol when perturbed (constant rank: nullity 2)."""
+    X = torch.tensor(rng.standard_normal(shape), requires_grad=True)
+    def f(X, **kw):
+        N, r = sga.null_space(X, **kw)
+        x = torch.linspace(-1, 2, X.shape[-1], dtype=X.dtype)
+        return N @ N.mT, ((N.mT @ x) ** 2).sum(-1)
+
+    assert torch.autograd.gradcheck(f, (X,))
+    N, r = sga.null_space(X)
+    assert not r.requires_grad and r.tolist() == [max(shape[2] - shape[1], 0)] * 2
+    U = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    V = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    R = torch.tensor(np.stack([(U * np.array([3.0, 1.0, 0.0, 0.0])) @ V.T] * 2), requires_grad=True)
+    assert sga.null_space(R, atol=1e-3)[1].tolist() == [2, 2]
+    assert torch.autograd.gradcheck(lambda X: f(X, atol=1e-3), (R,))
+
+
+def test_null_space_gradient_matches_the_projection(rng):
+    """N Nᵀ X is project(A, X, "null"): the two autograd rules (derived separately) give one gradient."""
+    A = torch.tensor(rng.standard_normal((3, 2, 5)), requires_grad=True)
+    X = torch.tensor(rng.standard_normal((3, 5, 2)))
+    G = torch.tensor(rng.standard_normal((3, 5, 2)))
+    N, _ = sga.null_space(A)
+    g1 = torch.autograd.grad(((N @ (N.mT @ X)) * G).sum(), A)[0]
+    g2 = torch.autograd.grad((sga.project(A, X, "null") * G).sum(), A)[0]
+    torch.testing.assert_close(g1, g2, atol=1e-11, rtol=1e-9)
 
 
 def test_every_op_named_in_the_requires_grad_error_exists():
