@@ -38,6 +38,7 @@ class Eigh(torch.autograd.Function):
         w, V = c.eigh(A.detach())
         ctx.save_for_backward(w, V)
         ctx.opts = (mode, param, c)
+        ctx.set_materialize_grads(False)  # an unused V gets gV = None: no V term (finite at ties, as torch)
         return w, V
 
     @staticmethod
@@ -45,6 +46,8 @@ class Eigh(torch.autograd.Function):
     def backward(ctx, gw, gV):
         w, V = ctx.saved_tensors
         mode, param, c = ctx.opts
+        if gw is None and gV is None:
+            return None, None, None, None
         try:
             gA = c.eigh_backward(w, V, gw, gV, mode=mode, param=param)
         except DegenerateError as e:  # mode='exact' at a tie: inf/NaN like torch and jax
@@ -59,6 +62,7 @@ class Svd(torch.autograd.Function):
         U, S, Vh = c.svd(A.detach(), full_matrices=full_matrices)
         ctx.save_for_backward(U, S, Vh)
         ctx.opts = (mode, param, c)
+        ctx.set_materialize_grads(False)  # unused U / Vh: None, no term (zeros would meet 1/E, Σ⁻¹ at ties, σ = 0)
         return U, S, Vh
 
     @staticmethod
@@ -66,6 +70,8 @@ class Svd(torch.autograd.Function):
     def backward(ctx, gU, gS, gVh):
         U, S, Vh = ctx.saved_tensors
         mode, param, c = ctx.opts
+        if gU is None and gS is None and gVh is None:
+            return None, None, None, None, None
         try:
             gA = c.svd_backward(U, S, Vh, gU, gS, gVh, mode=mode, param=param)
         except DegenerateError as e:

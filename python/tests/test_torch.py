@@ -67,6 +67,23 @@ def test_gradcheck_svd_full_matrices_complement(rng, shape):
     assert (ours - theirs).abs().max() > 0.1 * ours.abs().max()  # the term torch leaves out
 
 
+@pytest.mark.parametrize("mode", ["exact", "mask"])
+def test_unused_outputs_add_no_term(mode):
+    """A loss of the eigenvalues (singular values) only: the eigenvector terms are left out, as torch does,
+    so exact ties (mode='exact') and a zero σ of a tall A (any mode) give torch's finite gradient. Before,
+    autograd handed the backward zeros for the unused outputs and 0·(1/E) or 0/σ made it NaN."""
+    A = torch.eye(3, dtype=torch.float64, requires_grad=True)
+    R = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    cases = [(A, lambda X: sga.eigh(X, mode=mode)[0], lambda X: torch.linalg.eigh(X)[0]),
+             (A, lambda X: sga.svd(X, mode=mode)[1], lambda X: torch.linalg.svdvals(X)),
+             (R, lambda X: sga.svd(X, mode=mode)[1], lambda X: torch.linalg.svdvals(X))]
+    for X, ours, theirs in cases:
+        c = torch.arange(1.0, 1.0 + ours(X).shape[-1], dtype=torch.float64)
+        g = torch.autograd.grad((ours(X) * c).sum(), X)[0]
+        ref = torch.autograd.grad((theirs(X) * c).sum(), X)[0]
+        torch.testing.assert_close(g, ref, atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("fn,p", [("sqrt", None), ("log", None), ("exp", None), ("pow", 0.7)])
 def test_gradcheck_matfunc(rng, fn, p):
     X = torch.tensor(random_spd(rng, 4, (2,)), requires_grad=True)
