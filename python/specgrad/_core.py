@@ -1267,8 +1267,9 @@ class Context:
 
 def trim_null_space(N, nullity):
     """Padded (N, nullity) from null_space → list of (n, nullity_b) arrays over the flattened batch
-    (a single array for one matrix), shaped like scipy.linalg.null_space."""
-    nul = np.asarray(nullity)
+    (a single array for one matrix), shaped like scipy.linalg.null_space. Slices of N (torch: autograd
+    flows through them); nullity may be on a GPU (read with .tolist())."""
+    nul = np.asarray(nullity.tolist() if hasattr(nullity, "tolist") else nullity)
     if nul.ndim == 0:
         return N[:, : int(nul)]
     n = N.shape[-1]

@@ -405,6 +405,12 @@ def test_gradcheck_null_space(rng, shape):
     assert torch.autograd.gradcheck(f, (X,))
     N, r = sga.null_space(X)
     assert not r.requires_grad and r.tolist() == [max(shape[2] - shape[1], 0)] * 2
+    bases = sg.trim_null_space(N, r)  # slices: the gradient flows through them
+    assert [tuple(b.shape) for b in bases] == [(shape[2], r[0].item())] * 2
+    if r[0] > 0:
+        g = torch.autograd.grad(sum((b @ b.mT)[0, 0] for b in bases), X, retain_graph=True)[0]
+        g2 = torch.autograd.grad((N @ N.mT)[:, 0, 0].sum(), X)[0]
+        torch.testing.assert_close(g, g2)
     U = np.linalg.qr(rng.standard_normal((4, 4)))[0]
     V = np.linalg.qr(rng.standard_normal((4, 4)))[0]
     R = torch.tensor(np.stack([(U * np.array([3.0, 1.0, 0.0, 0.0])) @ V.T] * 2), requires_grad=True)
