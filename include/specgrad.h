@@ -215,12 +215,14 @@ typedef enum {
 
 /* eigh backward (symmetric adjoint, PyTorch's convention):
    gA = V (diag(gW) + skew(VᵀgV) ⊘ E) Vᵀ, skew(M) = (M − Mᵀ)/2, E_ij = λj − λi.
-   W: n×1, V: n×n (from sg_eigh), gW: n×1 or NULL, gV: n×n or NULL (NULL = zero). gA: n×n, symmetric. */
+   W: n×1, V: n×n (from sg_eigh), gW: n×1 or NULL, gV: n×n or NULL (NULL = zero). gA: n×n, symmetric.
+   Pass NULL, not zeros, for an output the loss does not use: zeros still meet 1/E (NaN at a tie in EXACT). */
 SG_API sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW,
                            const sg_mat *gV, sg_degen mode, double param, sg_mat *gA);
 
 /* SVD backward (PyTorch's svd_backward). U, S, V as returned by sg_svd (economy or full_matrices);
-   A is m×n with m = U->rows, n = V->rows. gU, gS, gV may be NULL. With full_matrices the columns beyond k
+   A is m×n with m = U->rows, n = V->rows. gU, gS, gV may be NULL (NULL, not zeros, for an unused output:
+   zeros still meet 1/E and, rectangular, Σ⁻¹, so σ = 0 gives NaN). With full_matrices the columns beyond k
    (a tall A's U⊥, a wide A's V⊥) are one basis of a complement A fixes only as a subspace: their
    cotangent enters through it (exact for losses that do not depend on the basis; PyTorch drops it).
    Ties between σ's use mode/param on E_jk = σk² − σj². gA: m×n. */

@@ -1097,7 +1097,8 @@ class Context:
         raises DegenerateError with .result), 'mask' (default: zero inside tied clusters, exact for
         losses invariant to rotations within a cluster), 'lorentz' E/(E²+param·max|λ|²), 'taylor' (series in same-sign λ ratios, K = param; for SPD).
         Zero-copy for a column-major V (torch eigh's); numpy eigh's C-contiguous V and a C-contiguous gV
-        are copied (n² passes)."""
+        are copied (n² passes). For an output the loss does not use pass None, not zeros: zeros still meet
+        1/E, so mode='exact' at a tie gives NaN where None gives the finite V diag(gw) Vᵀ."""
         mcode = _mode(mode)
         ad, (w, V, gw, gV), tc = self._adapter([w, V, gw, gV], "eigh_backward")
         (w, V, gw, gV), code = self._common(ad, [w, V, gw, gV], ["w", "V", "gw", "gV"])
@@ -1128,7 +1129,8 @@ class Context:
         a complement that A determines only as a subspace: their cotangent enters through that subspace,
         which is exact for losses that do not depend on the basis chosen (torch drops it). numpy convention
         (Vh, gVh). The library differentiates Aᵀ = V S Uᵀ so that svd's outputs and a C-contiguous gVh are
-        used in place; a C-contiguous gU is copied."""
+        used in place; a C-contiguous gU is copied. For an output the loss does not use pass None, not
+        zeros: zeros still meet 1/E at ties and 1/σ in the rectangular terms (σ = 0 gives NaN)."""
         mcode = _mode(mode)
         ad, (U, S, Vh, gU, gS, gVh), tc = self._adapter([U, S, Vh, gU, gS, gVh], "svd_backward")
         (U, S, Vh, gU, gS, gVh), code = self._common(ad, [U, S, Vh, gU, gS, gVh], ["U", "S", "Vh", "gU", "gS", "gVh"])
