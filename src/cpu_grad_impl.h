@@ -127,15 +127,6 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
     return gfail_finish(ctx, &f);
 }
 
-/* ---- SVD backward (PyTorch's svd_backward, real case, V instead of Vh) -------------------------
-   Thin factors U_k, V_k. full_matrices: a tall A's extra columns U⊥ (a wide A's V⊥) are any basis of the
-   complement, which A determines only through U⊥U⊥ᵀ = I − U_kU_kᵀ; their cotangent is folded into gU_k as
-   −U⊥ gU⊥ᵀ U_k (Ionescu et al. 2015, prop. 2), the gradient of every loss invariant to that basis's choice
-   (PyTorch drops gU⊥ instead, so a loss of the left nullspace U⊥ gets no gradient from it).
-   G_jk = (a σk + σj d) / (σk² − σj²), a = skew(U_kᵀgU)_jk, d = skew(V_kᵀgV)_jk, skew(X) = X − Xᵀ,
-   G_jj = gS_j. E = σk² − σj² is formed as ((σk−σj)/σmax)(σk/σmax + σj/σmax): no overflow for huge σ, and no
-   cancellation near a tie (INVGAP_SQ). The mode acts on it through the singular part only (see below).
-   gA = U_k G V_kᵀ + (I − U_kU_kᵀ) gU Σ⁻¹ V_kᵀ (m > n) or + U_k Σ⁻¹ gVᵀ (I − V_kV_kᵀ) (m < n). */
 /* X (r×k) = g_k Σ⁻¹ for the tall (W = U, r = m) or wide (W = V, r = n) term; with fold extra columns of a
    full W with cotangent g⊥, g_k − W⊥(g⊥ᵀW_k) first (F: fold×k scratch). */
 static void FN(fold_div)(int64_t r, int64_t k, int64_t fold, const T *w, int64_t ldw, const T *g, int64_t ldg,
@@ -151,6 +142,15 @@ static void FN(fold_div)(int64_t r, int64_t k, int64_t fold, const T *w, int64_t
         for (int64_t i = 0; i < r; i++) X[i + c * r] /= s[c];
 }
 
+/* ---- SVD backward (PyTorch's svd_backward, real case, V instead of Vh) -------------------------
+   Thin factors U_k, V_k. full_matrices: a tall A's extra columns U⊥ (a wide A's V⊥) are any basis of the
+   complement, which A determines only through U⊥U⊥ᵀ = I − U_kU_kᵀ; their cotangent is folded into gU_k as
+   −U⊥ gU⊥ᵀ U_k (Ionescu et al. 2015, prop. 2), the gradient of every loss invariant to that basis's choice
+   (PyTorch drops gU⊥ instead, so a loss of the left nullspace U⊥ gets no gradient from it).
+   G_jk = (a σk + σj d) / (σk² − σj²), a = skew(U_kᵀgU)_jk, d = skew(V_kᵀgV)_jk, skew(X) = X − Xᵀ,
+   G_jj = gS_j. E = σk² − σj² is formed as ((σk−σj)/σmax)(σk/σmax + σj/σmax): no overflow for huge σ, and no
+   cancellation near a tie (INVGAP_SQ). The mode acts on it through the singular part only (see below).
+   gA = U_k G V_kᵀ + (I − U_kU_kᵀ) gU Σ⁻¹ V_kᵀ (m > n) or + U_k Σ⁻¹ gVᵀ (I − V_kV_kᵀ) (m < n). */
 static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
                              const sg_mat *gS, const sg_mat *gV, sg_degen mode, double param, sg_mat *gA)
 {

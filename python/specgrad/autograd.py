@@ -225,7 +225,7 @@ class NullSpace(torch.autograd.Function):
         N, nullity = c.null_space(A.detach(), atol, rtol)
         ctx.save_for_backward(A, N)
         ctx.opts = (atol, rtol, c)
-        ctx.mark_non_differentiable(nullity)
+        ctx.mark_non_differentiable(nullity)  # backward runs only when N gets a gradient
         return N, nullity
 
     @staticmethod
@@ -233,8 +233,6 @@ class NullSpace(torch.autograd.Function):
     def backward(ctx, gN, gnullity):
         A, N = ctx.saved_tensors
         atol, rtol, c = ctx.opts
-        if gN is None or not ctx.needs_input_grad[0]:
-            return None, None, None, None
         Ap = c.pinv(A, atol, rtol)  # n×m
         return -(Ap.mT @ (gN @ N.mT)), None, None, None
 

@@ -397,6 +397,7 @@ def test_gradcheck_null_space(rng, shape):
     rank (wide: nullity 2; square: 0 so N = 0 and the gradient is 0; tall: 0), and at rank 2 of a 4×4
     whose zero σ's stay under atol when perturbed (constant rank: nullity 2)."""
     X = torch.tensor(rng.standard_normal(shape), requires_grad=True)
+
     def f(X, **kw):
         N, r = sga.null_space(X, **kw)
         x = torch.linspace(-1, 2, X.shape[-1], dtype=X.dtype)
@@ -436,8 +437,8 @@ def test_every_op_named_in_the_requires_grad_error_exists():
 
 
 def test_autograd_lstsq_pinv_project_bad_input(rng):
-    """Bad input to the new autograd wrappers gets the library's errors: wrong rows, NaN, an integer tensor,
-    a bad tolerance, an unknown projection."""
+    """Bad input to the new autograd wrappers (lstsq, pinv, project, null_space) gets the library's errors:
+    wrong rows, NaN, an integer tensor, a bad tolerance, an unknown projection, too few dimensions."""
     A = torch.tensor(rng.standard_normal((2, 4, 3)), requires_grad=True)
     with pytest.raises(sg.SpecgradArgumentError, match="B"):
         sga.lstsq(A, torch.ones(2, 5, 1, dtype=torch.float64))
@@ -453,3 +454,11 @@ def test_autograd_lstsq_pinv_project_bad_input(rng):
         sga.project(A, torch.ones(2, 4, 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="which"):
         sga.project(A, torch.ones(2, 3, 1, dtype=torch.float64), "column")
+    with pytest.raises(sg.NonFiniteError, match="NaN"):
+        sga.null_space(An.requires_grad_(True))
+    with pytest.raises(TypeError, match="dtype"):
+        sga.null_space(torch.ones(2, 3, 3, dtype=torch.int64))
+    with pytest.raises(sg.SpecgradArgumentError, match="tolerance"):
+        sga.null_space(A, rtol=float("nan"))
+    with pytest.raises(ValueError, match="dimensions"):
+        sga.null_space(torch.ones(3, dtype=torch.float64, requires_grad=True))
