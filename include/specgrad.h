@@ -48,6 +48,7 @@ extern "C" {
 
 #define SG_VERSION_MAJOR 0
 #define SG_VERSION_MINOR 1
+#define SG_VERSION (SG_VERSION_MAJOR * 1000 + SG_VERSION_MINOR)
 
 /* Only the functions declared here are exported; the build hides everything else (-fvisibility=hidden). */
 #if defined(__GNUC__)
@@ -112,6 +113,9 @@ SG_API const char *sg_last_error(const sg_ctx *ctx); /* "" after a successful ca
 SG_API int64_t sg_failed_index(const sg_ctx *ctx);   /* batch index of the failing matrix, -1 if none */
 SG_API const char *sg_status_string(sg_status s);
 SG_API const char *sg_backend_name(sg_backend b);    /* "auto", "cpu", "cuda"; "unknown" for any other value */
+/* SG_VERSION of the library loaded at run time: a program (or binding) can tell that it found the
+   libspecgrad it was built for (0.x: the same minor version, as the soname libspecgrad.so.MAJOR.MINOR says). */
+SG_API int sg_version(void);
 
 /* Number of usable CUDA devices; 0 with the reason written to why (may be NULL). Never fails hard. */
 SG_API int sg_cuda_devices(char *why, size_t why_len);

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+int sg_version(void) { return SG_VERSION; }
+
 /* ---- errors ---------------------------------------------------------------------------------- */
 const char *sg_status_string(sg_status s)
 {

@@ -770,6 +770,11 @@ Test(cli, help_and_info)
     }
     cr_expect_eq(run("info"), 0, "%s", out);
     cr_expect(strstr(out, "backend auto") != NULL, "%s", out);
+    char ver[64];
+    snprintf(ver, sizeof ver, "specgrad %d.%d\n", SG_VERSION_MAJOR, SG_VERSION_MINOR);
+    cr_expect_eq(run("--version"), 0, "%s", out);
+    cr_expect_str_eq(out, ver);
+    cr_expect_eq(sg_version(), SG_VERSION, "the library loaded is not the header's version");
 }
 
 /* Varying nullity over the batch: N is (..., n, n) with each basis in the leading columns, zeros after. */

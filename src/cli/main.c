@@ -14,7 +14,8 @@ static void usage(FILE *f)
     fprintf(f, "specgrad %d.%d — batched spectral linear algebra and gradients on .npy files\n\n"
                "usage:\n"
                "  specgrad demo [--backend B]      seed 000: nullspace vectors need full_matrices SVD\n"
-               "  specgrad info                    backends and CUDA devices\n",
+               "  specgrad info                    backends and CUDA devices\n"
+               "  specgrad --version               prints specgrad MAJOR.MINOR\n",
             SG_VERSION_MAJOR, SG_VERSION_MINOR);
     cli_ops_list(f);
     fprintf(f, "\n`specgrad <command> --help` describes a command. Exit status: 0 ok, 1 error, 2 usage error, 130 interrupted (Ctrl-C).\n");
@@ -211,6 +212,10 @@ int main(int argc, char **argv)
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("specgrad %d.%d\n", SG_VERSION_MAJOR, SG_VERSION_MINOR);
+        return 0;
     }
     cli_opts o = {.op = argv[1], .backend = SG_BACKEND_AUTO, .dtype = -1, .rtol = -1, .which = SG_PROJ_NULL,
                   .mode = SG_DEGEN_EXACT};
