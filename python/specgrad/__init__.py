@@ -5,6 +5,7 @@ a CUDA context; CPU tensors through numpy). Output conventions follow numpy.lina
 ctx=None: numpy input uses the shared context of $SPECGRAD_BACKEND (default 'cpu'), CUDA tensors the
 shared CUDA context of their device (one per GPU). Autograd wrappers for torch live in specgrad.autograd.
 """
+from ._lib import VERSION as _VERSION
 from ._lib import (DegenerateError, DomainError, NoDeviceError, NonFiniteError, NotConvergedError,
                    SpecgradArgumentError, SpecgradError, cuda_devices, lib)
 from ._core import Context, get_context, trim_null_space, _ctx_for
@@ -16,7 +17,8 @@ __all__ = [
     "svd_backward", "matfunc", "matfunc_backward", "regularizer",
 ]
 
-lib()  # fail at import with a clear message when the shared library is missing
+lib()  # fail at import with a clear message when the shared library is missing or of another version
+__version__ = f"{_VERSION[0]}.{_VERSION[1]}"
 
 
 def eigh(A, uplo="L", *, ctx=None):

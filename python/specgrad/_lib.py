@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes as C
+import ctypes.util
 import os
 from pathlib import Path
 
@@ -103,13 +104,24 @@ def error_class(status):
     return _ERR_CLASS.get(status, SpecgradError)
 
 
+# The library version this binding's declarations are for (SG_VERSION_MAJOR/MINOR of include/specgrad.h;
+# 0.x: another minor version may change a signature, so it must match exactly).
+VERSION = (0, 1)
+
 # ---- loading --------------------------------------------------------------------------------------
 def _candidates():
+    """Where libspecgrad is looked for, in order: $SPECGRAD_LIB (only there when set); the package
+    directory (a wheel from `pip install .`); <repo>/build (a source checkout); the system's library path
+    (`cmake --install` to a prefix the loader knows)."""
     env = os.environ.get("SPECGRAD_LIB")
     if env:
         return [Path(env)], True
-    repo = Path(__file__).resolve().parents[2]
-    return [repo / "build" / "libspecgrad.so"], False
+    here = Path(__file__).resolve().parent
+    cands = [here / "libspecgrad.so", here.parents[1] / "build" / "libspecgrad.so"]
+    found = ctypes.util.find_library("specgrad")
+    if found:
+        cands.append(Path(found))
+    return cands, False
 
 
 def _declare(lib):
@@ -124,6 +136,7 @@ def _declare(lib):
         "sg_last_error": (C.c_char_p, [C.c_void_p]),
         "sg_failed_index": (C.c_int64, [C.c_void_p]),
         "sg_status_string": (C.c_char_p, [C.c_int]),
+        "sg_version": (C.c_int, []),
         "sg_cuda_devices": (C.c_int, [C.c_char_p, C.c_size_t]),
         "sg_set_memspace": (st, [C.c_void_p, C.c_int]),
         "sg_set_stream": (st, [C.c_void_p, C.c_void_p]),
@@ -158,24 +171,34 @@ _LIB = None
 
 
 def lib():
-    """The loaded libspecgrad (SPECGRAD_LIB, else <repo>/build/libspecgrad.so)."""
+    """The loaded libspecgrad (first of _candidates() that exists)."""
     global _LIB
     if _LIB is None:
         paths, from_env = _candidates()
         for p in paths:
-            if p.is_file():
+            if p.is_file() or (not p.is_absolute() and not from_env):  # find_library gives a bare soname
                 try:
-                    _LIB = _declare(C.CDLL(str(p)))
+                    handle = _declare(C.CDLL(str(p)))
                 except OSError as e:
                     raise ImportError(f"specgrad: could not load {p}: {e}") from e
                 except AttributeError as e:
                     raise ImportError(f"specgrad: {p} lacks a symbol of include/specgrad.h ({e}); "
                                       "rebuild the library") from e
+                v = handle.sg_version()
+                if (v // 1000, v % 1000) != VERSION:
+                    raise ImportError(f"specgrad: {p} is libspecgrad {v // 1000}.{v % 1000}; this Python package "
+                                      f"is for {VERSION[0]}.{VERSION[1]} (rebuild the library, or point "
+                                      "SPECGRAD_LIB at the matching one)")
+                _LIB = handle
                 return _LIB
-        how = "SPECGRAD_LIB points to" if from_env else "SPECGRAD_LIB is not set and there is no"
+        if from_env:
+            raise ImportError(
+                f"specgrad: SPECGRAD_LIB points to {paths[0]}, which does not exist. Build the C library "
+                "(bash scripts/build) or unset SPECGRAD_LIB")
         raise ImportError(
-            f"specgrad: {how} {paths[0]}. Build the C library first (bash scripts/build, or "
-            "cmake -S . -B build && cmake --build build) or set SPECGRAD_LIB=/path/to/libspecgrad.so")
+            f"specgrad: libspecgrad.so not found (looked in {', '.join(str(p) for p in paths)} and the "
+            "system's library path). Install the package with the library (pip install . in the "
+            "repository), build it (bash scripts/build), or set SPECGRAD_LIB=/path/to/libspecgrad.so")
     return _LIB
 
 

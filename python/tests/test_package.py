@@ -1,0 +1,80 @@
+"""How the package finds libspecgrad and what it says when it cannot (the wheel itself: scripts/test-wheel)."""
+import ctypes.util
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import specgrad as sg
+
+PKG = Path(sg.__file__).resolve().parent
+HEADER = PKG.parents[1] / "include" / "specgrad.h"
+
+
+def _header_version():
+    text = HEADER.read_text()
+    return tuple(int(re.search(rf"#define SG_VERSION_{k} (\d+)", text).group(1)) for k in ("MAJOR", "MINOR"))
+
+
+def _fresh_lib_module():
+    """python/specgrad/_lib.py loaded again as its own module: its lib() starts unloaded."""
+    spec = importlib.util.spec_from_file_location("sg_lib_copy", PKG / "_lib.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _import_in_subprocess(env_update, cwd, pythonpath):
+    env = {k: v for k, v in os.environ.items() if k not in ("SPECGRAD_LIB", "PYTHONPATH")}
+    env.update(env_update, PYTHONPATH=str(pythonpath))
+    return subprocess.run([sys.executable, "-c", "import specgrad"], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_version_is_the_headers_and_the_loaded_librarys():
+    want = _header_version()
+    assert sg.__version__ == "%d.%d" % want
+    v = sg.lib().sg_version()
+    assert (v // 1000, v % 1000) == want
+
+
+def test_library_of_another_version_is_refused():
+    mod = _fresh_lib_module()
+    mod.VERSION = (mod.VERSION[0], mod.VERSION[1] + 1)
+    with pytest.raises(ImportError, match=r"is libspecgrad \d+\.\d+; this Python package is for \d+\.\d+"):
+        mod.lib()
+
+
+def test_specgrad_lib_pointing_nowhere_says_so(tmp_path):
+    missing = tmp_path / "nope" / "libspecgrad.so"
+    r = _import_in_subprocess({"SPECGRAD_LIB": str(missing)}, tmp_path, PKG.parent)
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr and f"SPECGRAD_LIB points to {missing}, which does not exist" in r.stderr
+
+
+def test_no_library_anywhere_lists_where_it_looked(tmp_path):
+    if ctypes.util.find_library("specgrad"):
+        pytest.skip("a libspecgrad is installed on the system's library path, so the package would load it")
+    shutil.copytree(PKG, tmp_path / "specgrad", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    r = _import_in_subprocess({}, tmp_path, tmp_path)
+    assert r.returncode != 0
+    assert "libspecgrad.so not found" in r.stderr, r.stderr
+    assert str(tmp_path / "specgrad" / "libspecgrad.so") in r.stderr  # where a wheel keeps it
+    assert "pip install ." in r.stderr
+
+
+def test_library_next_to_the_package_is_found_without_specgrad_lib(tmp_path):
+    """A wheel's layout: libspecgrad.so inside the package directory."""
+    shutil.copytree(PKG, tmp_path / "specgrad", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    shutil.copy(Path(sg.lib()._name).resolve(), tmp_path / "specgrad" / "libspecgrad.so")
+    env = {k: v for k, v in os.environ.items() if k not in ("SPECGRAD_LIB", "PYTHONPATH")}
+    code = "import specgrad, numpy as np; print(specgrad.lib()._name); print(specgrad.eigvalsh(np.eye(2) * 2))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == str(tmp_path / "specgrad" / "libspecgrad.so")
