@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes as C
 import ctypes.util
 import os
+import sys
 from pathlib import Path
 
 # ---- enums (values from include/specgrad.h) -------------------------------------------------------
@@ -110,14 +111,18 @@ VERSION = (0, 1)
 
 # ---- loading --------------------------------------------------------------------------------------
 def _candidates():
-    """Where libspecgrad is looked for, in order: $SPECGRAD_LIB (only there when set); the package
-    directory (a wheel from `pip install .`); <repo>/build (a source checkout); the system's library path
+    """Where libspecgrad is looked for, in order: $SPECGRAD_LIB (only there when set); the package's
+    directories (a wheel from `pip install .`, or -e); <repo>/build (a source checkout); the system's library path
     (`cmake --install` to a prefix the loader knows)."""
     env = os.environ.get("SPECGRAD_LIB")
     if env:
         return [Path(env)], True
     here = Path(__file__).resolve().parent
-    cands = [here / "libspecgrad.so", here.parents[1] / "build" / "libspecgrad.so"]
+    # every directory of the package: an editable install (pip install -e .) keeps the library in
+    # site-packages/specgrad and the modules in python/specgrad, both on the package's __path__
+    pkg = sys.modules.get(__package__) if __package__ else None
+    dirs = [Path(d) for d in getattr(pkg, "__path__", None) or [here]]
+    cands = [d / "libspecgrad.so" for d in dirs] + [here.parents[1] / "build" / "libspecgrad.so"]
     found = ctypes.util.find_library("specgrad")
     if found:
         cands.append(Path(found))

@@ -78,3 +78,23 @@ def test_library_next_to_the_package_is_found_without_specgrad_lib(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == str(tmp_path / "specgrad" / "libspecgrad.so")
+
+
+def test_editable_layout_finds_the_library_on_the_package_path(tmp_path):
+    """pip install -e . (scikit-build-core): the modules stay in python/specgrad, the library is built into
+    site-packages/specgrad, and the package's __path__ holds both; the library is found there."""
+    src, site = tmp_path / "src" / "specgrad", tmp_path / "site" / "specgrad"
+    shutil.copytree(PKG, src, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    site.mkdir(parents=True)
+    shutil.copy(Path(sg.lib()._name).resolve(), site / "libspecgrad.so")
+    code = (f"import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('specgrad', {str(src / '__init__.py')!r}, "
+            f"submodule_search_locations=[{str(site)!r}, {str(src)!r}])\n"
+            f"mod = importlib.util.module_from_spec(spec); sys.modules['specgrad'] = mod\n"
+            f"spec.loader.exec_module(mod)\n"
+            f"print(mod.lib()._name)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SPECGRAD_LIB", "PYTHONPATH")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(site / "libspecgrad.so")
