@@ -17,6 +17,10 @@ the 'cpu' context through numpy views. Pass ctx= to choose. Degeneracy handling:
 torch/jax. The backwards are computed by the library, outside autograd: they are once_differentiable,
 so double backward (create_graph=True, then differentiating the gradient) raises instead of silently
 returning a gradient that ignores the backward's own dependence on A.
+
+eigh, svd and matfunc also support torch.func (grad, vjp, jacrev, vmap: per-sample gradients with
+vmap(grad(loss))): forward + setup_context, a vmap rule, and a backward that is itself a Function
+(EighBackward, ...) with a vmap rule. No forward mode (jvp, jacfwd, hessian).
 """
 from __future__ import annotations
 
@@ -31,72 +35,145 @@ def _ctx(ctx, x):
     return _ctx_for(ctx, x)
 
 
-class Eigh(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, A, mode="mask", param=0.0, sgctx=None):
-        c = _ctx(sgctx, A)
-        w, V = c.eigh(A.detach())
-        ctx.save_for_backward(w, V)
-        ctx.opts = (mode, param, c)
-        ctx.set_materialize_grads(False)  # an unused V gets gV = None: no V term (finite at ties, as torch)
-        return w, V
+def _front(x, d, size):
+    """x with its vmapped dimension d moved to the front; expanded to the batch when x is not vmapped."""
+    if x is None:
+        return None
+    return x.movedim(d, 0) if d is not None else x.expand(size, *x.shape)
+
+
+class _LibBackward(torch.autograd.Function):
+    """A library backward op as a Function of its own. Eigh / Svd / MatFunc's backward calls it instead of
+    the library directly, so that their backward is made of Functions: what torch.func's grad, vjp and
+    jacrev need, and vmap over them (per-sample gradients) uses its vmap rule (the library ops are batched:
+    the vmapped dimension becomes one more batch dimension). Its own backward is not implemented."""
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("specgrad: the library's backward ops are once_differentiable: differentiating a "
+                           "gradient (double backward, Hessians) is not supported")
+
+
+class EighBackward(_LibBackward):
+    @staticmethod
+    def forward(w, V, gw, gV, mode, param, c):
+        try:
+            return c.eigh_backward(w, V, gw, gV, mode=mode, param=param)
+        except DegenerateError as e:  # mode='exact' at a tie: inf/NaN like torch and jax
+            return e.result
+
+    @staticmethod
+    def vmap(info, in_dims, w, V, gw, gV, mode, param, c):
+        t = [_front(x, d, info.batch_size) for x, d in zip((w, V, gw, gV), in_dims)]
+        return EighBackward.apply(*t, mode, param, c), 0
+
+
+class SvdBackward(_LibBackward):
+    @staticmethod
+    def forward(U, S, Vh, gU, gS, gVh, mode, param, c):
+        try:
+            return c.svd_backward(U, S, Vh, gU, gS, gVh, mode=mode, param=param)
+        except DegenerateError as e:
+            return e.result
+
+    @staticmethod
+    def vmap(info, in_dims, U, S, Vh, gU, gS, gVh, mode, param, c):
+        t = [_front(x, d, info.batch_size) for x, d in zip((U, S, Vh, gU, gS, gVh), in_dims)]
+        return SvdBackward.apply(*t, mode, param, c), 0
+
+
+class MatFuncBackward(_LibBackward):
+    @staticmethod
+    def forward(w, V, gF, fn, p, c):
+        return c.matfunc_backward(w, V, gF, fn, p)
+
+    @staticmethod
+    def vmap(info, in_dims, w, V, gF, fn, p, c):
+        t = [_front(x, d, info.batch_size) for x, d in zip((w, V, gF), in_dims)]
+        return MatFuncBackward.apply(*t, fn, p, c), 0
+
+
+def _vmapped(fn, info, A, d, nout, *args):
+    """vmap rule of a forward whose only tensor input is A: the vmapped dimension is one more batch dimension."""
+    return fn.apply(A.movedim(d, 0), *args), (0,) * nout
+
+
+class Eigh(torch.autograd.Function):
+    @staticmethod
+    def forward(A, mode="mask", param=0.0, sgctx=None):
+        return _ctx(sgctx, A).eigh(A.detach())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        A, mode, param, sgctx = inputs
+        ctx.save_for_backward(*output)
+        ctx.opts = (mode, param, _ctx(sgctx, A))
+        ctx.set_materialize_grads(False)  # an unused V gets gV = None: no V term (finite at ties, as torch)
+
+    @staticmethod
     def backward(ctx, gw, gV):
-        w, V = ctx.saved_tensors
-        mode, param, c = ctx.opts
         if gw is None and gV is None:
             return None, None, None, None
-        try:
-            gA = c.eigh_backward(w, V, gw, gV, mode=mode, param=param)
-        except DegenerateError as e:  # mode='exact' at a tie: inf/NaN like torch and jax
-            gA = e.result
-        return gA, None, None, None
+        w, V = ctx.saved_tensors
+        return EighBackward.apply(w, V, gw, gV, *ctx.opts), None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, A, mode, param, sgctx):
+        return _vmapped(Eigh, info, A, in_dims[0], 2, mode, param, sgctx)
 
 
 class Svd(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, A, full_matrices=False, mode="mask", param=0.0, sgctx=None):
-        c = _ctx(sgctx, A)
-        U, S, Vh = c.svd(A.detach(), full_matrices=full_matrices)
-        ctx.save_for_backward(U, S, Vh)
-        ctx.opts = (mode, param, c)
-        ctx.set_materialize_grads(False)  # unused U / Vh: None, no term (zeros would meet 1/E, Σ⁻¹ at ties, σ = 0)
-        return U, S, Vh
+    def forward(A, full_matrices=False, mode="mask", param=0.0, sgctx=None):
+        return _ctx(sgctx, A).svd(A.detach(), full_matrices=full_matrices)
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        A, full_matrices, mode, param, sgctx = inputs
+        ctx.save_for_backward(*output)
+        ctx.opts = (mode, param, _ctx(sgctx, A))
+        ctx.set_materialize_grads(False)  # unused U / Vh: None, no term (zeros would meet 1/E, Σ⁻¹ at ties, σ = 0)
+
+    @staticmethod
     def backward(ctx, gU, gS, gVh):
-        U, S, Vh = ctx.saved_tensors
-        mode, param, c = ctx.opts
         if gU is None and gS is None and gVh is None:
             return None, None, None, None, None
-        try:
-            gA = c.svd_backward(U, S, Vh, gU, gS, gVh, mode=mode, param=param)
-        except DegenerateError as e:
-            gA = e.result
-        return gA, None, None, None, None
+        U, S, Vh = ctx.saved_tensors
+        return SvdBackward.apply(U, S, Vh, gU, gS, gVh, *ctx.opts), None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, A, full_matrices, mode, param, sgctx):
+        return _vmapped(Svd, info, A, in_dims[0], 3, full_matrices, mode, param, sgctx)
 
 
 class MatFunc(torch.autograd.Function):
-    """F = f(A); forward is one matfunc call (domain checks, one eigendecomposition), which also returns
-    the (w, V) it used: saved for the backward."""
+    """(F, w, V) with F = f(A); forward is one matfunc call (domain checks, one eigendecomposition), which
+    also returns the (w, V) it used: outputs (not differentiable) so that setup_context can save them."""
 
     @staticmethod
-    def forward(ctx, A, fn="sqrt", p=None, sgctx=None):
-        c = _ctx(sgctx, A)
-        F, w, V = c.matfunc(A.detach(), fn, p, return_eig=True)
+    def forward(A, fn="sqrt", p=None, sgctx=None):
+        return _ctx(sgctx, A).matfunc(A.detach(), fn, p, return_eig=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        A, fn, p, sgctx = inputs
+        F, w, V = output
         ctx.save_for_backward(w, V)
-        ctx.opts = (fn, p, c)
-        return F
+        ctx.mark_non_differentiable(w, V)
+        ctx.opts = (fn, p, _ctx(sgctx, A))
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, gF):
+    def backward(ctx, gF, gw, gV):
         w, V = ctx.saved_tensors
-        fn, p, c = ctx.opts
-        return c.matfunc_backward(w, V, gF, fn, p), None, None, None
+        return MatFuncBackward.apply(w, V, gF, *ctx.opts), None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, A, fn, p, sgctx):
+        return _vmapped(MatFunc, info, A, in_dims[0], 3, fn, p, sgctx)
 
 
 class Regularizer(torch.autograd.Function):
@@ -278,7 +355,7 @@ def svd(A, full_matrices=False, mode="mask", param=0.0, ctx=None):
 
 
 def matfunc(A, fn="sqrt", p=None, ctx=None):
-    return MatFunc.apply(A, fn, p, ctx)
+    return MatFunc.apply(A, fn, p, ctx)[0]
 
 
 def regularizer(A, kind="spectral", fn=None, p=None, ctx=None):
