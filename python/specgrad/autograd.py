@@ -18,7 +18,7 @@ torch/jax. The backwards are computed by the library, outside autograd: they are
 so double backward (create_graph=True, then differentiating the gradient) raises instead of silently
 returning a gradient that ignores the backward's own dependence on A.
 
-eigh, svd and matfunc also support torch.func (grad, vjp, jacrev, vmap: per-sample gradients with
+eigh, svd, matfunc and regularizer also support torch.func (grad, vjp, jacrev, vmap: per-sample gradients with
 vmap(grad(loss))): forward + setup_context, a vmap rule, and a backward that is itself a Function
 (EighBackward, ...) with a vmap rule. No forward mode (jvp, jacfwd, hessian).
 """
@@ -99,7 +99,7 @@ class MatFuncBackward(_LibBackward):
 
 def _vmapped(fn, info, A, d, nout, *args):
     """vmap rule of a forward whose only tensor input is A: the vmapped dimension is one more batch dimension."""
-    return fn.apply(A.movedim(d, 0), *args), (0,) * nout
+    return fn.apply(A.movedim(d, 0), *args), (0,) * nout if nout > 1 else 0
 
 
 class Eigh(torch.autograd.Function):
@@ -176,29 +176,45 @@ class MatFunc(torch.autograd.Function):
         return _vmapped(MatFunc, info, A, in_dims[0], 3, fn, p, sgctx)
 
 
+class RegularizerGrad(_LibBackward):
+    """gA · gloss per matrix, with gA from the forward's library call (torch ops: vmap rule generated)."""
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(gA, gloss):
+        return gA * gloss[..., None, None]
+
+
 class Regularizer(torch.autograd.Function):
-    """Per-matrix loss (batch shape); the gradient comes from the same library call as the loss, and is
-    only computed when it can be needed: need_grad=None means A.requires_grad (inside forward grad mode
-    is always off, so the `regularizer` function below decides it, also under torch.no_grad)."""
+    """Per-matrix loss (batch shape) and, from the same library call, its gradient gA as a second
+    (non-differentiable) output, only when it can be needed: need_grad (the `regularizer` function below
+    decides it from grad mode and A.requires_grad, which forward cannot see)."""
 
     @staticmethod
-    def forward(ctx, A, kind="spectral", fn=None, p=None, sgctx=None, need_grad=None):
+    def forward(A, kind="spectral", fn=None, p=None, sgctx=None, need_grad=False):
         c = _ctx(sgctx, A)
-        if need_grad is None:
-            need_grad = ctx.needs_input_grad[0]
         if need_grad:
-            loss, ctx.gA = c.regularizer(A.detach(), kind, fn, p)
-        else:
-            loss, ctx.gA = c.regularizer(A.detach(), kind, fn, p, grad=False), None
-        return loss
+            return tuple(c.regularizer(A.detach(), kind, fn, p))
+        return c.regularizer(A.detach(), kind, fn, p, grad=False)
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, gloss):
-        if ctx.gA is None:
+    def setup_context(ctx, inputs, output):
+        ctx.has_grad = isinstance(output, tuple)
+        if ctx.has_grad:
+            ctx.mark_non_differentiable(output[1])
+            ctx.save_for_backward(output[1])
+
+    @staticmethod
+    def backward(ctx, gloss, *unused):
+        if not ctx.has_grad:
             raise RuntimeError("specgrad.autograd.Regularizer: the gradient was not computed in forward "
                                "(need_grad=False / torch.no_grad)")
-        return ctx.gA * gloss[..., None, None], None, None, None, None, None
+        (gA,) = ctx.saved_tensors
+        return RegularizerGrad.apply(gA, gloss), None, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, A, kind, fn, p, sgctx, need_grad):
+        return _vmapped(Regularizer, info, A, in_dims[0], 2 if need_grad else 1, kind, fn, p, sgctx, need_grad)
 
 
 class ProjectBasis(torch.autograd.Function):
@@ -360,4 +376,5 @@ def matfunc(A, fn="sqrt", p=None, ctx=None):
 
 def regularizer(A, kind="spectral", fn=None, p=None, ctx=None):
     need_grad = torch.is_grad_enabled() and A.requires_grad
-    return Regularizer.apply(A, kind, fn, p, ctx, need_grad)
+    out = Regularizer.apply(A, kind, fn, p, ctx, need_grad)
+    return out[0] if need_grad else out

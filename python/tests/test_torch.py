@@ -464,7 +464,7 @@ def test_autograd_lstsq_pinv_project_bad_input(rng):
         sga.null_space(torch.ones(3, dtype=torch.float64, requires_grad=True))
 
 
-# ---- torch.func: grad / vmap / jacrev over eigh, svd, matfunc ---------------------------------------------
+# ---- torch.func: grad / vmap / jacrev over eigh, svd, matfunc, regularizer ---------------------------------------------
 def _func_cases(rng):
     """(name, input, loss through specgrad, the same loss through torch.linalg): gauge-free losses of
     matrices with distinct spectra, float64."""
@@ -493,6 +493,8 @@ def _func_cases(rng):
         ("eigh", S, eig_loss(sga.eigh), eig_loss(torch.linalg.eigh)),
         ("svd", R, svd_loss(sga.svd), svd_loss(lambda A: torch.linalg.svd(A, full_matrices=False))),
         ("matfunc", P, lambda A: (sga.matfunc(A, "sqrt") @ Wt).pow(2).sum(), lambda A: (sqrtm_torch(A) @ Wt).pow(2).sum()),
+        ("regularizer", R, lambda A: sga.regularizer(A, "nuclear").pow(2).sum(),
+         lambda A: torch.linalg.svdvals(A).sum(-1).pow(2).sum()),
     ]
 
 
@@ -519,6 +521,8 @@ def test_vmap_any_dimension_and_nested(rng):
     R = torch.tensor(rng.standard_normal((3, 4, 2)))
     S = torch.vmap(lambda X: sga.svd(X)[1], in_dims=2)(R.permute(1, 2, 0))  # R[b] is (4, 2): vmapped over b
     torch.testing.assert_close(S, torch.linalg.svdvals(R))
+    loss = torch.vmap(lambda X: sga.regularizer(X, "spectral"), in_dims=1)(R.transpose(0, 1))
+    torch.testing.assert_close(loss, torch.linalg.svdvals(R)[:, 0] ** 2)
 
 
 def test_jacrev_matches_torch(rng):
