@@ -18,14 +18,13 @@ torch/jax. The backwards are computed by the library, outside autograd: they are
 so double backward (create_graph=True, then differentiating the gradient) raises instead of silently
 returning a gradient that ignores the backward's own dependence on A.
 
-eigh, svd, matfunc and regularizer also support torch.func (grad, vjp, jacrev, vmap: per-sample gradients with
-vmap(grad(loss))): forward + setup_context, a vmap rule, and a backward that is itself a Function
-(EighBackward, ...) with a vmap rule. No forward mode (jvp, jacfwd, hessian).
+Every wrapper also supports torch.func (grad, vjp, jacrev, vmap: per-sample gradients with
+vmap(grad(loss))): forward + setup_context, a vmap rule, and a backward made of torch ops and Functions
+that call the library (EighBackward, _Pinv, ...) with vmap rules. No forward mode (jvp, jacfwd, hessian).
 """
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ._core import _ctx_for
 from ._lib import DegenerateError
@@ -42,11 +41,12 @@ def _front(x, d, size):
     return x.movedim(d, 0) if d is not None else x.expand(size, *x.shape)
 
 
-class _LibBackward(torch.autograd.Function):
-    """A library backward op as a Function of its own. Eigh / Svd / MatFunc's backward calls it instead of
-    the library directly, so that their backward is made of Functions: what torch.func's grad, vjp and
-    jacrev need, and vmap over them (per-sample gradients) uses its vmap rule (the library ops are batched:
-    the vmapped dimension becomes one more batch dimension). Its own backward is not implemented."""
+class _LibOp(torch.autograd.Function):
+    """A library op called by a backward (eigh_backward, pinv, a projection, ...) as a Function of its
+    own, so that backwards are made of Functions and torch ops: what torch.func's grad, vjp and jacrev
+    need, and vmap over them (per-sample gradients) uses its vmap rule (the library ops are batched: the
+    vmapped dimension becomes one more batch dimension). Its own backward is not implemented, so
+    differentiating a gradient through it raises instead of silently missing its dependence on A."""
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -58,7 +58,54 @@ class _LibBackward(torch.autograd.Function):
                            "gradient (double backward, Hessians) is not supported")
 
 
-class EighBackward(_LibBackward):
+def _vmap_broadcast(in_dims, xs):
+    """vmap rule of an op whose matrix arguments' batch dimensions broadcast: each vmapped x gets the
+    vmapped dimension in front, padded with size-1 dimensions to the largest per-sample batch rank so that
+    it leads the broadcast batch; the others get leading size-1 dimensions to the same rank (equal ranks:
+    the binding's rule that an X one dimension short is a batch of vectors cannot misread a matrix)."""
+    rank = max(x.dim() - 2 - (d is not None) for x, d in zip(xs, in_dims))
+    out = []
+    for x, d in zip(xs, in_dims):
+        if d is not None:
+            x = x.movedim(d, 0)
+            x = x.reshape(x.shape[:1] + (1,) * (rank + 3 - x.dim()) + x.shape[1:])
+        else:
+            x = x.reshape((1,) * (rank + 3 - x.dim()) + x.shape)
+        out.append(x)
+    return out
+
+
+class _Pinv(_LibOp):
+    @staticmethod
+    def forward(A, atol, rtol, c):
+        return c.pinv(A, atol, rtol)
+
+    @staticmethod
+    def vmap(info, in_dims, A, atol, rtol, c):
+        return _Pinv.apply(A.movedim(in_dims[0], 0), atol, rtol, c), 0
+
+
+class _ProjectOp(_LibOp):
+    @staticmethod
+    def forward(A, X, which, atol, rtol, c):
+        return c.project(A, X, which, atol, rtol)
+
+    @staticmethod
+    def vmap(info, in_dims, A, X, which, atol, rtol, c):
+        return _ProjectOp.apply(*_vmap_broadcast(in_dims[:2], (A, X)), which, atol, rtol, c), 0
+
+
+class _ProjectBasisOp(_LibOp):
+    @staticmethod
+    def forward(Q, X, complement, c):
+        return c.project_basis(Q, X, complement)
+
+    @staticmethod
+    def vmap(info, in_dims, Q, X, complement, c):
+        return _ProjectBasisOp.apply(*_vmap_broadcast(in_dims[:2], (Q, X)), complement, c), 0
+
+
+class EighBackward(_LibOp):
     @staticmethod
     def forward(w, V, gw, gV, mode, param, c):
         try:
@@ -72,7 +119,7 @@ class EighBackward(_LibBackward):
         return EighBackward.apply(*t, mode, param, c), 0
 
 
-class SvdBackward(_LibBackward):
+class SvdBackward(_LibOp):
     @staticmethod
     def forward(U, S, Vh, gU, gS, gVh, mode, param, c):
         try:
@@ -86,7 +133,7 @@ class SvdBackward(_LibBackward):
         return SvdBackward.apply(*t, mode, param, c), 0
 
 
-class MatFuncBackward(_LibBackward):
+class MatFuncBackward(_LibOp):
     @staticmethod
     def forward(w, V, gF, fn, p, c):
         return c.matfunc_backward(w, V, gF, fn, p)
@@ -176,7 +223,7 @@ class MatFunc(torch.autograd.Function):
         return _vmapped(MatFunc, info, A, in_dims[0], 3, fn, p, sgctx)
 
 
-class RegularizerGrad(_LibBackward):
+class RegularizerGrad(_LibOp):
     """gA · gloss per matrix, with gA from the forward's library call (torch ops: vmap rule generated)."""
     generate_vmap_rule = True
 
@@ -218,32 +265,37 @@ class Regularizer(torch.autograd.Function):
 
 
 class ProjectBasis(torch.autograd.Function):
-    """Y = Q Qᵀ X (or X − Q Qᵀ X). gX is the same projection of gY (P = Q Qᵀ is symmetric), by the
-    library; gQ = ±(gY Xᵀ + X gYᵀ) Q, the derivative of the formula in Q as a free matrix (no
-    orthonormality constraint), in torch. X may be a batch of vectors (..., n)."""
+    """Y = Q Qᵀ X (or X − Q Qᵀ X), X (..., n, k) (the function below makes vectors columns). gX is the same
+    projection of gY (P = Q Qᵀ is symmetric), by the library; gQ = ±(gY Xᵀ + X gYᵀ) Q, the derivative of
+    the formula in Q as a free matrix (no orthonormality constraint), in torch. Batch dimensions
+    broadcast; the gradients are summed back to each input's shape."""
 
     @staticmethod
-    def forward(ctx, Q, X, complement=False, sgctx=None):
-        c = _ctx(sgctx, Q)
-        Y = c.project_basis(Q.detach(), X.detach(), complement)
+    def forward(Q, X, complement=False, sgctx=None):
+        return _ctx(sgctx, Q).project_basis(Q.detach(), X.detach(), complement)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        Q, X, complement, sgctx = inputs
         ctx.save_for_backward(Q, X)
-        ctx.opts = (complement, c)
-        return Y
+        ctx.opts = (complement, _ctx(sgctx, Q))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gY):
         Q, X = ctx.saved_tensors
         complement, c = ctx.opts
         gQ = gX = None
         if ctx.needs_input_grad[1]:
-            gX = c.project_basis(Q, gY, complement)
+            gX = _ProjectBasisOp.apply(Q, gY, complement, c).sum_to_size(X.shape)
         if ctx.needs_input_grad[0]:
-            G, Xm = (gY[..., None], X[..., None]) if X.dim() == Q.dim() - 1 else (gY, X)
-            gQ = G @ (Xm.mT @ Q) + Xm @ (G.mT @ Q)
+            gQ = (gY @ (X.mT @ Q) + X @ (gY.mT @ Q)).sum_to_size(Q.shape)
             if complement:
                 gQ = -gQ
         return gQ, gX, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, Q, X, complement, sgctx):
+        return ProjectBasis.apply(*_vmap_broadcast(in_dims[:2], (Q, X)), complement, sgctx), 0
 
 
 class Lstsq(torch.autograd.Function):
@@ -253,19 +305,19 @@ class Lstsq(torch.autograd.Function):
     broadcast (the library factors a shared A once); the gradients are summed back to each input's shape."""
 
     @staticmethod
-    def forward(ctx, A, B, atol=0.0, rtol=None, sgctx=None):
-        c = _ctx(sgctx, A)
-        X = c.lstsq(A.detach(), B.detach(), atol, rtol)
-        ctx.save_for_backward(A, B, X)
-        ctx.opts = (atol, rtol, c)
-        return X
+    def forward(A, B, atol=0.0, rtol=None, sgctx=None):
+        return _ctx(sgctx, A).lstsq(A.detach(), B.detach(), atol, rtol)
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        A, B, atol, rtol, sgctx = inputs
+        ctx.save_for_backward(A, B, output)
+        ctx.opts = (atol, rtol, _ctx(sgctx, A))
+
+    @staticmethod
     def backward(ctx, gX):
         A, B, X = ctx.saved_tensors
-        atol, rtol, c = ctx.opts
-        Ap = c.pinv(A, atol, rtol)  # n×m
+        Ap = _Pinv.apply(A, *ctx.opts)  # n×m
         gB = Ap.mT @ gX
         gA = None
         if ctx.needs_input_grad[0]:
@@ -273,6 +325,10 @@ class Lstsq(torch.autograd.Function):
             gA = gA.sum_to_size(A.shape)
         gB = gB.sum_to_size(B.shape) if ctx.needs_input_grad[1] else None
         return gA, gB, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, A, B, atol, rtol, sgctx):
+        return Lstsq.apply(*_vmap_broadcast(in_dims[:2], (A, B)), atol, rtol, sgctx), 0
 
 
 class Project(torch.autograd.Function):
@@ -282,28 +338,33 @@ class Project(torch.autograd.Function):
     dimensions broadcast; the gradients are summed back to each input's shape."""
 
     @staticmethod
-    def forward(ctx, A, X, which="null", atol=0.0, rtol=None, sgctx=None):
-        c = _ctx(sgctx, A)
-        Y = c.project(A.detach(), X.detach(), which, atol, rtol)
-        ctx.save_for_backward(A, X)
-        ctx.opts = (which, atol, rtol, c)
-        return Y
+    def forward(A, X, which="null", atol=0.0, rtol=None, sgctx=None):
+        return _ctx(sgctx, A).project(A.detach(), X.detach(), which, atol, rtol)
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        A, X, which, atol, rtol, sgctx = inputs
+        ctx.save_for_backward(A, X)
+        ctx.opts = (which, atol, rtol, _ctx(sgctx, A))
+
+    @staticmethod
     def backward(ctx, gY):
         A, X = ctx.saved_tensors
         which, atol, rtol, c = ctx.opts
         gA = gX = None
         if ctx.needs_input_grad[1]:
-            gX = c.project(A, gY, which, atol, rtol).sum_to_size(X.shape)
+            gX = _ProjectOp.apply(A, gY, which, atol, rtol, c).sum_to_size(X.shape)
         if ctx.needs_input_grad[0]:
-            Ap = c.pinv(A, atol, rtol)  # n×m
+            Ap = _Pinv.apply(A, atol, rtol, c)  # n×m
             M = X @ gY.mT + gY @ X.mT   # n×n, symmetric
             gA = (Ap.mT @ (M - (M @ Ap) @ A)).sum_to_size(A.shape)
             if which == "null":
                 gA = -gA
         return gA, gX, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, A, X, which, atol, rtol, sgctx):
+        return Project.apply(*_vmap_broadcast(in_dims[:2], (A, X)), which, atol, rtol, sgctx), 0
 
 
 class NullSpace(torch.autograd.Function):
@@ -313,21 +374,25 @@ class NullSpace(torch.autograd.Function):
     drop out of gN Nᵀ. For a loss that depends on the basis, the gradient of its basis-free part."""
 
     @staticmethod
-    def forward(ctx, A, atol=0.0, rtol=None, sgctx=None):
-        c = _ctx(sgctx, A)
-        N, nullity = c.null_space(A.detach(), atol, rtol)
-        ctx.save_for_backward(A, N)
-        ctx.opts = (atol, rtol, c)
-        ctx.mark_non_differentiable(nullity)  # backward runs only when N gets a gradient
-        return N, nullity
+    def forward(A, atol=0.0, rtol=None, sgctx=None):
+        return tuple(_ctx(sgctx, A).null_space(A.detach(), atol, rtol))
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        A, atol, rtol, sgctx = inputs
+        ctx.save_for_backward(A, output[0])
+        ctx.opts = (atol, rtol, _ctx(sgctx, A))
+        ctx.mark_non_differentiable(output[1])  # backward runs only when N gets a gradient
+
+    @staticmethod
     def backward(ctx, gN, gnullity):
         A, N = ctx.saved_tensors
-        atol, rtol, c = ctx.opts
-        Ap = c.pinv(A, atol, rtol)  # n×m
+        Ap = _Pinv.apply(A, *ctx.opts)  # n×m
         return -(Ap.mT @ (gN @ N.mT)), None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, A, atol, rtol, sgctx):
+        return _vmapped(NullSpace, info, A, in_dims[0], 2, atol, rtol, sgctx)
 
 
 def null_space(A, atol=0.0, rtol=None, ctx=None):
@@ -359,7 +424,11 @@ def pinv(A, atol=0.0, rtol=None, ctx=None):
 
 
 def project_basis(Q, X, complement=False, ctx=None):
-    return ProjectBasis.apply(Q, X, complement, ctx)
+    """Q Qᵀ X (complement: X − Q Qᵀ X) with gradients to Q and X. X (..., n, k) or a batch of vectors
+    (..., n); batch dimensions broadcast."""
+    vec = X.dim() == Q.dim() - 1
+    Y = ProjectBasis.apply(Q, X[..., None] if vec else X, complement, ctx)
+    return Y[..., 0] if vec else Y
 
 
 def eigh(A, mode="mask", param=0.0, ctx=None):

@@ -140,7 +140,11 @@ def _double_backward_cases(rng):
         ("svd", R, lambda X: (sga.svd(X)[1] ** 2).sum()),
         ("matfunc", S, lambda X: (sga.matfunc(X, "sqrt") ** 2).sum()),
         ("regularizer", R, lambda X: (sga.regularizer(X, "spectral") ** 2).sum()),
-        ("project_basis", R, lambda X: (sga.project_basis(X, X[..., :1].detach()) ** 2).sum()),
+        ("project_basis", R, lambda X: (sga.project_basis(X, X[..., :1]) ** 2).sum()),  # through gX (the library)
+        ("lstsq", R, lambda X: (sga.lstsq(X, X[..., :1].detach()) ** 2).sum()),
+        ("pinv", R, lambda X: (sga.pinv(X) ** 2).sum()),
+        ("project", R, lambda X: (sga.project(X.mT, X[..., 0].detach(), "row") ** 2).sum()),
+        ("null_space", R, lambda X: (sga.null_space(X.mT)[0][..., :1] ** 2).sum()),
     ]
 
 
@@ -154,6 +158,15 @@ def test_double_backward_raises(rng):
             g.sum().backward()
         (g1,) = torch.autograd.grad(loss(X), X)  # plain backward still works
         assert torch.isfinite(g1).all(), name
+
+
+def test_project_basis_second_derivative_in_q(rng):
+    """gQ is torch matmuls of Q, X and gY, so its own derivative in Q is autograd's and exact (gradgradcheck);
+    through X the library's gX is differentiated, which raises (test_double_backward_raises)."""
+    Q = torch.tensor(rng.standard_normal((2, 4, 3)), requires_grad=True)
+    X = torch.tensor(rng.standard_normal((2, 4, 2)))
+    for complement in (False, True):
+        assert torch.autograd.gradgradcheck(lambda Q: sga.project_basis(Q, X, complement), (Q,))
 
 
 class _SpyCtx:
@@ -464,7 +477,7 @@ def test_autograd_lstsq_pinv_project_bad_input(rng):
         sga.null_space(torch.ones(3, dtype=torch.float64, requires_grad=True))
 
 
-# ---- torch.func: grad / vmap / jacrev over eigh, svd, matfunc, regularizer ---------------------------------------------
+# ---- torch.func: grad / vmap / jacrev over every wrapper ---------------------------------------------
 def _func_cases(rng):
     """(name, input, loss through specgrad, the same loss through torch.linalg): gauge-free losses of
     matrices with distinct spectra, float64."""
@@ -472,6 +485,8 @@ def _func_cases(rng):
     P = torch.tensor(random_spd(rng, 4, (3,)))
     R = torch.tensor(rng.standard_normal((3, 5, 3)))
     Wt = torch.tensor(rng.standard_normal((4, 4)))  # shared across the vmapped batch (in_dims None below)
+    # (1, 5, 2): a matrix with a batch dimension; a (5, 2) B would be read as five vectors (like torch's solve)
+    B, Xs, M = (torch.tensor(rng.standard_normal(s)) for s in ((1, 5, 2), (1, 5, 2), (5, 5)))
 
     def eig_loss(eigh):
         def f(A):
@@ -495,6 +510,15 @@ def _func_cases(rng):
         ("matfunc", P, lambda A: (sga.matfunc(A, "sqrt") @ Wt).pow(2).sum(), lambda A: (sqrtm_torch(A) @ Wt).pow(2).sum()),
         ("regularizer", R, lambda A: sga.regularizer(A, "nuclear").pow(2).sum(),
          lambda A: torch.linalg.svdvals(A).sum(-1).pow(2).sum()),
+        # full-rank A: torch.linalg.pinv is the reference; B, X, M are shared by the batch (not vmapped)
+        ("lstsq", R, lambda A: sga.lstsq(A, B).pow(3).sum(), lambda A: (torch.linalg.pinv(A) @ B).pow(3).sum()),
+        ("pinv", R, lambda A: (sga.pinv(A) @ B).pow(2).sum(), lambda A: (torch.linalg.pinv(A) @ B).pow(2).sum()),
+        ("project", R, lambda A: sga.project(A.mT, Xs, "row").pow(3).sum(),
+         lambda A: (torch.linalg.pinv(A.mT) @ A.mT @ Xs).pow(3).sum()),
+        ("null_space", R, lambda A: (sga.null_space(A.mT)[0] @ sga.null_space(A.mT)[0].mT * M).sum(),
+         lambda A: ((torch.eye(5, dtype=A.dtype) - torch.linalg.pinv(A.mT) @ A.mT) * M).sum()),
+        ("project_basis", R, lambda A: sga.project_basis(A, Xs, True).pow(3).sum(),
+         lambda A: (Xs - A @ (A.mT @ Xs)).pow(3).sum()),
     ]
 
 
@@ -523,6 +547,23 @@ def test_vmap_any_dimension_and_nested(rng):
     torch.testing.assert_close(S, torch.linalg.svdvals(R))
     loss = torch.vmap(lambda X: sga.regularizer(X, "spectral"), in_dims=1)(R.transpose(0, 1))
     torch.testing.assert_close(loss, torch.linalg.svdvals(R)[:, 0] ** 2)
+    # two vmapped arguments, or one, with per-sample batch dimensions that broadcast, and vectors
+    A, Bv = torch.tensor(rng.standard_normal((3, 2, 5, 4))), torch.tensor(rng.standard_normal((3, 5)))
+    torch.testing.assert_close(torch.vmap(sga.lstsq)(A, Bv[:, None].expand(3, 2, 5)), sga.lstsq(A, Bv[:, None]))
+    torch.testing.assert_close(torch.vmap(sga.lstsq, in_dims=(0, None))(A[:, 0], Bv[0]),
+                               sga.lstsq(A[:, 0], Bv[0].expand(3, 5)))
+    torch.testing.assert_close(torch.vmap(sga.lstsq, in_dims=(None, 0))(A[0, 0], Bv), sga.lstsq(A[0, 0], Bv[..., None])[..., 0])
+    Q = torch.linalg.qr(torch.tensor(rng.standard_normal((3, 5, 2))))[0]
+    Xb = torch.tensor(rng.standard_normal((3, 2, 5)))   # per sample: a batch of 2 vectors for one Q
+    torch.testing.assert_close(torch.vmap(sga.project_basis)(Q[:, None], Xb), sga.project_basis(Q[:, None], Xb))
+    torch.testing.assert_close(torch.vmap(sga.project_basis)(Q, Xb[:, 0]), sga.project_basis(Q, Xb[:, 0]))
+    torch.testing.assert_close(torch.vmap(sga.project)(A.mT, Xb[..., None]), sga.project(A.mT, Xb[..., None]))
+    torch.testing.assert_close(torch.vmap(sga.project, in_dims=(0, None))(A.mT[:, 0], Xb[0, 0]),
+                               sga.project(A.mT[:, 0], Xb[0, 0].expand(3, 5)))
+    N, nullity = torch.vmap(sga.null_space, in_dims=1)(A.mT.transpose(0, 1))
+    N2, nullity2 = sga.null_space(A.mT)
+    torch.testing.assert_close(N @ N.mT, N2 @ N2.mT)
+    assert torch.equal(nullity, nullity2)
 
 
 def test_jacrev_matches_torch(rng):
