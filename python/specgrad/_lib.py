@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes as C
-import ctypes.util
 import os
 import sys
 from pathlib import Path
@@ -110,10 +109,13 @@ def error_class(status):
 VERSION = (0, 1)
 
 # ---- loading --------------------------------------------------------------------------------------
+SONAME = f"libspecgrad.so.{VERSION[0]}.{VERSION[1]}"
+
+
 def _candidates():
-    """Where libspecgrad is looked for, in order: $SPECGRAD_LIB (only there when set); the package's
-    directories (a wheel from `pip install .`, or -e); <repo>/build (a source checkout); the system's library path
-    (`cmake --install` to a prefix the loader knows)."""
+    """Files to try, in order: $SPECGRAD_LIB (only that one when set); the package's directories (a wheel
+    from `pip install .`, or -e); <repo>/build (a source checkout). lib() then asks the loader for SONAME
+    (LD_LIBRARY_PATH, the loader cache: `cmake --install` to a prefix it knows)."""
     env = os.environ.get("SPECGRAD_LIB")
     if env:
         return [Path(env)], True
@@ -122,11 +124,23 @@ def _candidates():
     # site-packages/specgrad and the modules in python/specgrad, both on the package's __path__
     pkg = sys.modules.get(__package__) if __package__ else None
     dirs = [Path(d) for d in getattr(pkg, "__path__", None) or [here]]
-    cands = [d / "libspecgrad.so" for d in dirs] + [here.parents[1] / "build" / "libspecgrad.so"]
-    found = ctypes.util.find_library("specgrad")
-    if found:
-        cands.append(Path(found))
-    return cands, False
+    return [d / "libspecgrad.so" for d in dirs] + [here.parents[1] / "build" / "libspecgrad.so"], False
+
+
+def _load(what, name):
+    """name loaded and declared, checked to be VERSION; what names it in errors."""
+    try:
+        handle = _declare(C.CDLL(name))
+    except OSError as e:
+        raise ImportError(f"specgrad: could not load {what}: {e}") from e
+    except AttributeError as e:
+        raise ImportError(f"specgrad: {what} lacks a symbol of include/specgrad.h ({e}); rebuild the library") from e
+    v = handle.sg_version()
+    if (v // 1000, v % 1000) != VERSION:
+        raise ImportError(f"specgrad: {what} is libspecgrad {v // 1000}.{v % 1000}; this Python package is for "
+                          f"{VERSION[0]}.{VERSION[1]} (rebuild the library, or point SPECGRAD_LIB at the "
+                          "matching one)")
+    return handle
 
 
 def _declare(lib):
@@ -176,34 +190,27 @@ _LIB = None
 
 
 def lib():
-    """The loaded libspecgrad (first of _candidates() that exists)."""
+    """The loaded libspecgrad: the first of _candidates() that exists, else SONAME from the loader."""
     global _LIB
     if _LIB is None:
         paths, from_env = _candidates()
         for p in paths:
-            if p.is_file() or (not p.is_absolute() and not from_env):  # find_library gives a bare soname
-                try:
-                    handle = _declare(C.CDLL(str(p)))
-                except OSError as e:
-                    raise ImportError(f"specgrad: could not load {p}: {e}") from e
-                except AttributeError as e:
-                    raise ImportError(f"specgrad: {p} lacks a symbol of include/specgrad.h ({e}); "
-                                      "rebuild the library") from e
-                v = handle.sg_version()
-                if (v // 1000, v % 1000) != VERSION:
-                    raise ImportError(f"specgrad: {p} is libspecgrad {v // 1000}.{v % 1000}; this Python package "
-                                      f"is for {VERSION[0]}.{VERSION[1]} (rebuild the library, or point "
-                                      "SPECGRAD_LIB at the matching one)")
-                _LIB = handle
+            if p.is_file():  # an absolute path: dlopen would search the library path for a bare name
+                _LIB = _load(p, str(p.resolve()))
                 return _LIB
         if from_env:
             raise ImportError(
                 f"specgrad: SPECGRAD_LIB points to {paths[0]}, which does not exist. Build the C library "
                 "(bash scripts/build) or unset SPECGRAD_LIB")
-        raise ImportError(
-            f"specgrad: libspecgrad.so not found (looked in {', '.join(str(p) for p in paths)} and the "
-            "system's library path). Install the package with the library (pip install . in the "
-            "repository), build it (bash scripts/build), or set SPECGRAD_LIB=/path/to/libspecgrad.so")
+        try:  # the loader's own search, no subprocess (ctypes.util.find_library runs ldconfig and gcc)
+            C.CDLL(SONAME).sg_version
+        except (OSError, AttributeError):
+            raise ImportError(
+                f"specgrad: libspecgrad.so not found (looked in {', '.join(str(p) for p in paths)}, and for "
+                f"{SONAME} on the system's library path). Install the package with the library (pip install "
+                ". in the repository), build it (bash scripts/build), or set "
+                "SPECGRAD_LIB=/path/to/libspecgrad.so") from None
+        _LIB = _load(f"{SONAME} (system library path)", SONAME)
     return _LIB
 
 

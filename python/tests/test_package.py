@@ -1,5 +1,4 @@
 """How the package finds libspecgrad and what it says when it cannot (the wheel itself: scripts/test-wheel)."""
-import ctypes.util
 import importlib.util
 import os
 import re
@@ -27,6 +26,10 @@ def _fresh_lib_module():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _lib_module_soname():
+    return _fresh_lib_module().SONAME
 
 
 def _import_in_subprocess(env_update, cwd, pythonpath):
@@ -58,7 +61,10 @@ def test_specgrad_lib_pointing_nowhere_says_so(tmp_path):
 
 
 def test_no_library_anywhere_lists_where_it_looked(tmp_path):
-    if ctypes.util.find_library("specgrad"):
+    # in a fresh process: this one has the library loaded already, and dlopen matches loaded sonames
+    probe = subprocess.run([sys.executable, "-c", f"import ctypes; ctypes.CDLL({_lib_module_soname()!r})"],
+                           capture_output=True, timeout=60)
+    if probe.returncode == 0:
         pytest.skip("a libspecgrad is installed on the system's library path, so the package would load it")
     shutil.copytree(PKG, tmp_path / "specgrad", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     r = _import_in_subprocess({}, tmp_path, tmp_path)
@@ -98,3 +104,30 @@ def test_editable_layout_finds_the_library_on_the_package_path(tmp_path):
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(site / "libspecgrad.so")
+
+
+def test_relative_specgrad_lib_is_the_file_it_names(tmp_path):
+    """SPECGRAD_LIB=./libspecgrad.so means that file, not a search of the library path for the name."""
+    shutil.copy(Path(sg.lib()._name).resolve(), tmp_path / "libspecgrad.so")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", "import specgrad; print(specgrad.lib()._name)"], cwd=tmp_path,
+                       env={**env, "SPECGRAD_LIB": "./libspecgrad.so", "PYTHONPATH": str(PKG.parent)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "libspecgrad.so")
+
+
+def test_installed_library_found_by_its_soname(tmp_path):
+    """After `cmake --install` to a prefix the loader knows (here through LD_LIBRARY_PATH), with no
+    library in the package or a build tree, the loader finds libspecgrad.so.MAJOR.MINOR."""
+    soname = _lib_module_soname()
+    shutil.copytree(PKG, tmp_path / "pkg" / "specgrad", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    (tmp_path / "prefix").mkdir()
+    shutil.copy(Path(sg.lib()._name).resolve(), tmp_path / "prefix" / soname)
+    env = {k: v for k, v in os.environ.items() if k not in ("SPECGRAD_LIB", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(tmp_path / "pkg"), LD_LIBRARY_PATH=str(tmp_path / "prefix"), PATH="/nonexistent")
+    code = "import specgrad, numpy as np; print(specgrad.lib()._name); print(specgrad.matrix_rank(np.eye(3)))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [soname, "3"]
