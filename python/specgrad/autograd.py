@@ -105,13 +105,18 @@ class _ProjectBasisOp(_LibOp):
         return _ProjectBasisOp.apply(*_vmap_broadcast(in_dims[:2], (Q, X)), complement, c), 0
 
 
+def _tie_result(fn, *args, **kw):
+    """fn(...), or its inf/NaN result at a tie in mode='exact' (DegenerateError.result), like torch and jax."""
+    try:
+        return fn(*args, **kw)
+    except DegenerateError as e:
+        return e.result
+
+
 class EighBackward(_LibOp):
     @staticmethod
     def forward(w, V, gw, gV, mode, param, c):
-        try:
-            return c.eigh_backward(w, V, gw, gV, mode=mode, param=param)
-        except DegenerateError as e:  # mode='exact' at a tie: inf/NaN like torch and jax
-            return e.result
+        return _tie_result(c.eigh_backward, w, V, gw, gV, mode=mode, param=param)
 
     @staticmethod
     def vmap(info, in_dims, w, V, gw, gV, mode, param, c):
@@ -122,10 +127,7 @@ class EighBackward(_LibOp):
 class SvdBackward(_LibOp):
     @staticmethod
     def forward(U, S, Vh, gU, gS, gVh, mode, param, c):
-        try:
-            return c.svd_backward(U, S, Vh, gU, gS, gVh, mode=mode, param=param)
-        except DegenerateError as e:
-            return e.result
+        return _tie_result(c.svd_backward, U, S, Vh, gU, gS, gVh, mode=mode, param=param)
 
     @staticmethod
     def vmap(info, in_dims, U, S, Vh, gU, gS, gVh, mode, param, c):
