@@ -125,7 +125,10 @@ def test_installed_library_found_by_its_soname(tmp_path):
     (tmp_path / "prefix").mkdir()
     shutil.copy(Path(sg.lib()._name).resolve(), tmp_path / "prefix" / soname)
     env = {k: v for k, v in os.environ.items() if k not in ("SPECGRAD_LIB", "PYTHONPATH")}
-    env.update(PYTHONPATH=str(tmp_path / "pkg"), LD_LIBRARY_PATH=str(tmp_path / "prefix"), PATH="/nonexistent")
+    # prepended: where the library's own dependencies come from LD_LIBRARY_PATH (gpu-check's bundle), they must
+    # still; PATH without gcc / ldconfig: the lookup must not need them (ctypes.util.find_library does)
+    ldp = os.pathsep.join(filter(None, [str(tmp_path / "prefix"), os.environ.get("LD_LIBRARY_PATH")]))
+    env.update(PYTHONPATH=str(tmp_path / "pkg"), LD_LIBRARY_PATH=ldp, PATH="/nonexistent")
     code = "import specgrad, numpy as np; print(specgrad.lib()._name); print(specgrad.matrix_rank(np.eye(3)))"
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=60)
