@@ -392,11 +392,20 @@ def _arg_error(op, msg):
     return L.SpecgradArgumentError(op, L.SG_ERR_ARG, msg)
 
 
-def _expect(op, name, got, want):
+def _expect(op, name, got, want, hint=""):
     """Check the core (trailing) shape of an argument; want may contain None for "any"."""
     if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
         fmt = lambda t: "×".join("*" if v is None else str(v) for v in t)  # noqa: E731
-        raise _arg_error(op, f"{name}: shape {fmt(got)}, expected {fmt(want)}")
+        raise _arg_error(op, f"{name}: shape {fmt(got)}, expected {fmt(want)}{hint}")
+
+
+def _vec_hint(xn, an, vec):
+    """Why a right-hand side was read as vectors (one dimension fewer than the matrix: numpy's and torch's
+    rule), for errors that a matrix meant for the whole batch runs into."""
+    if not vec:
+        return ""
+    return (f" ({xn} has one dimension fewer than {an}, so it is read as a batch of vectors; a matrix "
+            f"shared by the batch needs a leading batch dimension of 1)")
 
 
 def _square(op, ad, x, name):
@@ -832,7 +841,8 @@ class Context:
         try:
             bs = tuple(np.broadcast_shapes(ba, bx))
         except ValueError:
-            raise ValueError(f"specgrad: {op}: batch shapes {ba} of {an} and {bx} of {xn} do not broadcast") from None
+            raise ValueError(f"specgrad: {op}: batch shapes {ba} of {an} and {bx} of {xn} do not broadcast"
+                             f"{_vec_hint(xn, an, core == 1)}") from None
         return ad.broadcast_to(A, bs + sa[-2:]), ad.broadcast_to(X, bs + sx[len(sx) - core:]), bs
 
     def _proj_rhs(self, op, ad, X, nd, bs, n, code, keep):
@@ -841,7 +851,8 @@ class Context:
         vec = len(ad.shape(X)) == nd - 1
         Xl = _vec_in(ad, X) if vec else X
         self._same_batch(bs, self._bshape(ad, Xl, 2, "X"), "X")
-        _expect(op, "X", ad.shape(X)[-1:] if vec else ad.shape(X)[-2:], (n,) if vec else (n, None))
+        _expect(op, "X", ad.shape(X)[-1:] if vec else ad.shape(X)[-2:], (n,) if vec else (n, None),
+                _vec_hint("X", "A" if op == "project" else "Q", vec))
         k = ad.shape(Xl)[-1]
         Y = ad.empty(bs + (n,), code) if vec else _out(ad, bs, n, k, code)
         return _desc(ad, Xl, keep), k, Y, _desc(ad, _vec_in(ad, Y) if vec else Y, keep)
@@ -1042,7 +1053,8 @@ class Context:
         vec = len(ad.shape(B)) == len(ad.shape(A)) - 1
         Bl = _vec_in(ad, B) if vec else B
         self._same_batch(bs, self._bshape(ad, Bl, 2, "B"), "B")
-        _expect("lstsq", "B", ad.shape(B)[-1:] if vec else ad.shape(B)[-2:], (m,) if vec else (m, None))
+        _expect("lstsq", "B", ad.shape(B)[-1:] if vec else ad.shape(B)[-2:], (m,) if vec else (m, None),
+                _vec_hint("B", "A", vec))
         k = ad.shape(Bl)[-1]
         keep = []
         mA, mB = _desc(ad, A, keep), _desc(ad, Bl, keep)

@@ -431,6 +431,16 @@ def test_project_and_project_basis_broadcast_batches(rng, dtype):
     np.testing.assert_allclose(P, np.stack([sg.project(A, x, "null") for x in X]), atol=t * 50)
     with pytest.raises(ValueError, match="do not broadcast"):
         sg.project_basis(np.zeros((2, n, q), dtype), np.zeros((3, n, k), dtype))
+    # a matrix meant for the whole batch but one dimension short is read as vectors: the error says so
+    hint = r"\(. has one dimension fewer than .*read as a batch of vectors.*leading batch dimension of 1\)"
+    with pytest.raises(ValueError, match="do not broadcast " + hint):  # batch (n,) of X against (3,) of Q
+        sg.project_basis(np.zeros((3, n, q), dtype), np.zeros((n, k), dtype))
+    with pytest.raises(ValueError, match="expected 5 " + hint):  # batch (n,) = (5,): X's length k ≠ n
+        sg.project(np.zeros((n, 4, n), dtype), np.zeros((n, k), dtype))
+    with pytest.raises(ValueError, match="expected 6 " + hint):
+        sg.lstsq(np.zeros((6, 6, 4), dtype), np.zeros((6, 2), dtype))
+    with pytest.raises(ValueError, match=r"B: shape 5×1, expected 6×\*$"):  # read as a matrix: no hint
+        sg.lstsq(np.zeros((6, 4), dtype), np.zeros((5, 1), dtype))
     # lstsq: one A for a batch of right-hand sides, like torch.linalg.lstsq
     A = low_rank(rng, 6, 4, 2, ()).astype(dtype)
     Bm = rng.standard_normal((3, 6, 2)).astype(dtype)
