@@ -127,12 +127,17 @@ def _candidates():
     return [d / "libspecgrad.so" for d in dirs] + [here.parents[1] / "build" / "libspecgrad.so"], False
 
 
-def _load(what, name):
-    """name loaded and declared, checked to be VERSION; what names it in errors."""
+def _load(what, name, missing=None):
+    """name loaded and declared, checked to be VERSION; what names it in errors. missing: the error when
+    dlopen finds nothing (None: report dlopen's reason)."""
     try:
-        handle = _declare(C.CDLL(name))
+        dll = C.CDLL(name)
     except OSError as e:
+        if missing:
+            raise ImportError(missing) from None
         raise ImportError(f"specgrad: could not load {what}: {e}") from e
+    try:
+        handle = _declare(dll)
     except AttributeError as e:
         raise ImportError(f"specgrad: {what} lacks a symbol of include/specgrad.h ({e}); rebuild the library") from e
     v = handle.sg_version()
@@ -202,15 +207,11 @@ def lib():
             raise ImportError(
                 f"specgrad: SPECGRAD_LIB points to {paths[0]}, which does not exist. Build the C library "
                 "(bash scripts/build) or unset SPECGRAD_LIB")
-        try:  # the loader's own search, no subprocess (ctypes.util.find_library runs ldconfig and gcc)
-            C.CDLL(SONAME).sg_version
-        except (OSError, AttributeError):
-            raise ImportError(
-                f"specgrad: libspecgrad.so not found (looked in {', '.join(str(p) for p in paths)}, and for "
-                f"{SONAME} on the system's library path). Install the package with the library (pip install "
-                ". in the repository), build it (bash scripts/build), or set "
-                "SPECGRAD_LIB=/path/to/libspecgrad.so") from None
-        _LIB = _load(f"{SONAME} (system library path)", SONAME)
+        # the loader's own search, no subprocess (ctypes.util.find_library runs ldconfig and gcc)
+        _LIB = _load(f"{SONAME} (system library path)", SONAME, missing=(
+            f"specgrad: libspecgrad.so not found (looked in {', '.join(str(p) for p in paths)}, and for "
+            f"{SONAME} on the system's library path). Install the package with the library (pip install "
+            ". in the repository), build it (bash scripts/build), or set SPECGRAD_LIB=/path/to/libspecgrad.so"))
     return _LIB
 
 

@@ -41,6 +41,12 @@ def _front(x, d, size):
     return x.movedim(d, 0) if d is not None else x.expand(size, *x.shape)
 
 
+def _vmap_fronted(fn, info, in_dims, tensors, *args):
+    """vmap rule of a library backward op: every tensor argument with the vmapped dimension in front (one
+    more batch dimension), then one call."""
+    return fn.apply(*(_front(x, d, info.batch_size) for x, d in zip(tensors, in_dims)), *args), 0
+
+
 class _LibOp(torch.autograd.Function):
     """A library op called by a backward (eigh_backward, pinv, a projection, ...) as a Function of its
     own, so that backwards are made of Functions and torch ops: what torch.func's grad, vjp and jacrev
@@ -82,7 +88,7 @@ class _Pinv(_LibOp):
 
     @staticmethod
     def vmap(info, in_dims, A, atol, rtol, c):
-        return _Pinv.apply(A.movedim(in_dims[0], 0), atol, rtol, c), 0
+        return _vmapped(_Pinv, info, A, in_dims[0], 1, atol, rtol, c)
 
 
 class _ProjectOp(_LibOp):
@@ -120,8 +126,7 @@ class EighBackward(_LibOp):
 
     @staticmethod
     def vmap(info, in_dims, w, V, gw, gV, mode, param, c):
-        t = [_front(x, d, info.batch_size) for x, d in zip((w, V, gw, gV), in_dims)]
-        return EighBackward.apply(*t, mode, param, c), 0
+        return _vmap_fronted(EighBackward, info, in_dims, (w, V, gw, gV), mode, param, c)
 
 
 class SvdBackward(_LibOp):
@@ -131,8 +136,7 @@ class SvdBackward(_LibOp):
 
     @staticmethod
     def vmap(info, in_dims, U, S, Vh, gU, gS, gVh, mode, param, c):
-        t = [_front(x, d, info.batch_size) for x, d in zip((U, S, Vh, gU, gS, gVh), in_dims)]
-        return SvdBackward.apply(*t, mode, param, c), 0
+        return _vmap_fronted(SvdBackward, info, in_dims, (U, S, Vh, gU, gS, gVh), mode, param, c)
 
 
 class MatFuncBackward(_LibOp):
@@ -142,8 +146,7 @@ class MatFuncBackward(_LibOp):
 
     @staticmethod
     def vmap(info, in_dims, w, V, gF, fn, p, c):
-        t = [_front(x, d, info.batch_size) for x, d in zip((w, V, gF), in_dims)]
-        return MatFuncBackward.apply(*t, fn, p, c), 0
+        return _vmap_fronted(MatFuncBackward, info, in_dims, (w, V, gF), fn, p, c)
 
 
 def _vmapped(fn, info, A, d, nout, *args):
