@@ -170,12 +170,11 @@ sg_status sg_cuda_budget(sg_ctx *ctx, size_t need, size_t num, size_t den, size_
 /* cuda/linalg.cu */
 sg_status sg_cuda_eigh(sg_ctx *, const sg_mat *A, sg_mat *W, sg_mat *V);
 sg_status sg_cuda_svd(sg_ctx *, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V);
-sg_status sg_cuda_rank(sg_ctx *, const sg_mat *A, double atol, double rtol, int64_t *rank);
-sg_status sg_cuda_nullspace(sg_ctx *, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
-sg_status sg_cuda_project(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
-                          sg_mat *Y);
+sg_status sg_cuda_rank(sg_ctx *, const sg_mat *A, const sg_tols *tol, int64_t *rank);
+sg_status sg_cuda_nullspace(sg_ctx *, const sg_mat *A, const sg_tols *tol, sg_mat *N, int64_t *nullity);
+sg_status sg_cuda_project(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, const sg_tols *tol, sg_mat *Y);
 sg_status sg_cuda_project_basis(sg_ctx *, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
-sg_status sg_cuda_lstsq(sg_ctx *, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+sg_status sg_cuda_lstsq(sg_ctx *, const sg_mat *A, const sg_mat *B, const sg_tols *tol, sg_mat *X,
                         int64_t *rank);
 /* cuda/grad.cu */
 sg_status sg_cuda_eigh_backward(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,

@@ -460,7 +460,8 @@ struct Job {
     /* op parameters */
     int64_t m, n;
     int full, which;
-    double atol, rtol;
+    sg_tols tol;  /* per-matrix arrays in the caller's host memory (spectral() uploads each chunk's slice) */
+    int64_t b0;   /* first matrix of the chunk being computed (set before each J.fn) */
     /* device mode: the NaN/Inf scan is queued, not waited for (run_device_t). User memory is then written
        only by guarded copies or guarded kernels (Opnd::guarded), and the solvers work on guarded (zeroed when
        flagged) staged inputs. */
@@ -680,6 +681,7 @@ template <class T> static sg_status run_device_t(Job &J)
         CUDA(cudaMemsetAsync(dinfo, 0, sizeof(int) * (size_t)cur, L.s));
         {
             Bump scr = {buf, scratch_mark(J, cur, false)};
+            J.b0 = b0;
             if ((s = J.fn(J, L, cur, d, scr, dinfo, false)) != SG_OK) goto out;
         }
         for (int i = 0; i < J.nop; i++) { /* unpack outputs that were computed in scratch */
@@ -898,6 +900,7 @@ static sg_status run_host(Job &J)
         CUDA(cudaMemsetAsync(dinfo, 0, sizeof(int) * (size_t)cur, L.s));
         {
             Bump scr = {dbuf[l], scratch_mark(J, cur, true)};
+            J.b0 = b0;
             if ((s = J.fn(J, L, cur, d, scr, dinfo, false)) != SG_OK) goto out;
         }
         for (int i = 0; i < J.nop; i++)
@@ -1027,10 +1030,22 @@ static sg_status spectral(Job &J, const Lane &L, int64_t nb, T *A, int64_t ucols
     sp->U = ucols ? (T *)scr.take(sizeof(T) * (size_t)(m * ucols * nb)) : NULL;
     sp->V = vcols ? (T *)scr.take(sizeof(T) * (size_t)(n * vcols * nb)) : NULL;
     sp->rank = (int64_t *)scr.take(sizeof(int64_t) * (size_t)nb);
+    sg_tols t = J.tol;
+    double *dtol = t.atols || t.rtols ? (double *)scr.take(2 * sizeof(double) * (size_t)nb) : NULL;
     sg_status s = svd_run<T>(ctx, L, m, n, nb, ucols, vcols, A, sp->S, sp->U, sp->V, scr, dinfo, dry);
     if (s != SG_OK || dry) return s;
-    k_rank<T><<<(unsigned)((nb + 127) / 128), 128, 0, L.s>>>(sp->S, k, nb, J.atol, J.rtol, (long long)(m > n ? m : n),
-                                                            sg_eps(J.dt), n, sp->rank, nullity_out);
+    /* per-matrix tolerances: this chunk's slice of the caller's host arrays (pageable: a few bytes per
+       matrix, so no pinned staging) */
+    if (t.atols) {
+        CU_TRY(ctx, cudaMemcpyAsync(dtol, t.atols + J.b0, sizeof(double) * (size_t)nb, cudaMemcpyHostToDevice, L.s));
+        t.atols = dtol;
+    }
+    if (t.rtols) {
+        CU_TRY(ctx, cudaMemcpyAsync(dtol + nb, t.rtols + J.b0, sizeof(double) * (size_t)nb, cudaMemcpyHostToDevice, L.s));
+        t.rtols = dtol + nb;
+    }
+    k_rank<T><<<(unsigned)((nb + 127) / 128), 128, 0, L.s>>>(sp->S, k, nb, t, (long long)(m > n ? m : n), sg_eps(J.dt),
+                                                            n, sp->rank, nullity_out);
     CU_LAUNCH_CHECK(ctx);
     if (rank_out) CU_TRY(ctx, cudaMemcpyAsync(rank_out, sp->rank, sizeof(int64_t) * (size_t)nb, cudaMemcpyDeviceToDevice, L.s));
     return SG_OK;
@@ -1044,12 +1059,11 @@ static sg_status c_rank(Job &J, const Lane &L, int64_t nb, void *const *d, Bump 
     return spectral<T>(J, L, nb, (T *)d[0], 0, 0, scr, dinfo, dry, &sp, (int64_t *)d[1], NULL);
 }
 
-sg_status sg_cuda_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
+sg_status sg_cuda_rank(sg_ctx *ctx, const sg_mat *A, const sg_tols *tol, int64_t *rank)
 {
     SG_DEVICE_SCOPE(ctx);
     Job J = job(ctx, "rank", A);
-    J.atol = atol;
-    J.rtol = rtol;
+    J.tol = *tol;
     add(J, A, NULL, DIR_IN, 1, -1, "A");
     add(J, NULL, rank, DIR_OUT, 0, -1, "rank");
     J.max_nb = svd_max_nb(J.m, J.n);
@@ -1069,12 +1083,11 @@ static sg_status c_null(Job &J, const Lane &L, int64_t nb, void *const *d, Bump 
     return SG_OK;
 }
 
-sg_status sg_cuda_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
+sg_status sg_cuda_nullspace(sg_ctx *ctx, const sg_mat *A, const sg_tols *tol, sg_mat *N, int64_t *nullity)
 {
     SG_DEVICE_SCOPE(ctx);
     Job J = job(ctx, "nullspace", A);
-    J.atol = atol;
-    J.rtol = rtol;
+    J.tol = *tol;
     add(J, A, NULL, DIR_IN, 1, -1, "A");
     add(J, N, NULL, DIR_OUT, 0, -1, "N");
     add(J, NULL, nullity, DIR_OUT, 0, -1, "nullity");
@@ -1099,13 +1112,12 @@ static sg_status c_project(Job &J, const Lane &L, int64_t nb, void *const *d, Bu
     return SG_OK;
 }
 
-sg_status sg_cuda_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
+sg_status sg_cuda_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, const sg_tols *tol,
                           sg_mat *Y)
 {
     SG_DEVICE_SCOPE(ctx);
     Job J = job(ctx, "project", A);
-    J.atol = atol;
-    J.rtol = rtol;
+    J.tol = *tol;
     J.which = (int)which;
     add(J, A, NULL, DIR_IN, 1, -1, "A");
     add(J, X, NULL, DIR_IN, 0, -1, "X");
@@ -1171,13 +1183,12 @@ static sg_status c_lstsq(Job &J, const Lane &L, int64_t nb, void *const *d, Bump
     return SG_OK;
 }
 
-sg_status sg_cuda_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+sg_status sg_cuda_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, const sg_tols *tol, sg_mat *X,
                         int64_t *rank)
 {
     SG_DEVICE_SCOPE(ctx);
     Job J = job(ctx, "lstsq", A);
-    J.atol = atol;
-    J.rtol = rtol;
+    J.tol = *tol;
     add(J, A, NULL, DIR_IN, 1, -1, "A");
     add(J, B, NULL, DIR_IN, 0, -1, "B");
     add(J, X, NULL, DIR_OUT, 0, -1, "X");

@@ -426,16 +426,17 @@ __global__ void k_qr_apply(const T *Wq, const T *tau, const T *C, T *Out, int64_
     }
 }
 
-/* rank = #{σ > tol} (sg_sv_counts: a NaN σ counts), tol = sg_tol_rule(atol, rtol, σ_0, max(m,n), eps) (S
-   descending: σ_0 = σmax, as the CPU path). Writes rank and/or ncols − rank (nullity). */
+/* rank = #{σ > tol} (sg_sv_counts: a NaN σ counts), tol = sg_tols_cut(t, b, σ_0, max(m,n), eps) (S
+   descending: σ_0 = σmax, as the CPU path; t's arrays, if any, hold this chunk's slice). Writes rank and/or
+   ncols − rank (nullity). */
 template <class T>
-__global__ void k_rank(const T *S, int64_t k, int64_t nb, double atol, double rtol, long long maxmn, double eps,
-                       int64_t ncols, int64_t *rank, int64_t *nullity)
+__global__ void k_rank(const T *S, int64_t k, int64_t nb, sg_tols t, long long maxmn, double eps, int64_t ncols,
+                       int64_t *rank, int64_t *nullity)
 {
     int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (b >= nb) return;
     const T *s = S + b * k;
-    double tol = sg_tol_rule(atol, rtol, (double)s[0], maxmn, eps);
+    double tol = sg_tols_cut(t, b, (double)s[0], maxmn, eps);
     int64_t r = 0;
     while (r < k && sg_sv_counts((double)s[r], tol)) r++;
     if (rank) rank[b] = r;

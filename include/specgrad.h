@@ -34,7 +34,8 @@
  *  - Symmetric inputs (eigh, matfunc, LOGDET/EIGSUM regularizers) are read from the lower triangle only;
  *    the NaN/Inf check still covers the whole matrix (a NaN anywhere in an input is reported).
  *  - Tolerances follow numpy/torch: tol = max(atol, rtol·σmax). rtol < 0 selects the default:
- *    max(m,n)·eps(dtype) when atol == 0, else 0. A singular value counts when σ > tol.
+ *    max(m,n)·eps(dtype) when atol == 0, else 0. A singular value counts when σ > tol. The _tols entry
+ *    points take one pair per matrix instead (numpy's array tol, torch's tensor atol/rtol).
  */
 #ifndef SPECGRAD_H
 #define SPECGRAD_H
@@ -198,6 +199,18 @@ SG_API sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X,
    that the cutoff keeps) is SG_ERR_DOMAIN naming the matrix, with X written as computed (input check on). */
 SG_API sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol,
                    sg_mat *X, int64_t *rank);
+
+/* The four ops above with a tolerance pair per matrix: atol and rtol are arrays of A->batch doubles in
+   host memory, whatever the memory space (NULL: 0, resp. the default, for every matrix). Each element
+   obeys the scalar rule; a bad one is SG_ERR_ARG naming its matrix (sg_failed_index), before anything
+   is written. They are inputs: an output must not overlap them. */
+SG_API sg_status sg_rank_tols(sg_ctx *ctx, const sg_mat *A, const double *atol, const double *rtol, int64_t *rank);
+SG_API sg_status sg_nullspace_tols(sg_ctx *ctx, const sg_mat *A, const double *atol, const double *rtol, sg_mat *N,
+                                   int64_t *nullity);
+SG_API sg_status sg_project_tols(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, const double *atol,
+                                 const double *rtol, sg_mat *Y);
+SG_API sg_status sg_lstsq_tols(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, const double *atol, const double *rtol,
+                               sg_mat *X, int64_t *rank);
 
 /* ---- gradients -------------------------------------------------------------------------------- */
 /* How 1/(λj − λi) is formed when eigenvalues (or σ²) tie. param's meaning depends on the mode.

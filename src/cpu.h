@@ -54,12 +54,11 @@ void sg_blas_single_end(int saved);
 /* src/cpu_linalg.c */
 sg_status sg_cpu_eigh(sg_ctx *, const sg_mat *A, sg_mat *W, sg_mat *V);
 sg_status sg_cpu_svd(sg_ctx *, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V);
-sg_status sg_cpu_rank(sg_ctx *, const sg_mat *A, double atol, double rtol, int64_t *rank);
-sg_status sg_cpu_nullspace(sg_ctx *, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
-sg_status sg_cpu_project(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
-                         sg_mat *Y);
+sg_status sg_cpu_rank(sg_ctx *, const sg_mat *A, const sg_tols *tol, int64_t *rank);
+sg_status sg_cpu_nullspace(sg_ctx *, const sg_mat *A, const sg_tols *tol, sg_mat *N, int64_t *nullity);
+sg_status sg_cpu_project(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, const sg_tols *tol, sg_mat *Y);
 sg_status sg_cpu_project_basis(sg_ctx *, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
-sg_status sg_cpu_lstsq(sg_ctx *, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+sg_status sg_cpu_lstsq(sg_ctx *, const sg_mat *A, const sg_mat *B, const sg_tols *tol, sg_mat *X,
                        int64_t *rank);
 /* src/cpu_grad.c */
 sg_status sg_cpu_eigh_backward(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,

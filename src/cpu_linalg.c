@@ -162,21 +162,21 @@ sg_status sg_cpu_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *
     return A->dtype == SG_F32 ? svd_s(ctx, A, full, S, U, V) : svd_d(ctx, A, full, S, U, V);
 }
 
-sg_status sg_cpu_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
+sg_status sg_cpu_rank(sg_ctx *ctx, const sg_mat *A, const sg_tols *tol, int64_t *rank)
 {
-    return A->dtype == SG_F32 ? rank_s(ctx, A, atol, rtol, rank) : rank_d(ctx, A, atol, rtol, rank);
+    return A->dtype == SG_F32 ? rank_s(ctx, A, tol, rank) : rank_d(ctx, A, tol, rank);
 }
 
-sg_status sg_cpu_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
+sg_status sg_cpu_nullspace(sg_ctx *ctx, const sg_mat *A, const sg_tols *tol, sg_mat *N, int64_t *nullity)
 {
-    return A->dtype == SG_F32 ? nullspace_s(ctx, A, atol, rtol, N, nullity)
-                              : nullspace_d(ctx, A, atol, rtol, N, nullity);
+    return A->dtype == SG_F32 ? nullspace_s(ctx, A, tol, N, nullity)
+                              : nullspace_d(ctx, A, tol, N, nullity);
 }
 
-sg_status sg_cpu_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
+sg_status sg_cpu_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, const sg_tols *tol,
                          sg_mat *Y)
 {
-    return A->dtype == SG_F32 ? project_s(ctx, A, X, which, atol, rtol, Y) : project_d(ctx, A, X, which, atol, rtol, Y);
+    return A->dtype == SG_F32 ? project_s(ctx, A, X, which, tol, Y) : project_d(ctx, A, X, which, tol, Y);
 }
 
 sg_status sg_cpu_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y)
@@ -184,8 +184,8 @@ sg_status sg_cpu_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, in
     return Q->dtype == SG_F32 ? project_basis_s(ctx, Q, X, complement, Y) : project_basis_d(ctx, Q, X, complement, Y);
 }
 
-sg_status sg_cpu_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+sg_status sg_cpu_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, const sg_tols *tol, sg_mat *X,
                        int64_t *rank)
 {
-    return A->dtype == SG_F32 ? lstsq_s(ctx, A, B, atol, rtol, X, rank) : lstsq_d(ctx, A, B, atol, rtol, X, rank);
+    return A->dtype == SG_F32 ? lstsq_s(ctx, A, B, tol, X, rank) : lstsq_d(ctx, A, B, tol, X, rank);
 }

@@ -295,9 +295,9 @@ static int FN(svd_one)(const FN(svdplan) *pl, const sg_mat *A, int64_t b, FN(svd
     return FN(svd_out_bad)(pl, A, b, w, f);
 }
 
-static lapack_int FN(count)(const T *s, lapack_int k, double atol, double rtol, int64_t m, int64_t n)
+static lapack_int FN(count)(const T *s, lapack_int k, const sg_tols *tols, int64_t b, int64_t m, int64_t n)
 {
-    double tol = sg_tol(atol, rtol, (double)s[0], m, n, SG_T);
+    double tol = sg_tol(tols, b, (double)s[0], m, n, SG_T);
     lapack_int r = 0;
     while (r < k && sg_sv_counts((double)s[r], tol)) r++; /* s is descending */
     return r;
@@ -334,7 +334,7 @@ static sg_status FN(svd)(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_m
 }
 
 /* ---- rank ------------------------------------------------------------------------------------ */
-static sg_status FN(rank)(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
+static sg_status FN(rank)(sg_ctx *ctx, const sg_mat *A, const sg_tols *tol, int64_t *rank)
 {
     FN(svdplan) pl;
     sg_status st = FN(svd_plan)(ctx, A->rows, A->cols, 'N', &pl);
@@ -350,7 +350,7 @@ static sg_status FN(rank)(sg_ctx *ctx, const sg_mat *A, double atol, double rtol
         for (int64_t b = 0; b < A->batch; b++) {
             if (sg_tick(&tk_)) continue;
             if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
-            rank[b] = FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
+            rank[b] = FN(count)(w.s, pl.k, tol, b, A->rows, A->cols);
         }
     }
     sg_par_end(&p);
@@ -359,7 +359,7 @@ static sg_status FN(rank)(sg_ctx *ctx, const sg_mat *A, double atol, double rtol
 
 /* ---- nullspace: N[:, 0:n−r] = V[:, r:n], rest 0 ------------------------------------------------
    Full V is needed only when m < n (k = m); otherwise the economy SVD already has all n columns. */
-static sg_status FN(nullspace)(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
+static sg_status FN(nullspace)(sg_ctx *ctx, const sg_mat *A, const sg_tols *tol, sg_mat *N, int64_t *nullity)
 {
     FN(svdplan) pl;
     sg_status st = FN(svd_plan)(ctx, A->rows, A->cols, A->rows < A->cols ? 'A' : 'S', &pl);
@@ -375,7 +375,7 @@ static sg_status FN(nullspace)(sg_ctx *ctx, const sg_mat *A, double atol, double
         for (int64_t b = 0; b < A->batch; b++) {
             if (sg_tick(&tk_)) continue;
             if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
-            int64_t n = pl.n, r = FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
+            int64_t n = pl.n, r = FN(count)(w.s, pl.k, tol, b, A->rows, A->cols);
             T *out = (T *)N->data + b * sg_stride_of(N);
             for (int64_t j = 0; j < n; j++)
                 for (int64_t i = 0; i < n; i++)
@@ -396,8 +396,8 @@ static void FN(proj_over)(sg_ctx *ctx, const char *op, const T *y, int n, int k,
 }
 
 /* ---- project: Y = V_r (V_rᵀ X) or X − V_r (V_rᵀ X) -------------------------------------------- */
-static sg_status FN(project)(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol,
-                             double rtol, sg_mat *Y)
+static sg_status FN(project)(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which,
+                             const sg_tols *tol, sg_mat *Y)
 {
     FN(svdplan) pl;
     sg_status st = FN(svd_plan)(ctx, A->rows, A->cols, 'S', &pl);
@@ -419,7 +419,7 @@ static sg_status FN(project)(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_p
         for (int64_t b = 0; b < A->batch; b++) {
             if (sg_tick(&tk_)) continue;
             if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
-            int r = (int)FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
+            int r = (int)FN(count)(w.s, pl.k, tol, b, A->rows, A->cols);
             const T *x = (const T *)X->data + b * sg_stride_of(X);
             /* y is a workspace copy, so Y may alias X */
             if (which == SG_PROJ_NULL) FN(copy_in)(X, b, y);
@@ -472,7 +472,7 @@ static sg_status FN(project_basis)(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X
 }
 
 /* ---- lstsq: X = V_r diag(1/σ_r) U_rᵀ B (minimum norm, pinv semantics) ------------------------- */
-static sg_status FN(lstsq)(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+static sg_status FN(lstsq)(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, const sg_tols *tol, sg_mat *X,
                            int64_t *rank)
 {
     FN(svdplan) pl;
@@ -495,7 +495,7 @@ static sg_status FN(lstsq)(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double
         for (int64_t b = 0; b < A->batch; b++) {
             if (sg_tick(&tk_)) continue;
             if (FN(svd_one)(&pl, A, b, &w, &f)) continue;
-            int r = (int)FN(count)(w.s, pl.k, atol, rtol, A->rows, A->cols);
+            int r = (int)FN(count)(w.s, pl.k, tol, b, A->rows, A->cols);
             const T *bb = (const T *)B->data + b * sg_stride_of(B);
             memset(x, 0, sizeof(T) * n * kb);
             if (r > 0) {

@@ -19,6 +19,19 @@ SG_HD double sg_tol_rule(double atol, double rtol, double smax, long long maxmn,
     return atol > r ? atol : r;
 }
 
+/* The tolerances of one call: one pair for the whole batch, or per matrix (atols/rtols of length batch;
+   either NULL: the scalar for every matrix). On CUDA the pointers are device copies of one chunk's slice. */
+typedef struct {
+    double atol, rtol;
+    const double *atols, *rtols;
+} sg_tols;
+
+/* The cutoff of matrix b of the call. */
+SG_HD double sg_tols_cut(sg_tols t, long long b, double smax, long long maxmn, double eps)
+{
+    return sg_tol_rule(t.atols ? t.atols[b] : t.atol, t.rtols ? t.rtols[b] : t.rtol, smax, maxmn, eps);
+}
+
 /* Whether singular value σ counts towards the rank: unless σ <= tol, so a NaN σ (or a NaN tol from a NaN
    σmax) counts. NaN only gets this far on CUDA with the input check off; counted, it reaches the outputs
    (projection, solution) instead of passing as rank 0 with finite, plausible results. */

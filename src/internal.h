@@ -44,13 +44,11 @@ struct sg_backend_ops {
     void (*destroy)(sg_ctx *ctx);
     sg_status (*eigh)(sg_ctx *, const sg_mat *A, sg_mat *W, sg_mat *V);
     sg_status (*svd)(sg_ctx *, const sg_mat *A, int full, sg_mat *S, sg_mat *U, sg_mat *V);
-    sg_status (*rank)(sg_ctx *, const sg_mat *A, double atol, double rtol, int64_t *rank);
-    sg_status (*nullspace)(sg_ctx *, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity);
-    sg_status (*project)(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
-                         sg_mat *Y);
+    sg_status (*rank)(sg_ctx *, const sg_mat *A, const sg_tols *tol, int64_t *rank);
+    sg_status (*nullspace)(sg_ctx *, const sg_mat *A, const sg_tols *tol, sg_mat *N, int64_t *nullity);
+    sg_status (*project)(sg_ctx *, const sg_mat *A, const sg_mat *X, sg_proj which, const sg_tols *tol, sg_mat *Y);
     sg_status (*project_basis)(sg_ctx *, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y);
-    sg_status (*lstsq)(sg_ctx *, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
-                       int64_t *rank);
+    sg_status (*lstsq)(sg_ctx *, const sg_mat *A, const sg_mat *B, const sg_tols *tol, sg_mat *X, int64_t *rank);
     sg_status (*eigh_backward)(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,
                                sg_degen mode, double param, sg_mat *gA);
     sg_status (*svd_backward)(sg_ctx *, const sg_mat *U, const sg_mat *S, const sg_mat *V, const sg_mat *gU,
@@ -79,9 +77,9 @@ static inline int64_t sg_stride_of(const sg_mat *m) { return m->stride ? m->stri
 static inline size_t sg_dtype_size(sg_dtype t) { return t == SG_F32 ? 4 : 8; }
 static inline double sg_eps(sg_dtype t) { return t == SG_F32 ? 1.1920928955078125e-07 : 2.220446049250313e-16; }
 
-static inline double sg_tol(double atol, double rtol, double smax, int64_t m, int64_t n, sg_dtype t)
+static inline double sg_tol(const sg_tols *tol, int64_t b, double smax, int64_t m, int64_t n, sg_dtype t)
 {
-    return sg_tol_rule(atol, rtol, smax, m > n ? m : n, sg_eps(t));
+    return sg_tols_cut(*tol, b, smax, m > n ? m : n, sg_eps(t));
 }
 
 /* Validation used by the front-end (and reusable by tools). rows/cols/batch < 0 mean "any".

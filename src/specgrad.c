@@ -290,12 +290,22 @@ static sg_status head(sg_ctx *ctx, const sg_mat *first, const char *name)
     return SG_OK;
 }
 
-static sg_status check_tol(sg_ctx *ctx, double atol, double rtol)
+/* any rtol < 0 (also -inf) selects the default */
+static int tol_ok(double atol, double rtol) { return !(isnan(atol) || isnan(rtol) || atol < 0 || isinf(atol) || (isinf(rtol) && rtol > 0)); }
+
+/* The scalar pair, then each per-matrix element (A's batch of them), naming the first bad one. */
+static sg_status check_tols(sg_ctx *ctx, const sg_tols *t, int64_t batch)
 {
-    /* any rtol < 0 (also -inf) selects the default */
-    if (isnan(atol) || isnan(rtol) || atol < 0 || isinf(atol) || (isinf(rtol) && rtol > 0))
+    if (!tol_ok(t->atol, t->rtol))
         return sg_fail(ctx, SG_ERR_ARG, -1, "tolerance: atol must be finite and >= 0, rtol finite or < 0 (got %g, %g)",
-                       atol, rtol);
+                       t->atol, t->rtol);
+    for (int64_t b = 0; (t->atols || t->rtols) && b < batch; b++) {
+        double a = t->atols ? t->atols[b] : t->atol, r = t->rtols ? t->rtols[b] : t->rtol;
+        if (!tol_ok(a, r))
+            return sg_fail(ctx, SG_ERR_ARG, b,
+                           "tolerance of matrix %lld: atol must be finite and >= 0, rtol finite or < 0 (got %g, %g)",
+                           (long long)b, a, r);
+    }
     return SG_OK;
 }
 
@@ -327,7 +337,7 @@ static sg_status check_fn(sg_ctx *ctx, const sg_fn *fn)
 typedef struct {
     const char *name;
     const sg_mat *m;       /* a matrix operand (validated), or */
-    const int64_t *iv;     /* an int64 output of nv elements (rank, nullity) */
+    const int64_t *iv;     /* 8-byte elements, nv of them: an int64 output (rank, nullity), double tolerances */
     int64_t nv;
     int in_place;          /* outputs: index of the input this one may be, −1: none */
 } sg_arg;
@@ -387,7 +397,7 @@ static sg_status check_alias(sg_ctx *ctx, const char *op, const sg_arg *in, int 
             if ((out[k].m || out[k].iv) && runs_overlap(ro, run_of(&out[k])))
                 return sg_fail(ctx, SG_ERR_ARG, -1, "%s: outputs %s and %s overlap", op, out[k].name, out[o].name);
         for (int i = 0; i < nin; i++) {
-            if (!in[i].m || !runs_overlap(ro, run_of(&in[i]))) continue;
+            if ((!in[i].m && !in[i].iv) || !runs_overlap(ro, run_of(&in[i]))) continue;
             const int may = out[o].in_place;
             if (may == i && out[o].m && same_layout(out[o].m, in[i].m)) continue;
             if (may == i)
@@ -406,6 +416,7 @@ static sg_status check_alias(sg_ctx *ctx, const char *op, const sg_arg *in, int 
 #define ARG_M(nm, M) {nm, M, NULL, 0, -1}
 #define ARG_IP(nm, M, i) {nm, M, NULL, 0, i}
 #define ARG_IV(nm, P, N) {nm, NULL, P, N, -1}
+#define ARG_TOL(nm, P, N) {nm, NULL, (const int64_t *)(const void *)(P), N, -1} /* host doubles */
 #define ALIAS(op, ins, outs)                                                                            \
     do {                                                                                                \
         const sg_arg in_[] = ins, out_[] = outs;                                                        \
@@ -470,42 +481,81 @@ sg_status sg_svd(sg_ctx *ctx, const sg_mat *A, int full, sg_mat *S, sg_mat *U, s
     DISPATCH("svd", A, ctx->ops->svd(ctx, A, full != 0, S, U, V));
 }
 
+/* The pair of a scalar entry point, and of a _tols one (NULL array: the scalar default for every matrix). */
+static sg_tols tols1(double atol, double rtol) { sg_tols t = {atol, rtol, NULL, NULL}; return t; }
+static sg_tols tolsv(const double *atol, const double *rtol) { sg_tols t = {0.0, -1.0, atol, rtol}; return t; }
+#define TOL_ARGS(t, A) ARG_TOL("atol", (t)->atols, (t)->atols ? (A)->batch : 0), \
+                       ARG_TOL("rtol", (t)->rtols, (t)->rtols ? (A)->batch : 0)
+
+static sg_status rank_t(sg_ctx *ctx, const sg_mat *A, const sg_tols *t, int64_t *rank)
+{
+    TRY(head(ctx, A, "A"));
+    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(check_tols(ctx, t, A->batch));
+    if (!rank) return sg_fail(ctx, SG_ERR_ARG, -1, "rank: null output pointer");
+    ALIAS("rank", ARGS(ARG_M("A", A), TOL_ARGS(t, A)), ARGS(ARG_IV("rank", rank, A->batch)));
+    TRY(finite_in(ctx, A, "A"));
+    DISPATCH("rank", A, ctx->ops->rank(ctx, A, t, rank));
+}
 sg_status sg_rank(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, int64_t *rank)
 {
-    TRY(head(ctx, A, "A"));
-    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
-    TRY(check_tol(ctx, atol, rtol));
-    if (!rank) return sg_fail(ctx, SG_ERR_ARG, -1, "rank: null output pointer");
-    ALIAS("rank", ARGS(ARG_M("A", A)), ARGS(ARG_IV("rank", rank, A->batch)));
-    TRY(finite_in(ctx, A, "A"));
-    DISPATCH("rank", A, ctx->ops->rank(ctx, A, atol, rtol, rank));
+    sg_tols t = tols1(atol, rtol);
+    return rank_t(ctx, A, &t, rank);
+}
+sg_status sg_rank_tols(sg_ctx *ctx, const sg_mat *A, const double *atol, const double *rtol, int64_t *rank)
+{
+    sg_tols t = tolsv(atol, rtol);
+    return rank_t(ctx, A, &t, rank);
 }
 
+static sg_status nullspace_t(sg_ctx *ctx, const sg_mat *A, const sg_tols *t, sg_mat *N, int64_t *nullity)
+{
+    TRY(head(ctx, A, "A"));
+    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
+    TRY(check_tols(ctx, t, A->batch));
+    TRY(sg_check_mat(ctx, N, "N", A->dtype, A->batch, A->cols, A->cols));
+    ALIAS("nullspace", ARGS(ARG_M("A", A), TOL_ARGS(t, A)),
+          ARGS(ARG_M("N", N), ARG_IV("nullity", nullity, A->batch)));
+    TRY(finite_in(ctx, A, "A"));
+    DISPATCH("nullspace", A, ctx->ops->nullspace(ctx, A, t, N, nullity));
+}
 sg_status sg_nullspace(sg_ctx *ctx, const sg_mat *A, double atol, double rtol, sg_mat *N, int64_t *nullity)
 {
-    TRY(head(ctx, A, "A"));
-    TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
-    TRY(check_tol(ctx, atol, rtol));
-    TRY(sg_check_mat(ctx, N, "N", A->dtype, A->batch, A->cols, A->cols));
-    ALIAS("nullspace", ARGS(ARG_M("A", A)), ARGS(ARG_M("N", N), ARG_IV("nullity", nullity, A->batch)));
-    TRY(finite_in(ctx, A, "A"));
-    DISPATCH("nullspace", A, ctx->ops->nullspace(ctx, A, atol, rtol, N, nullity));
+    sg_tols t = tols1(atol, rtol);
+    return nullspace_t(ctx, A, &t, N, nullity);
+}
+sg_status sg_nullspace_tols(sg_ctx *ctx, const sg_mat *A, const double *atol, const double *rtol, sg_mat *N,
+                            int64_t *nullity)
+{
+    sg_tols t = tolsv(atol, rtol);
+    return nullspace_t(ctx, A, &t, N, nullity);
 }
 
-sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
-                     sg_mat *Y)
+static sg_status project_t(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, const sg_tols *t, sg_mat *Y)
 {
     TRY(head(ctx, A, "A"));
     TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
-    TRY(check_tol(ctx, atol, rtol));
+    TRY(check_tols(ctx, t, A->batch));
     if (which != SG_PROJ_NULL && which != SG_PROJ_ROW)
         return sg_fail(ctx, SG_ERR_ARG, -1, "project: unknown subspace %d", (int)which);
     TRY(sg_check_mat(ctx, X, "X", A->dtype, A->batch, A->cols, -1));
     TRY(sg_check_mat(ctx, Y, "Y", A->dtype, A->batch, A->cols, X->cols));
-    ALIAS("project", ARGS(ARG_M("A", A), ARG_M("X", X)), ARGS(ARG_IP("Y", Y, 1)));
+    ALIAS("project", ARGS(ARG_M("A", A), ARG_M("X", X), TOL_ARGS(t, A)), ARGS(ARG_IP("Y", Y, 1)));
     TRY(finite_in(ctx, A, "A"));
     TRY(finite_in(ctx, X, "X"));
-    DISPATCH("project", A, ctx->ops->project(ctx, A, X, which, atol, rtol, Y));
+    DISPATCH("project", A, ctx->ops->project(ctx, A, X, which, t, Y));
+}
+sg_status sg_project(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, double atol, double rtol,
+                     sg_mat *Y)
+{
+    sg_tols t = tols1(atol, rtol);
+    return project_t(ctx, A, X, which, &t, Y);
+}
+sg_status sg_project_tols(sg_ctx *ctx, const sg_mat *A, const sg_mat *X, sg_proj which, const double *atol,
+                          const double *rtol, sg_mat *Y)
+{
+    sg_tols t = tolsv(atol, rtol);
+    return project_t(ctx, A, X, which, &t, Y);
 }
 
 sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int complement, sg_mat *Y)
@@ -524,18 +574,30 @@ sg_status sg_project_basis(sg_ctx *ctx, const sg_mat *Q, const sg_mat *X, int co
     DISPATCH("project_basis", Q, ctx->ops->project_basis(ctx, Q, X, complement != 0, Y));
 }
 
-sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
-                   int64_t *rank)
+static sg_status lstsq_t(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, const sg_tols *t, sg_mat *X, int64_t *rank)
 {
     TRY(head(ctx, A, "A"));
     TRY(sg_check_mat(ctx, A, "A", A->dtype, -1, -1, -1));
-    TRY(check_tol(ctx, atol, rtol));
+    TRY(check_tols(ctx, t, A->batch));
     TRY(sg_check_mat(ctx, B, "B", A->dtype, A->batch, A->rows, -1));
     TRY(sg_check_mat(ctx, X, "X", A->dtype, A->batch, A->cols, B->cols));
-    ALIAS("lstsq", ARGS(ARG_M("A", A), ARG_M("B", B)), ARGS(ARG_IP("X", X, 1), ARG_IV("rank", rank, A->batch)));
+    ALIAS("lstsq", ARGS(ARG_M("A", A), ARG_M("B", B), TOL_ARGS(t, A)),
+          ARGS(ARG_IP("X", X, 1), ARG_IV("rank", rank, A->batch)));
     TRY(finite_in(ctx, A, "A"));
     TRY(finite_in(ctx, B, "B"));
-    DISPATCH("lstsq", A, ctx->ops->lstsq(ctx, A, B, atol, rtol, X, rank));
+    DISPATCH("lstsq", A, ctx->ops->lstsq(ctx, A, B, t, X, rank));
+}
+sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double atol, double rtol, sg_mat *X,
+                   int64_t *rank)
+{
+    sg_tols t = tols1(atol, rtol);
+    return lstsq_t(ctx, A, B, &t, X, rank);
+}
+sg_status sg_lstsq_tols(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, const double *atol, const double *rtol,
+                        sg_mat *X, int64_t *rank)
+{
+    sg_tols t = tolsv(atol, rtol);
+    return lstsq_t(ctx, A, B, &t, X, rank);
 }
 
 sg_status sg_eigh_backward(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, const sg_mat *gW, const sg_mat *gV,

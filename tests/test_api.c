@@ -2,6 +2,7 @@
    and no output is touched. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "specgrad.h"
@@ -112,6 +113,55 @@ Test(api, nonfinite_input_names_matrix_and_element)
     A[13] = INFINITY;
     cr_expect_eq(sg_rank(ctx, &a, 0, -1, (int64_t[2]){0}), SG_ERR_NONFINITE);
     cr_expect(strstr(sg_last_error(ctx), "Inf") != NULL, "%s", sg_last_error(ctx));
+}
+
+/* sg_*_tols: a bad element is SG_ERR_ARG naming its matrix, before anything is written, in every entry
+   point; -inf rtol is the default as for the scalar pair; the arrays are inputs (an output over them is
+   an overlap); NULL arrays are the scalar defaults. */
+Test(api, per_matrix_tolerance_errors)
+{
+    double A[12] = {1, 0, 0, 1, 2, 0, 0, 0, 3, 0, 0, 1e-20}, X[6] = {1, 1, 1, 1, 1, 1}, Y[6], N[12];
+    int64_t r[3], q[3];
+    sg_mat a = sg_mat_dense(A, SG_F64, 3, 2, 2), x = sg_mat_dense(X, SG_F64, 3, 2, 1), y = sg_mat_dense(Y, SG_F64, 3, 2, 1),
+           n = sg_mat_dense(N, SG_F64, 3, 2, 2);
+    const double good[3] = {0, 0.5, 0}, neg[3] = {0, 0, -1}, nan1[3] = {0, NAN, 0}, pinf[3] = {0, 0, INFINITY},
+                 minf[3] = {-INFINITY, -1, 0.1};
+    for (int op = 0; op < 4; op++)
+        for (int bad = 0; bad < 3; bad++) {
+            const double *at = bad == 0 ? neg : good, *rt = bad == 1 ? nan1 : bad == 2 ? pinf : NULL;
+            int64_t want = bad == 0 ? 2 : bad == 1 ? 1 : 2;
+            for (int i = 0; i < 6; i++) Y[i] = 7;
+            for (int i = 0; i < 3; i++) r[i] = q[i] = -5;
+            sg_status s = op == 0   ? sg_rank_tols(ctx, &a, at, rt, r)
+                          : op == 1 ? sg_nullspace_tols(ctx, &a, at, rt, &n, q)
+                          : op == 2 ? sg_project_tols(ctx, &a, &x, SG_PROJ_NULL, at, rt, &y)
+                                    : sg_lstsq_tols(ctx, &a, &x, at, rt, &y, r);
+            cr_expect_eq(s, SG_ERR_ARG, "op %d case %d", op, bad);
+            cr_expect_eq(sg_failed_index(ctx), want, "op %d case %d: index %lld", op, bad, (long long)sg_failed_index(ctx));
+            char msg[32];
+            snprintf(msg, sizeof msg, "matrix %lld", (long long)want);
+            cr_expect(strstr(sg_last_error(ctx), msg) != NULL, "%s", sg_last_error(ctx));
+            cr_expect(Y[0] == 7 && Y[5] == 7 && r[0] == -5 && r[2] == -5 && q[1] == -5, "op %d: output written on error", op);
+        }
+    /* -inf rtol selects the default, as the scalar pair's; σ: (1, 1), (2, 0), (3, 1e-20); cutoffs: the default,
+       atol 0.5, rtol 0.1 */
+    cr_expect_eq(sg_rank_tols(ctx, &a, good, minf, r), SG_OK, "%s", sg_last_error(ctx));
+    cr_expect(r[0] == 2 && r[1] == 1 && r[2] == 1, "ranks %lld %lld %lld", (long long)r[0], (long long)r[1], (long long)r[2]);
+    const double big[3] = {0, 2.5, 0};
+    cr_expect_eq(sg_rank_tols(ctx, &a, big, NULL, r), SG_OK);
+    cr_expect(r[0] == 2 && r[1] == 0 && r[2] == 1, "atol 2.5 cuts σ = 2 of matrix 1 only: %lld %lld %lld", (long long)r[0],
+              (long long)r[1], (long long)r[2]);
+    int64_t r0[3];
+    cr_expect_eq(sg_rank_tols(ctx, &a, NULL, NULL, r), SG_OK);
+    cr_expect_eq(sg_rank(ctx, &a, 0, -1, r0), SG_OK);
+    cr_expect(memcmp(r, r0, sizeof r) == 0, "NULL arrays: the scalar default");
+    /* an output over a tolerance array */
+    double tb[6] = {0, 0, 0, 0, 0, 0};
+    cr_expect_eq(sg_rank_tols(ctx, &a, tb, NULL, (int64_t *)(void *)tb), SG_ERR_ARG);
+    cr_expect(strstr(sg_last_error(ctx), "overlaps input atol") != NULL, "%s", sg_last_error(ctx));
+    sg_mat yt = sg_mat_dense(tb, SG_F64, 3, 2, 1);
+    cr_expect_eq(sg_lstsq_tols(ctx, &a, &x, NULL, tb + 2, &yt, NULL), SG_ERR_ARG);
+    cr_expect(strstr(sg_last_error(ctx), "X overlaps rtol") != NULL, "%s", sg_last_error(ctx));
 }
 
 Test(api, option_errors)

@@ -263,6 +263,71 @@ Test(cpu_linalg, rank_tolerance_rules)
     cr_expect_eq(rank_of(SG_F64, m, n, A, 0, S[2] / S[0] * (1 + 1e-9)), 2, "rtol just above σ3/σ1");
 }
 
+/* Per-matrix tolerances (sg_*_tols): matrix b gets the rank its own pair gives (known from the σ it was
+   built with: σ_i = 2^-i, every cutoff at least a factor 4/3 from a σ), and every output equals a call on
+   that matrix alone with the pair as scalars. Arrays given for atol only, rtol only, both, neither. */
+Test(cpu_linalg, per_matrix_tolerances_match_one_call_per_matrix)
+{
+    const int64_t shapes[][2] = {{6, 4}, {4, 7}, {5, 5}}, B = 7, kx = 2;
+    const double at[7] = {0, 0.75, 0.375, 0, 0.1, 1.5, 0.6}, rt[7] = {-1, -1, 0.3, 0.7, 0, -1, 0.1};
+    for (int d = 0; d < 2; d++)
+        for (int si = 0; si < 3; si++)
+            for (int which = 0; which < 4; which++) {
+                sg_dtype t = DT[d];
+                int64_t m = shapes[si][0], n = shapes[si][1], k = m < n ? m : n;
+                const double *pa = which & 1 ? at : NULL, *pr = which & 2 ? rt : NULL;
+                double tolc = t == SG_F32 ? 1e-5 : 1e-12, sv[8];
+                tu_rng r = tu_seed(900 + si);
+                double *A = dalloc(B * m * n), *X = dalloc(B * n * kx), *Bv = dalloc(B * m * kx);
+                for (int64_t i = 0; i < k; i++) sv[i] = ldexp(1, -(int)i);
+                for (int64_t b = 0; b < B; b++) tu_mat_with_singular_values(&r, m, n, sv, A + b * m * n);
+                tu_fill_normal(&r, X, B * n * kx);
+                tu_fill_normal(&r, Bv, B * m * kx);
+                sg_mat a = mk(t, B, m, n, 1), x = mk(t, B, n, kx, 1), bb = mk(t, B, m, kx, 1);
+                tu_to_mat(A, &a), tu_to_mat(X, &x), tu_to_mat(Bv, &bb);
+                sg_mat nn = mk(t, B, n, n, 0), y = mk(t, B, n, kx, 0), xs = mk(t, B, n, kx, 0);
+                int64_t rk[7], nl[7], rk2[7];
+                cr_assert_eq(sg_rank_tols(ctx, &a, pa, pr, rk), SG_OK, "%s", sg_last_error(ctx));
+                cr_assert_eq(sg_nullspace_tols(ctx, &a, pa, pr, &nn, nl), SG_OK, "%s", sg_last_error(ctx));
+                cr_assert_eq(sg_project_tols(ctx, &a, &x, SG_PROJ_NULL, pa, pr, &y), SG_OK, "%s", sg_last_error(ctx));
+                cr_assert_eq(sg_lstsq_tols(ctx, &a, &bb, pa, pr, &xs, rk2), SG_OK, "%s", sg_last_error(ctx));
+                double *N = dalloc(B * n * n), *Y = dalloc(B * n * kx), *XS = dalloc(B * n * kx);
+                tu_from_mat(&nn, N), tu_from_mat(&y, Y), tu_from_mat(&xs, XS);
+                for (int64_t b = 0; b < B; b++) {
+                    double a1 = pa ? pa[b] : 0, r1 = pr ? pr[b] : -1, rr = r1 < 0 ? (a1 > 0 ? 0 : (m > n ? m : n) * eps_of(t)) : r1;
+                    double cut = fmax(a1, rr); /* σmax = 1 */
+                    int64_t want = 0;
+                    while (want < k && sv[want] > cut) want++;
+                    cr_expect_eq(rk[b], want, "%s %lldx%lld arrays %d matrix %lld: rank %lld, expected %lld", dn(t),
+                                 (long long)m, (long long)n, which, (long long)b, (long long)rk[b], (long long)want);
+                    cr_expect_eq(nl[b], n - want, "nullity of matrix %lld", (long long)b);
+                    cr_expect_eq(rk2[b], want, "lstsq rank of matrix %lld", (long long)b);
+                    /* the same matrix alone, scalar pair */
+                    sg_mat a1m = mk(t, 1, m, n, 0), x1 = mk(t, 1, n, kx, 0), b1 = mk(t, 1, m, kx, 0);
+                    sg_mat n1 = mk(t, 1, n, n, 0), y1 = mk(t, 1, n, kx, 0), s1 = mk(t, 1, n, kx, 0);
+                    tu_to_mat(A + b * m * n, &a1m), tu_to_mat(X + b * n * kx, &x1), tu_to_mat(Bv + b * m * kx, &b1);
+                    int64_t q = -1;
+                    cr_assert_eq(sg_nullspace(ctx, &a1m, a1, r1, &n1, &q), SG_OK);
+                    cr_assert_eq(sg_project(ctx, &a1m, &x1, SG_PROJ_NULL, a1, r1, &y1), SG_OK);
+                    cr_assert_eq(sg_lstsq(ctx, &a1m, &b1, a1, r1, &s1, NULL), SG_OK);
+                    double *N1 = dalloc(n * n), *Y1 = dalloc(n * kx), *S1 = dalloc(n * kx);
+                    tu_from_mat(&n1, N1), tu_from_mat(&y1, Y1), tu_from_mat(&s1, S1);
+                    cr_expect_eq(q, nl[b]);
+                    if (q > 0 && q == nl[b])
+                        cr_expect_leq(tu_subspace_dist(n, N + b * n * n, q, N1, q), tolc * 10, "null space of matrix %lld",
+                                      (long long)b);
+                    cr_expect_leq(tu_diff_norm(Y + b * n * kx, Y1, n * kx), tolc * 10 * fmax(1, tu_norm(Y1, n * kx)),
+                                  "project of matrix %lld", (long long)b);
+                    cr_expect_leq(tu_diff_norm(XS + b * n * kx, S1, n * kx), tolc * 1e3 * fmax(1, tu_norm(S1, n * kx)),
+                                  "lstsq of matrix %lld", (long long)b);
+                    free(N1), free(Y1), free(S1);
+                    tu_free_mat(&a1m), tu_free_mat(&x1), tu_free_mat(&b1), tu_free_mat(&n1), tu_free_mat(&y1), tu_free_mat(&s1);
+                }
+                free(A), free(X), free(Bv), free(N), free(Y), free(XS);
+                tu_free_mat(&a), tu_free_mat(&x), tu_free_mat(&bb), tu_free_mat(&nn), tu_free_mat(&y), tu_free_mat(&xs);
+            }
+}
+
 /* ---- nullspace ------------------------------------------------------------------------------- */
 Test(cpu_linalg, nullspace_known_subspace)
 {

@@ -429,6 +429,87 @@ Test(gpu_parity, host_batch_streams_in_many_chunks)
     cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
 }
 
+/* Per-matrix tolerances (sg_*_tols; arrays in host memory whatever the memory space): GPU vs CPU for rank,
+   nullspace, project and lstsq, host-streamed one matrix per chunk, a few per chunk with a tail, in one
+   chunk, and device-resident, so each chunk must read its own slice. σ_i = 2^-i, every cutoff at least a
+   factor 4/3 from a σ, so both backends see one rank per matrix, and that rank is checked too. */
+Test(gpu_parity, per_matrix_tolerances_match_cpu)
+{
+    NEED_GPU();
+    static const int64_t shp[][2] = {{6, 4}, {4, 7}, {5, 5}};
+    enum { B = 9, KX = 2 };
+    const double at[B] = {0, 0.75, 0.375, 0, 0.1, 1.5, 0.6, 0, 0.2}, rt[B] = {-1, -1, 0.3, 0.7, 0, -1, 0.1, 0.15, -1};
+    static const size_t chunks[] = {1, 2048, 0};
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int i = 0; i < 3; i++)
+            for (int mode = 0; mode < 4; mode++) { /* 0-2: host with chunks[mode]; 3: device */
+                int64_t m = shp[i][0], n = shp[i][1], k = m < n ? m : n;
+                cfg c = {(sg_dtype)t, m, n, B, mode == 3, 0, mode < 3 ? chunks[mode] : 0};
+                const double *pa = (mode + i) % 3 != 2 ? at : NULL, *pr = (mode + i) % 3 != 1 ? rt : NULL;
+                double tol = tol_of(c.t), sv[8];
+                tu_rng r = tu_seed(1500 + (uint64_t)i);
+                double *A = malloc(sizeof(double) * B * (size_t)(m * n)), *X = malloc(sizeof(double) * B * (size_t)(n * KX)),
+                       *Bv = malloc(sizeof(double) * B * (size_t)(m * KX));
+                for (int64_t j = 0; j < k; j++) sv[j] = ldexp(1, -(int)j);
+                for (int64_t b = 0; b < B; b++) tu_mat_with_singular_values(&r, m, n, sv, A + b * m * n);
+                tu_fill_normal(&r, X, B * n * KX);
+                tu_fill_normal(&r, Bv, B * m * KX);
+                set_mem(&c);
+                /* CPU */
+                sg_mat ac = tu_alloc_mat(c.t, B, m, n), xc = tu_alloc_mat(c.t, B, n, KX), bc = tu_alloc_mat(c.t, B, m, KX),
+                       nc = tu_alloc_mat(c.t, B, n, n), yc = tu_alloc_mat(c.t, B, n, KX), sc = tu_alloc_mat(c.t, B, n, KX);
+                tu_to_mat(A, &ac), tu_to_mat(X, &xc), tu_to_mat(Bv, &bc);
+                int64_t rk[B], nl[B], rk2[B];
+                cr_assert_eq(sg_rank_tols(cpu, &ac, pa, pr, rk), SG_OK, "%s", sg_last_error(cpu));
+                cr_assert_eq(sg_nullspace_tols(cpu, &ac, pa, pr, &nc, nl), SG_OK, "%s", sg_last_error(cpu));
+                cr_assert_eq(sg_project_tols(cpu, &ac, &xc, SG_PROJ_NULL, pa, pr, &yc), SG_OK, "%s", sg_last_error(cpu));
+                cr_assert_eq(sg_lstsq_tols(cpu, &ac, &bc, pa, pr, &sc, rk2), SG_OK, "%s", sg_last_error(cpu));
+                /* GPU */
+                buf a = bnew(c.t, B, m, n, 0, c.dev), x = bnew(c.t, B, n, KX, 0, c.dev), bb = bnew(c.t, B, m, KX, 0, c.dev),
+                    nn = bnew(c.t, B, n, n, 0, c.dev), y = bnew(c.t, B, n, KX, 0, c.dev), ss = bnew(c.t, B, n, KX, 0, c.dev);
+                bset(&a, A), bset(&x, X), bset(&bb, Bv);
+                ibuf grk = inew(B, c.dev), gnl = inew(B, c.dev), grk2 = inew(B, c.dev);
+                cr_assert_eq(sg_rank_tols(gpu, bm(&a), pa, pr, IG(&grk)), SG_OK, "%s", sg_last_error(gpu));
+                cr_assert_eq(sg_nullspace_tols(gpu, bm(&a), pa, pr, bm(&nn), IG(&gnl)), SG_OK, "%s", sg_last_error(gpu));
+                cr_assert_eq(sg_project_tols(gpu, bm(&a), bm(&x), SG_PROJ_NULL, pa, pr, bm(&y)), SG_OK, "%s",
+                             sg_last_error(gpu));
+                cr_assert_eq(sg_lstsq_tols(gpu, bm(&a), bm(&bb), pa, pr, bm(&ss), IG(&grk2)), SG_OK, "%s", sg_last_error(gpu));
+                iget(&grk), iget(&gnl), iget(&grk2);
+                double *Nr = malloc(sizeof(double) * B * (size_t)(n * n)), *Ng = malloc(sizeof(double) * B * (size_t)(n * n)),
+                       *Yr = malloc(sizeof(double) * B * (size_t)(n * KX)), *Yg = malloc(sizeof(double) * B * (size_t)(n * KX)),
+                       *Sr = malloc(sizeof(double) * B * (size_t)(n * KX)), *Sg = malloc(sizeof(double) * B * (size_t)(n * KX));
+                tu_from_mat(&nc, Nr), tu_from_mat(&yc, Yr), tu_from_mat(&sc, Sr);
+                bget(&nn, Ng), bget(&y, Yg), bget(&ss, Sg);
+                for (int64_t b = 0; b < B; b++) {
+                    double a1 = pa ? pa[b] : 0, r1 = pr ? pr[b] : -1;
+                    double cut = fmax(a1, r1 < 0 ? (a1 > 0 ? 0 : (double)(m > n ? m : n) * (t == SG_F32 ? 1.2e-7 : 2.3e-16)) : r1);
+                    int64_t want = 0;
+                    while (want < k && sv[want] > cut) want++;
+                    cr_expect(rk[b] == want && grk.h[b] == want && rk2[b] == want && grk2.h[b] == want,
+                              "%s %lldx%lld mode %d matrix %lld: ranks cpu %lld gpu %lld, lstsq cpu %lld gpu %lld, want %lld",
+                              dn(c.t), (long long)m, (long long)n, mode, (long long)b, (long long)rk[b], (long long)grk.h[b],
+                              (long long)rk2[b], (long long)grk2.h[b], (long long)want);
+                    cr_expect_eq(gnl.h[b], nl[b], "nullity of matrix %lld (mode %d)", (long long)b, mode);
+                    int64_t q = nl[b];
+                    if (q > 0 && gnl.h[b] == q)
+                        cr_expect_leq(tu_subspace_dist(n, Nr + b * n * n, q, Ng + b * n * n, q), tol,
+                                      "null space of matrix %lld (mode %d)", (long long)b, mode);
+                    cr_expect_leq(tu_diff_norm(Yg + b * n * KX, Yr + b * n * KX, n * KX), tol * fmax(1, tu_norm(X + b * n * KX, n * KX)),
+                                  "project of matrix %lld (mode %d)", (long long)b, mode);
+                    cr_expect_leq(tu_diff_norm(Sg + b * n * KX, Sr + b * n * KX, n * KX),
+                                  tol * 1e2 * fmax(1, tu_norm(Sr + b * n * KX, n * KX)), "lstsq of matrix %lld (mode %d)",
+                                  (long long)b, mode);
+                }
+                free(Nr), free(Ng), free(Yr), free(Yg), free(Sr), free(Sg);
+                ifree(&grk), ifree(&gnl), ifree(&grk2);
+                bfree(&a), bfree(&x), bfree(&bb), bfree(&nn), bfree(&y), bfree(&ss);
+                tu_free_mat(&ac), tu_free_mat(&xc), tu_free_mat(&bc), tu_free_mat(&nc), tu_free_mat(&yc), tu_free_mat(&sc);
+                free(A), free(X), free(Bv);
+            }
+    cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+}
+
 /* project_basis over large batches, host-streamed and device-resident, GPU vs CPU: many blocks of the tile
    kernel with a partial last tile (n ≤ 32), one matrix per block in column chunks (n = 128, f64: 20 + 20 + 8
    columns), and the one-block-per-matrix fallback (n = 200). */

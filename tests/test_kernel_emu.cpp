@@ -776,7 +776,7 @@ template <class T> static void rank_all()
                 all_modes("k_rank", [&] {
                     rank.assign((size_t)nb, -1);
                     nullity.assign((size_t)nb, -1);
-                    emu_launch((unsigned)((nb + 127) / 128), 128, 0, k_rank<T>, S.data(), k, nb, 0.0, -1.0,
+                    emu_launch((unsigned)((nb + 127) / 128), 128, 0, k_rank<T>, S.data(), k, nb, sg_tols{0.0, -1.0, nullptr, nullptr},
                                (long long)std::max(m, n), eps<T>(), n, rank.data(), nullity.data());
                     return bytes2(rank, nullity);
                 });
@@ -786,7 +786,7 @@ template <class T> static void rank_all()
                     cr_assert_eq(nullity[b], n - want[b]);
                 }
                 /* rank only (nullity NULL), with an absolute tolerance */
-                emu_launch((unsigned)((nb + 127) / 128), 128, 0, k_rank<T>, S.data(), k, nb, 1.5, -1.0,
+                emu_launch((unsigned)((nb + 127) / 128), 128, 0, k_rank<T>, S.data(), k, nb, sg_tols{1.5, -1.0, nullptr, nullptr},
                            (long long)std::max(m, n), eps<T>(), n, rank.data(), (int64_t *)nullptr);
                 vector<int64_t> want2((size_t)nb);
                 {
@@ -795,13 +795,27 @@ template <class T> static void rank_all()
                     cr_assert_eq(sg_rank(cpu, &Am, 1.5, -1, want2.data()), SG_OK);
                 }
                 cr_assert(rank == want2, "k_rank atol=1.5 %lldx%lld", (long long)m, (long long)n);
+                /* per-matrix pairs (sg_rank_tols): matrix b's own cutoff, against sg_rank on it alone */
+                vector<double> at((size_t)nb), rt((size_t)nb);
+                for (int64_t b = 0; b < nb; b++) at[b] = b % 3 == 0 ? 0.0 : 0.5 * (double)(b % 5), rt[b] = b % 2 ? 0.3 : -1.0;
+                emu_launch((unsigned)((nb + 127) / 128), 128, 0, k_rank<T>, S.data(), k, nb,
+                           sg_tols{0.0, -1.0, at.data(), rt.data()}, (long long)std::max(m, n), eps<T>(), n,
+                           rank.data(), nullity.data());
+                for (int64_t b = 0; b < nb; b++) {
+                    vector<T> a(A.begin() + b * m * n, A.begin() + (b + 1) * m * n);
+                    sg_mat Am = mat(a, 1, m, n);
+                    int64_t one = -1;
+                    cr_assert_eq(sg_rank(cpu, &Am, at[b], rt[b], &one), SG_OK);
+                    cr_assert(rank[b] == one && nullity[b] == n - one, "k_rank per-matrix tols %lldx%lld b=%lld: %lld, want %lld",
+                              (long long)m, (long long)n, (long long)b, (long long)rank[b], (long long)one);
+                }
             }
     /* NaN σ (CUDA, input check off): counted (sg_sv_counts), so it reaches the projection or solution
        instead of passing as rank 0. σmax NaN: tol NaN, every σ counts; a NaN below σmax counts too. */
     const T nan = std::numeric_limits<T>::quiet_NaN();
     const vector<T> S = {nan, 2, 1e-30f, 0, /* */ 3, nan, 0, 0, /* */ 3, 2, 1, 0};
     vector<int64_t> rank(3, -1);
-    emu_launch(1u, 128, 0, k_rank<T>, S.data(), (int64_t)4, (int64_t)3, 0.0, -1.0, 4LL, eps<T>(), (int64_t)4,
+    emu_launch(1u, 128, 0, k_rank<T>, S.data(), (int64_t)4, (int64_t)3, sg_tols{0.0, -1.0, nullptr, nullptr}, 4LL, eps<T>(), (int64_t)4,
                rank.data(), (int64_t *)nullptr);
     cr_assert(rank == (vector<int64_t>{4, 2, 3}), "k_rank with NaN σ: %lld %lld %lld", (long long)rank[0],
               (long long)rank[1], (long long)rank[2]);

@@ -367,23 +367,62 @@ def _mode(mode):
         raise ValueError(f"specgrad: mode must be one of {sorted(L.DEGEN)}, got {mode!r}") from None
 
 
-def _tols(op, atol, rtol):
-    """(atol, rtol) for the C API, checked like the library does (also when no call is made: empty
-    batches, zero-sized matrices). atol=None means 0 (numpy's tol=None), rtol=None the default."""
-    def scalar(name, v, default):
+class _Tols:
+    """atol / rtol of one call, checked like the library does (also when no call is made: empty batches,
+    zero-sized matrices). atol=None means 0 (numpy's tol=None), rtol=None the default. Either may be an
+    array (numpy, torch, a list) of per-matrix values that broadcasts to the batch shape (numpy 2's array
+    tol, torch's tensor atol / rtol); a one-element array is one number."""
+
+    def __init__(self, op, atol, rtol):
+        self.op = op
+        self.a, self.av = self._one("atol", atol, 0.0)
+        self.r, self.rv = self._one("rtol", rtol, -1.0)
+        a, r = self.a, self.r
+        if math.isnan(a) or math.isnan(r) or a < 0 or math.isinf(a) or (math.isinf(r) and r > 0):
+            raise _arg_error(op, f"tolerance: atol must be finite and >= 0, rtol finite or None (got {atol}, {rtol})")
+        for name, v, bad in (("atol", self.av, lambda x: ~np.isfinite(x) | (x < 0)),
+                             ("rtol", self.rv, lambda x: np.isnan(x) | (x == np.inf))):
+            if v is not None and bad(v).any():
+                i = tuple(int(j) for j in np.argwhere(bad(v))[0])
+                raise _arg_error(op, f"tolerance: {name}{list(i)} = {v[i]}; atol must be finite and >= 0, rtol "
+                                     f"finite or < 0 (the default)")
+
+    def _one(self, name, v, default):
+        """(scalar, None) or (unused scalar, float64 array)."""
         if v is None:
-            return default
+            return default, None
+        if hasattr(v, "detach"):  # torch: the library reads host arrays
+            v = v.detach().cpu().numpy()
         try:
-            return float(v)
-        except (TypeError, ValueError):  # an array of per-matrix tolerances (numpy 2 broadcasts those)
-            shape = getattr(v, "shape", None)
-            raise _arg_error(op, f"tolerance: {name} must be one number for the whole batch, got "
-                                 f"{type(v).__name__}{'' if shape is None else ' of shape ' + str(tuple(shape))}") from None
-    a = scalar("atol", atol, 0.0)
-    r = scalar("rtol", rtol, -1.0)
-    if math.isnan(a) or math.isnan(r) or a < 0 or math.isinf(a) or (math.isinf(r) and r > 0):
-        raise _arg_error(op, f"tolerance: atol must be finite and >= 0, rtol finite or None (got {atol}, {rtol})")
-    return a, r
+            x = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise _arg_error(self.op, f"tolerance: {name} must be a number or an array of numbers, got "
+                                      f"{type(v).__name__}") from None
+        return (float(x.reshape(())), None) if x.size == 1 else (default, x)
+
+    @property
+    def per_matrix(self):
+        return self.av is not None or self.rv is not None
+
+    def bind(self, lib, name, bs, keep):
+        """(library function, its atol and rtol arguments) for a batch of shape bs: sg_<name> with the
+        scalars, or sg_<name>_tols with arrays of one pair per matrix (a scalar partner is repeated, the
+        default passed as NULL). Arrays that do not broadcast to bs raise."""
+        if not self.per_matrix:
+            return getattr(lib, f"sg_{name}"), (self.a, self.r)
+        args = []
+        for nm, v, x, dflt in (("atol", self.av, self.a, 0.0), ("rtol", self.rv, self.r, -1.0)):
+            if v is None and x == dflt:
+                args.append(None)
+                continue
+            try:
+                arr = np.ascontiguousarray(np.broadcast_to(np.float64(x) if v is None else v, bs), dtype=np.float64)
+            except ValueError:
+                raise _arg_error(self.op, f"tolerance: {nm} of shape {v.shape} does not broadcast to the batch "
+                                          f"shape {tuple(bs)} (one value per matrix)") from None
+            keep.append(arr)
+            args.append(arr.ctypes.data if arr.size else None)
+        return getattr(lib, f"sg_{name}_tols"), tuple(args)
 
 
 def _arg_error(op, msg):
@@ -787,17 +826,19 @@ class Context:
 
     def matrix_rank(self, A, atol=0.0, rtol=None):
         """Rank with tol = max(atol, rtol·σmax); rtol=None: max(m,n)·eps when atol == 0 (numpy's default),
-        else 0; atol=None means 0. Returns int64 (batch shape; a numpy scalar for one matrix); 0 for
+        else 0; atol=None means 0. atol / rtol may be arrays of one value per matrix (broadcast to the batch
+        shape; also in null_space, project, lstsq, pinv). Returns int64 (batch shape; a numpy scalar for one matrix); 0 for
         zero-sized matrices."""
-        atol, rtol = _tols("matrix_rank", atol, rtol)
+        tl = _Tols("matrix_rank", atol, rtol)
         ad, (A,), tc = self._adapter([A])
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
         keep = []
         mA = _desc(ad, self._pick_T(ad, A), keep)
         r = ad.empty_i64(bs)
+        cfn, ta = tl.bind(self._lib, "rank", bs, keep)
         if _work(bs, m, n):
-            self._run("matrix_rank", ad, self._lib.sg_rank, (C.byref(mA), atol, rtol, C.c_void_p(ad.ptr(r))), bs)
+            self._run("matrix_rank", ad, cfn, (C.byref(mA), *ta, C.c_void_p(ad.ptr(r))), bs)
         else:
             r[...] = 0
         return self._wrap(_scalarize(r, bs), tc)
@@ -807,7 +848,7 @@ class Context:
         nullity[b] columns span null(A[b]) and the rest are zero, nullity int64 of the batch shape.
         `trim_null_space(N, nullity)` gives scipy.linalg.null_space-shaped (n, nullity) arrays.
         Copies C-contiguous A (the nullspace of Aᵀ is a different space). A with 0 rows: N = I."""
-        atol, rtol = _tols("null_space", atol, rtol)
+        tl = _Tols("null_space", atol, rtol)
         ad, (A,), tc = self._adapter([A], "null_space")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
@@ -817,9 +858,9 @@ class Context:
         N = _out(ad, bs, n, n, code)
         mN = _desc(ad, N, keep)
         nul = ad.empty_i64(bs)
+        cfn, ta = tl.bind(self._lib, "nullspace", bs, keep)
         if _work(bs, m, n):
-            self._run("null_space", ad, self._lib.sg_nullspace,
-                      (C.byref(mA), atol, rtol, C.byref(mN), C.c_void_p(ad.ptr(nul))), bs)
+            self._run("null_space", ad, cfn, (C.byref(mA), *ta, C.byref(mN), C.c_void_p(ad.ptr(nul))), bs)
         else:  # m == 0: everything is null (scipy: the identity); n == 0: nothing to span
             N[...] = ad.eye(n, code)
             nul[...] = n
@@ -960,10 +1001,11 @@ class Context:
         batch (for a fixed A across calls, keep that basis and call project_basis yourself)."""
         if which not in L.PROJ:
             raise ValueError(f"specgrad: which must be 'null' or 'row', got {which!r}")
-        atol, rtol = _tols("project", atol, rtol)
+        tl = _Tols("project", atol, rtol)
+        atol, rtol = tl.a, tl.r
         ad, (A, X), tc = self._adapter([A, X], "project")
         (A, X), code = self._common(ad, [A, X], ["A", "X"])
-        sh = self._shared(ad, A, X)
+        sh = None if tl.per_matrix else self._shared(ad, A, X)  # one tolerance per item: one rank per item
         if sh is not None and self.backend != "cpu":
             Y = self._via_basis(ad, A, X, sh, which, atol, rtol)
             if Y is not None:
@@ -980,9 +1022,9 @@ class Context:
         keep = []
         mX, k, Y, mY = self._proj_rhs("project", ad, X, len(ad.shape(A)), bs, n, code, keep)
         mA = _desc(ad, A, keep)
+        cfn, ta = tl.bind(self._lib, "project", bs, keep)
         if _work(bs, m, n, k):
-            self._run("project", ad, self._lib.sg_project,
-                      (C.byref(mA), C.byref(mX), L.PROJ[which], atol, rtol, C.byref(mY)), bs)
+            self._run("project", ad, cfn, (C.byref(mA), C.byref(mX), L.PROJ[which], *ta, C.byref(mY)), bs)
         elif m == 0:  # A = 0 (no rows): the nullspace is everything
             Y[...] = X if which == "null" else 0
         return self._wrap(Y, tc)
@@ -1027,10 +1069,11 @@ class Context:
         (B with exactly one dimension fewer than A is a batch of vectors). One A shared by a batch of B is
         factored once, its rank repeated over the batch shape: on the CPU backend the batch becomes columns of
         one call; on CUDA x = A⁺b with A⁺ = lstsq(A, I) computed once and applied by matmul."""
-        atol, rtol = _tols("lstsq", atol, rtol)
+        tl = _Tols("lstsq", atol, rtol)
+        atol, rtol = tl.a, tl.r
         ad, (A, B), tc = self._adapter([A, B], "lstsq")
         (A, B), code = self._common(ad, [A, B], ["A", "B"])
-        sh = self._shared(ad, A, B)
+        sh = None if tl.per_matrix else self._shared(ad, A, B)  # one tolerance per item: one rank per item
         if sh is not None and self.backend != "cpu":
             f = self._via_pinv(ad, A, B, sh, atol, rtol, code)
             if f is not None:
@@ -1061,11 +1104,12 @@ class Context:
         X = ad.empty(bs + (n,), code) if vec else _out(ad, bs, n, k, code)
         mX = _desc(ad, _vec_in(ad, X) if vec else X, keep)
         r = ad.empty_i64(bs)
+        cfn, ta = tl.bind(self._lib, "lstsq", bs, keep)
         if _work(bs, m, n, k):
-            self._run("lstsq", ad, self._lib.sg_lstsq,
-                      (C.byref(mA), C.byref(mB), atol, rtol, C.byref(mX), C.c_void_p(ad.ptr(r))), bs)
+            self._run("lstsq", ad, cfn, (C.byref(mA), C.byref(mB), *ta, C.byref(mX), C.c_void_p(ad.ptr(r))), bs)
         elif _work(bs, m, n):  # k == 0: empty x, but A still has a rank
-            self._run("lstsq", ad, self._lib.sg_rank, (C.byref(mA), atol, rtol, C.c_void_p(ad.ptr(r))), bs)
+            cfn, ta = tl.bind(self._lib, "rank", bs, keep)
+            self._run("lstsq", ad, cfn, (C.byref(mA), *ta, C.c_void_p(ad.ptr(r))), bs)
         else:
             X[...] = 0
             r[...] = 0
@@ -1075,14 +1119,15 @@ class Context:
     def pinv(self, A, atol=0.0, rtol=None):
         """Pseudo-inverse (..., n, m) through lstsq. pinv(A)ᵀ = pinv(Aᵀ), so C-contiguous A is not copied;
         the identity right-hand side is materialized per matrix. Zero-sized A: empty (n, m), like numpy."""
-        atol, rtol = _tols("pinv", atol, rtol)
+        tl = _Tols("pinv", atol, rtol)
         ad, (A,), tc = self._adapter([A], "pinv")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
         code = ad.dtype_code(A)
+        keep = []
+        cfn, ta = tl.bind(self._lib, "lstsq", bs, keep)
         if not _work(bs, m, n):
             return self._wrap(ad.zeros(bs + (n, m), code), tc)
-        keep = []
         At = ad.T(A)  # n×m
         if _describable(ad, At):
             mA = _desc(ad, At, keep)
@@ -1098,8 +1143,7 @@ class Context:
             mX = _desc(ad, X, keep)
         mI = _desc(ad, I, keep)
         r = ad.empty_i64(bs)
-        self._run("pinv", ad, self._lib.sg_lstsq,
-                  (C.byref(mA), C.byref(mI), atol, rtol, C.byref(mX), C.c_void_p(ad.ptr(r))), bs)
+        self._run("pinv", ad, cfn, (C.byref(mA), C.byref(mI), *ta, C.byref(mX), C.c_void_p(ad.ptr(r))), bs)
         return self._wrap(X, tc)
 
     # ---- gradients ---------------------------------------------------------------------------------

@@ -152,6 +152,7 @@ def _declare(lib):
     P = C.POINTER
     M = P(sg_mat)
     I64P = C.c_void_p  # int64 outputs: host or device pointer, passed as an address
+    DP = C.c_void_p  # per-matrix tolerances: host float64 arrays (None: NULL)
     st = C.c_int
     sig = {
         "sg_create": (st, [P(C.c_void_p), C.c_int]),
@@ -178,6 +179,10 @@ def _declare(lib):
         "sg_project": (st, [C.c_void_p, M, M, C.c_int, C.c_double, C.c_double, M]),
         "sg_project_basis": (st, [C.c_void_p, M, M, C.c_int, M]),
         "sg_lstsq": (st, [C.c_void_p, M, M, C.c_double, C.c_double, M, I64P]),
+        "sg_rank_tols": (st, [C.c_void_p, M, DP, DP, I64P]),
+        "sg_nullspace_tols": (st, [C.c_void_p, M, DP, DP, M, I64P]),
+        "sg_project_tols": (st, [C.c_void_p, M, M, C.c_int, DP, DP, M]),
+        "sg_lstsq_tols": (st, [C.c_void_p, M, M, DP, DP, M, I64P]),
         "sg_eigh_backward": (st, [C.c_void_p, M, M, M, M, C.c_int, C.c_double, M]),
         "sg_svd_backward": (st, [C.c_void_p, M, M, M, M, M, M, C.c_int, C.c_double, M]),
         "sg_matfunc": (st, [C.c_void_p, M, P(sg_fn), M, M, M]),

@@ -24,6 +24,7 @@ that call the library (EighBackward, _Pinv, ...) with vmap rules. No forward mod
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ._core import _ctx_for
@@ -81,6 +82,27 @@ def _vmap_broadcast(in_dims, xs):
     return out
 
 
+def _tols_unbatched(op, *dims):
+    """vmap rules pass tolerances through unchanged: a per-sample tolerance tensor (vmapped itself) is not
+    supported, an unbatched one broadcasts to the batch as before."""
+    if any(d is not None for d in dims):
+        raise NotImplementedError(f"specgrad.autograd.{op}: vmap over a tolerance tensor is not supported; pass "
+                                  f"per-matrix tolerances as an array that broadcasts to the batch shape instead")
+
+
+def _per_matrix(*tols):
+    """Whether a tolerance is an array of several values (one per matrix), not one number."""
+    return any(t is not None and (t.numel() if hasattr(t, "numel") else np.size(t)) > 1 for t in tols)
+
+
+def _pinv_for(A, bs, atol, rtol, c):
+    """A⁺ for a backward: of A as it is, or, with per-matrix tolerances, of A expanded to the call's batch
+    shape bs (a shared A has one rank per batch item then)."""
+    if _per_matrix(atol, rtol):
+        A = A.expand(tuple(bs) + A.shape[-2:])
+    return _Pinv.apply(A, atol, rtol, c)
+
+
 class _Pinv(_LibOp):
     @staticmethod
     def forward(A, atol, rtol, c):
@@ -88,6 +110,7 @@ class _Pinv(_LibOp):
 
     @staticmethod
     def vmap(info, in_dims, A, atol, rtol, c):
+        _tols_unbatched("pinv", *in_dims[1:3])
         return _vmapped(_Pinv, info, A, in_dims[0], 1, atol, rtol, c)
 
 
@@ -98,6 +121,7 @@ class _ProjectOp(_LibOp):
 
     @staticmethod
     def vmap(info, in_dims, A, X, which, atol, rtol, c):
+        _tols_unbatched("project", *in_dims[3:5])
         return _ProjectOp.apply(*_vmap_broadcast(in_dims[:2], (A, X)), which, atol, rtol, c), 0
 
 
@@ -322,7 +346,7 @@ class Lstsq(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gX):
         A, B, X = ctx.saved_tensors
-        Ap = _Pinv.apply(A, *ctx.opts)  # n×m
+        Ap = _pinv_for(A, X.shape[:-2], *ctx.opts)  # n×m
         gB = Ap.mT @ gX
         gA = None
         if ctx.needs_input_grad[0]:
@@ -333,6 +357,7 @@ class Lstsq(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, A, B, atol, rtol, sgctx):
+        _tols_unbatched("lstsq", *in_dims[2:4])
         return Lstsq.apply(*_vmap_broadcast(in_dims[:2], (A, B)), atol, rtol, sgctx), 0
 
 
@@ -360,7 +385,7 @@ class Project(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             gX = _ProjectOp.apply(A, gY, which, atol, rtol, c).sum_to_size(X.shape)
         if ctx.needs_input_grad[0]:
-            Ap = _Pinv.apply(A, atol, rtol, c)  # n×m
+            Ap = _pinv_for(A, gY.shape[:-2], atol, rtol, c)  # n×m
             M = X @ gY.mT + gY @ X.mT   # n×n, symmetric
             gA = (Ap.mT @ (M - (M @ Ap) @ A)).sum_to_size(A.shape)
             if which == "null":
@@ -369,6 +394,7 @@ class Project(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, A, X, which, atol, rtol, sgctx):
+        _tols_unbatched("project", *in_dims[3:5])
         return Project.apply(*_vmap_broadcast(in_dims[:2], (A, X)), which, atol, rtol, sgctx), 0
 
 
@@ -397,6 +423,7 @@ class NullSpace(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, A, atol, rtol, sgctx):
+        _tols_unbatched("null_space", *in_dims[1:3])
         return _vmapped(NullSpace, info, A, in_dims[0], 2, atol, rtol, sgctx)
 
 

@@ -782,15 +782,85 @@ def test_backends_agree_across_the_range(rng):
                     assert oc == og, f"{where}: CPU {oc}, CUDA {og}"
 
 
-def test_tolerance_must_be_one_number():
-    """Per-matrix tolerance arrays (numpy 2 broadcasts them) are refused with a clear argument error, not a
-    bare float() TypeError; 0-d arrays and numpy scalars are numbers."""
+def geometric(rng, shape, m, n):
+    """Matrices with σ_i = 2^-i: every cutoff used below is a factor 4/3 or more from a σ (one rank per
+    matrix on every backend and dtype)."""
+    k = min(m, n)
+    U, _ = np.linalg.qr(rng.standard_normal(shape + (m, m)))
+    V, _ = np.linalg.qr(rng.standard_normal(shape + (n, n)))
+    return (U[..., :k] * 2.0 ** -np.arange(k)) @ V[..., :k].swapaxes(-1, -2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_matrix_tolerances_match_one_call_per_matrix(rng, dtype):
+    """atol / rtol arrays broadcast to the batch shape (numpy 2's array tol, torch's tensor atol): each
+    matrix gets its own pair, in matrix_rank, null_space, project, lstsq and pinv, the same as a call on that
+    matrix alone with the pair as numbers; a scalar partner applies to every matrix."""
+    m, n = 5, 4
+    A = geometric(rng, (2, 3), m, n).astype(dtype)
+    at = np.array([[0.0, 0.75, 0.375], [0.1, 1.5, 0.6]])
+    rt = np.array([0.3, -1.0, 0.15])  # broadcasts over the first batch dimension
+    X, B = rng.standard_normal((2, 3, n, 2)).astype(dtype), rng.standard_normal((2, 3, m, 2)).astype(dtype)
+    t = tol(dtype)
+    for kw in ({"atol": at}, {"rtol": rt}, {"atol": at, "rtol": rt}, {"atol": at, "rtol": 0.2},
+               {"atol": 0.3, "rtol": rt}, {"atol": at.tolist()}):
+        r = sg.matrix_rank(A, **kw)
+        N, nul = sg.null_space(A, **kw)
+        Y = sg.project(A, X, "row", **kw)
+        Xs, r2 = sg.lstsq(A, B, return_rank=True, **kw)
+        P = sg.pinv(A, **kw)
+        assert r.shape == (2, 3) and ("atol" not in kw or np.ndim(kw["atol"]) == 0 or len(set(np.reshape(r, -1))) > 1), (kw, r)
+        for i in np.ndindex(2, 3):
+            one = {k: (np.broadcast_to(v, (2, 3))[i] if np.ndim(v) else v) for k, v in kw.items()}
+            a = A[i]
+            assert r[i] == sg.matrix_rank(a, **one) == r2[i] == n - nul[i], (kw, i)
+            want = sum(2.0 ** -j > max(one.get("atol", 0.0), (one.get("rtol", -1.0) if one.get("rtol", -1.0) >= 0 else
+                                                                (0.0 if one.get("atol", 0.0) > 0 else max(m, n) * np.finfo(dtype).eps)))
+                       for j in range(min(m, n)))
+            assert r[i] == want, (kw, i, r[i], want)
+            N1, q = sg.null_space(a, **one)
+            np.testing.assert_allclose(projector(N[i][:, :q].astype(np.float64)), projector(N1[:, :q].astype(np.float64)),
+                                       atol=t * 10)
+            np.testing.assert_allclose(Y[i], sg.project(a, X[i], "row", **one), atol=t * 10)
+            np.testing.assert_allclose(Xs[i], sg.lstsq(a, B[i], **one), atol=t * 100)
+            np.testing.assert_allclose(P[i], sg.pinv(a, **one), atol=t * 100)
+    # numpy's pinv with an rcond array (relative cutoff) agrees
+    rc = np.array([[0.3, 0.1, 0.6], [0.2, 0.7, 0.05]])
+    np.testing.assert_allclose(sg.pinv(A, rtol=rc), np.linalg.pinv(A.astype(np.float64), rcond=rc), atol=t * 100)
+
+
+def test_per_matrix_tolerances_with_a_shared_matrix(rng):
+    """One A for a batch of right-hand sides with a tolerance per item: each item has its own rank (the
+    shared-A shortcuts, one decomposition for the batch, would give them all one), also for vectors."""
+    A = geometric(rng, (), 5, 4)
+    at = np.array([0.0, 0.3, 0.6, 0.9])
+    B, X = rng.standard_normal((4, 5, 2)), rng.standard_normal((4, 4))
+    Xs, r = sg.lstsq(A, B, atol=at, return_rank=True)
+    assert list(r) == [4, 2, 1, 1]
+    Y = sg.project(A[None], X, atol=at)  # X: 4 vectors (one dimension fewer than A)
+    assert Y.shape == (4, 4)
+    for i in range(4):
+        np.testing.assert_allclose(Xs[i], sg.lstsq(A, B[i], atol=at[i]), atol=1e-12)
+        np.testing.assert_allclose(Y[i], sg.project(A, X[i], atol=at[i]), atol=1e-12)
+
+
+def test_per_matrix_tolerance_errors():
+    """Arrays that do not broadcast to the batch shape, bad elements (named by index) and non-numbers are
+    argument errors, also for empty batches (no library call); 0-d and one-element arrays are numbers."""
     A = np.eye(3)[None].repeat(2, 0)
-    for kw in ({"atol": np.ones(2)}, {"rtol": [0.1, 0.2]}, {"atol": "x"}):
-        with pytest.raises(sg.SpecgradArgumentError, match="one number for the whole batch"):
-            sg.matrix_rank(A, **kw)
+    with pytest.raises(sg.SpecgradArgumentError, match=r"atol of shape \(3,\) does not broadcast to the batch shape \(2,\)"):
+        sg.matrix_rank(A, atol=np.ones(3))
+    with pytest.raises(sg.SpecgradArgumentError, match="does not broadcast"):
+        sg.matrix_rank(np.zeros((0, 3, 3)), rtol=np.ones(2))
+    with pytest.raises(sg.SpecgradArgumentError, match=r"rtol\[1\] = nan"):
+        sg.pinv(A, rtol=[0.1, np.nan])
+    with pytest.raises(sg.SpecgradArgumentError, match=r"atol\[0, 1\] = -1"):
+        sg.lstsq(A, A, atol=[[0.0, -1.0]])
+    with pytest.raises(sg.SpecgradArgumentError, match="must be a number or an array of numbers"):
+        sg.matrix_rank(A, atol="x")
     assert list(sg.matrix_rank(A, atol=np.float32(0.5))) == [3, 3]
-    assert list(sg.matrix_rank(A, rtol=np.array(0.5))) == [3, 3]
+    assert list(sg.matrix_rank(A, rtol=np.array([2.0]))) == [0, 0]
+    assert list(sg.matrix_rank(A, rtol=[-np.inf, 2.0])) == [3, 0]  # -inf: the default, as for a number
 
 
 def test_progress_callback(rng):

@@ -377,6 +377,46 @@ def test_lstsq_gradient_rank_deficient_matches_torch_pinv(rng):
     np.testing.assert_allclose(B.grad.numpy(), B2.grad.numpy(), atol=1e-9)
 
 
+def test_per_matrix_tolerance_tensors_match_torch(rng):
+    """Tensor atol / rtol (one per matrix, broadcast to the batch) as torch.linalg takes them: matrix_rank
+    and pinv equal torch's with the same tensors, and gradients of lstsq / project with a shared A and a
+    tolerance per item equal torch's autograd of pinv with those tolerances (lstsq; each item its own rank)
+    or the item-by-item calls (project)."""
+    U = np.linalg.qr(rng.standard_normal((2, 3, 6, 6)))[0][..., :4]
+    V = np.linalg.qr(rng.standard_normal((2, 3, 4, 4)))[0]
+    A0 = torch.tensor((U * np.array([3.0, 1.0, 0.25, 0.0])) @ V.swapaxes(-1, -2))
+    at = torch.tensor([[0.0, 0.5, 2.0], [0.1, 0.3, 1.5]])
+    rt = torch.tensor([0.2, 0.0, 0.05])
+    r = sg.matrix_rank(A0, atol=at, rtol=rt)
+    assert torch.equal(r, torch.linalg.matrix_rank(A0, atol=at, rtol=rt)) and len(set(r.flatten().tolist())) > 1
+    np.testing.assert_allclose(sg.pinv(A0, atol=at).numpy(), torch.linalg.pinv(A0, atol=at).numpy(), atol=1e-10)
+    # one A shared by a batch of B / X, a tolerance per item
+    A1 = A0[0, 0]
+    ai = torch.tensor([0.1, 0.5, 2.0])
+    B0, G = torch.tensor(rng.standard_normal((3, 6, 2))), torch.tensor(rng.standard_normal((3, 4, 2)))
+    A, B = A1.clone().requires_grad_(True), B0.clone().requires_grad_(True)
+    (sga.lstsq(A, B, atol=ai) * G).sum().backward()
+    A2, B2 = A1.clone().requires_grad_(True), B0.clone().requires_grad_(True)
+    ((torch.linalg.pinv(A2.expand(3, 6, 4), atol=ai) @ B2) * G).sum().backward()
+    np.testing.assert_allclose(A.grad.numpy(), A2.grad.numpy(), atol=1e-9)
+    np.testing.assert_allclose(B.grad.numpy(), B2.grad.numpy(), atol=1e-9)
+    X0, GY = torch.tensor(rng.standard_normal((3, 4, 2))), torch.tensor(rng.standard_normal((3, 4, 2)))
+    A, X = A1.clone().requires_grad_(True), X0.clone().requires_grad_(True)
+    (sga.project(A, X, "row", atol=ai) * GY).sum().backward()
+    # (a cutoff between nonzero σ makes pinv(A) A differ from the projector's constant-rank rule, so the
+    # reference is the item-by-item calls, each with its tolerance as a number)
+    A2, X2 = A1.clone().requires_grad_(True), X0.clone().requires_grad_(True)
+    sum((sga.project(A2, X2[i], "row", atol=float(ai[i])) * GY[i]).sum() for i in range(3)).backward()
+    np.testing.assert_allclose(A.grad.numpy(), A2.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(X.grad.numpy(), X2.grad.numpy(), atol=1e-12)
+    # under vmap a tolerance tensor of the whole call broadcasts as before; a vmapped one is refused clearly
+    f = lambda A: sga.pinv(A, atol=ai).sum()  # noqa: E731
+    g = torch.func.vmap(torch.func.grad(f))(A0)  # per sample (3, 6, 4), one tolerance per matrix
+    np.testing.assert_allclose(g.numpy(), torch.stack([torch.func.grad(f)(a) for a in A0]).numpy(), atol=1e-9)
+    with pytest.raises(NotImplementedError, match="vmap over a tolerance tensor"):
+        torch.func.vmap(lambda A, t: sga.pinv(A, atol=t))(A0[0], ai)
+
+
 @pytest.mark.parametrize("which", ["null", "row"])
 @pytest.mark.parametrize("m,n,vec", [(2, 5, False), (3, 4, True), (5, 3, False)])
 def test_gradcheck_project(rng, which, m, n, vec):

@@ -57,17 +57,33 @@ typedef struct {
     int full, which, complement, mode, reg;
     sg_fn fn;
     int fn_null;
+    const double *atv, *rtv; /* per-matrix tolerances (host): the _tols entry points when either is set */
 } opts_t;
 typedef sg_status (*call_t)(sg_ctx *, sg_mat **p, int64_t *iout, const opts_t *o);
 
 #define FNP(o) ((o)->fn_null ? NULL : &(o)->fn)
 static sg_status c_eigh(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o) { (void)r, (void)o; return sg_eigh(c, p[0], p[1], p[2]); }
 static sg_status c_svd(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o) { (void)r; return sg_svd(c, p[0], o->full, p[1], p[2], p[3]); }
-static sg_status c_rank(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o) { return sg_rank(c, p[0], o->atol, o->rtol, r); }
-static sg_status c_null(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o) { return sg_nullspace(c, p[0], o->atol, o->rtol, p[1], r); }
-static sg_status c_proj(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o) { (void)r; return sg_project(c, p[0], p[1], (sg_proj)o->which, o->atol, o->rtol, p[2]); }
+#define TOLV(o) ((o)->atv || (o)->rtv)
+static sg_status c_rank(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o)
+{
+    return TOLV(o) ? sg_rank_tols(c, p[0], o->atv, o->rtv, r) : sg_rank(c, p[0], o->atol, o->rtol, r);
+}
+static sg_status c_null(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o)
+{
+    return TOLV(o) ? sg_nullspace_tols(c, p[0], o->atv, o->rtv, p[1], r) : sg_nullspace(c, p[0], o->atol, o->rtol, p[1], r);
+}
+static sg_status c_proj(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o)
+{
+    (void)r;
+    return TOLV(o) ? sg_project_tols(c, p[0], p[1], (sg_proj)o->which, o->atv, o->rtv, p[2])
+                   : sg_project(c, p[0], p[1], (sg_proj)o->which, o->atol, o->rtol, p[2]);
+}
 static sg_status c_projb(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o) { (void)r; return sg_project_basis(c, p[0], p[1], o->complement, p[2]); }
-static sg_status c_lstsq(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o) { return sg_lstsq(c, p[0], p[1], o->atol, o->rtol, p[2], r); }
+static sg_status c_lstsq(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o)
+{
+    return TOLV(o) ? sg_lstsq_tols(c, p[0], p[1], o->atv, o->rtv, p[2], r) : sg_lstsq(c, p[0], p[1], o->atol, o->rtol, p[2], r);
+}
 static sg_status c_eighb(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o) { (void)r; return sg_eigh_backward(c, p[0], p[1], p[2], p[3], (sg_degen)o->mode, o->param, p[4]); }
 static sg_status c_svdb(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o) { (void)r; return sg_svd_backward(c, p[0], p[1], p[2], p[3], p[4], p[5], (sg_degen)o->mode, o->param, p[6]); }
 static sg_status c_mf(sg_ctx *c, sg_mat **p, int64_t *r, const opts_t *o) { (void)r; return sg_matfunc(c, p[0], FNP(o), p[1], p[2], p[3]); }
@@ -325,6 +341,22 @@ static void fz_call(sg_ctx *ctx, const fz_mem *mem, const uint8_t *data, size_t 
         if (iout) mem->put(iout, iorig, sizeof(int64_t) * (size_t)ni);
         else ok = 0;
     }
+    /* per-matrix tolerances for the ops that take them: host arrays of exactly the first argument's batch
+       (ASan sees a read past it), elements mostly valid, some not (refused, naming the matrix) */
+    double *tv[2] = {NULL, NULL}, tv_orig[2][8];
+    int64_t nt = 0;
+    if (ok && (op->call == c_rank || op->call == c_null || op->call == c_proj || op->call == c_lstsq)) {
+        unsigned tb = get(&r);
+        nt = a[0].present && !a[0].null_desc && a[0].m.batch >= 1 && a[0].m.batch <= 8 ? a[0].m.batch : B;
+        static const double AV[8] = {0, 1e-3, 0.5, 0, 0.25, 2, -1, NAN}, RV[8] = {-1, 0, 1e-2, 0.5, -INFINITY, 1, INFINITY, NAN};
+        for (int t = 0; t < 2 && (tb & 3); t++) {
+            if (!(tb & (1u << t))) continue;
+            tv[t] = malloc(sizeof(double) * (size_t)nt);
+            CHECK(tv[t] != NULL, "out of memory");
+            for (int64_t i = 0; i < nt; i++) tv[t][i] = tv_orig[t][i] = (t ? RV : AV)[get(&r) % 8];
+        }
+        o.atv = tv[0], o.rtv = tv[1];
+    }
 
     if (ok && getenv("FUZZ_API_VERBOSE")) { /* replaying a finding: what the call is */
         fprintf(stderr, "fuzz_api: %s %s m=%lld n=%lld q=%lld batch=%lld atol=%g rtol=%g full=%d which=%d complement=%d "
@@ -379,6 +411,8 @@ static void fz_call(sg_ctx *ctx, const fz_mem *mem, const uint8_t *data, size_t 
                           "%s: output %d written at padding element %lld (ld %lld stride %lld)", op->name, s,
                           (long long)e, (long long)x->m.ld, (long long)x->m.stride);
         }
+        for (int t = 0; t < 2; t++)
+            CHECK(!tv[t] || memcmp(tv[t], tv_orig[t], sizeof(double) * (size_t)nt) == 0, "%s: tolerance array written", op->name);
         if (iout && untouched) {
             mem->get(inow, iout, sizeof(int64_t) * (size_t)ni);
             CHECK(memcmp(inow, iorig, sizeof(int64_t) * (size_t)ni) == 0, "%s: int64 output written (%s)", op->name,
@@ -392,6 +426,7 @@ static void fz_call(sg_ctx *ctx, const fz_mem *mem, const uint8_t *data, size_t 
         free(a[s].orig), free(a[s].now);
     }
     if (iout) mem->release(iout);
+    free(tv[0]), free(tv[1]);
 }
 
 #ifndef FZ_NO_MAIN
