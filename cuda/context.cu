@@ -232,6 +232,21 @@ sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what)
     return SG_OK;
 }
 
+/* Host arrays of a call (per-matrix tolerances) in either memory space: device memory would crash the
+   front-end's read, so it is refused; host memory of any kind, managed memory, or a pointer the runtime
+   cannot place (no verdict) pass. */
+static sg_status cuda_check_host_ptr(sg_ctx *ctx, const void *p, const char *name)
+{
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError();
+        return SG_OK;
+    }
+    if (a.type != cudaMemoryTypeDevice) return SG_OK;
+    return sg_fail(ctx, SG_ERR_ARG, -1, "%s: device memory; it is read on the host (a host array, also in "
+                   "device-memory mode)", name);
+}
+
 sg_status sg_cuda_check_ptr(sg_ctx *ctx, const void *p, const char *name)
 {
     const sg_cuda_state *st = sg_cu(ctx);
@@ -279,6 +294,7 @@ extern "C" const sg_backend_ops sg_cuda_ops = {
     sg_cuda_matfunc,
     sg_cuda_matfunc_backward,
     sg_cuda_regularizer,
+    cuda_check_host_ptr,
     cuda_cache_apply,
     cuda_cache_held,
 };

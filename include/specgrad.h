@@ -201,7 +201,8 @@ SG_API sg_status sg_lstsq(sg_ctx *ctx, const sg_mat *A, const sg_mat *B, double 
                    sg_mat *X, int64_t *rank);
 
 /* The four ops above with a tolerance pair per matrix: atol and rtol are arrays of A->batch doubles in
-   host memory, whatever the memory space (NULL: 0, resp. the default, for every matrix). Each element
+   host memory, whatever the memory space (NULL: 0, resp. the default, for every matrix; device memory is
+   SG_ERR_ARG on the CUDA backend). Each element
    obeys the scalar rule; a bad one is SG_ERR_ARG naming its matrix (sg_failed_index), before anything
    is written. They are inputs: an output must not overlap them. */
 SG_API sg_status sg_rank_tols(sg_ctx *ctx, const sg_mat *A, const double *atol, const double *rtol, int64_t *rank);

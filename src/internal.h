@@ -57,6 +57,8 @@ struct sg_backend_ops {
     sg_status (*matfunc_backward)(sg_ctx *, const sg_mat *W, const sg_mat *V, const sg_fn *fn, const sg_mat *gF,
                                   sg_mat *gA);
     sg_status (*regularizer)(sg_ctx *, sg_reg kind, const sg_mat *A, const sg_fn *fn, sg_mat *loss, sg_mat *gA);
+    /* optional (NULL: every pointer is host memory): SG_ERR_ARG naming p when the CPU cannot read it */
+    sg_status (*check_host_ptr)(sg_ctx *, const void *p, const char *name);
     /* optional (NULL: nothing cached): apply ctx->cache_bytes now; bytes the scratch pool holds */
     sg_status (*cache_apply)(sg_ctx *);
     sg_status (*cache_held)(sg_ctx *, size_t *bytes);

@@ -296,6 +296,10 @@ static int tol_ok(double atol, double rtol) { return !(isnan(atol) || isnan(rtol
 /* The scalar pair, then each per-matrix element (A's batch of them), naming the first bad one. */
 static sg_status check_tols(sg_ctx *ctx, const sg_tols *t, int64_t batch)
 {
+    if (ctx->ops->check_host_ptr) { /* read below: a device pointer would crash here */
+        if (t->atols) TRY(ctx->ops->check_host_ptr(ctx, t->atols, "atol"));
+        if (t->rtols) TRY(ctx->ops->check_host_ptr(ctx, t->rtols, "rtol"));
+    }
     if (!tol_ok(t->atol, t->rtol))
         return sg_fail(ctx, SG_ERR_ARG, -1, "tolerance: atol must be finite and >= 0, rtol finite or < 0 (got %g, %g)",
                        t->atol, t->rtol);

@@ -506,6 +506,25 @@ Test(gpu_parity, per_matrix_tolerances_match_cpu)
                 tu_free_mat(&ac), tu_free_mat(&xc), tu_free_mat(&bc), tu_free_mat(&nc), tu_free_mat(&yc), tu_free_mat(&sc);
                 free(A), free(X), free(Bv);
             }
+#ifdef SG_HAVE_CUDA
+    /* tolerance arrays are read on the host in either memory space: a device array is an argument error
+       naming it, not a crash */
+    double *dt = NULL;
+    cr_assert_eq(cudaMalloc((void **)&dt, sizeof(double) * B), cudaSuccess);
+    cr_assert_eq(cudaMemcpy(dt, at, sizeof(double) * B, cudaMemcpyHostToDevice), cudaSuccess);
+    for (int dev = 0; dev <= 1; dev++) {
+        cr_assert_eq(sg_set_memspace(gpu, dev ? SG_MEM_DEVICE : SG_MEM_HOST), SG_OK);
+        buf a = bnew(SG_F64, B, 3, 3, 0, dev);
+        ibuf rk = inew(B, dev);
+        cr_expect_eq(sg_rank_tols(gpu, bm(&a), NULL, dt, IG(&rk)), SG_ERR_ARG);
+        cr_expect(strstr(sg_last_error(gpu), "rtol: device memory") != NULL, "%s", sg_last_error(gpu));
+        iget(&rk);
+        cr_expect_eq(rk.h[0], -7, "rank written on error");
+        ifree(&rk);
+        bfree(&a);
+    }
+    cudaFree(dt);
+#endif
     cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }
