@@ -301,6 +301,44 @@ Test(cli, nullspace_and_lstsq_vectors)
 
 /* svd-backward through files (gU, gVh in numpy layout) against central differences of the gauge-invariant
    loss L(A) = Σ G ∘ (U Vh), evaluated with the library's SVD. */
+/* --atol / --rtol FILE.npy: one value per matrix; matrix b gets the rank its own cutoff gives, in rank, nullspace
+   and lstsq (σ_i = 2^-i, cutoffs a factor 4/3 or more from a σ), the other option's number applies to every
+   matrix; a file of the wrong shape, a bad value (named by matrix) and a missing file fail cleanly. */
+Test(cli, per_matrix_tolerance_files)
+{
+    enum { B = 3, M = 5, N = 4 };
+    double A[B * M * N], s[N], y[B * M];
+    tu_rng r = tu_seed(31);
+    for (int i = 0; i < N; i++) s[i] = ldexp(1, -i);
+    for (int b = 0; b < B; b++) {
+        double Ab[M * N];
+        tu_mat_with_singular_values(&r, M, N, s, Ab); /* column-major; the file is C order */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) A[b * M * N + i * N + j] = Ab[i + j * M];
+    }
+    tu_fill_normal(&r, y, B * M);
+    wr("A.npy", SG_F64, 3, (int64_t[]){B, M, N}, A);
+    wr("y.npy", SG_F64, 2, (int64_t[]){B, M}, y);
+    wr("at.npy", SG_F32, 1, (int64_t[]){B}, (double[]){0.0, 0.3, 0.6});
+    cr_assert_eq(run("rank A.npy --atol at.npy"), 0, "%s", out);
+    cr_expect(strstr(out, "rank: 4 2 1") != NULL, "%s", out);
+    cr_assert_eq(run("nullspace A.npy --atol at.npy -o n_"), 0, "%s", out);
+    cr_expect(strstr(out, "nullity: 0 2 3") != NULL, "%s", out);
+    cr_assert_eq(run("lstsq A.npy y.npy --atol at.npy -o l_"), 0, "%s", out);
+    cr_expect(strstr(out, "rank: 4 2 1") != NULL, "%s", out);
+    wr("rt.npy", SG_F64, 1, (int64_t[]){B}, (double[]){-1.0, 0.2, 0.7});
+    cr_assert_eq(run("rank A.npy --atol 0.4 --rtol rt.npy"), 0, "%s", out); /* max(0.4, rtol): 0.4, 0.4, 0.7 */
+    cr_expect(strstr(out, "rank: 2 2 1") != NULL, "%s", out);
+    wr("bad.npy", SG_F64, 1, (int64_t[]){2}, (double[]){0.1, 0.2});
+    cr_expect_eq(run("rank A.npy --atol bad.npy"), 1);
+    cr_expect(strstr(out, "shape (2,), but the batch shape of the first input is (3,)") != NULL, "%s", out);
+    wr("neg.npy", SG_F64, 1, (int64_t[]){B}, (double[]){0.1, 0.2, -1.0});
+    cr_expect_eq(run("rank A.npy --atol neg.npy"), 1);
+    cr_expect(strstr(out, "matrix 2") != NULL, "%s", out);
+    cr_expect_eq(run("rank A.npy --atol missing.npy"), 1);
+    cr_expect(strstr(out, "missing.npy") != NULL, "%s", out);
+}
+
 Test(cli, svd_backward_matches_finite_differences)
 {
     enum { M = 3, N = 5, K = 3 };

@@ -30,6 +30,7 @@ typedef struct {
     int dtype; /* -1: from the inputs (float64 if any input is float64) */
     const char *out;
     double atol, rtol;
+    const char *atol_file, *rtol_file; /* --atol / --rtol FILE.npy: one value per matrix of the first input */
     int full, which, nograd, threads, complement, eig, progress;
     sg_degen mode;
     double param;
@@ -67,6 +68,7 @@ int cli_read(cli_opts *o, int n, const char *const *paths, sg_array *arrs);
 /* Convert a read array into a batch of the given kind and o->dt; name is used in messages. */
 int cli_to_mat(const cli_opts *o, const char *name, sg_array *a, cli_kind k, cli_mat *out);
 /* Batch shapes of two inputs must agree. */
+void cli_fmt_shape(char *buf, size_t len, int nd, const int64_t *sh);
 int cli_same_batch(const cli_opts *o, const char *na, const cli_mat *a, const char *nb, const cli_mat *b);
 /* Allocate an output batch r×c with a's batch shape. */
 int cli_alloc(const cli_opts *o, const cli_mat *like, int64_t r, int64_t c, cli_mat *out);

@@ -65,7 +65,7 @@ int cli_read(cli_opts *o, int n, const char *const *paths, sg_array *arrs)
     return 0;
 }
 
-static void fmt_shape(char *buf, size_t len, int nd, const int64_t *sh)
+void cli_fmt_shape(char *buf, size_t len, int nd, const int64_t *sh)
 {
     size_t k = (size_t)snprintf(buf, len, "(");
     for (int d = 0; d < nd && k < len; d++)
@@ -117,7 +117,7 @@ int cli_to_mat(const cli_opts *o, const char *name, sg_array *a, cli_kind k, cli
     }
     if (batch == 0 || r == 0 || c == 0) {
         char sh[200];
-        fmt_shape(sh, sizeof sh, a->ndim, a->shape);
+        cli_fmt_shape(sh, sizeof sh, a->ndim, a->shape);
         return cli_err(o, "%s: shape %s is empty: nothing to compute", name, sh);
     }
     size_t isz = o->dt == SG_F32 ? 4 : 8, sisz = a->dtype == SG_F32 ? 4 : 8;
@@ -147,8 +147,8 @@ int cli_same_batch(const cli_opts *o, const char *na, const cli_mat *a, const ch
     for (int d = 0; same && d < a->nb; d++) same = a->bshape[d] == b->bshape[d];
     if (same) return 0;
     char sa[200], sb[200];
-    fmt_shape(sa, sizeof sa, a->nb, a->bshape);
-    fmt_shape(sb, sizeof sb, b->nb, b->bshape);
+    cli_fmt_shape(sa, sizeof sa, a->nb, a->bshape);
+    cli_fmt_shape(sb, sizeof sb, b->nb, b->bshape);
     return cli_err(o, "%s: batch shape %s differs from %s's %s (no broadcasting)", nb, sb, na, sa);
 }
 
@@ -232,7 +232,7 @@ int cli_save(const cli_opts *o, const char *name, int nout, const cli_mat *cm, c
     free(a.data);
     if (s != SG_OK) return cli_err(o, "%s", err);
     char sh[200];
-    fmt_shape(sh, sizeof sh, a.ndim, a.shape);
+    cli_fmt_shape(sh, sizeof sh, a.ndim, a.shape);
     printf("wrote %s %s %s\n", path, sh, m->dtype == SG_F32 ? "float32" : "float64");
     return 0;
 }

@@ -111,11 +111,16 @@ static int parse(cli_opts *o, int argc, char **argv, int *help, int *has_p)
             if (pick(o, name, val, dtypes, 2, &o->dtype)) return 1;
         } else if (!strcmp(name, "-o") || !strcmp(name, "--out")) {
             o->out = val;
+        } else if ((!strcmp(name, "--atol") || !strcmp(name, "--rtol")) && strlen(val) > 4 &&
+                   !strcmp(val + strlen(val) - 4, ".npy")) { /* one value per matrix (ops.c: load_tols) */
+            *(name[2] == 'a' ? &o->atol_file : &o->rtol_file) = val;
         } else if (!strcmp(name, "--atol")) {
             if (parse_num(o, name, val, &o->atol)) return 1;
             if (o->atol < 0) return cli_err(o, "--atol must be >= 0");
+            o->atol_file = NULL;
         } else if (!strcmp(name, "--rtol")) {
             if (parse_num(o, name, val, &o->rtol)) return 1;
+            o->rtol_file = NULL;
         } else if (!strcmp(name, "--mode")) {
             if (pick(o, name, val, modes, 4, &k)) return 1;
             o->mode = (sg_degen)k;

@@ -95,18 +95,55 @@ done:
     return rc;
 }
 
+/* --atol / --rtol FILE.npy: one value per matrix of A (an array of A's batch shape, any float dtype, read
+   as float64), for the library's _tols entry points; with either given, the other option becomes an array
+   of its number. tv[0], tv[1] stay NULL with numbers only. Nonzero on error (printed). The library checks
+   the values and names a bad one's matrix. */
+static int load_tols(cli_opts *o, const cli_mat *A, double **tv)
+{
+    const char *path[2] = {o->atol_file, o->rtol_file}, *nm[2] = {"--atol", "--rtol"};
+    const double num[2] = {o->atol, o->rtol};
+    const int64_t b = A->m.batch;
+    tv[0] = tv[1] = NULL;
+    if (!path[0] && !path[1]) return 0;
+    for (int t = 0; t < 2; t++) {
+        if (!(tv[t] = malloc(sizeof(double) * (size_t)b))) return cli_err(o, "out of memory");
+        if (!path[t]) {
+            for (int64_t i = 0; i < b; i++) tv[t][i] = num[t];
+            continue;
+        }
+        sg_array a;
+        char err[256], sa[128], sb[128];
+        if (sg_npy_read(path[t], &a, err, sizeof err) != SG_OK) return cli_err(o, "%s %s: %s", nm[t], path[t], err);
+        int same = a.ndim == A->nb;
+        for (int d = 0; same && d < a.ndim; d++) same = a.shape[d] == A->bshape[d];
+        if (!same) {
+            cli_fmt_shape(sa, sizeof sa, a.ndim, a.shape);
+            cli_fmt_shape(sb, sizeof sb, A->nb, A->bshape);
+            sg_array_free(&a);
+            return cli_err(o, "%s %s: shape %s, but the batch shape of the first input is %s (one value per matrix)",
+                           nm[t], path[t], sa, sb);
+        }
+        for (int64_t i = 0; i < b; i++) /* C order = the batch order of the matrices */
+            tv[t][i] = a.dtype == SG_F32 ? (double)((const float *)a.data)[i] : ((const double *)a.data)[i];
+        sg_array_free(&a);
+    }
+    return 0;
+}
+
 static int op_rank(cli_opts *o)
 {
     run_buf r = {0};
     int rc = 1;
     int64_t *rk = NULL;
-    if (load(o, &r, 1, (cli_kind[]){K_MAT}, (const char *[]){"A"})) goto done;
+    double *tv[2] = {NULL, NULL};
+    if (load(o, &r, 1, (cli_kind[]){K_MAT}, (const char *[]){"A"}) || load_tols(o, &r.in[0], tv)) goto done;
     rk = calloc((size_t)r.in[0].m.batch, sizeof *rk);
     if (!rk) {
         rc = cli_err(o, "out of memory");
         goto done;
     }
-    sg_status s = sg_rank(o->ctx, &r.in[0].m, o->atol, o->rtol, rk);
+    sg_status s = tv[0] ? sg_rank_tols(o->ctx, &r.in[0].m, tv[0], tv[1], rk) : sg_rank(o->ctx, &r.in[0].m, o->atol, o->rtol, rk);
     if (s != SG_OK) {
         rc = cli_lib_err(o, s);
         goto done;
@@ -114,6 +151,7 @@ static int op_rank(cli_opts *o)
     cli_print_ints("rank", rk, r.in[0].m.batch);
     rc = o->out ? cli_save_ints(o, "rank", 1, &r.in[0], rk) : 0;
 done:
+    free(tv[0]), free(tv[1]);
     free(rk);
     run_free(&r);
     return rc;
@@ -124,14 +162,16 @@ static int op_nullspace(cli_opts *o)
     run_buf r = {0};
     int rc = 1;
     int64_t *nul = NULL;
-    if (load(o, &r, 1, (cli_kind[]){K_MAT}, (const char *[]){"A"})) goto done;
+    double *tv[2] = {NULL, NULL};
+    if (load(o, &r, 1, (cli_kind[]){K_MAT}, (const char *[]){"A"}) || load_tols(o, &r.in[0], tv)) goto done;
     int64_t n = r.in[0].m.cols, b = r.in[0].m.batch;
     nul = calloc((size_t)b, sizeof *nul);
     if (!nul || cli_alloc(o, &r.in[0], n, n, &r.out[0])) {
         rc = nul ? 1 : cli_err(o, "out of memory");
         goto done;
     }
-    sg_status s = sg_nullspace(o->ctx, &r.in[0].m, o->atol, o->rtol, &r.out[0].m, nul);
+    sg_status s = tv[0] ? sg_nullspace_tols(o->ctx, &r.in[0].m, tv[0], tv[1], &r.out[0].m, nul)
+                        : sg_nullspace(o->ctx, &r.in[0].m, o->atol, o->rtol, &r.out[0].m, nul);
     if (s != SG_OK) {
         rc = cli_lib_err(o, s);
         goto done;
@@ -149,6 +189,7 @@ static int op_nullspace(cli_opts *o)
     }
     rc = cli_save(o, "N", 1, &N, K_MAT);
 done:
+    free(tv[0]), free(tv[1]);
     free(nul);
     run_free(&r);
     return rc;
@@ -199,13 +240,16 @@ static int op_project(cli_opts *o)
 {
     run_buf r = {0};
     cli_kind xk;
-    int rc = load_proj(o, &r, "A", 0, &xk);
+    double *tv[2] = {NULL, NULL};
+    int rc = load_proj(o, &r, "A", 0, &xk) || load_tols(o, &r.in[0], tv);
     if (!rc) {
         const int f = folds(&r.in[0], xk);
         sg_mat X = f ? folded(&r.in[1].m) : r.in[1].m, Y = f ? folded(&r.out[0].m) : r.out[0].m;
-        sg_status s = sg_project(o->ctx, &r.in[0].m, &X, (sg_proj)o->which, o->atol, o->rtol, &Y);
+        sg_status s = tv[0] ? sg_project_tols(o->ctx, &r.in[0].m, &X, (sg_proj)o->which, tv[0], tv[1], &Y)
+                            : sg_project(o->ctx, &r.in[0].m, &X, (sg_proj)o->which, o->atol, o->rtol, &Y);
         rc = s != SG_OK ? fold_err(o, s, "X", &r.in[1]) : cli_save(o, "Y", 1, &r.out[0], xk);
     }
+    free(tv[0]), free(tv[1]);
     run_free(&r);
     return rc;
 }
@@ -231,10 +275,11 @@ static int op_lstsq(cli_opts *o)
     int rc = 1;
     if (!has(o, 0) || !has(o, 1)) return cli_err(o, "A and B are both required");
     int64_t *rk = NULL;
+    double *tv[2] = {NULL, NULL};
     if (cli_read(o, 2, o->pos, r.a)) goto done;
     cli_kind bk = rhs_kind(&r, 1);
     if (cli_to_mat(o, "A", &r.a[0], K_MAT, &r.in[0]) || cli_to_mat(o, "B", &r.a[1], bk, &r.in[1]) ||
-        (!folds(&r.in[0], bk) && cli_same_batch(o, "A", &r.in[0], "B", &r.in[1])))
+        (!folds(&r.in[0], bk) && cli_same_batch(o, "A", &r.in[0], "B", &r.in[1])) || load_tols(o, &r.in[0], tv))
         goto done;
     const int f = folds(&r.in[0], bk);
     sg_mat *A = &r.in[0].m, *B = &r.in[1].m;
@@ -250,7 +295,7 @@ static int op_lstsq(cli_opts *o)
     }
     if (cli_alloc(o, &r.in[1], A->cols, B->cols, &r.out[0])) goto done;
     sg_mat Bf = f ? folded(B) : *B, X = f ? folded(&r.out[0].m) : r.out[0].m;
-    sg_status s = sg_lstsq(o->ctx, A, &Bf, o->atol, o->rtol, &X, rk);
+    sg_status s = tv[0] ? sg_lstsq_tols(o->ctx, A, &Bf, tv[0], tv[1], &X, rk) : sg_lstsq(o->ctx, A, &Bf, o->atol, o->rtol, &X, rk);
     if (s != SG_OK) {
         rc = fold_err(o, s, "B", &r.in[1]);
         goto done;
@@ -258,6 +303,7 @@ static int op_lstsq(cli_opts *o)
     cli_print_ints("rank", rk, A->batch);
     rc = cli_save(o, "X", 1, &r.out[0], bk);
 done:
+    free(tv[0]), free(tv[1]);
     free(rk);
     run_free(&r);
     return rc;
@@ -405,21 +451,22 @@ static const op_def ops[] = {
     {"svd", 1, 1, op_svd, "svd A.npy [--full] [-o PREFIX]",
      "SVD of A (..., m, n), k = min(m, n). Writes S (..., k) descending, U (..., m, k) and Vh (..., k, n)\n"
      "like numpy.linalg.svd(full_matrices=False); with --full U is (..., m, m) and Vh (..., n, n)."},
-    {"rank", 1, 1, op_rank, "rank A.npy [--atol T] [--rtol R] [-o FILE.npy]",
+    {"rank", 1, 1, op_rank, "rank A.npy [--atol T|FILE.npy] [--rtol R|FILE.npy] [-o FILE.npy]",
      "Numerical rank per matrix: count of σ > max(atol, rtol·σmax); default rtol = max(m,n)·eps when atol = 0.\n"
+     "--atol / --rtol FILE.npy: one value per matrix (an array of A's batch shape; also nullspace, project, lstsq).\n"
      "Prints the ranks; with -o also writes them (float64, batch shape)."},
-    {"nullspace", 1, 1, op_nullspace, "nullspace A.npy [--atol T] [--rtol R] [-o PREFIX]",
+    {"nullspace", 1, 1, op_nullspace, "nullspace A.npy [--atol T|FILE.npy] [--rtol R|FILE.npy] [-o PREFIX]",
      "Orthonormal nullspace basis of A (..., m, n), like scipy.linalg.null_space. Prints the nullities.\n"
      "Writes N (..., n, nullity) when the nullity is the same for every matrix; otherwise N (..., n, n)\n"
      "with the basis in the leading columns and zero columns after each matrix's nullity."},
-    {"project", 2, 2, op_project, "project A.npy X.npy [--null | --row] [--atol T] [--rtol R] [-o PREFIX]",
+    {"project", 2, 2, op_project, "project A.npy X.npy [--null | --row] [--atol T|FILE.npy] [--rtol R|FILE.npy] [-o PREFIX]",
      "Projects X (..., n, k) or (..., n) onto the nullspace (default) or the row space of A (..., m, n).\n"
      "Writes Y with the shape of X. A single A (m, n) applies to every matrix of a batch X (one SVD)."},
     {"project-basis", 2, 2, op_project_basis, "project-basis Q.npy X.npy [--complement] [-o PREFIX]",
      "Y = Q Qᵀ X (or X − Q Qᵀ X with --complement) for a given basis Q (..., n, q), q <= n, with orthonormal\n"
      "columns (e.g. N from `specgrad nullspace`: then it is `project --null` without the SVD). X (..., n, k) or\n"
      "(..., n); writes Y with the shape of X. A single Q (n, q) applies to every matrix of a batch X."},
-    {"lstsq", 2, 2, op_lstsq, "lstsq A.npy B.npy [--atol T] [--rtol R] [-o PREFIX]",
+    {"lstsq", 2, 2, op_lstsq, "lstsq A.npy B.npy [--atol T|FILE.npy] [--rtol R|FILE.npy] [-o PREFIX]",
      "Minimum-norm least squares X = pinv(A) B for A (..., m, n), B (..., m, k) or (..., m), also when A is\n"
      "rank-deficient (numpy.linalg.lstsq). Prints the ranks; writes X (..., n, k) or (..., n). A single A\n"
      "(m, n) applies to every matrix of a batch B (..., m, k) (one SVD, one rank)."},
