@@ -237,6 +237,7 @@ sg_status sg_cuda_malloc(sg_ctx *ctx, void **p, size_t bytes, const char *what)
    cannot place (no verdict) pass. */
 static sg_status cuda_check_host_ptr(sg_ctx *ctx, const void *p, const char *name)
 {
+    SG_DEVICE_SCOPE(ctx);
     cudaPointerAttributes a;
     if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
         cudaGetLastError();

@@ -1032,18 +1032,19 @@ static sg_status spectral(Job &J, const Lane &L, int64_t nb, T *A, int64_t ucols
     sp->rank = (int64_t *)scr.take(sizeof(int64_t) * (size_t)nb);
     sg_tols t = J.tol;
     double *dtol = t.atols || t.rtols ? (double *)scr.take(2 * sizeof(double) * (size_t)nb) : NULL;
-    sg_status s = svd_run<T>(ctx, L, m, n, nb, ucols, vcols, A, sp->S, sp->U, sp->V, scr, dinfo, dry);
-    if (s != SG_OK || dry) return s;
     /* per-matrix tolerances: this chunk's slice of the caller's host arrays (pageable: a few bytes per
-       matrix, so no pinned staging) */
-    if (t.atols) {
+       matrix, so no pinned staging), queued before the solver: a pageable copy may wait for the stream's
+       earlier work, which is then only this chunk's input copies, not its SVD */
+    if (t.atols && !dry) {
         CU_TRY(ctx, cudaMemcpyAsync(dtol, t.atols + J.b0, sizeof(double) * (size_t)nb, cudaMemcpyHostToDevice, L.s));
         t.atols = dtol;
     }
-    if (t.rtols) {
+    if (t.rtols && !dry) {
         CU_TRY(ctx, cudaMemcpyAsync(dtol + nb, t.rtols + J.b0, sizeof(double) * (size_t)nb, cudaMemcpyHostToDevice, L.s));
         t.rtols = dtol + nb;
     }
+    sg_status s = svd_run<T>(ctx, L, m, n, nb, ucols, vcols, A, sp->S, sp->U, sp->V, scr, dinfo, dry);
+    if (s != SG_OK || dry) return s;
     k_rank<T><<<(unsigned)((nb + 127) / 128), 128, 0, L.s>>>(sp->S, k, nb, t, (long long)(m > n ? m : n), sg_eps(J.dt),
                                                             n, sp->rank, nullity_out);
     CU_LAUNCH_CHECK(ctx);

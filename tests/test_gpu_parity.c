@@ -529,6 +529,50 @@ Test(gpu_parity, per_matrix_tolerances_match_cpu)
     cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
 }
 
+/* Per-matrix tolerances over many chunks in both memory spaces: 360 matrices 12×10 with σ_i = 2^-i and atol
+   cycling through cutoffs between them, so matrix b's rank is known. Host memory streams one matrix per
+   chunk; device memory runs in chunks when device memory is short, which CTest arranges on the emulated
+   device (test_gpu_emu_smalldev: a 1 MiB device) and which a GPU never needs here (one chunk: still a valid
+   check). Each chunk must read its own slice of the arrays. */
+Test(gpu_parity, per_matrix_tolerances_over_many_chunks)
+{
+    NEED_GPU();
+    enum { NB = 360, M = 12, N = 10 };
+    double sv[N], *A = malloc(sizeof(double) * NB * M * N), *at = malloc(sizeof(double) * NB);
+    tu_rng r = tu_seed(1600);
+    for (int j = 0; j < N; j++) sv[j] = ldexp(1, -j);
+    for (int64_t b = 0; b < NB; b++) {
+        tu_mat_with_singular_values(&r, M, N, sv, A + b * M * N);
+        at[b] = b % 11 == 10 ? 0 : 0.75 * ldexp(1, -(int)(b % 11)); /* rank b % 11 + 1, or N (atol 0) */
+    }
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int dev = 0; dev <= 1; dev++) {
+            cfg c = {(sg_dtype)t, M, N, NB, dev, 0, dev ? 0 : 1};
+            set_mem(&c);
+            buf a = bnew(c.t, NB, M, N, 0, dev), nn = bnew(c.t, NB, N, N, 0, dev);
+            bset(&a, A);
+            ibuf rk = inew(NB, dev), nl = inew(NB, dev);
+            cr_assert_eq(sg_rank_tols(gpu, bm(&a), at, NULL, IG(&rk)), SG_OK, "%s", sg_last_error(gpu));
+            cr_assert_eq(sg_nullspace_tols(gpu, bm(&a), at, NULL, bm(&nn), IG(&nl)), SG_OK, "%s", sg_last_error(gpu));
+            iget(&rk), iget(&nl);
+            int bad = 0;
+            for (int64_t b = 0; b < NB; b++) {
+                int64_t want = b % 11 == 10 ? N : b % 11 + 1;
+                if (rk.h[b] != want || nl.h[b] != N - want) {
+                    if (bad++ < 5)
+                        cr_log_error("%s dev %d matrix %lld: rank %lld nullity %lld, want rank %lld", dn(c.t), dev,
+                                     (long long)b, (long long)rk.h[b], (long long)nl.h[b], (long long)want);
+                }
+            }
+            cr_expect_eq(bad, 0, "%s dev %d: %d of %d matrices with the wrong rank", dn(c.t), dev, bad, NB);
+            ifree(&rk), ifree(&nl);
+            bfree(&a), bfree(&nn);
+        }
+    cr_assert_eq(sg_set_chunk_bytes(gpu, 0), SG_OK);
+    cr_assert_eq(sg_set_memspace(gpu, SG_MEM_HOST), SG_OK);
+    free(A), free(at);
+}
+
 /* project_basis over large batches, host-streamed and device-resident, GPU vs CPU: many blocks of the tile
    kernel with a partial last tile (n ≤ 32), one matrix per block in column chunks (n = 128, f64: 20 + 20 + 8
    columns), and the one-block-per-matrix fallback (n = 200). */

@@ -391,8 +391,14 @@ class _Tols:
         """(scalar, None) or (unused scalar, float64 array)."""
         if v is None:
             return default, None
-        if hasattr(v, "detach"):  # torch: the library reads host arrays
-            v = v.detach().cpu().numpy()
+        if hasattr(v, "detach"):  # torch: the library reads host float64 arrays (bfloat16 has no numpy type)
+            if v.is_complex():
+                raise _arg_error(self.op, f"tolerance: {name} is complex")
+            import torch
+
+            v = v.detach().to(device="cpu", dtype=torch.float64).numpy()
+        elif np.iscomplexobj(v):
+            raise _arg_error(self.op, f"tolerance: {name} is complex")
         try:
             x = np.asarray(v, dtype=np.float64)
         except (TypeError, ValueError):
@@ -998,7 +1004,8 @@ class Context:
         (..., m, n). X: (..., n, k) or (..., n). Copies C-contiguous A and matrix X. Batch dimensions
         broadcast like numpy's. One A shared by a batch of X is decomposed once: on the CPU backend the
         batch becomes columns of one call; on CUDA it is null_space(A) once and project_basis over the
-        batch (for a fixed A across calls, keep that basis and call project_basis yourself)."""
+        batch (for a fixed A across calls, keep that basis and call project_basis yourself). With per-matrix
+        tolerance arrays each item is decomposed on its own (each has its own rank)."""
         if which not in L.PROJ:
             raise ValueError(f"specgrad: which must be 'null' or 'row', got {which!r}")
         tl = _Tols("project", atol, rtol)
@@ -1068,7 +1075,8 @@ class Context:
         Zero-sized A: x = 0 and rank 0, like numpy. Batch dimensions broadcast like torch.linalg.lstsq's
         (B with exactly one dimension fewer than A is a batch of vectors). One A shared by a batch of B is
         factored once, its rank repeated over the batch shape: on the CPU backend the batch becomes columns of
-        one call; on CUDA x = A⁺b with A⁺ = lstsq(A, I) computed once and applied by matmul."""
+        one call; on CUDA x = A⁺b with A⁺ = lstsq(A, I) computed once and applied by matmul. With per-matrix
+        tolerance arrays each item is factored on its own (each has its own rank)."""
         tl = _Tols("lstsq", atol, rtol)
         atol, rtol = tl.a, tl.r
         ad, (A, B), tc = self._adapter([A, B], "lstsq")

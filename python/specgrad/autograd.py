@@ -82,12 +82,23 @@ def _vmap_broadcast(in_dims, xs):
     return out
 
 
-def _tols_unbatched(op, *dims):
-    """vmap rules pass tolerances through unchanged: a per-sample tolerance tensor (vmapped itself) is not
-    supported, an unbatched one broadcasts to the batch as before."""
+def _vmap_tols(op, dims, *tols):
+    """Tolerances as a vmap rule passes them on. A vmapped tolerance tensor is refused. An array of the whole
+    call gets a leading size-1 dimension: the rule puts the vmapped dimension in front of the batch, where an
+    array would otherwise pair its values with the samples; this way it broadcasts to the per-sample batch
+    exactly as without vmap (and one that does not is refused as without vmap)."""
     if any(d is not None for d in dims):
         raise NotImplementedError(f"specgrad.autograd.{op}: vmap over a tolerance tensor is not supported; pass "
                                   f"per-matrix tolerances as an array that broadcasts to the batch shape instead")
+    out = []
+    for t in tols:
+        if isinstance(t, torch.Tensor):
+            t = t if t.dim() == 0 else t.unsqueeze(0)
+        elif t is not None and not isinstance(t, (int, float)):
+            t = np.asarray(t)
+            t = t if t.ndim == 0 else t[None]
+        out.append(t)
+    return out
 
 
 def _per_matrix(*tols):
@@ -110,8 +121,7 @@ class _Pinv(_LibOp):
 
     @staticmethod
     def vmap(info, in_dims, A, atol, rtol, c):
-        _tols_unbatched("pinv", *in_dims[1:3])
-        return _vmapped(_Pinv, info, A, in_dims[0], 1, atol, rtol, c)
+        return _vmapped(_Pinv, info, A, in_dims[0], 1, *_vmap_tols("pinv", in_dims[1:3], atol, rtol), c)
 
 
 class _ProjectOp(_LibOp):
@@ -121,8 +131,8 @@ class _ProjectOp(_LibOp):
 
     @staticmethod
     def vmap(info, in_dims, A, X, which, atol, rtol, c):
-        _tols_unbatched("project", *in_dims[3:5])
-        return _ProjectOp.apply(*_vmap_broadcast(in_dims[:2], (A, X)), which, atol, rtol, c), 0
+        return _ProjectOp.apply(*_vmap_broadcast(in_dims[:2], (A, X)), which,
+                                *_vmap_tols("project", in_dims[3:5], atol, rtol), c), 0
 
 
 class _ProjectBasisOp(_LibOp):
@@ -357,8 +367,8 @@ class Lstsq(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, A, B, atol, rtol, sgctx):
-        _tols_unbatched("lstsq", *in_dims[2:4])
-        return Lstsq.apply(*_vmap_broadcast(in_dims[:2], (A, B)), atol, rtol, sgctx), 0
+        return Lstsq.apply(*_vmap_broadcast(in_dims[:2], (A, B)), *_vmap_tols("lstsq", in_dims[2:4], atol, rtol),
+                           sgctx), 0
 
 
 class Project(torch.autograd.Function):
@@ -394,8 +404,8 @@ class Project(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, A, X, which, atol, rtol, sgctx):
-        _tols_unbatched("project", *in_dims[3:5])
-        return Project.apply(*_vmap_broadcast(in_dims[:2], (A, X)), which, atol, rtol, sgctx), 0
+        return Project.apply(*_vmap_broadcast(in_dims[:2], (A, X)), which,
+                             *_vmap_tols("project", in_dims[3:5], atol, rtol), sgctx), 0
 
 
 class NullSpace(torch.autograd.Function):
@@ -423,8 +433,7 @@ class NullSpace(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, A, atol, rtol, sgctx):
-        _tols_unbatched("null_space", *in_dims[1:3])
-        return _vmapped(NullSpace, info, A, in_dims[0], 2, atol, rtol, sgctx)
+        return _vmapped(NullSpace, info, A, in_dims[0], 2, *_vmap_tols("null_space", in_dims[1:3], atol, rtol), sgctx)
 
 
 def null_space(A, atol=0.0, rtol=None, ctx=None):

@@ -858,6 +858,8 @@ def test_per_matrix_tolerance_errors():
         sg.lstsq(A, A, atol=[[0.0, -1.0]])
     with pytest.raises(sg.SpecgradArgumentError, match="must be a number or an array of numbers"):
         sg.matrix_rank(A, atol="x")
+    with pytest.raises(sg.SpecgradArgumentError, match="complex"):
+        sg.matrix_rank(A, rtol=np.array([0.1, 0.2j]))
     assert list(sg.matrix_rank(A, atol=np.float32(0.5))) == [3, 3]
     assert list(sg.matrix_rank(A, rtol=np.array([2.0]))) == [0, 0]
     assert list(sg.matrix_rank(A, rtol=[-np.inf, 2.0])) == [3, 0]  # -inf: the default, as for a number

@@ -415,6 +415,18 @@ def test_per_matrix_tolerance_tensors_match_torch(rng):
     np.testing.assert_allclose(g.numpy(), torch.stack([torch.func.grad(f)(a) for a in A0]).numpy(), atol=1e-9)
     with pytest.raises(NotImplementedError, match="vmap over a tolerance tensor"):
         torch.func.vmap(lambda A, t: sga.pinv(A, atol=t))(A0[0], ai)
+    # an array that does not fit the per-sample batch is refused as without vmap, not paired with the samples
+    t2 = torch.tensor([0.0, 100.0])
+    for f in (lambda a: sga.pinv(a, atol=t2), lambda a: sga.null_space(a.mT, atol=t2)[0],
+              lambda a: sga.lstsq(a, a[:, :1], atol=t2), lambda a: sga.project(a, a.mT, "row", atol=t2)):
+        with pytest.raises(sg.SpecgradArgumentError, match="does not broadcast to the batch shape"):
+            f(A0[0, 0])
+        with pytest.raises(sg.SpecgradArgumentError, match="does not broadcast to the batch shape"):
+            torch.func.vmap(f)(A0[0, :2])
+    # bfloat16 and float32 tensors are numbers like any other; complex ones are refused
+    assert torch.equal(sg.matrix_rank(A0, atol=at.to(torch.bfloat16)), torch.linalg.matrix_rank(A0, atol=at.to(torch.bfloat16)))
+    with pytest.raises(sg.SpecgradArgumentError, match="complex"):
+        sg.matrix_rank(A0, atol=at.to(torch.complex64))
 
 
 @pytest.mark.parametrize("which", ["null", "row"])
