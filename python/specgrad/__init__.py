@@ -37,8 +37,8 @@ def svdvals(A, *, ctx=None):
     return _ctx_for(ctx, A).svdvals(A)
 
 
-def matrix_rank(A, atol=0.0, rtol=None, *, ctx=None):
-    return _ctx_for(ctx, A).matrix_rank(A, atol, rtol)
+def matrix_rank(A, atol=0.0, rtol=None, *, tol=None, ctx=None):
+    return _ctx_for(ctx, A).matrix_rank(A, atol, rtol, tol=tol)
 
 
 def null_space(A, atol=0.0, rtol=None, *, ctx=None):
@@ -53,12 +53,12 @@ def project_basis(Q, X, complement=False, *, ctx=None):
     return _ctx_for(ctx, Q, X).project_basis(Q, X, complement)
 
 
-def lstsq(A, B, atol=0.0, rtol=None, *, return_rank=False, ctx=None):
-    return _ctx_for(ctx, A, B).lstsq(A, B, atol, rtol, return_rank=return_rank)
+def lstsq(A, B, atol=0.0, rtol=None, *, rcond=None, return_rank=False, ctx=None):
+    return _ctx_for(ctx, A, B).lstsq(A, B, atol, rtol, rcond=rcond, return_rank=return_rank)
 
 
-def pinv(A, atol=0.0, rtol=None, *, ctx=None):
-    return _ctx_for(ctx, A).pinv(A, atol, rtol)
+def pinv(A, atol=0.0, rtol=None, *, rcond=None, ctx=None):
+    return _ctx_for(ctx, A).pinv(A, atol, rtol, rcond=rcond)
 
 
 def eigh_backward(w, V, gw=None, gV=None, mode="mask", param=0.0, *, ctx=None):

@@ -431,6 +431,18 @@ class _Tols:
         return getattr(lib, f"sg_{name}_tols"), tuple(args)
 
 
+def _numpy_names(op, atol, rtol, tol=None, rcond=None):
+    """numpy's tolerance keywords as (atol, rtol): matrix_rank's tol is absolute (σ > tol, so rtol = 0: a tol
+    of 0 counts every σ > 0), pinv's and lstsq's rcond relative (rcond·σmax; negative: the default). Either,
+    with atol or rtol, is ambiguous (numpy refuses rcond with rtol too)."""
+    if tol is None and rcond is None:
+        return atol, rtol
+    if rtol is not None or not (atol is None or (isinstance(atol, (int, float)) and atol == 0)):
+        raise ValueError(f"specgrad.{op}: give numpy's {'tol' if tol is not None else 'rcond'} or atol / rtol, "
+                         f"not both")
+    return (tol, 0.0) if tol is not None else (0.0, rcond)
+
+
 def _arg_error(op, msg):
     """The error the library gives for a bad argument, raised from Python (shape checks that must also
     hold for empty batches and zero-sized matrices, where the library is not called)."""
@@ -830,12 +842,13 @@ class Context:
         """Transpose-invariant ops: give the library whichever orientation needs no copy."""
         return ad.T(A) if not _describable(ad, A) and _describable(ad, ad.T(A)) else A
 
-    def matrix_rank(self, A, atol=0.0, rtol=None):
+    def matrix_rank(self, A, atol=0.0, rtol=None, *, tol=None):
         """Rank with tol = max(atol, rtol·σmax); rtol=None: max(m,n)·eps when atol == 0 (numpy's default),
         else 0; atol=None means 0. atol / rtol may be arrays of one value per matrix (broadcast to the batch
-        shape; also in null_space, project, lstsq, pinv). Returns int64 (batch shape; a numpy scalar for one matrix); 0 for
+        shape; also in null_space, project, lstsq, pinv). tol= is numpy's absolute cutoff (σ > tol: rtol = 0;
+        also an array). Returns int64 (batch shape; a numpy scalar for one matrix); 0 for
         zero-sized matrices."""
-        tl = _Tols("matrix_rank", atol, rtol)
+        tl = _Tols("matrix_rank", *_numpy_names("matrix_rank", atol, rtol, tol=tol))
         ad, (A,), tc = self._adapter([A])
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]
@@ -1069,15 +1082,16 @@ class Context:
             Y[...] = X if complement else 0
         return self._wrap(Y, tc)
 
-    def lstsq(self, A, B, atol=0.0, rtol=None, *, return_rank=False):
+    def lstsq(self, A, B, atol=0.0, rtol=None, *, rcond=None, return_rank=False):
         """Minimum-norm least squares x = A⁺B (also rank-deficient), A (..., m, n), B (..., m, k) or
         (..., m). Returns x (and the rank with return_rank=True). Copies C-contiguous A and matrix B.
         Zero-sized A: x = 0 and rank 0, like numpy. Batch dimensions broadcast like torch.linalg.lstsq's
         (B with exactly one dimension fewer than A is a batch of vectors). One A shared by a batch of B is
         factored once, its rank repeated over the batch shape: on the CPU backend the batch becomes columns of
         one call; on CUDA x = A⁺b with A⁺ = lstsq(A, I) computed once and applied by matmul. With per-matrix
-        tolerance arrays each item is factored on its own (each has its own rank)."""
-        tl = _Tols("lstsq", atol, rtol)
+        tolerance arrays each item is factored on its own (each has its own rank). rcond= is numpy's relative
+        cutoff (rtol; negative: the default)."""
+        tl = _Tols("lstsq", *_numpy_names("lstsq", atol, rtol, rcond=rcond))
         atol, rtol = tl.a, tl.r
         ad, (A, B), tc = self._adapter([A, B], "lstsq")
         (A, B), code = self._common(ad, [A, B], ["A", "B"])
@@ -1124,10 +1138,10 @@ class Context:
         X = self._wrap(X, tc)
         return (X, self._wrap(_scalarize(r, bs), tc)) if return_rank else X
 
-    def pinv(self, A, atol=0.0, rtol=None):
+    def pinv(self, A, atol=0.0, rtol=None, *, rcond=None):
         """Pseudo-inverse (..., n, m) through lstsq. pinv(A)ᵀ = pinv(Aᵀ), so C-contiguous A is not copied;
         the identity right-hand side is materialized per matrix. Zero-sized A: empty (n, m), like numpy."""
-        tl = _Tols("pinv", atol, rtol)
+        tl = _Tols("pinv", *_numpy_names("pinv", atol, rtol, rcond=rcond))
         ad, (A,), tc = self._adapter([A], "pinv")
         bs = self._bshape(ad, A, 2, "A")
         m, n = ad.shape(A)[-2:]

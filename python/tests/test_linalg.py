@@ -844,6 +844,28 @@ def test_per_matrix_tolerances_with_a_shared_matrix(rng):
         np.testing.assert_allclose(Y[i], sg.project(A, X[i], atol=at[i]), atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numpy_tolerance_keywords_match_numpy(rng, dtype):
+    """numpy's own keywords give numpy's results: matrix_rank(tol=) (absolute, also tol=0 and arrays),
+    pinv(rcond=) and lstsq(rcond=) (relative); with atol / rtol as well they are refused as ambiguous."""
+    A = geometric(rng, (2, 3), 6, 5).astype(dtype)
+    A[0, 0] = 0.0
+    b = rng.standard_normal((6,)).astype(dtype)
+    t = tol(dtype)
+    for tl in (0.3, 0.0, np.array([[0.1, 0.6, 0.0], [0.2, 1.5, 0.05]])):
+        np.testing.assert_array_equal(sg.matrix_rank(A, tol=tl), np.linalg.matrix_rank(A, tol=tl))
+    for rc in (0.1, np.array([[0.3, 0.1, 0.6], [0.2, 0.7, 0.05]])):
+        np.testing.assert_allclose(sg.pinv(A, rcond=rc), np.linalg.pinv(A, rcond=rc), atol=t * 100)
+    for rc in (None, 0.3, 1e-3):
+        x, *_, = np.linalg.lstsq(A[1, 1], b, rcond=rc)
+        np.testing.assert_allclose(sg.lstsq(A[1, 1], b, rcond=rc), x, atol=t * 100)
+    assert np.linalg.matrix_rank(A[0, 0], tol=0.0) == sg.matrix_rank(A[0, 0], tol=0.0) == 0
+    with pytest.raises(ValueError, match="give numpy's tol or atol / rtol, not both"):
+        sg.matrix_rank(A, atol=0.1, tol=0.2)
+    with pytest.raises(ValueError, match="give numpy's rcond or atol / rtol, not both"):
+        sg.pinv(A, rtol=0.1, rcond=0.2)
+
+
 def test_per_matrix_tolerance_errors():
     """Arrays that do not broadcast to the batch shape, bad elements (named by index) and non-numbers are
     argument errors, also for empty batches (no library call); 0-d and one-element arrays are numbers."""
