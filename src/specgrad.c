@@ -2,7 +2,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,18 +254,46 @@ sg_status sg_check_mat(sg_ctx *ctx, const sg_mat *m, const char *name, sg_dtype 
     return SG_OK;
 }
 
+/* Whether matrix b holds only finite values: a branch-free pass per column (omp simd: vectorized whatever
+   the compiler's cost model; |x| <= max is false for NaN and ±Inf). */
+static int mat_finite(const sg_mat *m, int64_t b)
+{
+    const int64_t st = sg_stride_of(m);
+    int bad = 0;
+    for (int64_t j = 0; j < m->cols; j++) {
+        if (m->dtype == SG_F32) {
+            const float *c = (const float *)m->data + b * st + j * m->ld;
+#pragma omp simd reduction(| : bad)
+            for (int64_t i = 0; i < m->rows; i++) bad |= !(fabsf(c[i]) <= FLT_MAX);
+        } else {
+            const double *c = (const double *)m->data + b * st + j * m->ld;
+#pragma omp simd reduction(| : bad)
+            for (int64_t i = 0; i < m->rows; i++) bad |= !(fabs(c[i]) <= DBL_MAX);
+        }
+    }
+    return !bad;
+}
+
+/* The batch is scanned on the context's CPU threads (large batches: the compute after it runs on all of
+   them, and a serial scan was up to a sixth of a small backward on one); the lowest failing matrix is then
+   searched for its first bad element, so the report does not depend on the threads. */
 sg_status sg_check_finite_host(sg_ctx *ctx, const sg_mat *m, const char *name)
 {
-    int64_t st = sg_stride_of(m);
+    int64_t st = sg_stride_of(m), first = m->batch;
+    int nt = ctx->threads > 0 ? ctx->threads : omp_get_max_threads();
+    if (m->rows * m->cols * m->batch < ((int64_t)1 << 16)) nt = 1;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(min : first)
     for (int64_t b = 0; b < m->batch; b++)
-        for (int64_t j = 0; j < m->cols; j++)
-            for (int64_t i = 0; i < m->rows; i++) {
-                int64_t k = b * st + i + j * m->ld;
-                double v = m->dtype == SG_F32 ? (double)((const float *)m->data)[k] : ((const double *)m->data)[k];
-                if (!isfinite(v))
-                    return sg_fail(ctx, SG_ERR_NONFINITE, b, "%s: %s at element (%lld,%lld) (matrix %lld)", name,
-                                   isnan(v) ? "NaN" : "Inf", (long long)i, (long long)j, (long long)b);
-            }
+        if (b < first && !mat_finite(m, b)) first = b;
+    const int64_t b = first;
+    for (int64_t j = 0; b < m->batch && j < m->cols; j++)
+        for (int64_t i = 0; i < m->rows; i++) {
+            int64_t k = b * st + i + j * m->ld;
+            double v = m->dtype == SG_F32 ? (double)((const float *)m->data)[k] : ((const double *)m->data)[k];
+            if (!isfinite(v))
+                return sg_fail(ctx, SG_ERR_NONFINITE, b, "%s: %s at element (%lld,%lld) (matrix %lld)", name,
+                               isnan(v) ? "NaN" : "Inf", (long long)i, (long long)j, (long long)b);
+        }
     return SG_OK;
 }
 

@@ -115,6 +115,8 @@ Test(api, nonfinite_input_names_matrix_and_element)
     cr_expect(strstr(sg_last_error(ctx), "Inf") != NULL, "%s", sg_last_error(ctx));
 }
 
+static int64_t sg_stride_of_test(const sg_mat *m) { return m->stride ? m->stride : m->ld * m->cols; }
+
 /* sg_*_tols: a bad element is SG_ERR_ARG naming its matrix, before anything is written, in every entry
    point; -inf rtol is the default as for the scalar pair; the arrays are inputs (an output over them is
    an overlap); NULL arrays are the scalar defaults. */
@@ -162,6 +164,52 @@ Test(api, per_matrix_tolerance_errors)
     sg_mat yt = sg_mat_dense(tb, SG_F64, 3, 2, 1);
     cr_expect_eq(sg_lstsq_tols(ctx, &a, &x, NULL, tb + 2, &yt, NULL), SG_ERR_ARG);
     cr_expect(strstr(sg_last_error(ctx), "X overlaps rtol") != NULL, "%s", sg_last_error(ctx));
+}
+
+/* The NaN/Inf scan of a large batch runs on several threads: the lowest bad matrix and its first bad
+   element are reported whichever thread finds what, in both dtypes and with padded layouts. */
+Test(api, parallel_nonfinite_scan_reports_the_lowest_matrix)
+{
+    enum { B = 6000, N = 4 };
+    cr_assert_eq(sg_set_threads(ctx, 4), SG_OK);
+    for (int t = SG_F32; t <= SG_F64; t++)
+        for (int pad = 0; pad <= 1; pad++) {
+            sg_mat a = tu_alloc_mat((sg_dtype)t, B, N, N);
+            if (pad) { /* ld 5, stride 23: the padding holds NaN, which must not count */
+                free(a.data);
+                a.ld = N + 1, a.stride = a.ld * N + 3;
+                a.data = malloc((size_t)(a.stride * B) * (t == SG_F32 ? 4 : 8));
+                for (int64_t e = 0; e < a.stride * B; e++)
+                    if (t == SG_F32) ((float *)a.data)[e] = NAN;
+                    else ((double *)a.data)[e] = NAN;
+            }
+            const int64_t bad[][3] = {{5900, 3, 0}, {4100, 2, 1}, {4100, 0, 3}, {2999, 1, 2}};
+            for (int64_t b = 0; b < B; b++)
+                for (int j = 0; j < N; j++)
+                    for (int i = 0; i < N; i++) {
+                        int64_t k = b * sg_stride_of_test(&a) + i + j * a.ld;
+                        if (t == SG_F32) ((float *)a.data)[k] = 1;
+                        else ((double *)a.data)[k] = 1;
+                    }
+            for (int q = 0; q < 4; q++) {
+                int64_t k = bad[q][0] * sg_stride_of_test(&a) + bad[q][1] + bad[q][2] * a.ld;
+                double v = q == 3 ? INFINITY : NAN;
+                if (t == SG_F32) ((float *)a.data)[k] = (float)v;
+                else ((double *)a.data)[k] = v;
+                int64_t r[B];
+                cr_expect_eq(sg_rank(ctx, &a, 0, -1, r), SG_ERR_NONFINITE);
+                const int64_t want = q < 3 ? (q == 0 ? 5900 : 4100) : 2999;
+                cr_expect_eq(sg_failed_index(ctx), want, "dtype %d pad %d step %d: index %lld", t, pad, q,
+                             (long long)sg_failed_index(ctx));
+                char msg[96];
+                const int64_t *e = bad[q == 2 ? 1 : q]; /* (0,3) of matrix 4100 comes after its (2,1) in column order */
+                snprintf(msg, sizeof msg, "%s at element (%lld,%lld) (matrix %lld)", q == 3 ? "Inf" : "NaN", (long long)e[1],
+                         (long long)e[2], (long long)want);
+                cr_expect(strstr(sg_last_error(ctx), msg) != NULL, "%s (want %s)", sg_last_error(ctx), msg);
+            }
+            free(a.data);
+        }
+    cr_assert_eq(sg_set_threads(ctx, 0), SG_OK);
 }
 
 Test(api, option_errors)
