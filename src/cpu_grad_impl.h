@@ -98,19 +98,24 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
             T scale = 0; /* max|λ|: MASK's tolerance and LORENTZ's width are relative (scale-invariant) */
             for (int64_t i = 0; i < n; i++) scale = fabs(w[i]) > scale ? (T)fabs(w[i]) : scale;
             int64_t ti = -1, tj = -1;
-            /* G is symmetric: F is antisymmetric to the bit in every mode (formulas.h), and so is skew(M), so
-               the lower triangle is formed (half the F evaluations) and mirrored; the first tie found is the
-               one the full column-major sweep would find */
+            /* G is symmetric wherever F is finite: there F is antisymmetric to the bit (formulas.h), and so is
+               skew(M), so the lower triangle is formed (half the F evaluations) and mirrored. A non-finite F (an
+               exact tie in EXACT mode: +inf both ways) gets its mirror from its own F, as the full sweep (and the
+               CUDA kernel) did. The first tie found is the one the full column-major sweep would find. */
             for (int64_t j = 0; j < n; j++) {
                 G[j + j * n] = gW ? AT(gW, b)[j] : 0;
                 for (int64_t i = j + 1; i < n; i++) {
-                    T g = 0;
+                    T g = 0, gm = 0;
                     if (gV) { /* without gV the off-diagonal is exactly 0: no 0·inf at ties */
                         T F = INVGAP(w[i], w[j], 0, (int)mode, prm, scale);
-                        if (!isfinite(F) && ti < 0) ti = i, tj = j;
-                        g = (M[i + j * n] - M[j + i * n]) * (T)0.5 * F;
+                        g = gm = (M[i + j * n] - M[j + i * n]) * (T)0.5 * F;
+                        if (!isfinite(F)) {
+                            if (ti < 0) ti = i, tj = j;
+                            gm = (M[j + i * n] - M[i + j * n]) * (T)0.5 * INVGAP(w[j], w[i], 1, (int)mode, prm, scale);
+                        }
                     }
-                    G[i + j * n] = G[j + i * n] = g;
+                    G[i + j * n] = g;
+                    G[j + i * n] = gm;
                 }
             }
             GEMM(0, 0, n, n, n, 1, v, V->ld, G, n, 0, M, n); /* M = V G */

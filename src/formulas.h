@@ -43,7 +43,8 @@ SG_HD int sg_sv_counts(double s, double tol) { return !(s <= tol); }
 #define SG_DM_LORENTZ 2
 #define SG_DM_TAYLOR 3
 
-/* F_ij standing for 1/E_ij, E_ij = lj − li (i ≠ j), antisymmetric in (i,j) in every mode.
+/* F_ij standing for 1/E_ij, E_ij = lj − li (i ≠ j), antisymmetric in (i,j) in every mode, to the bit, except
+   at an exact tie, where E = +0 both ways: 1/E = +inf both ways in EXACT, +0 in MASK and LORENTZ.
    i_lt_j breaks exact ties for Taylor. scale = max|λ|: the mask's tolerance and Lorentz's width are relative
    to it, so every mode is scale-invariant (F(cλ) = F(λ)/c, as 1/E and Taylor are); an Inf λ makes it Inf,
    and both then give NaN rather than masking or flattening every pair (input check off).

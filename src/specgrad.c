@@ -281,6 +281,8 @@ sg_status sg_check_finite_host(sg_ctx *ctx, const sg_mat *m, const char *name)
 {
     int64_t st = sg_stride_of(m), first = m->batch;
     int nt = ctx->threads > 0 ? ctx->threads : omp_get_max_threads();
+    if ((int64_t)nt > m->batch) nt = (int)m->batch; /* as the compute: one matrix never starts a team (a team
+                                                        started in a process that later forks hangs the child) */
     if (m->rows * m->cols * m->batch < ((int64_t)1 << 16)) nt = 1;
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(min : first)
     for (int64_t b = 0; b < m->batch; b++)

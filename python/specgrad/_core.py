@@ -433,13 +433,22 @@ class _Tols:
 
 def _numpy_names(op, atol, rtol, tol=None, rcond=None):
     """numpy's tolerance keywords as (atol, rtol): matrix_rank's tol is absolute (σ > tol, so rtol = 0: a tol
-    of 0 counts every σ > 0), pinv's and lstsq's rcond relative (rcond·σmax; negative: the default). Either,
-    with atol or rtol, is ambiguous (numpy refuses rcond with rtol too)."""
+    of 0 counts every σ > 0), pinv's and lstsq's rcond relative (rcond·σmax); negative or non-finite values
+    (numpy: no cutoff, or machine precision in lstsq) are refused. Either with atol or rtol is ambiguous
+    (numpy refuses rcond with rtol too); a zero atol of any numeric type counts as not given."""
     if tol is None and rcond is None:
         return atol, rtol
-    if rtol is not None or not (atol is None or (isinstance(atol, (int, float)) and atol == 0)):
-        raise ValueError(f"specgrad.{op}: give numpy's {'tol' if tol is not None else 'rcond'} or atol / rtol, "
-                         f"not both")
+    name, v = ("tol", tol) if tol is not None else ("rcond", rcond)
+    default_atol = atol is None or (getattr(atol, "ndim", np.ndim(atol)) == 0 and float(atol) == 0)
+    if rtol is not None or not default_atol:
+        raise _arg_error(op, f"give numpy's {name} or atol / rtol, not both")
+    try:
+        x = np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float64)
+    except (TypeError, ValueError):
+        x = None  # not numbers: _Tols says so
+    if x is not None and not (np.isfinite(x) & (x >= 0)).all():
+        raise _arg_error(op, f"{name} must be finite and >= 0 (numpy gives negative values meanings of its own: "
+                             f"no cutoff, or machine precision in lstsq; pass atol / rtol instead)")
     return (tol, 0.0) if tol is not None else (0.0, rcond)
 
 
@@ -1090,7 +1099,7 @@ class Context:
         factored once, its rank repeated over the batch shape: on the CPU backend the batch becomes columns of
         one call; on CUDA x = A⁺b with A⁺ = lstsq(A, I) computed once and applied by matmul. With per-matrix
         tolerance arrays each item is factored on its own (each has its own rank). rcond= is numpy's relative
-        cutoff (rtol; negative: the default)."""
+        cutoff (rtol)."""
         tl = _Tols("lstsq", *_numpy_names("lstsq", atol, rtol, rcond=rcond))
         atol, rtol = tl.a, tl.r
         ad, (A, B), tc = self._adapter([A, B], "lstsq")

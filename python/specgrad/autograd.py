@@ -436,16 +436,22 @@ class NullSpace(torch.autograd.Function):
         return _vmapped(NullSpace, info, A, in_dims[0], 2, *_vmap_tols("null_space", in_dims[1:3], atol, rtol), sgctx)
 
 
+def _tol_arg(t):
+    """A list or tuple of per-matrix tolerances as an array: torch.func would read it as a pytree of
+    arguments (and vmap would then take it for a batched input)."""
+    return np.asarray(t, dtype=np.float64) if isinstance(t, (list, tuple)) else t
+
+
 def null_space(A, atol=0.0, rtol=None, ctx=None):
     """Padded nullspace bases (N (..., n, n), nullity) with gradients to A at constant rank (see NullSpace)."""
-    return NullSpace.apply(A, atol, rtol, ctx)
+    return NullSpace.apply(A, _tol_arg(atol), _tol_arg(rtol), ctx)
 
 
 def project(A, X, which="null", atol=0.0, rtol=None, ctx=None):
     """Nullspace / row-space projection of X with gradients to A (constant rank) and X. X (..., n, k) or a
     batch of vectors (..., n); batch dimensions broadcast."""
     vec = X.dim() == A.dim() - 1
-    Y = Project.apply(A, X[..., None] if vec else X, which, atol, rtol, ctx)
+    Y = Project.apply(A, X[..., None] if vec else X, which, _tol_arg(atol), _tol_arg(rtol), ctx)
     return Y[..., 0] if vec else Y
 
 
@@ -453,7 +459,7 @@ def lstsq(A, B, atol=0.0, rtol=None, ctx=None):
     """Minimum-norm least squares with gradients to A and B (constant rank; see Lstsq). B (..., m, k) or a
     batch of vectors (..., m); batch dimensions broadcast like torch.linalg.lstsq's."""
     vec = B.dim() == A.dim() - 1
-    X = Lstsq.apply(A, B[..., None] if vec else B, atol, rtol, ctx)
+    X = Lstsq.apply(A, B[..., None] if vec else B, _tol_arg(atol), _tol_arg(rtol), ctx)
     return X[..., 0] if vec else X
 
 
@@ -461,7 +467,7 @@ def pinv(A, atol=0.0, rtol=None, ctx=None):
     """Pseudo-inverse (..., n, m) with its gradient: lstsq(A, I)."""
     m = A.shape[-2]
     I = torch.eye(m, dtype=A.dtype, device=A.device).reshape((1,) * (A.dim() - 2) + (m, m))  # a matrix per item
-    return Lstsq.apply(A, I, atol, rtol, ctx)
+    return Lstsq.apply(A, I, _tol_arg(atol), _tol_arg(rtol), ctx)
 
 
 def project_basis(Q, X, complement=False, ctx=None):

@@ -864,6 +864,42 @@ def test_numpy_tolerance_keywords_match_numpy(rng, dtype):
         sg.matrix_rank(A, atol=0.1, tol=0.2)
     with pytest.raises(ValueError, match="give numpy's rcond or atol / rtol, not both"):
         sg.pinv(A, rtol=0.1, rcond=0.2)
+    with pytest.raises(sg.SpecgradArgumentError, match="not both"):
+        sg.matrix_rank(A, atol=[0.0, 0.1], tol=0.2)
+    # a zero atol of any numeric type is the default, not a second tolerance
+    np.testing.assert_array_equal(sg.matrix_rank(A, atol=np.float32(0), tol=0.3), np.linalg.matrix_rank(A, tol=0.3))
+    # numpy gives negative and non-finite values meanings of their own: refused, not reinterpreted
+    for kw in ({"tol": -1.0}, {"tol": np.nan}, {"tol": np.array([[0.1, -1, 0], [0, 0, 0]])}):
+        with pytest.raises(sg.SpecgradArgumentError, match="must be finite and >= 0"):
+            sg.matrix_rank(A, **kw)
+    with pytest.raises(sg.SpecgradArgumentError, match="must be finite and >= 0"):
+        sg.lstsq(A[0, 0], b, rcond=-1)
+
+
+def test_fork_after_one_large_matrix():
+    """A call on one matrix (its NaN/Inf scan included) starts no OpenMP thread team: GNU OpenMP is not
+    fork-safe, so a process that forks afterwards (multiprocessing, DataLoader workers) would hang in the
+    child's first batched call. Run in a fresh interpreter: this one has had teams for a while."""
+    import subprocess
+    import sys
+
+    code = """
+import os, signal, numpy as np, specgrad as sg
+sg.matrix_rank(np.random.default_rng(0).standard_normal((300, 300)))
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)  # a hung child ends (SIGALRM's default action) instead of outliving the test
+    os._exit(0 if list(sg.matrix_rank(np.eye(4)[None].repeat(8, 0))) == [4] * 8 else 3)
+_, st = os.waitpid(pid, 0)
+raise SystemExit(os.WEXITSTATUS(st))
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(sg.__file__))] +
+                                                       [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    try:
+        r = subprocess.run([sys.executable, "-c", code], env=env, timeout=120, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked child hung after the parent checked one large matrix")
+    assert r.returncode == 0, r.stderr
 
 
 def test_per_matrix_tolerance_errors():

@@ -423,6 +423,9 @@ def test_per_matrix_tolerance_tensors_match_torch(rng):
             f(A0[0, 0])
         with pytest.raises(sg.SpecgradArgumentError, match="does not broadcast to the batch shape"):
             torch.func.vmap(f)(A0[0, :2])
+    # a list of tolerances works under vmap too (torch.func would take a list for a pytree of inputs)
+    fl = lambda A: sga.pinv(A, atol=[0.1, 0.5, 2.0]).sum()  # noqa: E731
+    np.testing.assert_allclose(torch.func.vmap(torch.func.grad(fl))(A0).numpy(), g.numpy(), atol=1e-12)
     # bfloat16 and float32 tensors are numbers like any other; complex ones are refused
     assert torch.equal(sg.matrix_rank(A0, atol=at.to(torch.bfloat16)), torch.linalg.matrix_rank(A0, atol=at.to(torch.bfloat16)))
     with pytest.raises(sg.SpecgradArgumentError, match="complex"):
