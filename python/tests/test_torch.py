@@ -432,6 +432,25 @@ def test_per_matrix_tolerance_tensors_match_torch(rng):
         sg.matrix_rank(A0, atol=at.to(torch.complex64))
 
 
+def test_gradcheck_per_matrix_tolerances(rng):
+    """Central finite differences (gradcheck, float64) through per-matrix tolerances: three matrices of exact
+    ranks 2, 3, 1 (zero singular values elsewhere), each with its own atol inside its gap, so a perturbation
+    cannot cross a cutoff (matrix 0's atol would cut matrix 1's σ = 0.2); lstsq, pinv, project and null_space."""
+    U = np.linalg.qr(rng.standard_normal((3, 5, 5)))[0][..., :4]
+    V = np.linalg.qr(rng.standard_normal((3, 4, 4)))[0]
+    s = np.array([[2.0, 1.0, 0, 0], [2.0, 1.0, 0.2, 0], [2.0, 0, 0, 0]])
+    A0 = (U * s[:, None, :]) @ V.swapaxes(-1, -2)
+    at = np.array([0.3, 0.1, 0.8])
+    A = torch.tensor(A0, requires_grad=True)
+    B = torch.tensor(rng.standard_normal((3, 5, 2)), requires_grad=True)
+    X = torch.tensor(rng.standard_normal((3, 4, 2)), requires_grad=True)
+    assert sg.matrix_rank(A0, atol=at).tolist() == [2, 3, 1]
+    assert torch.autograd.gradcheck(lambda A, B: sga.lstsq(A, B, atol=at), (A, B))
+    assert torch.autograd.gradcheck(lambda A: sga.pinv(A, atol=torch.tensor(at)), (A,))
+    assert torch.autograd.gradcheck(lambda A, X: sga.project(A, X, "null", atol=list(at)), (A, X))
+    assert torch.autograd.gradcheck(lambda A: (lambda N: N @ N.mT)(sga.null_space(A, atol=at)[0]), (A,))
+
+
 @pytest.mark.parametrize("which", ["null", "row"])
 @pytest.mark.parametrize("m,n,vec", [(2, 5, False), (3, 4, True), (5, 3, False)])
 def test_gradcheck_project(rng, which, m, n, vec):
