@@ -9,7 +9,10 @@ extern "C" int sg_cuda_devices(char *why, size_t len)
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
-        if (why && len) snprintf(why, len, "cudaGetDeviceCount: %s (error %d)", cudaGetErrorString(e), (int)e);
+        if (why && len)
+            snprintf(why, len, "cudaGetDeviceCount: %s (error %d)%s", cudaGetErrorString(e), (int)e,
+                     sg_fork_count() ? "; this process is a forked child, where CUDA does not work once the parent "
+                                       "used it: start it with spawn" : "");
         cudaGetLastError(); /* clear the sticky-free error so later calls start clean */
         return 0;
     }

@@ -42,12 +42,6 @@ static sg_status gfail_finish(sg_ctx *ctx, const gfail *f)
     return f->index < 0 ? SG_OK : sg_fail(ctx, f->st, f->index, "%s", f->msg);
 }
 
-static int gthreads(const sg_ctx *ctx, int64_t batch)
-{
-    int nt = ctx->threads > 0 ? ctx->threads : omp_get_max_threads();
-    if ((int64_t)nt > batch) nt = (int)batch;
-    return nt < 1 ? 1 : nt;
-}
 
 static const char *mode_name(sg_degen m)
 {
@@ -118,7 +112,7 @@ static double fn_divdiff(const sg_fn *fn, double li, double lj)
 /* ---- dispatch: one BLAS thread around the batch loops (sg_blas_single_begin in cpu.h) ------------ */
 #define WITH_BLAS1(batch, n, call)                                                                      \
     do {                                                                                                \
-        int saved_ = sg_blas_single_begin(ctx, gthreads(ctx, (batch)), (n) <= 32);                     \
+        int saved_ = sg_blas_single_begin(ctx, sg_cpu_threads(ctx, (batch)), (n) <= 32);                \
         sg_status s_ = (call);                                                                          \
         sg_blas_single_end(saved_);                                                                     \
         return s_;                                                                                      \

@@ -81,7 +81,7 @@ static sg_status FN(eigh_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, con
     if (n > INT32_MAX) return sg_fail(ctx, SG_ERR_UNSUPPORTED, -1, "eigh_backward: n = %lld exceeds BLAS int", (long long)n);
     if (!ld_fits(ctx, "eigh_backward", V, "V") || !ld_fits(ctx, "eigh_backward", gV, "gV")) return SG_ERR_UNSUPPORTED;
     const T prm = (T)sg_degen_param((int)mode, param, SG_T == SG_F32);
-    const int nt = gthreads(ctx, nb);
+    const int nt = sg_cpu_threads(ctx, nb);
     const size_t per = 2 * (size_t)n * (size_t)n;
     T *ws = FN(ws_alloc)(ctx, "eigh_backward", per, nt);
     if (!ws) return SG_ERR_ALLOC;
@@ -171,7 +171,7 @@ static sg_status FN(svd_bwd)(sg_ctx *ctx, const sg_mat *U, const sg_mat *S, cons
         !ld_fits(ctx, "svd_backward", gA, "gA"))
         return SG_ERR_UNSUPPORTED;
     const T prm = (T)sg_degen_param((int)mode, param, SG_T == SG_F32);
-    const int nt = gthreads(ctx, nb);
+    const int nt = sg_cpu_threads(ctx, nb);
     /* the fold: the complement's columns of a full U (tall) or V (wide) with a cotangent */
     const int64_t fold = m > n && gU && U->cols == m ? m - k : m < n && gV && V->cols == n ? n - k : 0;
     const size_t per = 3 * (size_t)k * k + (size_t)m * k + 2 * (size_t)n * k + (size_t)fold * k;
@@ -276,7 +276,7 @@ static sg_status FN(matfunc)(sg_ctx *ctx, const sg_mat *A, const sg_fn *fn, sg_m
     sg_status st = FN(eig_tmp)(ctx, A, 1, &Wt, &Vt, &wm, &vm);
     if (st == SG_OK && sg_cancelled(ctx)) st = SG_ERR_CANCELLED; /* Wt, Vt are partly unset */
     if (st == SG_OK) st = FN(check_dom)(ctx, "matfunc", fn, &wm, 0);
-    const int nt = gthreads(ctx, nb);
+    const int nt = sg_cpu_threads(ctx, nb);
     const size_t per = 2 * (size_t)n * n + (size_t)n;
     if (st == SG_OK && !(ws = FN(ws_alloc)(ctx, "matfunc", per, nt))) st = SG_ERR_ALLOC;
     if (st != SG_OK) {
@@ -319,7 +319,7 @@ static sg_status FN(matfunc_bwd)(sg_ctx *ctx, const sg_mat *W, const sg_mat *V, 
     if (!ld_fits(ctx, "matfunc_backward", V, "V")) return SG_ERR_UNSUPPORTED;
     sg_status st = FN(check_dom)(ctx, "matfunc_backward", fn, W, 1);
     if (st != SG_OK) return st;
-    const int nt = gthreads(ctx, nb);
+    const int nt = sg_cpu_threads(ctx, nb);
     const size_t per = 2 * (size_t)n * n;
     T *ws = FN(ws_alloc)(ctx, "matfunc_backward", per, nt);
     if (!ws) return SG_ERR_ALLOC;
@@ -372,7 +372,7 @@ static sg_status FN(reg_svd)(sg_ctx *ctx, sg_reg kind, const sg_mat *A, sg_mat *
     if (st == SG_OK) {
         sg_progress_phase(ctx, SG_DECOMP_SHARE, 1);
         sg_ticker tk_ = SG_TICK_INIT(ctx, nb);
-#pragma omp parallel for num_threads(gthreads(ctx, nb)) schedule(dynamic)
+#pragma omp parallel for num_threads(sg_cpu_threads(ctx, nb)) schedule(dynamic)
         for (int64_t b = 0; b < nb; b++) {
             if (sg_tick(&tk_)) continue;
             const T *s = St + b * k;
@@ -401,7 +401,7 @@ static sg_status FN(reg_svd)(sg_ctx *ctx, sg_reg kind, const sg_mat *A, sg_mat *
 static sg_status FN(reg_ortho)(sg_ctx *ctx, const sg_mat *A, sg_mat *loss, sg_mat *gA)
 {
     const int64_t m = A->rows, n = A->cols, nb = A->batch;
-    const int nt = gthreads(ctx, nb);
+    const int nt = sg_cpu_threads(ctx, nb);
     const size_t per = (size_t)n * n;
     T *ws = FN(ws_alloc)(ctx, "regularizer", per, nt);
     if (!ws) return SG_ERR_ALLOC;
@@ -437,7 +437,7 @@ static sg_status FN(reg_eig)(sg_ctx *ctx, const char *op, const sg_mat *A, const
     sg_status st = FN(eig_tmp)(ctx, A, gA != NULL, &Wt, &Vt, &wm, &vm);
     if (st == SG_OK && sg_cancelled(ctx)) st = SG_ERR_CANCELLED; /* Wt, Vt are partly unset */
     if (st == SG_OK) st = FN(check_dom)(ctx, op, fn, &wm, gA != NULL);
-    const int nt = gthreads(ctx, nb);
+    const int nt = sg_cpu_threads(ctx, nb);
     const size_t per = 2 * (size_t)n * n + (size_t)n;
     if (st == SG_OK && gA && !(ws = FN(ws_alloc)(ctx, op, per, nt))) st = SG_ERR_ALLOC;
     if (st != SG_OK) {

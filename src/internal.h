@@ -22,6 +22,7 @@ struct sg_ctx {
     double jacobi_tol;     /* <= 0: default */
     int jacobi_sweeps;     /* <= 0: default */
     int threads;           /* <= 0: all */
+    int forks;             /* the process's fork count at creation (CUDA: unusable after one) */
     int check_finite;
     size_t chunk_bytes;    /* 0: automatic */
     size_t cache_bytes;    /* idle device scratch kept between calls (CUDA pool release threshold) */
@@ -36,6 +37,13 @@ struct sg_ctx {
     double prog_every, prog_lo, prog_hi, prog_last, prog_last_t;
     int prog_mute, prog_stop; /* prog_stop: fn asked to stop (read by every batch thread) */
 };
+
+/* How many forks this process has been through (0: not a forked child). (src/specgrad.c) */
+int sg_fork_count(void);
+
+/* CPU threads for a loop over batch items: the context's setting (<= 0: all), at most one per item, and one
+   in a forked child of a process that had started a thread team (src/cpu_linalg.c says why). */
+int sg_cpu_threads(const sg_ctx *ctx, int64_t batch);
 
 /* Each backend implements every op; arguments are already validated. */
 struct sg_backend_ops {

@@ -5,6 +5,7 @@
 #include <float.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,20 @@ int64_t sg_failed_index(const sg_ctx *ctx) { return ctx ? ctx->failed_index : -1
 sg_backend sg_get_backend(const sg_ctx *ctx) { return ctx ? ctx->backend : SG_BACKEND_AUTO; }
 
 /* ---- context --------------------------------------------------------------------------------- */
+/* Forks this process has been through (counted in each child). The CUDA runtime does not survive fork: a
+   CUDA context created before one is refused in the child with a clear error instead of failing, or
+   hanging, inside the driver, and its destruction there frees only host memory. */
+static int sg_forks;
+static void sg_count_fork(void) { sg_forks++; }
+int sg_fork_count(void) { return sg_forks; }
+__attribute__((constructor)) static void sg_fork_register(void) { pthread_atfork(NULL, NULL, sg_count_fork); }
+static sg_status fork_check(sg_ctx *ctx) /* before anything that reaches the CUDA runtime */
+{
+    if (ctx->backend != SG_BACKEND_CUDA || ctx->forks == sg_forks) return SG_OK;
+    return sg_fail(ctx, SG_ERR_CUDA, -1, "cuda: this context was created before fork() and CUDA does not survive "
+                   "fork: use CUDA in a child started with spawn (multiprocessing's \"spawn\"), or the CPU backend");
+}
+
 sg_status sg_create(sg_ctx **out, sg_backend backend)
 {
     if (!out) return SG_ERR_ARG;
@@ -81,6 +96,7 @@ sg_status sg_create(sg_ctx **out, sg_backend backend)
     ctx->check_finite = 1;
     ctx->cache_bytes = (size_t)1 << 30;
     ctx->failed_index = -1;
+    ctx->forks = sg_forks;
     int is_auto = backend == SG_BACKEND_AUTO;
     if (is_auto) backend = sg_cuda_devices(NULL, 0) > 0 ? SG_BACKEND_CUDA : SG_BACKEND_CPU;
     ctx->backend = backend;
@@ -105,7 +121,7 @@ sg_status sg_create(sg_ctx **out, sg_backend backend)
 void sg_destroy(sg_ctx *ctx)
 {
     if (!ctx) return;
-    if (ctx->ops && ctx->ops->destroy) ctx->ops->destroy(ctx);
+    if (ctx->ops && ctx->ops->destroy && fork_check(ctx) == SG_OK) ctx->ops->destroy(ctx);
     free(ctx);
 }
 
@@ -166,6 +182,7 @@ sg_status sg_set_cache_bytes(sg_ctx *ctx, size_t bytes)
 {
     CTX_CHECK(ctx);
     ctx->cache_bytes = bytes;
+    if (fork_check(ctx) != SG_OK) return SG_ERR_CUDA;
     return ctx->ops->cache_apply ? ctx->ops->cache_apply(ctx) : SG_OK;
 }
 
@@ -174,6 +191,7 @@ sg_status sg_cache_held(sg_ctx *ctx, size_t *bytes)
     CTX_CHECK(ctx);
     if (!bytes) return sg_fail(ctx, SG_ERR_ARG, -1, "sg_cache_held: bytes is NULL");
     *bytes = 0;
+    if (fork_check(ctx) != SG_OK) return SG_ERR_CUDA;
     return ctx->ops->cache_held ? ctx->ops->cache_held(ctx, bytes) : SG_OK;
 }
 
@@ -280,10 +298,7 @@ static int mat_finite(const sg_mat *m, int64_t b)
 sg_status sg_check_finite_host(sg_ctx *ctx, const sg_mat *m, const char *name)
 {
     int64_t st = sg_stride_of(m), first = m->batch;
-    int nt = ctx->threads > 0 ? ctx->threads : omp_get_max_threads();
-    if ((int64_t)nt > m->batch) nt = (int)m->batch; /* as the compute: one matrix never starts a team (a team
-                                                        started in a process that later forks hangs the child) */
-    if (m->rows * m->cols * m->batch < ((int64_t)1 << 16)) nt = 1;
+    const int nt = m->rows * m->cols * m->batch < ((int64_t)1 << 16) ? 1 : sg_cpu_threads(ctx, m->batch);
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(min : first)
     for (int64_t b = 0; b < m->batch; b++)
         if (b < first && !mat_finite(m, b)) first = b;
@@ -318,6 +333,7 @@ static sg_status head(sg_ctx *ctx, const sg_mat *first, const char *name)
 {
     if (!ctx) return SG_ERR_ARG;
     sg_clear_error(ctx);
+    if (fork_check(ctx) != SG_OK) return SG_ERR_CUDA;
     if (!first) return sg_fail(ctx, SG_ERR_ARG, -1, "%s: null matrix descriptor", name);
     return SG_OK;
 }

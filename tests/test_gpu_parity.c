@@ -7,6 +7,8 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "gpu_suite.h"
 #include "opcases.h"
@@ -1639,4 +1641,36 @@ Test(gpu_parity, progress_reports_every_op)
     sg_set_check_finite(gpu, 1);
     sg_set_progress(gpu, NULL, 0, NULL);
     sg_set_chunk_bytes(gpu, 0);
+}
+
+/* The CUDA runtime does not survive fork. A forked child that uses its parent's CUDA context gets a clear
+   SG_ERR_CUDA from every call that would reach the runtime, before it does (it could fail or hang in the
+   driver); destroying the context there frees only host memory; the CPU backend works in the child. */
+Test(gpu_parity, cuda_context_from_before_fork_is_refused_in_the_child)
+{
+    NEED_GPU();
+    double a[4 * 9], w[4 * 3];
+    for (int i = 0; i < 36; i++) a[i] = (double)((i * 5) % 7) - 3;
+    sg_mat A = sg_mat_dense(a, SG_F64, 4, 3, 3), W = sg_mat_dense(w, SG_F64, 4, 3, 1);
+    cr_assert_eq(sg_eigh(gpu, &A, &W, NULL), SG_OK, "%s", sg_last_error(gpu));
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork failed");
+    if (pid == 0) {
+        alarm(30);
+        size_t held = 1;
+        int bad = sg_eigh(gpu, &A, &W, NULL) != SG_ERR_CUDA ? 10
+                  : !strstr(sg_last_error(gpu), "created before fork()") ? 11
+                  : sg_cache_held(gpu, &held) != SG_ERR_CUDA || held != 0 ? 12
+                  : sg_set_cache_bytes(gpu, 0) != SG_ERR_CUDA ? 13
+                  : sg_eigh(cpu, &A, &W, NULL) != SG_OK ? 14 : 0;
+        sg_destroy(gpu);
+        _exit(bad);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "child: status %d (10: eigh not refused, 11: message, 12/13: cache calls, 14: CPU eigh; -14: hung)",
+              WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+    cr_expect_eq(sg_eigh(gpu, &A, &W, NULL), SG_OK, "the parent's context still works: %s", sg_last_error(gpu));
 }

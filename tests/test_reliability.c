@@ -12,10 +12,14 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "specgrad.h"
 #include "testutil.h"
@@ -1068,4 +1072,114 @@ Test(reliability, blas_thread_count_is_one_inside_concurrent_calls)
     openblas_set_num_threads(before);
     cr_expect_eq(blas_seen_max, 0, "a batch loop ran with %d OpenBLAS threads", blas_seen_max);
     cr_expect_eq(after, want, "OpenBLAS threads %d after concurrent calls, %d before", after, want);
+}
+
+/* GNU OpenMP keeps its thread pool in the parent: a thread team in a forked child waits forever for
+   threads that do not exist there (multiprocessing's default start method, DataLoader workers). After the
+   parent ran batched calls on two threads, the child's calls run on one (the finite scan of a large batch,
+   a decomposition, a backward) and give the parent's results. A hang is the failure: the child has an alarm. */
+static int fork_child_calls(sg_ctx *ctx, const sg_mat *A, const double *Wp, const double *gAp)
+{
+    sg_mat W = tu_alloc_mat(SG_F64, A->batch, A->rows, 1), V = tu_alloc_mat(SG_F64, A->batch, A->rows, A->rows),
+           gA = tu_alloc_mat(SG_F64, A->batch, A->rows, A->rows);
+    int bad = sg_eigh(ctx, A, &W, &V) != SG_OK ? 10 : 0;
+    if (!bad && sg_eigh_backward(ctx, &W, &V, &W, NULL, SG_DEGEN_LORENTZ, 0, &gA) != SG_OK) bad = 11;
+    if (!bad && memcmp(W.data, Wp, (size_t)A->batch * A->rows * sizeof(double))) bad = 12;
+    if (!bad && memcmp(gA.data, gAp, (size_t)A->batch * A->rows * A->rows * sizeof(double))) bad = 13;
+    tu_free_mat(&W), tu_free_mat(&V), tu_free_mat(&gA);
+    return bad;
+}
+
+Test(reliability, forked_child_runs_its_calls_on_one_thread, .timeout = 60)
+{
+    const int64_t B = 1024, n = 8; /* 65536 elements: the finite scan runs on the threads too */
+    double *a = tu_sym_batch(B, n, 77);
+    sg_mat A = sg_mat_dense(a, SG_F64, B, n, n), W = tu_alloc_mat(SG_F64, B, n, 1), V = tu_alloc_mat(SG_F64, B, n, n),
+           gA = tu_alloc_mat(SG_F64, B, n, n);
+    sg_ctx *pc;
+    cr_assert_eq(sg_create(&pc, SG_BACKEND_CPU), SG_OK);
+    cr_assert_eq(sg_set_threads(pc, 2), SG_OK); /* a team of two even on one core */
+    cr_assert_eq(sg_eigh(pc, &A, &W, &V), SG_OK, "%s", sg_last_error(pc));
+    cr_assert_eq(sg_eigh_backward(pc, &W, &V, &W, NULL, SG_DEGEN_LORENTZ, 0, &gA), SG_OK, "%s", sg_last_error(pc));
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork failed");
+    if (pid == 0) {
+        alarm(20);
+        int bad = fork_child_calls(pc, &A, W.data, gA.data); /* the parent's context, then a new one */
+        sg_ctx *c2;
+        if (!bad && (sg_create(&c2, SG_BACKEND_CPU) != SG_OK || sg_set_threads(c2, 4) != SG_OK)) bad = 20;
+        if (!bad) bad = fork_child_calls(c2, &A, W.data, gA.data);
+        _exit(bad);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_expect(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM), "the forked child hung in its first batched call");
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %d (10/11: a call failed, 12/13: results differ)",
+              WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+    sg_destroy(pc);
+    free(a), tu_free_mat(&W), tu_free_mat(&V), tu_free_mat(&gA);
+}
+
+/* A fork from another thread while a call is in its batch loop: the child has no thread to end the call's
+   single-BLAS-thread section, so the child's next call restores the count from before (the section's depth
+   is reset in the child), instead of leaving OpenBLAS on one thread for the child's life. */
+static sem_t fk_in_loop, fk_forked;
+static int fk_progress(double f, void *u)
+{
+    int *once = u;
+    if (f < 1 && !*once) *once = 1, sem_post(&fk_in_loop), sem_wait(&fk_forked);
+    return 0;
+}
+static void *fk_caller(void *arg)
+{
+    sg_ctx *c = arg;
+    double a[64 * 9];
+    for (int i = 0; i < 64 * 9; i++) a[i] = (double)((i * 7) % 5) - 2;
+    sg_mat A = sg_mat_dense(a, SG_F64, 64, 3, 3), W = tu_alloc_mat(SG_F64, 64, 3, 1), V = tu_alloc_mat(SG_F64, 64, 3, 3);
+    intptr_t bad = sg_eigh(c, &A, &W, &V) != SG_OK;
+    tu_free_mat(&W), tu_free_mat(&V);
+    return (void *)bad;
+}
+
+Test(reliability, fork_during_a_call_restores_the_blas_threads_in_the_child, .timeout = 60)
+{
+    const int before = openblas_get_num_threads();
+    openblas_set_num_threads(3);
+    sg_ctx *pc;
+    int once = 0;
+    cr_assert_eq(sg_create(&pc, SG_BACKEND_CPU), SG_OK);
+    cr_assert_eq(sg_set_threads(pc, 1), SG_OK); /* its loop runs on the calling thread: it reports inside */
+    cr_assert_eq(sg_set_progress(pc, fk_progress, 0, &once), SG_OK);
+    cr_assert_eq(sem_init(&fk_in_loop, 0, 0), 0);
+    cr_assert_eq(sem_init(&fk_forked, 0, 0), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, fk_caller, pc), 0);
+    sem_wait(&fk_in_loop); /* the call is in its batch loop, OpenBLAS set to 1 */
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(20);
+        int inside = openblas_get_num_threads();
+        sg_ctx *c;
+        double a[4 * 9], w[4 * 3], v[4 * 9];
+        for (int i = 0; i < 36; i++) a[i] = (double)((i * 5) % 7) - 3;
+        sg_mat A = sg_mat_dense(a, SG_F64, 4, 3, 3), W = sg_mat_dense(w, SG_F64, 4, 3, 1), V = sg_mat_dense(v, SG_F64, 4, 3, 3);
+        if (sg_create(&c, SG_BACKEND_CPU) != SG_OK || sg_eigh(c, &A, &W, &V) != SG_OK) _exit(10);
+        _exit(inside != 1 ? 11 : openblas_get_num_threads() == 3 ? 0 : 12);
+    }
+    sem_post(&fk_forked);
+    void *r;
+    cr_assert_eq(pthread_join(th, &r), 0);
+    int st = 0;
+    cr_assert(pid > 0 && waitpid(pid, &st, 0) == pid, "fork failed");
+    const int after = openblas_get_num_threads();
+    openblas_set_num_threads(before);
+    cr_expect(r == NULL, "the parent's call failed");
+    cr_expect_eq(after, 3, "parent: OpenBLAS threads %d after its call", after);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "child: status %d (10: a call failed, 11: not inside the section at the fork, 12: OpenBLAS left on %s)",
+              WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st), "one thread");
+    sem_destroy(&fk_in_loop), sem_destroy(&fk_forked);
+    sg_destroy(pc);
 }

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -524,6 +525,7 @@ class Context:
         self._lib = L.lib()
         self._h = C.c_void_p()
         self._lock = threading.RLock()
+        _CONTEXTS.add(self)  # for the lock's reset in a forked child
         self.device = None
         if device is not None:
             import torch
@@ -1369,6 +1371,25 @@ def trim_null_space(N, nullity):
 # ---- default contexts -------------------------------------------------------------------------------
 _DEFAULT = {}
 _DEFAULT_LOCK = threading.Lock()
+_CONTEXTS = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    """A lock that another thread of the parent held at the fork (a call under way) would stay held for ever
+    in the child: every context gets a fresh one. The shared CUDA contexts are dropped: CUDA does not survive
+    fork (the library refuses a context from before it, with a clear error), so a CUDA call in the child
+    gets a context of its own, and the error at its creation if the parent's CUDA use rules that out."""
+    global _DEFAULT_LOCK, _MAIN_THREAD
+    _DEFAULT_LOCK = threading.Lock()
+    _MAIN_THREAD = threading.get_ident()  # the forking thread is the child's main thread (Ctrl-C handling)
+    for c in list(_CONTEXTS):
+        if not c._lock._is_owned():  # the forking thread's own call (a fork in a progress callback) goes on
+            c._lock = threading.RLock()
+    for k in [k for k, c in _DEFAULT.items() if c.backend == "cuda"]:
+        del _DEFAULT[k]
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _current_cuda_device():

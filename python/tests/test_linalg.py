@@ -876,30 +876,98 @@ def test_numpy_tolerance_keywords_match_numpy(rng, dtype):
         sg.lstsq(A[0, 0], b, rcond=-1)
 
 
-def test_fork_after_one_large_matrix():
-    """A call on one matrix (its NaN/Inf scan included) starts no OpenMP thread team: GNU OpenMP is not
-    fork-safe, so a process that forks afterwards (multiprocessing, DataLoader workers) would hang in the
-    child's first batched call. Run in a fresh interpreter: this one has had teams for a while."""
+def _fresh_interpreter(code, what):
+    """Runs code in a new interpreter that imports this checkout's specgrad; fails on a hang or nonzero exit."""
     import subprocess
     import sys
 
-    code = """
-import os, signal, numpy as np, specgrad as sg
-sg.matrix_rank(np.random.default_rng(0).standard_normal((300, 300)))
-pid = os.fork()
-if pid == 0:
-    signal.alarm(60)  # a hung child ends (SIGALRM's default action) instead of outliving the test
-    os._exit(0 if list(sg.matrix_rank(np.eye(4)[None].repeat(8, 0))) == [4] * 8 else 3)
-_, st = os.waitpid(pid, 0)
-raise SystemExit(os.WEXITSTATUS(st))
-"""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(sg.__file__))] +
                                                        [p for p in [os.environ.get("PYTHONPATH")] if p]))
     try:
         r = subprocess.run([sys.executable, "-c", code], env=env, timeout=120, capture_output=True, text=True)
     except subprocess.TimeoutExpired:
-        pytest.fail("the forked child hung after the parent checked one large matrix")
-    assert r.returncode == 0, r.stderr
+        pytest.fail(what)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_fork_workers_after_batched_calls():
+    """The DataLoader / multiprocessing pattern: batched calls on two threads in the parent, then forked
+    workers make their own. GNU OpenMP's pool does not survive fork (a team in the child waits for ever), so
+    the library runs the children's calls on one thread: same results, no hang."""
+    _fresh_interpreter("""
+import multiprocessing as mp, numpy as np, specgrad as sg
+A = np.random.default_rng(0).standard_normal((4, 512, 8, 8)); A = A + A.swapaxes(-1, -2)
+ctx = sg.Context("cpu", threads=2)
+ref = [ctx.eigh(a)[0] for a in A]
+cpu = sg.get_context("cpu")  # the shared one too (a CUDA context would not survive fork: other test)
+cpu.eigh(A[0])
+def work(i):
+    return cpu.eigh(A[i])[0], ctx.eigh(A[i])[0], sg.Context("cpu", threads=4).eigh(A[i])[0]
+with mp.get_context("fork").Pool(2) as pool:
+    res = pool.map_async(work, range(4)).get(timeout=60)
+for i, r in enumerate(res):
+    for w in r:
+        np.testing.assert_array_equal(w, ref[i])
+""", "forked workers hung after the parent's batched calls")
+
+
+def test_fork_while_another_thread_is_in_a_call():
+    """A fork while another thread is inside a call on a context: in the child that thread does not exist,
+    so the context's lock it held is replaced, and the library's single-BLAS-thread section it had entered is
+    reset; the child's calls on the same context (and the default one) run."""
+    _fresh_interpreter("""
+import os, signal, threading, numpy as np, specgrad as sg
+A = np.random.default_rng(1).standard_normal((64, 6, 6)); A = A + A.swapaxes(-1, -2)
+ctx = sg.Context("cpu", threads=1)
+inside, release = threading.Event(), threading.Event()
+def prog(f):
+    if f < 1 and not inside.is_set():
+        inside.set(); release.wait(60)
+ctx.set_progress(prog, every=0)
+t = threading.Thread(target=ctx.eigh, args=(A,)); t.start()
+assert inside.wait(60)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)
+    ctx.set_progress(None)
+    ok = np.array_equal(ctx.eigh(A[:4])[0], sg.get_context("cpu").eigh(A[:4])[0])
+    os._exit(0 if ok else 3)
+release.set(); t.join()
+_, st = os.waitpid(pid, 0)
+raise SystemExit(f"child: {st}" if st else 0)
+""", "the forked child hung on the context another thread was using")
+
+
+def test_cuda_context_from_before_fork_in_the_child():
+    """CUDA does not survive fork: in a forked child the parent's CUDA contexts (an explicit one, the shared
+    default) raise SG_ERR_CUDA naming the fork, before reaching the driver; the shared default is dropped, so
+    the child's next default use creates its own context (which a real GPU may refuse, with the reason)."""
+    if os.environ.get("SPECGRAD_BACKEND", "cpu") != "cuda":
+        pytest.skip("needs SPECGRAD_BACKEND=cuda (CI's second pass on the emulated device, or a GPU)")
+    _fresh_interpreter("""
+import os, signal, numpy as np, specgrad as sg
+A = np.eye(3)[None].repeat(4, 0)
+ctx = sg.Context("cuda"); ctx.eigh(A); sg.eigh(A)
+shared = sg.get_context("cuda")
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)
+    codes = []
+    for c in (ctx, shared):
+        try:
+            c.eigh(A); codes.append(4)
+        except sg.SpecgradError as e:
+            codes.append(0 if e.status_name == "SG_ERR_CUDA" and "created before fork()" in e.message else 5)
+    try:
+        codes.append(6 if sg.get_context("cuda") is shared else 0)
+    except sg.SpecgradError as e:  # a real GPU: the parent's CUDA use rules the child out
+        codes.append(0 if "forked child" in str(e) else 7)
+    codes.append(0 if np.array_equal(sg.Context("cpu").eigh(A)[0], np.ones((4, 3))) else 8)
+    os._exit(max(codes))
+_, st = os.waitpid(pid, 0)
+ctx.eigh(A)  # the parent's contexts still work
+raise SystemExit(f"child: {st}" if st else 0)
+""", "the forked child hung on its parent's CUDA context")
 
 
 def test_per_matrix_tolerance_errors():
