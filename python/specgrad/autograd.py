@@ -20,7 +20,9 @@ returning a gradient that ignores the backward's own dependence on A.
 
 Every wrapper also supports torch.func (grad, vjp, jacrev, vmap: per-sample gradients with
 vmap(grad(loss))): forward + setup_context, a vmap rule, and a backward made of torch ops and Functions
-that call the library (EighBackward, _Pinv, ...) with vmap rules. No forward mode (jvp, jacfwd, hessian).
+that call the library (EighBackward, _Pinv, ...) with vmap rules. Forward mode (torch.func.jvp, jacfwd,
+torch.autograd.forward_ad) for eigh, svd (economy) and matfunc: the adjoints of their backwards, so the
+same degeneracy mode applies both ways. No Hessians: the backwards are once_differentiable.
 """
 from __future__ import annotations
 
@@ -63,6 +65,11 @@ class _LibOp(torch.autograd.Function):
     def backward(ctx, *grads):
         raise RuntimeError("specgrad: the library's backward ops are once_differentiable: differentiating a "
                            "gradient (double backward, Hessians) is not supported")
+
+    @staticmethod
+    def jvp(ctx, *tangents):  # forward over reverse (torch.func.hessian, jacfwd of a gradient)
+        raise RuntimeError("specgrad: the library's backward ops are once_differentiable: differentiating a "
+                           "gradient (double backward, Hessians, forward over reverse) is not supported")
 
 
 def _vmap_broadcast(in_dims, xs):
@@ -183,6 +190,11 @@ class MatFuncBackward(_LibOp):
         return _vmap_fronted(MatFuncBackward, info, in_dims, (w, V, gF), fn, p, c)
 
 
+def _eye_like(M):
+    """The identity of M's matrix size, expanded (no copy) to M's batch shape."""
+    return torch.eye(M.shape[-1], dtype=M.dtype, device=M.device).expand(M.shape)
+
+
 def _vmapped(fn, info, A, d, nout, *args):
     """vmap rule of a forward whose only tensor input is A: the vmapped dimension is one more batch dimension."""
     return fn.apply(A.movedim(d, 0), *args), (0,) * nout if nout > 1 else 0
@@ -197,8 +209,20 @@ class Eigh(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         A, mode, param, sgctx = inputs
         ctx.save_for_backward(*output)
+        ctx.save_for_forward(*output)
         ctx.opts = (mode, param, _ctx(sgctx, A))
         ctx.set_materialize_grads(False)  # an unused V gets gV = None: no V term (finite at ties, as torch)
+
+    @staticmethod
+    def jvp(ctx, dA, *_):
+        """dw = diag(X), dV = V (X ∘ F), X = Vᵀ sym(dA) V: the adjoint of the backward, with the backward's
+        own F (degeneracy mode included) read off the library: for K antisymmetric, eigh_backward at V = I
+        gives skew(K) ∘ F = K ∘ F; K = X above the diagonal and −X below it gives X ∘ F up to those signs."""
+        w, V = ctx.saved_tensors
+        X = V.mT @ ((dA + dA.mT) / 2) @ V
+        up = X.triu(1)
+        FK = EighBackward.apply(w, _eye_like(V), None, up - up.mT, *ctx.opts)
+        return X.diagonal(dim1=-2, dim2=-1), V @ (FK.triu(1) - FK.tril(-1))
 
     @staticmethod
     def backward(ctx, gw, gV):
@@ -221,8 +245,41 @@ class Svd(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         A, full_matrices, mode, param, sgctx = inputs
         ctx.save_for_backward(*output)
+        ctx.save_for_forward(*output)
+        ctx.full_matrices = full_matrices
         ctx.opts = (mode, param, _ctx(sgctx, A))
         ctx.set_materialize_grads(False)  # unused U / Vh: None, no term (zeros would meet 1/E, Σ⁻¹ at ties, σ = 0)
+
+    @staticmethod
+    def jvp(ctx, dA, *_):
+        """The adjoint of the backward (docs/gradients.md), with its own coefficients read off the library.
+        With P = Uᵀ dA V, the backward's off-diagonal G = c₊ ∘ a + c₋ ∘ d (a = skew(UᵀgU), d = skew(VᵀgV);
+        c₊, c₋ hold the degeneracy mode), so dS = diag(P), dU = U skew(c₊ ∘ P) + (I − UUᵀ) dA V Σ⁻¹ and
+        dV = V skew(c₋ ∘ P) + (I − VVᵀ) dAᵀ U Σ⁻¹. svd_backward at U = V = I with an antisymmetric gU = K
+        (a = 2K) gives 2 c₊ ∘ K; one K from P's upper triangle and one from its lower give c₊ ∘ P (c₋: gV)."""
+        if ctx.full_matrices:
+            raise NotImplementedError("specgrad.autograd.svd: forward-mode AD (jvp, jacfwd) with full_matrices=True "
+                                      "is not supported (the complement's tangent is not unique); use "
+                                      "full_matrices=False")
+        U, S, Vh = ctx.saved_tensors
+        V = Vh.mT
+        P = U.mT @ dA @ V
+        up, lo = P.triu(1), P.tril(-1)
+        K = torch.stack((up - up.mT, lo - lo.mT))  # the two probes as one more batch dimension
+        I2 = _eye_like(P).expand(K.shape)
+        S2 = S.expand((2,) + S.shape)
+        Gu = SvdBackward.apply(I2, S2, I2, K, None, None, *ctx.opts)
+        Gv = SvdBackward.apply(I2, S2, I2, None, None, -K, *ctx.opts)  # gVh = gVᵀ = Kᵀ
+        cu = (Gu[0].triu(1) + Gu[1].tril(-1)) / 2
+        cv = (Gv[0].triu(1) + Gv[1].tril(-1)) / 2
+        dU = U @ (cu - cu.mT)
+        dV = V @ (cv - cv.mT)
+        Sinv = 1 / S[..., None, :]
+        if U.shape[-2] > U.shape[-1]:
+            dU = dU + (dA @ V - U @ P) * Sinv
+        if V.shape[-2] > V.shape[-1]:
+            dV = dV + (dA.mT @ U - V @ P.mT) * Sinv
+        return dU, P.diagonal(dim1=-2, dim2=-1), dV.mT
 
     @staticmethod
     def backward(ctx, gU, gS, gVh):
@@ -249,8 +306,15 @@ class MatFunc(torch.autograd.Function):
         A, fn, p, sgctx = inputs
         F, w, V = output
         ctx.save_for_backward(w, V)
+        ctx.save_for_forward(w, V)
         ctx.mark_non_differentiable(w, V)
         ctx.opts = (fn, p, _ctx(sgctx, A))
+
+    @staticmethod
+    def jvp(ctx, dA, *_):
+        """dF = V (L ∘ (Vᵀ sym(dA) V)) Vᵀ: L is symmetric, so the map is its own adjoint, the backward."""
+        w, V = ctx.saved_tensors
+        return MatFuncBackward.apply(w, V, dA, *ctx.opts), None, None
 
     @staticmethod
     def backward(ctx, gF, gw, gV):

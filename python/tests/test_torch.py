@@ -652,14 +652,103 @@ def test_jacrev_matches_torch(rng):
 
 
 def test_func_second_order_raises_clearly(rng):
-    """Reverse over reverse reaches the library backward's own backward (not implemented: our message);
-    forward mode (jvp, jacfwd, torch.func.hessian) has no jvp rule (torch's message)."""
+    """Reverse over reverse reaches the library backward's own backward, forward over reverse
+    (torch.func.hessian) its jvp: neither is implemented, and both say so in our words."""
     A = torch.tensor(sym_with_spectrum(rng, [0.5, 1.0, 2.0], ()))
     f = lambda X: sga.eigh(X)[0].pow(3).sum()  # noqa: E731
     with pytest.raises(RuntimeError, match="once_differentiable"):
         torch.func.jacrev(torch.func.grad(f))(A)
-    with pytest.raises(RuntimeError, match="jvp"):
+    with pytest.raises(RuntimeError, match="once_differentiable.*forward over reverse"):
         torch.func.hessian(f)(A)
+
+
+@pytest.mark.parametrize("op", ["eigh", "svd_tall", "svd_wide", "svd_square", "sqrt", "log", "exp", "pow"])
+def test_gradcheck_forward_mode(rng, op):
+    """Forward mode (the jvp rules) against central finite differences in float64 (gradcheck with
+    check_forward_ad), next to the backward, on gauge-fixed outputs."""
+    if op == "eigh":
+        X = torch.tensor(sym_with_spectrum(rng, [-1.0, 0.5, 2.0, 3.5], (2,)), requires_grad=True)
+        f = lambda X: (lambda w, V: (w, _fix_sign(V)))(*sga.eigh(_sym(X)))  # noqa: E731
+    elif op.startswith("svd"):
+        X = torch.tensor(rng.standard_normal({"svd_tall": (2, 5, 3), "svd_wide": (2, 3, 5), "svd_square": (2, 4, 4)}[op]),
+                         requires_grad=True)
+
+        def f(X):
+            U, S, Vh = sga.svd(X)
+            s = torch.sign(U[..., :1, :]).detach()
+            return U * s, S, Vh * s.mT
+    else:
+        X = torch.tensor(random_spd(rng, 4, (2,)), requires_grad=True)
+        f = lambda X: sga.matfunc(_sym(X), op, 0.7 if op == "pow" else None)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (X,), check_forward_ad=True)
+
+
+def _inner(xs, ys):
+    return sum((x * y).sum() for x, y in zip(xs, ys) if x is not None and y is not None)
+
+
+@pytest.mark.parametrize("mode", ["exact", "mask", "lorentz", "taylor"])
+def test_jvp_is_the_adjoint_of_the_backward_in_every_mode(rng, mode):
+    """<gOut, J dA> = <Jᵀ gOut, dA> for random symmetric tangents and cotangents of every output, at spectra
+    with a near tie (and, except in mode='exact', an exact tie): the jvp uses the backward's
+    own degeneracy coefficients, so each mode changes both alike (a jvp with the plain 1/E fails here)."""
+    eig_w = [1.0, 1.0 + 1e-9, 2.0, 3.0] if mode != "exact" else [1.0, 1.0 + 1e-3, 2.0, 3.0]
+    cases = [("eigh", torch.tensor(sym_with_spectrum(rng, eig_w, (2,))), lambda A: sga.eigh(A, mode=mode))]
+    if mode != "exact":
+        cases.append(("eigh tie", torch.tensor(sym_with_spectrum(rng, [1.0, 1.0, 2.0, 3.0], ())),
+                      lambda A: sga.eigh(A, mode=mode)))
+    for shape, gap in (((5, 3), 1e-9), ((3, 5), 1e-9), ((4, 4), 1e-9), ((5, 3), 0.0), ((4, 4), 0.0)):
+        if mode == "exact":
+            gap = 1e-3  # a finite result needs a gap
+        k = min(shape)
+        s = torch.tensor([3.0, 1.0 + gap, 1.0, 0.5][:k], dtype=torch.float64)
+        U = torch.linalg.qr(torch.tensor(rng.standard_normal((shape[0], k))))[0]
+        V = torch.linalg.qr(torch.tensor(rng.standard_normal((shape[1], k))))[0]
+        cases.append((f"svd {shape} gap {gap}", U @ torch.diag(s) @ V.mT, lambda A: sga.svd(A, mode=mode)))
+    for name, A, f in cases:
+        dA = torch.tensor(rng.standard_normal(A.shape))
+        if name.startswith("eigh"):
+            dA = _sym(dA)
+        out, tangent = torch.func.jvp(f, (A,), (dA,))
+        g = tuple(torch.tensor(rng.standard_normal(o.shape)) for o in out)
+        _, vjp_fn = torch.func.vjp(f, A)
+        lhs, rhs = _inner(g, tangent), (vjp_fn(g)[0] * dA).sum()
+        assert torch.isfinite(lhs), name
+        torch.testing.assert_close(lhs, rhs, rtol=1e-9, atol=1e-9 * float(abs(rhs)) + 1e-12, msg=name)
+
+
+def test_jvp_matches_torch_and_jacfwd_matches_jacrev(rng):
+    """Symmetric tangents give torch's jvp of torch.linalg.eigh / svd (gauge-aligned); jacfwd (vmap over
+    the jvp) equals our jacrev, also in directions that are not symmetric (both symmetrize); the dual-tensor
+    API (torch.autograd.forward_ad) reaches the same rule; full_matrices=True is refused clearly."""
+    A = torch.tensor(sym_with_spectrum(rng, [-1.0, 0.5, 2.0, 3.5], (3,)))
+    dA = _sym(torch.tensor(rng.standard_normal(A.shape)))
+    (w, V), (dw, dV) = torch.func.jvp(sga.eigh, (A,), (dA,))
+    _, (dw_t, dV_t) = torch.func.jvp(torch.linalg.eigh, (A,), (dA,))
+    sign = torch.sign((V * torch.linalg.eigh(A)[1]).sum(-2, keepdim=True))
+    torch.testing.assert_close(dw, dw_t, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dV, dV_t * sign, rtol=1e-9, atol=1e-11)
+    for shape in ((2, 6, 4), (2, 4, 6)):
+        R = torch.tensor(rng.standard_normal(shape))
+        dR = torch.tensor(rng.standard_normal(shape))
+        (U, S, Vh), (dU, dS, dVh) = torch.func.jvp(sga.svd, (R,), (dR,))
+        Ut = torch.linalg.svd(R, full_matrices=False)[0]
+        _, (dU_t, dS_t, dVh_t) = torch.func.jvp(lambda X: torch.linalg.svd(X, full_matrices=False), (R,), (dR,))
+        sign = torch.sign((U * Ut).sum(-2, keepdim=True))
+        torch.testing.assert_close(dS, dS_t, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(dU, dU_t * sign, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(dVh, dVh_t * sign.mT, rtol=1e-9, atol=1e-11)
+    P = torch.tensor(random_spd(rng, 4, ()))
+    R = torch.tensor(rng.standard_normal((5, 3)))
+    for fn, X in ((lambda X: sga.eigh(X)[1].pow(2), A[0]), (lambda X: sga.svd(X)[0].pow(2), R),
+                  (lambda X: sga.svd(X.mT)[2].pow(2), R), (lambda X: sga.matfunc(X, "log"), P)):
+        torch.testing.assert_close(torch.func.jacfwd(fn)(X), torch.func.jacrev(fn)(X), rtol=1e-9, atol=1e-11)
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        w2, _ = sga.eigh(fwAD.make_dual(A, dA))
+        torch.testing.assert_close(fwAD.unpack_dual(w2).tangent, dw, rtol=0, atol=0)
+    with pytest.raises(NotImplementedError, match="full_matrices=True"):
+        torch.func.jvp(lambda X: sga.svd(X, full_matrices=True), (R,), (R,))
 
 
 def test_torch_compile_breaks_the_graph_and_keeps_gradients(rng):
