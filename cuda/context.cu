@@ -11,8 +11,10 @@ extern "C" int sg_cuda_devices(char *why, size_t len)
     if (e != cudaSuccess) {
         if (why && len)
             snprintf(why, len, "cudaGetDeviceCount: %s (error %d)%s", cudaGetErrorString(e), (int)e,
-                     sg_fork_count() ? "; this process is a forked child, where CUDA does not work once the parent "
-                                       "used it: start it with spawn" : "");
+                     e == cudaErrorInitializationError && sg_fork_count()
+                         ? "; this process is a forked child, where CUDA does not work once the parent used it: "
+                           "start it with spawn"
+                         : "");
         cudaGetLastError(); /* clear the sticky-free error so later calls start clean */
         return 0;
     }
@@ -92,6 +94,13 @@ static sg_status cuda_init(sg_ctx *ctx)
 static void cuda_destroy(sg_ctx *ctx)
 {
     if (!ctx->cuda) return;
+    if (ctx->forks != sg_fork_count()) { /* created before a fork: the runtime is gone, free the host side */
+        sg_cuda_state *st = sg_cu(ctx);
+        for (int k = 0; k < 3; k++) free(st->xsyev_hwork[k]);
+        free(st);
+        ctx->cuda = NULL;
+        return;
+    }
     SG_DEVICE_SCOPE(ctx); /* streams, handles and pinned buffers are released on their own device */
     cuda_destroy_state(sg_cu(ctx));
     ctx->cuda = NULL;

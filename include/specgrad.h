@@ -108,7 +108,8 @@ typedef struct sg_ctx sg_ctx;
    A CUDA context belongs to the device current at sg_create: each call makes it current for its duration
    and gives the caller's current device back (device pointers must live on that device). CUDA does not
    survive fork(): in a forked child, a CUDA context created before the fork fails every call with
-   SG_ERR_CUDA (without reaching the driver), and sg_destroy there frees only its host memory. */
+   SG_ERR_CUDA (without reaching the driver), and sg_destroy there frees only its malloc'd host state (its
+   pinned buffers and device memory belong to the parent). */
 SG_API sg_status sg_create(sg_ctx **ctx, sg_backend backend);
 SG_API void sg_destroy(sg_ctx *ctx);
 SG_API sg_backend sg_get_backend(const sg_ctx *ctx);
@@ -128,10 +129,12 @@ SG_API sg_status sg_set_stream(sg_ctx *ctx, void *cuda_stream); /* cudaStream_t;
 /* Jacobi solver controls (CUDA syevj/gesvdj): tol <= 0 → machine eps, max_sweeps <= 0 → 100; a tol
    below the dtype's eps is raised to it (f32 cannot meet 1e-14). NaN or ±Inf tol: SG_ERR_ARG. */
 SG_API sg_status sg_set_jacobi(sg_ctx *ctx, double tol, int max_sweeps);
-/* CPU threads over the batch; <= 0 = all. In a forked child of a process whose calls had run on several
-   threads, every call runs on one (GNU OpenMP's thread pool does not survive fork: a team there would wait
-   forever); OpenBLAS keeps its own threads for one large matrix. For parallel workers, start them with
-   spawn (Python: multiprocessing's "spawn", DataLoader's multiprocessing_context="spawn"). */
+/* CPU threads over the batch; <= 0 = all. In a forked child every call runs on one (GNU OpenMP's thread
+   pool does not survive fork, and whether the parent started one, through specgrad, torch or its own
+   OpenMP, cannot be told: a team there would wait forever); OpenBLAS keeps its own threads for one large
+   matrix. For parallel workers, start them with spawn (Python: multiprocessing's "spawn", DataLoader's
+   multiprocessing_context="spawn"). fork() inside a progress callback of a call on several threads is not
+   supported: the child would wait at the end of the parallel loop for threads that are not there. */
 SG_API sg_status sg_set_threads(sg_ctx *ctx, int nthreads);
 /* NaN/Inf input check (default on). Off: inputs are not scanned. A decomposition (eigh, SVD and the ops
    built on them) still reports a matrix holding NaN/Inf in what it reads (eigh: the lower triangle) as

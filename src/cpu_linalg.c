@@ -36,40 +36,50 @@ static lapack_int sg_lwork(double q)
 static pthread_mutex_t sg_blas_mu = PTHREAD_MUTEX_INITIALIZER;
 static int sg_blas_depth, sg_blas_saved;
 
-/* ---- fork: GNU OpenMP keeps its thread pool in the parent, so a team in a forked child waits forever
-   for threads that do not exist there (multiprocessing's default start method, DataLoader workers). Once
-   this process has started a team, calls in its forked children (and theirs) run on one thread. A fork
-   from another thread in the middle of a call leaves the BLAS section held in the child: reset it. */
-static int sg_team_started, sg_fork_serial;
-static int sg_blas_orphan; /* > 0: the count a call cut by the fork never restored (the next section will) */
+/* ---- fork: GNU OpenMP keeps a thread's pool in the parent, so a team in a forked child waits forever for
+   threads that do not exist there (multiprocessing's default start method). Whoever started the pool (we,
+   torch, the user's own OpenMP: one libgomp per process) cannot be told from here, so every call in a
+   forked child runs on one thread (OpenBLAS's own threads, fork-safe, still serve one large matrix). The
+   BLAS section's mutex is held across fork(), so the child gets a consistent depth and saved count: a call
+   of another thread cut by the fork leaves its count to restore (no BLAS call in a fork handler: the next
+   call does it). */
+static int sg_fork_serial, sg_blas_orphan; /* orphan > 0: the count a call cut by the fork never restored */
 
-static void sg_atfork_child(void) /* no BLAS call in a fork handler: the next section restores the count */
+static void sg_fork_prepare(void) { pthread_mutex_lock(&sg_blas_mu); }
+static void sg_fork_parent(void) { pthread_mutex_unlock(&sg_blas_mu); }
+static void sg_fork_child(void)
 {
-    if (__atomic_load_n(&sg_team_started, __ATOMIC_RELAXED)) sg_fork_serial = 1;
-    pthread_mutex_init(&sg_blas_mu, NULL);
+    sg_fork_serial = 1;
     if (sg_blas_depth > 0) sg_blas_orphan = sg_blas_saved;
     sg_blas_depth = 0;
+    pthread_mutex_unlock(&sg_blas_mu);
 }
 
-__attribute__((constructor)) static void sg_atfork_register(void) { pthread_atfork(NULL, NULL, sg_atfork_child); }
+__attribute__((constructor)) static void sg_fork_register(void)
+{
+    pthread_atfork(sg_fork_prepare, sg_fork_parent, sg_fork_child);
+}
 
 int sg_cpu_threads(const sg_ctx *ctx, int64_t batch)
 {
     if (sg_fork_serial) return 1;
     int nt = ctx->threads > 0 ? ctx->threads : omp_get_max_threads();
     if ((int64_t)nt > batch) nt = (int)batch;
-    if (nt <= 1) return 1;
-    if (!__atomic_load_n(&sg_team_started, __ATOMIC_RELAXED)) __atomic_store_n(&sg_team_started, 1, __ATOMIC_RELAXED);
-    return nt;
+    return nt < 1 ? 1 : nt;
 }
 
 int sg_blas_single_begin(const sg_ctx *ctx, int nt, int small)
 {
+    if (__atomic_load_n(&sg_blas_orphan, __ATOMIC_RELAXED)) { /* only in a forked child, once */
+        pthread_mutex_lock(&sg_blas_mu);
+        if (sg_blas_orphan > 1 && sg_blas_depth == 0) openblas_set_num_threads(sg_blas_orphan);
+        if (sg_blas_depth == 0) __atomic_store_n(&sg_blas_orphan, 0, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&sg_blas_mu);
+    }
     if (nt <= 1 && !small && ctx->threads != 1) return -1;
     pthread_mutex_lock(&sg_blas_mu);
     if (sg_blas_depth++ == 0) {
-        sg_blas_saved = sg_blas_orphan > 0 ? sg_blas_orphan : openblas_get_num_threads();
-        sg_blas_orphan = 0;
+        sg_blas_saved = openblas_get_num_threads();
         if (sg_blas_saved != 1) openblas_set_num_threads(1);
     }
     pthread_mutex_unlock(&sg_blas_mu);

@@ -42,7 +42,7 @@ struct sg_ctx {
 int sg_fork_count(void);
 
 /* CPU threads for a loop over batch items: the context's setting (<= 0: all), at most one per item, and one
-   in a forked child of a process that had started a thread team (src/cpu_linalg.c says why). */
+   in a forked child (src/cpu_linalg.c says why). */
 int sg_cpu_threads(const sg_ctx *ctx, int64_t batch);
 
 /* Each backend implements every op; arguments are already validated. */

@@ -73,7 +73,7 @@ sg_backend sg_get_backend(const sg_ctx *ctx) { return ctx ? ctx->backend : SG_BA
 /* ---- context --------------------------------------------------------------------------------- */
 /* Forks this process has been through (counted in each child). The CUDA runtime does not survive fork: a
    CUDA context created before one is refused in the child with a clear error instead of failing, or
-   hanging, inside the driver, and its destruction there frees only host memory. */
+   hanging, inside the driver, and its destruction there frees only its host-side state (cuda_destroy). */
 static int sg_forks;
 static void sg_count_fork(void) { sg_forks++; }
 int sg_fork_count(void) { return sg_forks; }
@@ -121,7 +121,7 @@ sg_status sg_create(sg_ctx **out, sg_backend backend)
 void sg_destroy(sg_ctx *ctx)
 {
     if (!ctx) return;
-    if (ctx->ops && ctx->ops->destroy && fork_check(ctx) == SG_OK) ctx->ops->destroy(ctx);
+    if (ctx->ops && ctx->ops->destroy) ctx->ops->destroy(ctx); /* CUDA's knows about forks */
     free(ctx);
 }
 

@@ -11,6 +11,7 @@
  * while an op still reports SG_ERR_UNSUPPORTED. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -1107,9 +1108,10 @@ Test(reliability, forked_child_runs_its_calls_on_one_thread, .timeout = 60)
     if (pid == 0) {
         alarm(20);
         int bad = fork_child_calls(pc, &A, W.data, gA.data); /* the parent's context, then a new one */
-        sg_ctx *c2;
+        sg_ctx *c2 = NULL;
         if (!bad && (sg_create(&c2, SG_BACKEND_CPU) != SG_OK || sg_set_threads(c2, 4) != SG_OK)) bad = 20;
         if (!bad) bad = fork_child_calls(c2, &A, W.data, gA.data);
+        sg_destroy(c2);
         _exit(bad);
     }
     int st = 0;
@@ -1121,9 +1123,38 @@ Test(reliability, forked_child_runs_its_calls_on_one_thread, .timeout = 60)
     free(a), tu_free_mat(&W), tu_free_mat(&V), tu_free_mat(&gA);
 }
 
+/* The same when the parent's team was not started by specgrad (the user's own OpenMP, or torch: one
+   libgomp per process, whoever started its pool): the child's calls still run, on one thread. */
+Test(reliability, forked_child_after_another_librarys_thread_team, .timeout = 60)
+{
+    int seen = 0;
+#pragma omp parallel num_threads(2) reduction(+ : seen)
+    seen += 1;
+    cr_assert_eq(seen, 2, "the test's own team has %d threads", seen);
+    double a[64 * 16], w[64 * 4];
+    for (int i = 0; i < 64 * 16; i++) a[i] = (double)((i * 7) % 5) - 2;
+    sg_mat A = sg_mat_dense(a, SG_F64, 64, 4, 4), W = sg_mat_dense(w, SG_F64, 64, 4, 1);
+    sg_ctx *pc;
+    cr_assert_eq(sg_create(&pc, SG_BACKEND_CPU), SG_OK);
+    cr_assert_eq(sg_set_threads(pc, 2), SG_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork failed");
+    if (pid == 0) {
+        alarm(20);
+        _exit(sg_eigh(pc, &A, &W, NULL) == SG_OK ? 0 : 10);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %d (-14: hung, 10: the call failed)",
+              WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+    sg_destroy(pc);
+}
+
 /* A fork from another thread while a call is in its batch loop: the child has no thread to end the call's
-   single-BLAS-thread section, so the child's next call restores the count from before (the section's depth
-   is reset in the child), instead of leaving OpenBLAS on one thread for the child's life. */
+   single-BLAS-thread section, so the child's next call, even one that enters no such section, restores
+   the count from before (the section's depth is reset in the child), instead of leaving OpenBLAS on one
+   thread for the child's life. */
 static sem_t fk_in_loop, fk_forked;
 static int fk_progress(double f, void *u)
 {
@@ -1161,11 +1192,11 @@ Test(reliability, fork_during_a_call_restores_the_blas_threads_in_the_child, .ti
     if (pid == 0) {
         alarm(20);
         int inside = openblas_get_num_threads();
-        sg_ctx *c;
-        double a[4 * 9], w[4 * 3], v[4 * 9];
-        for (int i = 0; i < 36; i++) a[i] = (double)((i * 5) % 7) - 3;
-        sg_mat A = sg_mat_dense(a, SG_F64, 4, 3, 3), W = sg_mat_dense(w, SG_F64, 4, 3, 1), V = sg_mat_dense(v, SG_F64, 4, 3, 3);
-        if (sg_create(&c, SG_BACKEND_CPU) != SG_OK || sg_eigh(c, &A, &W, &V) != SG_OK) _exit(10);
+        sg_ctx *c; /* one 40×40 matrix: no single-thread section (BLAS keeps its threads), the count comes back */
+        double *a = tu_sym_batch(1, 40, 5), w[40];
+        sg_mat A = sg_mat_dense(a, SG_F64, 1, 40, 40), W = sg_mat_dense(w, SG_F64, 1, 40, 1);
+        if (sg_create(&c, SG_BACKEND_CPU) != SG_OK || sg_eigh(c, &A, &W, NULL) != SG_OK) _exit(10);
+        sg_destroy(c), free(a);
         _exit(inside != 1 ? 11 : openblas_get_num_threads() == 3 ? 0 : 12);
     }
     sem_post(&fk_forked);

@@ -1375,16 +1375,21 @@ _CONTEXTS = weakref.WeakSet()
 
 
 def _after_fork_in_child():
-    """A lock that another thread of the parent held at the fork (a call under way) would stay held for ever
-    in the child: every context gets a fresh one. The shared CUDA contexts are dropped: CUDA does not survive
-    fork (the library refuses a context from before it, with a clear error), so a CUDA call in the child
-    gets a context of its own, and the error at its creation if the parent's CUDA use rules that out."""
+    """A call under way in another thread of the parent does not exist in the child: the lock it held
+    would stay held for ever (every such context gets a fresh one), and the SIGINT handler it had set for
+    Ctrl-C would never be put back (it is, so Ctrl-C raises KeyboardInterrupt again). The shared CUDA
+    contexts are dropped: CUDA does not survive fork (the library refuses a context from before it, with a
+    clear error), so a CUDA call in the child gets a context of its own, or the error at its creation."""
     global _DEFAULT_LOCK, _MAIN_THREAD
     _DEFAULT_LOCK = threading.Lock()
     _MAIN_THREAD = threading.get_ident()  # the forking thread is the child's main thread (Ctrl-C handling)
     for c in list(_CONTEXTS):
-        if not c._lock._is_owned():  # the forking thread's own call (a fork in a progress callback) goes on
-            c._lock = threading.RLock()
+        if c._lock._is_owned():  # a fork in this thread's own progress callback: its call goes on
+            continue
+        c._lock = threading.RLock()
+        if c._sigint.prev is not None:
+            signal.signal(signal.SIGINT, c._sigint.prev)
+            c._sigint.prev = None
     for k in [k for k, c in _DEFAULT.items() if c.backend == "cuda"]:
         del _DEFAULT[k]
 

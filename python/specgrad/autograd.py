@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ._core import _ctx_for
-from ._lib import DegenerateError
+from ._lib import DegenerateError, NonFiniteError
 
 
 def _ctx(ctx, x):
@@ -67,9 +67,10 @@ class _LibOp(torch.autograd.Function):
                            "gradient (double backward, Hessians) is not supported")
 
     @staticmethod
-    def jvp(ctx, *tangents):  # forward over reverse (torch.func.hessian, jacfwd of a gradient)
+    def jvp(ctx, *tangents):  # forward over reverse (torch.func.hessian) or over forward (jacfwd of a jvp)
         raise RuntimeError("specgrad: the library's backward ops are once_differentiable: differentiating a "
-                           "gradient (double backward, Hessians, forward over reverse) is not supported")
+                           "gradient or a tangent (double backward, Hessians, forward over reverse or over "
+                           "forward) is not supported")
 
 
 def _vmap_broadcast(in_dims, xs):
@@ -190,8 +191,18 @@ class MatFuncBackward(_LibOp):
         return _vmap_fronted(MatFuncBackward, info, in_dims, (w, V, gF), fn, p, c)
 
 
+def _jvp_call(op, fn, *args):
+    """fn.apply(*args) inside op's jvp: a NaN/Inf in the tangent is reported by the backward op it feeds
+    (the library checks its inputs, as for cotangents); say where it came from."""
+    try:
+        return fn.apply(*args)
+    except NonFiniteError as e:
+        e.add_note(f"(in the forward-mode rule of specgrad.autograd.{op}: the tangent dA holds NaN or Inf)")
+        raise
+
+
 def _eye_like(M):
-    """The identity of M's matrix size, expanded (no copy) to M's batch shape."""
+    """The identity of M's matrix size, expanded to M's batch shape (the binding copies it for the call)."""
     return torch.eye(M.shape[-1], dtype=M.dtype, device=M.device).expand(M.shape)
 
 
@@ -221,7 +232,7 @@ class Eigh(torch.autograd.Function):
         w, V = ctx.saved_tensors
         X = V.mT @ ((dA + dA.mT) / 2) @ V
         up = X.triu(1)
-        FK = EighBackward.apply(w, _eye_like(V), None, up - up.mT, *ctx.opts)
+        FK = _jvp_call("eigh", EighBackward, w, _eye_like(V), None, up - up.mT, *ctx.opts)
         return X.diagonal(dim1=-2, dim2=-1), V @ (FK.triu(1) - FK.tril(-1))
 
     @staticmethod
@@ -268,8 +279,8 @@ class Svd(torch.autograd.Function):
         K = torch.stack((up - up.mT, lo - lo.mT))  # the two probes as one more batch dimension
         I2 = _eye_like(P).expand(K.shape)
         S2 = S.expand((2,) + S.shape)
-        Gu = SvdBackward.apply(I2, S2, I2, K, None, None, *ctx.opts)
-        Gv = SvdBackward.apply(I2, S2, I2, None, None, -K, *ctx.opts)  # gVh = gVᵀ = Kᵀ
+        Gu = _jvp_call("svd", SvdBackward, I2, S2, I2, K, None, None, *ctx.opts)
+        Gv = _jvp_call("svd", SvdBackward, I2, S2, I2, None, None, -K, *ctx.opts)  # gVh = gVᵀ = Kᵀ
         cu = (Gu[0].triu(1) + Gu[1].tril(-1)) / 2
         cv = (Gv[0].triu(1) + Gv[1].tril(-1)) / 2
         dU = U @ (cu - cu.mT)
@@ -314,7 +325,7 @@ class MatFunc(torch.autograd.Function):
     def jvp(ctx, dA, *_):
         """dF = V (L ∘ (Vᵀ sym(dA) V)) Vᵀ: L is symmetric, so the map is its own adjoint, the backward."""
         w, V = ctx.saved_tensors
-        return MatFuncBackward.apply(w, V, dA, *ctx.opts), None, None
+        return _jvp_call("matfunc", MatFuncBackward, w, V, dA, *ctx.opts), None, None
 
     @staticmethod
     def backward(ctx, gF, gw, gV):

@@ -938,6 +938,38 @@ raise SystemExit(f"child: {st}" if st else 0)
 """, "the forked child hung on the context another thread was using")
 
 
+def test_fork_during_a_main_thread_call_keeps_ctrl_c_in_the_child():
+    """A long call on the main thread swaps in its own SIGINT handler (Ctrl-C stops it at the next step).
+    A fork from another thread during it leaves a child where that call does not exist: the default
+    handler is put back, so Ctrl-C raises KeyboardInterrupt there (it was swallowed for good)."""
+    _fresh_interpreter("""
+import os, signal, threading, time, numpy as np, specgrad as sg
+A = np.random.default_rng(0).standard_normal((200, 16, 16)); A = A + A.swapaxes(-1, -2)  # large enough to arm
+ctx = sg.Context("cpu", threads=1)
+inside, forked, res = threading.Event(), threading.Event(), {}
+def prog(f):
+    if f < 1 and not inside.is_set():
+        inside.set(); forked.wait(60)
+ctx.set_progress(prog, every=0)
+def forker():
+    inside.wait(60)
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(20)
+        try:
+            os.kill(os.getpid(), signal.SIGINT); time.sleep(2)
+        except KeyboardInterrupt:
+            os._exit(0)
+        os._exit(4)
+    res["pid"] = pid; forked.set()
+t = threading.Thread(target=forker); t.start()
+ctx.eigh(A)
+t.join()
+_, st = os.waitpid(res["pid"], 0)
+raise SystemExit(f"child: {st}" if st else 0)
+""", "the forked child hung")
+
+
 def test_cuda_context_from_before_fork_in_the_child():
     """CUDA does not survive fork: in a forked child the parent's CUDA contexts (an explicit one, the shared
     default) raise SG_ERR_CUDA naming the fork, before reaching the driver; the shared default is dropped, so

@@ -749,6 +749,14 @@ def test_jvp_matches_torch_and_jacfwd_matches_jacrev(rng):
         torch.testing.assert_close(fwAD.unpack_dual(w2).tangent, dw, rtol=0, atol=0)
     with pytest.raises(NotImplementedError, match="full_matrices=True"):
         torch.func.jvp(lambda X: sga.svd(X, full_matrices=True), (R,), (R,))
+    bad = dA.clone()
+    bad[1, 0, 0] = float("nan")
+    for f, X in ((sga.eigh, A), (sga.svd, A), (lambda X: sga.matfunc(X, "exp"), A)):
+        with pytest.raises(sg.NonFiniteError) as e:
+            torch.func.jvp(f, (X,), (bad,))
+        assert "the tangent dA holds NaN or Inf" in "".join(getattr(e.value, "__notes__", []))
+    with pytest.raises(RuntimeError, match="once_differentiable.*over forward"):
+        torch.func.jacfwd(torch.func.jacfwd(lambda X: sga.eigh(X)[0]))(A[0])
 
 
 def test_torch_compile_breaks_the_graph_and_keeps_gradients(rng):
